@@ -1,0 +1,287 @@
+"""Exceptions of the library.
+
+Hierarchy (see the docstrings for when each is raised)::
+
+    Error
+    ├── RenderableError                  a resource can raise these; they become a response
+    │   ├── ConstructionRenderableError   (code and message from class attributes)
+    │   │   ├── BadRequest, BadOption, Unauthorized, Forbidden, NotFound (NoResource),
+    │   │   │   MethodNotAllowed (UnallowedMethod, UnsupportedMethod), NotAcceptable,
+    │   │   │   RequestEntityIncomplete, PreconditionFailed, RequestEntityTooLarge,
+    │   │   │   UnsupportedContentFormat (= UnsupportedMediaType), TooManyRequests,
+    │   │   │   InternalServerError, NotImplementedResponse (5.01), ServiceUnavailable,
+    │   │   │   CommunicationKilled, ProxyingNotSupported
+    ├── ResponseWrappingError            an unsuccessful response, raised by response_raising
+    ├── NotImplemented, RequestTimedOut (ConRetransmitsExceeded), WaitingForClientTimedOut,
+    │   ResourceChanged, UnexpectedBlock1Option, UnexpectedBlock2, MissingBlock2Option,
+    │   NotObservable, ObservationCancelled, UnparsableMessage, LibraryShutdown,
+    │   AnonymousHost, MalformedUrlError, IncompleteUrlError
+    └── NetworkError                     something went wrong sending or receiving
+        └── ResolutionError              a host name could not be resolved
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from .numbers.codes import Code
+
+__all__ = [
+    "Error", "HelpfulError", "RenderableError", "ResponseWrappingError",
+    "ConstructionRenderableError", "BadRequest", "BadOption", "Unauthorized",
+    "Forbidden", "NotFound", "MethodNotAllowed", "NotAcceptable",
+    "RequestEntityIncomplete", "PreconditionFailed", "RequestEntityTooLarge",
+    "UnsupportedContentFormat", "UnsupportedMediaType", "TooManyRequests",
+    "InternalServerError", "NotImplementedResponse", "ServiceUnavailable",
+    "ProxyingNotSupported", "NoResource", "UnallowedMethod",
+    "UnsupportedMethod", "NotImplemented", "RequestTimedOut",
+    "ConRetransmitsExceeded", "WaitingForClientTimedOut", "ResourceChanged",
+    "UnexpectedBlock1Option", "UnexpectedBlock2", "MissingBlock2Option",
+    "NotObservable", "ObservationCancelled", "UnparsableMessage",
+    "CommunicationKilled", "LibraryShutdown", "AnonymousHost",
+    "MalformedUrlError", "IncompleteUrlError", "NetworkError",
+    "ResolutionError",
+]
+
+
+class Error(Exception):
+    """Base exception for all exceptions that indicate a failed request"""
+
+
+class HelpfulError(Error):
+    """An error that can say in one line what went wrong and, where known,
+    what the user can do about it (used by the command line tools)."""
+
+    def __str__(self):
+        base = super().__str__()
+        hint = self.extra_help()
+        return f"{base} ({hint})" if base and hint else (base or hint or type(self).__name__)
+
+    def extra_help(self, hints=None) -> Optional[str]:
+        return None
+
+
+class RenderableError(Error):
+    """Exception that can meaningfully be represented in a CoAP response"""
+
+    def to_message(self):
+        """Create a CoAP message that should be sent when this exception is
+        rendered"""
+        from .message import Message
+
+        return Message(code=Code.INTERNAL_SERVER_ERROR)
+
+
+class ResponseWrappingError(Error):
+    """An exception that is raised due to an unsuccessful but received
+    response."""
+
+    def __init__(self, coapmessage):
+        super().__init__(coapmessage)
+        self.coapmessage = coapmessage
+
+    def to_message(self):
+        return self.coapmessage
+
+    def __repr__(self):
+        return f"<{type(self).__name__}: {self.coapmessage.code} {self.coapmessage.payload!r}>"
+
+    def __str__(self):
+        payload = self.coapmessage.payload
+        text = payload.decode("utf-8", "replace") if payload else ""
+        return f"{self.coapmessage.code}" + (f": {text}" if text else "")
+
+
+class ConstructionRenderableError(RenderableError):
+    """RenderableError that is constructed from class attributes :attr:`code`
+    and :attr:`message` (where the can be overridden in the constructor)."""
+
+    code = Code.INTERNAL_SERVER_ERROR
+    """Code assigned to messages built from it"""
+    message = ""
+    """Text sent in the built message's payload"""
+
+    def __init__(self, message=None):
+        if message is not None:
+            self.message = message
+        super().__init__(self.message)
+
+    def to_message(self):
+        from .message import Message
+
+        return Message(code=self.code, payload=self.message.encode("utf-8"))
+
+
+def _renderable(name, code, doc, base=ConstructionRenderableError, message=""):
+    return type(name, (base,), {"code": code, "message": message, "__doc__": doc, "__module__": __name__})
+
+
+BadRequest = _renderable("BadRequest", Code.BAD_REQUEST, "4.00 Bad Request")
+BadOption = _renderable("BadOption", Code.BAD_OPTION, "4.02 Bad Option: an unrecognized or malformed critical option")
+Unauthorized = _renderable("Unauthorized", Code.UNAUTHORIZED, "4.01 Unauthorized")
+Forbidden = _renderable("Forbidden", Code.FORBIDDEN, "4.03 Forbidden")
+NotFound = _renderable("NotFound", Code.NOT_FOUND, "4.04 Not Found")
+MethodNotAllowed = _renderable("MethodNotAllowed", Code.METHOD_NOT_ALLOWED, "4.05 Method Not Allowed")
+NotAcceptable = _renderable("NotAcceptable", Code.NOT_ACCEPTABLE, "4.06 Not Acceptable")
+RequestEntityIncomplete = _renderable(
+    "RequestEntityIncomplete", Code.REQUEST_ENTITY_INCOMPLETE, "4.08 Request Entity Incomplete"
+)
+PreconditionFailed = _renderable("PreconditionFailed", Code.PRECONDITION_FAILED, "4.12 Precondition Failed")
+RequestEntityTooLarge = _renderable(
+    "RequestEntityTooLarge", Code.REQUEST_ENTITY_TOO_LARGE, "4.13 Request Entity Too Large"
+)
+UnsupportedContentFormat = _renderable(
+    "UnsupportedContentFormat", Code.UNSUPPORTED_CONTENT_FORMAT, "4.15 Unsupported Content-Format"
+)
+UnsupportedMediaType = UnsupportedContentFormat
+TooManyRequests = _renderable("TooManyRequests", Code.TOO_MANY_REQUESTS, "4.29 Too Many Requests")
+InternalServerError = _renderable(
+    "InternalServerError", Code.INTERNAL_SERVER_ERROR, "5.00 Internal Server Error"
+)
+NotImplementedResponse = _renderable("NotImplementedResponse", Code.NOT_IMPLEMENTED, "5.01 Not Implemented")
+ServiceUnavailable = _renderable("ServiceUnavailable", Code.SERVICE_UNAVAILABLE, "5.03 Service Unavailable")
+ProxyingNotSupported = _renderable(
+    "ProxyingNotSupported", Code.PROXYING_NOT_SUPPORTED, "5.05 Proxying Not Supported"
+)
+
+
+class NoResource(NotFound):
+    """Raised when resource is not found."""
+
+    message = "Error: Resource not found!"
+
+    def __init__(self, message=None):
+        super().__init__(message)
+
+
+class UnallowedMethod(MethodNotAllowed):
+    """Raised by a resource when request method is understood by the server
+    but not allowed for that particular resource."""
+
+    message = "Error: Method not allowed!"
+
+
+class UnsupportedMethod(MethodNotAllowed):
+    """Raised when request method is not understood by the server at all."""
+
+    message = "Error: Method not recognized!"
+
+
+class CommunicationKilled(ConstructionRenderableError):
+    """The communication process has been aborted by request of the
+    application."""
+
+    code = Code.SERVICE_UNAVAILABLE
+
+
+class NotImplemented(Error):  # noqa: A001 (the documented name)
+    """Raised when request is correct, but feature is not implemented by the
+    library. For example non-sequential blockwise transfers"""
+
+
+class RequestTimedOut(Error):
+    """Raised when request is timed out."""
+
+
+class ConRetransmitsExceeded(RequestTimedOut):
+    """A confirmable message was sent MAX_RETRANSMIT + 1 times and never
+    acknowledged; ``transmissions`` and ``waited`` (seconds) tell how often
+    and how long."""
+
+    def __init__(self, message="No acknowledgement received", *, transmissions=None, waited=None):
+        super().__init__(message)
+        self.transmissions = transmissions
+        self.waited = waited
+
+
+class WaitingForClientTimedOut(Error):
+    """Raised when server expects some client action:
+
+    - sending next PUT/POST request with block1 or block2 option
+    - sending next GET request with block2 option
+
+    but client does nothing."""
+
+
+class ResourceChanged(Error):
+    """The requested resource was modified during the request and could
+    therefore not be received in a consistent state."""
+
+
+class UnexpectedBlock1Option(Error):
+    """Raised when a server responds with block1 options that just don't
+    match."""
+
+
+class UnexpectedBlock2(Error):
+    """Raised when a server responds with another block2 than expected."""
+
+
+class MissingBlock2Option(Error):
+    """Raised when response with Block2 option is expected (previous response
+    had Block2 option with More flag set), but response without Block2 option
+    is received."""
+
+
+class NotObservable(Error):
+    """The server did not accept the request to observe the resource."""
+
+
+class ObservationCancelled(Error):
+    """The server claimed that it will no longer sustain the observation."""
+
+
+class UnparsableMessage(Error):
+    """An incoming message does not look like CoAP.
+
+    Where the fixed header could be read, ``mtype`` and ``mid`` are set on the
+    exception (else None), so that a confirmable message with a format error
+    can be answered with a Reset (RFC 7252 §4.2)."""
+
+    def __init__(self, message="", *, mtype=None, mid=None):
+        super().__init__(message)
+        self.mtype = mtype
+        self.mid = mid
+
+
+class LibraryShutdown(Error):
+    """The library or a transport registered with it was requested to shut
+    down; this error is raised in all outstanding requests."""
+
+
+class AnonymousHost(Error):
+    """This is raised when it is attempted to express as a reference a (base)
+    URI of a host or a resource that can not be reached by any process other
+    than this.
+
+    Typically, this happens when trying to serialize a link to a resource
+    that is hosted on a CoAP-over-TCP or -WebSockets client: Such resources
+    can be accessed for as long as the connection is active, but can not be
+    used any more once it is closed or even by another system."""
+
+
+class MalformedUrlError(ValueError, HelpfulError):
+    """A URI given to the library could not be parsed or is not usable as a
+    CoAP request URI."""
+
+    def __str__(self):
+        return Exception.__str__(self)
+
+
+class IncompleteUrlError(MalformedUrlError):
+    """A URI was given that lacks a scheme or host."""
+
+
+class NetworkError(HelpfulError):
+    """Base class for all "something went wrong with name resolution, sending
+    or receiving packages".
+
+    Errors of these kinds are raised towards client callers when things went
+    wrong network-side, or at context creation. They are often raised from
+    socket.gaierror or similar classes, but these are wrapped in order to
+    make catching them possible independently of the underlying transport."""
+
+
+class ResolutionError(NetworkError):
+    """Resolving the host component of a URI to a usable transport address
+    was not possible"""

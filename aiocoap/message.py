@@ -1,0 +1,498 @@
+"""The CoAP message: data plus its codec for the RFC 7252 §3 datagram format,
+and request URI composition/decomposition (RFC 7252 §6.4, §6.5).
+
+No I/O happens here. ``Message.decode`` of any byte string returns a Message
+or raises :class:`aiocoap.error.UnparsableMessage`, never anything else.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import urllib.parse
+from typing import Any, NamedTuple, Optional
+
+from . import error
+from .numbers.codes import Code
+from .numbers.optionnumbers import OptionNumber
+from .numbers.types import Type
+from .options import Options
+from .util import Sentinel, hostportjoin, hostportsplit
+from .util.uri import quote_factory, sub_delims, unreserved
+
+__all__ = ["Message", "NoResponse", "UndecidedRemote"]
+
+NoResponse = Sentinel("NoResponse")
+"""Result that can be returned from a render method instead of a Message
+when, due to defaults (eg. multicast link-format queries) or explicit
+configuration (eg. the No-Response option), no response should be sent at
+all. Note that per RFC 7967 section 2, an ACK is still sent to a CON
+request.
+
+Deprecated; set the no_response option on a regular response instead."""
+
+DEFAULT_PORTS = {
+    "coap": 5683,
+    "coaps": 5684,
+    "coap+tcp": 5683,
+    "coaps+tcp": 5684,
+    "coap+ws": 80,
+    "coaps+ws": 443,
+}
+
+_quote_path = quote_factory(unreserved + sub_delims + ":@")
+_quote_query = quote_factory(unreserved + sub_delims.replace("&", "") + ":@/?")
+
+_code_of = Code._value2member_map_.get
+_types = tuple(Type)
+
+
+class UndecidedRemote(NamedTuple):
+    """The remote of a message that has not been routed yet: scheme and
+    hostinfo (``host[:port]``) as taken from a URI. Transports turn it into a
+    real :class:`aiocoap.interfaces.EndpointAddress` when the message is
+    sent."""
+
+    scheme: str
+    hostinfo: str
+
+    @property
+    def uri_base(self) -> str:
+        return f"{self.scheme}://{self.hostinfo}"
+
+    @classmethod
+    def from_pathless_uri(cls, uri: str) -> "UndecidedRemote":
+        """Parse ``scheme://host[:port]`` (nothing after it) into a remote.
+
+        >>> UndecidedRemote.from_pathless_uri("coap+tcp://[::1]:1234")
+        UndecidedRemote(scheme='coap+tcp', hostinfo='[::1]:1234')
+        """
+        parsed = urllib.parse.urlparse(uri)
+        if parsed.path not in ("", "/") or parsed.query or parsed.fragment or not parsed.netloc:
+            raise error.MalformedUrlError(f"not a URI of a host without path: {uri!r}")
+        return cls(parsed.scheme, parsed.netloc)
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+class Message:
+    """CoAP Message with some handling metadata
+
+    This object's attributes provide access to the fields in a CoAP message
+    and can be directly manipulated.
+
+    * payload: The payload (body) of the message as bytes.
+    * mtype: Message type (CON, ACK etc, see numbers.types). Managed unless
+      set by the application.
+    * code: The code (either request or response code), see numbers.codes.
+    * opt: A container for the options, see options.Options.
+    * mid: The message ID. Managed by the Context.
+    * token: The message's token as bytes. Managed by the Context.
+    * remote: The socket address of the other side (an
+      interfaces.EndpointAddress). Before a message is sent, it is managed by
+      the Message itself from the constructor's ``uri`` argument or
+      :meth:`set_request_uri`, and is an :class:`UndecidedRemote` then.
+      Non-roundtrippable.
+    * transport_tuning: Parameters used by the transports to guide
+      transmission (a numbers.constants.TransportTuning). Advisory.
+    * request: The request to which an incoming response message belongs;
+      only available at the client. Managed by the RequestProvider.
+
+    Options can be given as further keyword arguments at construction time
+    (``Message(code=GET, uri_path=['x'], observe=0)``).
+    """
+
+    def __init__(
+        self,
+        *,
+        mtype=None,
+        mid: Optional[int] = None,
+        code=None,
+        payload: bytes = b"",
+        token: bytes = b"",
+        uri: Optional[str] = None,
+        transport_tuning=None,
+        **kwargs,
+    ):
+        self.version = 1
+        self.mtype = None if mtype is None else Type(mtype)
+        self.mid = mid
+        self.code = None if code is None else Code(code)
+        self.token = token
+        self.payload = payload
+        self.opt = Options()
+        self._remote = None
+        self._target: Optional[UndecidedRemote] = None
+        self.request = None
+        self.transport_tuning = transport_tuning
+
+        self._requested = None
+
+        if not isinstance(payload, bytes):
+            if isinstance(payload, (bytearray, memoryview)):
+                self.payload = bytes(payload)
+            else:
+                raise TypeError("Payload must be bytes, not %s" % type(payload).__name__)
+        if not isinstance(token, bytes):
+            if isinstance(token, (bytearray, memoryview)):
+                self.token = bytes(token)
+            else:
+                raise TypeError("Token must be bytes, not %s" % type(token).__name__)
+
+        if uri is not None:
+            self.set_request_uri(uri)
+
+        for key, value in kwargs.items():
+            if key not in Options._view_names:
+                raise TypeError(f"Message got an unexpected keyword argument {key!r}")
+            setattr(self.opt, key, value)
+
+    # --- remote handling -------------------------------------------------
+
+    @property
+    def remote(self):
+        if self._remote is not None:
+            return self._remote
+        return self._target
+
+    @remote.setter
+    def remote(self, value):
+        if isinstance(value, UndecidedRemote):
+            self._target = value
+            self._remote = None
+        else:
+            self._remote = value
+
+    @property
+    def unresolved_remote(self) -> Optional[str]:
+        """Deprecated: the hostinfo the message is to be sent to, if not yet
+        routed. Use ``remote`` (an UndecidedRemote before sending)."""
+        return self._target.hostinfo if self._target is not None else None
+
+    @unresolved_remote.setter
+    def unresolved_remote(self, value: Optional[str]):
+        if value is None:
+            self._target = None
+        else:
+            scheme = self._target.scheme if self._target is not None else "coap"
+            self._target = UndecidedRemote(scheme, value)
+
+    # --- representation ----------------------------------------------------
+
+    def __repr__(self):
+        if self.mtype is None:
+            mtype = "no mtype,"
+        else:
+            mtype = f"Type.{Type(self.mtype).name}"
+        code = "no code" if self.code is None else str(Code(self.code))
+        mid = "no MID" if self.mid is None else f"MID {self.mid}"
+        token = f"token {self.token.hex()}" if self.token else "empty token"
+        extras = ""
+        count = len(self.opt._options)
+        if count:
+            extras += f", {count} option(s)"
+        if self.payload:
+            extras += f", {len(self.payload)} byte(s) payload"
+        return (
+            f"<aiocoap.Message at {id(self):#x}: {mtype} {code} ({mid}, {token}) "
+            f"remote {self._remote!r}{extras}>"
+        )
+
+    def copy(self, **kwargs) -> "Message":
+        """Create a copy of the Message. kwargs are treated like the named
+        arguments in the constructor, and update the copy."""
+        new = Message.__new__(Message)
+        new.__dict__.update(self.__dict__)
+        new.opt = self.opt.copy()
+        if "uri" in kwargs:
+            new.set_request_uri(kwargs.pop("uri"))
+        for key, value in kwargs.items():
+            if key == "mtype":
+                new.mtype = None if value is None else Type(value)
+            elif key == "code":
+                new.code = None if value is None else Code(value)
+            elif key in ("mid", "token", "payload", "transport_tuning", "remote", "request"):
+                if key in ("payload", "token") and not isinstance(value, bytes):
+                    raise TypeError(f"{key} must be bytes")
+                setattr(new, key, value)
+            elif key in Options._view_names:
+                setattr(new.opt, key, value)
+            else:
+                raise TypeError(f"copy() got an unexpected keyword argument {key!r}")
+        return new
+
+    # --- codec ---------------------------------------------------------------
+
+    @classmethod
+    def decode(cls, rawdata, remote=None) -> "Message":
+        """Create Message object from binary representation of message."""
+        length = len(rawdata)
+        if length < 4:
+            raise error.UnparsableMessage("message shorter than the 4 byte header")
+        first = rawdata[0]
+        mtype = _types[(first >> 4) & 0x03]
+        mid = (rawdata[2] << 8) | rawdata[3]
+        if first >> 6 != 1:
+            raise error.UnparsableMessage("unknown CoAP version", mtype=None, mid=None)
+        tkl = first & 0x0F
+        if tkl > 8:
+            raise error.UnparsableMessage("token length 9-15 is reserved", mtype=mtype, mid=mid)
+        if 4 + tkl > length:
+            raise error.UnparsableMessage("token truncated", mtype=mtype, mid=mid)
+        code_number = rawdata[1]
+        if code_number == 0 and length != 4:
+            raise error.UnparsableMessage("empty message with bytes after the header", mtype=mtype, mid=mid)
+
+        self = cls.__new__(cls)
+        self.version = 1
+        self.mtype = mtype
+        self.mid = mid
+        code = _code_of(code_number)
+        self.code = code if code is not None else Code(code_number)
+        self.token = bytes(rawdata[4 : 4 + tkl])
+        opt = self.opt = Options()
+        try:
+            self.payload = opt.decode(rawdata[4 + tkl :]) if length > 4 + tkl else b""
+        except error.UnparsableMessage as e:
+            e.mtype = mtype
+            e.mid = mid
+            raise
+        self._remote = remote
+        self._target = None
+        self.request = None
+        self.transport_tuning = None
+        self._requested = None
+        return self
+
+    def encode(self) -> bytes:
+        """Create binary representation of message from Message object."""
+        if self.code is None or self.mtype is None or self.mid is None:
+            raise TypeError(
+                "Fatal Error: Code, Message Type and Message ID must not be None."
+            )
+        token = self.token
+        if len(token) > 8:
+            raise ValueError("token longer than 8 bytes")
+        header = bytes(
+            (
+                0x40 | (self.mtype << 4) | len(token),
+                self.code,
+                (self.mid >> 8) & 0xFF,
+                self.mid & 0xFF,
+            )
+        )
+        options = self.opt.encode() if self.opt._options else b""
+        if self.payload:
+            return b"".join((header, token, options, b"\xff", self.payload))
+        return b"".join((header, token, options))
+
+    # --- cache key -------------------------------------------------------------
+
+    def get_cache_key(self, ignore_options=()):
+        """Generate a hashable and comparable object (currently a tuple) from
+        the message's code and all option values that are part of the cache
+        key and not in the optional list of ignore_options (which is the list
+        of option numbers that are not technically NoCacheKey but handled by
+        the application using this method).
+
+        >>> from aiocoap.numbers import GET
+        >>> m1 = Message(code=GET)
+        >>> m2 = Message(code=GET)
+        >>> m1.opt.uri_path = ('s', '1')
+        >>> m2.opt.uri_path = ('s', '1')
+        >>> m1.opt.size1 = 10 # the only no-cache-key option in the base spec
+        >>> m2.opt.size1 = 20
+        >>> m1.get_cache_key() == m2.get_cache_key()
+        True
+        >>> m2.opt.etag = b'000'
+        >>> m1.get_cache_key() == m2.get_cache_key()
+        False
+        >>> from aiocoap.numbers.optionnumbers import OptionNumber
+        >>> ignore = [OptionNumber.ETAG]
+        >>> m1.get_cache_key(ignore) == m2.get_cache_key(ignore)
+        True
+        """
+        ignore = set(ignore_options)
+        key = []
+        for option in self.opt.option_list():
+            number = OptionNumber(option.number)
+            if number in ignore:
+                continue
+            if not number.is_unsafe() and number.is_nocachekey():
+                continue
+            key.append((int(number), option.encode()))
+        return (self.code, tuple(key))
+
+    # --- URIs ------------------------------------------------------------------
+
+    def set_request_uri(self, uri: str, *, set_uri_host: bool = True) -> None:
+        """Parse a given URI into the uri_* fields of the options.
+
+        The remote does not get set automatically; instead, the remote data
+        is stored in the uri_host option (unless the host is an IP literal)
+        and the message's remote becomes an :class:`UndecidedRemote` that
+        holds scheme and hostinfo. Name resolution happens when the message
+        is sent, by the transport that takes it.
+
+        When set_uri_host=False is passed, the host is not put into a
+        Uri-Host option; this breaks virtual hosts but makes messages
+        smaller.
+
+        This implements Section 6.4 of RFC7252."""
+        try:
+            parsed = urllib.parse.urlsplit(uri)
+        except ValueError as e:
+            raise error.MalformedUrlError(f"Invalid URI {uri!r}: {e}") from None
+        if not parsed.scheme:
+            raise error.IncompleteUrlError(f"URI {uri!r} is not absolute (no scheme)")
+        if parsed.fragment or uri.endswith("#"):
+            raise error.MalformedUrlError(
+                "Fragment identifiers can not be set on a request URI"
+            )
+        scheme = parsed.scheme.lower()
+        netloc = parsed.netloc
+        if "@" in netloc:
+            raise error.MalformedUrlError("User name and password are not supported in CoAP URIs")
+        try:
+            host, port = hostportsplit(netloc)
+        except ValueError as e:
+            raise error.MalformedUrlError(f"Invalid URI {uri!r}: {e}") from None
+        if not host:
+            raise error.IncompleteUrlError(f"URI {uri!r} has no host")
+
+        host_is_literal = _is_ip_literal(host)
+        if not host_is_literal:
+            host = urllib.parse.unquote(host).lower()
+
+        try:
+            if parsed.path in ("", "/"):
+                path: tuple = ()
+            else:
+                if not parsed.path.startswith("/"):
+                    raise error.MalformedUrlError(f"Invalid URI {uri!r}: relative path")
+                path = tuple(
+                    urllib.parse.unquote(seg, errors="strict")
+                    for seg in parsed.path[1:].split("/")
+                )
+            if parsed.query:
+                query: tuple = tuple(
+                    urllib.parse.unquote(q, errors="strict")
+                    for q in parsed.query.split("&")
+                )
+            else:
+                query = ()
+        except UnicodeDecodeError:
+            raise error.MalformedUrlError(
+                f"Invalid URI {uri!r}: percent-encoding is not UTF-8"
+            ) from None
+
+        self.opt.uri_path = path
+        self.opt.uri_query = query
+        self.opt.uri_port = None
+        if set_uri_host and not host_is_literal:
+            self.opt.uri_host = host
+        else:
+            self.opt.uri_host = None
+        self._target = UndecidedRemote(scheme, hostportjoin(host, port))
+        self._remote = None
+
+    def get_request_uri(self, *, local_is_server: bool = False) -> str:
+        """The absolute URI this message belongs to.
+
+        For requests, this is composed from the options (falling back to the
+        remote). For responses, this is largely taken from the original
+        request message, but -- in case of a multicast request -- with the
+        host replaced by the responder's endpoint details.
+
+        This implements Section 6.5 of RFC7252.
+
+        By default, these values are only valid on the client. To determine
+        a message's request URI on the server, set the local_is_server
+        argument to True."""
+        if self.code is not None and Code(self.code).is_response():
+            request = self.request
+            if request is None:
+                raise ValueError("Can not construct the request URI of a response without its request")
+            uri = request.get_request_uri(local_is_server=local_is_server)
+            remote = self._remote
+            if (
+                not local_is_server
+                and request.remote is not None
+                and getattr(request.remote, "is_multicast", False)
+                and remote is not None
+            ):
+                # Replace the multicast host by the responder
+                parsed = urllib.parse.urlsplit(uri)
+                uri = urllib.parse.urlunsplit(
+                    (parsed.scheme, remote.hostinfo, parsed.path, parsed.query, "")
+                )
+            return uri
+
+        proxy_uri = self.opt.proxy_uri
+        if proxy_uri is not None:
+            return proxy_uri
+
+        remote = self.remote
+        if local_is_server:
+            scheme = remote.scheme
+            hostinfo = remote.hostinfo_local
+        else:
+            if remote is None:
+                raise ValueError("Message has neither a remote nor a URI")
+            scheme = remote.scheme
+            hostinfo = remote.hostinfo
+        if self.opt.proxy_scheme is not None:
+            scheme = self.opt.proxy_scheme
+        if scheme is None:
+            scheme = "coap"
+
+        host, port = hostportsplit(hostinfo)
+        if self.opt.uri_host is not None:
+            host = self.opt.uri_host
+        if self.opt.uri_port is not None:
+            port = self.opt.uri_port
+        if port == DEFAULT_PORTS.get(scheme):
+            port = None
+        if ":" in host:
+            netloc = hostportjoin(host, port)
+        else:
+            netloc = hostportjoin(urllib.parse.quote(host, safe=unreserved + sub_delims), port)
+
+        path = "/" + "/".join(_quote_path(p) for p in self.opt.uri_path)
+        query = "&".join(_quote_query(q) for q in self.opt.uri_query)
+        return f"{scheme}://{netloc}{path}" + (f"?{query}" if query else "")
+
+    # --- deprecated requested_* properties ---------------------------------
+
+    def _requested_split(self):
+        return urllib.parse.urlsplit(self.get_request_uri())
+
+    @property
+    def requested_scheme(self):
+        """Deprecated; use get_request_uri()."""
+        return self._requested_split().scheme
+
+    @property
+    def requested_proxy_uri(self):
+        """Deprecated; use get_request_uri()."""
+        return (self.request if self.request is not None else self).opt.proxy_uri
+
+    @property
+    def requested_hostinfo(self):
+        """Deprecated; use get_request_uri()."""
+        return self._requested_split().netloc
+
+    @property
+    def requested_path(self):
+        """Deprecated; use get_request_uri()."""
+        return (self.request if self.request is not None else self).opt.uri_path
+
+    @property
+    def requested_query(self):
+        """Deprecated; use get_request_uri()."""
+        return (self.request if self.request is not None else self).opt.uri_query

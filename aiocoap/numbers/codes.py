@@ -1,0 +1,138 @@
+"""Values of the CoAP Code field.
+
+The members correspond to the IANA "CoRE Parameters" sub-registries "CoAP
+Method Codes", "CoAP Response Codes" and "CoAP Signaling Codes" (RFC 8323).
+Unknown codes are still usable: ``Code(0x5f)`` works and prints its number.
+"""
+
+from __future__ import annotations
+
+from ..util import ExtensibleIntEnum
+
+__all__ = ["Code"]
+
+# Printable names that title-casing the constant name would get wrong.
+_PRINTABLE = {7: "iPATCH"}
+
+
+class Code(ExtensibleIntEnum):
+    """Value for the CoAP "Code" field.
+
+    As the number range for the code values is separated, the rough meaning
+    of a code can be determined using :meth:`is_request`, :meth:`is_response`,
+    :meth:`is_signalling` and :meth:`is_successful`.
+
+    >>> Code.CONTENT
+    <Successful Response Code 69 "2.05 Content">
+    >>> Code.CONTENT.class_
+    2
+    >>> Code.BAD_GATEWAY
+    <Response Code 162 "5.02 Bad Gateway">
+    >>> Code.BAD_GATEWAY.class_
+    5
+    >>> Code(0x45) is Code.CONTENT
+    True
+    """
+
+    EMPTY = 0
+    GET = 1
+    POST = 2
+    PUT = 3
+    DELETE = 4
+    FETCH = 5
+    PATCH = 6
+    iPATCH = 7
+    CREATED = 65
+    DELETED = 66
+    VALID = 67
+    CHANGED = 68
+    CONTENT = 69
+    CONTINUE = 95
+    BAD_REQUEST = 128
+    UNAUTHORIZED = 129
+    BAD_OPTION = 130
+    FORBIDDEN = 131
+    NOT_FOUND = 132
+    METHOD_NOT_ALLOWED = 133
+    NOT_ACCEPTABLE = 134
+    REQUEST_ENTITY_INCOMPLETE = 136
+    CONFLICT = 137
+    PRECONDITION_FAILED = 140
+    REQUEST_ENTITY_TOO_LARGE = 141
+    UNSUPPORTED_MEDIA_TYPE = 143
+    UNSUPPORTED_CONTENT_FORMAT = 143
+    UNPROCESSABLE_ENTITY = 150
+    TOO_MANY_REQUESTS = 157
+    INTERNAL_SERVER_ERROR = 160
+    NOT_IMPLEMENTED = 161
+    BAD_GATEWAY = 162
+    SERVICE_UNAVAILABLE = 163
+    GATEWAY_TIMEOUT = 164
+    PROXYING_NOT_SUPPORTED = 165
+    HOP_LIMIT_REACHED = 168
+    CSM = 225
+    PING = 226
+    PONG = 227
+    RELEASE = 228
+    ABORT = 229
+
+    def is_request(self) -> bool:
+        """True if the code is in the request code range"""
+        return 1 <= self < 32
+
+    def is_response(self) -> bool:
+        """True if the code is in the response code range"""
+        return 64 <= self < 192
+
+    def is_signalling(self) -> bool:
+        """True if the code is in the signaling (7.xx, RFC 8323) range"""
+        return self >= 224
+
+    def is_successful(self) -> bool:
+        """True if the code is in the successful subrange of the response code range"""
+        return 64 <= self < 96
+
+    def can_have_payload(self) -> bool:
+        """True if a message with that code can carry a payload. This is not
+        checked for strictly, but used as an indicator."""
+        return self.is_response() or self in (
+            Code.POST, Code.PUT, Code.FETCH, Code.PATCH, Code.iPATCH,
+        )
+
+    @property
+    def class_(self) -> int:
+        """The class of a code (2 for successful responses, 4 for client
+        errors, ...)."""
+        return self >> 5
+
+    @property
+    def dotted(self) -> str:
+        """The numeric value in three-decimal-digits (c.dd) form"""
+        return f"{self >> 5}.{self & 0x1F:02d}"
+
+    @property
+    def name_printable(self) -> str:
+        """The name of the code in human-readable form"""
+        if self._name is None:
+            return "Unknown Request" if self.is_request() else "Unknown"
+        special = _PRINTABLE.get(int(self))
+        if special is not None:
+            return special
+        return self._name.replace("_", " ").title()
+
+    def __str__(self):
+        if self.is_request() or self == 0:
+            return self.name
+        return f"{self.dotted} {self.name_printable}"
+
+    def __repr__(self):
+        if self.is_request():
+            kind = "Request Code"
+        elif self.is_successful():
+            kind = "Successful Response Code"
+        elif self.is_response():
+            kind = "Response Code"
+        else:
+            kind = "Code"
+        return f'<{kind} {int(self)} "{self}">'
+
