@@ -1,0 +1,639 @@
+"""The message layer of CoAP over UDP (RFC 7252 §4): message IDs,
+confirmable retransmission, deduplication, ACK / RST / empty ACK, pings.
+
+The rules live in :class:`MessageLayer`, a sans-I/O core: it is fed
+datagrams and outgoing messages together with the current (monotonic) time,
+sends bytes and delivers messages through callbacks given at construction,
+and tells its next deadline; it never sleeps and imports no asyncio.
+:class:`MessageManager` is its asyncio driver (one ``loop.call_at`` timer)
+and the TokenInterface the token layer sends through.
+
+Rules enforced here:
+
+* Incoming CON and NON messages are deduplicated by (remote, MID) for
+  EXCHANGE_LIFETIME / NON_LIFETIME. A duplicate of a request that was
+  answered gets the remembered reply again (so a POST runs once); one still
+  being processed gets an empty ACK if one was already sent, else nothing.
+* The dedup memory is compact (the remembered reply's bytes plus a dict
+  slot and a key tuple) and hard-capped at ``max_dedup_entries``; when the
+  cap is reached the oldest entries are forgotten early (a duplicate that
+  arrives after that is processed again) and a warning is logged once per
+  minute.
+* A request that the application answers within EMPTY_ACK_DELAY gets a
+  piggybacked response; otherwise an empty ACK goes out and the response
+  follows as a separate CON (NON for NON requests).
+* CON messages are retransmitted after ACK_TIMEOUT x random[1,
+  ACK_RANDOM_FACTOR], doubling, MAX_RETRANSMIT times; then the sender's
+  monitor gets error.ConRetransmitsExceeded.
+* A CON ping (empty CON) is answered with RST; a CON response nobody waits
+  for is answered with RST, a NON one dropped; a CON with a format error is
+  answered with RST, anything else malformed is dropped (RFC 7252 §4.2,
+  §4.3).
+* Responses to multicast requests are NON, never errors, and are delayed by
+  a random time within DEFAULT_LEISURE (RFC 7252 §8.2).
+* Per-peer state (next MID) is bounded (``max_peers``, least recently used
+  peers forgotten).
+
+Logging: debug for per-message events, info for nothing on the hot path,
+warning for policy decisions (caps reached), never for peer misbehaviour
+above debug (a peer must not be able to flood the log).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections import OrderedDict, deque
+from typing import Callable, Optional
+
+from . import error, interfaces
+from .message import Message
+from .numbers.codes import Code
+from .numbers.constants import DEFAULT_TUNING, TransportTuning
+from .numbers.types import Type
+
+__all__ = ["MessageLayer", "MessageManager", "no_response_suppresses"]
+
+CON, NON, ACK, RST = Type.CON, Type.NON, Type.ACK, Type.RST
+EMPTY = Code.EMPTY
+
+# States of a remembered incoming exchange (values of MessageLayer._dedup).
+# bytes values are the reply to resend to a duplicate.
+_PROCESSING = 0  # request handed up, nothing sent yet
+_EMPTY_ACKED = 1  # empty ACK sent, separate response pending or sent
+_NOTHING = 2  # NON request being processed or answered without a reply
+
+
+def no_response_suppresses(no_response: Optional[int], code) -> bool:
+    """Whether a request's No-Response option value (RFC 7967) says that a
+    response with this code must not be sent."""
+    if not no_response:
+        return False
+    klass = code >> 5
+    if klass == 2:
+        return bool(no_response & 0x02)
+    if klass == 4:
+        return bool(no_response & 0x08)
+    if klass == 5:
+        return bool(no_response & 0x10)
+    return False
+
+
+def _empty(mtype, mid) -> bytes:
+    return bytes((0x40 | (mtype << 4), 0, (mid >> 8) & 0xFF, mid & 0xFF))
+
+
+class _Outgoing:
+    """A CON message waiting for its ACK, or a NON request waiting for its
+    response (then ``data`` is None and only the deadline matters)."""
+
+    __slots__ = ("data", "remote", "transmissions", "timeout", "monitor", "deadline", "start", "tuning")
+
+    def __init__(self, data, remote, timeout, monitor, deadline, start, tuning):
+        self.data = data
+        self.remote = remote
+        self.transmissions = 1
+        self.timeout = timeout
+        self.monitor = monitor
+        self.deadline = deadline
+        self.start = start
+        self.tuning = tuning
+
+
+class MessageLayer:
+    """Sans-I/O core of the message layer.
+
+    :param send: ``send(data: bytes, remote)`` puts a datagram on the wire.
+    :param deliver_request: ``deliver_request(message)`` for an incoming,
+        deduplicated request.
+    :param deliver_response: ``deliver_response(message) -> bool`` for an
+        incoming response; False means nobody waited for it.
+    :param tuning: the default TransportTuning (a message's own
+        ``transport_tuning`` takes precedence for its exchange).
+    :param rng: source of randomness for retransmission jitter, initial MIDs
+        and leisure delays (inject a seeded one in tests).
+    """
+
+    def __init__(
+        self,
+        *,
+        send: Callable[[bytes, object], None],
+        deliver_request: Callable[[Message], None],
+        deliver_response: Callable[[Message], bool],
+        log,
+        tuning: TransportTuning = DEFAULT_TUNING,
+        rng: Optional[random.Random] = None,
+        max_dedup_entries: int = 200_000,
+        max_peers: int = 10_000,
+    ):
+        self._send = send
+        self._deliver_request = deliver_request
+        self._deliver_response = deliver_response
+        self.log = log
+        self.tuning = tuning
+        self._rng = rng or random.Random()
+        self.max_dedup_entries = max_dedup_entries
+        self.max_peers = max_peers
+
+        # (remote, mid) -> state (see _PROCESSING etc.) or reply bytes
+        self._dedup: dict = {}
+        # Expiry in coarse time buckets: deques of [expiry, [keys...]].
+        # Lifetimes are constant per kind, so each deque is sorted by expiry,
+        # and an entry costs one list slot instead of an (expiry, key) tuple.
+        self._dedup_expiry_con: deque = deque()
+        self._dedup_expiry_non: deque = deque()
+        self._last_cap_warning = -1e9
+
+        # (remote, token) -> mid of a CON request we have not ACKed yet
+        self._pending_ack: dict = {}
+        # (deadline, (remote, mid)) for empty ACKs; constant delay -> FIFO
+        self._empty_ack_queue: deque = deque()
+
+        # (remote, mid) -> _Outgoing
+        self._outgoing: dict = {}
+        # heap of (deadline, seq, key) with lazy deletion
+        self._heap: list = []
+        self._seq = itertools.count()
+
+        # delayed sends (multicast leisure): heap of (deadline, seq, data, remote)
+        self._delayed: list = []
+
+        # remote -> next MID
+        self._mids: OrderedDict = OrderedDict()
+
+    # --- introspection for tests and for the memory benchmark ----------------
+
+    @property
+    def dedup_size(self) -> int:
+        return len(self._dedup)
+
+    @property
+    def outgoing_size(self) -> int:
+        return len(self._outgoing)
+
+    # --- time ---------------------------------------------------------------------
+
+    def next_deadline(self) -> Optional[float]:
+        """The earliest time at which :meth:`handle_timer` has work to do."""
+        candidates = []
+        if self._heap:
+            candidates.append(self._heap[0][0])
+        if self._empty_ack_queue:
+            candidates.append(self._empty_ack_queue[0][0])
+        if self._dedup_expiry_con:
+            candidates.append(self._dedup_expiry_con[0][0])
+        if self._dedup_expiry_non:
+            candidates.append(self._dedup_expiry_non[0][0])
+        if self._delayed:
+            candidates.append(self._delayed[0][0])
+        return min(candidates) if candidates else None
+
+    def handle_timer(self, now: float) -> None:
+        """Do everything that is due at ``now``: retransmissions, timeouts,
+        empty ACKs, delayed multicast responses, dedup expiry."""
+        queue = self._empty_ack_queue
+        while queue and queue[0][0] <= now:
+            _, key = queue.popleft()
+            if self._dedup.get(key) == _PROCESSING:
+                remote, mid = key
+                self._dedup[key] = _EMPTY_ACKED
+                self._send(_empty(ACK, mid), remote)
+
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            deadline, _, key = heapq.heappop(heap)
+            state = self._outgoing.get(key)
+            if state is None or state.deadline != deadline:
+                continue  # answered or rescheduled since
+            self._on_outgoing_deadline(key, state, now)
+
+        delayed = self._delayed
+        while delayed and delayed[0][0] <= now:
+            _, _, data, remote = heapq.heappop(delayed)
+            self._send(data, remote)
+
+        dedup = self._dedup
+        for buckets in (self._dedup_expiry_con, self._dedup_expiry_non):
+            while buckets and buckets[0][0] <= now:
+                for key in buckets.popleft()[1]:
+                    dedup.pop(key, None)
+
+    def _on_outgoing_deadline(self, key, state: _Outgoing, now: float) -> None:
+        if state.data is None:
+            # A NON request whose response never came.
+            del self._outgoing[key]
+            self._notify(state.monitor, error.RequestTimedOut(
+                "No response to the non-confirmable request within %.3g s" % (now - state.start)
+            ))
+            return
+        if state.transmissions > state.tuning.MAX_RETRANSMIT:
+            del self._outgoing[key]
+            self._notify(state.monitor, error.ConRetransmitsExceeded(
+                "No acknowledgement received after %d transmissions in %.3g s"
+                % (state.transmissions, now - state.start),
+                transmissions=state.transmissions,
+                waited=now - state.start,
+            ))
+            return
+        state.transmissions += 1
+        state.timeout *= 2
+        state.deadline = now + state.timeout
+        heapq.heappush(self._heap, (state.deadline, next(self._seq), key))
+        self.log.debug("Retransmitting MID %d to %r (transmission %d)", key[1], state.remote, state.transmissions)
+        self._send(state.data, state.remote)
+
+    def _notify(self, monitor, exc) -> None:
+        if monitor is not None:
+            try:
+                monitor(exc)
+            except Exception:
+                self.log.exception("Error in a message error monitor")
+
+    # --- incoming -------------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, remote, now: float) -> None:
+        """Process one datagram from ``remote``."""
+        try:
+            message = Message.decode(data, remote)
+        except error.UnparsableMessage as e:
+            if e.mtype is CON and e.mid is not None:
+                self.log.debug("Rejecting malformed CON from %r: %s", remote, e)
+                self._send(_empty(RST, e.mid), remote)
+            else:
+                self.log.debug("Dropping malformed datagram from %r: %s", remote, e)
+            return
+        self.receive_message(message, now)
+
+    def receive_message(self, message: Message, now: float) -> None:
+        """Process one decoded message (its ``remote`` set)."""
+        mtype = message.mtype
+        if mtype is ACK or mtype is RST:
+            self._receive_ack_or_rst(message)
+            return
+
+        code = message.code
+        remote = message.remote
+        key = (remote, message.mid)
+        if code == EMPTY:
+            if mtype is CON:
+                self.log.debug("Answering CoAP ping from %r", remote)
+                self._send(_empty(RST, message.mid), remote)
+            return
+
+        known = self._dedup.get(key)
+        if known is not None:
+            self._answer_duplicate(key, known)
+            return
+
+        if code.is_request():
+            self._remember(key, _PROCESSING if mtype is CON else _NOTHING, mtype, now)
+            if mtype is CON:
+                self._pending_ack[(remote, message.token)] = message.mid
+                self._empty_ack_queue.append((now + self._tuning_of(message).EMPTY_ACK_DELAY, key))
+            self._deliver_request(message)
+            return
+
+        if code.is_response():
+            if mtype is CON:
+                ack = _empty(ACK, message.mid)
+                self._remember(key, ack, CON, now)
+                if self._deliver_response(message):
+                    self._send(ack, remote)
+                else:
+                    self.log.debug("Rejecting unexpected CON response from %r", remote)
+                    rst = _empty(RST, message.mid)
+                    self._dedup[key] = rst
+                    self._send(rst, remote)
+            else:
+                self._remember(key, _NOTHING, NON, now)
+                if not self._deliver_response(message):
+                    self.log.debug("Dropping unexpected NON response from %r", remote)
+            return
+
+        # Signalling codes or reserved classes have no business over UDP.
+        if mtype is CON:
+            self._send(_empty(RST, message.mid), remote)
+
+    def _answer_duplicate(self, key, known) -> None:
+        remote = key[0]
+        if type(known) is bytes:
+            self.log.debug("Answering duplicate MID %d from %r from cache", key[1], remote)
+            self._send(known, remote)
+        elif known == _EMPTY_ACKED:
+            self._send(_empty(ACK, key[1]), remote)
+        else:
+            self.log.debug("Ignoring duplicate MID %d from %r (still processing)", key[1], remote)
+
+    _BUCKET = 0.5
+    """Width of a dedup expiry bucket in seconds: entries are kept between
+    their lifetime and their lifetime plus this."""
+
+    def _remember(self, key, state, mtype, now: float) -> None:
+        dedup = self._dedup
+        if len(dedup) >= self.max_dedup_entries:
+            self._evict_oldest(now)
+        dedup[key] = state
+        if mtype is CON:
+            buckets = self._dedup_expiry_con
+            lifetime = self.tuning.EXCHANGE_LIFETIME
+        else:
+            buckets = self._dedup_expiry_non
+            lifetime = self.tuning.NON_LIFETIME
+        expiry = now + lifetime
+        if buckets and buckets[-1][0] >= expiry:
+            buckets[-1][1].append(key)
+        else:
+            buckets.append([expiry + self._BUCKET, [key]])
+
+    def _evict_oldest(self, now: float) -> None:
+        if now - self._last_cap_warning > 60:
+            self._last_cap_warning = now
+            self.log.warning(
+                "Deduplication cache full (%d exchanges); forgetting the oldest early",
+                self.max_dedup_entries,
+            )
+        # Drop the oldest bucket (of whichever kind was created first) so the
+        # eviction cost is amortized over many entries.
+        con, non = self._dedup_expiry_con, self._dedup_expiry_non
+        if con and (not non or con[0][0] - self.tuning.EXCHANGE_LIFETIME <= non[0][0] - self.tuning.NON_LIFETIME):
+            bucket = con.popleft()
+        elif non:
+            bucket = non.popleft()
+        else:
+            return
+        dedup = self._dedup
+        for key in bucket[1]:
+            dedup.pop(key, None)
+
+    def _receive_ack_or_rst(self, message: Message) -> None:
+        key = (message.remote, message.mid)
+        state = self._outgoing.get(key)
+        if state is None or state.data is None:
+            self.log.debug("Ignoring %s for unknown MID %d from %r", message.mtype.name, message.mid, message.remote)
+            return
+        del self._outgoing[key]
+        if message.mtype is RST:
+            self._notify(state.monitor, error.ResetReceived("The peer answered with a Reset"))
+            return
+        if message.code == EMPTY:
+            return  # separate response will follow
+        if message.code.is_response():
+            self._deliver_response(message)
+
+    # --- outgoing ---------------------------------------------------------------------
+
+    def _tuning_of(self, message: Message) -> TransportTuning:
+        return message.transport_tuning or self.tuning
+
+    def _next_mid(self, remote) -> int:
+        mids = self._mids
+        mid = mids.get(remote)
+        if mid is None:
+            mid = self._rng.randrange(0x10000)
+            if len(mids) >= self.max_peers:
+                mids.popitem(last=False)
+        else:
+            mids.move_to_end(remote)
+        outgoing = self._outgoing
+        for _ in range(0x10000):
+            if (remote, mid) not in outgoing:
+                break
+            mid = (mid + 1) & 0xFFFF
+        else:
+            raise error.Error("All 65536 message IDs to this peer are in use")
+        mids[remote] = (mid + 1) & 0xFFFF
+        return mid
+
+    def send_message(self, message: Message, now: float, monitor=None) -> Optional[Callable[[], None]]:
+        """Send a request or response; fill in type and MID as needed.
+
+        Returns a function that stops retransmissions (and the NON request
+        timeout) for the message, or None if there is nothing to stop.
+        ``monitor(exc)`` is called when the message will not be processed
+        (see interfaces.TokenInterface.send_message)."""
+        remote = message.remote
+        code = message.code
+        if code.is_response():
+            pending_key = (remote, message.token)
+            request_mid = self._pending_ack.pop(pending_key, None)
+            if getattr(remote, "is_multicast_locally", False):
+                return self._send_multicast_response(message, request_mid, now)
+            if request_mid is not None:
+                dedup_key = (remote, request_mid)
+                if self._dedup.get(dedup_key) == _PROCESSING:
+                    if message.mtype is None or message.mtype is ACK:
+                        message.mtype = ACK
+                        message.mid = request_mid
+                        data = message.encode()
+                        self._dedup[dedup_key] = data
+                        self._send(data, remote)
+                        return None
+                elif message.mtype is ACK:
+                    message.mtype = None
+        if message.mtype is None:
+            message.mtype = CON
+        if message.mid is None:
+            message.mid = self._next_mid(remote)
+        data = message.encode()
+        key = (remote, message.mid)
+        tuning = self._tuning_of(message)
+
+        if message.mtype is CON:
+            timeout = tuning.ACK_TIMEOUT * self._rng.uniform(1, tuning.ACK_RANDOM_FACTOR)
+            state = _Outgoing(data, remote, timeout, monitor, now + timeout, now, tuning)
+        elif message.mtype is NON and code.is_request():
+            deadline = now + tuning.request_timeout
+            state = _Outgoing(None, remote, 0.0, monitor, deadline, now, tuning)
+        else:
+            self._send(data, remote)
+            return None
+        self._outgoing[key] = state
+        heapq.heappush(self._heap, (state.deadline, next(self._seq), key))
+        self._send(data, remote)
+
+        def stop():
+            if self._outgoing.get(key) is state:
+                del self._outgoing[key]
+
+        return stop
+
+    def _send_multicast_response(self, message: Message, request_mid, now: float):
+        if not Code(message.code).is_successful():
+            self.log.debug("Not sending error response %s to a multicast request", message.code)
+            if request_mid is not None:
+                self._dedup[(message.remote, request_mid)] = _NOTHING
+            return None
+        message.mtype = NON
+        if message.mid is None:
+            message.mid = self._next_mid(message.remote)
+        data = message.encode()
+        delay = self._rng.uniform(0, self._tuning_of(message).DEFAULT_LEISURE)
+        heapq.heappush(self._delayed, (now + delay, next(self._seq), data, message.remote))
+        return None
+
+    def no_response_for(self, remote, token) -> None:
+        """The request (remote, token) will not be answered (its response was
+        suppressed by No-Response or the resource returned NoResponse): a
+        CON gets its empty ACK now, and a duplicate gets the same."""
+        request_mid = self._pending_ack.pop((remote, token), None)
+        if request_mid is None:
+            return
+        key = (remote, request_mid)
+        if self._dedup.get(key) == _PROCESSING:
+            ack = _empty(ACK, request_mid)
+            self._dedup[key] = ack
+            self._send(ack, remote)
+
+    # --- errors and shutdown -----------------------------------------------------------
+
+    def fail_remote(self, remote, exc: Exception) -> None:
+        """The network reported an error for ``remote``: stop every exchange
+        with it and tell the senders."""
+        failed = [k for k, s in self._outgoing.items() if s.remote == remote]
+        for key in failed:
+            state = self._outgoing.pop(key)
+            self._notify(state.monitor, exc)
+
+    def shutdown(self) -> None:
+        """Fail everything in flight with error.LibraryShutdown and forget
+        all state."""
+        outgoing, self._outgoing = self._outgoing, {}
+        for state in outgoing.values():
+            self._notify(state.monitor, error.LibraryShutdown())
+        self._heap.clear()
+        self._delayed.clear()
+        self._empty_ack_queue.clear()
+        self._pending_ack.clear()
+        self._dedup.clear()
+        self._dedup_expiry_con.clear()
+        self._dedup_expiry_non.clear()
+        self._mids.clear()
+
+
+class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
+    """Drives a :class:`MessageLayer` on an asyncio loop for one
+    MessageInterface (a UDP transport), and serves as the TokenInterface the
+    token layer sends through."""
+
+    def __init__(self, token_manager: interfaces.TokenManager, log, loop, tuning: TransportTuning = DEFAULT_TUNING, **core_args):
+        self.token_manager = token_manager
+        self.log = log
+        self.loop = loop
+        self.message_interface: Optional[interfaces.MessageInterface] = None
+        self._timer = None
+        self._timer_at: Optional[float] = None
+        self._core = MessageLayer(
+            send=self._send_datagram,
+            deliver_request=token_manager.process_request,
+            deliver_response=token_manager.process_response,
+            log=log,
+            tuning=tuning,
+            **core_args,
+        )
+
+    @classmethod
+    async def create(cls, token_manager, log, loop, interface_factory, **kwargs) -> "MessageManager":
+        """Build the manager and its transport: ``await
+        interface_factory(manager)`` must return the MessageInterface that
+        reports to this manager."""
+        self = cls(token_manager, log, loop, **kwargs)
+        self.message_interface = await interface_factory(self)
+        send_bytes = getattr(self.message_interface, "send_bytes", None)
+        if send_bytes is not None:
+            self._raw_send = send_bytes
+        return self
+
+    @property
+    def client_credentials(self):
+        return getattr(self.token_manager, "client_credentials", None)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} for {self.message_interface!r}>"
+
+    # --- timer ---------------------------------------------------------------------
+
+    def _rearm(self) -> None:
+        deadline = self._core.next_deadline()
+        if deadline is None:
+            return
+        if self._timer is not None and self._timer_at <= deadline:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._core.handle_timer(self.loop.time())
+        self._rearm()
+
+    # --- transport side (interfaces.MessageManager) ---------------------------------------
+
+    def _send_datagram(self, data: bytes, remote) -> None:
+        self._raw_send(data, remote)
+
+    def _raw_send(self, data: bytes, remote) -> None:
+        # Transports that only implement the documented send(message) get
+        # the message rebuilt; ours offer send_bytes (see create()).
+        self.message_interface.send(Message.decode(data, remote))
+
+    def dispatch_datagram(self, data: bytes, remote) -> None:
+        self._core.receive_datagram(data, remote, self.loop.time())
+        self._rearm()
+
+    def dispatch_message(self, message: Message) -> None:
+        self._core.receive_message(message, self.loop.time())
+        self._rearm()
+
+    def dispatch_error(self, exception: Exception, remote) -> None:
+        if not isinstance(exception, error.Error):
+            wrapped = error.NetworkError(str(exception) or type(exception).__name__)
+            wrapped.__cause__ = exception
+        else:
+            wrapped = exception
+        self.log.debug("Network error for %r: %s", remote, exception)
+        self._core.fail_remote(remote, wrapped)
+        self.token_manager.dispatch_error(wrapped, remote)
+
+    # --- token layer side (interfaces.TokenInterface) -----------------------------------
+
+    def send_message(self, message: Message, messageerror_monitor=None):
+        if message.code.is_response() and no_response_suppresses(
+            message.opt.no_response, message.code
+        ):
+            self._core.no_response_for(message.remote, message.token)
+            self._rearm()
+            return None
+        message.opt.no_response = None
+        stop = self._core.send_message(message, self.loop.time(), messageerror_monitor)
+        self._rearm()
+        return stop
+
+    def no_response_for(self, remote, token) -> None:
+        """Tell the message layer that a request will not be answered."""
+        self._core.no_response_for(remote, token)
+        self._rearm()
+
+    def recognize_remote(self, remote) -> bool:
+        return self.message_interface.recognize_remote(remote)
+
+    async def fill_or_recognize_remote(self, message: Message) -> bool:
+        remote = message._remote
+        if remote is not None and self.message_interface.recognize_remote(remote):
+            return True
+        resolved = await self.message_interface.determine_remote(message)
+        if resolved is None:
+            return False
+        message.remote = resolved
+        return True
+
+    async def shutdown(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._core.shutdown()
+        if self.message_interface is not None:
+            await self.message_interface.shutdown()

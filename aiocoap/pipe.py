@@ -1,0 +1,160 @@
+"""Pipes: one request travelling down the stack and the events (responses,
+notifications, an error) that answer it travelling back up.
+
+A pipe has two ends. The *requester* (a client's Request, or the token
+layer for an incoming request) registers interest with :meth:`Pipe.on_event`.
+The *responder* (the token layer for an outgoing request, or the Context
+rendering an incoming one) feeds events with :meth:`Pipe.add_response` /
+:meth:`Pipe.add_exception` and learns through :meth:`Pipe.on_interest_end`
+when nobody cares any more (so it can cancel work and release state).
+
+Rules: a final event (``is_last`` or any exception) is delivered once and
+then every callback is released; events after that are programming errors
+and are logged, not delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from .message import Message
+
+__all__ = ["Pipe", "Event", "run_driving_pipe", "error_to_message"]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A response (``message``) or an error (``exception``) arriving in a
+    pipe. ``is_last`` tells whether more events can follow (observations
+    produce several)."""
+
+    message: Optional[Message] = None
+    exception: Optional[BaseException] = None
+    is_last: bool = True
+
+
+class Pipe:
+    """One request and the events answering it."""
+
+    __slots__ = ("request", "log", "_callbacks", "_end_callbacks", "_ended", "__weakref__")
+
+    def __init__(self, request: Message, log):
+        self.request = request
+        self.log = log
+        self._callbacks: list[Callable[[Event], bool]] = []
+        self._end_callbacks: list[Callable[[], None]] = []
+        self._ended = False
+
+    def __repr__(self):
+        state = "ended" if self._ended else f"{len(self._callbacks)} listener(s)"
+        return f"<{type(self).__name__} for {self.request!r}, {state}>"
+
+    @property
+    def is_interested(self) -> bool:
+        """True while a requester still listens."""
+        return bool(self._callbacks) and not self._ended
+
+    def on_event(self, callback: Callable[[Event], bool]) -> Callable[[], None]:
+        """Call ``callback(event)`` for every event. The callback returns
+        True to stay registered, False to unregister itself. Returns a
+        function that unregisters the callback (ending the interest if it
+        was the last one)."""
+        self._callbacks.append(callback)
+
+        def remove():
+            try:
+                self._callbacks.remove(callback)
+            except ValueError:
+                return
+            if not self._callbacks:
+                self._end_interest()
+
+        return remove
+
+    def on_interest_end(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once when no requester listens any more (after
+        a final event, or when the last listener unregistered). Runs at once
+        if that already happened."""
+        if self._ended:
+            callback()
+        else:
+            self._end_callbacks.append(callback)
+
+    def _end_interest(self):
+        if self._ended:
+            return
+        self._ended = True
+        self._callbacks = []
+        callbacks, self._end_callbacks = self._end_callbacks, []
+        for cb in callbacks:
+            try:
+                cb()
+            except Exception:
+                self.log.exception("Error in interest-end callback of %r", self)
+
+    def add_event(self, event: Event) -> None:
+        if self._ended:
+            if event.exception is not None:
+                self.log.debug("Dropping late error for ended %r: %r", self, event.exception)
+            return
+        for cb in list(self._callbacks):
+            try:
+                keep = cb(event)
+            except Exception:
+                self.log.exception("Error in event callback of %r", self)
+                keep = False
+            if not keep and cb in self._callbacks:
+                self._callbacks.remove(cb)
+        if event.is_last or not self._callbacks:
+            self._end_interest()
+
+    def add_response(self, response: Message, is_last: bool = False) -> None:
+        self.add_event(Event(message=response, is_last=is_last))
+
+    def add_exception(self, exception: BaseException) -> None:
+        self.add_event(Event(exception=exception, is_last=True))
+
+    def stop_interest(self) -> None:
+        """The requester gives up: drop every listener and tell the
+        responder."""
+        self._end_interest()
+
+
+def error_to_message(old_pipe: Pipe, exception: BaseException) -> Message:
+    """The response a server sends when rendering raised ``exception``:
+    the error's own message for RenderableErrors, 5.00 otherwise (and the
+    traceback is logged)."""
+    from . import error
+    from .numbers.codes import Code
+
+    if isinstance(exception, error.RenderableError):
+        return exception.to_message()
+    old_pipe.log.error(
+        "An exception occurred while rendering a resource: %r", exception, exc_info=exception
+    )
+    return Message(code=Code.INTERNAL_SERVER_ERROR)
+
+
+def run_driving_pipe(pipe: Pipe, coroutine, name: Optional[str] = None) -> asyncio.Task:
+    """Run ``coroutine`` (which feeds ``pipe``) as a task, cancel it when
+    the pipe's interest ends, and turn an exception it raises into an error
+    response (RenderableError) or 5.00 with a log line."""
+    task = asyncio.get_running_loop().create_task(coroutine, name=name)
+
+    def on_end():
+        if not task.done():
+            task.cancel()
+
+    pipe.on_interest_end(on_end)
+
+    def done(t: asyncio.Task):
+        if t.cancelled():
+            return
+        exc = t.exception()
+        if exc is not None:
+            pipe.add_response(error_to_message(pipe, exc), is_last=True)
+
+    task.add_done_callback(done)
+    return task

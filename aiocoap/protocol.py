@@ -1,0 +1,762 @@
+"""The request layer: the :class:`Context` applications talk to, the
+request objects it hands out, and the server-side rendering of requests on
+a resource tree.
+
+* :class:`Context` is the application's entry point to the network. It owns
+  the transports (chosen by :mod:`aiocoap.defaults`), sends requests
+  (:meth:`Context.request`) and renders incoming requests on its site.
+* :class:`Request` (from ``Context.request``) carries the ``response``
+  future, ``response_raising`` / ``response_nonraising``, and the
+  ``observation`` of an observe request.
+* :class:`MulticastRequest` collects every response to a multicast request
+  until a timeout.
+* :class:`ClientObservation` / :class:`ServerObservation` are the two ends
+  of RFC 7641 observations.
+
+Errors reach applications only as :mod:`aiocoap.error` exceptions; an
+exception inside a resource becomes a 5.00 response and one log line with
+the traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import weakref
+from typing import Optional
+
+from . import error, interfaces
+from .message import Message, NoResponse, UndecidedRemote
+from .numbers.codes import Code
+from .numbers.constants import DEFAULT_TUNING, SHUTDOWN_TIMEOUT, TransportTuning
+from .numbers.optionnumbers import OptionNumber
+from .numbers.types import Type
+from .pipe import Event, Pipe, error_to_message
+from .tokenmanager import TokenManager
+
+__all__ = [
+    "Context", "BaseRequest", "BaseUnicastRequest", "Request",
+    "MulticastRequest", "ClientObservation", "ServerObservation",
+]
+
+# Critical options the library itself processes (RFC 7252 §5.4.1); any other
+# critical option in a request is answered with 4.02 Bad Option.
+RECOGNIZED_CRITICAL_OPTIONS = frozenset(
+    int(o)
+    for o in (
+        OptionNumber.IF_MATCH,
+        OptionNumber.URI_HOST,
+        OptionNumber.IF_NONE_MATCH,
+        OptionNumber.URI_PORT,
+        OptionNumber.URI_PATH,
+        OptionNumber.URI_QUERY,
+        OptionNumber.ACCEPT,
+        OptionNumber.BLOCK2,
+        OptionNumber.BLOCK1,
+        OptionNumber.PROXY_URI,
+        OptionNumber.PROXY_SCHEME,
+    )
+)
+
+MULTICAST_REQUEST_TIMEOUT = 5.5
+"""How long a MulticastRequest collects responses by default: the default
+leisure (5 s) plus a margin for the round trip."""
+
+
+def _bad_critical_option(request: Message, recognized) -> Optional[int]:
+    for number, _ in request.opt.invalid_options:
+        if number & 1:
+            return int(number)
+    for number in request.opt._options:
+        if number & 1 and number not in recognized:
+            return number
+    return None
+
+
+class Context(interfaces.RequestProvider):
+    """Applications' entry point to the network
+
+    A Context coordinates one or more network transports and dispatches data
+    between them and the application. The application can start requests
+    with :meth:`request`, and set a ``resource.Site`` (``serversite``) that
+    answers requests directed to it as a server.
+
+    A typical application creates one context (a server context if it acts
+    as a server at all) and uses it for the process lifetime; a context that
+    is not used any more must be shut down with :meth:`shutdown`."""
+
+    def __init__(
+        self,
+        loop=None,
+        serversite=None,
+        loggername="coap",
+        client_credentials=None,
+        server_credentials=None,
+        *,
+        transport_tuning: TransportTuning = DEFAULT_TUNING,
+    ):
+        self.log = logging.getLogger(loggername)
+        self.loop = loop or asyncio.get_event_loop()
+        self.serversite = serversite
+        self.transport_tuning = transport_tuning
+        self.recognized_critical_options = RECOGNIZED_CRITICAL_OPTIONS
+        if client_credentials is None:
+            client_credentials = _new_credentials_map()
+        self.client_credentials = client_credentials
+        self.server_credentials = server_credentials or _new_credentials_map()
+        self.request_interfaces: list[interfaces.RequestInterface] = []
+        self._tokenmanager = TokenManager(
+            self.render_to_pipe, self.log, self.loop, client_credentials=self.client_credentials
+        )
+        self.request_interfaces.append(self._tokenmanager)
+        self._tasks: set[asyncio.Task] = set()
+        self._route_cache: dict = {}
+        self._shutdown = False
+
+    def __repr__(self):
+        kind = "server" if self.serversite is not None else "client"
+        transports = ", ".join(repr(t) for t in self._tokenmanager.token_interfaces)
+        return f"<{type(self).__name__} ({kind}) with {transports or 'no transports'}>"
+
+    # --- creation and destruction -----------------------------------------------
+
+    async def _append_udp_transport(self, factory) -> None:
+        from .messagemanager import MessageManager
+
+        mman = await MessageManager.create(
+            self._tokenmanager, self.log, self.loop, factory, tuning=self.transport_tuning
+        )
+        self._tokenmanager.token_interfaces.append(mman)
+
+    async def _load_transport(self, name: str, *, server_bind=None, explicit: bool) -> None:
+        log, loop = self.log, self.loop
+        if name == "udp6":
+            from .transports.udp6 import MessageInterfaceUDP6
+
+            if server_bind is None:
+                await self._append_udp_transport(
+                    lambda mm: MessageInterfaceUDP6.create_client_transport_endpoint(mm, log, loop)
+                )
+            else:
+                await self._append_udp_transport(
+                    lambda mm: MessageInterfaceUDP6.create_server_transport_endpoint(mm, log, loop, server_bind)
+                )
+        elif name == "simple6":
+            from .transports.simple6 import MessageInterfaceSimple6
+
+            await self._append_udp_transport(
+                lambda mm: MessageInterfaceSimple6.create_client_transport_endpoint(mm, log, loop)
+            )
+        elif name == "simplesocketserver":
+            if server_bind is None:
+                return
+            from .transports.simplesocketserver import MessageInterfaceSimpleServer
+
+            await self._append_udp_transport(
+                lambda mm: MessageInterfaceSimpleServer.create_server(server_bind, mm, log, loop)
+            )
+        else:
+            loader = _EXTRA_TRANSPORTS.get(name)
+            if loader is None:
+                if explicit:
+                    raise ValueError(f"Unknown transport {name!r} requested")
+                self.log.debug("Transport %r is not available in this build; skipping", name)
+                return
+            await loader(self, server_bind)
+
+    @classmethod
+    async def create_client_context(cls, *, loggername="coap", loop=None, transports=None, transport_tuning=DEFAULT_TUNING):
+        """Create a context bound to all addresses on a random listening
+        port.
+
+        This is the easiest way to get a context suitable for sending client
+        requests."""
+        from . import defaults
+
+        if loop is None:
+            loop = asyncio.get_running_loop()
+        self = cls(loop=loop, serversite=None, loggername=loggername, transport_tuning=transport_tuning)
+        explicit = transports is not None or bool(os.environ.get("AIOCOAP_CLIENT_TRANSPORT"))
+        names = transports if transports is not None else defaults.get_default_clienttransports(loop=loop)
+        try:
+            for name in names:
+                await self._load_transport(name, explicit=explicit)
+        except BaseException:
+            await self.shutdown()
+            raise
+        return self
+
+    @classmethod
+    async def create_server_context(
+        cls,
+        site,
+        bind=None,
+        *,
+        loggername="coap-server",
+        loop=None,
+        _ssl_context=None,
+        multicast=(),
+        server_credentials=None,
+        transports=None,
+        transport_tuning=DEFAULT_TUNING,
+    ):
+        """Create a context, bound to all addresses on the CoAP port (unless
+        otherwise specified in the ``bind`` argument, a (host, port) tuple).
+
+        This is the easiest way to get a context suitable both for sending
+        client and accepting server requests."""
+        from . import defaults
+
+        if loop is None:
+            loop = asyncio.get_running_loop()
+        self = cls(
+            loop=loop,
+            serversite=site,
+            loggername=loggername,
+            server_credentials=server_credentials,
+            transport_tuning=transport_tuning,
+        )
+        self._ssl_context = _ssl_context
+        self._multicast = multicast
+        explicit = transports is not None or bool(os.environ.get("AIOCOAP_SERVER_TRANSPORT"))
+        names = transports if transports is not None else defaults.get_default_servertransports(loop=loop)
+        server_bind = bind if bind is not None else (None, None)
+        try:
+            for name in names:
+                await self._load_transport(name, server_bind=server_bind, explicit=explicit)
+        except BaseException:
+            await self.shutdown()
+            raise
+        return self
+
+    async def shutdown(self) -> None:
+        """Take down any listening sockets and stop all related timers.
+
+        Every request still in flight fails with error.LibraryShutdown.
+        After this coroutine terminates, and once all external references to
+        the object are dropped, it is garbage-collectable."""
+        if self._shutdown:
+            return
+        self._shutdown = True
+        self.log.debug("Shutting down context")
+        for task in list(self._tasks):
+            task.cancel()
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                *(ri.shutdown() for ri in self.request_interfaces),
+                return_exceptions=True,
+            ),
+            SHUTDOWN_TIMEOUT,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                self.log.warning("Error while shutting down a transport: %r", result)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=SHUTDOWN_TIMEOUT)
+        self._route_cache.clear()
+
+    # --- client side ---------------------------------------------------------------
+
+    def _spawn(self, coro, name=None) -> asyncio.Task:
+        task = self.loop.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def request(self, request_message: Message, handle_blockwise: bool = True):
+        """Create and act on a Request object that will be handled according
+        to the provider's implementation.
+
+        The returned object's ``response`` is a future of the response;
+        ``observation`` is set when the request message has Observe: 0."""
+        if request_message.transport_tuning is None and self.transport_tuning is not DEFAULT_TUNING:
+            request_message.transport_tuning = self.transport_tuning
+        pipe = Pipe(request_message, self.log)
+        result = Request(pipe, self.loop, self.log)
+        if self._shutdown:
+            pipe.add_exception(error.LibraryShutdown())
+            return result
+        self._start_pipe(pipe)
+        return result
+
+    def _start_pipe(self, pipe: Pipe) -> None:
+        """Route the pipe's request to the first request interface that
+        takes it, resolving its remote on the way."""
+        message = pipe.request
+        cached = self._route_cache.get(message._target) if message._remote is None else None
+        if cached is not None:
+            ri, remote = cached
+            message.remote = remote
+            ri.request(pipe)
+            return
+        self._spawn(self._route(pipe), name="aiocoap request routing")
+
+    async def _route(self, pipe: Pipe) -> None:
+        message = pipe.request
+        target = message._target if message._remote is None else None
+        try:
+            for ri in self.request_interfaces:
+                if await ri.fill_or_recognize_remote(message):
+                    if target is not None and _is_literal_target(target):
+                        if len(self._route_cache) > 1024:
+                            self._route_cache.clear()
+                        self._route_cache[target] = (ri, message._remote)
+                    ri.request(pipe)
+                    return
+            raise error.NetworkError(
+                f"No transport can send to {message.remote!r}"
+                if message.remote is not None
+                else "The request has no destination (no URI and no remote)"
+            )
+        except asyncio.CancelledError:
+            pipe.add_exception(error.LibraryShutdown())
+            raise
+        except error.Error as e:
+            pipe.add_exception(e)
+        except Exception as e:
+            self.log.debug("Routing %r failed", message, exc_info=True)
+            wrapped = error.NetworkError(str(e) or type(e).__name__)
+            wrapped.__cause__ = e
+            pipe.add_exception(wrapped)
+
+    async def find_remote_and_interface(self, message: Message):
+        """Return the request interface that will carry ``message`` (after
+        filling in its remote); raise error.NetworkError if none does."""
+        for ri in self.request_interfaces:
+            if await ri.fill_or_recognize_remote(message):
+                return ri
+        raise error.NetworkError("No request interface could route message")
+
+    # --- server side ---------------------------------------------------------------
+
+    def render_to_pipe(self, pipe: Pipe) -> None:
+        """Satisfy an incoming request (in ``pipe``) from the site: render
+        it, and feed the response (or notifications) into the pipe."""
+        task = self.loop.create_task(self._render(pipe))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+        def on_end():
+            if not task.done():
+                task.cancel()
+
+        pipe.on_interest_end(on_end)
+
+    render_to_plumbing_request = render_to_pipe
+
+    async def _render(self, pipe: Pipe) -> None:
+        try:
+            await self._render_inner(pipe)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:
+            pipe.add_response(error_to_message(pipe, e), is_last=True)
+
+    async def _render_inner(self, pipe: Pipe) -> None:
+        request = pipe.request
+        site = self.serversite
+        if site is None:
+            raise error.NotFound("This endpoint serves no resources")
+        bad = _bad_critical_option(request, self.recognized_critical_options)
+        if bad is not None:
+            raise error.BadOption(f"Unsupported critical option {OptionNumber(bad).name}")
+
+        if request.opt.observe == 0 and isinstance(site, interfaces.ObservableResource) and request.code in (Code.GET, Code.FETCH):
+            observation = ServerObservation(self, pipe)
+            await site.add_observation(request, observation)
+            if observation._accepted:
+                await observation._first_render(site)
+                return
+
+        response = await site.render(request)
+        self._complete(pipe, request, response, is_last=True)
+
+    @staticmethod
+    def _complete(pipe: Pipe, request: Message, response, *, is_last: bool) -> None:
+        if response is NoResponse:
+            pipe.add_event(Event(message=None, is_last=True))
+            return
+        if not isinstance(response, Message):
+            raise TypeError(f"Resource returned {type(response).__name__} instead of a Message")
+        if response.code is None:
+            response.code = Code.CONTENT
+        pipe.add_response(response, is_last=is_last)
+
+
+def _is_literal_target(target: UndecidedRemote) -> bool:
+    from .util import hostportsplit
+
+    try:
+        host, _ = hostportsplit(target.hostinfo)
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+def _new_credentials_map():
+    try:
+        from .credentials import CredentialsMap
+    except ImportError:
+        return None
+    return CredentialsMap()
+
+
+# Loaders of transports that live in optional modules (TCP, TLS, DTLS,
+# OSCORE) register here: name -> async loader(context, server_bind).
+_EXTRA_TRANSPORTS: dict = {}
+
+
+class BaseRequest:
+    """Common mechanisms of :class:`Request` and :class:`MulticastRequest`"""
+
+
+class BaseUnicastRequest(BaseRequest):
+    """Offers the ``response_raising`` and ``response_nonraising``
+    alternatives to waiting for the ``response`` future, whose error states
+    are presented either as an unsuccessful response (eg. 4.04) or an
+    exception."""
+
+    response: asyncio.Future
+
+    @property
+    def response_raising(self):
+        """An awaitable that returns if a response comes in and is
+        successful, otherwise raises generic network exception or a
+        error.ResponseWrappingError for unsuccessful responses."""
+        return self._response_raising()
+
+    async def _response_raising(self):
+        response = await self.response
+        if not response.code.is_successful():
+            raise error.ResponseWrappingError(response)
+        return response
+
+    @property
+    def response_nonraising(self):
+        """An awaitable that rather returns a 500ish fabricated message (as a
+        proxy would return) instead of raising an exception."""
+        return self._response_nonraising()
+
+    async def _response_nonraising(self):
+        try:
+            return await self.response
+        except error.RenderableError as e:
+            return e.to_message()
+        except error.RequestTimedOut:
+            return Message(code=Code.GATEWAY_TIMEOUT)
+        except error.Error:
+            return Message(code=Code.SERVICE_UNAVAILABLE)
+
+
+class Request(interfaces.Request, BaseUnicastRequest):
+    """A request sent through a Context; ``response`` is a future of the
+    response message (with ``.request`` set to the request message)."""
+
+    def __init__(self, pipe: Pipe, loop, log):
+        self._pipe = pipe
+        self.log = log
+        self.response = loop.create_future()
+        self.response.add_done_callback(self._response_cancellation_handler)
+        if pipe.request.opt.observe == 0:
+            self.observation: Optional[ClientObservation] = ClientObservation(self)
+        else:
+            self.observation = None
+        pipe.on_event(self._process_event)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} for {self._pipe.request!r}>"
+
+    @property
+    def request(self) -> Message:
+        return self._pipe.request
+
+    def _response_cancellation_handler(self, response_future):
+        if response_future.cancelled() and self.observation is None:
+            self._pipe.stop_interest()
+
+    def _process_event(self, event: Event) -> bool:
+        response = self.response
+        observation = self.observation
+        if event.exception is not None:
+            if not response.done():
+                response.set_exception(event.exception)
+            if observation is not None:
+                observation.error(event.exception)
+            return False
+
+        message = event.message
+        if not response.done():
+            response.set_result(message)
+            if observation is None:
+                return False
+            if event.is_last:
+                if message.code.is_successful():
+                    observation.error(error.NotObservable())
+                else:
+                    observation.error(error.ObservationCancelled())
+                return False
+            return True
+
+        if observation is None:
+            return False
+        if message.code.is_successful() and message.opt.observe is not None:
+            observation.callback(message)
+        if event.is_last:
+            observation.error(error.ObservationCancelled())
+            return False
+        return True
+
+
+class MulticastRequest(BaseRequest):
+    """A request to a multicast address that collects every response.
+
+    ``responses`` is an async iterator over the response messages; it ends
+    when ``timeout`` seconds have passed since sending."""
+
+    def __init__(self, protocol: Context, request_message: Message, timeout: float = MULTICAST_REQUEST_TIMEOUT):
+        self._pipe = Pipe(request_message, protocol.log)
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._pipe.on_event(self._on_event)
+        protocol._start_pipe(self._pipe)
+        self._timer = protocol.loop.call_later(timeout, self._pipe.stop_interest)
+        self._pipe.on_interest_end(self._finish)
+
+    def _on_event(self, event: Event) -> bool:
+        self._queue.put_nowait(event)
+        return event.exception is None
+
+    def _finish(self):
+        self._timer.cancel()
+        self._queue.put_nowait(None)
+
+    @property
+    def responses(self):
+        return self._iterate()
+
+    async def _iterate(self):
+        while True:
+            event = await self._queue.get()
+            if event is None:
+                return
+            if event.exception is not None:
+                raise event.exception
+            yield event.message
+
+
+class ClientObservation:
+    """An interface to observe notification updates arriving on a request.
+
+    It is populated with notifications and errors (including the end of the
+    observation) by its Request, and offers them through callbacks and
+    ``async for``."""
+
+    def __init__(self, request=None):
+        self._request = request
+        self.callbacks: list = []
+        self.errbacks: list = []
+        self.cancelled = False
+        self._on_cancel: list = []
+        self._latest_error: Optional[BaseException] = None
+        self._queues: list = []
+
+    def __repr__(self):
+        state = "cancelled" if self.cancelled else (
+            f"ended with {self._latest_error!r}" if self._latest_error is not None else "active"
+        )
+        return f"<{type(self).__name__} {state}>"
+
+    def register_callback(self, callback) -> None:
+        """Call the callback whenever a response to the message comes in, and
+        pass the response to it."""
+        if self.cancelled:
+            return
+        self.callbacks.append(callback)
+
+    def register_errback(self, callback) -> None:
+        """Call the callback whenever something goes wrong with the
+        observation, and pass an exception to the callback. After such a
+        callback is called, no more callbacks will be issued."""
+        if self.cancelled:
+            return
+        if self._latest_error is not None:
+            callback(self._latest_error)
+            return
+        self.errbacks.append(callback)
+
+    def callback(self, response) -> None:
+        """Notify all listeners of an incoming response"""
+        for c in self.callbacks:
+            c(response)
+        for q in self._queues:
+            q.put_nowait(("response", response))
+
+    def error(self, exception) -> None:
+        """Notify registered listeners that the observation went wrong. This
+        can only be called once."""
+        if self._latest_error is not None:
+            return
+        self._latest_error = exception
+        for c in self.errbacks:
+            c(exception)
+        for q in self._queues:
+            q.put_nowait(("error", exception))
+        self.callbacks = []
+        self.errbacks = []
+
+    def cancel(self) -> None:
+        """Cease to generate observation or error events. This will not
+        generate an error by itself."""
+        if self.cancelled:
+            return
+        self.cancelled = True
+        self.callbacks = []
+        self.errbacks = []
+        for q in self._queues:
+            q.put_nowait(("cancelled", None))
+        request = self._request
+        if request is not None:
+            request._pipe.stop_interest()
+        callbacks, self._on_cancel = self._on_cancel, []
+        for c in callbacks:
+            c()
+
+    def on_cancel(self, callback) -> None:
+        if self.cancelled:
+            callback()
+        else:
+            self._on_cancel.append(callback)
+
+    def __aiter__(self):
+        queue: asyncio.Queue = asyncio.Queue()
+        if self._latest_error is not None:
+            queue.put_nowait(("error", self._latest_error))
+        elif self.cancelled:
+            queue.put_nowait(("cancelled", None))
+        self._queues.append(queue)
+        return self._iterate(queue)
+
+    async def _iterate(self, queue):
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind == "response":
+                    yield value
+                elif kind == "cancelled":
+                    return
+                else:
+                    if isinstance(value, error.ObservationCancelled) and self.cancelled:
+                        return
+                    raise value
+        finally:
+            if queue in self._queues:
+                self._queues.remove(queue)
+
+
+class ServerObservation:
+    """The server side of one observation: created when a request with
+    Observe: 0 arrives, offered to the resource's add_observation, and (if
+    accepted) sending a notification whenever :meth:`trigger` is called."""
+
+    def __init__(self, context: Context, pipe: Pipe):
+        self._context = context
+        self._pipe = pipe
+        self._accepted = False
+        self._cancellation_callback = None
+        self._seq = 0
+        self._site = None
+        self._render_task: Optional[asyncio.Task] = None
+        self._pending_trigger = None
+        self._ended = False
+
+    def accept(self, cancellation_callback) -> None:
+        """Called by the resource to take the observation; the callback runs
+        when the observation ends."""
+        self._accepted = True
+        self._cancellation_callback = cancellation_callback
+
+    def deregister(self, reason=None) -> None:
+        """End the observation from the server side (the client gets a final
+        response when ``reason`` is an error to render, else the
+        observation just stops)."""
+        if self._ended:
+            return
+        if reason is not None:
+            self._context.log.debug("Ending observation: %s", reason)
+        self._pipe.stop_interest()
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFFFFFF
+        return self._seq
+
+    async def _first_render(self, site) -> None:
+        self._site = site
+        self._pipe.on_interest_end(self._end)
+        response = await site.render(self._pipe.request)
+        self._deliver(response, is_last=False)
+
+    def _deliver(self, response, *, is_last: bool) -> None:
+        if self._ended:
+            return
+        if response is NoResponse or not isinstance(response, Message):
+            Context._complete(self._pipe, self._pipe.request, response, is_last=True)
+            return
+        if response.code is None:
+            response.code = Code.CONTENT
+        if not response.code.is_successful() or is_last:
+            response.opt.observe = None
+            self._pipe.add_response(response, is_last=True)
+            return
+        response.opt.observe = self._next_seq()
+        if self._seq > 1 and response.mtype is None:
+            response.mtype = Type.NON
+        self._pipe.add_response(response, is_last=False)
+
+    def trigger(self, response=None, *, is_last=False) -> None:
+        """Send an updated response; if None is given, the observed
+        resource's rendering will be invoked to produce one.
+
+        is_last can be set to True to indicate that no more responses will
+        be sent. Note that an unsuccessful response will be the last no
+        matter what is_last says, as such a message always terminates a CoAP
+        observation."""
+        if self._ended or not self._accepted:
+            return
+        if response is not None:
+            self._deliver(response, is_last=is_last)
+            return
+        if self._render_task is not None and not self._render_task.done():
+            # Coalesce: one more render after the running one, not a queue.
+            self._pending_trigger = is_last
+            return
+        self._render_task = self._context.loop.create_task(self._rerender(is_last))
+        self._context._tasks.add(self._render_task)
+        self._render_task.add_done_callback(self._context._tasks.discard)
+
+    async def _rerender(self, is_last: bool) -> None:
+        while True:
+            try:
+                response = await self._site.render(self._pipe.request)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as e:
+                response = error_to_message(self._pipe, e)
+            self._deliver(response, is_last=is_last)
+            if self._pending_trigger is None or self._ended:
+                return
+            is_last, self._pending_trigger = self._pending_trigger, None
+
+    def _end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        if self._render_task is not None and not self._render_task.done():
+            self._render_task.cancel()
+        callback, self._cancellation_callback = self._cancellation_callback, None
+        if callback is not None:
+            try:
+                callback()
+            except Exception:
+                self._context.log.exception("Error in an observation's cancellation callback")

@@ -1,0 +1,458 @@
+"""The message layer core (aiocoap.messagemanager.MessageLayer), driven by a
+virtual clock over an in-memory link that can drop and duplicate datagrams.
+No sockets, no sleeping: RFC 7252 timing is checked against the fake clock.
+"""
+
+import logging
+import random
+
+import pytest
+
+from aiocoap import error
+from aiocoap.message import Message
+from aiocoap.messagemanager import MessageLayer, no_response_suppresses
+from aiocoap.numbers.codes import Code
+from aiocoap.numbers.constants import TransportTuning
+from aiocoap.numbers.types import Type
+
+log = logging.getLogger("test-messagemanager")
+
+
+class Peer:
+    """One endpoint: a MessageLayer plus records of what it delivered."""
+
+    def __init__(self, name, net, tuning=None, **kwargs):
+        self.name = name
+        self.net = net
+        self.requests = []
+        self.responses = []
+        self.accept_responses = True
+        self.core = MessageLayer(
+            send=lambda data, remote: net.transmit(self, data, remote),
+            deliver_request=self.requests.append,
+            deliver_response=self._deliver_response,
+            log=log,
+            tuning=tuning or TransportTuning(),
+            rng=random.Random(name),
+            **kwargs,
+        )
+
+    def _deliver_response(self, message):
+        if not self.accept_responses:
+            return False
+        self.responses.append(message)
+        return True
+
+    def __repr__(self):
+        return f"<Peer {self.name}>"
+
+
+class Net:
+    """Delivers datagrams between peers at the current virtual time; the
+    ``drop`` predicate can lose some."""
+
+    def __init__(self):
+        self.now = 1000.0
+        self.peers = {}
+        self.sent = []  # (sender, data, remote)
+        self.drop = lambda sender, data, remote: False
+        self.queue = []
+
+    def add(self, name, **kwargs):
+        peer = Peer(name, self, **kwargs)
+        self.peers[name] = peer
+        return peer
+
+    def transmit(self, sender, data, remote):
+        self.sent.append((sender, data, remote))
+        if self.drop(sender, data, remote):
+            return
+        self.queue.append((self.peers[remote], data, sender.name))
+
+    def flush(self):
+        while self.queue:
+            peer, data, source = self.queue.pop(0)
+            peer.core.receive_datagram(data, source, self.now)
+
+    def advance(self, seconds):
+        """Move the clock forward, firing every deadline on the way."""
+        end = self.now + seconds
+        while True:
+            deadlines = [p.core.next_deadline() for p in self.peers.values()]
+            deadlines = [d for d in deadlines if d is not None and d <= end]
+            if not deadlines:
+                break
+            self.now = max(self.now, min(deadlines))
+            for p in self.peers.values():
+                p.core.handle_timer(self.now)
+            self.flush()
+        self.now = end
+
+
+def request(code=Code.GET, mtype=None, token=b"tk", path=("x",), remote="server", **kwargs):
+    m = Message(code=code, mtype=mtype, token=token, uri_path=path, **kwargs)
+    m.remote = remote
+    return m
+
+
+def response_to(req, code=Code.CONTENT, payload=b"hello", remote="client"):
+    m = Message(code=code, payload=payload, token=req.token)
+    m.remote = remote
+    return m
+
+
+@pytest.fixture
+def net():
+    return Net()
+
+
+def test_piggybacked_response(net):
+    client, server = net.add("client"), net.add("server")
+    failures = []
+    client.core.send_message(request(), net.now, failures.append)
+    net.flush()
+    assert len(server.requests) == 1
+    incoming = server.requests[0]
+    assert incoming.mtype is Type.CON
+    server.core.send_message(response_to(incoming), net.now)
+    net.flush()
+    assert [r.payload for r in client.responses] == [b"hello"]
+    assert client.responses[0].mtype is Type.ACK
+    assert client.responses[0].mid == incoming.mid
+    # nothing outstanding, no retransmission later
+    net.advance(100)
+    assert failures == []
+    assert client.core.outgoing_size == 0
+    assert sum(1 for s, _, _ in net.sent if s is client) == 1
+
+
+def test_separate_response_after_empty_ack(net):
+    client, server = net.add("client"), net.add("server")
+    client.core.send_message(request(), net.now)
+    net.flush()
+    incoming = server.requests[0]
+    net.advance(0.2)  # > EMPTY_ACK_DELAY
+    empty_acks = [d for s, d, _ in net.sent if s is server]
+    assert len(empty_acks) == 1 and Message.decode(empty_acks[0]).code == Code.EMPTY
+    assert client.core.outgoing_size == 0  # the empty ACK stopped retransmission
+    server.core.send_message(response_to(incoming), net.now)
+    net.flush()
+    assert len(client.responses) == 1
+    separate = client.responses[0]
+    assert separate.mtype is Type.CON and separate.mid != incoming.mid
+    # the client ACKed the separate response, so the server stops too
+    assert server.core.outgoing_size == 0
+
+
+def test_retransmission_schedule_and_timeout(net):
+    tuning = TransportTuning(ACK_TIMEOUT=2.0, ACK_RANDOM_FACTOR=1.5, MAX_RETRANSMIT=4)
+    client = net.add("client", tuning=tuning)
+    net.add("server")
+    net.drop = lambda sender, data, remote: True
+    failures = []
+    start = net.now
+    client.core.send_message(request(), net.now, failures.append)
+    times = []
+    original = net.transmit
+
+    def recording(sender, data, remote):
+        times.append(net.now - start)
+        original(sender, data, remote)
+
+    net.transmit = recording
+    net.advance(200)
+    # 4 retransmissions at doubling intervals
+    assert len(times) == 4
+    intervals = [times[0]] + [b - a for a, b in zip(times, times[1:])]
+    first = intervals[0]
+    assert 2.0 <= first <= 3.0
+    for previous, current in zip(intervals, intervals[1:]):
+        assert current == pytest.approx(previous * 2)
+    assert len(failures) == 1
+    assert isinstance(failures[0], error.ConRetransmitsExceeded)
+    assert isinstance(failures[0], error.RequestTimedOut)
+    assert failures[0].transmissions == 5
+    # total wait: timeout * (2**5 - 1) after the first transmission
+    assert failures[0].waited == pytest.approx(first * 31)
+    assert failures[0].waited <= tuning.MAX_TRANSMIT_WAIT
+
+
+def test_lossy_link_recovers_with_retransmission(net):
+    tuning = TransportTuning(ACK_TIMEOUT=0.5)
+    client, server = net.add("client", tuning=tuning), net.add("server", tuning=tuning)
+    dropped = []
+
+    def drop_first_two(sender, data, remote):
+        if sender is client and len(dropped) < 2:
+            dropped.append(data)
+            return True
+        return False
+
+    net.drop = drop_first_two
+    failures = []
+    client.core.send_message(request(), net.now, failures.append)
+    net.advance(3)
+    assert len(server.requests) == 1
+    server.core.send_message(response_to(server.requests[0]), net.now)
+    net.flush()
+    assert len(client.responses) == 1 and failures == []
+
+
+def test_duplicate_con_request_answered_from_cache(net):
+    """A lost ACK makes the client retransmit; the server must not run the
+    request again but resend its response (RFC 7252 §4.5)."""
+    tuning = TransportTuning(ACK_TIMEOUT=0.5)
+    client, server = net.add("client", tuning=tuning), net.add("server", tuning=tuning)
+    lost = []
+
+    def drop_first_response(sender, data, remote):
+        if sender is server and not lost:
+            lost.append(data)
+            return True
+        return False
+
+    net.drop = drop_first_response
+    client.core.send_message(request(code=Code.POST), net.now)
+    net.flush()
+    server.core.send_message(response_to(server.requests[0], code=Code.CHANGED), net.now)
+    net.flush()
+    assert client.responses == []
+    net.advance(2)
+    assert len(server.requests) == 1, "the POST must be processed once"
+    assert len(client.responses) == 1
+    assert client.responses[0].code == Code.CHANGED
+    # the resent reply is byte-identical to the lost one
+    assert [d for s, d, _ in net.sent if s is server][-1] == lost[0]
+
+
+def test_duplicate_while_processing_after_empty_ack(net):
+    client, server = net.add("client"), net.add("server")
+    raw = request()
+    raw.mtype = Type.CON
+    raw.mid = 0x1234
+    data = raw.encode()
+    server.core.receive_datagram(data, "client", net.now)
+    server.core.receive_datagram(data, "client", net.now)
+    assert len(server.requests) == 1
+    assert [d for s, d, _ in net.sent if s is server] == []  # still processing, within delay
+    net.advance(0.2)
+    server.core.receive_datagram(data, "client", net.now)
+    acks = [Message.decode(d) for s, d, _ in net.sent if s is server]
+    assert [(m.mtype, m.mid, m.code) for m in acks] == [(Type.ACK, 0x1234, Code.EMPTY)] * 2
+
+
+def test_non_request_dedup_and_non_response(net):
+    client, server = net.add("client"), net.add("server")
+    req = request(mtype=Type.NON)
+    req.mid = 7
+    data = req.encode()
+    for _ in range(3):
+        server.core.receive_datagram(data, "client", net.now)
+    assert len(server.requests) == 1
+    response = response_to(server.requests[0])
+    response.mtype = Type.NON
+    server.core.send_message(response, net.now)
+    sent = Message.decode(net.sent[-1][1])
+    assert sent.mtype is Type.NON and sent.code == Code.CONTENT
+
+
+def test_non_request_times_out(net):
+    tuning = TransportTuning(REQUEST_TIMEOUT=5.0)
+    client = net.add("client", tuning=tuning)
+    net.add("server")
+    net.drop = lambda *a: True
+    failures = []
+    client.core.send_message(request(mtype=Type.NON), net.now, failures.append)
+    net.advance(4.9)
+    assert failures == []
+    net.advance(0.2)
+    assert len(failures) == 1 and type(failures[0]) is error.RequestTimedOut
+
+
+def test_stop_cancels_retransmission(net):
+    client = net.add("client")
+    net.add("server")
+    net.drop = lambda *a: True
+    failures = []
+    stop = client.core.send_message(request(), net.now, failures.append)
+    stop()
+    net.advance(300)
+    assert failures == []
+    assert len(net.sent) == 1
+
+
+def test_ping_answered_with_rst(net):
+    server = net.add("server")
+    net.add("client")
+    ping = Message(mtype=Type.CON, mid=99, code=Code.EMPTY)
+    server.core.receive_datagram(ping.encode(), "client", net.now)
+    rst = Message.decode(net.sent[-1][1])
+    assert (rst.mtype, rst.mid, rst.code) == (Type.RST, 99, Code.EMPTY)
+    assert server.requests == []
+
+
+def test_rst_fails_request(net):
+    client, server = net.add("client"), net.add("server")
+    failures = []
+    client.core.send_message(request(), net.now, failures.append)
+    mid = Message.decode(net.sent[-1][1]).mid
+    client.core.receive_datagram(Message(mtype=Type.RST, mid=mid, code=Code.EMPTY).encode(), "server", net.now)
+    assert len(failures) == 1 and isinstance(failures[0], error.ResetReceived)
+    net.queue.clear()
+    net.advance(300)
+    assert len(failures) == 1
+
+
+def test_unexpected_con_response_rst_non_dropped(net):
+    client = net.add("client")
+    net.add("server")
+    client.accept_responses = False
+    con = Message(mtype=Type.CON, mid=5, code=Code.CONTENT, token=b"zz")
+    client.core.receive_datagram(con.encode(), "server", net.now)
+    reply = Message.decode(net.sent[-1][1])
+    assert (reply.mtype, reply.mid) == (Type.RST, 5)
+    count = len(net.sent)
+    non = Message(mtype=Type.NON, mid=6, code=Code.CONTENT, token=b"zz")
+    client.core.receive_datagram(non.encode(), "server", net.now)
+    assert len(net.sent) == count
+
+
+@pytest.mark.parametrize(
+    "data,answer",
+    [
+        (bytes([0x49, 0x01, 0x00, 0x01]) + b"12345678", "rst"),  # CON, TKL 9
+        (bytes([0x40, 0x01, 0x00, 0x02, 0xF0]), "rst"),  # CON, nibble 15
+        (bytes([0x40, 0x00, 0x00, 0x03, 0xFF]), "rst"),  # CON empty with bytes
+        (bytes([0x59, 0x01, 0x00, 0x04]) + b"12345678", None),  # NON, TKL 9
+        (bytes([0x81, 0x01, 0x00, 0x05]), None),  # version 2
+        (b"\x40", None),  # too short
+    ],
+)
+def test_malformed_input(net, data, answer):
+    server = net.add("server")
+    net.add("client")
+    server.core.receive_datagram(data, "client", net.now)
+    assert server.requests == []
+    if answer is None:
+        assert net.sent == []
+    else:
+        rst = Message.decode(net.sent[-1][1])
+        assert rst.mtype is Type.RST and rst.mid == int.from_bytes(data[2:4], "big")
+
+
+def test_dedup_expires_after_exchange_lifetime(net):
+    tuning = TransportTuning()
+    server = net.add("server", tuning=tuning)
+    net.add("client")
+    raw = request()
+    raw.mtype, raw.mid = Type.CON, 1
+    server.core.receive_datagram(raw.encode(), "client", net.now)
+    assert server.core.dedup_size == 1
+    net.advance(tuning.EXCHANGE_LIFETIME - 1)
+    assert server.core.dedup_size == 1
+    net.advance(2)
+    assert server.core.dedup_size == 0
+    server.core.receive_datagram(raw.encode(), "client", net.now)
+    assert len(server.requests) == 2
+
+
+def test_dedup_cache_is_capped(net):
+    server = net.add("server", max_dedup_entries=1000)
+    net.add("client")
+    for mid in range(5000):
+        raw = Message(mtype=Type.NON, mid=mid, code=Code.GET, token=b"t")
+        server.core.receive_datagram(raw.encode(), "client", net.now)
+    assert 900 <= server.core.dedup_size <= 1000
+    assert len(server.requests) == 5000
+    # the newest exchanges are the ones remembered
+    raw = Message(mtype=Type.NON, mid=4999, code=Code.GET, token=b"t")
+    server.core.receive_datagram(raw.encode(), "client", net.now)
+    assert len(server.requests) == 5000
+
+
+def test_message_ids_unique_per_peer_and_skip_in_flight(net):
+    client = net.add("client")
+    net.add("server")
+    net.add("other")
+    net.drop = lambda *a: True
+    mids = set()
+    for _ in range(500):
+        client.core.send_message(request(), net.now)
+        mids.add(Message.decode(net.sent[-1][1]).mid)
+    assert len(mids) == 500
+    client.core.send_message(request(remote="other"), net.now)
+    assert client.core.outgoing_size == 501
+
+
+def test_no_response_for_con_sends_empty_ack(net):
+    server = net.add("server")
+    net.add("client")
+    raw = request(no_response=26)
+    raw.mtype, raw.mid = Type.CON, 77
+    server.core.receive_datagram(raw.encode(), "client", net.now)
+    server.core.no_response_for("client", raw.token)
+    ack = Message.decode(net.sent[-1][1])
+    assert (ack.mtype, ack.mid, ack.code) == (Type.ACK, 77, Code.EMPTY)
+    # a duplicate gets the same empty ACK, and no second delivery
+    server.core.receive_datagram(raw.encode(), "client", net.now)
+    assert len(server.requests) == 1
+    assert Message.decode(net.sent[-1][1]).mid == 77
+
+
+def test_no_response_suppression_rules():
+    assert no_response_suppresses(2, Code.CONTENT)
+    assert not no_response_suppresses(2, Code.NOT_FOUND)
+    assert no_response_suppresses(8, Code.NOT_FOUND)
+    assert no_response_suppresses(16, Code.INTERNAL_SERVER_ERROR)
+    assert no_response_suppresses(26, Code.CHANGED)
+    assert not no_response_suppresses(0, Code.CONTENT)
+    assert not no_response_suppresses(None, Code.CONTENT)
+
+
+def test_fail_remote_and_shutdown(net):
+    client = net.add("client")
+    net.add("server")
+    net.add("other")
+    net.drop = lambda *a: True
+    failures = []
+    client.core.send_message(request(), net.now, failures.append)
+    client.core.send_message(request(remote="other"), net.now, failures.append)
+    client.core.fail_remote("server", error.NetworkError("port unreachable"))
+    assert [type(f) for f in failures] == [error.NetworkError]
+    client.core.shutdown()
+    assert [type(f) for f in failures] == [error.NetworkError, error.LibraryShutdown]
+    assert client.core.next_deadline() is None
+
+
+def test_dedup_memory_per_exchange_is_compact(net):
+    """Each remembered exchange (here: a piggybacked 2.05 with a short
+    payload) costs well under 256 bytes of Python heap."""
+    import tracemalloc
+
+    server = net.add("server", max_dedup_entries=10**6)
+    net.add("client")
+    remote = "client"
+    requests = []
+    # Many more than the 2000 tuples CPython keeps on its free list, whose
+    # recycled memory would otherwise be counted against us.
+    for n in range(20000):
+        raw = Message(mtype=Type.CON, mid=n & 0xFFFF, code=Code.GET, token=n.to_bytes(3, "big"))
+        requests.append(raw.encode())
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for data in requests:
+        server.core.receive_datagram(data, remote, net.now)
+        incoming = server.requests.pop()
+        resp = Message(code=Code.CONTENT, payload=b"22.3 C", token=incoming.token)
+        resp.remote = remote
+        server.core.send_message(resp, net.now)
+    net.sent.clear()
+    net.queue.clear()
+    # The empty-ACK queue holds an entry only for EMPTY_ACK_DELAY.
+    net.advance(0.2)
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    growth = sum(s.size_diff for s in after.compare_to(before, "filename"))
+    per_exchange = growth / len(requests)
+    assert server.core.dedup_size == 20000
+    assert per_exchange < 256, per_exchange
