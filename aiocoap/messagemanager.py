@@ -601,13 +601,15 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
     # --- token layer side (interfaces.TokenInterface) -----------------------------------
 
     def send_message(self, message: Message, messageerror_monitor=None):
-        if message.code.is_response() and no_response_suppresses(
-            message.opt.no_response, message.code
-        ):
-            self._core.no_response_for(message.remote, message.token)
-            self._rearm()
-            return None
-        message.opt.no_response = None
+        if message.code.is_response() and message.opt.no_response is not None:
+            # On a response, the option carries the request's wish (RFC 7967);
+            # it is acted upon here and never sent.
+            suppress = no_response_suppresses(message.opt.no_response, message.code)
+            message.opt.no_response = None
+            if suppress:
+                self._core.no_response_for(message.remote, message.token)
+                self._rearm()
+                return None
         stop = self._core.send_message(message, self.loop.time(), messageerror_monitor)
         self._rearm()
         return stop
