@@ -114,6 +114,9 @@ class Context(interfaces.RequestProvider):
         self._tasks: set[asyncio.Task] = set()
         self._route_cache: dict = {}
         self._shutdown = False
+        self.blockwise = _new_blockwise_server(self.log)
+        """Server-side blockwise state (request reassembly, response
+        slicing); None while the blockwise module is unavailable."""
 
     def __repr__(self):
         kind = "server" if self.serversite is not None else "client"
@@ -273,6 +276,8 @@ class Context(interfaces.RequestProvider):
         ``observation`` is set when the request message has Observe: 0."""
         if request_message.transport_tuning is None and self.transport_tuning is not DEFAULT_TUNING:
             request_message.transport_tuning = self.transport_tuning
+        if handle_blockwise and _BlockwiseRequest is not None:
+            return _BlockwiseRequest(self, request_message)
         pipe = Pipe(request_message, self.log)
         result = Request(pipe, self.loop, self.log)
         if self._shutdown:
@@ -370,7 +375,10 @@ class Context(interfaces.RequestProvider):
                 await observation._first_render(site)
                 return
 
-        response = await site.render(request)
+        if self.blockwise is not None and await site.needs_blockwise_assembly(request):
+            response = await self.blockwise.render(request, site.render)
+        else:
+            response = await site.render(request)
         self._complete(pipe, request, response, is_last=True)
 
     @staticmethod
@@ -394,6 +402,12 @@ def _is_literal_target(target: UndecidedRemote) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _new_blockwise_server(log):
+    if _BlockwiseServer is None:
+        return None
+    return _BlockwiseServer(log)
 
 
 def _new_credentials_map():
@@ -760,3 +774,12 @@ class ServerObservation:
                 callback()
             except Exception:
                 self._context.log.exception("Error in an observation's cancellation callback")
+
+
+# Imported last: blockwise builds on the request classes above.
+try:
+    from .blockwise import BlockwiseRequest as _BlockwiseRequest, BlockwiseServer as _BlockwiseServer
+except ModuleNotFoundError as e:  # pragma: no cover - only while the module is absent
+    if e.name != __package__ + ".blockwise":
+        raise
+    _BlockwiseRequest = _BlockwiseServer = None
