@@ -160,6 +160,34 @@ class Context(interfaces.RequestProvider):
             await self._append_udp_transport(
                 lambda mm: MessageInterfaceSimpleServer.create_server(server_bind, mm, log, loop)
             )
+        elif name == "tcpserver":
+            if server_bind is None:
+                return
+            from .transports.tcp import TCPServer
+
+            self._tokenmanager.token_interfaces.append(
+                await TCPServer.create_server(server_bind, self._tokenmanager, log, loop)
+            )
+        elif name == "tcpclient":
+            from .transports.tcp import TCPClient
+
+            self._tokenmanager.token_interfaces.append(
+                await TCPClient.create_client_transport(self._tokenmanager, log, loop)
+            )
+        elif name == "tlsserver":
+            if server_bind is None or getattr(self, "_ssl_context", None) is None:
+                return
+            from .transports.tls import TLSServer
+
+            self._tokenmanager.token_interfaces.append(
+                await TLSServer.create_server(server_bind, self._tokenmanager, log, loop, self._ssl_context)
+            )
+        elif name == "tlsclient":
+            from .transports.tls import TLSClient
+
+            self._tokenmanager.token_interfaces.append(
+                await TLSClient.create_client_transport(self._tokenmanager, log, loop)
+            )
         else:
             loader = _EXTRA_TRANSPORTS.get(name)
             if loader is None:

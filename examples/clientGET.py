@@ -1,0 +1,36 @@
+#!/usr/bin/env python3
+"""Fetch a resource once and print the response.
+
+Usage: ``./clientGET.py [URI]``, by default ``coap://localhost/time`` (the
+demo server's clock, see server.py)."""
+
+import asyncio
+import logging
+import sys
+
+from aiocoap import GET, Context, Message
+
+logging.basicConfig(level=logging.INFO)
+
+
+async def main(uri):
+    context = await Context.create_client_context()
+    try:
+        request = Message(code=GET, uri=uri)
+        try:
+            response = await context.request(request).response
+        except Exception as e:
+            print("Failed to fetch resource:")
+            print(e)
+        else:
+            print(f"Result: {response.code}\n{response.payload!r}")
+    finally:
+        await context.shutdown()
+
+
+if __name__ == "__main__":
+    target = sys.argv[1] if len(sys.argv) > 1 else "coap://localhost/time"
+    try:
+        asyncio.run(main(target))
+    except KeyboardInterrupt:
+        pass
