@@ -31,6 +31,10 @@ Rules enforced here:
   §4.3).
 * Responses to multicast requests are NON, never errors, and are delayed by
   a random time within DEFAULT_LEISURE (RFC 7252 §8.2).
+* A NON response sent with a monitor (an observe notification) is
+  remembered for EXCHANGE_LIFETIME so that a Reset to it reaches the
+  monitor (RFC 7641 §3.6: that is how clients reject notifications); a NON
+  notification nobody wants is answered with a Reset.
 * Per-peer state (next MID) is bounded (``max_peers``, least recently used
   peers forgotten).
 
@@ -84,13 +88,18 @@ def _empty(mtype, mid) -> bytes:
     return bytes((0x40 | (mtype << 4), 0, (mid >> 8) & 0xFF, mid & 0xFF))
 
 
+# Kinds of _Outgoing
+_CON = 0  # retransmitted until ACK/RST
+_NON_REQUEST = 1  # waits for its response; times out with RequestTimedOut
+_NON_TRACKED = 2  # a NON notification: only a Reset matters; expires silently
+
+
 class _Outgoing:
-    """A CON message waiting for its ACK, or a NON request waiting for its
-    response (then ``data`` is None and only the deadline matters)."""
+    """A message we sent and still care about (see the kinds above)."""
 
-    __slots__ = ("data", "remote", "transmissions", "timeout", "monitor", "deadline", "start", "tuning")
+    __slots__ = ("data", "remote", "transmissions", "timeout", "monitor", "deadline", "start", "tuning", "kind")
 
-    def __init__(self, data, remote, timeout, monitor, deadline, start, tuning):
+    def __init__(self, data, remote, timeout, monitor, deadline, start, tuning, kind=_CON):
         self.data = data
         self.remote = remote
         self.transmissions = 1
@@ -99,6 +108,7 @@ class _Outgoing:
         self.deadline = deadline
         self.start = start
         self.tuning = tuning
+        self.kind = kind
 
 
 class MessageLayer:
@@ -220,7 +230,10 @@ class MessageLayer:
                     dedup.pop(key, None)
 
     def _on_outgoing_deadline(self, key, state: _Outgoing, now: float) -> None:
-        if state.data is None:
+        if state.kind == _NON_TRACKED:
+            del self._outgoing[key]
+            return
+        if state.kind == _NON_REQUEST:
             # A NON request whose response never came.
             del self._outgoing[key]
             self._notify(state.monitor, error.RequestTimedOut(
@@ -308,7 +321,13 @@ class MessageLayer:
             else:
                 self._remember(key, _NOTHING, NON, now)
                 if not self._deliver_response(message):
-                    self.log.debug("Dropping unexpected NON response from %r", remote)
+                    if message.opt.observe is not None:
+                        self.log.debug("Rejecting unwanted NON notification from %r", remote)
+                        rst = _empty(RST, message.mid)
+                        self._dedup[key] = rst
+                        self._send(rst, remote)
+                    else:
+                        self.log.debug("Dropping unexpected NON response from %r", remote)
             return
 
         # Signalling codes or reserved classes have no business over UDP.
@@ -369,7 +388,7 @@ class MessageLayer:
     def _receive_ack_or_rst(self, message: Message) -> None:
         key = (message.remote, message.mid)
         state = self._outgoing.get(key)
-        if state is None or state.data is None:
+        if state is None or state.kind == _NON_REQUEST or (state.kind == _NON_TRACKED and message.mtype is not RST):
             self.log.debug("Ignoring %s for unknown MID %d from %r", message.mtype.name, message.mid, message.remote)
             return
         del self._outgoing[key]
@@ -444,7 +463,10 @@ class MessageLayer:
             state = _Outgoing(data, remote, timeout, monitor, now + timeout, now, tuning)
         elif message.mtype is NON and code.is_request():
             deadline = now + tuning.request_timeout
-            state = _Outgoing(None, remote, 0.0, monitor, deadline, now, tuning)
+            state = _Outgoing(None, remote, 0.0, monitor, deadline, now, tuning, _NON_REQUEST)
+        elif message.mtype is NON and monitor is not None:
+            deadline = now + tuning.EXCHANGE_LIFETIME
+            state = _Outgoing(None, remote, 0.0, monitor, deadline, now, tuning, _NON_TRACKED)
         else:
             self._send(data, remote)
             return None

@@ -60,6 +60,13 @@ RECOGNIZED_CRITICAL_OPTIONS = frozenset(
     )
 )
 
+NOTIFICATION_CON_INTERVAL = 20
+"""Every this many notifications of an observation, one is confirmable
+(the others are NON), so a vanished client is noticed (RFC 7641 §4.5)."""
+
+NOTIFICATION_CON_MAX_AGE = 24 * 3600.0
+"""A notification is confirmable at least once in this many seconds."""
+
 MULTICAST_REQUEST_TIMEOUT = 5.5
 """How long a MulticastRequest collects responses by default: the default
 leisure (5 s) plus a margin for the round trip."""
@@ -115,6 +122,13 @@ class Context(interfaces.RequestProvider):
         self._route_cache: dict = {}
         self._shutdown = False
         self.blockwise = _new_blockwise_server(self.log)
+        """Server-side blockwise state (request reassembly, response
+        slicing); None while the blockwise module is unavailable."""
+        self.max_observations_per_peer = 1024
+        self.max_observations_per_resource = 16384
+        self.notification_con_interval = NOTIFICATION_CON_INTERVAL
+        self._observations_by_peer: dict = {}
+        self._observations_by_path: dict = {}
         """Server-side blockwise state (request reassembly, response
         slicing); None while the blockwise module is unavailable."""
 
@@ -396,10 +410,17 @@ class Context(interfaces.RequestProvider):
         if bad is not None:
             raise error.BadOption(f"Unsupported critical option {OptionNumber(bad).name}")
 
-        if request.opt.observe == 0 and isinstance(site, interfaces.ObservableResource) and request.code in (Code.GET, Code.FETCH):
+        if (
+            request.opt.observe == 0
+            and isinstance(site, interfaces.ObservableResource)
+            and request.code in (Code.GET, Code.FETCH)
+            and self._observation_allowed(request)
+        ):
             observation = ServerObservation(self, pipe)
             await site.add_observation(request, observation)
             if observation._accepted:
+                self._count_observation(request, +1)
+                observation._counted = True
                 await observation._first_render(site)
                 return
 
@@ -408,6 +429,28 @@ class Context(interfaces.RequestProvider):
         else:
             response = await site.render(request)
         self._complete(pipe, request, response, is_last=True)
+
+    def _observation_allowed(self, request: Message) -> bool:
+        """Whether the caps leave room for another observation (else the
+        request is answered like a plain GET)."""
+        if self._observations_by_peer.get(request.remote, 0) >= self.max_observations_per_peer:
+            self.log.info("Observation cap per peer reached for %r", request.remote)
+            return False
+        if self._observations_by_path.get(request.opt.uri_path, 0) >= self.max_observations_per_resource:
+            self.log.info("Observation cap reached for /%s", "/".join(request.opt.uri_path))
+            return False
+        return True
+
+    def _count_observation(self, request: Message, delta: int) -> None:
+        for table, key in (
+            (self._observations_by_peer, request.remote),
+            (self._observations_by_path, request.opt.uri_path),
+        ):
+            count = table.get(key, 0) + delta
+            if count > 0:
+                table[key] = count
+            else:
+                table.pop(key, None)
 
     @staticmethod
     def _complete(pipe: Pipe, request: Message, response, *, is_last: bool) -> None:
@@ -504,9 +547,20 @@ class Request(interfaces.Request, BaseUnicastRequest):
         self.response.add_done_callback(self._response_cancellation_handler)
         if pipe.request.opt.observe == 0:
             self.observation: Optional[ClientObservation] = ClientObservation(self)
+            # The pipe refers to us only weakly: once the application holds
+            # neither the request nor its observation, the observation ends
+            # (and is cancelled at the server).
+            ref = weakref.ref(self)
+
+            def forward(event, ref=ref):
+                request = ref()
+                return False if request is None else request._process_event(event)
+
+            pipe.on_event(forward)
+            weakref.finalize(self, _end_forgotten_observation, pipe, loop)
         else:
             self.observation = None
-        pipe.on_event(self._process_event)
+            pipe.on_event(self._process_event)
 
     def __repr__(self):
         return f"<{type(self).__name__} for {self._pipe.request!r}>"
@@ -550,6 +604,12 @@ class Request(interfaces.Request, BaseUnicastRequest):
             observation.error(error.ObservationCancelled())
             return False
         return True
+
+
+def _end_forgotten_observation(pipe: Pipe, loop) -> None:
+    # Runs from the garbage collector: defer the actual work to the loop.
+    if pipe.is_interested and not loop.is_closed():
+        loop.call_soon(pipe.stop_interest)
 
 
 class MulticastRequest(BaseRequest):
@@ -712,6 +772,9 @@ class ServerObservation:
         self._render_task: Optional[asyncio.Task] = None
         self._pending_trigger = None
         self._ended = False
+        self._counted = False
+        self._since_con = 0
+        self._last_con = context.loop.time()
 
     def accept(self, cancellation_callback) -> None:
         """Called by the resource to take the observation; the callback runs
@@ -752,8 +815,21 @@ class ServerObservation:
             self._pipe.add_response(response, is_last=True)
             return
         response.opt.observe = self._next_seq()
+        blockwise = self._context.blockwise
+        if blockwise is not None:
+            response = blockwise.slice_response(self._pipe.request, response)
         if self._seq > 1 and response.mtype is None:
-            response.mtype = Type.NON
+            now = self._context.loop.time()
+            self._since_con += 1
+            if (
+                self._since_con >= self._context.notification_con_interval
+                or now - self._last_con >= NOTIFICATION_CON_MAX_AGE
+            ):
+                response.mtype = Type.CON
+                self._since_con = 0
+                self._last_con = now
+            else:
+                response.mtype = Type.NON
         self._pipe.add_response(response, is_last=False)
 
     def trigger(self, response=None, *, is_last=False) -> None:
@@ -794,6 +870,8 @@ class ServerObservation:
         if self._ended:
             return
         self._ended = True
+        if self._counted:
+            self._context._count_observation(self._pipe.request, -1)
         if self._render_task is not None and not self._render_task.done():
             self._render_task.cancel()
         callback, self._cancellation_callback = self._cancellation_callback, None

@@ -13,6 +13,17 @@ Rules enforced here:
 * A NON request gets NON responses.
 * A client's observation stays registered for as long as notifications are
   successful and carry Observe; anything else is its last event.
+* Notifications older than the newest one seen are dropped (RFC 7641 §3.4:
+  24-bit sequence comparison with the 128 s freshness window) unless the
+  transport is reliable (RFC 8323 §7.1).
+* When the requester loses interest in an established observation, a GET
+  with Observe: 1 and the same token goes out (active cancellation); its
+  answer and stray notifications are accepted quietly until then, and
+  rejected afterwards.
+* When the freshness (Max-Age) of the latest notification runs out without a
+  new one, the request is sent again with the same token (re-registration);
+  only a failure of that is reported.
+* On shutdown, observers of this server get a final 5.03 notification.
 * An incoming request with the token and remote of a running observation
   replaces it (re-registration), and ends it when it is a GET without
   Observe or with Observe: 1 (RFC 7641 §3.6, §4.1).
@@ -21,6 +32,7 @@ Rules enforced here:
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Optional
 
 from . import error, interfaces
@@ -33,16 +45,46 @@ __all__ = ["TokenManager"]
 
 NON = Type.NON
 
+OBSERVE_FRESHNESS = 128.0
+"""Seconds after which any notification counts as newer (RFC 7641 §3.4)."""
+
+REREGISTRATION_MARGIN = 2.0
+"""Seconds to wait past a notification's Max-Age before re-registering."""
+
+
+def notification_is_fresher(old_seq: int, old_time: float, new_seq: int, new_time: float) -> bool:
+    """RFC 7641 §3.4: is the notification (new_seq, new_time) newer than the
+    one seen as (old_seq, old_time)?
+
+    >>> notification_is_fresher(5, 0.0, 6, 1.0), notification_is_fresher(6, 0.0, 5, 1.0)
+    (True, False)
+    >>> notification_is_fresher(0xFFFFFF, 0.0, 2, 1.0)  # wrapped around
+    True
+    >>> notification_is_fresher(6, 0.0, 5, 200.0)  # too old to compare
+    True
+    """
+    return (
+        (old_seq < new_seq and new_seq - old_seq < 1 << 23)
+        or (old_seq > new_seq and old_seq - new_seq > 1 << 23)
+        or new_time > old_time + OBSERVE_FRESHNESS
+    )
+
 
 class _Outgoing:
-    """Book-keeping of one request we sent."""
+    """Book-keeping of one request we sent (pipe None: a deregistration
+    whose answer is only accepted, not delivered)."""
 
-    __slots__ = ("pipe", "stop", "observing")
+    __slots__ = ("pipe", "stop", "observing", "established", "last_seq", "last_time", "timer", "ti")
 
-    def __init__(self, pipe, observing):
+    def __init__(self, pipe, observing, ti=None):
         self.pipe = pipe
         self.stop = None
         self.observing = observing
+        self.established = False
+        self.last_seq = 0
+        self.last_time = 0.0
+        self.timer = None
+        self.ti = ti
 
 
 class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
@@ -62,6 +104,9 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         self._outgoing: dict = {}  # (token, remote) -> _Outgoing
         self._outgoing_multicast: dict = {}  # token -> _Outgoing
         self._observations: dict = {}  # (token, remote) -> Pipe of an incoming observation
+        self.reregister_observations = True
+        """Re-register client observations whose freshness ran out."""
+        self._shutting_down = False
 
     def __repr__(self):
         return f"<{type(self).__name__} with {len(self.token_interfaces)} transport(s)>"
@@ -98,7 +143,7 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
             message.mtype = NON
         token = self._new_token(remote)
         message.token = token
-        state = _Outgoing(pipe, message.opt.observe == 0)
+        state = _Outgoing(pipe, message.opt.observe == 0, ti)
         if multicast:
             key = token
             table = self._outgoing_multicast
@@ -107,21 +152,32 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
             table = self._outgoing
         table[key] = state
 
-        def monitor(exc):
-            if table.get(key) is state:
-                del table[key]
-            pipe.add_exception(exc)
-
         def on_interest_end():
             if table.get(key) is state:
                 del table[key]
             if state.stop is not None:
                 state.stop()
                 state.stop = None
+            if state.timer is not None:
+                state.timer.cancel()
+                state.timer = None
+            if state.established and not self._shutting_down:
+                self._deregister(key, state)
 
         pipe.on_interest_end(on_interest_end)
+        self._send(state, key, table, message)
+
+    def _send(self, state: _Outgoing, key, table, message: Message) -> None:
+        pipe = state.pipe
+
+        def monitor(exc):
+            if table.get(key) is state:
+                del table[key]
+            if pipe is not None:
+                pipe.add_exception(exc)
+
         try:
-            state.stop = ti.send_message(message, monitor)
+            state.stop = state.ti.send_message(message, monitor)
         except Exception as e:
             self.log.debug("Sending %r failed: %r", message, e)
             if not isinstance(e, error.Error):
@@ -129,6 +185,37 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
                 wrapped.__cause__ = e
                 e = wrapped
             monitor(e)
+
+    def _deregister(self, key, old: _Outgoing) -> None:
+        """Send a GET with Observe: 1 for an observation nobody wants any
+        more, accepting its answer (and late notifications) quietly."""
+        request = old.pipe.request
+        cancellation = request.copy(mid=None, mtype=None if request.mtype is not NON else NON, observe=1)
+        sink = _Outgoing(None, False, old.ti)
+        self._outgoing[key] = sink
+        self.log.debug("Cancelling observation of %r", request)
+        self._send(sink, key, self._outgoing, cancellation)
+
+    def _reregister(self, key, state: _Outgoing) -> None:
+        state.timer = None
+        if self._outgoing.get(key) is not state or not state.pipe.is_interested:
+            return
+        if state.stop is not None:
+            state.stop()
+        request = state.pipe.request
+        again = request.copy(mid=None, mtype=None if request.mtype is not NON else NON)
+        state.established = False  # the server may restart its sequence
+        self.log.debug("Re-registering observation of %r", request)
+        self._send(state, key, self._outgoing, again)
+
+    def _arm_reregistration(self, key, state: _Outgoing, max_age) -> None:
+        if state.timer is not None:
+            state.timer.cancel()
+        if not self.reregister_observations:
+            state.timer = None
+            return
+        delay = (60 if max_age is None else max_age) + REREGISTRATION_MARGIN
+        state.timer = self.loop.call_later(delay, self._reregister, key, state)
 
     # --- TokenManager (towards the transports) ---------------------------------------
 
@@ -146,14 +233,34 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
             # (and no NON timeout) any more.
             state.stop()
             state.stop = None
+        if state.pipe is None:
+            # The answer to a deregistration, or a notification that crossed
+            # it: accepted, not delivered; the first non-notification ends it.
+            if response.opt.observe is None:
+                del self._outgoing[key]
+            return True
         code = response.code
         if is_multicast:
             is_last = False
         elif state.observing and code.is_successful() and response.opt.observe is not None:
             is_last = False
+            seq = response.opt.observe
+            now = time.monotonic()
+            if state.established and not getattr(response.remote, "reliable_transport", False):
+                if not notification_is_fresher(state.last_seq, state.last_time, seq, now):
+                    self.log.debug("Dropping stale notification %d (have %d)", seq, state.last_seq)
+                    return True
+            state.established = True
+            state.last_seq = seq
+            state.last_time = now
+            self._arm_reregistration(key, state, response.opt.max_age)
         else:
             is_last = True
             del self._outgoing[key]
+            if state.timer is not None:
+                state.timer.cancel()
+                state.timer = None
+            state.established = False
         response.request = state.pipe.request
         state.pipe.add_response(response, is_last=is_last)
         return True
@@ -180,7 +287,14 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         response_remote = remote.as_response_address()
         request_is_non = request.mtype is NON
 
+        previous_stop = None
+
+        def end_observation(exc):
+            self.log.debug("Observation by %r ends: %r", remote, exc)
+            pipe.stop_interest()
+
         def on_event(event) -> bool:
+            nonlocal previous_stop
             message = event.message
             if message is None:
                 if event.exception is not None:
@@ -195,8 +309,17 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
             message.remote = response_remote
             if request_is_non and message.mtype is None:
                 message.mtype = NON
-            ti.send_message(message, None)
-            return not event.is_last
+            if previous_stop is not None:
+                # A newer notification supersedes the previous one: stop
+                # retransmitting it (RFC 7641 §4.5.2) and stop listening for
+                # a Reset to it.
+                previous_stop()
+                previous_stop = None
+            if event.is_last:
+                ti.send_message(message, None)
+                return False
+            previous_stop = ti.send_message(message, end_observation)
+            return True
 
         pipe.on_event(on_event)
         if observe is not None:
@@ -219,14 +342,22 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
             self._observations.pop(key).stop_interest()
 
     async def shutdown(self) -> None:
+        self._shutting_down = True
         for table in (self._outgoing, self._outgoing_multicast):
             states = list(table.values())
             table.clear()
             for state in states:
-                state.pipe.add_exception(error.LibraryShutdown())
+                if state.timer is not None:
+                    state.timer.cancel()
+                if state.pipe is not None:
+                    state.pipe.add_exception(error.LibraryShutdown())
         observations = list(self._observations.values())
         self._observations.clear()
         for pipe in observations:
-            pipe.stop_interest()
+            # Tell the observer instead of leaving it waiting for Max-Age.
+            pipe.add_response(
+                Message(code=Code.SERVICE_UNAVAILABLE, mtype=NON, payload=b"Server shutting down"),
+                is_last=True,
+            )
         for ti in self.token_interfaces:
             await ti.shutdown()

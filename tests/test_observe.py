@@ -1,0 +1,384 @@
+"""Observe (RFC 7641) end to end over the in-memory network: notification
+ordering, active cancellation, re-registration, Reset handling, caps,
+shutdown and garbage collection of forgotten observations."""
+
+import asyncio
+import gc
+
+import pytest
+
+from aiocoap import error, resource
+from aiocoap.message import Message
+from aiocoap.numbers.codes import Code
+from aiocoap.numbers.constants import TransportTuning
+from aiocoap.numbers.types import Type
+from aiocoap.tokenmanager import notification_is_fresher
+
+from memorynet import MemoryAddress, MemoryNet
+
+QUICK = TransportTuning(ACK_TIMEOUT=0.05, MAX_RETRANSMIT=2, EMPTY_ACK_DELAY=0.02, REQUEST_TIMEOUT=0.3)
+
+
+class Counter(resource.ObservableResource):
+    def __init__(self, max_age=None):
+        super().__init__()
+        self.value = 0
+        self.counts = []
+        self.max_age = max_age
+
+    def update_observation_count(self, count):
+        self.counts.append(count)
+
+    async def render_get(self, request):
+        m = Message(payload=str(self.value).encode())
+        if self.max_age is not None:
+            m.opt.max_age = self.max_age
+        return m
+
+    async def render_fetch(self, request):
+        return Message(payload=b"fetch " + request.payload + b" " + str(self.value).encode())
+
+
+async def setup(counter=None, **client_kwargs):
+    net = MemoryNet(asyncio.get_running_loop())
+    site = resource.Site()
+    counter = counter or Counter()
+    site.add_resource(["counter"], counter)
+    server = await net.context("server", site, transport_tuning=QUICK)
+    client = await net.context("client", transport_tuning=QUICK, **client_kwargs)
+    return net, server, client, counter
+
+
+async def settle():
+    for _ in range(5):
+        await asyncio.sleep(0.005)
+
+
+def observe_msg(**kwargs):
+    return Message(code=Code.GET, observe=0, uri="coap://server/counter", **kwargs)
+
+
+async def test_notifications_and_active_cancellation():
+    net, server, client, counter = await setup()
+    try:
+        request = client.request(observe_msg())
+        assert (await request.response).payload == b"0"
+        seen = []
+        request.observation.register_callback(lambda m: seen.append(m.payload))
+        for v in (1, 2):
+            counter.value = v
+            counter.updated_state()
+            await settle()
+        assert seen == [b"1", b"2"]
+        assert counter.counts[-1] == 1
+        request.observation.cancel()
+        await settle()
+        # the server learned about it at once
+        assert counter.counts[-1] == 0
+        deregistrations = [
+            Message.decode(d) for s, dst, d in net.log if s == "client" and Message.decode(d).opt.observe == 1
+        ]
+        assert len(deregistrations) == 1
+        assert deregistrations[0].token == request.request.token
+        counter.value = 3
+        counter.updated_state()
+        await settle()
+        assert seen == [b"1", b"2"]
+    finally:
+        await client.shutdown()
+        await server.shutdown()
+
+
+async def test_observe_with_fetch():
+    net, server, client, counter = await setup()
+    try:
+        request = client.request(Message(code=Code.FETCH, observe=0, payload=b"q", uri="coap://server/counter"))
+        assert (await request.response).payload == b"fetch q 0"
+        seen = []
+        request.observation.register_callback(lambda m: seen.append(m.payload))
+        counter.value = 1
+        counter.updated_state()
+        await settle()
+        assert seen == [b"fetch q 1"]
+        request.observation.cancel()
+    finally:
+        await client.shutdown()
+        await server.shutdown()
+
+
+async def test_notifications_are_mostly_non_with_periodic_con():
+    net, server, client, counter = await setup()
+    server.notification_con_interval = 3
+    try:
+        request = client.request(observe_msg())
+        await request.response
+        for v in range(1, 8):
+            counter.value = v
+            counter.updated_state()
+            await settle()
+        types = [
+            Message.decode(d).mtype
+            for s, dst, d in net.log
+            if s == "server" and Message.decode(d).code == Code.CONTENT
+        ]
+        # first response piggybacked, then NON NON CON NON NON CON ...
+        assert types[0] is Type.ACK
+        assert types[1:] == [Type.NON, Type.NON, Type.CON, Type.NON, Type.NON, Type.CON, Type.NON]
+        request.observation.cancel()
+    finally:
+        await client.shutdown()
+        await server.shutdown()
+
+
+async def test_error_response_ends_observation():
+    net, server, client, counter = await setup()
+    try:
+        request = client.request(observe_msg())
+        await request.response
+        received = []
+        errors = []
+        request.observation.register_callback(lambda m: received.append(m.code))
+        request.observation.register_errback(errors.append)
+        counter.updated_state(Message(code=Code.NOT_FOUND, payload=b"gone"))
+        await settle()
+        assert errors and isinstance(errors[0], error.ObservationCancelled)
+        assert counter.counts[-1] == 0
+    finally:
+        await client.shutdown()
+        await server.shutdown()
+
+
+async def test_server_shutdown_ends_observation_with_error():
+    net, server, client, counter = await setup()
+    try:
+        request = client.request(observe_msg())
+        await request.response
+        await server.shutdown()
+        with pytest.raises(error.ObservationCancelled):
+            async with asyncio.timeout(1) if hasattr(asyncio, "timeout") else _null():
+                async for _ in request.observation:
+                    pass
+    finally:
+        await client.shutdown()
+
+
+class _null:
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *a):
+        return False
+
+
+async def test_client_shutdown_ends_iteration():
+    net, server, client, counter = await setup()
+    request = client.request(observe_msg())
+    await request.response
+    await client.shutdown()
+    with pytest.raises(error.LibraryShutdown):
+        async for _ in request.observation:
+            pass
+    await server.shutdown()
+
+
+async def test_reregistration_when_freshness_runs_out():
+    counter = Counter(max_age=0)
+    net, server, client, counter = await setup(counter)
+    import aiocoap.tokenmanager as tm
+
+    old_margin = tm.REREGISTRATION_MARGIN
+    tm.REREGISTRATION_MARGIN = 0.05
+    try:
+        request = client.request(observe_msg())
+        await request.response
+        await asyncio.sleep(0.2)
+        gets = [Message.decode(d) for s, dst, d in net.log if s == "client" and Message.decode(d).code == Code.GET]
+        assert len(gets) >= 2, "the client re-registered"
+        assert {g.token for g in gets} == {request.request.token}
+        assert all(g.opt.observe == 0 for g in gets)
+        # still one observation at the server (re-registration replaced it)
+        assert counter.counts[-1] == 1
+        seen = []
+        request.observation.register_callback(lambda m: seen.append(m.payload))
+        counter.value = 9
+        counter.updated_state()
+        await settle()
+        assert b"9" in seen
+        request.observation.cancel()
+    finally:
+        tm.REREGISTRATION_MARGIN = old_margin
+        await client.shutdown()
+        await server.shutdown()
+
+
+async def test_forgotten_observation_is_cancelled():
+    net, server, client, counter = await setup()
+    try:
+        request = client.request(observe_msg())
+        await request.response
+        assert counter.counts[-1] == 1
+        del request
+        gc.collect()
+        await settle()
+        assert counter.counts[-1] == 0
+    finally:
+        await client.shutdown()
+        await server.shutdown()
+
+
+async def test_thousand_observers():
+    net, server, client, counter = await setup()
+    try:
+        requests = [client.request(observe_msg()) for _ in range(1000)]
+        await asyncio.gather(*(r.response for r in requests))
+        assert counter.counts[-1] == 1000
+        seen = []
+        for r in requests:
+            r.observation.register_callback(lambda m: seen.append(m.payload))
+        counter.value = 1
+        counter.updated_state()
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            if len(seen) == 1000:
+                break
+        assert seen == [b"1"] * 1000
+        for r in requests:
+            r.observation.cancel()
+        await asyncio.sleep(0.1)
+        assert counter.counts[-1] == 0
+    finally:
+        await client.shutdown()
+        await server.shutdown()
+
+
+async def test_observation_cap_per_peer():
+    net, server, client, counter = await setup()
+    server.max_observations_per_peer = 3
+    try:
+        requests = [client.request(observe_msg()) for _ in range(5)]
+        responses = await asyncio.gather(*(r.response for r in requests))
+        assert [r.opt.observe is not None for r in responses] == [True] * 3 + [False] * 2
+        assert all(r.code == Code.CONTENT for r in responses)
+        for r in requests:
+            r.observation.cancel()
+    finally:
+        await client.shutdown()
+        await server.shutdown()
+
+
+class RawPeer:
+    """A hand-driven endpoint on the memory net."""
+
+    def __init__(self, net, name):
+        self.net = net
+        self.name = name
+        self.received = []
+        net.interfaces[name] = self
+        self.manager = self
+
+    def dispatch_datagram(self, data, remote):
+        self.received.append(Message.decode(data))
+
+    def send(self, message, to):
+        self.net.transmit(self.name, message.encode(), to)
+
+
+async def test_reordered_and_duplicate_notifications_are_dropped():
+    net = MemoryNet(asyncio.get_running_loop())
+    raw = RawPeer(net, "server")
+    client = await net.context("client", transport_tuning=QUICK)
+    try:
+        request = client.request(observe_msg())
+        await settle()
+        get = raw.received[-1]
+        seen = []
+
+        def notify(seq, payload, mtype=Type.NON, mid=None):
+            m = Message(mtype=mtype, mid=mid if mid is not None else 1000 + seq, code=Code.CONTENT,
+                        token=get.token, payload=payload, observe=seq)
+            raw.send(m, "client")
+
+        raw.send(Message(mtype=Type.ACK, mid=get.mid, code=Code.CONTENT, token=get.token, payload=b"first", observe=10), "client")
+        await settle()
+        request.observation.register_callback(lambda m: seen.append(m.payload))
+        notify(12, b"twelve")
+        notify(11, b"eleven (late)")
+        notify(13, b"thirteen")
+        notify(13, b"thirteen again", mid=5000)
+        notify(12, b"twelve (dup)")
+        await settle()
+        assert seen == [b"twelve", b"thirteen"]
+        # 2**24-1 after 13 is older by the wrap-around rule, so it is dropped
+        notify(0xFFFFFF, b"big", mid=6000)
+        await settle()
+        assert seen == [b"twelve", b"thirteen"]
+        request.observation.cancel()
+        await settle()
+    finally:
+        await client.shutdown()
+
+
+async def test_unwanted_non_notification_gets_rst_and_ends_server_observation():
+    net, server, client, counter = await setup()
+    raw = RawPeer(net, "raw")
+    try:
+        raw.send(Message(mtype=Type.CON, mid=1, code=Code.GET, token=b"abcd", observe=0, uri_path=["counter"]), "server")
+        await settle()
+        assert raw.received[-1].opt.observe is not None
+        assert counter.counts[-1] == 1
+        counter.value = 5
+        counter.updated_state()
+        await settle()
+        notification = raw.received[-1]
+        assert notification.mtype is Type.NON and notification.payload == b"5"
+        raw.send(Message(mtype=Type.RST, mid=notification.mid, code=Code.EMPTY), "server")
+        await settle()
+        assert counter.counts[-1] == 0
+    finally:
+        await client.shutdown()
+        await server.shutdown()
+
+
+async def test_client_rejects_notification_for_unknown_token():
+    net = MemoryNet(asyncio.get_running_loop())
+    raw = RawPeer(net, "server")
+    client = await net.context("client", transport_tuning=QUICK)
+    try:
+        raw.send(Message(mtype=Type.NON, mid=77, code=Code.CONTENT, token=b"nope", observe=3), "client")
+        await settle()
+        rst = raw.received[-1]
+        assert (rst.mtype, rst.mid) == (Type.RST, 77)
+    finally:
+        await client.shutdown()
+
+
+async def test_deregistration_get_observe_1_from_raw_client():
+    net, server, client, counter = await setup()
+    raw = RawPeer(net, "raw")
+    try:
+        raw.send(Message(mtype=Type.CON, mid=1, code=Code.GET, token=b"tok1", observe=0, uri_path=["counter"]), "server")
+        await settle()
+        assert counter.counts[-1] == 1
+        raw.send(Message(mtype=Type.CON, mid=2, code=Code.GET, token=b"tok1", observe=1, uri_path=["counter"]), "server")
+        await settle()
+        assert counter.counts[-1] == 0
+        assert raw.received[-1].opt.observe is None and raw.received[-1].code == Code.CONTENT
+        # and a GET without Observe on the token ends it as well
+        raw.send(Message(mtype=Type.CON, mid=3, code=Code.GET, token=b"tok2", observe=0, uri_path=["counter"]), "server")
+        await settle()
+        assert counter.counts[-1] == 1
+        raw.send(Message(mtype=Type.CON, mid=4, code=Code.GET, token=b"tok2", uri_path=["counter"]), "server")
+        await settle()
+        assert counter.counts[-1] == 0
+    finally:
+        await client.shutdown()
+        await server.shutdown()
+
+
+def test_freshness_rule():
+    assert notification_is_fresher(1, 0, 2, 0)
+    assert not notification_is_fresher(2, 0, 2, 0)
+    assert not notification_is_fresher(2, 0, 1, 0)
+    assert notification_is_fresher((1 << 24) - 1, 0, 0, 0)
+    assert not notification_is_fresher(0, 0, (1 << 24) - 1, 0)
+    assert notification_is_fresher(100, 0, 1, 129)
