@@ -186,18 +186,13 @@ class MessageLayer:
 
     def next_deadline(self) -> Optional[float]:
         """The earliest time at which :meth:`handle_timer` has work to do."""
-        candidates = []
-        if self._heap:
-            candidates.append(self._heap[0][0])
-        if self._empty_ack_queue:
-            candidates.append(self._empty_ack_queue[0][0])
-        if self._dedup_expiry_con:
-            candidates.append(self._dedup_expiry_con[0][0])
-        if self._dedup_expiry_non:
-            candidates.append(self._dedup_expiry_non[0][0])
-        if self._delayed:
-            candidates.append(self._delayed[0][0])
-        return min(candidates) if candidates else None
+        best = None
+        for queue in (self._heap, self._empty_ack_queue, self._dedup_expiry_con, self._dedup_expiry_non, self._delayed):
+            if queue:
+                candidate = queue[0][0]
+                if best is None or candidate < best:
+                    best = candidate
+        return best
 
     def handle_timer(self, now: float) -> None:
         """Do everything that is due at ``now``: retransmissions, timeouts,
@@ -545,9 +540,10 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
         self.message_interface: Optional[interfaces.MessageInterface] = None
         self._timer = None
         self._timer_at: Optional[float] = None
+        process_request = token_manager.process_request
         self._core = MessageLayer(
             send=self._send_datagram,
-            deliver_request=token_manager.process_request,
+            deliver_request=lambda message: process_request(message, self),
             deliver_response=token_manager.process_response,
             log=log,
             tuning=tuning,

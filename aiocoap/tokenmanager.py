@@ -265,9 +265,12 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         state.pipe.add_response(response, is_last=is_last)
         return True
 
-    def process_request(self, request: Message) -> None:
+    def process_request(self, request: Message, ti: Optional[interfaces.TokenInterface] = None) -> None:
+        """An incoming request; ``ti`` is the TokenInterface it came through
+        (looked up by its remote if not given)."""
         remote = request.remote
-        ti = self._interface_for(remote)
+        if ti is None:
+            ti = self._interface_for(remote)
         if ti is None:
             self.log.warning("Request %r arrived on an unknown transport; dropping", request)
             return

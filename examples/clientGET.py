@@ -22,8 +22,10 @@ async def main(uri):
         except Exception as e:
             print("Failed to fetch resource:")
             print(e)
+            return 1
         else:
             print(f"Result: {response.code}\n{response.payload!r}")
+            return 0
     finally:
         await context.shutdown()
 
@@ -31,6 +33,6 @@ async def main(uri):
 if __name__ == "__main__":
     target = sys.argv[1] if len(sys.argv) > 1 else "coap://localhost/time"
     try:
-        asyncio.run(main(target))
+        sys.exit(asyncio.run(main(target)))
     except KeyboardInterrupt:
         pass
