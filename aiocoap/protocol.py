@@ -174,6 +174,11 @@ class Context(interfaces.RequestProvider):
             await self._append_udp_transport(
                 lambda mm: MessageInterfaceSimpleServer.create_server(server_bind, mm, log, loop)
             )
+        elif name == "oscore":
+            from .transports.oscore import TransportOSCORE
+
+            # OSCORE claims requests before the plain token layer does.
+            self.request_interfaces.insert(0, TransportOSCORE(self, self))
         elif name == "tcpserver":
             if server_bind is None:
                 return
@@ -265,6 +270,8 @@ class Context(interfaces.RequestProvider):
         )
         self._ssl_context = _ssl_context
         self._multicast = multicast
+        if server_credentials is not None:
+            self._wrap_site_for_oscore()
         explicit = transports is not None or bool(os.environ.get("AIOCOAP_SERVER_TRANSPORT"))
         names = transports if transports is not None else defaults.get_default_servertransports(loop=loop)
         server_bind = bind if bind is not None else (None, None)
@@ -275,6 +282,21 @@ class Context(interfaces.RequestProvider):
             await self.shutdown()
             raise
         return self
+
+    def _wrap_site_for_oscore(self) -> None:
+        """Serve OSCORE automatically when the server credentials contain
+        OSCORE contexts: the site gets wrapped so that protected requests
+        are unprotected, rendered and their responses protected."""
+        try:
+            from .oscore_sitewrapper import wrap_site_if_configured
+        except ModuleNotFoundError as e:  # pragma: no cover
+            if e.name != __package__ + ".oscore_sitewrapper":
+                raise
+            return
+        wrapped = wrap_site_if_configured(self.serversite, self.server_credentials, self)
+        if wrapped is not self.serversite:
+            self.serversite = wrapped
+            self.recognized_critical_options = self.recognized_critical_options | {int(OptionNumber.OSCORE)}
 
     async def shutdown(self) -> None:
         """Take down any listening sockets and stop all related timers.
