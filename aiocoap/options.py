@@ -4,8 +4,9 @@ format (RFC 7252 §3.1) and typed views on individual options.
 Rules this module enforces:
 
 * Option headers that violate the format (delta or length nibble 15 outside
-  the payload marker, truncated values, a payload marker followed by nothing)
-  raise :class:`aiocoap.error.UnparsableMessage`.
+  the payload marker, truncated values, a payload marker followed by nothing,
+  option numbers beyond the 16 bits of the registry) raise
+  :class:`aiocoap.error.UnparsableMessage`.
 * Values that violate their option's format (wrong length for the registry,
   invalid UTF-8, ...) do not stop decoding; they are kept out of the regular
   options and listed in :attr:`Options.invalid_options`, so that a server can
@@ -15,7 +16,7 @@ Rules this module enforces:
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from typing import Any, Callable, Generic, Iterable, Optional, TypeVar, Union, overload
 
 from . import error
 from .numbers.contentformat import ContentFormat
@@ -24,7 +25,24 @@ from .optiontypes import BlockOption, OpaqueOption, OptionType, StringOption, Ui
 
 __all__ = ["Options"]
 
-_option_number_of = OptionNumber._value2member_map_.get
+_option_number_of: Callable[[int], Optional[OptionNumber]] = (
+    OptionNumber._value2member_map_.get  # type: ignore[assignment]
+)
+
+# Decoding is table driven: per known option number, the OptionNumber member,
+# the value kind and the length range allowed by the registry.
+_OPAQUE, _UINT, _STRING, _OTHER = range(4)
+_KIND_OF_FORMAT = {OpaqueOption: _OPAQUE, UintOption: _UINT, StringOption: _STRING}
+_SPECS: dict[int, tuple[OptionNumber, int, type[OptionType], int, int]] = {
+    number: (
+        OptionNumber(number),
+        _KIND_OF_FORMAT.get(fmt, _OTHER),
+        fmt,
+        _LENGTHS[number][0],
+        _LENGTHS[number][1],
+    )
+    for number, fmt in _FORMATS.items()
+}
 
 
 def _lookup(number: int) -> OptionNumber:
@@ -32,28 +50,131 @@ def _lookup(number: int) -> OptionNumber:
     return member if member is not None else OptionNumber(number)
 
 
-def _read_extended(value: int, rawdata, pos: int, end: int) -> tuple[int, int]:
-    if value < 13:
-        return value, pos
-    if value == 13:
-        if pos >= end:
-            raise error.UnparsableMessage("option header truncated")
-        return rawdata[pos] + 13, pos + 1
-    if value == 14:
-        if pos + 1 >= end:
-            raise error.UnparsableMessage("option header truncated")
-        return ((rawdata[pos] << 8) | rawdata[pos + 1]) + 269, pos + 2
-    raise error.UnparsableMessage("option delta or length nibble 15 is reserved")
+def _extended_header(nibble: int, value: int) -> bytes:
+    """The extended delta or length bytes that go with a header ``nibble``."""
+    if nibble == 13:
+        return bytes((value - 13,))
+    if nibble == 14:
+        return (value - 269).to_bytes(2, "big")
+    return b""
 
 
-def _write_extended(value: int) -> tuple[int, bytes]:
+def _nibble(value: int) -> int:
     if value < 13:
-        return value, b""
+        return value
     if value < 269:
-        return 13, bytes((value - 13,))
+        return 13
     if value < 65805:
-        return 14, (value - 269).to_bytes(2, "big")
+        return 14
     raise ValueError("option delta or length too large")
+
+
+_Get = TypeVar("_Get")
+_Set = TypeVar("_Set")
+
+
+class _SingleValueView(Generic[_Get, _Set]):
+    """Descriptor giving the value of the first option with the number (None
+    if absent); assigning replaces all of them, assigning None removes
+    them."""
+
+    def __init__(self, number: OptionNumber, doc: str, wrap: Optional[Callable[[Any], _Get]] = None):
+        self._number = number
+        self._format = number.format
+        self._wrap = wrap
+        self.__doc__ = doc
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> "_SingleValueView[_Get, _Set]": ...
+    @overload
+    def __get__(self, instance: "Options", owner: type) -> Optional[_Get]: ...
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        options = instance._options.get(self._number)
+        if not options:
+            return None
+        value = options[0].value
+        return value if self._wrap is None else self._wrap(value)
+
+    def __set__(self, instance: "Options", value: Optional[_Set]) -> None:
+        if value is None:
+            instance._options.pop(self._number, None)
+        else:
+            instance._options[self._number] = [self._format(self._number, value)]
+
+    def __delete__(self, instance: "Options") -> None:
+        instance._options.pop(self._number, None)
+
+
+class _ItemsView(Generic[_Get]):
+    """Descriptor giving the values of all options with the number as a
+    tuple (in their order); assigning an iterable replaces them."""
+
+    def __init__(self, number: OptionNumber, doc: str):
+        self._number = number
+        self._format = number.format
+        self.__doc__ = doc
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> "_ItemsView[_Get]": ...
+    @overload
+    def __get__(self, instance: "Options", owner: type) -> tuple[_Get, ...]: ...
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        return tuple(o.value for o in instance._options.get(self._number, ()))
+
+    def __set__(self, instance: "Options", value: Iterable[_Get]) -> None:
+        if isinstance(value, (str, bytes)):
+            raise TypeError(
+                f"{self._number.name} is a repeatable option; assign a sequence, "
+                f"not {type(value).__name__}"
+            )
+        number, fmt = self._number, self._format
+        values = [fmt(number, v) for v in value]
+        if values:
+            instance._options[number] = values
+        else:
+            instance._options.pop(number, None)
+
+    def __delete__(self, instance: "Options") -> None:
+        instance._options.pop(self._number, None)
+
+
+class _PresenceView:
+    """Descriptor telling whether an (empty) option is present; assigning a
+    true value adds it, a false one removes it."""
+
+    def __init__(self, number: OptionNumber, doc: str):
+        self._number = number
+        self.__doc__ = doc
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> "_PresenceView": ...
+    @overload
+    def __get__(self, instance: "Options", owner: type) -> bool: ...
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        return self._number in instance._options
+
+    def __set__(self, instance: "Options", value: bool) -> None:
+        if value:
+            instance._options[self._number] = [OpaqueOption(self._number, b"")]
+        else:
+            instance._options.pop(self._number, None)
+
+    def __delete__(self, instance: "Options") -> None:
+        instance._options.pop(self._number, None)
+
+
+_O = OptionNumber
+_Block = BlockOption.BlockwiseTuple
+_BlockLike = Union[_Block, tuple]
 
 
 class Options:
@@ -88,7 +209,10 @@ class Options:
         """Passed a CoAP message body after the token as rawdata, fill self
         with the options starting at the beginning of rawdata, and return the
         rest of the message (the body)."""
+        if type(rawdata) is not bytes:
+            rawdata = bytes(rawdata)
         options = self._options
+        specs = _SPECS
         pos = 0
         end = len(rawdata)
         number = 0
@@ -98,39 +222,69 @@ class Options:
             if header == 0xFF:
                 if pos == end:
                     raise error.UnparsableMessage("payload marker without payload")
-                return bytes(rawdata[pos:])
-            delta, pos = _read_extended(header >> 4, rawdata, pos, end)
-            length, pos = _read_extended(header & 0x0F, rawdata, pos, end)
-            number += delta
-            if pos + length > end:
-                raise error.UnparsableMessage("option value truncated")
-            raw = rawdata[pos : pos + length]
-            pos += length
-
-            fmt = _FORMATS.get(number)
-            if fmt is None:
-                option = OpaqueOption(_lookup(number), bytes(raw))
-            else:
-                minlen, maxlen = _LENGTHS[number]
-                if not minlen <= length <= maxlen:
-                    self.invalid_options.append((_lookup(number), bytes(raw)))
-                    continue
-                if fmt is UintOption:
-                    option = UintOption(_lookup(number), int.from_bytes(raw, "big"))
-                elif fmt is StringOption:
-                    try:
-                        option = StringOption(_lookup(number), str(raw, "utf-8"))
-                    except UnicodeDecodeError:
-                        self.invalid_options.append((_lookup(number), bytes(raw)))
-                        continue
-                elif fmt is OpaqueOption:
-                    option = OpaqueOption(_lookup(number), bytes(raw))
+                return rawdata[pos:]
+            delta = header >> 4
+            length = header & 0x0F
+            if delta > 12:
+                if delta == 13:
+                    if pos >= end:
+                        raise error.UnparsableMessage("option delta truncated")
+                    delta = rawdata[pos] + 13
+                    pos += 1
+                elif delta == 14:
+                    if pos + 2 > end:
+                        raise error.UnparsableMessage("option delta truncated")
+                    delta = (rawdata[pos] << 8 | rawdata[pos + 1]) + 269
+                    pos += 2
                 else:
-                    option = fmt(_lookup(number))
+                    raise error.UnparsableMessage("option delta nibble 15 outside a payload marker")
+            if length > 12:
+                if length == 13:
+                    if pos >= end:
+                        raise error.UnparsableMessage("option length truncated")
+                    length = rawdata[pos] + 13
+                    pos += 1
+                elif length == 14:
+                    if pos + 2 > end:
+                        raise error.UnparsableMessage("option length truncated")
+                    length = (rawdata[pos] << 8 | rawdata[pos + 1]) + 269
+                    pos += 2
+                else:
+                    raise error.UnparsableMessage("option length nibble 15 is reserved")
+            number += delta
+            if number > 0xFFFF:
+                raise error.UnparsableMessage("option number beyond 65535")
+            stop = pos + length
+            if stop > end:
+                raise error.UnparsableMessage("option value truncated")
+            raw = rawdata[pos:stop]
+            pos = stop
+
+            option: OptionType
+            spec = specs.get(number)
+            if spec is None:
+                option = OpaqueOption(_lookup(number), raw)
+            else:
+                optnumber, kind, fmt, minlen, maxlen = spec
+                if length < minlen or length > maxlen:
+                    self.invalid_options.append((optnumber, raw))
+                    continue
+                if kind == _STRING:
                     try:
-                        option.decode(bytes(raw))
+                        option = StringOption(optnumber, raw.decode("utf-8"))
+                    except UnicodeDecodeError:
+                        self.invalid_options.append((optnumber, raw))
+                        continue
+                elif kind == _UINT:
+                    option = UintOption(optnumber, int.from_bytes(raw, "big"))
+                elif kind == _OPAQUE:
+                    option = OpaqueOption(optnumber, raw)
+                else:
+                    option = fmt(optnumber, None)
+                    try:
+                        option.decode(raw)
                     except ValueError:
-                        self.invalid_options.append((_lookup(number), bytes(raw)))
+                        self.invalid_options.append((optnumber, raw))
                         continue
             existing = options.get(number)
             if existing is None:
@@ -141,25 +295,41 @@ class Options:
 
     def encode(self) -> bytes:
         """Encode all options in option header into string of bytes."""
-        parts = []
+        out = bytearray()
+        self.encode_into(out)
+        return bytes(out)
+
+    def encode_into(self, out: bytearray) -> None:
+        """Append the encoded options to ``out`` (what :meth:`encode`
+        returns, without the copy)."""
+        options = self._options
+        numbers = sorted(options)
+        if numbers and not 0 <= numbers[0] <= numbers[-1] <= 0xFFFF:
+            raise ValueError("option numbers are 16-bit unsigned integers")
         previous = 0
-        for number in sorted(self._options):
-            for option in self._options[number]:
+        for number in numbers:
+            delta = number - previous
+            for option in options[number]:
                 value = option.encode()
-                delta, delta_ext = _write_extended(number - previous)
-                length, length_ext = _write_extended(len(value))
-                parts.append(bytes(((delta << 4) | length,)))
-                if delta_ext:
-                    parts.append(delta_ext)
-                if length_ext:
-                    parts.append(length_ext)
-                parts.append(value)
-                previous = number
-        return b"".join(parts)
+                length = len(value)
+                if delta < 13 and length < 13:
+                    out.append(delta << 4 | length)
+                else:
+                    delta_nibble = _nibble(delta)
+                    length_nibble = _nibble(length)
+                    out.append(delta_nibble << 4 | length_nibble)
+                    out += _extended_header(delta_nibble, delta)
+                    out += _extended_header(length_nibble, length)
+                out += value
+                delta = 0
+            previous = number
 
     def add_option(self, option: OptionType) -> None:
         """Add option into option header."""
-        self._options.setdefault(int(option.number), []).append(option)
+        number = int(option.number)
+        # A new list rather than append: value lists may be shared between
+        # copies (see copy_shallow).
+        self._options[number] = self._options.get(number, []) + [option]
 
     def delete_option(self, number: int) -> None:
         """Delete option from option header."""
@@ -179,107 +349,105 @@ class Options:
         new.invalid_options = list(self.invalid_options)
         return new
 
+    def copy_shallow(self) -> "Options":
+        """A copy whose option table is new but whose per-option value lists
+        are shared: cheap, and safe because neither the views nor
+        add_option ever mutate a value list in place."""
+        new = Options.__new__(Options)
+        new._options = dict(self._options)
+        new.invalid_options = self.invalid_options
+        return new
+
     def __contains__(self, number) -> bool:
         return number in self._options
 
-    # Typed views are added below by the _*_view helpers.
+    # --- typed views ---------------------------------------------------------
 
+    uri_path: _ItemsView[str] = _ItemsView(_O.URI_PATH, "Iterable view on the URI_PATH option.")
+    uri_query: _ItemsView[str] = _ItemsView(_O.URI_QUERY, "Iterable view on the URI_QUERY option.")
+    location_path: _ItemsView[str] = _ItemsView(
+        _O.LOCATION_PATH, "Iterable view on the LOCATION_PATH option."
+    )
+    location_query: _ItemsView[str] = _ItemsView(
+        _O.LOCATION_QUERY, "Iterable view on the LOCATION_QUERY option."
+    )
+    block2: _SingleValueView[_Block, _BlockLike] = _SingleValueView(
+        _O.BLOCK2, "Single-value view on the BLOCK2 option."
+    )
+    block1: _SingleValueView[_Block, _BlockLike] = _SingleValueView(
+        _O.BLOCK1, "Single-value view on the BLOCK1 option."
+    )
+    q_block1: _SingleValueView[_Block, _BlockLike] = _SingleValueView(
+        _O.Q_BLOCK1, "Single-value view on the Q_BLOCK1 option."
+    )
+    q_block2: _SingleValueView[_Block, _BlockLike] = _SingleValueView(
+        _O.Q_BLOCK2, "Single-value view on the Q_BLOCK2 option."
+    )
+    content_format: _SingleValueView[ContentFormat, int] = _SingleValueView(
+        _O.CONTENT_FORMAT, "Single-value view on the CONTENT_FORMAT option.", ContentFormat
+    )
+    etag: _SingleValueView[bytes, bytes] = _SingleValueView(
+        _O.ETAG, "Single ETag as used in responses"
+    )
+    etags: _ItemsView[bytes] = _ItemsView(_O.ETAG, "List of ETags as used in requests")
+    if_none_match = _PresenceView(_O.IF_NONE_MATCH, "Presence of the IF_NONE_MATCH option.")
+    observe: _SingleValueView[int, int] = _SingleValueView(
+        _O.OBSERVE, "Single-value view on the OBSERVE option."
+    )
+    accept: _SingleValueView[ContentFormat, int] = _SingleValueView(
+        _O.ACCEPT, "Single-value view on the ACCEPT option.", ContentFormat
+    )
+    uri_host: _SingleValueView[str, str] = _SingleValueView(
+        _O.URI_HOST, "Single-value view on the URI_HOST option."
+    )
+    uri_port: _SingleValueView[int, int] = _SingleValueView(
+        _O.URI_PORT, "Single-value view on the URI_PORT option."
+    )
+    proxy_uri: _SingleValueView[str, str] = _SingleValueView(
+        _O.PROXY_URI, "Single-value view on the PROXY_URI option."
+    )
+    proxy_scheme: _SingleValueView[str, str] = _SingleValueView(
+        _O.PROXY_SCHEME, "Single-value view on the PROXY_SCHEME option."
+    )
+    size1: _SingleValueView[int, int] = _SingleValueView(
+        _O.SIZE1, "Single-value view on the SIZE1 option."
+    )
+    size2: _SingleValueView[int, int] = _SingleValueView(
+        _O.SIZE2, "Single-value view on the SIZE2 option."
+    )
+    oscore: _SingleValueView[bytes, bytes] = _SingleValueView(
+        _O.OSCORE, "Single-value view on the OSCORE option."
+    )
+    object_security: _SingleValueView[bytes, bytes] = _SingleValueView(
+        _O.OBJECT_SECURITY, "Single-value view on the OBJECT_SECURITY option (old name of OSCORE)."
+    )
+    max_age: _SingleValueView[int, int] = _SingleValueView(
+        _O.MAX_AGE, "Single-value view on the MAX_AGE option."
+    )
+    if_match: _ItemsView[bytes] = _ItemsView(_O.IF_MATCH, "Iterable view on the IF_MATCH option.")
+    no_response: _SingleValueView[int, int] = _SingleValueView(
+        _O.NO_RESPONSE, "Single-value view on the NO_RESPONSE option."
+    )
+    echo: _SingleValueView[bytes, bytes] = _SingleValueView(
+        _O.ECHO, "Single-value view on the ECHO option."
+    )
+    request_tag: _ItemsView[bytes] = _ItemsView(
+        _O.REQUEST_TAG, "Iterable view on the REQUEST_TAG option."
+    )
+    hop_limit: _SingleValueView[int, int] = _SingleValueView(
+        _O.HOP_LIMIT, "Single-value view on the HOP_LIMIT option."
+    )
+    edhoc = _PresenceView(_O.EDHOC, "Presence of the EDHOC option.")
 
-def _single_value_view(number: OptionNumber, doc: str, wrap=None):
-    fmt = number.format
+    _view_names: frozenset[str]
 
-    def _getter(self):
-        options = self._options.get(number)
-        if not options:
-            return None
-        value = options[0].value
-        return wrap(value) if wrap is not None else value
-
-    def _setter(self, value):
-        if value is None:
-            self._options.pop(number, None)
-        else:
-            self._options[number] = [fmt(number, value)]
-
-    def _deleter(self):
-        self._options.pop(number, None)
-
-    return property(_getter, _setter, _deleter, doc)
-
-
-def _items_view(number: OptionNumber, doc: str):
-    fmt = number.format
-
-    def _getter(self):
-        return tuple(o.value for o in self._options.get(number, ()))
-
-    def _setter(self, value: Iterable):
-        if isinstance(value, (str, bytes)):
-            raise TypeError(
-                f"{number.name} is a repeatable option; assign a sequence, "
-                f"not {type(value).__name__}"
-            )
-        values = [fmt(number, v) for v in value]
-        if values:
-            self._options[number] = values
-        else:
-            self._options.pop(number, None)
-
-    def _deleter(self):
-        self._options.pop(number, None)
-
-    return property(_getter, _setter, _deleter, doc)
-
-
-def _presence_view(number: OptionNumber, doc: str):
-    def _getter(self):
-        return number in self._options
-
-    def _setter(self, value):
-        if value:
-            self._options[number] = [OpaqueOption(number, b"")]
-        else:
-            self._options.pop(number, None)
-
-    return property(_getter, _setter, None, doc)
-
-
-_O = OptionNumber
-Options.uri_path = _items_view(_O.URI_PATH, "Iterable view on the URI_PATH option.")
-Options.uri_query = _items_view(_O.URI_QUERY, "Iterable view on the URI_QUERY option.")
-Options.location_path = _items_view(_O.LOCATION_PATH, "Iterable view on the LOCATION_PATH option.")
-Options.location_query = _items_view(_O.LOCATION_QUERY, "Iterable view on the LOCATION_QUERY option.")
-Options.block2 = _single_value_view(_O.BLOCK2, "Single-value view on the BLOCK2 option.")
-Options.block1 = _single_value_view(_O.BLOCK1, "Single-value view on the BLOCK1 option.")
-Options.q_block1 = _single_value_view(_O.Q_BLOCK1, "Single-value view on the Q_BLOCK1 option.")
-Options.q_block2 = _single_value_view(_O.Q_BLOCK2, "Single-value view on the Q_BLOCK2 option.")
-Options.content_format = _single_value_view(
-    _O.CONTENT_FORMAT, "Single-value view on the CONTENT_FORMAT option.", ContentFormat
-)
-Options.etag = _single_value_view(_O.ETAG, "Single ETag as used in responses")
-Options.etags = _items_view(_O.ETAG, "List of ETags as used in requests")
-Options.if_none_match = _presence_view(_O.IF_NONE_MATCH, "Presence of the IF_NONE_MATCH option.")
-Options.observe = _single_value_view(_O.OBSERVE, "Single-value view on the OBSERVE option.")
-Options.accept = _single_value_view(_O.ACCEPT, "Single-value view on the ACCEPT option.", ContentFormat)
-Options.uri_host = _single_value_view(_O.URI_HOST, "Single-value view on the URI_HOST option.")
-Options.uri_port = _single_value_view(_O.URI_PORT, "Single-value view on the URI_PORT option.")
-Options.proxy_uri = _single_value_view(_O.PROXY_URI, "Single-value view on the PROXY_URI option.")
-Options.proxy_scheme = _single_value_view(_O.PROXY_SCHEME, "Single-value view on the PROXY_SCHEME option.")
-Options.size1 = _single_value_view(_O.SIZE1, "Single-value view on the SIZE1 option.")
-Options.size2 = _single_value_view(_O.SIZE2, "Single-value view on the SIZE2 option.")
-Options.oscore = _single_value_view(_O.OSCORE, "Single-value view on the OSCORE option.")
-Options.object_security = _single_value_view(
-    _O.OBJECT_SECURITY, "Single-value view on the OBJECT_SECURITY option (old name of OSCORE)."
-)
-Options.max_age = _single_value_view(_O.MAX_AGE, "Single-value view on the MAX_AGE option.")
-Options.if_match = _items_view(_O.IF_MATCH, "Iterable view on the IF_MATCH option.")
-Options.no_response = _single_value_view(_O.NO_RESPONSE, "Single-value view on the NO_RESPONSE option.")
-Options.echo = _single_value_view(_O.ECHO, "Single-value view on the ECHO option.")
-Options.request_tag = _items_view(_O.REQUEST_TAG, "Iterable view on the REQUEST_TAG option.")
-Options.hop_limit = _single_value_view(_O.HOP_LIMIT, "Single-value view on the HOP_LIMIT option.")
-Options.edhoc = _presence_view(_O.EDHOC, "Presence of the EDHOC option.")
-del _O
 
 Options._view_names = frozenset(
-    name for name, value in vars(Options).items() if isinstance(value, property)
+    name
+    for name, value in vars(Options).items()
+    if isinstance(value, (_SingleValueView, _ItemsView, _PresenceView))
 )
+"""Names of the typed views; they are also the option keyword arguments of
+the Message constructor."""
+
+del _O

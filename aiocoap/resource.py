@@ -495,21 +495,20 @@ class Site(interfaces.ObservableResource, PathCapable):
         self._resources: dict[tuple, Any] = {}
         self._subsites: dict[tuple, Any] = {}
 
-    def _find_child(self, request: Message):
-        """The child responsible for a request and the request as the child
-        sees it (the path of the child's position stripped), or (None,
-        None)."""
+    def _locate(self, request: Message):
+        """The child responsible for a request and the path remainder it is
+        to see (None: the request's path unchanged), or (None, None)."""
         path = request.opt.uri_path
         resource = self._resources.get(path)
         if resource is not None:
-            return resource, (request if not path else request.copy(uri_path=()))
+            return resource, (() if path else None)
         subsites = self._subsites
         if subsites:
             if not path:
                 # "/" is the root site's slash: a PathCapable mounted at the
                 # root gets it as its own root.
                 site = subsites.get(path)
-                return (site, request) if site is not None else (None, None)
+                return (site, None) if site is not None else (None, None)
             # Longest registered prefix wins; a nested site needs at least
             # one more segment (possibly empty, for its root).
             for cut in range(len(path) - 1, -1, -1):
@@ -518,8 +517,32 @@ class Site(interfaces.ObservableResource, PathCapable):
                     remainder = path[cut:]
                     if remainder == ("",):
                         remainder = ()
-                    return site, request.copy(uri_path=remainder)
+                    return site, remainder
         return None, None
+
+    @staticmethod
+    def _stripped(request: Message, remainder) -> Message:
+        """The request as a child sees it: a copy with the path replaced.
+        Only the path changes, so the copy shares the other options' value
+        lists with the original (the views assign new lists, never mutate
+        them)."""
+        if remainder is None:
+            return request
+        new = Message.__new__(Message)
+        new.__dict__.update(request.__dict__)
+        opt = request.opt.copy_shallow()
+        opt.uri_path = remainder
+        new.opt = opt
+        return new
+
+    def _find_child(self, request: Message):
+        """The child responsible for a request and the request as the child
+        sees it (the path of the child's position stripped), or (None,
+        None)."""
+        child, remainder = self._locate(request)
+        if child is None:
+            return None, None
+        return child, self._stripped(request, remainder)
 
     async def needs_blockwise_assembly(self, request: Message) -> bool:
         """Indicator to the protocol about whether it should assemble
@@ -527,19 +550,21 @@ class Site(interfaces.ObservableResource, PathCapable):
         from a complete-resource answer (True), or whether the resource
         will do that by itself (False). Asks the resource at the request's
         path; True for unknown paths."""
-        child, subrequest = self._find_child(request)
+        child, remainder = self._locate(request)
         if child is None:
             return True
-        return await child.needs_blockwise_assembly(subrequest)
+        if type(child).needs_blockwise_assembly is Resource.needs_blockwise_assembly:
+            return True  # the default answer; no need to build the child's view
+        return await child.needs_blockwise_assembly(self._stripped(request, remainder))
 
     async def render(self, request: Message):
         """Return a message that can be sent back to the requester, as
         rendered by the resource at the request's path; raises
         :class:`error.NotFound` (4.04) where there is none."""
-        child, subrequest = self._find_child(request)
+        child, remainder = self._locate(request)
         if child is None:
             raise error.NotFound()
-        return await child.render(subrequest)
+        return await child.render(self._stripped(request, remainder))
 
     async def add_observation(self, request: Message, serverobservation) -> None:
         """Before the incoming request is sent to :meth:`render`, the
