@@ -7,17 +7,20 @@ Hierarchy (see the docstrings for when each is raised)::
     │   ├── ConstructionRenderableError   (code and message from class attributes)
     │   │   ├── BadRequest, BadOption, Unauthorized, Forbidden, NotFound (NoResource),
     │   │   │   MethodNotAllowed (UnallowedMethod, UnsupportedMethod), NotAcceptable,
-    │   │   │   RequestEntityIncomplete, PreconditionFailed, RequestEntityTooLarge,
-    │   │   │   UnsupportedContentFormat (= UnsupportedMediaType), TooManyRequests,
-    │   │   │   InternalServerError, NotImplementedResponse (5.01), ServiceUnavailable,
-    │   │   │   CommunicationKilled, ProxyingNotSupported
+    │   │   │   Conflict, RequestEntityIncomplete, PreconditionFailed,
+    │   │   │   RequestEntityTooLarge, UnsupportedContentFormat (= UnsupportedMediaType),
+    │   │   │   UnprocessableEntity, TooManyRequests, InternalServerError,
+    │   │   │   NotImplementedResponse (5.01), BadGateway, ServiceUnavailable,
+    │   │   │   GatewayTimeout, CommunicationKilled, ProxyingNotSupported,
+    │   │   │   HopLimitReached
     ├── ResponseWrappingError            an unsuccessful response, raised by response_raising
     ├── NotImplemented, RequestTimedOut (ConRetransmitsExceeded), WaitingForClientTimedOut,
     │   ResourceChanged, UnexpectedBlock1Option, UnexpectedBlock2, MissingBlock2Option,
     │   NotObservable, ObservationCancelled, UnparsableMessage, LibraryShutdown,
     │   AnonymousHost, MalformedUrlError, IncompleteUrlError
     └── NetworkError                     something went wrong sending or receiving
-        └── ResolutionError              a host name could not be resolved
+        ├── ResolutionError              a host name could not be resolved
+        └── ResetReceived                the peer answered with a Reset
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from .numbers.codes import Code
 __all__ = [
     "Error", "HelpfulError", "RenderableError", "ResponseWrappingError",
     "ConstructionRenderableError", "BadRequest", "BadOption", "Unauthorized",
-    "Forbidden", "NotFound", "MethodNotAllowed", "NotAcceptable",
+    "Forbidden", "NotFound", "MethodNotAllowed", "NotAcceptable", "Conflict",
+    "UnprocessableEntity", "BadGateway", "GatewayTimeout", "HopLimitReached",
     "RequestEntityIncomplete", "PreconditionFailed", "RequestEntityTooLarge",
     "UnsupportedContentFormat", "UnsupportedMediaType", "TooManyRequests",
     "InternalServerError", "NotImplementedResponse", "ServiceUnavailable",
@@ -40,7 +44,7 @@ __all__ = [
     "NotObservable", "ObservationCancelled", "UnparsableMessage",
     "CommunicationKilled", "LibraryShutdown", "AnonymousHost",
     "MalformedUrlError", "IncompleteUrlError", "NetworkError",
-    "ResolutionError",
+    "ResolutionError", "ResetReceived",
 ]
 
 
@@ -112,37 +116,134 @@ class ConstructionRenderableError(RenderableError):
         return Message(code=self.code, payload=self.message.encode("utf-8"))
 
 
-def _renderable(name, code, doc, base=ConstructionRenderableError, message=""):
-    return type(name, (base,), {"code": code, "message": message, "__doc__": doc, "__module__": __name__})
+class BadRequest(ConstructionRenderableError):
+    """4.00 Bad Request: the request was malformed."""
+
+    code = Code.BAD_REQUEST
 
 
-BadRequest = _renderable("BadRequest", Code.BAD_REQUEST, "4.00 Bad Request")
-BadOption = _renderable("BadOption", Code.BAD_OPTION, "4.02 Bad Option: an unrecognized or malformed critical option")
-Unauthorized = _renderable("Unauthorized", Code.UNAUTHORIZED, "4.01 Unauthorized")
-Forbidden = _renderable("Forbidden", Code.FORBIDDEN, "4.03 Forbidden")
-NotFound = _renderable("NotFound", Code.NOT_FOUND, "4.04 Not Found")
-MethodNotAllowed = _renderable("MethodNotAllowed", Code.METHOD_NOT_ALLOWED, "4.05 Method Not Allowed")
-NotAcceptable = _renderable("NotAcceptable", Code.NOT_ACCEPTABLE, "4.06 Not Acceptable")
-RequestEntityIncomplete = _renderable(
-    "RequestEntityIncomplete", Code.REQUEST_ENTITY_INCOMPLETE, "4.08 Request Entity Incomplete"
-)
-PreconditionFailed = _renderable("PreconditionFailed", Code.PRECONDITION_FAILED, "4.12 Precondition Failed")
-RequestEntityTooLarge = _renderable(
-    "RequestEntityTooLarge", Code.REQUEST_ENTITY_TOO_LARGE, "4.13 Request Entity Too Large"
-)
-UnsupportedContentFormat = _renderable(
-    "UnsupportedContentFormat", Code.UNSUPPORTED_CONTENT_FORMAT, "4.15 Unsupported Content-Format"
-)
+class BadOption(ConstructionRenderableError):
+    """4.02 Bad Option: an unrecognized or malformed critical option."""
+
+    code = Code.BAD_OPTION
+
+
+class Unauthorized(ConstructionRenderableError):
+    """4.01 Unauthorized: the client is not authorized for the request."""
+
+    code = Code.UNAUTHORIZED
+
+
+class Forbidden(ConstructionRenderableError):
+    """4.03 Forbidden: the request is not allowed whoever asks."""
+
+    code = Code.FORBIDDEN
+
+
+class NotFound(ConstructionRenderableError):
+    """4.04 Not Found: there is no resource at the requested URI."""
+
+    code = Code.NOT_FOUND
+
+
+class MethodNotAllowed(ConstructionRenderableError):
+    """4.05 Method Not Allowed for the resource."""
+
+    code = Code.METHOD_NOT_ALLOWED
+
+
+class NotAcceptable(ConstructionRenderableError):
+    """4.06 Not Acceptable: no representation matches the Accept option."""
+
+    code = Code.NOT_ACCEPTABLE
+
+
+class Conflict(ConstructionRenderableError):
+    """4.09 Conflict with the resource's current state (RFC 8132)."""
+
+    code = Code.CONFLICT
+
+
+class RequestEntityIncomplete(ConstructionRenderableError):
+    """4.08 Request Entity Incomplete: blocks of a blockwise request are missing (RFC 7959)."""
+
+    code = Code.REQUEST_ENTITY_INCOMPLETE
+
+
+class PreconditionFailed(ConstructionRenderableError):
+    """4.12 Precondition Failed: If-Match or If-None-Match did not hold."""
+
+    code = Code.PRECONDITION_FAILED
+
+
+class RequestEntityTooLarge(ConstructionRenderableError):
+    """4.13 Request Entity Too Large for the server."""
+
+    code = Code.REQUEST_ENTITY_TOO_LARGE
+
+
+class UnsupportedContentFormat(ConstructionRenderableError):
+    """4.15 Unsupported Content-Format of the request payload."""
+
+    code = Code.UNSUPPORTED_CONTENT_FORMAT
+
+
 UnsupportedMediaType = UnsupportedContentFormat
-TooManyRequests = _renderable("TooManyRequests", Code.TOO_MANY_REQUESTS, "4.29 Too Many Requests")
-InternalServerError = _renderable(
-    "InternalServerError", Code.INTERNAL_SERVER_ERROR, "5.00 Internal Server Error"
-)
-NotImplementedResponse = _renderable("NotImplementedResponse", Code.NOT_IMPLEMENTED, "5.01 Not Implemented")
-ServiceUnavailable = _renderable("ServiceUnavailable", Code.SERVICE_UNAVAILABLE, "5.03 Service Unavailable")
-ProxyingNotSupported = _renderable(
-    "ProxyingNotSupported", Code.PROXYING_NOT_SUPPORTED, "5.05 Proxying Not Supported"
-)
+"""Old name of :class:`UnsupportedContentFormat`."""
+
+
+class UnprocessableEntity(ConstructionRenderableError):
+    """4.22 Unprocessable Entity: well-formed but semantically wrong payload (RFC 8132)."""
+
+    code = Code.UNPROCESSABLE_ENTITY
+
+
+class TooManyRequests(ConstructionRenderableError):
+    """4.29 Too Many Requests (RFC 8516)."""
+
+    code = Code.TOO_MANY_REQUESTS
+
+
+class InternalServerError(ConstructionRenderableError):
+    """5.00 Internal Server Error."""
+
+    code = Code.INTERNAL_SERVER_ERROR
+
+
+class NotImplementedResponse(ConstructionRenderableError):
+    """5.01 Not Implemented (named so as not to clash with :class:`NotImplemented`)."""
+
+    code = Code.NOT_IMPLEMENTED
+
+
+class BadGateway(ConstructionRenderableError):
+    """5.02 Bad Gateway: a proxy got no usable response from upstream."""
+
+    code = Code.BAD_GATEWAY
+
+
+class ServiceUnavailable(ConstructionRenderableError):
+    """5.03 Service Unavailable (temporarily)."""
+
+    code = Code.SERVICE_UNAVAILABLE
+
+
+class GatewayTimeout(ConstructionRenderableError):
+    """5.04 Gateway Timeout: a proxy got no response from upstream in time."""
+
+    code = Code.GATEWAY_TIMEOUT
+
+
+class ProxyingNotSupported(ConstructionRenderableError):
+    """5.05 Proxying Not Supported for the requested URI."""
+
+    code = Code.PROXYING_NOT_SUPPORTED
+
+
+class HopLimitReached(ConstructionRenderableError):
+    """5.08 Hop Limit Reached: a proxy loop was detected (RFC 8768)."""
+
+    code = Code.HOP_LIMIT_REACHED
 
 
 class NoResource(NotFound):
@@ -280,6 +381,11 @@ class NetworkError(HelpfulError):
     wrong network-side, or at context creation. They are often raised from
     socket.gaierror or similar classes, but these are wrapped in order to
     make catching them possible independently of the underlying transport."""
+
+
+class ResetReceived(NetworkError):
+    """The peer answered a confirmable message with a Reset: it could not
+    (or would not) process it."""
 
 
 class ResolutionError(NetworkError):

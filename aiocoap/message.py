@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import urllib.parse
-from typing import Any, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from . import error
 from .numbers.codes import Code
@@ -42,7 +42,9 @@ DEFAULT_PORTS = {
 _quote_path = quote_factory(unreserved + sub_delims + ":@")
 _quote_query = quote_factory(unreserved + sub_delims.replace("&", "") + ":@/?")
 
-_code_of = Code._value2member_map_.get
+_HOST_DELIMITERS = frozenset(":/?#[]@")
+
+_code_of: Callable[[int], Optional[Code]] = Code._value2member_map_.get  # type: ignore[assignment]
 _types = tuple(Type)
 
 
@@ -70,6 +72,12 @@ class UndecidedRemote(NamedTuple):
         if parsed.path not in ("", "/") or parsed.query or parsed.fragment or not parsed.netloc:
             raise error.MalformedUrlError(f"not a URI of a host without path: {uri!r}")
         return cls(parsed.scheme, parsed.netloc)
+
+
+def _as_bytes(value, what: str) -> bytes:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"{what} must be bytes, not {type(value).__name__}")
 
 
 def _is_ip_literal(host: str) -> bool:
@@ -107,6 +115,13 @@ class Message:
     (``Message(code=GET, uri_path=['x'], observe=0)``).
     """
 
+    # Defaults for attributes that decoded messages usually do not set; being
+    # class attributes keeps decoding lean. Assignments go to the instance.
+    version = 1
+    _target: Optional[UndecidedRemote] = None
+    request = None
+    transport_tuning = None
+
     def __init__(
         self,
         *,
@@ -119,7 +134,6 @@ class Message:
         transport_tuning=None,
         **kwargs,
     ):
-        self.version = 1
         self.mtype = None if mtype is None else Type(mtype)
         self.mid = mid
         self.code = None if code is None else Code(code)
@@ -127,22 +141,12 @@ class Message:
         self.payload = payload
         self.opt = Options()
         self._remote = None
-        self._target: Optional[UndecidedRemote] = None
-        self.request = None
         self.transport_tuning = transport_tuning
 
-        self._requested = None
-
-        if not isinstance(payload, bytes):
-            if isinstance(payload, (bytearray, memoryview)):
-                self.payload = bytes(payload)
-            else:
-                raise TypeError("Payload must be bytes, not %s" % type(payload).__name__)
-        if not isinstance(token, bytes):
-            if isinstance(token, (bytearray, memoryview)):
-                self.token = bytes(token)
-            else:
-                raise TypeError("Token must be bytes, not %s" % type(token).__name__)
+        if type(payload) is not bytes:
+            self.payload = _as_bytes(payload, "payload")
+        if type(token) is not bytes:
+            self.token = _as_bytes(token, "token")
 
         if uri is not None:
             self.set_request_uri(uri)
@@ -206,7 +210,7 @@ class Message:
     def copy(self, **kwargs) -> "Message":
         """Create a copy of the Message. kwargs are treated like the named
         arguments in the constructor, and update the copy."""
-        new = Message.__new__(Message)
+        new = type(self).__new__(type(self))
         new.__dict__.update(self.__dict__)
         new.opt = self.opt.copy()
         if "uri" in kwargs:
@@ -216,9 +220,9 @@ class Message:
                 new.mtype = None if value is None else Type(value)
             elif key == "code":
                 new.code = None if value is None else Code(value)
-            elif key in ("mid", "token", "payload", "transport_tuning", "remote", "request"):
-                if key in ("payload", "token") and not isinstance(value, bytes):
-                    raise TypeError(f"{key} must be bytes")
+            elif key in ("payload", "token"):
+                setattr(new, key, _as_bytes(value, key))
+            elif key in ("mid", "transport_tuning", "remote", "request"):
                 setattr(new, key, value)
             elif key in Options._view_names:
                 setattr(new.opt, key, value)
@@ -231,65 +235,68 @@ class Message:
     @classmethod
     def decode(cls, rawdata, remote=None) -> "Message":
         """Create Message object from binary representation of message."""
+        if type(rawdata) is not bytes:
+            rawdata = bytes(rawdata)
         length = len(rawdata)
         if length < 4:
             raise error.UnparsableMessage("message shorter than the 4 byte header")
         first = rawdata[0]
-        mtype = _types[(first >> 4) & 0x03]
-        mid = (rawdata[2] << 8) | rawdata[3]
         if first >> 6 != 1:
-            raise error.UnparsableMessage("unknown CoAP version", mtype=None, mid=None)
+            # RFC 7252 §3: silently ignored, so no mtype/mid to answer with.
+            raise error.UnparsableMessage("unknown CoAP version")
+        mtype = _types[(first >> 4) & 0x03]
+        mid = rawdata[2] << 8 | rawdata[3]
         tkl = first & 0x0F
         if tkl > 8:
             raise error.UnparsableMessage("token length 9-15 is reserved", mtype=mtype, mid=mid)
-        if 4 + tkl > length:
+        body_start = 4 + tkl
+        if body_start > length:
             raise error.UnparsableMessage("token truncated", mtype=mtype, mid=mid)
         code_number = rawdata[1]
         if code_number == 0 and length != 4:
-            raise error.UnparsableMessage("empty message with bytes after the header", mtype=mtype, mid=mid)
+            raise error.UnparsableMessage(
+                "empty message with bytes after the header", mtype=mtype, mid=mid
+            )
 
         self = cls.__new__(cls)
-        self.version = 1
         self.mtype = mtype
         self.mid = mid
         code = _code_of(code_number)
         self.code = code if code is not None else Code(code_number)
-        self.token = bytes(rawdata[4 : 4 + tkl])
+        self.token = rawdata[4:body_start]
         opt = self.opt = Options()
-        try:
-            self.payload = opt.decode(rawdata[4 + tkl :]) if length > 4 + tkl else b""
-        except error.UnparsableMessage as e:
-            e.mtype = mtype
-            e.mid = mid
-            raise
+        if length > body_start:
+            try:
+                self.payload = opt.decode(rawdata[body_start:])
+            except error.UnparsableMessage as e:
+                e.mtype = mtype
+                e.mid = mid
+                raise
+        else:
+            self.payload = b""
         self._remote = remote
-        self._target = None
-        self.request = None
-        self.transport_tuning = None
-        self._requested = None
         return self
 
     def encode(self) -> bytes:
         """Create binary representation of message from Message object."""
-        if self.code is None or self.mtype is None or self.mid is None:
-            raise TypeError(
-                "Fatal Error: Code, Message Type and Message ID must not be None."
-            )
-        token = self.token
+        mtype, code, mid, token = self.mtype, self.code, self.mid, self.token
+        if mtype is None or code is None or mid is None:
+            raise TypeError("Fatal Error: Code, Message Type and Message ID must not be None.")
         if len(token) > 8:
-            raise ValueError("token longer than 8 bytes")
-        header = bytes(
-            (
-                0x40 | (self.mtype << 4) | len(token),
-                self.code,
-                (self.mid >> 8) & 0xFF,
-                self.mid & 0xFF,
-            )
-        )
-        options = self.opt.encode() if self.opt._options else b""
+            raise ValueError(f"Token of {len(token)} bytes is longer than 8 bytes")
+        try:
+            out = bytearray((0x40 | mtype << 4 | len(token), code, mid >> 8, mid & 0xFF))
+        except ValueError:
+            raise ValueError(
+                f"Message ID {mid} or code {int(code)} out of range (16 and 8 bits)"
+            ) from None
+        out += token
+        if self.opt._options:
+            self.opt.encode_into(out)
         if self.payload:
-            return b"".join((header, token, options, b"\xff", self.payload))
-        return b"".join((header, token, options))
+            out.append(0xFF)
+            out += self.payload
+        return bytes(out)
 
     # --- cache key -------------------------------------------------------------
 
@@ -367,7 +374,17 @@ class Message:
 
         host_is_literal = _is_ip_literal(host)
         if not host_is_literal:
-            host = urllib.parse.unquote(host).lower()
+            try:
+                host = urllib.parse.unquote(host.lower(), errors="strict")
+            except UnicodeDecodeError:
+                raise error.MalformedUrlError(
+                    f"Invalid URI {uri!r}: percent-encoding in the host is not UTF-8"
+                ) from None
+            if _HOST_DELIMITERS.intersection(host):
+                # They would make the hostinfo of the remote ambiguous.
+                raise error.MalformedUrlError(
+                    f"Invalid URI {uri!r}: the host name contains URI delimiters"
+                )
 
         try:
             if parsed.path in ("", "/"):
@@ -438,14 +455,10 @@ class Message:
             return proxy_uri
 
         remote = self.remote
-        if local_is_server:
-            scheme = remote.scheme
-            hostinfo = remote.hostinfo_local
-        else:
-            if remote is None:
-                raise ValueError("Message has neither a remote nor a URI")
-            scheme = remote.scheme
-            hostinfo = remote.hostinfo
+        if remote is None:
+            raise ValueError("Message has neither a remote nor a URI")
+        scheme = remote.scheme
+        hostinfo = remote.hostinfo_local if local_is_server else remote.hostinfo
         if self.opt.proxy_scheme is not None:
             scheme = self.opt.proxy_scheme
         if scheme is None:

@@ -304,7 +304,8 @@ class Options:
         returns, without the copy)."""
         options = self._options
         numbers = sorted(options)
-        if numbers and not 0 <= numbers[0] <= numbers[-1] <= 0xFFFF:
+        # (A negative number fails below, as a negative header byte.)
+        if numbers and numbers[-1] > 0xFFFF:
             raise ValueError("option numbers are 16-bit unsigned integers")
         previous = 0
         for number in numbers:

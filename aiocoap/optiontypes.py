@@ -22,6 +22,12 @@ __all__ = [
 ]
 
 
+_UINT_MINIMUM_LENGTH: dict[int, int] = {}
+"""Option number -> minimum value length for the uint options whose registry
+entry does not allow the empty value; filled in by
+:mod:`aiocoap.numbers.optionnumbers`, which owns the registry."""
+
+
 def _encode_uint(value: int) -> bytes:
     if value < 0:
         raise ValueError("uint options can not be negative")
@@ -79,7 +85,7 @@ class StringOption(OptionType):
         self.value = value
 
     def encode(self) -> bytes:
-        return self.value.encode("utf-8")
+        return self.value.encode()
 
     def decode(self, rawdata: bytes) -> None:
         try:
@@ -118,7 +124,17 @@ class UintOption(OptionType):
         self.value = value
 
     def encode(self) -> bytes:
-        return _encode_uint(self.value)
+        value = self.value
+        if value < 0:
+            raise ValueError("uint options can not be negative")
+        length = (value.bit_length() + 7) // 8
+        if length < 2:
+            # As short as possible (RFC 7252 §3.2), but not shorter than the
+            # registry allows (Hop-Limit is always 1 byte, for example).
+            minimum = _UINT_MINIMUM_LENGTH.get(self.number)
+            if minimum is not None and minimum > length:
+                length = minimum
+        return value.to_bytes(length, "big")
 
     def decode(self, rawdata: bytes) -> None:
         self.value = int.from_bytes(rawdata, "big")

@@ -148,6 +148,16 @@ class Context(interfaces.RequestProvider):
         self._tokenmanager.token_interfaces.append(mman)
 
     async def _load_transport(self, name: str, *, server_bind=None, explicit: bool) -> None:
+        try:
+            await self._load_transport_unchecked(name, server_bind=server_bind, explicit=explicit)
+        except ModuleNotFoundError as e:
+            # A default transport whose module is not part of this build is
+            # skipped; one the user asked for by name is an error.
+            if explicit or not (e.name or "").startswith(__package__ + ".transports."):
+                raise
+            self.log.debug("Transport %r is not available (%s); skipping", name, e)
+
+    async def _load_transport_unchecked(self, name: str, *, server_bind, explicit: bool) -> None:
         log, loop = self.log, self.loop
         if name == "udp6":
             from .transports.udp6 import MessageInterfaceUDP6

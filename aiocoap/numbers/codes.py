@@ -121,8 +121,8 @@ class Code(ExtensibleIntEnum):
         return self._name.replace("_", " ").title()
 
     def __str__(self):
-        if self.is_request() or self == 0:
-            return self.name
+        if self._name is not None and (self.is_request() or self == 0):
+            return self._name
         return f"{self.dotted} {self.name_printable}"
 
     def __repr__(self):

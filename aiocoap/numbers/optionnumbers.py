@@ -109,15 +109,17 @@ class OptionNumber(ExtensibleIntEnum):
         return option
 
 
+from .. import optiontypes as _optiontypes  # noqa: E402
 from ..optiontypes import (  # noqa: E402  (the formats need OptionNumber defined)
     BlockOption as _BlockOption,
+    OptionType as _OptionType,
     OpaqueOption as _OpaqueOption,
     StringOption as _StringOption,
     UintOption as _UintOption,
 )
 
 _O = OptionNumber
-_FORMATS = {
+_FORMATS: dict[int, type[_OptionType]] = {
     _O.IF_MATCH: _OpaqueOption,
     _O.URI_HOST: _StringOption,
     _O.ETAG: _OpaqueOption,
@@ -150,7 +152,7 @@ _FORMATS = {
 }
 
 # Value lengths from the registry (RFC 7252 §5.10 and the defining RFCs).
-_LENGTHS = {
+_LENGTHS: dict[int, tuple[int, int]] = {
     _O.IF_MATCH: (0, 8),
     _O.URI_HOST: (1, 255),
     _O.ETAG: (1, 8),
@@ -182,3 +184,9 @@ _LENGTHS = {
     _O.OCF_CONTENT_FORMAT_VERSION: (2, 2),
 }
 del _O
+
+_optiontypes._UINT_MINIMUM_LENGTH.update(
+    (number, minimum)
+    for number, (minimum, _) in _LENGTHS.items()
+    if _FORMATS[number] is _UintOption and minimum > 0
+)

@@ -10,8 +10,9 @@
 
 from __future__ import annotations
 
+import enum
 import urllib.parse
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 __all__ = [
     "ExtensibleEnumMeta",
@@ -30,12 +31,12 @@ class ExtensibleEnumMeta(type):
     that class (with their ``name`` set) and keeps a value -> instance map so
     that ``Cls(5)`` returns the one named instance for 5."""
 
-    def __init__(cls, name, bases, dict_):
-        super().__init__(name, bases, dict_)
-        cls._value2member_map_: dict[int, Any] = {}
+    def __init__(cls, name, bases, dict):  # noqa: A002 (the documented name)
+        super().__init__(name, bases, dict)
+        cls._value2member_map_ = {}
         for base in bases:
             cls._value2member_map_.update(getattr(base, "_value2member_map_", {}))
-        for key, value in list(dict_.items()):
+        for key, value in list(dict.items()):
             if key.startswith("_") or type(value) is not int:
                 continue
             member = int.__new__(cls, value)
@@ -69,49 +70,60 @@ class ExtensibleEnumMeta(type):
         return value in cls._value2member_map_
 
 
-class ExtensibleIntEnum(int, metaclass=ExtensibleEnumMeta):
-    """An integer with an optional name, like :class:`enum.IntEnum` but open.
+if TYPE_CHECKING:
+    # Type checkers know IntEnum: members are instances of their class and
+    # Cls(number) gives one. That is what the metaclass provides at run time
+    # (plus instances for unknown numbers), so this is what they get to see.
+    class ExtensibleIntEnum(enum.IntEnum):
+        _name: Optional[str]
 
-    Class attributes that are plain ints become named members. Calling the
-    class with any other int gives an unnamed member that behaves the same
-    way (comparison, hashing, arithmetic as int) and prints its number.
+        def is_known(self) -> bool: ...
 
-    >>> class Color(ExtensibleIntEnum):
-    ...     RED = 1
-    >>> Color(1) is Color.RED, Color.RED.name
-    (True, 'RED')
-    >>> Color(7)
-    <Color 7>
-    """
+else:
 
-    _name: Optional[str]
+    class ExtensibleIntEnum(int, metaclass=ExtensibleEnumMeta):
+        """An integer with an optional name, like :class:`enum.IntEnum` but open.
 
-    def __repr__(self):
-        if self._name is None:
-            return f"<{type(self).__name__} {int(self)}>"
-        return f'<{type(self).__name__} {int(self)} "{self._name}">'
+        Class attributes that are plain ints become named members. Calling the
+        class with any other int gives an unnamed member that behaves the same
+        way (comparison, hashing, arithmetic as int) and prints its number.
 
-    def __str__(self):
-        return self._name if self._name is not None else str(int(self))
+        >>> class Color(ExtensibleIntEnum):
+        ...     RED = 1
+        >>> Color(1) is Color.RED, Color.RED.name
+        (True, 'RED')
+        >>> Color(7)
+        <Color 7>
+        """
 
-    def __format__(self, spec):
-        return format(str(self), spec) if not spec else format(int(self), spec)
+        _name: Optional[str]
 
-    def __reduce__(self):
-        return (type(self), (int(self),))
+        def __repr__(self):
+            if self._name is None:
+                return f"<{type(self).__name__} {int(self)}>"
+            return f'<{type(self).__name__} {int(self)} "{self._name}">'
 
-    @property
-    def name(self) -> str:
-        """The constant name (for unknown values: the number as a string)."""
-        return self._name if self._name is not None else str(int(self))
+        def __str__(self):
+            return self._name if self._name is not None else str(int(self))
 
-    @property
-    def value(self) -> int:
-        return int(self)
+        def __format__(self, spec):
+            return format(str(self), spec) if not spec else format(int(self), spec)
 
-    def is_known(self) -> bool:
-        """True if the value has a name in the registry this class models."""
-        return self._name is not None
+        def __reduce__(self):
+            return (type(self), (int(self),))
+
+        @property
+        def name(self) -> str:
+            """The constant name (for unknown values: the number as a string)."""
+            return self._name if self._name is not None else str(int(self))
+
+        @property
+        def value(self) -> int:
+            return int(self)
+
+        def is_known(self) -> bool:
+            """True if the value has a name in the registry this class models."""
+            return self._name is not None
 
 
 def hostportjoin(host: str, port: Optional[int] = None) -> str:

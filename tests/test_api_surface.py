@@ -1,0 +1,346 @@
+"""The public names and signatures the manual documents for the wire format
+modules (aiocoap.message, .options, .optiontypes, .numbers.*, .error,
+.util, .util.uri, .meta and the package root) exist and keep existing."""
+
+import enum
+import importlib
+import inspect
+
+import pytest
+
+import aiocoap
+from aiocoap import error, message, meta, numbers, options, optiontypes, util
+from aiocoap.numbers import codes, constants, optionnumbers, types
+from aiocoap.util import uri as util_uri
+
+EMPTY = inspect.Parameter.empty
+POS = inspect.Parameter.POSITIONAL_OR_KEYWORD
+KW = inspect.Parameter.KEYWORD_ONLY
+VAR_KW = inspect.Parameter.VAR_KEYWORD
+
+
+def params(func, drop_first=False):
+    """[(name, kind, default)] of a callable's signature."""
+    result = [(p.name, p.kind, p.default) for p in inspect.signature(func).parameters.values()]
+    return result[1:] if drop_first else result
+
+
+# --- aiocoap.message ---------------------------------------------------------------
+
+
+def test_message_constructor_signature():
+    assert params(message.Message.__init__, drop_first=True) == [
+        ("mtype", KW, None),
+        ("mid", KW, None),
+        ("code", KW, None),
+        ("payload", KW, b""),
+        ("token", KW, b""),
+        ("uri", KW, None),
+        ("transport_tuning", KW, None),
+        ("kwargs", VAR_KW, EMPTY),
+    ]
+
+
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("copy", [("kwargs", VAR_KW, EMPTY)]),
+        ("encode", []),
+        ("get_cache_key", [("ignore_options", POS, ())]),
+        ("get_request_uri", [("local_is_server", KW, False)]),
+        ("set_request_uri", [("uri", POS, EMPTY), ("set_uri_host", KW, True)]),
+    ],
+)
+def test_message_method_signatures(name, expected):
+    assert params(getattr(message.Message, name), drop_first=True) == expected
+
+
+def test_message_decode_is_a_classmethod():
+    assert isinstance(inspect.getattr_static(message.Message, "decode"), classmethod)
+    assert params(message.Message.decode) == [("rawdata", POS, EMPTY), ("remote", POS, None)]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["unresolved_remote", "requested_scheme", "requested_proxy_uri", "requested_hostinfo",
+     "requested_path", "requested_query", "remote"],
+)
+def test_message_properties(name):
+    assert isinstance(inspect.getattr_static(message.Message, name), property)
+
+
+def test_message_attributes():
+    m = message.Message()
+    for name in ("payload", "mtype", "code", "opt", "mid", "token", "remote", "transport_tuning", "request"):
+        assert hasattr(m, name), name
+    assert isinstance(m.opt, options.Options)
+
+
+def test_noresponse():
+    assert repr(message.NoResponse) == "<NoResponse>"
+    assert isinstance(message.NoResponse, util.Sentinel)
+
+
+def test_package_root_reexports():
+    assert aiocoap.Message is message.Message
+    assert aiocoap.NoResponse is message.NoResponse
+    assert "Context" in aiocoap.__all__
+    for name in aiocoap.__all__:
+        if name != "Context":
+            assert hasattr(aiocoap, name), name
+    for name in ("GET", "POST", "PUT", "DELETE", "FETCH", "PATCH", "iPATCH", "CONTENT", "CHANGED",
+                 "NOT_FOUND", "CON", "NON", "ACK", "RST", "Code", "Type", "OptionNumber",
+                 "ContentFormat"):
+        assert name in aiocoap.__all__, name
+
+
+# --- aiocoap.options -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("decode", [("rawdata", POS, EMPTY)]),
+        ("encode", []),
+        ("add_option", [("option", POS, EMPTY)]),
+        ("delete_option", [("number", POS, EMPTY)]),
+        ("get_option", [("number", POS, EMPTY)]),
+        ("option_list", []),
+    ],
+)
+def test_options_method_signatures(name, expected):
+    assert params(getattr(options.Options, name), drop_first=True) == expected
+
+
+OPTION_VIEWS = [
+    "uri_path", "uri_query", "location_path", "location_query", "block2", "block1",
+    "content_format", "etag", "etags", "if_none_match", "observe", "accept", "uri_host",
+    "uri_port", "proxy_uri", "proxy_scheme", "size1", "object_security", "max_age",
+    "if_match", "no_response", "echo", "request_tag",
+]
+
+
+@pytest.mark.parametrize("name", OPTION_VIEWS)
+def test_options_views(name):
+    view = inspect.getattr_static(options.Options, name)
+    assert inspect.isdatadescriptor(view)
+    assert hasattr(view, "__delete__")
+    assert view.__doc__
+    assert getattr(options.Options, name) is view
+
+
+# --- aiocoap.optiontypes ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cls,expected",
+    [
+        (optiontypes.OptionType, [("number", POS, EMPTY), ("value", POS, EMPTY)]),
+        (optiontypes.StringOption, [("number", POS, EMPTY), ("value", POS, "")]),
+        (optiontypes.OpaqueOption, [("number", POS, EMPTY), ("value", POS, b"")]),
+        (optiontypes.UintOption, [("number", POS, EMPTY), ("value", POS, 0)]),
+        (optiontypes.BlockOption, [("number", POS, EMPTY), ("value", POS, None)]),
+    ],
+)
+def test_optiontype_signatures(cls, expected):
+    assert params(cls) == expected
+    if cls is not optiontypes.OptionType:
+        assert issubclass(cls, optiontypes.OptionType)
+    assert params(cls.encode, drop_first=True) == []
+    assert params(cls.decode, drop_first=True) == [("rawdata", POS, EMPTY)]
+
+
+def test_blockwise_tuple():
+    bt = optiontypes.BlockOption.BlockwiseTuple
+    assert bt._fields == ("block_number", "more", "size_exponent")
+    assert issubclass(bt, tuple)
+    for name in ("size", "start", "is_bert"):
+        assert isinstance(inspect.getattr_static(bt, name), property), name
+    assert params(bt.is_valid_for_payload_size, drop_first=True) == [("payloadsize", POS, EMPTY)]
+    assert params(bt.reduced_to, drop_first=True) == [("maximum_exponent", POS, EMPTY)]
+
+
+# --- aiocoap.numbers -------------------------------------------------------------------
+
+
+def test_numbers_modules_and_names():
+    for name in ("codes", "constants", "optionnumbers", "types", "contentformat"):
+        importlib.import_module(f"aiocoap.numbers.{name}")
+    assert numbers.Code is codes.Code
+    assert numbers.OptionNumber is optionnumbers.OptionNumber
+    assert numbers.Type is types.Type
+    assert numbers.TransportTuning is constants.TransportTuning
+    assert (numbers.CON, numbers.NON, numbers.ACK, numbers.RST) == tuple(types.Type)
+
+
+def test_code_class():
+    assert issubclass(codes.Code, util.ExtensibleIntEnum)
+    for name in ("is_request", "is_response", "is_signalling", "is_successful", "can_have_payload"):
+        assert params(getattr(codes.Code, name), drop_first=True) == [], name
+    for name in ("class_", "dotted", "name_printable", "name"):
+        assert isinstance(inspect.getattr_static(codes.Code, name), property), name
+    documented = [
+        "EMPTY", "GET", "POST", "PUT", "DELETE", "FETCH", "PATCH", "iPATCH", "CREATED", "DELETED",
+        "VALID", "CHANGED", "CONTENT", "CONTINUE", "BAD_REQUEST", "UNAUTHORIZED", "BAD_OPTION",
+        "FORBIDDEN", "NOT_FOUND", "METHOD_NOT_ALLOWED", "NOT_ACCEPTABLE",
+        "REQUEST_ENTITY_INCOMPLETE", "CONFLICT", "PRECONDITION_FAILED",
+        "REQUEST_ENTITY_TOO_LARGE", "UNSUPPORTED_CONTENT_FORMAT", "UNSUPPORTED_MEDIA_TYPE",
+        "UNPROCESSABLE_ENTITY", "INTERNAL_SERVER_ERROR", "NOT_IMPLEMENTED", "BAD_GATEWAY",
+        "SERVICE_UNAVAILABLE", "GATEWAY_TIMEOUT", "PROXYING_NOT_SUPPORTED", "CSM", "PING", "PONG",
+        "RELEASE", "ABORT",
+    ]
+    for name in documented:
+        assert isinstance(getattr(codes.Code, name), codes.Code), name
+
+
+def test_option_number_class():
+    assert issubclass(optionnumbers.OptionNumber, util.ExtensibleIntEnum)
+    for name in ("is_critical", "is_elective", "is_unsafe", "is_safetoforward", "is_nocachekey", "is_cachekey"):
+        assert params(getattr(optionnumbers.OptionNumber, name), drop_first=True) == [], name
+    assert isinstance(inspect.getattr_static(optionnumbers.OptionNumber, "format"), property)
+    assert params(optionnumbers.OptionNumber.create_option, drop_first=True) == [
+        ("decode", POS, None),
+        ("value", POS, None),
+    ]
+    documented = {
+        "IF_MATCH": 1, "URI_HOST": 3, "ETAG": 4, "IF_NONE_MATCH": 5, "OBSERVE": 6, "URI_PORT": 7,
+        "LOCATION_PATH": 8, "URI_PATH": 11, "CONTENT_FORMAT": 12, "MAX_AGE": 14, "URI_QUERY": 15,
+        "ACCEPT": 17, "LOCATION_QUERY": 20, "BLOCK2": 23, "BLOCK1": 27, "SIZE2": 28,
+        "PROXY_URI": 35, "PROXY_SCHEME": 39, "SIZE1": 60, "NO_RESPONSE": 258,
+        "OBJECT_SECURITY": 9, "ECHO": 252, "REQUEST_TAG": 292,
+    }
+    for name, value in documented.items():
+        assert getattr(optionnumbers.OptionNumber, name) == value, name
+
+
+def test_type_class():
+    assert issubclass(types.Type, enum.IntEnum)
+    assert {t.name: t.value for t in types.Type} == {"CON": 0, "NON": 1, "ACK": 2, "RST": 3}
+
+
+def test_constants():
+    documented = {
+        "COAP_PORT": 5683, "ACK_TIMEOUT": 2.0, "ACK_RANDOM_FACTOR": 1.5, "MAX_RETRANSMIT": 4,
+        "NSTART": 1, "MAX_TRANSMIT_SPAN": 45.0, "MAX_TRANSMIT_WAIT": 93.0, "MAX_LATENCY": 100.0,
+        "PROCESSING_DELAY": 2.0, "MAX_RTT": 202.0, "EXCHANGE_LIFETIME": 247.0,
+        "DEFAULT_BLOCK_SIZE_EXP": 6, "EMPTY_ACK_DELAY": 0.1, "REQUEST_TIMEOUT": 93.0,
+        "OBSERVATION_RESET_TIME": 128,
+    }
+    for name, value in documented.items():
+        assert getattr(constants, name) == value, name
+    assert inspect.isclass(constants.TransportTuning)
+
+
+# --- aiocoap.error ---------------------------------------------------------------------
+
+# name: (documented base, code value or None, message or None); as the manual
+# lists them.
+ERRORS = {
+    "Error": (Exception, None, None),
+    "RenderableError": ("Error", None, None),
+    "ResponseWrappingError": ("Error", None, None),
+    "ConstructionRenderableError": ("RenderableError", 160, ""),
+    "NotFound": ("ConstructionRenderableError", 132, None),
+    "MethodNotAllowed": ("ConstructionRenderableError", 133, None),
+    "UnsupportedContentFormat": ("ConstructionRenderableError", 143, None),
+    "Unauthorized": ("ConstructionRenderableError", 129, None),
+    "BadRequest": ("ConstructionRenderableError", 128, None),
+    "NoResource": ("NotFound", 132, "Error: Resource not found!"),
+    "UnallowedMethod": ("MethodNotAllowed", 133, "Error: Method not allowed!"),
+    "UnsupportedMethod": ("MethodNotAllowed", 133, "Error: Method not recognized!"),
+    "NotImplemented": ("Error", None, None),
+    "RequestTimedOut": ("Error", None, None),
+    "WaitingForClientTimedOut": ("Error", None, None),
+    "ResourceChanged": ("Error", None, None),
+    "UnexpectedBlock1Option": ("Error", None, None),
+    "UnexpectedBlock2": ("Error", None, None),
+    "MissingBlock2Option": ("Error", None, None),
+    "NotObservable": ("Error", None, None),
+    "ObservationCancelled": ("Error", None, None),
+    "UnparsableMessage": ("Error", None, None),
+    "CommunicationKilled": ("ConstructionRenderableError", 163, None),
+    "LibraryShutdown": ("Error", None, None),
+    "AnonymousHost": ("Error", None, None),
+    "NetworkError": ("Error", None, None),
+    "ResolutionError": ("NetworkError", None, None),
+}
+
+
+@pytest.mark.parametrize("name,spec", sorted(ERRORS.items()))
+def test_error_hierarchy(name, spec):
+    base, code, msg = spec
+    cls = getattr(error, name)
+    base_cls = base if isinstance(base, type) else getattr(error, base)
+    assert issubclass(cls, base_cls)
+    assert issubclass(cls, Exception)
+    if code is not None:
+        assert cls.code == code
+        assert isinstance(cls.code, codes.Code)
+        assert "message" in inspect.signature(cls).parameters
+        assert inspect.signature(cls).parameters["message"].default is None
+        rendered = cls().to_message()
+        assert isinstance(rendered, message.Message)
+        assert rendered.code == code
+    if msg is not None:
+        assert cls.message == msg
+
+
+def test_error_reprs_of_codes_as_documented():
+    assert repr(error.ConstructionRenderableError.code) == '<Response Code 160 "5.00 Internal Server Error">'
+    assert repr(error.UnsupportedContentFormat.code) == '<Response Code 143 "4.15 Unsupported Media Type">'
+    assert repr(error.CommunicationKilled.code) == '<Response Code 163 "5.03 Service Unavailable">'
+
+
+def test_error_aliases_and_signatures():
+    assert error.UnsupportedMediaType is error.UnsupportedContentFormat
+    assert params(error.ResponseWrappingError) == [("coapmessage", POS, EMPTY)]
+    wrapped = error.ResponseWrappingError(message.Message(code=codes.Code.NOT_FOUND))
+    assert wrapped.to_message().code == codes.Code.NOT_FOUND
+    assert error.RenderableError().to_message().code == codes.Code.INTERNAL_SERVER_ERROR
+    assert issubclass(error.MalformedUrlError, ValueError)
+    assert issubclass(error.MalformedUrlError, error.Error)
+    assert issubclass(error.IncompleteUrlError, error.MalformedUrlError)
+
+
+def test_construction_renderable_error_message_override():
+    e = error.NotFound("no such thing")
+    assert e.message == "no such thing"
+    rendered = e.to_message()
+    assert rendered.payload == b"no such thing"
+    assert error.NotFound().to_message().payload == b""
+    assert error.NoResource().to_message().payload == b"Error: Resource not found!"
+
+
+def test_unparsable_message_carries_header_fields():
+    e = error.UnparsableMessage("x", mtype=numbers.CON, mid=5)
+    assert (e.mtype, e.mid) == (numbers.CON, 5)
+    assert error.UnparsableMessage().mtype is None
+
+
+# --- aiocoap.util, aiocoap.util.uri, aiocoap.meta ------------------------------------
+
+
+def test_util_signatures():
+    assert params(util.hostportjoin) == [("host", POS, EMPTY), ("port", POS, None)]
+    assert params(util.hostportsplit) == [("hostport", POS, EMPTY)]
+    assert params(util.quote_nonascii) == [("s", POS, EMPTY)]
+    assert params(util.Sentinel) == [("label", POS, EMPTY)]
+    assert issubclass(util.ExtensibleEnumMeta, type)
+    assert params(util.ExtensibleEnumMeta.__init__, drop_first=True) == [
+        ("name", POS, EMPTY), ("bases", POS, EMPTY), ("dict", POS, EMPTY),
+    ]
+    assert issubclass(util.ExtensibleIntEnum, int)
+    assert type(util.ExtensibleIntEnum) is util.ExtensibleEnumMeta
+
+
+def test_util_uri():
+    assert util_uri.unreserved == "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~"
+    assert set(util_uri.sub_delims) == set("!$&'()*+,;=")
+    assert params(util_uri.quote_factory) == [("safe_characters", POS, EMPTY)]
+
+
+def test_meta():
+    assert isinstance(meta.version, str) and meta.version
+    assert isinstance(meta.library_uri, str)
+    assert meta.library_uri.startswith("http")
+    assert meta.version in meta.library_uri
