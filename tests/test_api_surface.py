@@ -86,8 +86,13 @@ def test_package_root_reexports():
     assert aiocoap.NoResponse is message.NoResponse
     assert "Context" in aiocoap.__all__
     for name in aiocoap.__all__:
-        if name != "Context":
-            assert hasattr(aiocoap, name), name
+        assert hasattr(aiocoap, name), name
+    from aiocoap.protocol import Context
+
+    assert aiocoap.Context is Context
+    namespace = {}
+    exec("from aiocoap import *", namespace)
+    assert namespace["Context"] is Context and namespace["GET"] is aiocoap.GET
     for name in ("GET", "POST", "PUT", "DELETE", "FETCH", "PATCH", "iPATCH", "CONTENT", "CHANGED",
                  "NOT_FOUND", "CON", "NON", "ACK", "RST", "Code", "Type", "OptionNumber",
                  "ContentFormat"):
