@@ -55,9 +55,6 @@ setup(
     entry_points={
         "console_scripts": [
             "aiocoap-client = aiocoap.cli.client:sync_main",
-            "aiocoap-proxy = aiocoap.cli.proxy:sync_main",
-            "aiocoap-rd = aiocoap.cli.rd:sync_main",
-            "aiocoap-fileserver = aiocoap.cli.fileserver:FileServerProgram.sync_main",
         ]
     },
     classifiers=[
