@@ -1,0 +1,97 @@
+"""CoAP over TLS (RFC 8323 §4): the ``coaps+tcp`` scheme (default port
+5684), as a server (:class:`TLSServer`, transport name ``tlsserver``) and a
+client (:class:`TLSClient`, ``tlsclient``), on Python's :mod:`ssl` module.
+
+Everything above the TLS layer (framing, CSM, pooling, timers) is the TCP
+transport of :mod:`aiocoap.transports.tcp`; this module only supplies the
+TLS contexts. Rules:
+
+* Both sides offer the ALPN protocol ``coap`` (RFC 8323 §4.1), which is set
+  on every context used here.
+* The server uses the :class:`ssl.SSLContext` the application passed to
+  ``Context.create_server_context(..., _ssl_context=...)``; whether client
+  certificates are required is that context's decision.
+* A client verifies the server against the certificate authorities of the
+  context its credentials give for the request URI (``ssl_client_context(uri)``
+  of ``client_credentials``), or against the system's default store. That
+  context's certificate, if it has one, is presented to servers that ask.
+  The host name of the URI is verified and sent as SNI; for IP literals
+  the address is verified and no SNI is sent (the ssl module does that).
+* A failed verification or handshake fails the request with
+  :class:`aiocoap.error.NetworkError` saying why (``certificate verify
+  failed: ...``).
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Optional
+
+from ..message import Message
+from . import rfc8323common as rfc
+from .tcp import TCPClient, TcpConnection, TCPServer
+
+__all__ = ["TLSServer", "TLSClient"]
+
+ALPN_PROTOCOL = "coap"
+"""The ALPN protocol ID of CoAP over TLS (RFC 8323 §8.6)."""
+
+
+class _TLSMixin:
+    _scheme = rfc.SCHEME_TLS
+    _default_port = rfc.DEFAULT_PORT_TLS
+    _early_close_hint = (
+        " (a TLS server that requires client certificates does this when it got none it accepts)"
+    )
+
+
+class TLSServer(_TLSMixin, TCPServer):
+    """Accepts CoAP-over-TLS connections (see :class:`TCPServer`)."""
+
+    @classmethod
+    async def create_server(cls, bind, tman, log, loop, server_context, *, tuning=None):
+        """Listen on ``bind`` ((host, port), None for any address / port
+        5684) with the TLS settings of ``server_context`` (an
+        :class:`ssl.SSLContext` with the server's certificate loaded)."""
+        if not isinstance(server_context, ssl.SSLContext):
+            raise TypeError("TLSServer needs an ssl.SSLContext as server_context")
+        server_context.set_alpn_protocols([ALPN_PROTOCOL])
+        return await super().create_server(
+            bind, tman, log, loop, _server_context=server_context, tuning=tuning
+        )
+
+
+class TLSClient(_TLSMixin, TCPClient):
+    """Opens CoAP-over-TLS connections for ``coaps+tcp://`` URIs (see
+    :class:`TCPClient`)."""
+
+    def __init__(self, tman, log, loop, tuning=None):
+        super().__init__(tman, log, loop, tuning)
+        self._default_context: Optional[ssl.SSLContext] = None
+
+    def _ssl_context(self, connection: TcpConnection, message: Optional[Message]) -> ssl.SSLContext:
+        credentials = getattr(self._tman, "client_credentials", None)
+        lookup = getattr(credentials, "ssl_client_context", None)
+        context = None
+        if lookup is not None:
+            uri = None
+            if message is not None:
+                try:
+                    uri = message.get_request_uri()
+                except (ValueError, TypeError):
+                    uri = None
+            context = lookup(uri or connection.uri_base + "/")
+        if context is None:
+            if self._default_context is None:
+                self._default_context = ssl.create_default_context()
+                self._default_context.set_alpn_protocols([ALPN_PROTOCOL])
+            return self._default_context
+        context.set_alpn_protocols([ALPN_PROTOCOL])
+        return context
+
+    def _connection_kwargs(self, connection: TcpConnection, message: Optional[Message]) -> dict:
+        return {
+            "ssl": self._ssl_context(connection, message),
+            "server_hostname": connection._host,
+            "ssl_handshake_timeout": self.tuning.connect_timeout,
+        }
