@@ -1,0 +1,215 @@
+"""What the library uses when the application does not say: which
+transports a context loads, and which optional modules are present.
+
+This module inspects the available modules and the platform to give sane
+defaults. Applications override the transport choice with the environment
+variables ``AIOCOAP_CLIENT_TRANSPORT`` / ``AIOCOAP_SERVER_TRANSPORT`` (a
+colon separated list of transport names) or the ``transports`` argument of
+the context constructors; the module itself is internal and not part of
+the API.
+
+The ``*_missing_modules`` functions tell what is reasonable to expect to
+work. They look modules up without importing them, so they are cheap. They
+can influence defaults, but the rest of the library should not use them for
+feature checking (it should just raise the ImportError) unless the result
+is directly user visible ("you configured OSCORE key material, but OSCORE
+needs these unavailable modules"; use :func:`missing_module_message`) or in
+the test suite, to decide which tests to skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib.util
+import os
+import socket
+import sys
+from typing import Iterable, List, Optional
+
+__all__ = [
+    "get_default_clienttransports", "get_default_servertransports",
+    "oscore_missing_modules", "linkheader_missing_modules",
+    "prettyprint_missing_modules", "dtls_missing_modules",
+    "missing_module_message",
+]
+
+_FEATURES = {
+    "oscore": "OSCORE",
+    "linkheader": "Link format handling",
+    "prettyprint": "Pretty printing",
+    "tinydtls": "CoAP over DTLS (coaps://)",
+}
+
+
+def _missing(modules: Iterable[str]) -> List[str]:
+    missing = []
+    for name in modules:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            # ValueError: imported in an unusual way (no __spec__); it is there
+            found = name in sys.modules
+        if not found:
+            missing.append(name)
+    return missing
+
+
+def oscore_missing_modules() -> List[str]:
+    """Return a list of modules that are missing in order to use OSCORE, or
+    a false value (an empty list) if everything is present."""
+    return _missing(("cryptography", "cbor2", "filelock"))
+
+
+def linkheader_missing_modules() -> List[str]:
+    """Return a list of modules that are missing in order to use link_header
+    functionality (eg. running a resource directory), or a false value if
+    everything is present."""
+    return _missing(("link_header",))
+
+
+def prettyprint_missing_modules() -> List[str]:
+    """Return a list of modules that are missing in order to use pretty
+    printing (ie. full aiocoap-client), or a false value if everything is
+    present."""
+    return _missing(("pygments", "cbor2", "link_header"))
+
+
+def dtls_missing_modules() -> List[str]:
+    """Return a list of modules that are missing in order to use CoAP over
+    DTLS (the tinydtls transports), or a false value if everything is
+    present."""
+    return _missing(("DTLSSocket",))
+
+
+def missing_module_message(extra: str, modules: Iterable[str]) -> str:
+    """A one-line message for users telling that the feature behind the
+    setup.py extra ``extra`` needs ``modules`` and how to get them.
+
+    >>> missing_module_message("oscore", ["cbor2", "filelock"])
+    'OSCORE requires the optional module(s) cbor2, filelock; install aiocoap[oscore]'
+    """
+    feature = _FEATURES.get(extra, f"This feature ({extra})")
+    return f"{feature} requires the optional module(s) {', '.join(modules)}; install aiocoap[{extra}]"
+
+
+def _ssl_present() -> bool:
+    return not _missing(("_ssl",))
+
+
+@functools.lru_cache(maxsize=None)
+def _udp6_works_on_platform() -> bool:
+    """Whether the sockets the udp6 transport needs can be made here: a
+    dual-stack IPv6 socket with packet info and error queue, on a host
+    where IPv6 is enabled (its loopback address can be bound)."""
+    if not sys.platform.startswith("linux") or not hasattr(socket.socket, "recvmsg"):
+        return False
+    from .util import socknumbers
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.setsockopt(socknumbers.SOL_IPV6, socknumbers.IPV6_V6ONLY, 0)
+            sock.setsockopt(socknumbers.SOL_IPV6, socknumbers.IPV6_RECVPKTINFO, 1)
+            sock.setsockopt(socknumbers.SOL_IPV6, socknumbers.IPV6_RECVERR, 1)
+            sock.setsockopt(socknumbers.SOL_IP, socknumbers.IP_RECVERR, 1)
+            sock.bind(("::1", 0))
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+def _loop_type_has_add_reader(loop_type: type) -> Optional[bool]:
+    if issubclass(loop_type, asyncio.SelectorEventLoop) or loop_type.__module__.split(".")[0] == "uvloop":
+        return True
+    proactor = getattr(asyncio, "ProactorEventLoop", None)
+    if proactor is not None and issubclass(loop_type, proactor):
+        return False
+    return None
+
+
+def _loop_has_add_reader(loop: Optional[asyncio.AbstractEventLoop]) -> bool:
+    if loop is None:
+        # The default loops on the platforms where udp6 works have it.
+        return True
+    known = _loop_type_has_add_reader(type(loop))
+    if known is not None:
+        return known
+    a, b = socket.socketpair()
+    try:
+        loop.add_reader(a.fileno(), lambda: None)
+    except NotImplementedError:
+        return False
+    else:
+        loop.remove_reader(a.fileno())
+        return True
+    finally:
+        a.close()
+        b.close()
+
+
+def _udp6_usable(loop: Optional[asyncio.AbstractEventLoop]) -> bool:
+    return _udp6_works_on_platform() and _loop_has_add_reader(loop)
+
+
+def _from_environment(variable: str) -> Optional[List[str]]:
+    names = [n for n in os.environ.get(variable, "").split(":") if n.strip()]
+    return names or None
+
+
+def get_default_clienttransports(*, loop: Optional[asyncio.AbstractEventLoop] = None) -> List[str]:
+    """Return a list of transports that should be connected when a client
+    context is created.
+
+    If an explicit ``AIOCOAP_CLIENT_TRANSPORT`` environment variable is set,
+    it is read as a colon separated list of transport names.
+
+    By default, OSCORE and a DTLS mechanism are picked if the required
+    modules are available, TCP and TLS (if the ssl module is there) are
+    always included, and a UDP transport is selected depending on whether
+    the full ``udp6`` transport is known to work (on this platform, and with
+    the given event loop); ``simple6`` is the fallback."""
+    explicit = _from_environment("AIOCOAP_CLIENT_TRANSPORT")
+    if explicit is not None:
+        return explicit
+    names = []
+    if not oscore_missing_modules():
+        names.append("oscore")
+    if not dtls_missing_modules():
+        names.append("tinydtls")
+    names.append("tcpclient")
+    if _ssl_present():
+        names.append("tlsclient")
+    names.append("udp6" if _udp6_usable(loop) else "simple6")
+    return names
+
+
+def get_default_servertransports(*, loop: Optional[asyncio.AbstractEventLoop] = None) -> List[str]:
+    """Return a list of transports that should be connected when a server
+    context is created.
+
+    If an explicit ``AIOCOAP_SERVER_TRANSPORT`` environment variable is set,
+    it is read as a colon separated list of transport names.
+
+    By default, the server and client sides of OSCORE, DTLS (if the
+    required modules are available), TCP and TLS are picked, and a UDP
+    transport is selected depending on whether the full ``udp6`` transport
+    is known to work. Both a ``simple6`` and a ``simplesocketserver`` are
+    selected when ``udp6`` is not available, and the ``simple6`` is used for
+    any outgoing requests, which the ``simplesocketserver`` could serve but
+    is worse at."""
+    explicit = _from_environment("AIOCOAP_SERVER_TRANSPORT")
+    if explicit is not None:
+        return explicit
+    names = []
+    if not oscore_missing_modules():
+        names.append("oscore")
+    if not dtls_missing_modules():
+        names.extend(("tinydtls_server", "tinydtls"))
+    names.extend(("tcpserver", "tcpclient"))
+    if _ssl_present():
+        names.extend(("tlsserver", "tlsclient"))
+    if _udp6_usable(loop):
+        names.append("udp6")
+    else:
+        names.extend(("simple6", "simplesocketserver"))
+    return names

@@ -1,0 +1,294 @@
+"""A client-only UDP transport that works on any asyncio loop.
+
+This module implements a MessageInterface for UDP based on the asyncio
+DatagramProtocol.
+
+This is a simple version that works only for clients (by creating a
+dedicated unbound but connected socket for each communication partner) and
+probably not with multicast (it is assumed to be unsafe for multicast),
+which can be expected to work even on platforms where the :mod:`.udp6`
+module can not be made to work (Android, OSX, Windows for missing
+``recvmsg`` and socket options, or any event loops that don't have an
+``add_reader`` method).
+
+Nothing in it is IPv6 specific despite the name: each socket has the
+address family of the first address the peer's name resolves to.
+
+Because a connected socket only talks to one peer, remotes are identified
+by the name and port they were requested with, not by IP literals: a
+response from ``coap://localhost`` appears to come from ``localhost``.
+
+Rules:
+
+* At most :data:`MAX_SOCKETS` sockets are open; opening another one closes
+  the least recently used. An address whose socket was closed keeps
+  working: the next message to it opens a socket anew (to the address it
+  was resolved to before).
+* ICMP errors arrive on a connected socket as errors of its reads and
+  writes; they are dispatched to the message layer for that socket's
+  remote, always from a loop iteration of their own.
+
+Log levels: debug for sockets opened and closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ipaddress
+import socket
+from collections import OrderedDict
+from typing import Optional
+
+from .. import error, interfaces
+from ..numbers.constants import COAP_PORT
+from ..util import hostportjoin
+from .generic_udp import GenericMessageInterface, resolve
+
+__all__ = ["MessageInterfaceSimple6", "Simple6EndpointAddress", "MAX_SOCKETS"]
+
+MAX_SOCKETS = 64
+"""How many connected sockets (peers) are kept open at most."""
+
+
+class Simple6EndpointAddress(interfaces.EndpointAddress):
+    """A peer of :class:`MessageInterfaceSimple6`: the host and port it was
+    requested with, and the socket address that resolved to.
+
+    Two addresses are equal if they name the same host and port on the same
+    interface."""
+
+    scheme = "coap"
+
+    def __init__(self, host: str, port: int, sockaddr: tuple, interface: "MessageInterfaceSimple6"):
+        self._host = host
+        self._port = port
+        self.sockaddr = sockaddr
+        self.interface = interface
+        self._key = (host, port)
+        self._hash = hash(self._key)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, Simple6EndpointAddress):
+            return NotImplemented
+        return self._key == other._key and self.interface is other.interface
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {hostportjoin(self._host, self._port)}>"
+
+    def _send(self, data: bytes) -> None:
+        self.interface._send_to(self, data)
+
+    @property
+    def hostinfo(self) -> str:
+        """The host and port the peer was requested with (the port left
+        out if it is the default one)."""
+        return hostportjoin(self._host, None if self._port == COAP_PORT else self._port)
+
+    @property
+    def uri_base(self) -> str:
+        return "coap://" + self.hostinfo
+
+    @property
+    def hostinfo_local(self) -> str:
+        """The local address and port of the socket that talks to this
+        peer.
+
+        Raises :class:`aiocoap.error.AnonymousHost` while no socket is
+        open."""
+        sockname = self.interface._sockname(self)
+        if sockname is None:
+            raise error.AnonymousHost("No socket is open towards this peer")
+        host = sockname[0]
+        if host.startswith("::ffff:") and "." in host:
+            host = host[7:]
+        return hostportjoin(host, sockname[1])
+
+    @property
+    def uri_base_local(self) -> str:
+        return "coap://" + self.hostinfo_local
+
+    @property
+    def is_multicast(self) -> bool:
+        try:
+            return ipaddress.ip_address(self.sockaddr[0].partition("%")[0]).is_multicast
+        except ValueError:
+            return False
+
+    is_multicast_locally = False
+
+
+class _PeerProtocol(asyncio.DatagramProtocol):
+    """The protocol of one connected socket."""
+
+    transport: asyncio.DatagramTransport
+    """Set by connection_made, before the protocol is used."""
+
+    def __init__(self, interface: "MessageInterfaceSimple6", remote: Simple6EndpointAddress):
+        self.interface = interface
+        self.remote = remote
+        self.closed = interface._loop.create_future()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        self.interface._ctx.dispatch_datagram(data, self.remote)
+
+    def error_received(self, exc: Exception) -> None:
+        # asyncio calls this from within sendto() too; never re-enter the
+        # message layer from its own send call.
+        self.interface._loop.call_soon(self.interface._dispatch_error, exc, self.remote)
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self.interface._socket_closed(self)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class MessageInterfaceSimple6(GenericMessageInterface):
+    """The simple6 transport; see the module documentation. Create it with
+    :meth:`create_client_transport_endpoint`."""
+
+    def __init__(self, ctx: interfaces.MessageManager, log, loop):
+        super().__init__(ctx, log, loop)
+        # (host, port) -> _PeerProtocol, least recently used first
+        self._sockets: "OrderedDict[tuple, _PeerProtocol]" = OrderedDict()
+        # (host, port) -> task opening a socket
+        self._opening: "dict[tuple, asyncio.Task]" = {}
+        # (host, port) -> datagrams waiting for a socket being reopened
+        self._waiting: "dict[tuple, list[bytes]]" = {}
+        self._all_protocols: "set[_PeerProtocol]" = set()
+
+    @classmethod
+    async def create_client_transport_endpoint(cls, ctx: interfaces.MessageManager, log, loop) -> "MessageInterfaceSimple6":
+        """Create the transport; sockets are only opened when requests are
+        sent."""
+        return cls(ctx, log, loop)
+
+    def recognize_remote(self, remote) -> bool:
+        return isinstance(remote, Simple6EndpointAddress) and remote.interface is self
+
+    async def _make_remote(self, host: str, port: int) -> Simple6EndpointAddress:
+        key = (host, port)
+        existing = self._sockets.get(key)
+        if existing is not None:
+            self._sockets.move_to_end(key)
+            return existing.remote
+        sockaddr = await resolve(self._loop, host, port, 0)
+        remote = Simple6EndpointAddress(host, port, sockaddr, self)
+        try:
+            protocol = await self._connect(remote)
+        except OSError as e:
+            raise error.NetworkError(f"Can not send to {remote.hostinfo}: {e}") from e
+        return protocol.remote
+
+    # --- the socket pool ------------------------------------------------------
+
+    async def _connect(self, remote: Simple6EndpointAddress) -> _PeerProtocol:
+        """The open socket to ``remote``, opening one if needed; concurrent
+        calls for the same peer share one socket."""
+        return await asyncio.shield(self._start_opening(remote))
+
+    def _start_opening(self, remote: Simple6EndpointAddress) -> asyncio.Task:
+        task = self._opening.get(remote._key)
+        if task is None:
+            task = self._loop.create_task(self._open(remote))
+            self._opening[remote._key] = task
+            task.add_done_callback(functools.partial(self._opened, remote))
+        return task
+
+    async def _open(self, remote: Simple6EndpointAddress) -> _PeerProtocol:
+        if self._shut_down:
+            raise error.LibraryShutdown("The transport was shut down")
+        existing = self._sockets.get(remote._key)
+        if existing is not None:
+            return existing
+        family = socket.AF_INET6 if len(remote.sockaddr) == 4 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.connect(remote.sockaddr)
+            _, protocol = await self._loop.create_datagram_endpoint(
+                lambda: _PeerProtocol(self, remote), sock=sock
+            )
+        except BaseException:
+            sock.close()
+            raise
+        self._all_protocols.add(protocol)
+        if self._shut_down:
+            protocol.transport.close()
+            raise error.LibraryShutdown("The transport was shut down")
+        self._sockets[remote._key] = protocol
+        self._log.debug("Opened socket for %r", remote)
+        while len(self._sockets) > MAX_SOCKETS:
+            _, oldest = self._sockets.popitem(last=False)
+            self._log.debug("Closing least recently used socket for %r", oldest.remote)
+            oldest.transport.close()
+        return protocol
+
+    def _opened(self, remote: Simple6EndpointAddress, task: asyncio.Task) -> None:
+        del self._opening[remote._key]
+        waiting = self._waiting.pop(remote._key, ())
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            if waiting and isinstance(exc, Exception):
+                self._dispatch_error(exc, remote)
+            return
+        protocol = task.result()
+        for data in waiting:
+            self._send_on(protocol, data)
+
+    def _socket_closed(self, protocol: _PeerProtocol) -> None:
+        self._all_protocols.discard(protocol)
+        key = protocol.remote._key
+        if self._sockets.get(key) is protocol:
+            del self._sockets[key]
+
+    def _sockname(self, remote: Simple6EndpointAddress):
+        protocol = self._sockets.get(remote._key)
+        if protocol is None:
+            return None
+        return protocol.transport.get_extra_info("sockname")
+
+    # --- sending -------------------------------------------------------------
+
+    def _send_to(self, remote: Simple6EndpointAddress, data: bytes) -> None:
+        key = remote._key
+        protocol = self._sockets.get(key)
+        if protocol is not None:
+            self._sockets.move_to_end(key)
+            self._send_on(protocol, data)
+            return
+        if self._shut_down:
+            return
+        # The socket was closed to make room for others: open it again.
+        self._waiting.setdefault(key, []).append(data)
+        self._start_opening(remote)
+
+    @staticmethod
+    def _send_on(protocol: _PeerProtocol, data: bytes) -> None:
+        # Errors are reported by the asyncio transport to error_received.
+        protocol.transport.sendto(data)
+
+    async def _close_sockets(self) -> None:
+        opening = list(self._opening.values())
+        for task in opening:
+            task.cancel()
+        if opening:
+            await asyncio.gather(*opening, return_exceptions=True)
+        self._waiting.clear()
+        protocols = list(self._all_protocols)
+        for protocol in protocols:
+            protocol.transport.close()
+        if protocols:
+            await asyncio.gather(*(p.closed for p in protocols))
+        self._sockets.clear()
+

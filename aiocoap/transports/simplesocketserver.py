@@ -1,0 +1,199 @@
+"""A server-only UDP transport that works on any asyncio loop.
+
+This module implements a MessageInterface for UDP based on the asyncio
+DatagramProtocol.
+
+This is a simple version that works only for servers bound to a single
+unicast address. It provides a server backend in situations when
+:mod:`.udp6` is unavailable and :mod:`.simple6` needs to be used for
+clients.
+
+While it is in theory capable of sending requests too, it should not be
+used like that, because it won't receive ICMP errors (see below).
+
+Shortcomings:
+
+* This implementation does not receive ICMP errors. This violates the CoAP
+  standard and can lead to unnecessary network traffic, bad user
+  experience (when used for client requests) or even network attack
+  amplification.
+* Responses go out from whichever address the kernel picks; when bound to
+  the unspecified address on a host with several addresses, that need not
+  be the address the request was sent to.
+
+Log levels: debug for socket errors (which can not be attributed to a
+remote on an unconnected socket with plain asyncio transports).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Optional
+
+from .. import interfaces
+from ..numbers.constants import COAP_PORT
+from ..util import hostportjoin
+from .generic_udp import GenericMessageInterface, resolve
+
+__all__ = ["MessageInterfaceSimpleServer", "SimpleServerEndpointAddress"]
+
+
+def _plain(host: str) -> str:
+    if host.startswith("::ffff:") and "." in host:
+        return host[7:]
+    return host
+
+
+class SimpleServerEndpointAddress(interfaces.EndpointAddress):
+    """A peer of :class:`MessageInterfaceSimpleServer`, identified by its
+    socket address."""
+
+    scheme = "coap"
+    is_multicast = False
+    is_multicast_locally = False
+
+    def __init__(self, sockaddr: tuple, interface: "MessageInterfaceSimpleServer"):
+        if len(sockaddr) == 4 and sockaddr[2]:
+            sockaddr = (sockaddr[0], sockaddr[1], 0, sockaddr[3])
+        self.sockaddr = sockaddr
+        self.interface = interface
+        self._hash = hash(sockaddr)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, SimpleServerEndpointAddress):
+            return NotImplemented
+        return self.sockaddr == other.sockaddr and self.interface is other.interface
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {hostportjoin(self.sockaddr[0], self.sockaddr[1])}>"
+
+    def _send(self, data: bytes) -> None:
+        self.interface._transport.sendto(data, self.sockaddr)
+
+    @property
+    def hostinfo(self) -> str:
+        port = self.sockaddr[1]
+        return hostportjoin(_plain(self.sockaddr[0]), None if port == COAP_PORT else port)
+
+    @property
+    def uri_base(self) -> str:
+        return "coap://" + self.hostinfo
+
+    @property
+    def hostinfo_local(self) -> str:
+        """The address the server is bound to (which is only meaningful if
+        it was bound to a single address)."""
+        host, port = self.interface._sockname[:2]
+        return hostportjoin(_plain(host), None if port == COAP_PORT else port)
+
+    @property
+    def uri_base_local(self) -> str:
+        return "coap://" + self.hostinfo_local
+
+
+class _ServerProtocol(asyncio.DatagramProtocol):
+    def __init__(self, interface: "MessageInterfaceSimpleServer"):
+        self.interface = interface
+        self.closed = interface._loop.create_future()
+        self._remotes: dict = {}
+
+    def connection_made(self, transport) -> None:
+        self.interface._transport = transport
+        self.interface._sockname = transport.get_extra_info("sockname")
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        remotes = self._remotes
+        remote = remotes.get(addr)
+        if remote is None:
+            remote = SimpleServerEndpointAddress(addr, self.interface)
+            if len(remotes) >= 512:
+                del remotes[next(iter(remotes))]
+            remotes[addr] = remote
+        self.interface._ctx.dispatch_datagram(data, remote)
+
+    def error_received(self, exc: Exception) -> None:
+        self.interface._log.debug("Socket error (not attributable to a remote): %s", exc)
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self._remotes.clear()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class MessageInterfaceSimpleServer(GenericMessageInterface):
+    """The simplesocketserver transport; see the module documentation.
+    Create it with :meth:`create_server`."""
+
+    _transport: asyncio.DatagramTransport
+    """Set by the protocol's connection_made, before the server is used."""
+
+    def __init__(self, ctx: interfaces.MessageManager, log, loop):
+        super().__init__(ctx, log, loop)
+        self._protocol: Optional[_ServerProtocol] = None
+        self._sockname: tuple = ("::", 0)
+
+    @classmethod
+    async def create_server(cls, bind, ctx: interfaces.MessageManager, log, loop) -> "MessageInterfaceSimpleServer":
+        """Create a server bound to ``bind``, a ``(host, port)`` tuple; host
+        None (or ``::``) binds to all addresses (IPv6 and IPv4 if the
+        platform allows, else IPv4 only), port None means 5683."""
+        self = cls(ctx, log, loop)
+        host, port = bind if bind is not None else (None, None)
+        if port is None:
+            port = COAP_PORT
+        sock = await self._bound_socket(host, port)
+        try:
+            _, self._protocol = await loop.create_datagram_endpoint(lambda: _ServerProtocol(self), sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        return self
+
+    async def _bound_socket(self, host: Optional[str], port: int) -> socket.socket:
+        if host in (None, "", "::"):
+            try:
+                return self._socket(socket.AF_INET6, ("::", port, 0, 0), dualstack=True)
+            except OSError as e:
+                if host == "::":
+                    raise
+                self._log.debug("No IPv6 socket available (%s); serving IPv4 only", e)
+                return self._socket(socket.AF_INET, ("0.0.0.0", port), dualstack=False)
+        sockaddr = await resolve(self._loop, host, port, 0, flags=socket.AI_PASSIVE)
+        family = socket.AF_INET6 if len(sockaddr) == 4 else socket.AF_INET
+        return self._socket(family, sockaddr, dualstack=False)
+
+    @staticmethod
+    def _socket(family: int, sockaddr: tuple, *, dualstack: bool) -> socket.socket:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if dualstack:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind(sockaddr)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def recognize_remote(self, remote) -> bool:
+        return isinstance(remote, SimpleServerEndpointAddress) and remote.interface is self
+
+    async def _make_remote(self, host: str, port: int) -> SimpleServerEndpointAddress:
+        if len(self._sockname) == 4:
+            sockaddr = await resolve(self._loop, host, port, socket.AF_INET6, flags=socket.AI_V4MAPPED)
+        else:
+            sockaddr = await resolve(self._loop, host, port, socket.AF_INET)
+        return SimpleServerEndpointAddress(sockaddr, self)
+
+    async def _close_sockets(self) -> None:
+        protocol = self._protocol
+        if protocol is not None:
+            self._transport.close()
+            await protocol.closed
