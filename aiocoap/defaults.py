@@ -62,17 +62,22 @@ def oscore_missing_modules() -> List[str]:
 
 
 def linkheader_missing_modules() -> List[str]:
-    """Return a list of modules that are missing in order to use link_header
+    """Return a list of modules that are missing in order to use link-format
     functionality (eg. running a resource directory), or a false value if
-    everything is present."""
-    return _missing(("link_header",))
+    everything is present.
+
+    The library's link-format support (aiocoap.util.linkformat) is
+    self-contained, so nothing is ever missing; the ``linkheader`` extra
+    only matters to applications that build LinkHeader objects themselves
+    (which the library accepts)."""
+    return []
 
 
 def prettyprint_missing_modules() -> List[str]:
     """Return a list of modules that are missing in order to use pretty
     printing (ie. full aiocoap-client), or a false value if everything is
     present."""
-    return _missing(("pygments", "cbor2", "link_header"))
+    return _missing(("pygments", "cbor2"))
 
 
 def dtls_missing_modules() -> List[str]:
