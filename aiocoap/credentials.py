@@ -253,7 +253,7 @@ class CredentialsMap(dict):
         ``base_directory`` (the directory of the file it came from)."""
         if not isinstance(d, dict):
             raise CredentialsLoadError("credentials must be an object mapping URI patterns to credentials")
-        staged = {}
+        staged: dict[str, Any] = {}
         for key, value in d.items():
             if not isinstance(key, str):
                 raise CredentialsLoadError(f"credential keys must be strings, got {key!r}")
@@ -334,14 +334,14 @@ class CredentialsMap(dict):
     def find_dtls_psk(self, uri: str) -> Optional[tuple[bytes, bytes]]:
         """(psk, client identity) for a coaps:// URI, or None."""
         found = self._find(uri, DTLS)
-        return (found.psk, found.client_identity) if found is not None else None
+        return (found.psk, found.client_identity) if isinstance(found, DTLS) else None
 
     def ssl_client_context(self, uri: str) -> Optional[ssl.SSLContext]:
         """An SSLContext for a coaps+tcp:// URI if TLS material is
         configured for it (else None: the caller uses the system
         defaults)."""
         found = self._find(uri, TLS)
-        return found.ssl_context() if found is not None else None
+        return found.ssl_context() if isinstance(found, TLS) else None
 
     def __repr__(self):
         return f"<{type(self).__name__} with {len(self)} entr{'y' if len(self) == 1 else 'ies'}>"

@@ -281,6 +281,7 @@ class MessageLayer:
             return
 
         code = message.code
+        assert code is not None, "decoded messages always have a code"
         remote = message.remote
         key = (remote, message.mid)
         if code == EMPTY:
@@ -384,15 +385,16 @@ class MessageLayer:
         key = (message.remote, message.mid)
         state = self._outgoing.get(key)
         if state is None or state.kind == _NON_REQUEST or (state.kind == _NON_TRACKED and message.mtype is not RST):
-            self.log.debug("Ignoring %s for unknown MID %d from %r", message.mtype.name, message.mid, message.remote)
+            self.log.debug("Ignoring %s for unknown MID %d from %r", message.mtype, message.mid, message.remote)
             return
         del self._outgoing[key]
         if message.mtype is RST:
             self._notify(state.monitor, error.ResetReceived("The peer answered with a Reset"))
             return
-        if message.code == EMPTY:
+        code = message.code
+        if code == EMPTY:
             return  # separate response will follow
-        if message.code.is_response():
+        if code is not None and code.is_response():
             self._deliver_response(message)
 
     # --- outgoing ---------------------------------------------------------------------
@@ -428,6 +430,8 @@ class MessageLayer:
         (see interfaces.TokenInterface.send_message)."""
         remote = message.remote
         code = message.code
+        if code is None:
+            raise ValueError("Can not send a message without a code")
         if code.is_response():
             pending_key = (remote, message.token)
             request_mid = self._pending_ack.pop(pending_key, None)
@@ -476,7 +480,7 @@ class MessageLayer:
         return stop
 
     def _send_multicast_response(self, message: Message, request_mid, now: float):
-        if not Code(message.code).is_successful():
+        if message.code is None or not message.code.is_successful():
             self.log.debug("Not sending error response %s to a multicast request", message.code)
             if request_mid is not None:
                 self._dedup[(message.remote, request_mid)] = _NOTHING
@@ -538,6 +542,7 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
         self.log = log
         self.loop = loop
         self.message_interface: Optional[interfaces.MessageInterface] = None
+        self._raw_send: Callable[[bytes, object], None] = self._send_decoded
         self._timer = None
         self._timer_at: Optional[float] = None
         process_request = token_manager.process_request
@@ -593,9 +598,10 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
     def _send_datagram(self, data: bytes, remote) -> None:
         self._raw_send(data, remote)
 
-    def _raw_send(self, data: bytes, remote) -> None:
+    def _send_decoded(self, data: bytes, remote) -> None:
         # Transports that only implement the documented send(message) get
         # the message rebuilt; ours offer send_bytes (see create()).
+        assert self.message_interface is not None
         self.message_interface.send(Message.decode(data, remote))
 
     def dispatch_datagram(self, data: bytes, remote) -> None:
@@ -607,6 +613,7 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
         self._rearm()
 
     def dispatch_error(self, exception: Exception, remote) -> None:
+        wrapped: error.Error
         if not isinstance(exception, error.Error):
             wrapped = error.NetworkError(str(exception) or type(exception).__name__)
             wrapped.__cause__ = exception
@@ -619,7 +626,7 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
     # --- token layer side (interfaces.TokenInterface) -----------------------------------
 
     def send_message(self, message: Message, messageerror_monitor=None):
-        if message.code.is_response() and message.opt.no_response is not None:
+        if message.code is not None and message.code.is_response() and message.opt.no_response is not None:
             # On a response, the option carries the request's wish (RFC 7967);
             # it is acted upon here and never sent.
             suppress = no_response_suppresses(message.opt.no_response, message.code)
@@ -638,9 +645,11 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
         self._rearm()
 
     def recognize_remote(self, remote) -> bool:
-        return self.message_interface.recognize_remote(remote)
+        return self.message_interface is not None and self.message_interface.recognize_remote(remote)
 
     async def fill_or_recognize_remote(self, message: Message) -> bool:
+        if self.message_interface is None:
+            return False
         remote = message._remote
         if remote is not None and self.message_interface.recognize_remote(remote):
             return True

@@ -25,7 +25,7 @@ import ipaddress
 import logging
 import os
 import weakref
-from typing import Optional
+from typing import Any, Optional
 
 from . import error, interfaces
 from .message import Message, NoResponse, UndecidedRemote
@@ -76,9 +76,9 @@ def _bad_critical_option(request: Message, recognized) -> Optional[int]:
     for number, _ in request.opt.invalid_options:
         if number & 1:
             return int(number)
-    for number in request.opt._options:
-        if number & 1 and number not in recognized:
-            return number
+    for present in request.opt._options:
+        if present & 1 and present not in recognized:
+            return present
     return None
 
 
@@ -119,6 +119,7 @@ class Context(interfaces.RequestProvider):
         )
         self.request_interfaces.append(self._tokenmanager)
         self._tasks: set[asyncio.Task] = set()
+        self._ssl_context = None
         self._route_cache: dict = {}
         self._shutdown = False
         self.blockwise = _new_blockwise_server(self.log)
@@ -616,12 +617,14 @@ class Request(interfaces.Request, BaseUnicastRequest):
             return False
 
         message = event.message
+        assert message is not None, "an event without exception carries a message"
+        successful = message.code is not None and message.code.is_successful()
         if not response.done():
             response.set_result(message)
             if observation is None:
                 return False
             if event.is_last:
-                if message.code.is_successful():
+                if successful:
                     observation.error(error.NotObservable())
                 else:
                     observation.error(error.ObservationCancelled())
@@ -630,7 +633,7 @@ class Request(interfaces.Request, BaseUnicastRequest):
 
         if observation is None:
             return False
-        if message.code.is_successful() and message.opt.observe is not None:
+        if successful and message.opt.observe is not None:
             observation.callback(message)
         if event.is_last:
             observation.error(error.ObservationCancelled())
@@ -800,7 +803,7 @@ class ServerObservation:
         self._accepted = False
         self._cancellation_callback = None
         self._seq = 0
-        self._site = None
+        self._site: Any = None
         self._render_task: Optional[asyncio.Task] = None
         self._pending_trigger = None
         self._ended = False

@@ -144,6 +144,7 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         token = self._new_token(remote)
         message.token = token
         state = _Outgoing(pipe, message.opt.observe == 0, ti)
+        key: object
         if multicast:
             key = token
             table = self._outgoing_multicast
@@ -240,6 +241,7 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
                 del self._outgoing[key]
             return True
         code = response.code
+        assert code is not None, "decoded messages always have a code"
         if is_multicast:
             is_last = False
         elif state.observing and code.is_successful() and response.opt.observe is not None:
