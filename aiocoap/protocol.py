@@ -334,6 +334,8 @@ class Context(interfaces.RequestProvider):
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=SHUTDOWN_TIMEOUT)
         self._route_cache.clear()
+        if self.blockwise is not None:
+            self.blockwise.shutdown()
 
     # --- client side ---------------------------------------------------------------
 
@@ -351,8 +353,8 @@ class Context(interfaces.RequestProvider):
         ``observation`` is set when the request message has Observe: 0."""
         if request_message.transport_tuning is None and self.transport_tuning is not DEFAULT_TUNING:
             request_message.transport_tuning = self.transport_tuning
-        if handle_blockwise and _BlockwiseRequest is not None:
-            return _BlockwiseRequest(self, request_message)
+        if handle_blockwise:
+            return _blockwise.BlockwiseRequest(self, request_message)
         pipe = Pipe(request_message, self.log)
         result = Request(pipe, self.loop, self.log)
         if self._shutdown:
@@ -509,9 +511,7 @@ def _is_literal_target(target: UndecidedRemote) -> bool:
 
 
 def _new_blockwise_server(log):
-    if _BlockwiseServer is None:
-        return None
-    return _BlockwiseServer(log)
+    return _blockwise.BlockwiseServer(log)
 
 
 def _new_credentials_map():
@@ -917,10 +917,6 @@ class ServerObservation:
                 self._context.log.exception("Error in an observation's cancellation callback")
 
 
-# Imported last: blockwise builds on the request classes above.
-try:
-    from .blockwise import BlockwiseRequest as _BlockwiseRequest, BlockwiseServer as _BlockwiseServer
-except ModuleNotFoundError as e:  # pragma: no cover - only while the module is absent
-    if e.name != __package__ + ".blockwise":
-        raise
-    _BlockwiseRequest = _BlockwiseServer = None
+# Imported last: blockwise builds on the request classes above. Only the
+# module is bound, so it does not matter which of the two is imported first.
+from . import blockwise as _blockwise  # noqa: E402
