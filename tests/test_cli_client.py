@@ -1,0 +1,1259 @@
+"""Tests of aiocoap-client (aiocoap.cli.client) and the helpers the tools
+share (aiocoap.cli.common).
+
+The argument handling is tested in-process. Everything else runs the
+``aiocoap-client`` wrapper script of the checkout as a subprocess against a
+server in the test's own event loop (on 127.0.0.1, free port), so that
+output streams, terminals (through pseudo-terminals), signals and exit
+codes are the real ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import os
+import pty
+import re
+import signal
+import socket
+import sys
+import time
+
+import pytest
+
+from aiocoap import error
+from aiocoap.cli import client, common
+from aiocoap.message import Message, UndecidedRemote
+from aiocoap.numbers import Code, ContentFormat, TransportTuning
+from aiocoap.numbers.types import ACK, CON, NON
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLIENT = [sys.executable, os.path.join(ROOT, "aiocoap-client")]
+QUICK = "--transport-tuning=ACK_TIMEOUT=0.1,MAX_RETRANSMIT=1"
+
+ERROR_LINE = re.compile(r"^aiocoap-client: error: \S.*$")
+
+
+def _one_error_line(stderr: str) -> str:
+    """Assert that stderr is exactly one error line, and return it"""
+    lines = stderr.splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {stderr!r}"
+    assert ERROR_LINE.match(lines[0]), lines[0]
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+# --- argument parsing (no network) -------------------------------------------
+
+
+def test_defaults():
+    options = client.parse_commandline(["coap://localhost/"])
+    assert options.url == "coap://localhost/"
+    assert options.method is Code.GET
+    assert (options.non, options.observe, options.interactive) == (False, False, False)
+    assert options.color is None and options.pretty_print is None
+    assert options.payload is options.accept is options.content_format is None
+    assert options.verbose == options.quiet == 0
+
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        ("GET", Code.GET),
+        ("put", Code.PUT),
+        ("Post", Code.POST),
+        ("delete", Code.DELETE),
+        ("FETCH", Code.FETCH),
+        ("ipatch", Code.iPATCH),
+        ("3", Code.PUT),
+        ("7", Code.iPATCH),
+        ("30", Code(30)),
+    ],
+)
+def test_method_names_and_numbers(given, expected):
+    assert client.parse_commandline(["-m", given, "coap://h/"]).method == expected
+    assert client.parse_commandline(["--method", given, "coap://h/"]).method == expected
+
+
+@pytest.mark.parametrize("given", ["FOO", "CONTENT", "0", "69", "32", "-1", ""])
+def test_bad_method_is_usage_error(given, capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        client.parse_commandline(["-m", given, "coap://h/"])
+    assert excinfo.value.code == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "method" in line
+
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        ("application/json", ContentFormat.JSON),
+        ("application/cbor", ContentFormat.CBOR),
+        ("text/plain", ContentFormat.TEXT),
+        ("application/senml+cbor", ContentFormat.SENML_CBOR),
+        ("60", ContentFormat.CBOR),
+        ("65000", ContentFormat(65000)),
+    ],
+)
+def test_content_format_arguments(given, expected):
+    options = client.parse_commandline(["--accept", given, "--content-format", given, "coap://h/"])
+    assert options.accept == expected
+    assert options.content_format == expected
+
+
+@pytest.mark.parametrize("given", ["application/x-nonsense", "json", "70000"])
+def test_bad_content_format_is_usage_error(given, capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        client.parse_commandline(["--accept", given, "coap://h/"])
+    assert excinfo.value.code == 2
+    _one_error_line(capsys.readouterr().err)
+
+
+def test_observe_exec_implies_observe():
+    assert client.parse_commandline(["--observe-exec", "true", "coap://h/"]).observe is True
+
+
+def test_url_is_required_unless_interactive(capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        client.parse_commandline([])
+    assert excinfo.value.code == 2
+    assert "url" in _one_error_line(capsys.readouterr().err)
+    assert client.parse_commandline(["--interactive", "-v", "--no-color"]).interactive
+
+
+def test_interactive_takes_no_request_options(capsys):
+    with pytest.raises(SystemExit):
+        client.parse_commandline(["--interactive", "coap://h/"])
+    assert "interactive" in _one_error_line(capsys.readouterr().err)
+
+
+def test_version(capsys):
+    from aiocoap import meta
+
+    with pytest.raises(SystemExit) as excinfo:
+        client.parse_commandline(["--version"])
+    assert excinfo.value.code == 0
+    assert capsys.readouterr().out == f"aiocoap-client {meta.version}\n"
+
+
+def test_help_documents_every_option():
+    text = client.build_parser().format_help()
+    for option in [
+        "--non", "--method", "--observe", "--observe-exec", "--accept", "--proxy",
+        "--payload", "--content-format", "--verbose", "--quiet", "--interactive",
+        "--credentials", "--version", "--color, --no-color",
+        "--pretty-print, --no-pretty-print", "url",
+    ]:
+        assert option in text
+    # The tuning option is for tests only
+    assert "tuning" not in text
+
+
+def test_transport_tuning_option():
+    options = client.parse_commandline([QUICK, "coap://h/"])
+    assert isinstance(options.transport_tuning, TransportTuning)
+    assert options.transport_tuning.ACK_TIMEOUT == 0.1
+    assert options.transport_tuning.MAX_RETRANSMIT == 1
+
+
+@pytest.mark.parametrize("given", ["ACK_TIMEOUT", "NO_SUCH=1", "ACK_TIMEOUT=fast"])
+def test_bad_transport_tuning(given, capsys):
+    with pytest.raises(SystemExit):
+        client.parse_commandline(["--transport-tuning", given, "coap://h/"])
+    _one_error_line(capsys.readouterr().err)
+
+
+# --- building requests (no network) --------------------------------------------
+
+
+def _request(*args) -> Message:
+    return client._build_request(client.parse_commandline([*args]))
+
+
+def test_request_from_url_and_flags():
+    request = _request("--non", "-m", "POST", "--accept", "60", "coap://example.com:1234/a/b?x=1")
+    assert request.mtype == NON
+    assert request.code == Code.POST
+    assert request.opt.accept == ContentFormat.CBOR
+    assert request.opt.uri_path == ("a", "b")
+    assert request.opt.uri_query == ("x=1",)
+    assert request.opt.observe is None
+    assert request.remote == UndecidedRemote("coap", "example.com:1234")
+    assert _request("coap://h/").mtype == CON
+
+
+def test_request_observe():
+    assert _request("--observe", "coap://h/").opt.observe == 0
+
+
+def test_request_via_proxy():
+    request = _request("--proxy", "127.0.0.1:5700", "coap://example.com/a?b")
+    assert request.opt.proxy_uri == "coap://example.com/a?b"
+    assert request.opt.uri_host is None
+    assert request.opt.uri_path == () and request.opt.uri_query == ()
+    assert request.remote == UndecidedRemote("coap", "127.0.0.1:5700")
+    request = _request("--proxy", "coap+tcp://[::1]:5700", "coap://example.com/")
+    assert request.remote == UndecidedRemote("coap+tcp", "[::1]:5700")
+
+
+@pytest.mark.parametrize("proxy", ["[::1", "host:port", ":5683"])
+def test_bad_proxy(proxy, capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        _request("--proxy", proxy, "coap://example.com/")
+    assert excinfo.value.code == 1
+    assert "proxy" in _one_error_line(capsys.readouterr().err)
+
+
+def test_payload_text_file_and_stdin(tmp_path, monkeypatch):
+    assert _request("--payload", "hällo", "coap://h/").payload == "hällo".encode()
+    data = bytes(range(256))
+    (tmp_path / "blob").write_bytes(data)
+    assert _request("--payload", f"@{tmp_path / 'blob'}", "coap://h/").payload == data
+
+    class FakeStdin:
+        buffer = __import__("io").BytesIO(b"from stdin\x00")
+
+    monkeypatch.setattr(sys, "stdin", FakeStdin)
+    assert _request("--payload", "@-", "coap://h/").payload == b"from stdin\x00"
+
+
+def test_payload_missing_file(tmp_path, capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        _request("--payload", f"@{tmp_path / 'absent'}", "coap://h/")
+    assert excinfo.value.code == 1
+    assert "absent" in _one_error_line(capsys.readouterr().err)
+
+
+def test_json_payload_converted_to_cbor(tmp_path):
+    cbor2 = pytest.importorskip("cbor2")
+    value = {"temp": 21.5, "tags": ["a", None, True], "n": -3}
+    text = json.dumps(value)
+    request = _request("--content-format", "application/cbor", "--payload", text, "coap://h/")
+    assert request.opt.content_format == ContentFormat.CBOR
+    assert cbor2.loads(request.payload) == value
+    # CBOR-based formats are converted as well
+    request = _request("--content-format", "application/senml+cbor", "--payload", "[1]", "coap://h/")
+    assert request.payload == cbor2.dumps([1])
+    # Files are sent as they are
+    (tmp_path / "p.json").write_text(text)
+    request = _request("--content-format", "60", "--payload", f"@{tmp_path / 'p.json'}", "coap://h/")
+    assert request.payload == text.encode()
+    # JSON stays JSON
+    request = _request("--content-format", "application/json", "--payload", text, "coap://h/")
+    assert request.payload == text.encode()
+
+
+def test_invalid_json_for_cbor(capsys):
+    pytest.importorskip("cbor2")
+    with pytest.raises(SystemExit) as excinfo:
+        _request("--content-format", "application/cbor", "--payload", "{nope", "coap://h/")
+    assert excinfo.value.code == 1
+    assert "JSON" in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    "url, hint",
+    [
+        ("localhost/time", "did you mean coap://localhost/time"),
+        ("coap://[::1/", "invalid URI"),
+        ("coap://h/x#fragment", "fragment"),
+        ("coap:///path", "no host"),
+    ],
+)
+def test_malformed_uri(url, hint, capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        _request(url)
+    assert excinfo.value.code == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert hint.lower() in line.lower()
+    assert url in line
+
+
+# --- aiocoap.cli.common (no network) ---------------------------------------------
+
+
+def test_verbosity_levels():
+    assert common.verbosity_to_level(-3) > logging.CRITICAL
+    assert common.verbosity_to_level(-1) == logging.ERROR
+    assert common.verbosity_to_level(0) == logging.WARNING
+    assert common.verbosity_to_level(1) == logging.INFO
+    assert common.verbosity_to_level(5) == logging.DEBUG
+
+
+def test_configure_logging_installs_one_handler():
+    logger_name = "aiocoap-test-cli-logging"
+    logger = logging.getLogger(logger_name)
+    try:
+        common.configure_logging(1, name=logger_name)
+        common.configure_logging(2, name=logger_name)
+        assert logger.level == logging.DEBUG
+        assert len(logger.handlers) == 1
+    finally:
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        common.configure_logging.__globals__["_verbosity"] = 0
+
+
+def test_fail_prints_one_line(capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        try:
+            raise OSError("disk on fire")
+        except OSError as e:
+            common.fail(f"cannot go on: {e}\n(really)", prog="tool", verbose=False)
+    assert excinfo.value.code == 1
+    assert capsys.readouterr().err == "tool: error: cannot go on: disk on fire (really)\n"
+
+
+def test_fail_shows_traceback_when_verbose(capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        try:
+            raise OSError("disk on fire")
+        except OSError:
+            common.fail("cannot go on", prog="tool", verbose=True, exitcode=3)
+    assert excinfo.value.code == 3
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "disk on fire" in err
+    assert err.endswith("tool: error: cannot go on\n")
+
+
+def _server_parser(**kwargs) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="server")
+    common.add_server_arguments(p, **kwargs)
+    return p
+
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        ("localhost", ("localhost", None)),
+        ("127.0.0.1:5700", ("127.0.0.1", 5700)),
+        (":5700", (None, 5700)),
+        ("[::1]:5700", ("::1", 5700)),
+        ("[fe80::1%eth0]", ("fe80::1%eth0", None)),
+    ],
+)
+def test_bind_argument(given, expected):
+    assert _server_parser().parse_args(["--bind", given]).bind == expected
+
+
+@pytest.mark.parametrize("given", ["[::1", "::1:5683", "host:http", "host:99999"])
+def test_bad_bind_argument(given, capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        _server_parser().parse_args(["--bind", given])
+    assert excinfo.value.code == 2
+    assert "--help-bind" in capsys.readouterr().err
+
+
+def test_help_bind(capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        _server_parser().parse_args(["--help-bind"])
+    assert excinfo.value.code == 0
+    out = capsys.readouterr().out
+    assert "HOST:PORT" in out and "[IPV6]:PORT" in out
+
+
+def test_server_arguments():
+    options = _server_parser().parse_args(
+        ["--tls-server-certificate", "c.pem", "--tls-server-key", "k.pem"]
+    )
+    assert (options.bind, options.tls_server_certificate, options.tls_server_key) == (None, "c.pem", "k.pem")
+    assert not hasattr(options, "server_credentials")
+    options = _server_parser(credentials=True).parse_args(["--server-credentials", "x.json"])
+    assert options.server_credentials == "x.json"
+    server = common.extract_server_arguments(options)
+    assert server.server_credentials == "x.json"
+    assert not hasattr(options, "server_credentials")
+
+
+def test_credentials_file_errors(tmp_path, capsys):
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(SystemExit):
+        common.load_credentials_file(str(tmp_path / "bad.json"))
+    assert "not valid JSON" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        common.load_credentials_file(str(tmp_path / "absent.json"))
+    assert "cannot read" in capsys.readouterr().err
+    (tmp_path / "good.json").write_text('{"coap://*": {"dtls": {}}}')
+    assert common.load_credentials_file(str(tmp_path / "good.json")) == {"coap://*": {"dtls": {}}}
+
+
+# --- a server to talk to --------------------------------------------------------
+
+
+def free_udp_port() -> int:
+    """A port number that is free on 127.0.0.1 for UDP and for TCP (servers
+    listen on both)"""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = udp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no port is free for both UDP and TCP")
+
+
+def _build_site():
+    import aiocoap
+    from aiocoap import resource
+
+    class Text(resource.Resource):
+        def __init__(self, payload: bytes, content_format=ContentFormat.TEXT):
+            super().__init__()
+            self.payload = payload
+            self.content_format = content_format
+
+        async def render_get(self, request):
+            return aiocoap.Message(payload=self.payload, content_format=self.content_format)
+
+    class Echo(resource.Resource):
+        """Describes the request it got, as JSON"""
+
+        async def render(self, request):
+            description = {
+                "method": str(request.code),
+                "mtype": request.mtype.name,
+                "payload": request.payload.hex(),
+                "content_format": request.opt.content_format,
+                "accept": request.opt.accept,
+                "observe": request.opt.observe,
+            }
+            return aiocoap.Message(
+                code=Code.CHANGED if request.code != Code.GET else Code.CONTENT,
+                payload=json.dumps(description).encode(),
+                content_format=ContentFormat.JSON,
+            )
+
+    class Forbidden(resource.Resource):
+        async def render_get(self, request):
+            raise error.Forbidden("not for you")
+
+    class Garbled(resource.Resource):
+        async def render_get(self, request):
+            raise error.BadRequest("bad\x1b[2Jthing\r")
+
+    class Slow(resource.Resource):
+        async def render_get(self, request):
+            await asyncio.sleep(5)
+            return aiocoap.Message(payload=b"finally")
+
+    class Counter(resource.ObservableResource):
+        """Counts up and notifies every 50 ms while observed"""
+
+        def __init__(self):
+            super().__init__()
+            self.count = 0
+            self.observers = 0
+            self.handle = None
+
+        def tick(self):
+            self.count += 1
+            self.updated_state()
+            self.handle = asyncio.get_running_loop().call_later(0.05, self.tick)
+
+        def update_observation_count(self, count):
+            self.observers = count
+            if count and self.handle is None:
+                self.handle = asyncio.get_running_loop().call_later(0.05, self.tick)
+            if not count:
+                self.stop()
+
+        def stop(self):
+            if self.handle is not None:
+                self.handle.cancel()
+                self.handle = None
+
+        async def render_get(self, request):
+            return aiocoap.Message(payload=f"n={self.count}\n".encode(), content_format=ContentFormat.TEXT)
+
+    site = resource.Site()
+    site.add_resource(["text"], Text(b"hello world\n"))
+    site.add_resource(["nonl"], Text(b"no newline"))
+    site.add_resource(["empty"], Text(b""))
+    site.add_resource(["binary"], Text(bytes(range(256)) * 4, ContentFormat.OCTETSTREAM))
+    site.add_resource(["json"], Text(b'{"a":[1,2],"b":"c"}', ContentFormat.JSON))
+    try:
+        import cbor2
+    except ImportError:
+        pass
+    else:
+        site.add_resource(["cbor"], Text(cbor2.dumps({"temp": 21.5, "list": [1, 2]}), ContentFormat.CBOR))
+    site.add_resource(["echo"], Echo())
+    site.add_resource(["forbidden"], Forbidden())
+    site.add_resource(["slow"], Slow())
+    site.add_resource(["garbled"], Garbled())
+    counter = Counter()
+    site.add_resource(["counter"], counter)
+    return site, counter
+
+
+class RunningServer:
+    def __init__(self, context, base, counter):
+        self.context = context
+        self.base = base
+        self.counter = counter
+
+    def uri(self, path: str) -> str:
+        return self.base + path
+
+
+@contextlib.asynccontextmanager
+async def coap_server():
+    from aiocoap import Context
+
+    site, counter = _build_site()
+    port = free_udp_port()
+    context = await Context.create_server_context(site, bind=("127.0.0.1", port))
+    try:
+        yield RunningServer(context, f"coap://127.0.0.1:{port}", counter)
+    finally:
+        counter.stop()
+        await context.shutdown()
+
+
+async def finish(process, timeout: float = 10) -> tuple[bytes, bytes]:
+    """Wait for a client process started by a test to exit, and return its
+    remaining output; fail with that output if it does not exit in time"""
+    try:
+        return await asyncio.wait_for(process.communicate(), timeout)
+    except asyncio.TimeoutError:
+        process.kill()
+        out, err = await process.communicate()
+        pytest.fail(f"aiocoap-client did not exit: stdout {out!r}, stderr {err!r}")
+
+
+class Result:
+    def __init__(self, returncode: int, stdout: bytes, stderr: str):
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+
+    def __repr__(self):
+        return f"<Result {self.returncode} stdout={self.stdout!r} stderr={self.stderr!r}>"
+
+
+async def run_client(*args, stdin: bytes = None, timeout: float = 15) -> Result:
+    """Run aiocoap-client with stdout and stderr as pipes"""
+    process = await asyncio.create_subprocess_exec(
+        *CLIENT,
+        *args,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(stdin), timeout)
+    except asyncio.TimeoutError:
+        process.kill()
+        out, err = await process.communicate()
+        pytest.fail(f"aiocoap-client {args} did not finish: {out!r} {err!r}")
+    return Result(process.returncode, out, err.decode("utf-8", "replace"))
+
+
+def _read_available(fd: int) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            break
+        except OSError as e:
+            if e.errno == errno.EIO:  # the other side is closed
+                break
+            raise
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def run_client_on_tty(*args, timeout: float = 15) -> Result:
+    """Run aiocoap-client with stdout on a pseudo-terminal (stderr is a
+    pipe); the terminal's CRLF line ends are turned back into LF"""
+    master, slave = pty.openpty()
+    os.set_blocking(master, False)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *CLIENT,
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=slave,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        os.close(slave)
+        slave = None
+        output = []
+        loop = asyncio.get_running_loop()
+        loop.add_reader(master, lambda: output.append(_read_available(master)))
+        try:
+            err = await asyncio.wait_for(process.stderr.read(), timeout)
+            await asyncio.wait_for(process.wait(), timeout)
+        finally:
+            loop.remove_reader(master)
+        output.append(_read_available(master))
+    finally:
+        os.close(master)
+        if slave is not None:
+            os.close(slave)
+    stdout = b"".join(output).replace(b"\r\n", b"\n")
+    return Result(process.returncode, stdout, err.decode("utf-8", "replace"))
+
+
+# --- requests against the server -------------------------------------------------
+
+
+@pytest.mark.core
+async def test_get_to_pipe_is_verbatim():
+    async with coap_server() as server:
+        result = await run_client(server.uri("/text"))
+        assert (result.returncode, result.stdout, result.stderr) == (0, b"hello world\n", "")
+        # Not on a terminal: no note about the missing newline
+        result = await run_client(server.uri("/nonl"))
+        assert (result.returncode, result.stdout, result.stderr) == (0, b"no newline", "")
+        result = await run_client(server.uri("/binary"))
+        assert (result.returncode, result.stdout, result.stderr) == (0, bytes(range(256)) * 4, "")
+        result = await run_client(server.uri("/empty"))
+        assert (result.returncode, result.stdout, result.stderr) == (0, b"", "")
+
+
+@pytest.mark.core
+async def test_methods_types_and_options():
+    async with coap_server() as server:
+        echo = server.uri("/echo")
+
+        async def ask(*args) -> dict:
+            result = await run_client(*args, echo)
+            assert result.returncode == 0, result
+            assert result.stderr == ""
+            return json.loads(result.stdout)
+
+        seen = await ask()
+        assert (seen["method"], seen["mtype"], seen["payload"]) == ("GET", "CON", "")
+        assert seen["accept"] is None and seen["observe"] is None
+        seen = await ask("--non")
+        assert seen["mtype"] == "NON"
+        seen = await ask("-m", "PUT", "--payload", "data")
+        assert (seen["method"], seen["payload"]) == ("PUT", b"data".hex())
+        seen = await ask("--method", "2")
+        assert seen["method"] == "POST"
+        seen = await ask("-m", "ipatch")
+        assert seen["method"] == "iPATCH"
+        seen = await ask("--accept", "application/cbor")
+        assert seen["accept"] == 60
+        seen = await ask("--accept", "110")
+        assert seen["accept"] == 110
+        seen = await ask("-m", "POST", "--content-format", "application/json", "--payload", '{"x": 1}')
+        assert seen["content_format"] == 50
+        assert bytes.fromhex(seen["payload"]) == b'{"x": 1}'
+
+
+@pytest.mark.core
+async def test_payload_from_file_and_stdin(tmp_path):
+    data = bytes(range(256))
+    (tmp_path / "payload.bin").write_bytes(data)
+    async with coap_server() as server:
+        result = await run_client("-m", "PUT", "--payload", f"@{tmp_path / 'payload.bin'}", server.uri("/echo"))
+        assert result.returncode == 0, result
+        assert bytes.fromhex(json.loads(result.stdout)["payload"]) == data
+        result = await run_client("-m", "POST", "--payload", "@-", server.uri("/echo"), stdin=b"piped\n\x00in")
+        assert result.returncode == 0, result
+        assert bytes.fromhex(json.loads(result.stdout)["payload"]) == b"piped\n\x00in"
+
+
+@pytest.mark.core
+async def test_json_to_cbor_on_the_wire():
+    cbor2 = pytest.importorskip("cbor2")
+    async with coap_server() as server:
+        result = await run_client(
+            "-m", "POST", "--content-format", "application/cbor",
+            "--payload", '{"temp": 21.5, "list": [1, 2]}', server.uri("/echo"),
+        )
+        assert result.returncode == 0, result
+        seen = json.loads(result.stdout)
+        assert seen["content_format"] == 60
+        assert cbor2.loads(bytes.fromhex(seen["payload"])) == {"temp": 21.5, "list": [1, 2]}
+        result = await run_client(
+            "-m", "POST", "--content-format", "60", "--payload", "not json", server.uri("/echo")
+        )
+        assert result.returncode == 1
+        assert "JSON" in _one_error_line(result.stderr)
+
+
+@pytest.mark.core
+async def test_unsuccessful_responses_go_to_stderr():
+    async with coap_server() as server:
+        result = await run_client(server.uri("/nonexistent"))
+        assert result.returncode == 1
+        assert result.stdout == b""
+        assert result.stderr.splitlines()[0] == "4.04 Not Found"
+        result = await run_client(server.uri("/forbidden"))
+        assert result.returncode == 1
+        assert result.stdout == b""
+        assert result.stderr == "4.03 Forbidden\nnot for you\n"
+        # Diagnostic payloads can not send terminal control sequences
+        result = await run_client(server.uri("/garbled"))
+        assert result.stderr == "4.00 Bad Request\nbad\\x1b[2Jthing\\x0d\n"
+        result = await run_client("-m", "DELETE", server.uri("/text"))
+        assert result.returncode == 1
+        assert result.stderr.splitlines()[0] == "4.05 Method Not Allowed"
+
+
+@pytest.mark.core
+async def test_pretty_print_on_a_terminal():
+    pytest.importorskip("pygments")
+    pytest.importorskip("cbor2")
+    async with coap_server() as server:
+        # Defaults on a terminal: pretty-printed and colored
+        result = await run_client_on_tty(server.uri("/json"))
+        assert result.returncode == 0, result
+        assert b"\x1b[" in result.stdout
+        plain = re.sub(rb"\x1b\[[0-9;]*m", b"", result.stdout)
+        assert json.loads(plain) == {"a": [1, 2], "b": "c"}
+        assert plain.count(b"\n") > 2, "JSON is indented"
+
+        result = await run_client_on_tty("--no-color", server.uri("/cbor"))
+        assert result.returncode == 0, result
+        assert b"\x1b[" not in result.stdout
+        assert b"21.5" in result.stdout and b'"temp"' in result.stdout
+
+        result = await run_client_on_tty("--no-pretty-print", "--no-color", server.uri("/json"))
+        assert result.stdout == b'{"a":[1,2],"b":"c"}\n'
+
+
+@pytest.mark.core
+async def test_pretty_print_forced_on_a_pipe():
+    pytest.importorskip("pygments")
+    pytest.importorskip("cbor2")
+    async with coap_server() as server:
+        result = await run_client("--pretty-print", server.uri("/cbor"))
+        assert result.returncode == 0, result
+        assert b"21.5" in result.stdout and b"\x1b[" not in result.stdout
+        result = await run_client("--pretty-print", "--color", server.uri("/cbor"))
+        assert b"\x1b[" in result.stdout
+        result = await run_client("--color", server.uri("/nonexistent"))
+        assert result.stderr.startswith("\x1b[31m4.04 Not Found\x1b[0m\n")
+
+
+@pytest.mark.core
+async def test_missing_newline_note_on_a_terminal():
+    async with coap_server() as server:
+        result = await run_client_on_tty("--no-color", server.uri("/nonl"))
+        assert result.returncode == 0
+        assert result.stdout == b"no newline\n"
+        assert result.stderr == "(No newline at end of message)\n"
+        result = await run_client_on_tty("--no-color", server.uri("/text"))
+        assert (result.stdout, result.stderr) == (b"hello world\n", "")
+        result = await run_client_on_tty("-q", "--no-color", server.uri("/nonl"))
+        assert (result.stdout, result.stderr) == (b"no newline\n", "")
+
+
+@pytest.mark.core
+async def test_verbose_and_quiet():
+    async with coap_server() as server:
+        result = await run_client("-v", server.uri("/text"))
+        assert result.returncode == 0
+        assert result.stdout == b"hello world\n"
+        assert "Sending request" in result.stderr and "Received response" in result.stderr
+        result = await run_client("-q", "-q", server.uri("/forbidden"))
+        assert result.returncode == 1
+        assert "4.03 Forbidden" in result.stderr
+
+
+@pytest.mark.core
+async def test_observe_prints_notifications_until_interrupted():
+    async with coap_server() as server:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            process = await asyncio.create_subprocess_exec(
+                *CLIENT, "--observe", server.uri("/counter"),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            try:
+                lines = [await asyncio.wait_for(process.stdout.readline(), 10) for _ in range(4)]
+            finally:
+                process.send_signal(signum)
+            out, err = await finish(process)
+            assert process.returncode == 0, (lines, out, err)
+            assert err == b""
+            numbers = [int(line.decode().strip().split("=")[1]) for line in lines]
+            assert numbers == sorted(numbers) and len(set(numbers)) == 4
+            # The server learns that the observation is gone (at the latest
+            # when its next notification is rejected)
+            for _ in range(100):
+                if server.counter.observers == 0:
+                    break
+                await asyncio.sleep(0.02)
+            assert server.counter.observers == 0
+
+
+@pytest.mark.core
+async def test_observe_exec(tmp_path):
+    target = tmp_path / "notifications"
+    async with coap_server() as server:
+        process = await asyncio.create_subprocess_exec(
+            *CLIENT, "--observe-exec", f"cat >> {target}; echo >> {target}", server.uri("/counter"),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                if target.exists() and target.read_text().count("n=") >= 3:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            process.send_signal(signal.SIGTERM)
+        out, err = await finish(process)
+        assert process.returncode == 0, err
+        assert out == b"" and err == b""
+        entries = [e for e in target.read_text().split("\n\n") if e.strip()]
+        assert len(entries) >= 3
+        assert all(re.fullmatch(r"n=\d+\n?", e) for e in entries), entries
+
+
+@pytest.mark.core
+async def test_observe_on_unobservable_resource():
+    async with coap_server() as server:
+        result = await run_client("--observe", server.uri("/text"))
+        assert result.returncode == 1
+        assert result.stdout == b"hello world\n"
+        assert "observation" in _one_error_line(result.stderr)
+
+
+@pytest.mark.core
+async def test_interrupted_request_exits_nonzero():
+    async with coap_server() as server:
+        process = await asyncio.create_subprocess_exec(
+            *CLIENT, "-v", server.uri("/slow"),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        # Logged once the client handles signals itself
+        while True:
+            line = await asyncio.wait_for(process.stderr.readline(), 10)
+            assert line, "the client ended before sending its request"
+            if b"Sending request" in line:
+                break
+        process.send_signal(signal.SIGINT)
+        out, err = await finish(process)
+        assert process.returncode == 130
+        assert out == b"" and b"Traceback" not in err
+
+
+class FakeProxy(asyncio.DatagramProtocol):
+    """Answers every confirmable request with a piggybacked response that
+    contains the Proxy-Uri it got"""
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        request = Message.decode(data)
+        response = Message(
+            mtype=ACK,
+            mid=request.mid,
+            token=request.token,
+            code=Code.CONTENT,
+            payload=f"proxied {request.opt.proxy_uri}".encode(),
+        )
+        self.transport.sendto(response.encode(), addr)
+
+
+@pytest.mark.core
+async def test_proxy():
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(FakeProxy, local_addr=("127.0.0.1", 0))
+    try:
+        port = transport.get_extra_info("sockname")[1]
+        result = await run_client("--proxy", f"127.0.0.1:{port}", "coap://device.example/sensor?x=1")
+        assert result.returncode == 0, result
+        assert result.stdout == b"proxied coap://device.example/sensor?x=1"
+    finally:
+        transport.close()
+
+
+@pytest.mark.core
+async def test_credentials_option(tmp_path):
+    async with coap_server() as server:
+        (tmp_path / "broken.json").write_text("[unclosed")
+        result = await run_client("--credentials", str(tmp_path / "broken.json"), server.uri("/text"))
+        assert result.returncode == 1
+        assert "JSON" in _one_error_line(result.stderr)
+        result = await run_client("--credentials", str(tmp_path / "absent.json"), server.uri("/text"))
+        assert result.returncode == 1
+        assert "absent.json" in _one_error_line(result.stderr)
+        (tmp_path / "odd.json").write_text('{"coap://*": {"no-such-kind": {}}}')
+        result = await run_client("--credentials", str(tmp_path / "odd.json"), server.uri("/text"))
+        assert result.returncode == 1
+        assert "odd.json" in _one_error_line(result.stderr)
+        (tmp_path / "empty.json").write_text("{}")
+        result = await run_client("--credentials", str(tmp_path / "empty.json"), server.uri("/text"))
+        if result.returncode == 0:
+            assert result.stdout == b"hello world\n"
+        else:
+            # Only acceptable failure: a build without credential support
+            assert "credentials" in _one_error_line(result.stderr)
+
+
+# --- failures ---------------------------------------------------------------
+
+
+@pytest.mark.core
+async def test_unknown_host():
+    result = await run_client(QUICK, "coap://nonexistent.invalid/")
+    assert result.returncode == 1
+    line = _one_error_line(result.stderr)
+    assert "name resolution" in line and "nonexistent.invalid" in line
+
+
+@pytest.mark.core
+async def test_closed_port():
+    port = free_udp_port()
+    result = await run_client(QUICK, f"coap://127.0.0.1:{port}/")
+    assert result.returncode == 1
+    assert "network error" in _one_error_line(result.stderr)
+
+
+@pytest.mark.core
+async def test_timeout():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        result = await run_client(QUICK, f"coap://127.0.0.1:{port}/")
+        assert time.monotonic() - started < 10
+    assert result.returncode == 1
+    assert "timed out" in _one_error_line(result.stderr)
+
+
+@pytest.mark.core
+async def test_failures_are_one_line_and_verbose_shows_traceback():
+    result = await run_client(QUICK, "coap://[::1/")
+    assert result.returncode == 1
+    assert "invalid uri" in _one_error_line(result.stderr).lower()
+    result = await run_client(QUICK, "no-scheme/path")
+    assert "coap://no-scheme/path" in _one_error_line(result.stderr)
+    result = await run_client("-m", "BREW", "coap://localhost/")
+    assert result.returncode == 2
+    assert "BREW" in _one_error_line(result.stderr)
+    result = await run_client("-v", QUICK, "coap://nonexistent.invalid/")
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr
+    assert ERROR_LINE.match(result.stderr.splitlines()[-1])
+
+
+@pytest.mark.core
+async def test_unsupported_scheme():
+    result = await run_client(QUICK, "http://127.0.0.1/")
+    assert result.returncode == 1
+    assert "http:// is not a CoAP URI scheme" in _one_error_line(result.stderr)
+
+
+# --- interactive mode --------------------------------------------------------
+
+
+class Terminal:
+    """The master side of a pseudo-terminal a child process runs on"""
+
+    def __init__(self, master: int):
+        self.master = master
+        self.buffer = b""
+        self.loop = asyncio.get_running_loop()
+        self.changed = asyncio.Event()
+        os.set_blocking(master, False)
+        self.loop.add_reader(master, self._readable)
+
+    def _readable(self):
+        data = _read_available(self.master)
+        if not data:
+            self.loop.remove_reader(self.master)
+        self.buffer += data
+        self.changed.set()
+
+    def write(self, text: str):
+        os.write(self.master, text.encode())
+
+    async def expect(self, pattern: str, timeout: float = 10) -> re.Match:
+        """Wait for output matching the regular expression; consume the
+        output up to the end of the match"""
+        regex = re.compile(pattern.encode(), re.DOTALL)
+        deadline = time.monotonic() + timeout
+        while True:
+            match = regex.search(self.buffer)
+            if match:
+                self.buffer = self.buffer[match.end():]
+                return match
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                pytest.fail(f"{pattern!r} did not appear in {self.buffer!r}")
+            self.changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), remaining)
+
+    def close(self):
+        with contextlib.suppress(ValueError, OSError):
+            self.loop.remove_reader(self.master)
+        os.close(self.master)
+
+
+@pytest.mark.core
+async def test_interactive_on_a_terminal():
+    async with coap_server() as server:
+        master, slave = pty.openpty()
+        process = await asyncio.create_subprocess_exec(
+            *CLIENT, "--interactive", stdin=slave, stdout=slave, stderr=slave
+        )
+        os.close(slave)
+        terminal = Terminal(master)
+        try:
+            await terminal.expect("aiocoap> ")
+            terminal.write(f"--no-color {server.uri('/text')}\n")
+            await terminal.expect("hello world")
+            await terminal.expect("aiocoap> ")
+
+            terminal.write(f"--no-color {server.uri('/nonexistent')}\n")
+            await terminal.expect("4.04 Not Found")
+            await terminal.expect("aiocoap> ")
+
+            terminal.write("-m FOO coap://x/\n")
+            await terminal.expect("aiocoap-client: error: argument -m/--method")
+            await terminal.expect("aiocoap> ")
+
+            terminal.write("help\n")
+            await terminal.expect("cancel.*--observe.*aiocoap> ")
+
+            # An observation runs in the background while the prompt is back
+            terminal.write(f"--no-color --observe {server.uri('/counter')}\n")
+            await terminal.expect("n=")
+            await terminal.expect("aiocoap> ")
+            await terminal.expect("n=.*n=")
+            assert server.counter.observers == 1
+            terminal.write(f"--no-color {server.uri('/text')}\n")
+            await terminal.expect("hello world")
+            terminal.write("cancel\n")
+            for _ in range(100):
+                if server.counter.observers == 0:
+                    break
+                await asyncio.sleep(0.02)
+            assert server.counter.observers == 0
+
+            # A waiting request can be interrupted without leaving
+            terminal.write(f"{server.uri('/slow')}\n")
+            await asyncio.sleep(0.5)
+            process.send_signal(signal.SIGINT)
+            await terminal.expect(r"\(interrupted\).*aiocoap> ")
+
+            terminal.write("exit\n")
+            assert await asyncio.wait_for(process.wait(), 10) == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            terminal.close()
+
+
+@pytest.mark.core
+async def test_interactive_from_a_pipe():
+    async with coap_server() as server:
+        commands = f"help\n\n# a comment\n{server.uri('/text')}\n'unbalanced\n"
+        result = await run_client("--interactive", stdin=commands.encode())
+        assert result.returncode == 0, result
+        assert b"exit (or Ctrl-D)" in result.stdout
+        assert b"hello world\n" in result.stdout
+        assert "cannot split the line" in result.stderr
+
+
+@pytest.mark.core
+async def test_interactive_sigterm_at_prompt():
+    master, slave = pty.openpty()
+    process = await asyncio.create_subprocess_exec(
+        *CLIENT, "--interactive", stdin=slave, stdout=slave, stderr=slave
+    )
+    os.close(slave)
+    terminal = Terminal(master)
+    try:
+        await terminal.expect("aiocoap> ")
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+        assert b"Traceback" not in terminal.buffer
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        terminal.close()
+
+
+# --- server contexts from arguments ---------------------------------------------
+
+
+@pytest.mark.core
+async def test_server_context_from_arguments():
+    from aiocoap import GET, Context
+
+    site, counter = _build_site()
+    port = free_udp_port()
+    options = _server_parser().parse_args(["--bind", f"127.0.0.1:{port}"])
+    server = await common.server_context_from_arguments(site, options)
+    client_context = await Context.create_client_context()
+    try:
+        response = await client_context.request(
+            Message(code=GET, uri=f"coap://127.0.0.1:{port}/text")
+        ).response
+        assert response.payload == b"hello world\n"
+    finally:
+        await client_context.shutdown()
+        await server.shutdown()
+        counter.stop()
+
+
+@pytest.mark.core
+async def test_server_context_errors_are_one_line(tmp_path, capsys):
+    site, _ = _build_site()
+    # An address this host does not have (TEST-NET-1)
+    options = _server_parser().parse_args(["--bind", "192.0.2.1:5683"])
+    with pytest.raises(SystemExit) as excinfo:
+        await common.server_context_from_arguments(site, options)
+    assert excinfo.value.code == 1
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and "cannot start the server" in line and "192.0.2.1" in line
+
+    options = _server_parser().parse_args(
+        ["--bind", "127.0.0.1:0", "--tls-server-certificate", str(tmp_path / "absent.pem")]
+    )
+    with pytest.raises(SystemExit):
+        await common.server_context_from_arguments(site, options)
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and "absent.pem" in line
+
+    options = _server_parser().parse_args(["--bind", "127.0.0.1:0", "--tls-server-key", "k.pem"])
+    with pytest.raises(SystemExit):
+        await common.server_context_from_arguments(site, options)
+    assert "--tls-server-certificate" in capsys.readouterr().err
+
+    (tmp_path / "bad.json").write_text('{"coap://*": {"no-such-kind": {}}}')
+    options = _server_parser(credentials=True).parse_args(
+        ["--bind", f"127.0.0.1:{free_udp_port()}", "--server-credentials", str(tmp_path / "bad.json")]
+    )
+    with pytest.raises(SystemExit):
+        await common.server_context_from_arguments(site, options)
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and "bad.json" in line
+
+
+@pytest.mark.core
+async def test_server_credentials_are_loaded(tmp_path):
+    site, _ = _build_site()
+    (tmp_path / "creds.json").write_text('{"coap://client/*": {"oscore": {"contextfile": "ctx/"}}}')
+    options = _server_parser(credentials=True).parse_args(
+        ["--bind", f"127.0.0.1:{free_udp_port()}", "--server-credentials", str(tmp_path / "creds.json")]
+    )
+    context = await common.server_context_from_arguments(site, options)
+    try:
+        entry = context.server_credentials["coap://client/*"]
+        # Relative to the credentials file, not to the working directory
+        assert os.path.normpath(entry.contextfile) == str(tmp_path / "ctx")
+    finally:
+        await context.shutdown()
+
+
+def _self_signed(tmp_path):
+    """A certificate and key for localhost, as PEM files"""
+    import datetime
+
+    pytest.importorskip("cryptography")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)
+
+
+def test_tls_server_context(tmp_path, capsys):
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    context = common._ssl_context_from(cert, key)
+    assert isinstance(context, ssl.SSLContext)
+    assert common._ssl_context_from(None, None) is None
+    # A key file that does not hold a usable key
+    (tmp_path / "other.pem").write_bytes(b"-----BEGIN PRIVATE KEY-----\nnonsense\n-----END PRIVATE KEY-----\n")
+    with pytest.raises(SystemExit):
+        common._ssl_context_from(cert, str(tmp_path / "other.pem"))
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and "cert.pem" in line
+
+
+# --- without the optional modules ------------------------------------------------
+
+
+async def run_client_without(modules, *args) -> Result:
+    """Run aiocoap-client in an interpreter where the given modules can not
+    be imported"""
+    code = (
+        "import sys\n"
+        f"for name in {list(modules)!r}:\n"
+        "    sys.modules[name] = None\n"
+        f"sys.path.insert(0, {ROOT!r})\n"
+        "from aiocoap.cli.client import sync_main\n"
+        "sync_main()\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await finish(process)
+    return Result(process.returncode, out, err.decode())
+
+
+@pytest.mark.core
+async def test_missing_prettyprint_modules():
+    result = await run_client_without(["pygments", "cbor2"], "--pretty-print", "coap://127.0.0.1:9/")
+    assert result.returncode == 1
+    assert "aiocoap[prettyprint]" in _one_error_line(result.stderr)
+    result = await run_client_without(
+        ["cbor2"], "--content-format", "application/cbor", "--payload", "{}", "coap://127.0.0.1:9/"
+    )
+    assert result.returncode == 1
+    assert "cbor2" in _one_error_line(result.stderr)
+    # Without the modules, output is not pretty-printed by default, and
+    # that is no error
+    async with coap_server() as server:
+        result = await run_client_without(["pygments", "cbor2"], server.uri("/json"))
+        assert (result.returncode, result.stdout, result.stderr) == (0, b'{"a":[1,2],"b":"c"}', "")
