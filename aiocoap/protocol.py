@@ -210,7 +210,7 @@ class Context(interfaces.RequestProvider):
             from .transports.tls import TLSServer
 
             self._tokenmanager.token_interfaces.append(
-                await TLSServer.create_server(server_bind, self._tokenmanager, log, loop, self._ssl_context)
+                await TLSServer.create_server(_secure_bind(server_bind), self._tokenmanager, log, loop, self._ssl_context)
             )
         elif name == "tlsclient":
             from .transports.tls import TLSClient
@@ -265,6 +265,10 @@ class Context(interfaces.RequestProvider):
     ):
         """Create a context, bound to all addresses on the CoAP port (unless
         otherwise specified in the ``bind`` argument, a (host, port) tuple).
+
+        UDP and TCP listen on the given port (5683 by default); CoAP over TLS
+        (when ``_ssl_context`` is given) on the port after an explicitly
+        given one, else on 5684.
 
         This is the easiest way to get a context suitable both for sending
         client and accepting server requests."""
@@ -497,6 +501,16 @@ class Context(interfaces.RequestProvider):
         if response.code is None:
             response.code = Code.CONTENT
         pipe.add_response(response, is_last=is_last)
+
+
+def _secure_bind(bind):
+    """The bind address of the TLS server: TCP already listens on an
+    explicitly given port, so TLS takes the next one (ephemeral and default
+    ports stay as they are)."""
+    host, port = bind
+    if port:
+        port += 1
+    return (host, port)
 
 
 def _is_literal_target(target: UndecidedRemote) -> bool:

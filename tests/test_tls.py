@@ -284,3 +284,27 @@ async def test_tls_server_needs_an_ssl_context():
     loop = asyncio.get_running_loop()
     with pytest.raises(TypeError):
         await TLSServer.create_server(("127.0.0.1", 0), None, None, loop, None)
+
+
+async def test_tcp_and_tls_servers_share_an_explicit_port_number(pki):
+    """With bind=(host, PORT), TCP listens on PORT and TLS on PORT+1 (they
+    used to collide with EADDRINUSE)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    site = resource.Site()
+    site.add_resource(["hello"], Hello())
+    server = await Context.create_server_context(
+        site, bind=("127.0.0.1", port), transports=["tcpserver", "tlsserver"], _ssl_context=server_context(pki)
+    )
+    try:
+        (tls,) = [ti for ti in server._tokenmanager.token_interfaces if isinstance(ti, TLSServer)]
+        assert tls.server.sockets[0].getsockname()[1] == port + 1
+        async with tls_client() as client:
+            trust(client, f"127.0.0.1:{port + 1}", pki.ca)
+            response = await get(client, f"coaps+tcp://127.0.0.1:{port + 1}/hello")
+            assert response.payload == b"hello over TLS"
+    finally:
+        await server.shutdown()
