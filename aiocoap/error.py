@@ -40,7 +40,7 @@ __all__ = [
     "ProxyingNotSupported", "NoResource", "UnallowedMethod",
     "UnsupportedMethod", "NotImplemented", "RequestTimedOut",
     "ConRetransmitsExceeded", "WaitingForClientTimedOut", "ResourceChanged",
-    "UnexpectedBlock1Option", "UnexpectedBlock2", "MissingBlock2Option",
+    "ResponseTooLarge", "UnexpectedBlock1Option", "UnexpectedBlock2", "MissingBlock2Option",
     "NotObservable", "ObservationCancelled", "UnparsableMessage",
     "CommunicationKilled", "LibraryShutdown", "AnonymousHost",
     "MalformedUrlError", "IncompleteUrlError", "NetworkError",
@@ -307,6 +307,11 @@ class WaitingForClientTimedOut(Error):
 class ResourceChanged(Error):
     """The requested resource was modified during the request and could
     therefore not be received in a consistent state."""
+
+
+class ResponseTooLarge(Error):
+    """A blockwise response grew (or announced with Size2 that it would
+    grow) beyond the size the client is willing to assemble in memory."""
 
 
 class UnexpectedBlock1Option(Error):

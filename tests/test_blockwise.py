@@ -680,3 +680,20 @@ def test_interleaved_uploads_never_mix(sizes, schedule, szx):
         if transfer.response.code == Code.CHANGED:
             assert transfer.response.payload == body_etag(body)
     assert all(received in [b for _, b in transfers] for received in resource.received)
+
+
+def test_client_bounds_the_assembled_response():
+    """A server can not make the client buffer without limit: the body is
+    capped, whether the server announces its size (Size2) or not."""
+    resource = FakeResource(content=body_of(10 * 1024))
+    response, sent = run_exchange(request(), resource, max_response_size=10 * 1024)
+    assert len(response.payload) == 10 * 1024
+    with pytest.raises(error.ResponseTooLarge):
+        run_exchange(request(), resource, max_response_size=10 * 1024 - 1)
+
+    def with_size2(message, response):
+        if response.opt.block2 is not None and response.opt.block2.block_number == 0:
+            response.opt.size2 = 1 << 30
+
+    with pytest.raises(error.ResponseTooLarge, match="Size2"):
+        run_exchange(request(), resource, on_wire=with_size2)

@@ -38,6 +38,11 @@ new_request_tag = _new_request_tag_counter()
 """Return a fresh Request-Tag value (4 bytes) for a blockwise upload."""
 
 
+DEFAULT_MAX_RESPONSE_SIZE = 64 * 1024 * 1024
+"""The largest response body a client assembles (a server could otherwise
+make it buffer up to 2**20 blocks of BERT size)."""
+
+
 class ClientTransfer:
     """The requests and checks of one blockwise exchange, as the client
     sees it (sans-I/O).
@@ -50,7 +55,9 @@ class ClientTransfer:
 
     ``max_exp`` and ``max_payload`` describe the remote (its
     ``maximum_block_size_exp`` and ``maximum_payload_size``);
-    ``request_tag`` makes the Request-Tag values of uploads."""
+    ``request_tag`` makes the Request-Tag values of uploads;
+    ``max_response_size`` bounds the assembled response body
+    (error.ResponseTooLarge beyond it)."""
 
     def __init__(
         self,
@@ -60,8 +67,10 @@ class ClientTransfer:
         max_payload: int = BERT_UNIT,
         request_tag: Callable[[], bytes] = new_request_tag,
         mtype=_UNSET,
+        max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
     ):
         self.request = request
+        self.max_response_size = max_response_size
         # Sending fills in type, MID and token of the message sent first;
         # later messages are derived with the type the application gave
         # (``mtype``, when the request was sent before this was created).
@@ -265,6 +274,11 @@ class ClientTransfer:
             return None
         if not block.is_valid_for_payload_size(len(response.payload)):
             raise error.UnexpectedBlock2(f"block of {len(response.payload)} bytes at size exponent {block.size_exponent}")
+        size2 = response.opt.size2
+        if size2 is not None and size2 > self.max_response_size:
+            raise error.ResponseTooLarge(
+                f"the response announces {size2} bytes (Size2), more than the limit of {self.max_response_size}"
+            )
         self._phase = "block2"
         self._first = response
         self._etag = response.opt.etag
@@ -295,6 +309,10 @@ class ClientTransfer:
         if block.more and not block.is_valid_for_payload_size(len(payload)):
             raise error.UnexpectedBlock2(f"block of {len(payload)} bytes at size exponent {block.size_exponent}")
         body += payload
+        if len(body) + self._expected2 > self.max_response_size:
+            raise error.ResponseTooLarge(
+                f"the response grew beyond the limit of {self.max_response_size} bytes"
+            )
         if block.size_exponent < self._szx2:
             self._szx2 = block.size_exponent
         if block.more:
