@@ -526,3 +526,14 @@ def test_blockwise_module_can_be_imported_first():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60, cwd=EXAMPLES.parent)
     assert done.stdout.strip() == b"ok", done.stderr.decode()
+
+
+async def test_progress_of_a_download_is_reported():
+    async with await pair() as p:
+        reports = []
+        request = p.client.request(Message(code=Code.GET, uri=uri("store"), size2=0))
+        request.on_progress(lambda received, total: reports.append((received, total)))
+        response = await request.response
+        assert len(response.payload) == 5000
+        # one report per block that arrived before the last one
+        assert reports == [(1024 * n, 5000) for n in range(1, 5)]

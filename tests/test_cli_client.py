@@ -477,6 +477,7 @@ def _build_site():
     site = resource.Site()
     site.add_resource(["text"], Text(b"hello world\n"))
     site.add_resource(["nonl"], Text(b"no newline"))
+    site.add_resource(["large"], Text(b"0123456789" * 500 + b"\n"))
     site.add_resource(["empty"], Text(b""))
     site.add_resource(["binary"], Text(bytes(range(256)) * 4, ContentFormat.OCTETSTREAM))
     site.add_resource(["json"], Text(b'{"a":[1,2],"b":"c"}', ContentFormat.JSON))
@@ -1257,3 +1258,37 @@ async def test_missing_prettyprint_modules():
     async with coap_server() as server:
         result = await run_client_without(["pygments", "cbor2"], server.uri("/json"))
         assert (result.returncode, result.stdout, result.stderr) == (0, b'{"a":[1,2],"b":"c"}', "")
+
+
+@pytest.mark.core
+async def test_blockwise_progress_on_a_terminal():
+    """With stderr on a terminal, a blockwise download shows its progress
+    there; the payload on stdout is unaffected."""
+    async with coap_server() as server:
+        master, slave = pty.openpty()
+        os.set_blocking(master, False)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *CLIENT, "--no-pretty-print", server.uri("/large"),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=slave,
+            )
+            os.close(slave)
+            slave = None
+            terminal = []
+            loop = asyncio.get_running_loop()
+            loop.add_reader(master, lambda: terminal.append(_read_available(master)))
+            try:
+                stdout = await asyncio.wait_for(process.stdout.read(), 15)
+                await asyncio.wait_for(process.wait(), 15)
+            finally:
+                loop.remove_reader(master)
+            terminal.append(_read_available(master))
+        finally:
+            os.close(master)
+            if slave is not None:
+                os.close(slave)
+        assert process.returncode == 0
+        assert stdout == b"0123456789" * 500 + b"\n"
+        shown = b"".join(terminal)
+        assert b"receiving: 1024 bytes" in shown or b"receiving: 1024 of" in shown, shown
+        assert shown.endswith(b"\r\x1b[K"), "the progress line is cleared at the end"

@@ -207,6 +207,7 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
         # cache instead of routing each block (a task per block) again.
         target = app_request._target if app_request._remote is None else None
         self._target = target if target is not None and _is_ip_literal(target.hostinfo) else None
+        self._progress_callbacks: list = []
         self.observation: Optional[ClientObservation] = None
         if app_request.opt.observe == 0:
             # (the relaying methods run only when there is an observation)
@@ -273,9 +274,13 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
                 transfer = self._transfer()
                 transfer.first_request()
                 message = transfer.response_received(first_response)
+                if message is not None and message.opt.block2 is not None:
+                    self._report_progress(transfer)
             while message is not None:
                 response = await self._send(message).response
                 message = transfer.response_received(response)
+                if message is not None and message.opt.block2 is not None:
+                    self._report_progress(transfer)
             final = transfer.result
             final.request = request  # type: ignore[assignment]  # (declared None in message.py)
             self._set_response(final)
@@ -292,6 +297,19 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
                 self.observation.error(e)
                 if self._relayed is not None:
                     self._relayed.cancel()
+
+    def on_progress(self, callback) -> None:
+        """Call ``callback(received, total)`` whenever another block of a
+        blockwise response arrived (``total`` is the size the server
+        announced with Size2, or None). For progress displays."""
+        self._progress_callbacks.append(callback)
+
+    def _report_progress(self, transfer: ClientTransfer) -> None:
+        for callback in self._progress_callbacks:
+            try:
+                callback(transfer.received_size, transfer.expected_size)
+            except Exception:
+                self.log.exception("Error in a progress callback")
 
     def _set_response(self, response: Message) -> None:
         if not self.response.done():

@@ -71,6 +71,8 @@ class ClientTransfer:
     ):
         self.request = request
         self.max_response_size = max_response_size
+        self.expected_size: Optional[int] = None
+        """The response size the server announced (Size2), if it did."""
         # Sending fills in type, MID and token of the message sent first;
         # later messages are derived with the type the application gave
         # (``mtype``, when the request was sent before this was created).
@@ -128,6 +130,11 @@ class ClientTransfer:
 
     def _request_tags(self) -> tuple:
         return (self._tag,) if self._tag is not None else self.request.opt.request_tag
+
+    @property
+    def received_size(self) -> int:
+        """How many bytes of a blockwise response have arrived so far."""
+        return len(self._body2)
 
     def first_request(self) -> Message:
         """The message to send first: the application's request itself when
@@ -281,6 +288,7 @@ class ClientTransfer:
             )
         self._phase = "block2"
         self._first = response
+        self.expected_size = size2
         self._etag = response.opt.etag
         self._szx2 = block.size_exponent
         self._body2 = bytearray(response.payload)

@@ -484,6 +484,26 @@ def _defang(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
+class _Progress:
+    """A one-line display of a blockwise download's progress on stderr
+    (only used when that is a terminal)."""
+
+    def __init__(self):
+        self.shown = False
+
+    def update(self, received: int, total: Optional[int]) -> None:
+        text = f"{received} of {total} bytes" if total else f"{received} bytes"
+        if total:
+            text += f" ({100 * received // total} %)"
+        print(f"\r\x1b[Kreceiving: {text}", end="", file=sys.stderr, flush=True)
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            print("\r\x1b[K", end="", file=sys.stderr, flush=True)
+            self.shown = False
+
+
 def _isatty(file) -> bool:
     try:
         return file.isatty()
@@ -624,6 +644,9 @@ async def _request_main(
     except (error.Error, OSError, ValueError) as e:
         _fail(_describe_failure(e))
 
+    progress = _Progress() if not options.quiet and _isatty(sys.stderr) else None
+    if progress is not None and hasattr(request, "on_progress"):
+        request.on_progress(progress.update)
     try:
         response = await request.response
     except asyncio.CancelledError:
@@ -632,6 +655,9 @@ async def _request_main(
         raise
     except (error.Error, OSError, ValueError) as e:
         _fail(_describe_failure(e) + _scheme_hint(request_message, e))
+    finally:
+        if progress is not None:
+            progress.clear()
     log.info("Received response %r", response)
 
     if options.observe_exec is not None and Code(response.code).is_successful():
