@@ -291,9 +291,22 @@ async def test_tcp_and_tls_servers_share_an_explicit_port_number(pki):
     used to collide with EADDRINUSE)."""
     import socket
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    def free_pair():
+        # two consecutive free ports (other tests bind ports in parallel)
+        for _ in range(50):
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            with socket.socket() as a, socket.socket() as b:
+                try:
+                    a.bind(("127.0.0.1", port))
+                    b.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+            return port
+        pytest.skip("found no two consecutive free ports")
+
+    port = free_pair()
     site = resource.Site()
     site.add_resource(["hello"], Hello())
     server = await Context.create_server_context(

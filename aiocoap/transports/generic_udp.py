@@ -35,8 +35,9 @@ __all__ = ["GenericMessageInterface", "split_hostinfo", "coap_destination", "lit
 _V4MAPPED_PREFIX = "::ffff:"
 
 
-def split_hostinfo(hostinfo: str) -> "tuple[str, int]":
-    """Split a URI authority into host and port (defaulting to 5683).
+def split_hostinfo(hostinfo: str, default_port: int = COAP_PORT) -> "tuple[str, int]":
+    """Split a URI authority into host and port (defaulting to 5683, or to
+    ``default_port``); every transport parses authorities this way.
 
     >>> split_hostinfo('[::1]')
     ('::1', 5683)
@@ -49,7 +50,7 @@ def split_hostinfo(hostinfo: str) -> "tuple[str, int]":
         raise error.MalformedUrlError(f"Unusable host in {hostinfo!r}: {e}") from None
     if not host:
         raise error.IncompleteUrlError(f"No host given in {hostinfo!r}")
-    return host, COAP_PORT if port is None else port
+    return host, default_port if port is None else port
 
 
 def coap_destination(request) -> "Optional[tuple[str, int]]":

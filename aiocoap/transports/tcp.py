@@ -66,9 +66,10 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from .. import error, interfaces
+from .generic_udp import split_hostinfo
 from ..message import Message, UndecidedRemote
 from ..numbers.codes import Code
-from ..util import hostportjoin, hostportsplit
+from ..util import hostportjoin
 from . import rfc8323common as rfc
 
 __all__ = ["TcpConnection", "TCPServer", "TCPClient", "TcpTuning", "DEFAULT_TCP_TUNING"]
@@ -1004,14 +1005,7 @@ class TCPClient(_TCPPooling, interfaces.TokenInterface):
     async def _connection_for(self, hostinfo: str, message: Optional[Message] = None) -> TcpConnection:
         if self._shut:
             raise error.LibraryShutdown("Transport shut down")
-        try:
-            host, port = hostportsplit(hostinfo)
-        except ValueError as e:
-            raise error.ResolutionError(f"Invalid host in {self._scheme}://{hostinfo}: {e}") from None
-        if not host:
-            raise error.ResolutionError(f"No host in {self._scheme}://{hostinfo}")
-        if port is None:
-            port = self._default_port
+        host, port = split_hostinfo(hostinfo, self._default_port)
         host = host.lower()
         key = (host, port)
         connection = self._pool.get(key)
