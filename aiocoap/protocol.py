@@ -120,6 +120,7 @@ class Context(interfaces.RequestProvider):
         self.request_interfaces.append(self._tokenmanager)
         self._tasks: set[asyncio.Task] = set()
         self._ssl_context = None
+        self._tcp_port_taken = False
         self._route_cache: dict = {}
         self._shutdown = False
         self.blockwise = _new_blockwise_server(self.log)
@@ -198,6 +199,7 @@ class Context(interfaces.RequestProvider):
             self._tokenmanager.token_interfaces.append(
                 await TCPServer.create_server(server_bind, self._tokenmanager, log, loop)
             )
+            self._tcp_port_taken = True
         elif name == "tcpclient":
             from .transports.tcp import TCPClient
 
@@ -210,7 +212,10 @@ class Context(interfaces.RequestProvider):
             from .transports.tls import TLSServer
 
             self._tokenmanager.token_interfaces.append(
-                await TLSServer.create_server(_secure_bind(server_bind), self._tokenmanager, log, loop, self._ssl_context)
+                await TLSServer.create_server(
+                    _secure_bind(server_bind) if self._tcp_port_taken else server_bind,
+                    self._tokenmanager, log, loop, self._ssl_context,
+                )
             )
         elif name == "tlsclient":
             from .transports.tls import TLSClient
@@ -267,8 +272,9 @@ class Context(interfaces.RequestProvider):
         otherwise specified in the ``bind`` argument, a (host, port) tuple).
 
         UDP and TCP listen on the given port (5683 by default); CoAP over TLS
-        (when ``_ssl_context`` is given) on the port after an explicitly
-        given one, else on 5684.
+        (when ``_ssl_context`` is given) on 5684 by default, and with an
+        explicitly given port on the port after it if TCP already listens
+        on that one.
 
         This is the easiest way to get a context suitable both for sending
         client and accepting server requests."""
@@ -504,8 +510,8 @@ class Context(interfaces.RequestProvider):
 
 
 def _secure_bind(bind):
-    """The bind address of the TLS server: TCP already listens on an
-    explicitly given port, so TLS takes the next one (ephemeral and default
+    """The bind address of the TLS server when TCP already listens on the
+    given port: an explicit port moves to the next one (ephemeral and default
     ports stay as they are)."""
     host, port = bind
     if port:
