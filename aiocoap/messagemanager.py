@@ -172,6 +172,10 @@ class MessageLayer:
         # remote -> next MID
         self._mids: OrderedDict = OrderedDict()
 
+        # The earliest deadline added since take_added_deadline() was last
+        # called (lets the driver skip recomputing next_deadline()).
+        self._added: Optional[float] = None
+
     # --- introspection for tests and for the memory benchmark ----------------
 
     @property
@@ -183,6 +187,17 @@ class MessageLayer:
         return len(self._outgoing)
 
     # --- time ---------------------------------------------------------------------
+
+    def _note(self, deadline: float) -> None:
+        added = self._added
+        if added is None or deadline < added:
+            self._added = deadline
+
+    def take_added_deadline(self) -> Optional[float]:
+        """The earliest deadline added since the last call (None if none):
+        a driver whose timer is armed no later than that needs no change."""
+        added, self._added = self._added, None
+        return added
 
     def next_deadline(self) -> Optional[float]:
         """The earliest time at which :meth:`handle_timer` has work to do."""
@@ -248,6 +263,7 @@ class MessageLayer:
         state.timeout *= 2
         state.deadline = now + state.timeout
         heapq.heappush(self._heap, (state.deadline, next(self._seq), key))
+        self._note(state.deadline)
         self.log.debug("Retransmitting MID %d to %r (transmission %d)", key[1], state.remote, state.transmissions)
         self._send(state.data, state.remote)
 
@@ -299,7 +315,9 @@ class MessageLayer:
             self._remember(key, _PROCESSING if mtype is CON else _NOTHING, mtype, now)
             if mtype is CON:
                 self._pending_ack[(remote, message.token)] = message.mid
-                self._empty_ack_queue.append((now + self._tuning_of(message).EMPTY_ACK_DELAY, key))
+                deadline = now + self._tuning_of(message).EMPTY_ACK_DELAY
+                self._empty_ack_queue.append((deadline, key))
+                self._note(deadline)
             self._deliver_request(message)
             return
 
@@ -360,6 +378,7 @@ class MessageLayer:
             buckets[-1][1].append(key)
         else:
             buckets.append([expiry + self._BUCKET, [key]])
+            self._note(expiry + self._BUCKET)
 
     def _evict_oldest(self, now: float) -> None:
         if now - self._last_cap_warning > 60:
@@ -471,6 +490,7 @@ class MessageLayer:
             return None
         self._outgoing[key] = state
         heapq.heappush(self._heap, (state.deadline, next(self._seq), key))
+        self._note(state.deadline)
         self._send(data, remote)
 
         def stop():
@@ -491,6 +511,7 @@ class MessageLayer:
         data = message.encode()
         delay = self._rng.uniform(0, self._tuning_of(message).DEFAULT_LEISURE)
         heapq.heappush(self._delayed, (now + delay, next(self._seq), data, message.remote))
+        self._note(now + delay)
         return None
 
     def no_response_for(self, remote, token) -> None:
@@ -577,7 +598,7 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
     # --- timer ---------------------------------------------------------------------
 
     def _rearm(self) -> None:
-        deadline = self._core.next_deadline()
+        deadline = self._core.take_added_deadline()
         if deadline is None:
             return
         if self._timer is not None and self._timer_at <= deadline:
@@ -590,8 +611,13 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        self._core.handle_timer(self.loop.time())
-        self._rearm()
+        core = self._core
+        core.handle_timer(self.loop.time())
+        core.take_added_deadline()  # superseded by the full computation
+        deadline = core.next_deadline()
+        if deadline is not None:
+            self._timer_at = deadline
+            self._timer = self.loop.call_at(deadline, self._on_timer)
 
     # --- transport side (interfaces.MessageManager) ---------------------------------------
 
