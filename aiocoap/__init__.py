@@ -9,16 +9,10 @@ a typical application needs."""
 from .numbers import *  # noqa: F401,F403
 from .numbers import __all__ as _numbers_all
 from .message import Message, NoResponse
+from .protocol import Context
+
+# Applications written for aiocoap reach these as attributes of the package
+# after a plain ``import aiocoap`` (aiocoap.interfaces.Resource, ...).
+from . import credentials, defaults, error, interfaces, protocol  # noqa: F401,E402
 
 __all__ = list(_numbers_all) + ["Message", "NoResponse", "Context"]
-
-
-def __getattr__(name):
-    # Context pulls in the whole protocol stack; load it on first use so
-    # that codec-only users (and the test suite's codec tests) stay light.
-    if name == "Context":
-        from .protocol import Context
-
-        globals()["Context"] = Context
-        return Context
-    raise AttributeError(f"module 'aiocoap' has no attribute {name!r}")

@@ -179,8 +179,8 @@ def get_default_clienttransports(*, loop: Optional[asyncio.AbstractEventLoop] = 
     names = []
     if not oscore_missing_modules():
         names.append("oscore")
-    if not dtls_missing_modules():
-        names.append("tinydtls")
+    # (DTLS transports are not part of this release, so they are not listed
+    # even where DTLSSocket is installed.)
     names.append("tcpclient")
     if _ssl_present():
         names.append("tlsclient")
@@ -208,8 +208,6 @@ def get_default_servertransports(*, loop: Optional[asyncio.AbstractEventLoop] = 
     names = []
     if not oscore_missing_modules():
         names.append("oscore")
-    if not dtls_missing_modules():
-        names.extend(("tinydtls_server", "tinydtls"))
     names.extend(("tcpserver", "tcpclient"))
     if _ssl_present():
         names.extend(("tlsserver", "tlsclient"))

@@ -176,7 +176,10 @@ class Message:
     def unresolved_remote(self) -> Optional[str]:
         """Deprecated: the hostinfo the message is to be sent to, if not yet
         routed. Use ``remote`` (an UndecidedRemote before sending)."""
-        return self._target.hostinfo if self._target is not None else None
+        if self._target is not None:
+            return self._target.hostinfo
+        remote = self._remote
+        return getattr(remote, "hostinfo", None) if remote is not None else None
 
     @unresolved_remote.setter
     def unresolved_remote(self, value: Optional[str]):
@@ -476,7 +479,12 @@ class Message:
         else:
             netloc = hostportjoin(urllib.parse.quote(host, safe=unreserved + sub_delims), port)
 
-        path = "/" + "/".join(_quote_path(p) for p in self.opt.uri_path)
+        uri_path = self.opt.uri_path
+        if local_is_server:
+            # A resource in a Site sees its own part of the path stripped;
+            # the URI the client requested has all of it.
+            uri_path = self.__dict__.get("_original_uri_path", uri_path)
+        path = "/" + "/".join(_quote_path(p) for p in uri_path)
         query = "&".join(_quote_query(q) for q in self.opt.uri_query)
         return f"{scheme}://{netloc}{path}" + (f"?{query}" if query else "")
 

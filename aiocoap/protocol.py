@@ -37,7 +37,7 @@ from .pipe import Event, Pipe, error_to_message
 from .tokenmanager import TokenManager
 
 __all__ = [
-    "Context", "BaseRequest", "BaseUnicastRequest", "Request",
+    "Context", "BaseRequest", "BaseUnicastRequest", "Request", "BlockwiseRequest",
     "MulticastRequest", "ClientObservation", "ServerObservation",
 ]
 
@@ -653,7 +653,9 @@ class Request(interfaces.Request, BaseUnicastRequest):
 
         if observation is None:
             return False
-        if successful and message.opt.observe is not None:
+        if successful and (message.opt.observe is not None or event.is_last):
+            # (a final notification from trigger(is_last=True) carries no
+            # Observe option, and is still a notification)
             observation.callback(message)
         if event.is_last:
             observation.error(error.ObservationCancelled())
@@ -940,3 +942,5 @@ class ServerObservation:
 # Imported last: blockwise builds on the request classes above. Only the
 # module is bound, so it does not matter which of the two is imported first.
 from . import blockwise as _blockwise  # noqa: E402
+
+BlockwiseRequest = _blockwise.BlockwiseRequest

@@ -530,6 +530,8 @@ class Site(interfaces.ObservableResource, PathCapable):
             return request
         new = Message.__new__(Message)
         new.__dict__.update(request.__dict__)
+        if "_original_uri_path" not in new.__dict__:
+            new._original_uri_path = request.opt.uri_path
         opt = request.opt.copy_shallow()
         opt.uri_path = remainder
         new.opt = opt

@@ -106,7 +106,7 @@ class TimeResource(resource.ObservableResource):
             self.stop()
 
     async def render_get(self, request):
-        payload = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S").encode("ascii")
+        payload = datetime.datetime.now().strftime("%Y-%m-%d %H:%M").encode("ascii")
         return aiocoap.Message(payload=payload, content_format=ContentFormat.TEXT)
 
 

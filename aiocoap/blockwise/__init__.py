@@ -213,7 +213,7 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
             # (the relaying methods run only when there is an observation)
             self._observation = self.observation = ClientObservation()
             self._observation.on_cancel(self._observation_cancelled)
-        self.response.add_done_callback(self._response_done)
+        self.response.add_done_callback(self._response_cancellation_handler)
 
         options = app_request.opt._options
         if (
@@ -327,7 +327,7 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
             mtype=self._mtype,
         )
 
-    def _response_done(self, future: asyncio.Future) -> None:
+    def _response_cancellation_handler(self, future: asyncio.Future) -> None:
         if not future.cancelled():
             return
         if self._task is not None and not self._task.done():

@@ -9,7 +9,13 @@ from .codes import Code
 from .contentformat import ContentFormat
 from .optionnumbers import OptionNumber
 from .types import Type, CON, NON, ACK, RST
-from .constants import TransportTuning
+from .constants import (
+    COAP_PORT,
+    COAPS_PORT,
+    MAX_REGULAR_BLOCK_SIZE_EXP,
+    SHUTDOWN_TIMEOUT,
+    TransportTuning,
+)
 
 for _code in Code:
     globals()[_code.name] = _code
@@ -18,6 +24,7 @@ del _code
 
 __all__ = (
     ["Code", "ContentFormat", "OptionNumber", "Type", "TransportTuning",
-     "CON", "NON", "ACK", "RST", "UNSUPPORTED_CONTENT_FORMAT"]
+     "CON", "NON", "ACK", "RST", "UNSUPPORTED_CONTENT_FORMAT",
+     "COAP_PORT", "COAPS_PORT", "MAX_REGULAR_BLOCK_SIZE_EXP", "SHUTDOWN_TIMEOUT"]
     + [c.name for c in Code]
 )
