@@ -349,3 +349,23 @@ def test_meta():
     assert isinstance(meta.library_uri, str)
     assert meta.library_uri.startswith("http")
     assert meta.version in meta.library_uri
+
+
+def test_plain_import_reaches_the_documented_modules():
+    """After only ``import aiocoap``, applications use aiocoap.protocol,
+    aiocoap.interfaces etc. as attributes (as with aiocoap)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import aiocoap\n"
+        "assert aiocoap.protocol.Context is aiocoap.Context\n"
+        "assert aiocoap.interfaces.Resource and aiocoap.error.NotFound\n"
+        "assert aiocoap.defaults.get_default_clienttransports and aiocoap.credentials.CredentialsMap\n"
+        "assert aiocoap.protocol.BlockwiseRequest.__module__ == 'aiocoap.blockwise'\n"
+        "assert aiocoap.numbers.COAP_PORT == 5683 and aiocoap.COAPS_PORT == 5684\n"
+        "import aiocoap.util.secrets as s; assert len(s.token_bytes(4)) == 4\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert done.stdout.strip() == b"ok", done.stderr.decode()

@@ -382,3 +382,38 @@ def test_freshness_rule():
     assert notification_is_fresher((1 << 24) - 1, 0, 0, 0)
     assert not notification_is_fresher(0, 0, (1 << 24) - 1, 0)
     assert notification_is_fresher(100, 0, 1, 129)
+
+
+class Capturing(Counter):
+    """Remembers its ServerObservations so a test can end them."""
+
+    def __init__(self):
+        super().__init__()
+        self.server_observations = []
+
+    async def add_observation(self, request, serverobservation):
+        self.server_observations.append(serverobservation)
+        await super().add_observation(request, serverobservation)
+
+
+async def test_final_notification_reaches_the_callback():
+    """trigger(response, is_last=True) sends a last notification without
+    Observe; the client delivers it before ending the observation."""
+    net, server, client, counter = await setup(Capturing())
+    try:
+        request = client.request(observe_msg())
+        await request.response
+        seen, errors = [], []
+        request.observation.register_callback(lambda m: seen.append(m.payload))
+        request.observation.register_errback(errors.append)
+        counter.updated_state(Message(payload=b"last"))
+        await settle()
+        (server_observation,) = counter.server_observations
+        server_observation.trigger(Message(payload=b"final"), is_last=True)
+        await settle()
+        assert seen == [b"last", b"final"]
+        assert len(errors) == 1 and isinstance(errors[0], error.ObservationCancelled)
+        assert counter.counts[-1] == 0
+    finally:
+        await client.shutdown()
+        await server.shutdown()

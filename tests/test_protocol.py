@@ -412,3 +412,26 @@ def _resources(site):
                     elif isinstance(v, resource.Resource):
                         found.append(v)
     return found
+
+
+class WhereAmI(resource.Resource):
+    async def render_get(self, request):
+        return Message(payload=request.get_request_uri(local_is_server=True).encode())
+
+
+async def test_request_uri_on_the_server_keeps_the_full_path(site):
+    inner = resource.Site()
+    inner.add_resource(["leaf"], WhereAmI())
+    site.add_resource(["where"], WhereAmI())
+    site.add_resource(["nested"], inner)
+    net, server, client = await pair(site)
+    try:
+        response = await client.request(Message(code=Code.GET, uri="coap://server/where?q=1")).response
+        assert response.payload == b"coap://server/where?q=1"
+        response = await client.request(Message(code=Code.GET, uri="coap://server/nested/leaf")).response
+        assert response.payload == b"coap://server/nested/leaf"
+        # the deprecated unresolved_remote still answers on received messages
+        assert response.unresolved_remote == "server"
+    finally:
+        await client.shutdown()
+        await server.shutdown()
