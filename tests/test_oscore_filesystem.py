@@ -461,3 +461,29 @@ def test_locked_by_other_process(tmp_path):
         holder.stderr.close()
     # The lock dies with its process
     FSC(d).shutdown()
+
+
+def test_sequence_file_written_by_aiocoap_is_taken_over(tmp_path):
+    """A context directory aiocoap 0.4.x used keeps working: its
+    sequence.json ({"next-to-send": N, "received": ...}) is understood."""
+    d = tmp_path / "taken-over"
+    write_context(d, settings=C1_SETTINGS, secrets=C1_SECRETS,
+                  sequence={"next-to-send": 40, "received": {"index": 7, "bitfield": 5}})
+    ctx = FSC(str(d))
+    assert ctx.new_sequence_number() >= 40
+    window = ctx.recipient_replay_window
+    assert not window.is_valid(6) and not window.is_valid(7) and window.is_valid(8) and not window.is_valid(9)
+    assert ctx.echo_recovery is None
+    ctx.shutdown()
+
+    d2 = tmp_path / "crashed"
+    write_context(d2, settings=C1_SETTINGS, secrets=C1_SECRETS, sequence={"next-to-send": 12, "received": "unknown"})
+    ctx = FSC(str(d2))
+    assert ctx.new_sequence_number() >= 12
+    assert ctx.echo_recovery is not None  # window unknown: Echo recovery
+    ctx.shutdown()
+
+    d3 = tmp_path / "broken"
+    write_context(d3, settings=C1_SETTINGS, secrets=C1_SECRETS, sequence={"next-to-send": 12, "received": 3})
+    with pytest.raises(FSC.LoadError, match="received"):
+        FSC(str(d3))

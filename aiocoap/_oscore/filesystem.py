@@ -48,6 +48,12 @@ LOCK = "lock"
 _SEQNO_KEY = "next-unused-sender-sequence-number"
 _WINDOW_KEY = "recipient-replay-window"
 
+# The names aiocoap 0.4.x writes, accepted on load so that existing context
+# directories can be taken over: {"next-to-send": N, "received": "unknown" or
+# {"index": I, "bitfield": B}} (same meaning as ours).
+_AIOCOAP_SEQNO_KEY = "next-to-send"
+_AIOCOAP_WINDOW_KEY = "received"
+
 _BYTES_PARAMETERS = ("sender-id", "recipient-id", "secret", "salt", "id-context")
 _OTHER_PARAMETERS = ("algorithm", "kdf-hashfun", "window")
 _REQUIRED = ("sender-id", "recipient-id", "secret")
@@ -253,6 +259,8 @@ class FilesystemSecurityContext(SecurityContext):
             seqno = 0
             window.initialize_empty()
         else:
+            if isinstance(data, dict) and _AIOCOAP_SEQNO_KEY in data and _SEQNO_KEY not in data:
+                data = self._from_aiocoap_format(data, path)
             unknown = set(data) - {_SEQNO_KEY, _WINDOW_KEY}
             if unknown:
                 raise self.LoadError(f"Unknown entries {sorted(unknown)} in {path}")
@@ -277,6 +285,19 @@ class FilesystemSecurityContext(SecurityContext):
         except OSError as e:
             raise self.LoadError(f"Can not write {path}: {e}") from None
         self._persisted_limit = limit
+
+    def _from_aiocoap_format(self, data: dict, path: str) -> dict:
+        unknown = set(data) - {_AIOCOAP_SEQNO_KEY, _AIOCOAP_WINDOW_KEY}
+        if unknown:
+            raise self.LoadError(f"Unknown entries {sorted(unknown)} in {path}")
+        received = data.get(_AIOCOAP_WINDOW_KEY, "unknown")
+        if received == "unknown":
+            window = None
+        elif isinstance(received, dict) and set(received) == {"index", "bitfield"}:
+            window = {"index": received["index"], "entries": received["bitfield"]}
+        else:
+            raise self.LoadError(f"{_AIOCOAP_WINDOW_KEY!r} in {path} must be \"unknown\" or have index and bitfield")
+        return {_SEQNO_KEY: data[_AIOCOAP_SEQNO_KEY], _WINDOW_KEY: window}
 
     # --- persistence -------------------------------------------------------------
 
