@@ -248,6 +248,44 @@ class CredentialsMap(dict):
     """Map of URI patterns to credentials (see the module documentation for
     the data format)."""
 
+    generation = 0
+    """Counts the changes to the map, so users can tell when decisions
+    taken on an earlier state (like a request's route) are stale."""
+
+    def _changed(self) -> None:
+        self.generation += 1
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self._changed()
+
+    def __delitem__(self, key):
+        super().__delitem__(key)
+        self._changed()
+
+    def update(self, *args, **kwargs):
+        super().update(*args, **kwargs)
+        self._changed()
+
+    def clear(self):
+        super().clear()
+        self._changed()
+
+    def pop(self, *args):
+        result = super().pop(*args)
+        self._changed()
+        return result
+
+    def popitem(self):
+        result = super().popitem()
+        self._changed()
+        return result
+
+    def setdefault(self, key, default=None):
+        result = super().setdefault(key, default)
+        self._changed()
+        return result
+
     def load_from_dict(self, d: dict, *, base_directory: Optional[str] = None) -> None:
         """Add the entries of ``d``; file names in it are relative to
         ``base_directory`` (the directory of the file it came from)."""

@@ -122,6 +122,7 @@ class Context(interfaces.RequestProvider):
         self._ssl_context = None
         self._tcp_port_taken = False
         self._route_cache: dict = {}
+        self._route_cache_generation = getattr(self.client_credentials, "generation", 0)
         self._shutdown = False
         self.blockwise = _new_blockwise_server(self.log)
         """Server-side blockwise state (request reassembly, response
@@ -377,6 +378,12 @@ class Context(interfaces.RequestProvider):
         """Route the pipe's request to the first request interface that
         takes it, resolving its remote on the way."""
         message = pipe.request
+        generation = getattr(self.client_credentials, "generation", 0)
+        if generation != self._route_cache_generation:
+            # Credentials decide the route (OSCORE takes the requests it has
+            # a security context for): routes chosen before a change are stale.
+            self._route_cache.clear()
+            self._route_cache_generation = generation
         cached = self._route_cache.get(message._target) if message._remote is None else None
         if cached is not None:
             ri, remote = cached
@@ -452,6 +459,12 @@ class Context(interfaces.RequestProvider):
         if site is None:
             raise error.NotFound("This endpoint serves no resources")
         bad = _bad_critical_option(request, self.recognized_critical_options)
+        if bad is not None:
+            # A site can process critical options itself (the OSCORE site
+            # wrapper does the OSCORE option).
+            extra = getattr(site, "recognized_critical_options", None)
+            if extra:
+                bad = _bad_critical_option(request, self.recognized_critical_options | extra)
         if bad is not None:
             raise error.BadOption(f"Unsupported critical option {OptionNumber(bad).name}")
 

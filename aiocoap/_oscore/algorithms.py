@@ -15,6 +15,7 @@ Rules this module enforces:
 
 from __future__ import annotations
 
+import functools
 from typing import ClassVar, Union
 
 try:
@@ -93,6 +94,14 @@ def _decrypt_with(cipher_factory, ciphertext_and_tag, aad, iv) -> bytes:
         raise ProtectionInvalid("Decryption failed") from None
 
 
+@functools.lru_cache(maxsize=32)
+def _aesccm(key: bytes, tag_bytes: int):
+    # Building the cipher object costs as much as sealing a short message;
+    # keep those of the few keys in active use (bounded, so material of
+    # contexts long gone does not linger in any number).
+    return aead.AESCCM(key, tag_bytes)
+
+
 class AES_CCM(Algorithm):
     """The AES-CCM family of COSE (counter mode with CBC-MAC), computed by
     the cryptography package; subclasses fix key, tag and nonce sizes."""
@@ -100,12 +109,15 @@ class AES_CCM(Algorithm):
     @classmethod
     def encrypt(cls, plaintext: bytes, aad: bytes, key: bytes, iv: bytes) -> bytes:
         """Seal with AES-CCM: ciphertext followed by the tag"""
-        return aead.AESCCM(key, cls.tag_bytes).encrypt(iv, plaintext, aad)
+        return _aesccm(key, cls.tag_bytes).encrypt(iv, plaintext, aad)
 
     @classmethod
     def decrypt(cls, ciphertext_and_tag: bytes, aad: bytes, key: bytes, iv: bytes) -> bytes:
         """Open an AES-CCM sealed text; ProtectionInvalid on any failure"""
-        return _decrypt_with(lambda: aead.AESCCM(key, cls.tag_bytes), ciphertext_and_tag, aad, iv)
+        try:
+            return _aesccm(key, cls.tag_bytes).decrypt(iv, ciphertext_and_tag, aad)
+        except _DECRYPT_FAILURES:
+            raise ProtectionInvalid("Decryption failed") from None
 
 
 class AES_CCM_16_64_128(AES_CCM):

@@ -154,18 +154,46 @@ def build_nonce(common_iv: bytes, id_piv: bytes, partial_iv: bytes) -> bytes:
     return (int.from_bytes(padded, "big") ^ int.from_bytes(common_iv, "big")).to_bytes(length, "big")
 
 
+def _cbor_head(major: int, value: int) -> bytes:
+    if value < 24:
+        return bytes((major << 5 | value,))
+    if value < 0x100:
+        return bytes((major << 5 | 24, value))
+    if value < 0x10000:
+        return bytes((major << 5 | 25,)) + value.to_bytes(2, "big")
+    if value < 0x100000000:
+        return bytes((major << 5 | 26,)) + value.to_bytes(4, "big")
+    return bytes((major << 5 | 27,)) + value.to_bytes(8, "big")
+
+
+def _cbor_bstr(value: bytes) -> bytes:
+    return _cbor_head(2, len(value)) + value
+
+
+def _cbor_int(value: int) -> bytes:
+    return _cbor_head(0, value) if value >= 0 else _cbor_head(1, -1 - value)
+
+
+_ENC_STRUCTURE_START = b"\x83\x68Encrypt0\x40"
+"""array(3), "Encrypt0", h'' -- the constant start of the Enc_structure"""
+
+
 def build_aad(alg_aead: int, request_kid: bytes, request_piv: bytes, class_i_options: bytes = b"") -> bytes:
     """The serialized COSE Enc_structure of §5.4 used as AEAD associated data.
 
     ``alg_aead`` is the COSE identifier of the AEAD algorithm; request kid
     and Partial IV are those of the request, also when protecting a
-    response.
+    response. The CBOR is written out directly (it is on the path of
+    every message, and the structure is fixed).
 
     >>> build_aad(10, b'', b'\\x14').hex()
     '8368456e63727970743040488501810a40411440'
     """
-    external_aad = cbor2.dumps([1, [alg_aead], request_kid, request_piv, class_i_options])
-    return cbor2.dumps(["Encrypt0", b"", external_aad])
+    external_aad = (
+        b"\x85\x01\x81" + _cbor_int(alg_aead) + _cbor_bstr(request_kid)
+        + _cbor_bstr(request_piv) + _cbor_bstr(class_i_options)
+    )
+    return _ENC_STRUCTURE_START + _cbor_bstr(external_aad)
 
 
 def build_info(id: bytes, id_context: Optional[bytes], alg_aead: int, type: str, length: int) -> bytes:
