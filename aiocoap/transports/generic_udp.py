@@ -35,6 +35,33 @@ __all__ = ["GenericMessageInterface", "split_hostinfo", "coap_destination", "lit
 _V4MAPPED_PREFIX = "::ffff:"
 
 
+
+class SockaddrAddress(interfaces.EndpointAddress):
+    """Base of the UDP transports' peer addresses: a peer is identified by
+    its socket address (without the IPv6 flow label, which is no part of
+    its identity) and the interface it talks to; hash and equality use
+    only those, so a local address or other details may differ."""
+
+    __slots__ = ()
+
+    def _set_peer(self, sockaddr: tuple, interface) -> None:
+        if len(sockaddr) == 4 and sockaddr[2]:
+            sockaddr = (sockaddr[0], sockaddr[1], 0, sockaddr[3])
+        self.sockaddr = sockaddr
+        self.interface = interface
+        self._hash = hash(sockaddr)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, type(self)):
+            return NotImplemented
+        return self.sockaddr == other.sockaddr and self.interface is other.interface
+
+
 def split_hostinfo(hostinfo: str, default_port: int = COAP_PORT) -> "tuple[str, int]":
     """Split a URI authority into host and port (defaulting to 5683, or to
     ``default_port``); every transport parses authorities this way.

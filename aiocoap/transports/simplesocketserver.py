@@ -34,7 +34,7 @@ from typing import Optional
 from .. import interfaces
 from ..numbers.constants import COAP_PORT
 from ..util import hostportjoin
-from .generic_udp import GenericMessageInterface, resolve
+from .generic_udp import GenericMessageInterface, SockaddrAddress, resolve
 
 __all__ = ["MessageInterfaceSimpleServer", "SimpleServerEndpointAddress"]
 
@@ -45,7 +45,7 @@ def _plain(host: str) -> str:
     return host
 
 
-class SimpleServerEndpointAddress(interfaces.EndpointAddress):
+class SimpleServerEndpointAddress(SockaddrAddress):
     """A peer of :class:`MessageInterfaceSimpleServer`, identified by its
     socket address."""
 
@@ -54,21 +54,7 @@ class SimpleServerEndpointAddress(interfaces.EndpointAddress):
     is_multicast_locally = False
 
     def __init__(self, sockaddr: tuple, interface: "MessageInterfaceSimpleServer"):
-        if len(sockaddr) == 4 and sockaddr[2]:
-            sockaddr = (sockaddr[0], sockaddr[1], 0, sockaddr[3])
-        self.sockaddr = sockaddr
-        self.interface = interface
-        self._hash = hash(sockaddr)
-
-    def __hash__(self) -> int:
-        return self._hash
-
-    def __eq__(self, other: object) -> bool:
-        if self is other:
-            return True
-        if not isinstance(other, SimpleServerEndpointAddress):
-            return NotImplemented
-        return self.sockaddr == other.sockaddr and self.interface is other.interface
+        self._set_peer(sockaddr, interface)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {hostportjoin(self.sockaddr[0], self.sockaddr[1])}>"

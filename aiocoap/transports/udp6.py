@@ -51,7 +51,7 @@ from ..util.asyncio.recvmsg import (
     RecvmsgSelectorDatagramTransport,
     create_recvmsg_datagram_endpoint,
 )
-from .generic_udp import coap_destination, resolve
+from .generic_udp import SockaddrAddress, coap_destination, resolve
 
 __all__ = ["UDP6EndpointAddress", "SockExtendedErr", "MessageInterfaceUDP6"]
 
@@ -89,7 +89,7 @@ def _plain_host(host: str, scope_id: int) -> str:
     return host
 
 
-class UDP6EndpointAddress(interfaces.EndpointAddress):
+class UDP6EndpointAddress(SockaddrAddress):
     """Remote address type for :class:`MessageInterfaceUDP6`. Remote address
     is stored in form of a socket address; local address can be roundtripped
     by opaque pktinfo data.
@@ -125,23 +125,8 @@ class UDP6EndpointAddress(interfaces.EndpointAddress):
     scheme = "coap"
 
     def __init__(self, sockaddr: tuple, interface, *, pktinfo: Optional[bytes] = None):
-        if sockaddr[2]:
-            # The flow label is not part of the peer's identity.
-            sockaddr = (sockaddr[0], sockaddr[1], 0, sockaddr[3])
-        self.sockaddr = sockaddr
-        self.interface = interface
+        self._set_peer(sockaddr, interface)
         self.pktinfo = pktinfo
-        self._hash = hash(sockaddr)
-
-    def __hash__(self) -> int:
-        return self._hash
-
-    def __eq__(self, other: object) -> bool:
-        if self is other:
-            return True
-        if not isinstance(other, UDP6EndpointAddress):
-            return NotImplemented
-        return self.sockaddr == other.sockaddr and self.interface is other.interface
 
     def __repr__(self) -> str:
         host, port, _, scope_id = self.sockaddr
