@@ -489,7 +489,10 @@ class MessageLayer:
             self._send(data, remote)
             return None
         self._outgoing[key] = state
-        heapq.heappush(self._heap, (state.deadline, next(self._seq), key))
+        heap = self._heap
+        if len(heap) > 2 * len(self._outgoing) + 1024:
+            self._compact_heap()
+        heapq.heappush(heap, (state.deadline, next(self._seq), key))
         self._note(state.deadline)
         self._send(data, remote)
 
@@ -498,6 +501,15 @@ class MessageLayer:
                 del self._outgoing[key]
 
         return stop
+
+    def _compact_heap(self) -> None:
+        """Drop the heap entries of exchanges that ended early (ACKed,
+        stopped, replaced notifications): entries are deleted lazily, and
+        without this their number would grow with the message rate times
+        the longest deadline rather than with the exchanges alive."""
+        heap = [(s.deadline, next(self._seq), k) for k, s in self._outgoing.items()]
+        heapq.heapify(heap)
+        self._heap[:] = heap
 
     def _send_multicast_response(self, message: Message, request_mid, now: float):
         if message.code is None or not message.code.is_successful():

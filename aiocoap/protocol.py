@@ -436,11 +436,17 @@ class Context(interfaces.RequestProvider):
         task = self.loop.create_task(self._render(pipe))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # Only a running render needs cancelling when interest ends; the
+        # holder lets a finished one (an observation's first render) be
+        # freed while the pipe lives on.
+        holder = [task]
 
         def on_end():
-            if not task.done():
-                task.cancel()
+            running = holder[0]
+            if running is not None and not running.done():
+                running.cancel()
 
+        task.add_done_callback(lambda _: holder.clear() or holder.append(None))
         pipe.on_interest_end(on_end)
 
     render_to_plumbing_request = render_to_pipe
@@ -831,6 +837,12 @@ class ServerObservation:
     """The server side of one observation: created when a request with
     Observe: 0 arrives, offered to the resource's add_observation, and (if
     accepted) sending a notification whenever :meth:`trigger` is called."""
+
+    __slots__ = (
+        "_context", "_pipe", "_accepted", "_cancellation_callback", "_seq", "_site",
+        "_render_task", "_pending_trigger", "_ended", "_counted", "_since_con", "_last_con",
+        "__weakref__",
+    )
 
     def __init__(self, context: Context, pipe: Pipe):
         self._context = context

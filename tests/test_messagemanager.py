@@ -456,3 +456,19 @@ def test_dedup_memory_per_exchange_is_compact(net):
     per_exchange = growth / len(requests)
     assert server.core.dedup_size == 20000
     assert per_exchange < 256, per_exchange
+
+
+def test_heap_stays_bounded_by_live_exchanges(net):
+    """Tracked NON notifications that are superseded (stopped) and CONs
+    that are acknowledged leave stale heap entries; they are compacted away
+    instead of piling up for EXCHANGE_LIFETIME."""
+    server = net.add("server")
+    net.add("client")
+    net.drop = lambda *a: True
+    for i in range(20000):
+        m = Message(code=Code.CONTENT, mtype=Type.NON, token=b"t", payload=b"%d" % i, observe=i)
+        m.remote = "client"
+        stop = server.core.send_message(m, net.now, lambda exc: None)
+        stop()
+    assert server.core.outgoing_size == 0
+    assert len(server.core._heap) <= 1024 + 2

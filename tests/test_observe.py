@@ -417,3 +417,24 @@ async def test_final_notification_reaches_the_callback():
     finally:
         await client.shutdown()
         await server.shutdown()
+
+
+async def test_established_observations_hold_no_finished_render_tasks():
+    """An observation's first render task is done after the first response;
+    the observation (which lives on) must not keep it alive."""
+    net, server, client, counter = await setup()
+    try:
+        requests = [client.request(observe_msg()) for _ in range(50)]
+        await asyncio.gather(*(r.response for r in requests))
+        await settle()
+        gc.collect()
+        finished = [
+            o for o in gc.get_objects()
+            if isinstance(o, asyncio.Task) and o.done() and "_render" in repr(o.get_coro())
+        ]
+        assert finished == []
+        for r in requests:
+            r.observation.cancel()
+    finally:
+        await client.shutdown()
+        await server.shutdown()
