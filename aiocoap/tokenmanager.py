@@ -87,6 +87,59 @@ class _Outgoing:
         self.ti = ti
 
 
+class _Responder:
+    """Sends what the Context renders for one incoming request back through
+    the TokenInterface it came from: the response, or (for an observation)
+    the notifications. One small object instead of closures, since an
+    observation keeps it for its whole life."""
+
+    __slots__ = ("manager", "pipe", "ti", "key", "previous_stop")
+
+    def __init__(self, manager: "TokenManager", pipe: Pipe, ti, key):
+        self.manager = manager
+        self.pipe = pipe
+        self.ti = ti
+        self.key = key
+        self.previous_stop = None
+
+    def on_event(self, event) -> bool:
+        request = self.pipe.request
+        message = event.message
+        if message is None:
+            if event.exception is not None:
+                self.manager.log.error("Error rendering %r: %r", request, event.exception)
+                message = Message(code=Code.INTERNAL_SERVER_ERROR)
+            else:
+                no_response = getattr(self.ti, "no_response_for", None)
+                if no_response is not None:
+                    no_response(request.remote, request.token)
+                return False
+        message.token = request.token
+        message.remote = request.remote.as_response_address()
+        if request.mtype is NON and message.mtype is None:
+            message.mtype = NON
+        if self.previous_stop is not None:
+            # A newer notification supersedes the previous one: stop
+            # retransmitting it (RFC 7641 §4.5.2) and stop listening for a
+            # Reset to it.
+            self.previous_stop()
+            self.previous_stop = None
+        if event.is_last:
+            self.ti.send_message(message, None)
+            return False
+        self.previous_stop = self.ti.send_message(message, self.end_observation)
+        return True
+
+    def end_observation(self, exc) -> None:
+        self.manager.log.debug("Observation by %r ends: %r", self.pipe.request.remote, exc)
+        self.pipe.stop_interest()
+
+    def forget(self) -> None:
+        observations = self.manager._observations
+        if observations.get(self.key) is self.pipe:
+            del observations[self.key]
+
+
 class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
     """Serves the Context as a RequestInterface and the TokenInterfaces
     (message managers, reliable transports) as their TokenManager.
@@ -289,52 +342,11 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
             observe = None
 
         pipe = Pipe(request, self.log)
-        response_remote = remote.as_response_address()
-        request_is_non = request.mtype is NON
-
-        previous_stop = None
-
-        def end_observation(exc):
-            self.log.debug("Observation by %r ends: %r", remote, exc)
-            pipe.stop_interest()
-
-        def on_event(event) -> bool:
-            nonlocal previous_stop
-            message = event.message
-            if message is None:
-                if event.exception is not None:
-                    self.log.error("Error rendering %r: %r", request, event.exception)
-                    message = Message(code=Code.INTERNAL_SERVER_ERROR)
-                else:
-                    no_response = getattr(ti, "no_response_for", None)
-                    if no_response is not None:
-                        no_response(remote, request.token)
-                    return False
-            message.token = request.token
-            message.remote = response_remote
-            if request_is_non and message.mtype is None:
-                message.mtype = NON
-            if previous_stop is not None:
-                # A newer notification supersedes the previous one: stop
-                # retransmitting it (RFC 7641 §4.5.2) and stop listening for
-                # a Reset to it.
-                previous_stop()
-                previous_stop = None
-            if event.is_last:
-                ti.send_message(message, None)
-                return False
-            previous_stop = ti.send_message(message, end_observation)
-            return True
-
-        pipe.on_event(on_event)
+        responder = _Responder(self, pipe, ti, key)
+        pipe.on_event(responder.on_event)
         if observe is not None:
             self._observations[key] = pipe
-
-            def forget():
-                if self._observations.get(key) is pipe:
-                    del self._observations[key]
-
-            pipe.on_interest_end(forget)
+            pipe.on_interest_end(responder.forget)
         self._render_to_pipe(pipe)
 
     def dispatch_error(self, exception: Exception, remote) -> None:
