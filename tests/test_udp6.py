@@ -29,7 +29,7 @@ import time
 
 import pytest
 
-from aiocoap import error, interfaces
+from aiocoap import error
 from aiocoap.message import Message, UndecidedRemote
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
@@ -60,36 +60,7 @@ LOOPBACKS = [
 ]
 
 
-class FakeManager(interfaces.MessageManager):
-    """Records what a transport hands to the message layer."""
-
-    def __init__(self):
-        self.datagrams: list = []
-        self.errors: list = []
-        self.sending = False
-        self.reentrant_errors = 0
-        self._changed = asyncio.Event()
-
-    def dispatch_message(self, message):
-        raise AssertionError("datagram transports hand up datagrams, not messages")
-
-    def dispatch_datagram(self, data, remote):
-        self.datagrams.append((data, remote))
-        self._changed.set()
-
-    def dispatch_error(self, exception, remote):
-        if self.sending:
-            self.reentrant_errors += 1
-        self.errors.append((exception, remote))
-        self._changed.set()
-
-    async def wait_for(self, predicate, timeout=2.0):
-        async def waiter():
-            while not predicate():
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(waiter(), timeout)
+from transport_fakes import FakeManager  # noqa: E402  (shared with test_simple6)
 
 
 def collect_loop_exceptions() -> list:
