@@ -91,7 +91,27 @@ def _empty(mtype, mid) -> bytes:
 # Kinds of _Outgoing
 _CON = 0  # retransmitted until ACK/RST
 _NON_REQUEST = 1  # waits for its response; times out with RequestTimedOut
-_NON_TRACKED = 2  # a NON notification: only a Reset matters; expires silently
+
+
+class _Tracked:
+    """A NON notification we sent, remembered so that a Reset to it reaches
+    its monitor; expires silently. Kept apart from :class:`_Outgoing`
+    because a server holds one per observation for EXCHANGE_LIFETIME: it
+    is small, has no timer of its own (coarse expiry buckets), and is
+    itself the function that stops the tracking (what
+    :meth:`MessageLayer.send_message` returns)."""
+
+    __slots__ = ("key", "monitor", "table")
+
+    def __init__(self, key, monitor, table: dict):
+        self.key = key
+        self.monitor = monitor
+        self.table = table
+
+    def __call__(self) -> None:
+        table = self.table
+        if table.get(self.key) is self:
+            del table[self.key]
 
 
 class _Outgoing:
@@ -162,6 +182,10 @@ class MessageLayer:
 
         # (remote, mid) -> _Outgoing
         self._outgoing: dict = {}
+        # (remote, mid) -> _Tracked, and their expiry buckets (as for dedup)
+        self._tracked: dict = {}
+        self._tracked_expiry: deque = deque()
+        self._tracked_slots = 0  # entries in the buckets, live or stopped
         # heap of (deadline, seq, key) with lazy deletion
         self._heap: list = []
         self._seq = itertools.count()
@@ -202,7 +226,10 @@ class MessageLayer:
     def next_deadline(self) -> Optional[float]:
         """The earliest time at which :meth:`handle_timer` has work to do."""
         best = None
-        for queue in (self._heap, self._empty_ack_queue, self._dedup_expiry_con, self._dedup_expiry_non, self._delayed):
+        for queue in (
+            self._heap, self._empty_ack_queue, self._dedup_expiry_con, self._dedup_expiry_non,
+            self._delayed, self._tracked_expiry,
+        ):
             if queue:
                 candidate = queue[0][0]
                 if best is None or candidate < best:
@@ -239,10 +266,14 @@ class MessageLayer:
                 for key in buckets.popleft()[1]:
                     dedup.pop(key, None)
 
+        tracked_expiry = self._tracked_expiry
+        while tracked_expiry and tracked_expiry[0][0] <= now:
+            expired = tracked_expiry.popleft()[1]
+            self._tracked_slots -= len(expired)
+            for handle in expired:
+                handle()
+
     def _on_outgoing_deadline(self, key, state: _Outgoing, now: float) -> None:
-        if state.kind == _NON_TRACKED:
-            del self._outgoing[key]
-            return
         if state.kind == _NON_REQUEST:
             # A NON request whose response never came.
             del self._outgoing[key]
@@ -403,7 +434,12 @@ class MessageLayer:
     def _receive_ack_or_rst(self, message: Message) -> None:
         key = (message.remote, message.mid)
         state = self._outgoing.get(key)
-        if state is None or state.kind == _NON_REQUEST or (state.kind == _NON_TRACKED and message.mtype is not RST):
+        if state is None and message.mtype is RST:
+            tracked = self._tracked.pop(key, None)
+            if tracked is not None:
+                self._notify(tracked.monitor, error.ResetReceived("The peer answered with a Reset"))
+                return
+        if state is None or state.kind == _NON_REQUEST:
             self.log.debug("Ignoring %s for unknown MID %d from %r", message.mtype, message.mid, message.remote)
             return
         del self._outgoing[key]
@@ -431,8 +467,10 @@ class MessageLayer:
         else:
             mids.move_to_end(remote)
         outgoing = self._outgoing
+        tracked = self._tracked
         for _ in range(0x10000):
-            if (remote, mid) not in outgoing:
+            key = (remote, mid)
+            if key not in outgoing and key not in tracked:
                 break
             mid = (mid + 1) & 0xFFFF
         else:
@@ -474,17 +512,16 @@ class MessageLayer:
             message.mid = self._next_mid(remote)
         data = message.encode()
         key = (remote, message.mid)
-        tuning = self._tuning_of(message)
+        tuning = message.transport_tuning or self.tuning
 
+        if message.mtype is NON and monitor is not None and not code.is_request():
+            return self._send_tracked(data, key, monitor, now + tuning.EXCHANGE_LIFETIME)
         if message.mtype is CON:
             timeout = tuning.ACK_TIMEOUT * self._rng.uniform(1, tuning.ACK_RANDOM_FACTOR)
             state = _Outgoing(data, remote, timeout, monitor, now + timeout, now, tuning)
         elif message.mtype is NON and code.is_request():
             deadline = now + tuning.request_timeout
             state = _Outgoing(None, remote, 0.0, monitor, deadline, now, tuning, _NON_REQUEST)
-        elif message.mtype is NON and monitor is not None:
-            deadline = now + tuning.EXCHANGE_LIFETIME
-            state = _Outgoing(None, remote, 0.0, monitor, deadline, now, tuning, _NON_TRACKED)
         else:
             self._send(data, remote)
             return None
@@ -501,6 +538,39 @@ class MessageLayer:
                 del self._outgoing[key]
 
         return stop
+
+    def _send_tracked(self, data: bytes, key, monitor, expiry: float) -> _Tracked:
+        """Send a NON notification and remember it until ``expiry`` so that
+        a Reset to it reaches ``monitor``."""
+        tracked = self._tracked
+        handle = _Tracked(key, monitor, tracked)
+        tracked[key] = handle
+        if self._tracked_slots > 2 * len(tracked) + 1024:
+            self._compact_tracked()
+        self._tracked_slots += 1
+        buckets = self._tracked_expiry
+        if buckets and buckets[-1][0] >= expiry:
+            buckets[-1][1].append(handle)
+        else:
+            # Later lifetimes only ever join or follow the last bucket, so a
+            # shorter one (another tuning) is at worst kept a little longer.
+            expiry += self._BUCKET
+            buckets.append([expiry, [handle]])
+            self._note(expiry)
+        self._send(data, key[0])
+        return handle
+
+    def _compact_tracked(self) -> None:
+        """Drop stopped handles from the expiry buckets: a notification that
+        a newer one superseded stops being tracked at once, but its bucket
+        slot would otherwise keep it alive until its expiry."""
+        tracked = self._tracked
+        slots = 0
+        for bucket in self._tracked_expiry:
+            live = [h for h in bucket[1] if tracked.get(h.key) is h]
+            bucket[1] = live
+            slots += len(live)
+        self._tracked_slots = slots
 
     def _compact_heap(self) -> None:
         """Drop the heap entries of exchanges that ended early (ACKed,
@@ -548,6 +618,8 @@ class MessageLayer:
         for key in failed:
             state = self._outgoing.pop(key)
             self._notify(state.monitor, exc)
+        for key in [k for k in self._tracked if k[0] == remote]:
+            self._notify(self._tracked.pop(key).monitor, exc)
 
     def shutdown(self) -> None:
         """Fail everything in flight with error.LibraryShutdown and forget
@@ -555,6 +627,11 @@ class MessageLayer:
         outgoing, self._outgoing = self._outgoing, {}
         for state in outgoing.values():
             self._notify(state.monitor, error.LibraryShutdown())
+        tracked, self._tracked = self._tracked, {}
+        for handle in tracked.values():
+            self._notify(handle.monitor, error.LibraryShutdown())
+        self._tracked_expiry.clear()
+        self._tracked_slots = 0
         self._heap.clear()
         self._delayed.clear()
         self._empty_ack_queue.clear()

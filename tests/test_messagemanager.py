@@ -471,4 +471,102 @@ def test_heap_stays_bounded_by_live_exchanges(net):
         stop = server.core.send_message(m, net.now, lambda exc: None)
         stop()
     assert server.core.outgoing_size == 0
+    assert server.core._tracked == {}
     assert len(server.core._heap) <= 1024 + 2
+    assert server.core._tracked_slots <= 1024 + 2
+    assert sum(len(bucket[1]) for bucket in server.core._tracked_expiry) == server.core._tracked_slots
+
+
+def _notification(i, remote="client"):
+    m = Message(code=Code.CONTENT, mtype=Type.NON, token=b"t", payload=b"%d" % i, observe=i)
+    m.remote = remote
+    return m
+
+
+def test_reset_to_tracked_non_notification_reaches_monitor(net):
+    server = net.add("server")
+    net.add("client")
+    failures = []
+    server.core.send_message(_notification(1), net.now, failures.append)
+    mid = Message.decode(net.sent[-1][1]).mid
+    # An ACK is no answer to a NON: ignored, still tracked
+    server.core.receive_datagram(Message(mtype=Type.ACK, mid=mid, code=Code.EMPTY).encode(), "client", net.now)
+    assert failures == []
+    server.core.receive_datagram(Message(mtype=Type.RST, mid=mid, code=Code.EMPTY).encode(), "client", net.now)
+    assert len(failures) == 1 and isinstance(failures[0], error.ResetReceived)
+    # once only
+    server.core.receive_datagram(Message(mtype=Type.RST, mid=mid, code=Code.EMPTY).encode(), "client", net.now)
+    assert len(failures) == 1
+
+
+def test_tracked_non_notification_expires_after_exchange_lifetime(net):
+    tuning = TransportTuning()
+    server = net.add("server", tuning=tuning)
+    net.add("client")
+    failures = []
+    server.core.send_message(_notification(1), net.now, failures.append)
+    mid = Message.decode(net.sent[-1][1]).mid
+    net.advance(tuning.EXCHANGE_LIFETIME - 1)
+    assert len(server.core._tracked) == 1
+    net.advance(2 + server.core._BUCKET)
+    assert server.core._tracked == {} and server.core._tracked_slots == 0
+    assert server.core.next_deadline() is None
+    server.core.receive_datagram(Message(mtype=Type.RST, mid=mid, code=Code.EMPTY).encode(), "client", net.now)
+    assert failures == []
+
+
+def test_stopped_tracked_notification_ignores_reset(net):
+    server = net.add("server")
+    net.add("client")
+    failures = []
+    stop = server.core.send_message(_notification(1), net.now, failures.append)
+    mid = Message.decode(net.sent[-1][1]).mid
+    stop()
+    stop()  # idempotent
+    server.core.receive_datagram(Message(mtype=Type.RST, mid=mid, code=Code.EMPTY).encode(), "client", net.now)
+    assert failures == []
+
+
+def test_tracked_mids_are_not_reused(net):
+    server = net.add("server")
+    net.add("client")
+    server.core.send_message(_notification(0), net.now, lambda exc: None)
+    first = Message.decode(net.sent[-1][1]).mid
+    # Wrap the MID counter around: the tracked MID is skipped
+    server.core._mids["client"] = first
+    server.core.send_message(_notification(1), net.now, None)
+    assert Message.decode(net.sent[-1][1]).mid == (first + 1) & 0xFFFF
+
+
+def test_tracked_notifications_fail_on_network_error_and_shutdown(net):
+    server = net.add("server")
+    net.add("client")
+    net.add("other")
+    failures = []
+    server.core.send_message(_notification(1), net.now, failures.append)
+    server.core.send_message(_notification(2, "other"), net.now, failures.append)
+    server.core.fail_remote("client", error.NetworkError("unreachable"))
+    assert [type(f) for f in failures] == [error.NetworkError]
+    server.core.shutdown()
+    assert [type(f) for f in failures] == [error.NetworkError, error.LibraryShutdown]
+    assert server.core._tracked == {} and server.core.next_deadline() is None
+
+
+def test_tracked_notification_memory_is_small(net):
+    """A server keeps the latest NON notification of every observation
+    tracked for EXCHANGE_LIFETIME: that must stay a few hundred bytes."""
+    import tracemalloc
+
+    server = net.add("server")
+    net.add("client")
+    server.core._send = lambda data, remote: None  # (the test net records what is sent)
+    monitors = [(lambda exc: None) for _ in range(5000)]
+    messages = [_notification(i) for i in range(5000)]
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    stops = [server.core.send_message(m, net.now, mon) for m, mon in zip(messages, monitors)]
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    per = sum(s.size_diff for s in after.compare_to(before, "filename")) / len(stops)
+    assert len(server.core._tracked) == 5000
+    assert per < 200, per
