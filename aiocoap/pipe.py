@@ -43,8 +43,10 @@ class Pipe:
     def __init__(self, request: Message, log):
         self.request = request
         self.log = log
-        self._callbacks: list[Callable[[Event], bool]] = []
-        self._end_callbacks: list[Callable[[], None]] = []
+        # Tuples, not lists: a pipe usually has one or two of each, and an
+        # observation keeps its pipe for a long time.
+        self._callbacks: tuple[Callable[[Event], bool], ...] = ()
+        self._end_callbacks: tuple[Callable[[], None], ...] = ()
         self._ended = False
 
     def __repr__(self):
@@ -61,17 +63,24 @@ class Pipe:
         True to stay registered, False to unregister itself. Returns a
         function that unregisters the callback (ending the interest if it
         was the last one)."""
-        self._callbacks.append(callback)
+        self._callbacks += (callback,)
 
         def remove():
-            try:
-                self._callbacks.remove(callback)
-            except ValueError:
+            if not self._discard_callback(callback):
                 return
             if not self._callbacks:
                 self._end_interest()
 
         return remove
+
+    def _discard_callback(self, callback) -> bool:
+        callbacks = list(self._callbacks)
+        try:
+            callbacks.remove(callback)
+        except ValueError:
+            return False
+        self._callbacks = tuple(callbacks)
+        return True
 
     def on_interest_end(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` once when no requester listens any more (after
@@ -80,14 +89,24 @@ class Pipe:
         if self._ended:
             callback()
         else:
-            self._end_callbacks.append(callback)
+            self._end_callbacks += (callback,)
+
+    def discard_interest_end(self, callback: Callable[[], None]) -> None:
+        """Undo :meth:`on_interest_end` (if the callback is still
+        registered)."""
+        callbacks = list(self._end_callbacks)
+        try:
+            callbacks.remove(callback)
+        except ValueError:
+            return
+        self._end_callbacks = tuple(callbacks)
 
     def _end_interest(self):
         if self._ended:
             return
         self._ended = True
-        self._callbacks = []
-        callbacks, self._end_callbacks = self._end_callbacks, []
+        self._callbacks = ()
+        callbacks, self._end_callbacks = self._end_callbacks, ()
         for cb in callbacks:
             try:
                 cb()
@@ -99,14 +118,14 @@ class Pipe:
             if event.exception is not None:
                 self.log.debug("Dropping late error for ended %r: %r", self, event.exception)
             return
-        for cb in list(self._callbacks):
+        for cb in self._callbacks:
             try:
                 keep = cb(event)
             except Exception:
                 self.log.exception("Error in event callback of %r", self)
                 keep = False
-            if not keep and cb in self._callbacks:
-                self._callbacks.remove(cb)
+            if not keep:
+                self._discard_callback(cb)
         if event.is_last or not self._callbacks:
             self._end_interest()
 

@@ -250,12 +250,7 @@ class ObservableResource(Resource, interfaces.ObservableResource):
 
         This implementation accepts every observation."""
         registry = self._observation_registry()
-
-        def _cancelled() -> None:
-            if registry.pop(serverobservation, None) is not None:
-                self.update_observation_count(len(registry))
-
-        serverobservation.accept(_cancelled)
+        serverobservation.accept(_ObservationEnded(self, serverobservation))
         if serverobservation not in registry:
             registry[serverobservation] = True
             self.update_observation_count(len(registry))
@@ -283,6 +278,24 @@ class ObservableResource(Resource, interfaces.ObservableResource):
         if description is not None:
             description["obs"] = None
         return description
+
+
+class _ObservationEnded:
+    """The cancellation callback :meth:`ObservableResource.add_observation`
+    gives to an observation it accepts: forgets it and updates the count.
+    (An object with two slots rather than a closure: a server keeps one per
+    established observation.)"""
+
+    __slots__ = ("resource", "observation")
+
+    def __init__(self, resource: ObservableResource, observation):
+        self.resource = resource
+        self.observation = observation
+
+    def __call__(self) -> None:
+        registry = self.resource._observation_registry()
+        if registry.pop(self.observation, None) is not None:
+            self.resource.update_observation_count(len(registry))
 
 
 def link_format_to_message(

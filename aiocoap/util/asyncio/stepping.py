@@ -1,0 +1,85 @@
+"""Running a coroutine's first step by hand, so that many short coroutines
+can be run one after the other in one task without scheduling a task for
+each.
+
+:func:`first_step` runs a coroutine until it finishes or first suspends;
+:func:`finish` (awaited from the task that ran the first step) drives a
+suspended one to its end exactly as a task would have: it waits for the
+futures the coroutine waits for, and passes a cancellation of the task on
+to the coroutine. Because the coroutine keeps running in the same task,
+``asyncio.current_task()``, ``asyncio.timeout()`` and everything else that
+belongs to the task behave as if the coroutine had been awaited directly.
+
+The server uses this to render the notifications of one update for all
+observers in one task (see ``aiocoap.protocol.ServerObservation``): most
+renderings finish without suspending, and those that do suspend get a task
+of their own (the remaining ones are handed to a new task first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Coroutine
+
+__all__ = ["DONE", "first_step", "finish"]
+
+DONE = object()
+"""Returned as the second element by :func:`first_step` when the coroutine
+finished (the first element is then its result)."""
+
+
+def first_step(coro: Coroutine) -> "tuple[Any, Any]":
+    """Run ``coro`` until it finishes or suspends.
+
+    Returns ``(result, DONE)`` if it finished, ``(None, yielded)`` if it
+    suspended (``yielded`` is what it waits for: a future, or None for a
+    bare yield as in ``asyncio.sleep(0)``; pass it to :func:`finish`).
+    Exceptions of the coroutine propagate."""
+    try:
+        yielded = coro.send(None)
+    except StopIteration as stop:
+        return stop.value, DONE
+    return None, yielded
+
+
+async def finish(coro: Coroutine, yielded: Any) -> Any:
+    """Drive a coroutine that :func:`first_step` left suspended on
+    ``yielded`` to its end, from within the same task, and return its
+    result (or raise its exception)."""
+    while True:
+        throw: Any = None
+        if yielded is None:
+            try:
+                await asyncio.sleep(0)
+            except BaseException as e:  # the task is being cancelled
+                throw = e
+        elif getattr(yielded, "_asyncio_future_blocking", None) is not None:
+            # The coroutine marked it as blocking when yielding it (for the
+            # task to see); awaiting it here marks it again.
+            yielded._asyncio_future_blocking = False
+            try:
+                await yielded
+            except BaseException as e:
+                if not _is_outcome_of(yielded, e):
+                    # The task was cancelled while the future was already
+                    # done: pass the cancellation on.
+                    throw = e
+                # else the coroutine sees the outcome itself when resumed
+                # (its await of the future reads the result).
+        else:
+            throw = RuntimeError(f"Coroutine yielded {yielded!r}, which is not an asyncio future")
+        try:
+            if throw is None:
+                yielded = coro.send(None)
+            else:
+                yielded = coro.throw(throw)
+        except StopIteration as stop:
+            return stop.value
+
+
+def _is_outcome_of(future, exception: BaseException) -> bool:
+    if not future.done():
+        return False
+    if future.cancelled():
+        return isinstance(exception, asyncio.CancelledError)
+    return future.exception() is exception
