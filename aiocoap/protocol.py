@@ -35,6 +35,7 @@ from .numbers.optionnumbers import OptionNumber
 from .numbers.types import Type
 from .pipe import Event, Pipe, error_to_message
 from .tokenmanager import TokenManager
+from .util.asyncio import stepping
 
 __all__ = [
     "Context", "BaseRequest", "BaseUnicastRequest", "Request", "BlockwiseRequest",
@@ -132,8 +133,10 @@ class Context(interfaces.RequestProvider):
         self.notification_con_interval = NOTIFICATION_CON_INTERVAL
         self._observations_by_peer: dict = {}
         self._observations_by_path: dict = {}
-        """Server-side blockwise state (request reassembly, response
-        slicing); None while the blockwise module is unavailable."""
+        # Observations to be rendered again (ServerObservation.trigger),
+        # in the order triggered; taken as a whole by one task (see
+        # _render_observations).
+        self._render_queue: dict = {}
 
     def __repr__(self):
         kind = "server" if self.serversite is not None else "client"
@@ -436,18 +439,11 @@ class Context(interfaces.RequestProvider):
         task = self.loop.create_task(self._render(pipe))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        # Only a running render needs cancelling when interest ends; the
-        # holder lets a finished one (an observation's first render) be
-        # freed while the pipe lives on.
-        holder = [task]
-
-        def on_end():
-            running = holder[0]
-            if running is not None and not running.done():
-                running.cancel()
-
-        task.add_done_callback(lambda _: holder.clear() or holder.append(None))
-        pipe.on_interest_end(on_end)
+        # Only a running render needs cancelling when interest ends; once it
+        # finished (e.g. an observation's first render) nothing of it stays
+        # with the pipe, which may live on for a long time.
+        pipe.on_interest_end(task.cancel)
+        task.add_done_callback(lambda task: pipe.discard_interest_end(task.cancel))
 
     render_to_plumbing_request = render_to_pipe
 
@@ -516,6 +512,44 @@ class Context(interfaces.RequestProvider):
             else:
                 table.pop(key, None)
 
+    def _queue_render(self, observation: "ServerObservation", is_last: bool) -> None:
+        """Have ``observation`` rendered again soon. All observations
+        triggered before the next loop iteration are rendered by one task,
+        one after the other (one update of a resource with a thousand
+        observers makes one task, not a thousand)."""
+        queue = self._render_queue
+        if not queue:
+            self._spawn(self._render_observations(), name="aiocoap notifications")
+        queue[observation] = is_last or queue.get(observation, False)
+
+    async def _render_observations(self, batch=None) -> None:
+        """Render the queued observations (or ``batch``, a list of
+        (observation, is_last)) and send their notifications. A rendering
+        that suspends is finished in this task after the rest of the batch
+        was handed to a new one, so a slow resource only delays its own
+        notification."""
+        if batch is None:
+            batch = list(self._render_queue.items())
+            self._render_queue = {}
+        for index, (observation, is_last) in enumerate(batch):
+            if observation._ended:
+                continue
+            try:
+                coro = observation._site.render(observation._pipe.request)
+                response, yielded = stepping.first_step(coro)
+            except asyncio.CancelledError:
+                continue  # the rendering gave up on its own
+            except Exception as e:
+                response, yielded = error_to_message(observation._pipe, e), stepping.DONE
+            if yielded is stepping.DONE:
+                observation._deliver_safely(response, is_last)
+                continue
+            rest = batch[index + 1:]
+            if rest:
+                self._spawn(self._render_observations(rest), name="aiocoap notifications")
+            await observation._finish_render(coro, yielded, is_last)
+            return
+
     @staticmethod
     def _complete(pipe: Pipe, request: Message, response, *, is_last: bool) -> None:
         if response is NoResponse:
@@ -564,6 +598,9 @@ def _new_credentials_map():
 # Loaders of transports that live in optional modules (TCP, TLS, DTLS,
 # OSCORE) register here: name -> async loader(context, server_bind).
 _EXTRA_TRANSPORTS: dict = {}
+
+
+_OBSERVE = OptionNumber.OBSERVE
 
 
 class BaseRequest:
@@ -619,6 +656,9 @@ class Request(interfaces.Request, BaseUnicastRequest):
         self.response.add_done_callback(self._response_cancellation_handler)
         if pipe.request.opt.observe == 0:
             self.observation: Optional[ClientObservation] = ClientObservation(self)
+            # Where notifications go: the observation, or (see
+            # BlockwiseRequest._relay) directly to whoever wraps this request.
+            self._notify = self.observation.callback
             # The pipe refers to us only weakly: once the application holds
             # neither the request nor its observation, the observation ends
             # (and is cancelled at the server).
@@ -648,6 +688,13 @@ class Request(interfaces.Request, BaseUnicastRequest):
     def _process_event(self, event: Event) -> bool:
         response = self.response
         observation = self.observation
+        if observation is not None and not event.is_last and event.exception is None and response.done():
+            # A notification (the hot path of an observation): as below
+            message = event.message
+            code = message.code  # type: ignore[union-attr]  # (an event without exception has a message)
+            if code is not None and 64 <= code < 96 and message.opt._options.get(_OBSERVE):  # type: ignore[union-attr]
+                self._notify(message)
+            return True
         if event.exception is not None:
             if not response.done():
                 response.set_exception(event.exception)
@@ -675,7 +722,7 @@ class Request(interfaces.Request, BaseUnicastRequest):
         if successful and (message.opt.observe is not None or event.is_last):
             # (a final notification from trigger(is_last=True) carries no
             # Observe option, and is still a notification)
-            observation.callback(message)
+            self._notify(message)
         if event.is_last:
             observation.error(error.ObservationCancelled())
             return False
@@ -927,26 +974,37 @@ class ServerObservation:
         if response is not None:
             self._deliver(response, is_last=is_last)
             return
-        if self._render_task is not None and not self._render_task.done():
+        if self._render_task is not None:
             # Coalesce: one more render after the running one, not a queue.
-            self._pending_trigger = is_last
+            self._pending_trigger = is_last or bool(self._pending_trigger)
             return
-        self._render_task = self._context.loop.create_task(self._rerender(is_last))
-        self._context._tasks.add(self._render_task)
-        self._render_task.add_done_callback(self._context._tasks.discard)
+        # Rendered soon, together with every other observation triggered
+        # now (Context._render_observations).
+        self._context._queue_render(self, is_last)
 
-    async def _rerender(self, is_last: bool) -> None:
-        while True:
+    def _deliver_safely(self, response, is_last: bool) -> None:
+        try:
+            self._deliver(response, is_last=is_last)
+        except Exception:
+            self._context.log.exception("Sending a notification for %r failed", self._pipe.request)
+
+    async def _finish_render(self, coro, yielded, is_last: bool) -> None:
+        """Complete a rendering that suspended (in the current task), send
+        it, and render again if triggered meanwhile."""
+        self._render_task = asyncio.current_task()
+        try:
             try:
-                response = await self._site.render(self._pipe.request)
+                response = await stepping.finish(coro, yielded)
             except asyncio.CancelledError:
                 raise
-            except BaseException as e:
+            except Exception as e:
                 response = error_to_message(self._pipe, e)
-            self._deliver(response, is_last=is_last)
-            if self._pending_trigger is None or self._ended:
-                return
-            is_last, self._pending_trigger = self._pending_trigger, None
+        finally:
+            self._render_task = None
+        self._deliver_safely(response, is_last)
+        pending, self._pending_trigger = self._pending_trigger, None
+        if pending is not None and not self._ended:
+            self._context._queue_render(self, pending)
 
     def _end(self) -> None:
         if self._ended:
@@ -954,8 +1012,11 @@ class ServerObservation:
         self._ended = True
         if self._counted:
             self._context._count_observation(self._pipe.request, -1)
-        if self._render_task is not None and not self._render_task.done():
+        if self._render_task is not None:
+            # (only ever set while a suspended rendering is being finished;
+            # that task has nothing else to do)
             self._render_task.cancel()
+        self._context._render_queue.pop(self, None)
         callback, self._cancellation_callback = self._cancellation_callback, None
         if callback is not None:
             try:

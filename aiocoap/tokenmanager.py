@@ -32,18 +32,20 @@ Rules enforced here:
 from __future__ import annotations
 
 import secrets
-import time
 from typing import Optional
 
 from . import error, interfaces
 from .message import Message
 from .numbers.codes import Code
+from .numbers.optionnumbers import OptionNumber
 from .numbers.types import Type
 from .pipe import Pipe
 
 __all__ = ["TokenManager"]
 
 NON = Type.NON
+_OBSERVE = OptionNumber.OBSERVE
+_MAX_AGE = OptionNumber.MAX_AGE
 
 OBSERVE_FRESHNESS = 128.0
 """Seconds after which any notification counts as newer (RFC 7641 §3.4)."""
@@ -74,7 +76,9 @@ class _Outgoing:
     """Book-keeping of one request we sent (pipe None: a deregistration
     whose answer is only accepted, not delivered)."""
 
-    __slots__ = ("pipe", "stop", "observing", "established", "last_seq", "last_time", "timer", "ti")
+    __slots__ = (
+        "pipe", "stop", "observing", "established", "last_seq", "last_time", "timer", "timer_at", "deadline", "ti",
+    )
 
     def __init__(self, pipe, observing, ti=None):
         self.pipe = pipe
@@ -83,7 +87,11 @@ class _Outgoing:
         self.established = False
         self.last_seq = 0
         self.last_time = 0.0
+        # The re-registration timer (armed for timer_at) may fire before
+        # ``deadline`` (a later notification moved it); it then re-arms itself.
         self.timer = None
+        self.timer_at = 0.0
+        self.deadline = 0.0
         self.ti = ti
 
 
@@ -93,7 +101,7 @@ class _Responder:
     the notifications. One small object instead of closures, since an
     observation keeps it for its whole life."""
 
-    __slots__ = ("manager", "pipe", "ti", "key", "previous_stop")
+    __slots__ = ("manager", "pipe", "ti", "key", "previous_stop", "response_remote")
 
     def __init__(self, manager: "TokenManager", pipe: Pipe, ti, key):
         self.manager = manager
@@ -101,6 +109,7 @@ class _Responder:
         self.ti = ti
         self.key = key
         self.previous_stop = None
+        self.response_remote = None
 
     def on_event(self, event) -> bool:
         request = self.pipe.request
@@ -115,7 +124,10 @@ class _Responder:
                     no_response(request.remote, request.token)
                 return False
         message.token = request.token
-        message.remote = request.remote.as_response_address()
+        remote = self.response_remote
+        if remote is None:
+            remote = self.response_remote = request.remote.as_response_address()
+        message.remote = remote
         if request.mtype is NON and message.mtype is None:
             message.mtype = NON
         if self.previous_stop is not None:
@@ -129,6 +141,10 @@ class _Responder:
             return False
         self.previous_stop = self.ti.send_message(message, self.end_observation)
         return True
+
+    # The responder itself is the pipe's event callback: no bound method
+    # object per request.
+    __call__ = on_event
 
     def end_observation(self, exc) -> None:
         self.manager.log.debug("Observation by %r ends: %r", self.pipe.request.remote, exc)
@@ -262,19 +278,26 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         self.log.debug("Re-registering observation of %r", request)
         self._send(state, key, self._outgoing, again)
 
-    def _arm_reregistration(self, key, state: _Outgoing, max_age) -> None:
+    def _arm_reregistration(self, key, state: _Outgoing) -> None:
+        """(Re-)arm the re-registration timer for ``state.deadline``."""
         if state.timer is not None:
             state.timer.cancel()
-        if not self.reregister_observations:
+        state.timer_at = state.deadline
+        state.timer = self.loop.call_at(state.deadline, self._reregistration_due, key, state)
+
+    def _reregistration_due(self, key, state: _Outgoing) -> None:
+        if state.timer_at < state.deadline:
             state.timer = None
+            self._arm_reregistration(key, state)
             return
-        delay = (60 if max_age is None else max_age) + REREGISTRATION_MARGIN
-        state.timer = self.loop.call_later(delay, self._reregister, key, state)
+        self._reregister(key, state)
 
     # --- TokenManager (towards the transports) ---------------------------------------
 
     def process_response(self, response: Message) -> bool:
-        key = (response.token, response.remote)
+        # (an incoming message's remote is always decided: skip the property)
+        remote = response._remote
+        key = (response.token, remote if remote is not None else response.remote)
         state = self._outgoing.get(key)
         is_multicast = False
         if state is None:
@@ -295,20 +318,39 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
             return True
         code = response.code
         assert code is not None, "decoded messages always have a code"
+        options = response.opt._options
+        observe = options.get(_OBSERVE)
         if is_multicast:
             is_last = False
-        elif state.observing and code.is_successful() and response.opt.observe is not None:
+        elif observe and state.observing and 64 <= code < 96:  # (code.is_successful(), inlined)
             is_last = False
-            seq = response.opt.observe
-            now = time.monotonic()
-            if state.established and not getattr(response.remote, "reliable_transport", False):
-                if not notification_is_fresher(state.last_seq, state.last_time, seq, now):
-                    self.log.debug("Dropping stale notification %d (have %d)", seq, state.last_seq)
-                    return True
+            seq = observe[0].value
+            now = self.loop.time()
+            last_seq = state.last_seq
+            if (
+                state.established
+                # (the common case of notification_is_fresher first)
+                and not last_seq < seq < last_seq + 0x800000
+                and not getattr(response.remote, "reliable_transport", False)
+                and not notification_is_fresher(last_seq, state.last_time, seq, now)
+            ):
+                self.log.debug("Dropping stale notification %d (have %d)", seq, last_seq)
+                return True
             state.established = True
             state.last_seq = seq
             state.last_time = now
-            self._arm_reregistration(key, state, response.opt.max_age)
+            if self.reregister_observations:
+                # Every notification moves the deadline. Re-creating the
+                # timer each time would dominate the cost of a notification,
+                # so a timer armed for earlier is kept, and re-arms itself
+                # when it fires (_reregistration_due).
+                max_age = options.get(_MAX_AGE)
+                deadline = state.deadline = now + (max_age[0].value if max_age else 60) + REREGISTRATION_MARGIN
+                if state.timer is None or state.timer_at > deadline:
+                    self._arm_reregistration(key, state)
+            elif state.timer is not None:
+                state.timer.cancel()
+                state.timer = None
         else:
             is_last = True
             del self._outgoing[key]
@@ -316,8 +358,9 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
                 state.timer.cancel()
                 state.timer = None
             state.established = False
-        response.request = state.pipe.request
-        state.pipe.add_response(response, is_last=is_last)
+        pipe = state.pipe
+        response.request = pipe.request
+        pipe.add_response(response, is_last)
         return True
 
     def process_request(self, request: Message, ti: Optional[interfaces.TokenInterface] = None) -> None:
@@ -343,7 +386,7 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
 
         pipe = Pipe(request, self.log)
         responder = _Responder(self, pipe, ti, key)
-        pipe.on_event(responder.on_event)
+        pipe.on_event(responder)
         if observe is not None:
             self._observations[key] = pipe
             pipe.on_interest_end(responder.forget)

@@ -438,3 +438,168 @@ async def test_established_observations_hold_no_finished_render_tasks():
     finally:
         await client.shutdown()
         await server.shutdown()
+
+
+class Gated(Counter):
+    """A counter whose rendering waits for a gate for chosen tokens."""
+
+    def __init__(self):
+        super().__init__()
+        self.slow_tokens = set()
+        self.gate = asyncio.Event()
+        self.renders = []
+        self.cancelled = 0
+        self.fail_tokens = set()
+
+    async def render_get(self, request):
+        self.renders.append(request.token)
+        if request.token in self.fail_tokens:
+            raise RuntimeError("rendering failed on purpose")
+        if request.token in self.slow_tokens:
+            try:
+                await self.gate.wait()
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+        return await super().render_get(request)
+
+
+async def observe_many(client, n):
+    requests = [client.request(observe_msg()) for _ in range(n)]
+    await asyncio.gather(*(r.response for r in requests))
+    seen = [[] for _ in requests]
+    for r, s in zip(requests, seen):
+        r.observation.register_callback(lambda m, s=s: s.append(m.payload))
+    return requests, seen
+
+
+async def test_one_update_renders_all_observers_in_one_task():
+    net, server, client, counter = await setup()
+    try:
+        requests, seen = await observe_many(client, 200)
+        counter.value = 1
+        counter.updated_state()
+        named = [t for t in asyncio.all_tasks() if t.get_name() == "aiocoap notifications"]
+        assert len(named) == 1
+        await settle()
+        assert seen == [[b"1"]] * 200
+        for r in requests:
+            r.observation.cancel()
+    finally:
+        await client.shutdown()
+        await server.shutdown()
+
+
+async def test_slow_rendering_delays_only_its_own_notification():
+    net, server, client, counter = await setup(Gated())
+    try:
+        requests, seen = await observe_many(client, 5)
+        counter.slow_tokens = {requests[1].request.token, requests[3].request.token}
+        counter.value = 1
+        counter.updated_state()
+        await settle()
+        assert seen == [[b"1"], [], [b"1"], [], [b"1"]]
+        counter.gate.set()
+        await settle()
+        assert seen == [[b"1"]] * 5
+        for r in requests:
+            r.observation.cancel()
+    finally:
+        await client.shutdown()
+        await server.shutdown()
+
+
+async def test_failing_notification_rendering_ends_only_that_observation(caplog):
+    net, server, client, counter = await setup(Gated())
+    try:
+        requests, seen = await observe_many(client, 3)
+        errors = []
+        requests[0].observation.register_errback(errors.append)
+        counter.fail_tokens = {requests[0].request.token}
+        counter.value = 1
+        counter.updated_state()
+        await settle()
+        assert seen[1:] == [[b"1"], [b"1"]]
+        # the 5.00 ends the observation; the client sees it as the last notification
+        assert len(errors) == 1
+        assert counter.counts[-1] == 2
+        assert "rendering failed on purpose" in caplog.text
+        counter.value = 2
+        counter.updated_state()
+        await settle()
+        assert seen[1:] == [[b"1", b"2"], [b"1", b"2"]]
+        for r in requests[1:]:
+            r.observation.cancel()
+    finally:
+        await client.shutdown()
+        await server.shutdown()
+
+
+async def test_triggers_during_a_suspended_rendering_are_coalesced():
+    net, server, client, counter = await setup(Gated())
+    try:
+        requests, seen = await observe_many(client, 1)
+        token = requests[0].request.token
+        counter.slow_tokens = {token}
+        counter.renders.clear()
+        for v in range(1, 6):
+            counter.value = v
+            counter.updated_state()
+            await settle()
+        assert counter.renders == [token]  # one rendering, waiting
+        counter.slow_tokens = set()
+        counter.gate.set()
+        await settle()
+        # the waiting one finished (with the state at that time), then one
+        # more for all the triggers meanwhile -- not five
+        assert len(counter.renders) == 2
+        assert seen[0][-1] == b"5"
+        requests[0].observation.cancel()
+    finally:
+        await client.shutdown()
+        await server.shutdown()
+
+
+async def test_ending_an_observation_cancels_its_suspended_rendering():
+    net, server, client, counter = await setup(Gated())
+    try:
+        requests, seen = await observe_many(client, 2)
+        counter.slow_tokens = {requests[0].request.token}
+        counter.value = 1
+        counter.updated_state()
+        await settle()
+        requests[0].observation.cancel()
+        await settle()
+        assert counter.cancelled == 1
+        assert counter.counts[-1] == 1
+        assert seen == [[], [b"1"]]
+        requests[1].observation.cancel()
+    finally:
+        await client.shutdown()
+        await server.shutdown()
+
+
+async def test_notification_rendering_runs_in_a_task():
+    """Renderings may use what needs a current task (asyncio.timeout,
+    current_task()) also when they do not suspend first."""
+
+    class UsesTask(Counter):
+        async def render_get(self, request):
+            assert asyncio.current_task() is not None
+            if hasattr(asyncio, "timeout"):
+                async with asyncio.timeout(1):
+                    await asyncio.sleep(0)
+            return await super().render_get(request)
+
+    net, server, client, counter = await setup(UsesTask())
+    try:
+        requests, seen = await observe_many(client, 3)
+        counter.value = 1
+        counter.updated_state()
+        await settle()
+        assert seen == [[b"1"]] * 3
+        for r in requests:
+            r.observation.cancel()
+    finally:
+        await client.shutdown()
+        await server.shutdown()

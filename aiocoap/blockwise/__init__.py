@@ -139,6 +139,8 @@ class BlockwiseServer:
         """Cut ``response`` to the first block (or the block ``request``
         asks for) if it does not fit one message, and keep the rest for the
         client's follow-up requests; used for observe notifications."""
+        if not self.state.needs_slicing(request, response):
+            return response
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -241,7 +243,7 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
     def _send(self, message: Message):
         sub = self._sub = self._plain_request(message)
         if self.observation is not None and message.opt.observe == 0 and sub.observation is not None:
-            self._relay(sub.observation)
+            self._relay(sub)
         return sub
 
     def _first_response(self, future: asyncio.Future) -> None:
@@ -337,7 +339,8 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
 
     # --- observations ------------------------------------------------------------
 
-    def _relay(self, observation: ClientObservation) -> None:
+    def _relay(self, sub) -> None:
+        observation = sub.observation
         self._relayed = observation
         self._held_error = None
 
@@ -351,7 +354,9 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
                 # lead to a restart or be completed; decide when it is known.
                 self._held_error = exception
 
-        observation.register_callback(self._notification)
+        # Notifications skip the plain request's observation, which has no
+        # other listener: one layer less for every notification.
+        sub._notify = self._notification
         observation.register_errback(errback)
 
     def _notification(self, message: Message) -> None:
@@ -359,6 +364,10 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
             # A newer state supersedes the one still being completed.
             self._notification_task.cancel()
             self._notification_task = None
+        if BLOCK2 not in message.opt._options:
+            message.request = self.app_request  # type: ignore[assignment]  # (declared None in message.py)
+            self._observation.callback(message)
+            return
         block2 = message.opt.block2
         if block2 is None or not block2.more and block2.block_number == 0:
             message.request = self.app_request  # type: ignore[assignment]  # (declared None in message.py)
