@@ -270,7 +270,7 @@ class Message:
         opt = self.opt = Options()
         if length > body_start:
             try:
-                self.payload = opt.decode(rawdata[body_start:])
+                self.payload = opt._decode_from(rawdata, body_start)
             except error.UnparsableMessage as e:
                 e.mtype = mtype
                 e.mid = mid

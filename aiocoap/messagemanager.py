@@ -35,8 +35,8 @@ Rules enforced here:
   remembered for EXCHANGE_LIFETIME so that a Reset to it reaches the
   monitor (RFC 7641 §3.6: that is how clients reject notifications); a NON
   notification nobody wants is answered with a Reset.
-* Per-peer state (next MID) is bounded (``max_peers``, least recently used
-  peers forgotten).
+* Per-peer state (next MID) is bounded (``max_peers``; the peer first
+  sent to is forgotten first, and starts at a random MID again).
 
 Logging: debug for per-message events, info for nothing on the hot path,
 warning for policy decisions (caps reached), never for peer misbehaviour
@@ -48,18 +48,20 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-from collections import OrderedDict, deque
+from collections import deque
 from typing import Callable, Optional
 
 from . import error, interfaces
 from .message import Message
 from .numbers.codes import Code
 from .numbers.constants import DEFAULT_TUNING, TransportTuning
+from .numbers.optionnumbers import OptionNumber
 from .numbers.types import Type
 
 __all__ = ["MessageLayer", "MessageManager", "no_response_suppresses"]
 
 CON, NON, ACK, RST = Type.CON, Type.NON, Type.ACK, Type.RST
+_NO_RESPONSE = OptionNumber.NO_RESPONSE
 EMPTY = Code.EMPTY
 
 # States of a remembered incoming exchange (values of MessageLayer._dedup).
@@ -110,8 +112,9 @@ class _Tracked:
 
     def __call__(self) -> None:
         table = self.table
-        if table.get(self.key) is self:
-            del table[self.key]
+        found = table.pop(self.key, None)
+        if found is not self and found is not None:
+            table[self.key] = found  # (a newer message with the same MID)
 
 
 class _Outgoing:
@@ -194,7 +197,7 @@ class MessageLayer:
         self._delayed: list = []
 
         # remote -> next MID
-        self._mids: OrderedDict = OrderedDict()
+        self._mids: dict = {}
 
         # The earliest deadline added since take_added_deadline() was last
         # called (lets the driver skip recomputing next_deadline()).
@@ -329,7 +332,10 @@ class MessageLayer:
 
         code = message.code
         assert code is not None, "decoded messages always have a code"
-        remote = message.remote
+        # (an incoming message's remote is always decided: skip the property)
+        remote = message._remote
+        if remote is None:
+            remote = message.remote
         key = (remote, message.mid)
         if code == EMPTY:
             if mtype is CON:
@@ -342,7 +348,9 @@ class MessageLayer:
             self._answer_duplicate(key, known)
             return
 
-        if code.is_request():
+        # (code.is_request() and code.is_response(), inlined: this is the
+        # path of every message)
+        if 1 <= code < 32:
             self._remember(key, _PROCESSING if mtype is CON else _NOTHING, mtype, now)
             if mtype is CON:
                 self._pending_ack[(remote, message.token)] = message.mid
@@ -352,7 +360,7 @@ class MessageLayer:
             self._deliver_request(message)
             return
 
-        if code.is_response():
+        if 64 <= code < 192:
             if mtype is CON:
                 ack = _empty(ACK, message.mid)
                 self._remember(key, ack, CON, now)
@@ -463,14 +471,16 @@ class MessageLayer:
         if mid is None:
             mid = self._rng.randrange(0x10000)
             if len(mids) >= self.max_peers:
-                mids.popitem(last=False)
-        else:
-            mids.move_to_end(remote)
+                # The peer we first sent to among those remembered (not
+                # necessarily the least recently used one: keeping that
+                # order would cost on every message). A forgotten peer
+                # starts again at a random MID.
+                del mids[next(iter(mids))]
         outgoing = self._outgoing
         tracked = self._tracked
         for _ in range(0x10000):
             key = (remote, mid)
-            if key not in outgoing and key not in tracked:
+            if (not outgoing or key not in outgoing) and (not tracked or key not in tracked):
                 break
             mid = (mid + 1) & 0xFFFF
         else:
@@ -490,8 +500,9 @@ class MessageLayer:
         if code is None:
             raise ValueError("Can not send a message without a code")
         if code.is_response():
-            pending_key = (remote, message.token)
-            request_mid = self._pending_ack.pop(pending_key, None)
+            # (most responses to be sent are notifications, with no request
+            # waiting for its ACK at all)
+            request_mid = self._pending_ack.pop((remote, message.token), None) if self._pending_ack else None
             if getattr(remote, "is_multicast_locally", False):
                 return self._send_multicast_response(message, request_mid, now)
             if request_mid is not None:
@@ -741,7 +752,7 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
     # --- token layer side (interfaces.TokenInterface) -----------------------------------
 
     def send_message(self, message: Message, messageerror_monitor=None):
-        if message.code is not None and message.code.is_response() and message.opt.no_response is not None:
+        if _NO_RESPONSE in message.opt._options and message.code is not None and message.code.is_response():
             # On a response, the option carries the request's wish (RFC 7967);
             # it is acted upon here and never sent.
             suppress = no_response_suppresses(message.opt.no_response, message.code)

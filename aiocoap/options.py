@@ -125,7 +125,12 @@ class _ItemsView(Generic[_Get]):
     def __get__(self, instance, owner=None):
         if instance is None:
             return self
-        return tuple(o.value for o in instance._options.get(self._number, ()))
+        options = instance._options.get(self._number)
+        if not options:
+            return ()
+        if len(options) == 1:
+            return (options[0].value,)
+        return tuple([o.value for o in options])
 
     def __set__(self, instance: "Options", value: Iterable[_Get]) -> None:
         if isinstance(value, (str, bytes)):
@@ -177,16 +182,47 @@ _Block = BlockOption.BlockwiseTuple
 _BlockLike = Union[_Block, tuple]
 
 
+class _NoInvalidOptions(list):
+    """The ``invalid_options`` of every Options object that has none: one
+    shared empty list instead of one per message, and therefore read-only."""
+
+    __slots__ = ()
+
+    def _read_only(self, *args, **kwargs):
+        raise TypeError("this empty invalid_options list is shared and read-only")
+
+    append = extend = insert = __setitem__ = __delitem__ = __iadd__ = __imul__ = _read_only  # type: ignore[assignment]
+
+
+_NO_INVALID_OPTIONS: list = _NoInvalidOptions()
+
+
 class Options:
     """Represent CoAP Header Options."""
 
-    __slots__ = ("_options", "invalid_options")
+    __slots__ = ("_options", "_invalid")
 
     def __init__(self):
         self._options: dict[int, list[OptionType]] = {}
-        self.invalid_options: list[tuple[OptionNumber, bytes]] = []
+        self._invalid: Optional[list[tuple[OptionNumber, bytes]]] = None
+
+    @property
+    def invalid_options(self) -> list[tuple[OptionNumber, bytes]]:
         """(number, raw value) of options whose value violated the option's
         format; they are not part of the regular options."""
+        invalid = self._invalid
+        return _NO_INVALID_OPTIONS if invalid is None else invalid
+
+    @invalid_options.setter
+    def invalid_options(self, value: list[tuple[OptionNumber, bytes]]) -> None:
+        self._invalid = None if value is _NO_INVALID_OPTIONS else value
+
+    def _add_invalid(self, number: OptionNumber, raw: bytes) -> None:
+        invalid = self._invalid
+        if invalid is None:
+            self._invalid = [(number, raw)]
+        else:
+            invalid.append((number, raw))
 
     def __repr__(self):
         if not self._options:
@@ -211,9 +247,12 @@ class Options:
         rest of the message (the body)."""
         if type(rawdata) is not bytes:
             rawdata = bytes(rawdata)
+        return self._decode_from(rawdata, 0)
+
+    def _decode_from(self, rawdata: bytes, pos: int) -> bytes:
+        """:meth:`decode` of ``rawdata[pos:]``, without copying it first."""
         options = self._options
         specs = _SPECS
-        pos = 0
         end = len(rawdata)
         number = 0
         while pos < end:
@@ -267,13 +306,13 @@ class Options:
             else:
                 optnumber, kind, fmt, minlen, maxlen = spec
                 if length < minlen or length > maxlen:
-                    self.invalid_options.append((optnumber, raw))
+                    self._add_invalid(optnumber, raw)
                     continue
                 if kind == _STRING:
                     try:
                         option = StringOption(optnumber, raw.decode("utf-8"))
                     except UnicodeDecodeError:
-                        self.invalid_options.append((optnumber, raw))
+                        self._add_invalid(optnumber, raw)
                         continue
                 elif kind == _UINT:
                     option = UintOption(optnumber, int.from_bytes(raw, "big"))
@@ -284,7 +323,7 @@ class Options:
                     try:
                         option.decode(raw)
                     except ValueError:
-                        self.invalid_options.append((optnumber, raw))
+                        self._add_invalid(optnumber, raw)
                         continue
             existing = options.get(number)
             if existing is None:
@@ -347,7 +386,7 @@ class Options:
     def copy(self) -> "Options":
         new = Options()
         new._options = {k: list(v) for k, v in self._options.items()}
-        new.invalid_options = list(self.invalid_options)
+        new._invalid = None if self._invalid is None else list(self._invalid)
         return new
 
     def copy_shallow(self) -> "Options":
@@ -356,7 +395,7 @@ class Options:
         add_option ever mutate a value list in place."""
         new = Options.__new__(Options)
         new._options = dict(self._options)
-        new.invalid_options = self.invalid_options
+        new._invalid = self._invalid
         return new
 
     def __contains__(self, number) -> bool:

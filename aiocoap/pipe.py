@@ -16,19 +16,18 @@ and are logged, not delivered.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from .message import Message
 
 __all__ = ["Pipe", "Event", "run_driving_pipe", "error_to_message"]
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """A response (``message``) or an error (``exception``) arriving in a
     pipe. ``is_last`` tells whether more events can follow (observations
-    produce several)."""
+    produce several). Immutable (a named tuple: one is created for every
+    response and notification, and tuples are the cheapest to create)."""
 
     message: Optional[Message] = None
     exception: Optional[BaseException] = None
@@ -130,10 +129,10 @@ class Pipe:
             self._end_interest()
 
     def add_response(self, response: Message, is_last: bool = False) -> None:
-        self.add_event(Event(message=response, is_last=is_last))
+        self.add_event(Event(response, None, is_last))
 
     def add_exception(self, exception: BaseException) -> None:
-        self.add_event(Event(exception=exception, is_last=True))
+        self.add_event(Event(None, exception, True))
 
     def stop_interest(self) -> None:
         """The requester gives up: drop every listener and tell the

@@ -38,12 +38,14 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
+import types
 from typing import Any, Callable, Optional
 
 from . import error, interfaces, meta
 from .message import Message, NoResponse
 from .numbers.codes import Code
 from .numbers.contentformat import ContentFormat
+from .numbers.optionnumbers import OptionNumber
 from .util.linkformat import SPACE_SEPARATED, Link, LinkFormat
 from .util.uri import quote_factory, sub_delims, unreserved
 
@@ -199,7 +201,7 @@ class Resource(_ExposesWellknownAttributes, interfaces.Resource):
             raise error.UnallowedMethod()
 
         response = handler(request)
-        if inspect.isawaitable(response):
+        if type(response) is types.CoroutineType or inspect.isawaitable(response):
             response = await response
 
         if response is NoResponse:
@@ -209,10 +211,8 @@ class Resource(_ExposesWellknownAttributes, interfaces.Resource):
 
         if response.code is None:
             response.code = _CODE_FOR_EMPTY.get(request.code, Code.CHANGED)
-        if response.opt.no_response is None:
-            no_response = request.opt.no_response
-            if no_response is not None:
-                response.opt.no_response = no_response
+        if OptionNumber.NO_RESPONSE in request.opt._options and response.opt.no_response is None:
+            response.opt.no_response = request.opt.no_response
         return response
 
 
@@ -546,7 +546,11 @@ class Site(interfaces.ObservableResource, PathCapable):
         if "_original_uri_path" not in new.__dict__:
             new._original_uri_path = request.opt.uri_path
         opt = request.opt.copy_shallow()
-        opt.uri_path = remainder
+        if remainder:
+            opt.uri_path = remainder
+        else:
+            # (the usual case, a resource at its own path; same as setting ())
+            opt._options.pop(OptionNumber.URI_PATH, None)
         new.opt = opt
         return new
 

@@ -570,3 +570,14 @@ def test_tracked_notification_memory_is_small(net):
     per = sum(s.size_diff for s in after.compare_to(before, "filename")) / len(stops)
     assert len(server.core._tracked) == 5000
     assert per < 200, per
+
+
+def test_per_peer_mid_state_is_bounded(net):
+    server = net.add("server", max_peers=3)
+    for i in range(10):
+        net.add(f"c{i}")
+        m = Message(code=Code.CONTENT, mtype=Type.NON, token=b"t")
+        m.remote = f"c{i}"
+        server.core.send_message(m, net.now)
+    assert len(server.core._mids) == 3
+    assert list(server.core._mids) == ["c7", "c8", "c9"]

@@ -399,17 +399,29 @@ class ServerBlockwiseState:
             message.opt.block1 = job.block1
         return message
 
+    @staticmethod
+    def needs_slicing(request: Message, response) -> bool:
+        """Whether :meth:`slice` would do more than return ``response``: it
+        is too large for one message, or the request asks for a block or
+        the size."""
+        if not isinstance(response, Message):
+            return False
+        options = request.opt._options
+        return (
+            BLOCK2 in options
+            or SIZE2 in options
+            or len(response.payload) > single_message_limit(request.remote)
+        )
+
     def slice(self, request: Message, response, now: float):
         """Cut ``response`` (rendered for ``request`` without a job) to the
         block the request asks for, block 0 by default, if it is larger
         than one block; otherwise return it unchanged."""
-        if not isinstance(response, Message):
+        if not self.needs_slicing(request, response):
             return response
         opts = request.opt
         block2 = opts.block2
         want_size2 = opts.size2 == 0
-        if block2 is None and not want_size2 and len(response.payload) <= single_message_limit(request.remote):
-            return response
         if block2 is not None and block2.size_exponent == 7 and remote_max_exp(request.remote) < 7:
             block2 = None
         job = RenderJob(

@@ -9,6 +9,8 @@ applications can shorten timeouts without patching globals.
 
 from __future__ import annotations
 
+from functools import cached_property
+
 __all__ = [
     "COAP_PORT", "COAPS_PORT", "COAP_TCP_PORT", "COAPS_TCP_PORT",
     "ACK_TIMEOUT", "ACK_RANDOM_FACTOR", "MAX_RETRANSMIT", "NSTART",
@@ -107,6 +109,11 @@ class TransportTuning:
     the context (affects all). The derived values (``MAX_TRANSMIT_SPAN``,
     ``EXCHANGE_LIFETIME``, ...) are computed from the base ones as RFC 7252
     §4.8.2 defines them, so shortening ``ACK_TIMEOUT`` shortens them too.
+    They are computed on first use and kept (the message layer reads them
+    for every message); setting a parameter on the instance recomputes
+    them. (Parameters are meant to be set on an instance or a subclass;
+    assigning to the class attributes of a class whose instances are in
+    use is not followed.)
 
     >>> quick = TransportTuning(ACK_TIMEOUT=0.1, MAX_RETRANSMIT=2)
     >>> round(quick.MAX_TRANSMIT_WAIT, 3)
@@ -132,34 +139,42 @@ class TransportTuning:
                 raise TypeError(f"TransportTuning has no parameter {key!r}")
             setattr(self, key, value)
 
+    def __setattr__(self, name, value):
+        if name in _DERIVED:
+            raise AttributeError(f"{name} is derived from the other parameters and can not be set")
+        super().__setattr__(name, value)
+        cached = self.__dict__
+        for derived in _DERIVED:
+            cached.pop(derived, None)
+
     def __repr__(self):
         changed = {
-            k: v for k, v in vars(self).items() if not k.startswith("_")
+            k: v for k, v in vars(self).items() if not k.startswith("_") and k not in _DERIVED
         }
         args = ", ".join(f"{k}={v!r}" for k, v in changed.items())
         return f"<{type(self).__name__}({args})>"
 
-    @property
+    @cached_property
     def PROCESSING_DELAY(self) -> float:
         return self.ACK_TIMEOUT
 
-    @property
+    @cached_property
     def MAX_TRANSMIT_SPAN(self) -> float:
         return self.ACK_TIMEOUT * (2 ** self.MAX_RETRANSMIT - 1) * self.ACK_RANDOM_FACTOR
 
-    @property
+    @cached_property
     def MAX_TRANSMIT_WAIT(self) -> float:
         return self.ACK_TIMEOUT * (2 ** (self.MAX_RETRANSMIT + 1) - 1) * self.ACK_RANDOM_FACTOR
 
-    @property
+    @cached_property
     def MAX_RTT(self) -> float:
         return 2 * self.MAX_LATENCY + self.PROCESSING_DELAY
 
-    @property
+    @cached_property
     def EXCHANGE_LIFETIME(self) -> float:
         return self.MAX_TRANSMIT_SPAN + self.MAX_RTT
 
-    @property
+    @cached_property
     def NON_LIFETIME(self) -> float:
         return self.MAX_TRANSMIT_SPAN + self.MAX_LATENCY
 
@@ -167,6 +182,11 @@ class TransportTuning:
     def request_timeout(self) -> float:
         """The effective overall request deadline."""
         return self.MAX_TRANSMIT_WAIT if self.REQUEST_TIMEOUT is None else self.REQUEST_TIMEOUT
+
+
+_DERIVED = frozenset(
+    ("PROCESSING_DELAY", "MAX_TRANSMIT_SPAN", "MAX_TRANSMIT_WAIT", "MAX_RTT", "EXCHANGE_LIFETIME", "NON_LIFETIME")
+)
 
 
 DEFAULT_TUNING = TransportTuning()
