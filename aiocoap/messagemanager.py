@@ -686,6 +686,9 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
         send_bytes = getattr(self.message_interface, "send_bytes", None)
         if send_bytes is not None:
             self._raw_send = send_bytes
+            # (the message layer sends through it directly: one call less
+            # for every message)
+            self._core._send = send_bytes
         return self
 
     @property

@@ -477,6 +477,7 @@ class Context(interfaces.RequestProvider):
             and self._observation_allowed(request)
         ):
             observation = ServerObservation(self, pipe)
+            observation._site = site
             await site.add_observation(request, observation)
             if observation._accepted:
                 self._count_observation(request, +1)
@@ -524,31 +525,56 @@ class Context(interfaces.RequestProvider):
 
     async def _render_observations(self, batch=None) -> None:
         """Render the queued observations (or ``batch``, a list of
-        (observation, is_last)) and send their notifications. A rendering
-        that suspends is finished in this task after the rest of the batch
-        was handed to a new one, so a slow resource only delays its own
-        notification."""
+        (observation, is_last)) and send their notifications.
+
+        The renderings are awaited one after the other by one coroutine
+        (:meth:`_render_batch`), which is stepped by hand: as long as no
+        rendering suspends, the whole batch completes in one step. When one
+        does suspend, the rest of the batch is handed to a new task and this
+        task only finishes that rendering, so a slow resource only delays
+        its own notification."""
         if batch is None:
             batch = list(self._render_queue.items())
             self._render_queue = {}
+        progress = [0, False]  # index of the rendering in progress, handed over
+        coro = self._render_batch(batch, progress)
+        try:
+            yielded = coro.send(None)
+        except StopIteration:
+            return
+        index = progress[0]
+        progress[1] = True
+        rest = batch[index + 1:]
+        if rest:
+            self._spawn(self._render_observations(rest), name="aiocoap notifications")
+        observation = batch[index][0]
+        observation._render_task = asyncio.current_task()
+        try:
+            await stepping.finish(coro, yielded)
+        finally:
+            observation._render_task = None
+        pending, observation._pending_trigger = observation._pending_trigger, None
+        if pending is not None and not observation._ended:
+            self._queue_render(observation, pending)
+
+    async def _render_batch(self, batch, progress) -> None:
+        """The renderings of :meth:`_render_observations`; after the one in
+        progress when it was handed over (``progress[1]``), it stops."""
         for index, (observation, is_last) in enumerate(batch):
             if observation._ended:
                 continue
+            progress[0] = index
             try:
-                coro = observation._site.render(observation._pipe.request)
-                response, yielded = stepping.first_step(coro)
+                response = await observation._render()
             except asyncio.CancelledError:
+                if progress[1]:
+                    raise  # the observation ended while its rendering was suspended
                 continue  # the rendering gave up on its own
             except Exception as e:
-                response, yielded = error_to_message(observation._pipe, e), stepping.DONE
-            if yielded is stepping.DONE:
-                observation._deliver_safely(response, is_last)
-                continue
-            rest = batch[index + 1:]
-            if rest:
-                self._spawn(self._render_observations(rest), name="aiocoap notifications")
-            await observation._finish_render(coro, yielded, is_last)
-            return
+                response = error_to_message(observation._pipe, e)
+            observation._deliver_safely(response, is_last)
+            if progress[1]:
+                return
 
     @staticmethod
     def _complete(pipe: Pipe, request: Message, response, *, is_last: bool) -> None:
@@ -886,7 +912,7 @@ class ServerObservation:
     accepted) sending a notification whenever :meth:`trigger` is called."""
 
     __slots__ = (
-        "_context", "_pipe", "_accepted", "_cancellation_callback", "_seq", "_site",
+        "_context", "_pipe", "_accepted", "_cancellation_callback", "_seq", "_site", "_child", "_remainder",
         "_render_task", "_pending_trigger", "_ended", "_counted", "_since_con", "_last_con",
         "__weakref__",
     )
@@ -897,7 +923,11 @@ class ServerObservation:
         self._accepted = False
         self._cancellation_callback = None
         self._seq = 0
+        # The site that renders the notifications, and (see _route) the
+        # resource it found for them.
         self._site: Any = None
+        self._child: Any = None
+        self._remainder: Any = None
         self._render_task: Optional[asyncio.Task] = None
         self._pending_trigger = None
         self._ended = False
@@ -921,6 +951,22 @@ class ServerObservation:
             self._context.log.debug("Ending observation: %s", reason)
         self._pipe.stop_interest()
 
+    def _route(self, child, remainder) -> None:
+        """Called by a :class:`~aiocoap.resource.Site` that is ``_site``:
+        notifications can be rendered by ``child`` directly, with the
+        request stripped to ``remainder`` as the site would strip it,
+        instead of looking the resource up again for every notification."""
+        self._child = child
+        self._remainder = remainder
+
+    def _render(self):
+        """A coroutine rendering the observed request again."""
+        request = self._pipe.request
+        child = self._child
+        if child is not None:
+            return child.render(self._site._stripped(request, self._remainder))
+        return self._site.render(request)
+
     def _next_seq(self) -> int:
         self._seq = (self._seq + 1) & 0xFFFFFF
         return self._seq
@@ -928,7 +974,7 @@ class ServerObservation:
     async def _first_render(self, site) -> None:
         self._site = site
         self._pipe.on_interest_end(self._end)
-        response = await site.render(self._pipe.request)
+        response = await self._render()
         self._deliver(response, is_last=False)
 
     def _deliver(self, response, *, is_last: bool) -> None:
@@ -987,24 +1033,6 @@ class ServerObservation:
             self._deliver(response, is_last=is_last)
         except Exception:
             self._context.log.exception("Sending a notification for %r failed", self._pipe.request)
-
-    async def _finish_render(self, coro, yielded, is_last: bool) -> None:
-        """Complete a rendering that suspended (in the current task), send
-        it, and render again if triggered meanwhile."""
-        self._render_task = asyncio.current_task()
-        try:
-            try:
-                response = await stepping.finish(coro, yielded)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                response = error_to_message(self._pipe, e)
-        finally:
-            self._render_task = None
-        self._deliver_safely(response, is_last)
-        pending, self._pending_trigger = self._pending_trigger, None
-        if pending is not None and not self._ended:
-            self._context._queue_render(self, pending)
 
     def _end(self) -> None:
         if self._ended:

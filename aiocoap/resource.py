@@ -597,13 +597,18 @@ class Site(interfaces.ObservableResource, PathCapable):
 
         A site passes the observation on to the resource at the request's
         path if that is observable, and otherwise leaves it unaccepted."""
-        child, subrequest = self._find_child(request)
+        child, remainder = self._locate(request)
         if child is None:
             return
         add_observation = getattr(child, "add_observation", None)
         if add_observation is None:
             return
-        await add_observation(subrequest, serverobservation)
+        if getattr(serverobservation, "_site", None) is self:
+            # The library renders the notifications through this site: it
+            # can call the child directly, the way render() would (and the
+            # way an observable resource renders its own notifications).
+            serverobservation._route(child, remainder)
+        await add_observation(self._stripped(request, remainder), serverobservation)
 
     def add_resource(self, path, resource) -> None:
         """Make ``resource`` available at ``path``, a list (or tuple) of

@@ -603,3 +603,53 @@ async def test_notification_rendering_runs_in_a_task():
     finally:
         await client.shutdown()
         await server.shutdown()
+
+
+class PathEcho(resource.ObservableResource, resource.PathCapable):
+    """Observable below a nested site: answers with the path it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.value = 0
+
+    async def render_get(self, request):
+        return Message(payload=("%s %d" % ("/".join(request.opt.uri_path), self.value)).encode())
+
+
+class CountingSite(resource.Site):
+    def __init__(self):
+        super().__init__()
+        self.lookups = 0
+
+    def _locate(self, request):
+        self.lookups += 1
+        return super()._locate(request)
+
+
+async def test_notifications_see_the_request_as_the_first_rendering_did():
+    """Notifications are rendered by the resource the site found for the
+    registration, without looking it up again, and with the same path
+    stripped as for the first response (here through a nested site)."""
+    net = MemoryNet(asyncio.get_running_loop())
+    echo = PathEcho()
+    inner = resource.Site()
+    inner.add_resource(["deep"], echo)
+    outer = CountingSite()
+    outer.add_resource(["outer"], inner)
+    server = await net.context("server", outer, transport_tuning=QUICK)
+    client = await net.context("client", transport_tuning=QUICK)
+    try:
+        request = client.request(Message(code=Code.GET, observe=0, uri="coap://server/outer/deep/x/y"))
+        assert (await request.response).payload == b"x/y 0"
+        lookups = outer.lookups
+        seen = []
+        request.observation.register_callback(lambda m: seen.append(m.payload))
+        for v in (1, 2, 3):
+            echo.value = v
+            echo.updated_state()
+            await settle()
+        assert seen == [b"x/y 1", b"x/y 2", b"x/y 3"]
+        assert outer.lookups == lookups
+    finally:
+        await client.shutdown()
+        await server.shutdown()

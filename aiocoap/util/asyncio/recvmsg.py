@@ -292,7 +292,13 @@ class RecvmsgSelectorDatagramTransport(asyncio.DatagramTransport):
             self._log.debug("Dropping datagram to %s: transport is closed", address)
             return
         try:
-            self._send_once(data, ancdata, flags, address)
+            # (_send_once, inlined for the usual cases)
+            if address is None:
+                self._send_once(data, ancdata, flags, address)
+            elif ancdata or flags:
+                self._sock.sendmsg((data,), ancdata, flags, address)
+            else:
+                self._sock.sendto(data, address)
         except BlockingIOError:
             self._log.debug("Dropping datagram to %s: send buffer full", address)
         except OSError:
