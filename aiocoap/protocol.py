@@ -1018,6 +1018,11 @@ class ServerObservation:
         if self._ended or not self._accepted:
             return
         if response is not None:
+            if isinstance(response, Message):
+                # A copy: the message is filled in for this observer (token,
+                # Observe, message ID), and updated_state() gives the same
+                # one to every observer.
+                response = response.copy()
             self._deliver(response, is_last=is_last)
             return
         if self._render_task is not None:

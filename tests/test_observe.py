@@ -653,3 +653,28 @@ async def test_notifications_see_the_request_as_the_first_rendering_did():
     finally:
         await client.shutdown()
         await server.shutdown()
+
+
+async def test_given_response_reaches_every_observer():
+    """updated_state(response) sends that response to every observer, each
+    with its own token, Observe number and message ID (it once went out
+    with the first observer's message ID to all, and the client dropped
+    the others as duplicates)."""
+    net, server, client, counter = await setup()
+    try:
+        requests = [client.request(observe_msg()) for _ in range(3)]
+        for request in requests:
+            await request.response
+        seen = [[] for _ in requests]
+        for i, request in enumerate(requests):
+            request.observation.register_callback(lambda m, i=i: seen[i].append(m.payload))
+        for n in range(4):
+            given = Message(payload=b"given%d" % n)
+            counter.updated_state(given)
+            await settle()
+        assert seen == [[b"given0", b"given1", b"given2", b"given3"]] * 3
+        # the message handed in is left as it was
+        assert given.mid is None and given.token == b"" and given.opt.observe is None
+    finally:
+        await client.shutdown()
+        await server.shutdown()
