@@ -33,6 +33,7 @@ from .numbers.codes import Code
 from .numbers.constants import DEFAULT_TUNING, SHUTDOWN_TIMEOUT, TransportTuning
 from .numbers.optionnumbers import OptionNumber
 from .numbers.types import Type
+from .optiontypes import UintOption
 from .pipe import Event, Pipe, error_to_message
 from .tokenmanager import TokenManager
 from .util.asyncio import stepping
@@ -627,6 +628,7 @@ _EXTRA_TRANSPORTS: dict = {}
 
 
 _OBSERVE = OptionNumber.OBSERVE
+CON, NON = Type.CON, Type.NON
 
 
 class BaseRequest:
@@ -912,7 +914,7 @@ class ServerObservation:
     accepted) sending a notification whenever :meth:`trigger` is called."""
 
     __slots__ = (
-        "_context", "_pipe", "_accepted", "_cancellation_callback", "_seq", "_site", "_child", "_remainder",
+        "_context", "_pipe", "_accepted", "_cancellation_callback", "_seq", "_site", "_child", "_remainder", "_unsliced",
         "_render_task", "_pending_trigger", "_ended", "_counted", "_since_con", "_last_con",
         "__weakref__",
     )
@@ -928,6 +930,8 @@ class ServerObservation:
         self._site: Any = None
         self._child: Any = None
         self._remainder: Any = None
+        # (BlockwiseServer.unsliced_limit of the request, once known)
+        self._unsliced: Optional[int] = None
         self._render_task: Optional[asyncio.Task] = None
         self._pending_trigger = None
         self._ended = False
@@ -967,10 +971,6 @@ class ServerObservation:
             return child.render(self._site._stripped(request, self._remainder))
         return self._site.render(request)
 
-    def _next_seq(self) -> int:
-        self._seq = (self._seq + 1) & 0xFFFFFF
-        return self._seq
-
     async def _first_render(self, site) -> None:
         self._site = site
         self._pipe.on_interest_end(self._end)
@@ -983,29 +983,36 @@ class ServerObservation:
         if response is NoResponse or not isinstance(response, Message):
             Context._complete(self._pipe, self._pipe.request, response, is_last=True)
             return
-        if response.code is None:
-            response.code = Code.CONTENT
-        if not response.code.is_successful() or is_last:
+        code = response.code
+        if code is None:
+            code = response.code = Code.CONTENT
+        if not 64 <= code < 96 or is_last:  # (not code.is_successful())
             response.opt.observe = None
             self._pipe.add_response(response, is_last=True)
             return
-        response.opt.observe = self._next_seq()
-        blockwise = self._context.blockwise
+        seq = self._seq = (self._seq + 1) & 0xFFFFFF
+        response.opt._options[_OBSERVE] = [UintOption(_OBSERVE, seq)]
+        context = self._context
+        blockwise = context.blockwise
         if blockwise is not None:
-            response = blockwise.slice_response(self._pipe.request, response)
-        if self._seq > 1 and response.mtype is None:
-            now = self._context.loop.time()
+            limit = self._unsliced
+            if limit is None:
+                limit = self._unsliced = blockwise.unsliced_limit(self._pipe.request)
+            if len(response.payload) > limit:
+                response = blockwise.slice_response(self._pipe.request, response)
+        if seq > 1 and response.mtype is None:
+            now = context.loop.time()
             self._since_con += 1
             if (
-                self._since_con >= self._context.notification_con_interval
+                self._since_con >= context.notification_con_interval
                 or now - self._last_con >= NOTIFICATION_CON_MAX_AGE
             ):
-                response.mtype = Type.CON
+                response.mtype = CON
                 self._since_con = 0
                 self._last_con = now
             else:
-                response.mtype = Type.NON
-        self._pipe.add_response(response, is_last=False)
+                response.mtype = NON
+        self._pipe.add_response(response, False)
 
     def trigger(self, response=None, *, is_last=False) -> None:
         """Send an updated response; if None is given, the observed

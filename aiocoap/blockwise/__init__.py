@@ -135,6 +135,15 @@ class BlockwiseServer:
         response = await render(job.request)
         return self._after(self.state.respond(job, response, loop.time()))
 
+    def unsliced_limit(self, request: Message) -> int:
+        """The payload length up to which :meth:`slice_response` returns
+        responses to ``request`` unchanged (-1: it always has a look). Fixed
+        for a request, so an observation asks once."""
+        options = request.opt._options
+        if BLOCK2 in options or SIZE2 in options:
+            return -1
+        return single_message_limit(request.remote)
+
     def slice_response(self, request: Message, response: Message) -> Message:
         """Cut ``response`` to the first block (or the block ``request``
         asks for) if it does not fit one message, and keep the rest for the
