@@ -118,6 +118,7 @@ class Message:
     # Defaults for attributes that decoded messages usually do not set; being
     # class attributes keeps decoding lean. Assignments go to the instance.
     version = 1
+    _remote = None
     _target: Optional[UndecidedRemote] = None
     request = None
     transport_tuning = None

@@ -495,11 +495,16 @@ class MessageLayer:
         timeout) for the message, or None if there is nothing to stop.
         ``monitor(exc)`` is called when the message will not be processed
         (see interfaces.TokenInterface.send_message)."""
-        remote = message.remote
+        remote = message._remote
+        if remote is None:
+            remote = message.remote
         code = message.code
         if code is None:
             raise ValueError("Can not send a message without a code")
-        if code.is_response():
+        # (code.is_response() and .is_request(), inlined here: this is the
+        # path of every message sent)
+        is_request = 1 <= code < 32
+        if 64 <= code < 192:
             # (most responses to be sent are notifications, with no request
             # waiting for its ACK at all)
             request_mid = self._pending_ack.pop((remote, message.token), None) if self._pending_ack else None
@@ -525,12 +530,12 @@ class MessageLayer:
         key = (remote, message.mid)
         tuning = message.transport_tuning or self.tuning
 
-        if message.mtype is NON and monitor is not None and not code.is_request():
+        if message.mtype is NON and monitor is not None and not is_request:
             return self._send_tracked(data, key, monitor, now + tuning.EXCHANGE_LIFETIME)
         if message.mtype is CON:
             timeout = tuning.ACK_TIMEOUT * self._rng.uniform(1, tuning.ACK_RANDOM_FACTOR)
             state = _Outgoing(data, remote, timeout, monitor, now + timeout, now, tuning)
-        elif message.mtype is NON and code.is_request():
+        elif message.mtype is NON and is_request:
             deadline = now + tuning.request_timeout
             state = _Outgoing(None, remote, 0.0, monitor, deadline, now, tuning, _NON_REQUEST)
         else:
@@ -701,9 +706,11 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
     # --- timer ---------------------------------------------------------------------
 
     def _rearm(self) -> None:
-        deadline = self._core.take_added_deadline()
-        if deadline is None:
-            return
+        core = self._core
+        if core._added is None:
+            return  # (take_added_deadline() would say None; most messages add none)
+        deadline = core.take_added_deadline()
+        assert deadline is not None
         if self._timer is not None and self._timer_at <= deadline:
             return
         if self._timer is not None:

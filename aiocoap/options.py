@@ -21,7 +21,7 @@ from typing import Any, Callable, Generic, Iterable, Optional, TypeVar, Union, o
 from . import error
 from .numbers.contentformat import ContentFormat
 from .numbers.optionnumbers import OptionNumber, _FORMATS, _LENGTHS
-from .optiontypes import BlockOption, OpaqueOption, OptionType, StringOption, UintOption
+from .optiontypes import _UINT_MINIMUM_LENGTH, BlockOption, OpaqueOption, OptionType, StringOption, UintOption
 
 __all__ = ["Options"]
 
@@ -342,15 +342,24 @@ class Options:
         """Append the encoded options to ``out`` (what :meth:`encode`
         returns, without the copy)."""
         options = self._options
-        numbers = sorted(options)
-        # (A negative number fails below, as a negative header byte.)
-        if numbers and numbers[-1] > 0xFFFF:
-            raise ValueError("option numbers are 16-bit unsigned integers")
+        # (a single option needs no sorting)
+        numbers = sorted(options) if len(options) > 1 else options
         previous = 0
         for number in numbers:
+            if number > 0xFFFF:
+                # (A negative number fails below, as a negative header byte.)
+                raise ValueError("option numbers are 16-bit unsigned integers")
             delta = number - previous
             for option in options[number]:
-                value = option.encode()
+                if type(option) is UintOption and number not in _UINT_MINIMUM_LENGTH:
+                    # (UintOption.encode, inlined for the common options
+                    # such as Observe and Content-Format)
+                    uint = option.value
+                    if uint < 0:
+                        raise ValueError("uint options can not be negative")
+                    value = uint.to_bytes((uint.bit_length() + 7) // 8, "big")
+                else:
+                    value = option.encode()
                 length = len(value)
                 if delta < 13 and length < 13:
                     out.append(delta << 4 | length)

@@ -127,7 +127,7 @@ class _Responder:
         remote = self.response_remote
         if remote is None:
             remote = self.response_remote = request.remote.as_response_address()
-        message.remote = remote
+        message._remote = remote  # (an EndpointAddress: what the remote setter would do)
         if request.mtype is NON and message.mtype is None:
             message.mtype = NON
         if self.previous_stop is not None:

@@ -3,6 +3,8 @@
 typed views on ``Message.opt``."""
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from aiocoap import error
 from aiocoap.numbers.contentformat import ContentFormat
@@ -472,3 +474,24 @@ def test_repr_as_in_the_guided_tour():
     opt2 = Options()
     opt2.add_option(OpaqueOption(OptionNumber(2048), b"\x01"))
     assert repr(opt2).endswith(": 2048: 01>")
+
+
+def test_option_numbers_beyond_16_bits_are_rejected_among_others():
+    with pytest.raises(ValueError):
+        encode(UintOption(OptionNumber.OBSERVE, 1), OpaqueOption(OptionNumber(65536), b""))
+
+
+@given(
+    st.sampled_from([OptionNumber.OBSERVE, OptionNumber.CONTENT_FORMAT, OptionNumber.MAX_AGE,
+                     OptionNumber.HOP_LIMIT, OptionNumber.SIZE2, OptionNumber(65000)]),
+    st.integers(min_value=0, max_value=2**32 - 1),
+)
+def test_uint_options_encode_as_their_own_encode_says(number, value):
+    """Options.encode inlines the encoding of uint options; it must give
+    what UintOption.encode gives (minimum lengths such as Hop-Limit's
+    included)."""
+    option = UintOption(number, value)
+    raw = option.encode()
+    assert encode(option) == bytes([(min(number, 13) if number < 269 else 14) << 4 | len(raw)]) + (
+        b"" if number < 13 else bytes([number - 13]) if number < 269 else (number - 269).to_bytes(2, "big")
+    ) + raw
