@@ -561,6 +561,9 @@ class Context(interfaces.RequestProvider):
     async def _render_batch(self, batch, progress) -> None:
         """The renderings of :meth:`_render_observations`; after the one in
         progress when it was handed over (``progress[1]``), it stops."""
+        # One reading of the clock for the batch (it only decides when a
+        # notification has to be confirmable, see _deliver).
+        now = self.loop.time()
         for index, (observation, is_last) in enumerate(batch):
             if observation._ended:
                 continue
@@ -573,9 +576,10 @@ class Context(interfaces.RequestProvider):
                 continue  # the rendering gave up on its own
             except Exception as e:
                 response = error_to_message(observation._pipe, e)
-            observation._deliver_safely(response, is_last)
             if progress[1]:
+                observation._deliver_safely(response, is_last)
                 return
+            observation._deliver_safely(response, is_last, now)
 
     @staticmethod
     def _complete(pipe: Pipe, request: Message, response, *, is_last: bool) -> None:
@@ -977,7 +981,9 @@ class ServerObservation:
         response = await self._render()
         self._deliver(response, is_last=False)
 
-    def _deliver(self, response, *, is_last: bool) -> None:
+    def _deliver(self, response, *, is_last: bool, now: Optional[float] = None) -> None:
+        """Send ``response`` as the next notification (or as the last
+        response). ``now`` is the loop time if the caller has it at hand."""
         if self._ended:
             return
         if response is NoResponse or not isinstance(response, Message):
@@ -1001,7 +1007,8 @@ class ServerObservation:
             if len(response.payload) > limit:
                 response = blockwise.slice_response(self._pipe.request, response)
         if seq > 1 and response.mtype is None:
-            now = context.loop.time()
+            if now is None:
+                now = context.loop.time()
             self._since_con += 1
             if (
                 self._since_con >= context.notification_con_interval
@@ -1040,9 +1047,9 @@ class ServerObservation:
         # now (Context._render_observations).
         self._context._queue_render(self, is_last)
 
-    def _deliver_safely(self, response, is_last: bool) -> None:
+    def _deliver_safely(self, response, is_last: bool, now: Optional[float] = None) -> None:
         try:
-            self._deliver(response, is_last=is_last)
+            self._deliver(response, is_last=is_last, now=now)
         except Exception:
             self._context.log.exception("Sending a notification for %r failed", self._pipe.request)
 

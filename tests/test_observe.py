@@ -130,6 +130,37 @@ async def test_notifications_are_mostly_non_with_periodic_con():
         await server.shutdown()
 
 
+async def test_a_notification_is_confirmable_at_least_every_24_hours():
+    """RFC 7641 §4.5: however rarely every N-th is reached, a notification
+    goes out confirmable once the last confirmable one is a day old."""
+    from aiocoap.protocol import NOTIFICATION_CON_MAX_AGE
+
+    net, server, client, counter = await setup()
+    try:
+        request = client.request(observe_msg())
+        await request.response
+        for v in (1, 2):
+            counter.value = v
+            counter.updated_state()
+            await settle()
+        (observation,) = counter._observations
+        observation._last_con -= NOTIFICATION_CON_MAX_AGE  # a day passed since
+        for v in (3, 4):
+            counter.value = v
+            counter.updated_state()
+            await settle()
+        types = [
+            Message.decode(d).mtype
+            for s, dst, d in net.log
+            if s == "server" and Message.decode(d).code == Code.CONTENT
+        ]
+        assert types[1:] == [Type.NON, Type.NON, Type.CON, Type.NON]
+        request.observation.cancel()
+    finally:
+        await client.shutdown()
+        await server.shutdown()
+
+
 async def test_error_response_ends_observation():
     net, server, client, counter = await setup()
     try:
