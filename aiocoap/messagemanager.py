@@ -196,7 +196,7 @@ class MessageLayer:
         # delayed sends (multicast leisure): heap of (deadline, seq, data, remote)
         self._delayed: list = []
 
-        # remote -> next MID
+        # remote -> [next MID] (a list: updated without another lookup)
         self._mids: dict = {}
 
         # The earliest deadline added since take_added_deadline() was last
@@ -467,8 +467,8 @@ class MessageLayer:
 
     def _next_mid(self, remote) -> int:
         mids = self._mids
-        mid = mids.get(remote)
-        if mid is None:
+        entry = mids.get(remote)
+        if entry is None:
             mid = self._rng.randrange(0x10000)
             if len(mids) >= self.max_peers:
                 # The peer we first sent to among those remembered (not
@@ -476,6 +476,9 @@ class MessageLayer:
                 # order would cost on every message). A forgotten peer
                 # starts again at a random MID.
                 del mids[next(iter(mids))]
+            entry = mids[remote] = [mid]
+        else:
+            mid = entry[0]
         outgoing = self._outgoing
         tracked = self._tracked
         for _ in range(0x10000):
@@ -485,7 +488,7 @@ class MessageLayer:
             mid = (mid + 1) & 0xFFFF
         else:
             raise error.Error("All 65536 message IDs to this peer are in use")
-        mids[remote] = (mid + 1) & 0xFFFF
+        entry[0] = (mid + 1) & 0xFFFF
         return mid
 
     def send_message(self, message: Message, now: float, monitor=None) -> Optional[Callable[[], None]]:

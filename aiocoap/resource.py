@@ -72,6 +72,9 @@ _HANDLER_NAMES: dict[Any, str] = {
 }
 
 # Typed loosely: to mypy, ExtensibleIntEnum members look like plain ints.
+_COROUTINE = types.CoroutineType
+_NO_RESPONSE = OptionNumber.NO_RESPONSE
+
 _CODE_FOR_EMPTY: dict[Any, Any] = {
     Code.GET: Code.CONTENT,
     Code.FETCH: Code.CONTENT,
@@ -201,7 +204,7 @@ class Resource(_ExposesWellknownAttributes, interfaces.Resource):
             raise error.UnallowedMethod()
 
         response = handler(request)
-        if type(response) is types.CoroutineType or inspect.isawaitable(response):
+        if type(response) is _COROUTINE or inspect.isawaitable(response):
             response = await response
 
         if response is NoResponse:
@@ -211,7 +214,7 @@ class Resource(_ExposesWellknownAttributes, interfaces.Resource):
 
         if response.code is None:
             response.code = _CODE_FOR_EMPTY.get(request.code, Code.CHANGED)
-        if OptionNumber.NO_RESPONSE in request.opt._options and response.opt.no_response is None:
+        if _NO_RESPONSE in request.opt._options and response.opt.no_response is None:
             response.opt.no_response = request.opt.no_response
         return response
 

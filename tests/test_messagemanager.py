@@ -533,7 +533,7 @@ def test_tracked_mids_are_not_reused(net):
     server.core.send_message(_notification(0), net.now, lambda exc: None)
     first = Message.decode(net.sent[-1][1]).mid
     # Wrap the MID counter around: the tracked MID is skipped
-    server.core._mids["client"] = first
+    server.core._mids["client"] = [first]
     server.core.send_message(_notification(1), net.now, None)
     assert Message.decode(net.sent[-1][1]).mid == (first + 1) & 0xFFFF
 
