@@ -774,8 +774,10 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
                 self._core.no_response_for(message.remote, message.token)
                 self._rearm()
                 return None
-        stop = self._core.send_message(message, self.loop.time(), messageerror_monitor)
-        self._rearm()
+        core = self._core
+        stop = core.send_message(message, self.loop.time(), messageerror_monitor)
+        if core._added is not None:
+            self._rearm()
         return stop
 
     def no_response_for(self, remote, token) -> None:

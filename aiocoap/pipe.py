@@ -22,6 +22,8 @@ from .message import Message
 
 __all__ = ["Pipe", "Event", "run_driving_pipe", "error_to_message"]
 
+_new_tuple = tuple.__new__
+
 
 class Event(NamedTuple):
     """A response (``message``) or an error (``exception``) arriving in a
@@ -129,7 +131,8 @@ class Pipe:
             self._end_interest()
 
     def add_response(self, response: Message, is_last: bool = False) -> None:
-        self.add_event(Event(response, None, is_last))
+        # (tuple.__new__: a named tuple's own constructor is a Python function)
+        self.add_event(_new_tuple(Event, (response, None, is_last)))
 
     def add_exception(self, exception: BaseException) -> None:
         self.add_event(Event(None, exception, True))

@@ -569,7 +569,13 @@ class Context(interfaces.RequestProvider):
                 continue
             progress[0] = index
             try:
-                response = await observation._render()
+                # (observation._render(), inlined)
+                child = observation._child
+                if child is not None:
+                    response = await child.render(
+                        observation._site._stripped(observation._pipe.request, observation._remainder))
+                else:
+                    response = await observation._site.render(observation._pipe.request)
             except asyncio.CancelledError:
                 if progress[1]:
                     raise  # the observation ended while its rendering was suspended
@@ -579,7 +585,10 @@ class Context(interfaces.RequestProvider):
             if progress[1]:
                 observation._deliver_safely(response, is_last)
                 return
-            observation._deliver_safely(response, is_last, now)
+            try:
+                observation._deliver(response, is_last, now)
+            except Exception:
+                self.log.exception("Sending a notification for %r failed", observation._pipe.request)
 
     @staticmethod
     def _complete(pipe: Pipe, request: Message, response, *, is_last: bool) -> None:
@@ -632,6 +641,7 @@ _EXTRA_TRANSPORTS: dict = {}
 
 
 _OBSERVE = OptionNumber.OBSERVE
+_new_tuple = tuple.__new__
 CON, NON = Type.CON, Type.NON
 
 
@@ -981,7 +991,7 @@ class ServerObservation:
         response = await self._render()
         self._deliver(response, is_last=False)
 
-    def _deliver(self, response, *, is_last: bool, now: Optional[float] = None) -> None:
+    def _deliver(self, response, is_last: bool, now: Optional[float] = None) -> None:
         """Send ``response`` as the next notification (or as the last
         response). ``now`` is the loop time if the caller has it at hand."""
         if self._ended:
@@ -1019,7 +1029,9 @@ class ServerObservation:
                 self._last_con = now
             else:
                 response.mtype = NON
-        self._pipe.add_response(response, False)
+        # (add_response, inlined; a named tuple's constructor is a Python
+        # function, tuple.__new__ is not)
+        self._pipe.add_event(_new_tuple(Event, (response, None, False)))
 
     def trigger(self, response=None, *, is_last=False) -> None:
         """Send an updated response; if None is given, the observed
@@ -1044,8 +1056,14 @@ class ServerObservation:
             self._pending_trigger = is_last or bool(self._pending_trigger)
             return
         # Rendered soon, together with every other observation triggered
-        # now (Context._render_observations).
-        self._context._queue_render(self, is_last)
+        # now (Context._render_observations); Context._queue_render, inlined
+        # (updated_state() calls this for every observer).
+        context = self._context
+        queue = context._render_queue
+        if not queue:
+            context._spawn(context._render_observations(), name="aiocoap notifications")
+        if is_last or self not in queue:
+            queue[self] = is_last
 
     def _deliver_safely(self, response, is_last: bool, now: Optional[float] = None) -> None:
         try:

@@ -419,7 +419,15 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
         pktinfo = remote.pktinfo
         ancdata = () if pktinfo is None else [(_SOL_IPV6, _IPV6_PKTINFO, pktinfo)]
         try:
-            transport.sendmsg(data, ancdata, 0, remote.sockaddr)
+            if transport._closing:
+                transport.sendmsg(data, ancdata, 0, remote.sockaddr)  # (which drops it)
+                return
+            try:
+                # (transport.sendmsg, inlined: this is the path of every
+                # datagram sent)
+                transport._sock.sendmsg((data,), ancdata, 0, remote.sockaddr)
+            except OSError as first:
+                transport.send_failed(first, data, ancdata, 0, remote.sockaddr)
         except OSError as exc:
             self.loop.call_soon(self._dispatch_send_error, exc, remote)
 

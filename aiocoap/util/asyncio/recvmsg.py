@@ -299,22 +299,29 @@ class RecvmsgSelectorDatagramTransport(asyncio.DatagramTransport):
                 self._sock.sendmsg((data,), ancdata, flags, address)
             else:
                 self._sock.sendto(data, address)
+        except OSError as exc:
+            self.send_failed(exc, data, ancdata, flags, address)
+
+    def send_failed(self, exc: OSError, data: bytes, ancdata: Any = (), flags: int = 0, address: Any = None) -> None:
+        """What :meth:`sendmsg` does when sending on the socket raised
+        ``exc``: for callers that made the first attempt on the socket
+        themselves (``get_extra_info("socket")``, with the same arguments),
+        so that the datagram is handled as :meth:`sendmsg` would."""
+        if isinstance(exc, BlockingIOError):
+            self._log.debug("Dropping datagram to %s: send buffer full", address)
+            return
+        # Linux reports a pending ICMP error of an earlier datagram on the
+        # next send and refuses that send. If the error queue has the
+        # details, they are that error's real report, and this datagram
+        # deserves another attempt. (The reader is registered anew, as the
+        # read that would have seen the error might not come on libuv.)
+        self._schedule_rearm()
+        if not self._drain_errqueue(True):
+            raise exc
+        try:
+            self._send_once(data, ancdata, flags, address)
         except BlockingIOError:
             self._log.debug("Dropping datagram to %s: send buffer full", address)
-        except OSError:
-            # Linux reports a pending ICMP error of an earlier datagram on
-            # the next send and refuses that send. If the error queue has
-            # the details, they are that error's real report, and this
-            # datagram deserves another attempt. (The reader is registered
-            # anew, as the read that would have seen the error might not
-            # come on libuv.)
-            self._schedule_rearm()
-            if not self._drain_errqueue(True):
-                raise
-            try:
-                self._send_once(data, ancdata, flags, address)
-            except BlockingIOError:
-                self._log.debug("Dropping datagram to %s: send buffer full", address)
 
     def _send_once(self, data: bytes, ancdata: Any, flags: int, address: Any) -> None:
         if ancdata or flags:
