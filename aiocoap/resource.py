@@ -46,6 +46,7 @@ from .message import Message, NoResponse
 from .numbers.codes import Code
 from .numbers.contentformat import ContentFormat
 from .numbers.optionnumbers import OptionNumber
+from .options import Options
 from .util.linkformat import SPACE_SEPARATED, Link, LinkFormat
 from .util.uri import quote_factory, sub_delims, unreserved
 
@@ -73,6 +74,7 @@ _HANDLER_NAMES: dict[Any, str] = {
 
 # Typed loosely: to mypy, ExtensibleIntEnum members look like plain ints.
 _COROUTINE = types.CoroutineType
+_URI_PATH = OptionNumber.URI_PATH
 _NO_RESPONSE = OptionNumber.NO_RESPONSE
 
 _CODE_FOR_EMPTY: dict[Any, Any] = {
@@ -544,17 +546,22 @@ class Site(interfaces.ObservableResource, PathCapable):
         them)."""
         if remainder is None:
             return request
+        # (This runs for every notification: the calls of opt.uri_path and
+        # opt.copy_shallow() are written out.)
         new = Message.__new__(Message)
-        new.__dict__.update(request.__dict__)
-        if "_original_uri_path" not in new.__dict__:
-            new._original_uri_path = request.opt.uri_path
-        opt = request.opt.copy_shallow()
+        attributes = new.__dict__
+        attributes.update(request.__dict__)
+        original = request.opt
+        options = original._options.copy()
+        paths = options.pop(_URI_PATH, None)
+        if "_original_uri_path" not in attributes:
+            attributes["_original_uri_path"] = tuple([o.value for o in paths]) if paths else ()
+        opt = Options.__new__(Options)
+        opt._options = options
+        opt._invalid = original._invalid
         if remainder:
             opt.uri_path = remainder
-        else:
-            # (the usual case, a resource at its own path; same as setting ())
-            opt._options.pop(OptionNumber.URI_PATH, None)
-        new.opt = opt
+        attributes["opt"] = opt
         return new
 
     def _find_child(self, request: Message):
