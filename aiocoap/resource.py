@@ -555,7 +555,12 @@ class Site(interfaces.ObservableResource, PathCapable):
         options = original._options.copy()
         paths = options.pop(_URI_PATH, None)
         if "_original_uri_path" not in attributes:
-            attributes["_original_uri_path"] = tuple([o.value for o in paths]) if paths else ()
+            if not paths:
+                attributes["_original_uri_path"] = ()
+            elif len(paths) == 1:
+                attributes["_original_uri_path"] = (paths[0].value,)
+            else:
+                attributes["_original_uri_path"] = tuple([o.value for o in paths])
         opt = Options.__new__(Options)
         opt._options = options
         opt._invalid = original._invalid

@@ -120,13 +120,18 @@ class UDP6EndpointAddress(SockaddrAddress):
     <UDP6EndpointAddress [::ffff:127.0.0.1]:5683>
     """
 
-    __slots__ = ("sockaddr", "interface", "pktinfo", "_hash")
+    __slots__ = ("sockaddr", "interface", "pktinfo", "_hash", "is_multicast_locally")
 
     scheme = "coap"
 
     def __init__(self, sockaddr: tuple, interface, *, pktinfo: Optional[bytes] = None):
         self._set_peer(sockaddr, interface)
         self.pktinfo = pktinfo
+        # True if the local address is a multicast address. (Fixed with the
+        # local address, and read for every message sent: not a property.)
+        self.is_multicast_locally = pktinfo is not None and (
+            pktinfo[0] == 0xFF or pktinfo.startswith(_V4MAPPED_PREFIX_BYTES) and 224 <= pktinfo[12] <= 239
+        )
 
     def __repr__(self) -> str:
         host, port, _, scope_id = self.sockaddr
@@ -194,17 +199,6 @@ class UDP6EndpointAddress(SockaddrAddress):
         """The base URI for the local side of this remote (``coap://`` plus
         :attr:`hostinfo_local`)."""
         return "coap://" + self.hostinfo_local
-
-    @property
-    def is_multicast_locally(self) -> bool:
-        """True if the local address is a multicast address, otherwise
-        false."""
-        pktinfo = self.pktinfo
-        if pktinfo is None:
-            return False
-        if pktinfo[0] == 0xFF:
-            return True
-        return pktinfo.startswith(_V4MAPPED_PREFIX_BYTES) and 224 <= pktinfo[12] <= 239
 
     def as_response_address(self) -> "UDP6EndpointAddress":
         """Address to be assigned to a response to messages that arrived
