@@ -57,6 +57,7 @@ from .numbers.codes import Code
 from .numbers.constants import DEFAULT_TUNING, TransportTuning
 from .numbers.optionnumbers import OptionNumber
 from .numbers.types import Type
+from .util.asyncio import clock_of
 
 __all__ = ["MessageLayer", "MessageManager", "no_response_suppresses"]
 
@@ -672,6 +673,7 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
         self.loop = loop
         self.message_interface: Optional[interfaces.MessageInterface] = None
         self._raw_send: Callable[[bytes, object], None] = self._send_decoded
+        self._clock = clock_of(loop)  # (loop.time, read for every message)
         self._timer = None
         self._timer_at: Optional[float] = None
         process_request = token_manager.process_request
@@ -725,7 +727,7 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
         self._timer = None
         self._timer_at = None
         core = self._core
-        core.handle_timer(self.loop.time())
+        core.handle_timer(self._clock())
         core.take_added_deadline()  # superseded by the full computation
         deadline = core.next_deadline()
         if deadline is not None:
@@ -744,11 +746,11 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
         self.message_interface.send(Message.decode(data, remote))
 
     def dispatch_datagram(self, data: bytes, remote) -> None:
-        self._core.receive_datagram(data, remote, self.loop.time())
+        self._core.receive_datagram(data, remote, self._clock())
         self._rearm()
 
     def dispatch_message(self, message: Message) -> None:
-        self._core.receive_message(message, self.loop.time())
+        self._core.receive_message(message, self._clock())
         self._rearm()
 
     def dispatch_error(self, exception: Exception, remote) -> None:
@@ -775,7 +777,7 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
                 self._rearm()
                 return None
         core = self._core
-        stop = core.send_message(message, self.loop.time(), messageerror_monitor)
+        stop = core.send_message(message, self._clock(), messageerror_monitor)
         if core._added is not None:
             self._rearm()
         return stop

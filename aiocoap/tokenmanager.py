@@ -40,6 +40,7 @@ from .numbers.codes import Code
 from .numbers.optionnumbers import OptionNumber
 from .numbers.types import Type
 from .pipe import Pipe
+from .util.asyncio import clock_of
 
 __all__ = ["TokenManager"]
 
@@ -168,6 +169,7 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         self._render_to_pipe = render_to_pipe
         self.log = log
         self.loop = loop
+        self._clock = clock_of(loop)  # (loop.time, read for every notification)
         self.client_credentials = client_credentials
         self.token_interfaces: list[interfaces.TokenInterface] = []
         self._outgoing: dict = {}  # (token, remote) -> _Outgoing
@@ -325,7 +327,7 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         elif observe and state.observing and 64 <= code < 96:  # (code.is_successful(), inlined)
             is_last = False
             seq = observe[0].value
-            now = self.loop.time()
+            now = self._clock()
             last_seq = state.last_seq
             if (
                 state.established
