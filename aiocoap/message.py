@@ -152,10 +152,11 @@ class Message:
         if uri is not None:
             self.set_request_uri(uri)
 
-        for key, value in kwargs.items():
-            if key not in Options._view_names:
-                raise TypeError(f"Message got an unexpected keyword argument {key!r}")
-            setattr(self.opt, key, value)
+        if kwargs:
+            for key, value in kwargs.items():
+                if key not in Options._view_names:
+                    raise TypeError(f"Message got an unexpected keyword argument {key!r}")
+                setattr(self.opt, key, value)
 
     # --- remote handling -------------------------------------------------
 
