@@ -514,16 +514,6 @@ class Context(interfaces.RequestProvider):
             else:
                 table.pop(key, None)
 
-    def _queue_render(self, observation: "ServerObservation", is_last: bool) -> None:
-        """Have ``observation`` rendered again soon. All observations
-        triggered before the next loop iteration are rendered by one task,
-        one after the other (one update of a resource with a thousand
-        observers makes one task, not a thousand)."""
-        queue = self._render_queue
-        if not queue:
-            self._spawn(self._render_observations(), name="aiocoap notifications")
-        queue[observation] = is_last or queue.get(observation, False)
-
     async def _render_observations(self, batch=None) -> None:
         """Render the queued observations (or ``batch``, a list of
         (observation, is_last)) and send their notifications.
@@ -539,9 +529,8 @@ class Context(interfaces.RequestProvider):
             self._render_queue = {}
         progress = [0, False]  # index of the rendering in progress, handed over
         coro = self._render_batch(batch, progress)
-        try:
-            yielded = coro.send(None)
-        except StopIteration:
+        _, yielded = stepping.first_step(coro)
+        if yielded is stepping.DONE:
             return
         index = progress[0]
         progress[1] = True
@@ -555,8 +544,8 @@ class Context(interfaces.RequestProvider):
         finally:
             observation._render_task = None
         pending, observation._pending_trigger = observation._pending_trigger, None
-        if pending is not None and not observation._ended:
-            self._queue_render(observation, pending)
+        if pending is not None:
+            observation.trigger(is_last=pending)
 
     async def _render_batch(self, batch, progress) -> None:
         """The renderings of :meth:`_render_observations`; after the one in
@@ -569,13 +558,7 @@ class Context(interfaces.RequestProvider):
                 continue
             progress[0] = index
             try:
-                # (observation._render(), inlined)
-                child = observation._child
-                if child is not None:
-                    response = await child.render(
-                        observation._site._stripped(observation._pipe.request, observation._remainder))
-                else:
-                    response = await observation._site.render(observation._pipe.request)
+                response = await observation._render()
             except asyncio.CancelledError:
                 if progress[1]:
                     raise  # the observation ended while its rendering was suspended
@@ -1056,8 +1039,9 @@ class ServerObservation:
             self._pending_trigger = is_last or bool(self._pending_trigger)
             return
         # Rendered soon, together with every other observation triggered
-        # now (Context._render_observations); Context._queue_render, inlined
-        # (updated_state() calls this for every observer).
+        # before the next loop iteration, by one task
+        # (Context._render_observations): one update of a resource with a
+        # thousand observers makes one task, not a thousand.
         context = self._context
         queue = context._render_queue
         if not queue:

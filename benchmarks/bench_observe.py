@@ -63,7 +63,7 @@ machinery alone.
 
 Only the public aiocoap API is used on the library side.
 
-    python3 benchmarks/bench_observe.py                    # ours and theirs, CON and NON (~1.5 min)
+    python3 benchmarks/bench_observe.py                    # ours and theirs, CON and NON (under 1 min)
     python3 benchmarks/bench_observe.py --mtype CON --rounds 3
     python3 benchmarks/bench_observe.py --only ours --json
 """

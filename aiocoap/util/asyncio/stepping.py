@@ -11,9 +11,10 @@ to the coroutine. Because the coroutine keeps running in the same task,
 belongs to the task behave as if the coroutine had been awaited directly.
 
 The server uses this to render the notifications of one update for all
-observers in one task (see ``aiocoap.protocol.ServerObservation``): most
-renderings finish without suspending, and those that do suspend get a task
-of their own (the remaining ones are handed to a new task first).
+observers in one task (see ``aiocoap.protocol.Context._render_observations``):
+one coroutine awaits the renderings one after the other, and its first step
+usually runs them all; when one suspends, the remaining ones are handed to
+a new task and this one only finishes the suspended rendering.
 """
 
 from __future__ import annotations
