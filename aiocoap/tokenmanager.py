@@ -39,7 +39,7 @@ from .message import Message
 from .numbers.codes import Code
 from .numbers.optionnumbers import OptionNumber
 from .numbers.types import Type
-from .pipe import Pipe
+from .pipe import Event, Pipe
 from .util.asyncio import clock_of
 
 __all__ = ["TokenManager"]
@@ -100,7 +100,15 @@ class _Responder:
     """Sends what the Context renders for one incoming request back through
     the TokenInterface it came from: the response, or (for an observation)
     the notifications. One small object instead of closures, since an
-    observation keeps it for its whole life."""
+    observation keeps it for its whole life.
+
+    The responder itself is the one callable the others get, so that no
+    bound method object is kept per request (or created per notification):
+    the pipe calls it with an :class:`Event` (see :meth:`on_event`) and,
+    for an observation, without argument when interest ends
+    (:meth:`forget`); the message layer calls it with the exception that
+    ends a notification's exchange, e.g. a Reset (:meth:`end_observation`).
+    """
 
     __slots__ = ("manager", "pipe", "ti", "key", "previous_stop", "response_remote")
 
@@ -112,7 +120,14 @@ class _Responder:
         self.previous_stop = None
         self.response_remote = None
 
-    def on_event(self, event) -> bool:
+    def __call__(self, event=None):
+        if type(event) is not Event:
+            # (not an event: see the class documentation)
+            if event is None:
+                self.forget()
+            else:
+                self.end_observation(event)
+            return None
         request = self.pipe.request
         message = event.message
         if message is None:
@@ -140,12 +155,10 @@ class _Responder:
         if event.is_last:
             self.ti.send_message(message, None)
             return False
-        self.previous_stop = self.ti.send_message(message, self.end_observation)
+        self.previous_stop = self.ti.send_message(message, self)
         return True
 
-    # The responder itself is the pipe's event callback: no bound method
-    # object per request.
-    __call__ = on_event
+    on_event = __call__
 
     def end_observation(self, exc) -> None:
         self.manager.log.debug("Observation by %r ends: %r", self.pipe.request.remote, exc)
@@ -391,7 +404,7 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         pipe.on_event(responder)
         if observe is not None:
             self._observations[key] = pipe
-            pipe.on_interest_end(responder.forget)
+            pipe.on_interest_end(responder)
         self._render_to_pipe(pipe)
 
     def dispatch_error(self, exception: Exception, remote) -> None:

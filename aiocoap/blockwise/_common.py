@@ -48,7 +48,11 @@ def single_message_limit(remote) -> int:
     exp = remote_max_exp(remote)
     if exp >= 7:
         return bert_chunk(remote)
-    return 1 << (exp + 4)
+    # (the same int objects every time: a server keeps one per observation)
+    return _BLOCK_SIZES[exp] if exp >= 0 else 1 << (exp + 4)
+
+
+_BLOCK_SIZES = tuple(1 << (exp + 4) for exp in range(7))
 
 
 def block_unit(szx: int) -> int:
