@@ -746,8 +746,10 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
         self.message_interface.send(Message.decode(data, remote))
 
     def dispatch_datagram(self, data: bytes, remote) -> None:
-        self._core.receive_datagram(data, remote, self._clock())
-        self._rearm()
+        core = self._core
+        core.receive_datagram(data, remote, self._clock())
+        if core._added is not None:
+            self._rearm()
 
     def dispatch_message(self, message: Message) -> None:
         self._core.receive_message(message, self._clock())

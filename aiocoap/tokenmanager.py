@@ -46,6 +46,7 @@ __all__ = ["TokenManager"]
 
 NON = Type.NON
 _OBSERVE = OptionNumber.OBSERVE
+_new_tuple = tuple.__new__
 _MAX_AGE = OptionNumber.MAX_AGE
 
 OBSERVE_FRESHNESS = 128.0
@@ -375,7 +376,9 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
             state.established = False
         pipe = state.pipe
         response.request = pipe.request
-        pipe.add_response(response, is_last)
+        # (pipe.add_response, inlined; tuple.__new__ as a named tuple's own
+        # constructor is a Python function)
+        pipe.add_event(_new_tuple(Event, (response, None, is_last)))
         return True
 
     def process_request(self, request: Message, ti: Optional[interfaces.TokenInterface] = None) -> None:

@@ -57,9 +57,12 @@ class SockaddrAddress(interfaces.EndpointAddress):
     def __eq__(self, other: object) -> bool:
         if self is other:
             return True
-        if not isinstance(other, type(self)):
+        # (No isinstance check first: this runs for most messages received.
+        # Addresses of the same interface are of the same class.)
+        try:
+            return self.interface is other.interface and self.sockaddr == other.sockaddr  # type: ignore[attr-defined]
+        except AttributeError:
             return NotImplemented
-        return self.sockaddr == other.sockaddr and self.interface is other.interface
 
 
 def split_hostinfo(hostinfo: str, default_port: int = COAP_PORT) -> "tuple[str, int]":
