@@ -4,6 +4,7 @@ shutdown and garbage collection of forgotten observations."""
 
 import asyncio
 import gc
+import tracemalloc
 
 import pytest
 
@@ -708,4 +709,54 @@ async def test_given_response_reaches_every_observer():
         assert given.mid is None and given.token == b"" and given.opt.observe is None
     finally:
         await client.shutdown()
+        await server.shutdown()
+
+
+async def test_server_memory_per_observation_is_bounded():
+    """A regression guard for the memory target (<= 2 KB per server-side
+    observation, measured as RSS by benchmarks/bench_observe.py): Python
+    allocations of the server per established NON observation, here
+    including the memory net's per-datagram address objects and the
+    registration's deduplication entry. (4-5 KB before 2026-12.)"""
+    net = MemoryNet(asyncio.get_running_loop())
+    site = resource.Site()
+    counter = Counter()
+    site.add_resource(["counter"], counter)
+    server = await net.context("server", site, transport_tuning=QUICK)
+    server.max_observations_per_peer = 2000
+    raw = RawPeer(net, "raw")
+
+    def register(first, count):
+        for i in range(first, first + count):
+            raw.send(Message(mtype=Type.NON, mid=i, code=Code.GET, token=i.to_bytes(4, "big"),
+                             observe=0, uri_path=["counter"]), "server")
+
+    def forget_traffic():
+        raw.received.clear()
+        net.log.clear()
+        gc.collect()
+
+    try:
+        register(0, 50)  # (lazily created tables exist before measuring)
+        await settle()
+        counter.updated_state()
+        await settle()
+        forget_traffic()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.take_snapshot()
+            n = 1000
+            for first in range(1000, 1000 + n, 100):
+                register(first, 100)
+                await settle()
+            counter.updated_state()  # each has a notification in flight
+            await settle()
+            forget_traffic()
+            after = tracemalloc.take_snapshot()
+        finally:
+            tracemalloc.stop()
+        assert counter.counts[-1] == n + 50
+        per_observation = sum(s.size_diff for s in after.compare_to(before, "filename")) / n
+        assert per_observation < 2400, per_observation
+    finally:
         await server.shutdown()
