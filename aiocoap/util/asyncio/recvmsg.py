@@ -292,13 +292,7 @@ class RecvmsgSelectorDatagramTransport(asyncio.DatagramTransport):
             self._log.debug("Dropping datagram to %s: transport is closed", address)
             return
         try:
-            # (_send_once, inlined for the usual cases)
-            if address is None:
-                self._send_once(data, ancdata, flags, address)
-            elif ancdata or flags:
-                self._sock.sendmsg((data,), ancdata, flags, address)
-            else:
-                self._sock.sendto(data, address)
+            self._send_once(data, ancdata, flags, address)
         except OSError as exc:
             self.send_failed(exc, data, ancdata, flags, address)
 
