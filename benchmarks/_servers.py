@@ -33,7 +33,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-DEFAULT_REF_PYTHON = "/opt/aiocoap-ref/bin/python"
 LIBCOAP_SERVER = "coap-server-notls"
 
 HOST = "127.0.0.1"
@@ -43,6 +42,7 @@ PAYLOAD = b"Hello from the benchmark resource"
 
 sys.path.insert(0, str(HERE))
 import loadgen  # noqa: E402  (a sibling module, importable from any cwd)
+from _reference import reference_python  # noqa: E402
 
 
 def free_port(host: str = HOST) -> int:
@@ -84,7 +84,7 @@ def theirs_env(python: str | None = None) -> tuple[str, dict, str]:
         _ref_cwd = tempfile.mkdtemp(prefix="aiocoap-ref-bench-")
         atexit.register(shutil.rmtree, _ref_cwd, True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    return python or DEFAULT_REF_PYTHON, env, _ref_cwd
+    return python or reference_python(), env, _ref_cwd
 
 
 class ServerProcess:

@@ -84,7 +84,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-REF_PYTHON = "/opt/aiocoap-ref/bin/python"
 HOST = "127.0.0.1"
 
 
@@ -380,7 +379,9 @@ class Role:
             cwd = str(REPO)
         else:
             env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-            argv = [REF_PYTHON, "-I", str(Path(workdir) / "bench_observe.py"), *argv_tail]
+            from _reference import reference_python  # the driver runs from this directory
+
+            argv = [reference_python(), "-I", str(Path(workdir) / "bench_observe.py"), *argv_tail]
             cwd = workdir
         self.stderr = tempfile.TemporaryFile()
         self.process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.PIPE,

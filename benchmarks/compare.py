@@ -6,7 +6,7 @@ installation, and print both figures and their ratio.
 
 * "ours": ``python3`` (or ``--ours-python``) with this repository first on
   ``PYTHONPATH``, started in the repository root.
-* "theirs": ``/opt/aiocoap-ref/bin/python`` (or ``--ref-python``) in
+* "theirs": the reference interpreter of ``_reference.py`` (or ``--ref-python``) in
   isolated mode (``-I``: no ``PYTHONPATH``, no user site, script directory
   not on ``sys.path``), with a copy of the script in a fresh temporary
   directory as working directory, so that this tree can not be imported by
@@ -30,8 +30,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _reference import reference_python
+
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_REF_PYTHON = "/opt/aiocoap-ref/bin/python"
 
 
 def _run(cmd: list[str], *, cwd: str, env: dict) -> dict:
@@ -76,14 +77,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("script", type=Path, help="benchmark script (accepting --json)")
     parser.add_argument("--ours-python", default=sys.executable)
-    parser.add_argument("--ref-python", default=DEFAULT_REF_PYTHON)
+    parser.add_argument("--ref-python", default=None)
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="arguments after -- go to the script")
     args = parser.parse_args(argv)
     extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
     script = args.script.resolve()
 
     ours = run_ours(args.ours_python, script, extra)
-    theirs = run_theirs(args.ref_python, script, extra)
+    theirs = run_theirs(args.ref_python or reference_python(), script, extra)
 
     print(f"script: {script.relative_to(REPO) if script.is_relative_to(REPO) else script}")
     print(f"ours:   aiocoap {ours['version']} ({ours['library']}), Python {ours['python']}")

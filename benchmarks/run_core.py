@@ -16,7 +16,7 @@ What runs, each in its own processes:
   1000 concurrent GETs, both against libcoap's server.
 
 "ours" is ``python3`` (``--ours-python``) with this repository first on
-PYTHONPATH; "theirs" is ``/opt/aiocoap-ref/bin/python`` (``--ref-python``)
+PYTHONPATH; "theirs" is the reference interpreter of ``_reference.py`` (``--ref-python``)
 without any PYTHON* variable, started in an empty temporary directory, so it
 can not import this tree -- each run reports the aiocoap it imported and this
 script checks it. A part that fails (e.g. ours while the protocol core is
@@ -258,7 +258,7 @@ def main(argv=None) -> None:
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
                         help="event loop of the aiocoap servers and clients")
     parser.add_argument("--ours-python", default=sys.executable)
-    parser.add_argument("--ref-python", default=_servers.DEFAULT_REF_PYTHON)
+    parser.add_argument("--ref-python", default=None)
     parser.add_argument("--json-out", help="also write all figures to this JSON file")
     args = parser.parse_args(argv)
     args.types = [t.strip().upper() for t in args.types.split(",") if t.strip()]
