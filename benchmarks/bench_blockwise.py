@@ -9,7 +9,7 @@ ends of one implementation): ``--worker get`` or ``--worker put`` does one
 warm-up transfer and ``--rounds`` timed ones, checks every body, and prints
 one JSON line with the transfer times and the process's peak RSS. The
 driver (no arguments) starts the four workers -- ours with this repository
-on ``PYTHONPATH``, theirs as ``/opt/aiocoap-ref/bin/python -I`` on a copy of
+on ``PYTHONPATH``, theirs as the reference interpreter of ``_reference.py`` with ``-I`` on a copy of
 this script in an empty temporary directory, so this tree can not be
 imported there -- and prints the figures and the ratios.
 

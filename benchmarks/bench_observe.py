@@ -27,8 +27,8 @@ Three kinds of process take part, all on loopback UDP:
 
 * the **driver** (no ``--role``; does not import aiocoap): runs both of
   the above under this tree (``python3`` with the repository on
-  ``PYTHONPATH``) and under the reference (``/opt/aiocoap-ref/bin/python
-  -I`` on a copy of this script in an empty temporary directory, so this
+  ``PYTHONPATH``) and under the reference (the interpreter of ``_reference.py``
+  with ``-I`` on a copy of this script in an empty temporary directory, so this
   tree can not be imported there; the processes report which aiocoap they
   imported and the driver refuses a wrong one), reads the server's RSS
   (``VmRSS``) and CPU time from ``/proc/<pid>``, and prints the figures and
