@@ -30,8 +30,8 @@ from typing import Iterable, List, Optional
 __all__ = [
     "get_default_clienttransports", "get_default_servertransports",
     "oscore_missing_modules", "linkheader_missing_modules",
-    "prettyprint_missing_modules", "dtls_missing_modules",
-    "missing_module_message",
+    "prettyprint_missing_modules", "dtls_missing_modules", "ws_missing_modules",
+    "missing_module_message", "missing_module_functions",
 ]
 
 _FEATURES = {
@@ -39,6 +39,7 @@ _FEATURES = {
     "linkheader": "Link format handling",
     "prettyprint": "Pretty printing",
     "tinydtls": "CoAP over DTLS (coaps://)",
+    "ws": "CoAP over WebSockets (coap+ws://, coaps+ws://)",
 }
 
 
@@ -83,8 +84,37 @@ def prettyprint_missing_modules() -> List[str]:
 def dtls_missing_modules() -> List[str]:
     """Return a list of modules that are missing in order to use CoAP over
     DTLS (the tinydtls transports), or a false value if everything is
-    present."""
-    return _missing(("DTLSSocket",))
+    present.
+
+    The transport modules of this library are listed too, so the answer
+    stays true in a build that does not contain them."""
+    return _missing(("DTLSSocket", __package__ + ".transports.tinydtls"))
+
+
+def ws_missing_modules() -> List[str]:
+    """Return a list of modules that are missing in order to use CoAP over
+    WebSockets, or a false value if everything is present."""
+    return _missing(("websockets", __package__ + ".transports.ws"))
+
+
+missing_module_functions = {
+    "dtls": dtls_missing_modules,
+    "oscore": oscore_missing_modules,
+    "linkheader": linkheader_missing_modules,
+    "prettyprint": prettyprint_missing_modules,
+    "ws": ws_missing_modules,
+}
+"""The ``*_missing_modules`` functions by feature name (as aiocoap 0.4.x
+names them), for applications and test suites that check them in a loop."""
+
+_EXTRA_OF_FEATURE = {"dtls": "tinydtls"}
+
+
+def missing_modules_of_extra(extra: str) -> List[str]:
+    """The missing modules of the feature behind the setup.py extra
+    ``extra`` (see the ``*_missing_modules`` functions)."""
+    feature = {v: k for k, v in _EXTRA_OF_FEATURE.items()}.get(extra, extra)
+    return missing_module_functions[feature]()
 
 
 def missing_module_message(extra: str, modules: Iterable[str]) -> str:

@@ -122,7 +122,7 @@ class Context(interfaces.RequestProvider):
         self.request_interfaces.append(self._tokenmanager)
         self._tasks: set[asyncio.Task] = set()
         self._ssl_context = None
-        self._tcp_port_taken = False
+        self._loaded_transports: list[str] = []
         self._route_cache: dict = {}
         self._route_cache_generation = getattr(self.client_credentials, "generation", 0)
         self._shutdown = False
@@ -146,7 +146,7 @@ class Context(interfaces.RequestProvider):
 
     # --- creation and destruction -----------------------------------------------
 
-    async def _append_udp_transport(self, factory) -> None:
+    async def _add_message_interface(self, factory) -> None:
         from .messagemanager import MessageManager
 
         mman = await MessageManager.create(
@@ -154,88 +154,49 @@ class Context(interfaces.RequestProvider):
         )
         self._tokenmanager.token_interfaces.append(mman)
 
+    def _add_request_interface(self, interface) -> None:
+        # Request transports (OSCORE) claim requests before the plain token
+        # layer does.
+        self.request_interfaces.insert(0, interface)
+
     async def _load_transport(self, name: str, *, server_bind=None, explicit: bool) -> None:
-        try:
-            await self._load_transport_unchecked(name, server_bind=server_bind, explicit=explicit)
-        except ModuleNotFoundError as e:
-            # A default transport whose module is not part of this build is
-            # skipped; one the user asked for by name is an error.
-            if explicit or not (e.name or "").startswith(__package__ + ".transports."):
-                raise
-            self.log.debug("Transport %r is not available (%s); skipping", name, e)
+        """Load the transport ``name`` of :data:`aiocoap.transports.TRANSPORTS`.
 
-    async def _load_transport_unchecked(self, name: str, *, server_bind, explicit: bool) -> None:
-        log, loop = self.log, self.loop
-        if name == "udp6":
-            from .transports.udp6 import MessageInterfaceUDP6
+        A name the application gave explicitly must load (an unknown name or
+        missing third-party modules raise); a default one that can not load
+        here is skipped with a debug message."""
+        from . import defaults
+        from .transports import TRANSPORTS, TransportSetup
 
-            if server_bind is None:
-                await self._append_udp_transport(
-                    lambda mm: MessageInterfaceUDP6.create_client_transport_endpoint(mm, log, loop)
-                )
-            else:
-                await self._append_udp_transport(
-                    lambda mm: MessageInterfaceUDP6.create_server_transport_endpoint(mm, log, loop, server_bind)
-                )
-        elif name == "simple6":
-            from .transports.simple6 import MessageInterfaceSimple6
-
-            await self._append_udp_transport(
-                lambda mm: MessageInterfaceSimple6.create_client_transport_endpoint(mm, log, loop)
-            )
-        elif name == "simplesocketserver":
-            if server_bind is None:
-                return
-            from .transports.simplesocketserver import MessageInterfaceSimpleServer
-
-            await self._append_udp_transport(
-                lambda mm: MessageInterfaceSimpleServer.create_server(server_bind, mm, log, loop)
-            )
-        elif name == "oscore":
-            from .transports.oscore import TransportOSCORE
-
-            # OSCORE claims requests before the plain token layer does.
-            self.request_interfaces.insert(0, TransportOSCORE(self, self))
-        elif name == "tcpserver":
-            if server_bind is None:
-                return
-            from .transports.tcp import TCPServer
-
-            self._tokenmanager.token_interfaces.append(
-                await TCPServer.create_server(server_bind, self._tokenmanager, log, loop)
-            )
-            self._tcp_port_taken = True
-        elif name == "tcpclient":
-            from .transports.tcp import TCPClient
-
-            self._tokenmanager.token_interfaces.append(
-                await TCPClient.create_client_transport(self._tokenmanager, log, loop)
-            )
-        elif name == "tlsserver":
-            if server_bind is None or getattr(self, "_ssl_context", None) is None:
-                return
-            from .transports.tls import TLSServer
-
-            self._tokenmanager.token_interfaces.append(
-                await TLSServer.create_server(
-                    _secure_bind(server_bind) if self._tcp_port_taken else server_bind,
-                    self._tokenmanager, log, loop, self._ssl_context,
-                )
-            )
-        elif name == "tlsclient":
-            from .transports.tls import TLSClient
-
-            self._tokenmanager.token_interfaces.append(
-                await TLSClient.create_client_transport(self._tokenmanager, log, loop)
-            )
-        else:
-            loader = _EXTRA_TRANSPORTS.get(name)
-            if loader is None:
-                if explicit:
-                    raise ValueError(f"Unknown transport {name!r} requested")
-                self.log.debug("Transport %r is not available in this build; skipping", name)
-                return
-            await loader(self, server_bind)
+        entry = TRANSPORTS.get(name)
+        if entry is None:
+            if explicit:
+                raise ValueError(f"Unknown transport {name!r} requested")
+            self.log.debug("Transport %r is not known; skipping", name)
+            return
+        missing = entry.missing_modules
+        if missing:
+            if explicit:
+                raise ImportError(defaults.missing_module_message(entry.extra, missing))
+            self.log.debug("Transport %r is not available (missing %s); skipping", name, ", ".join(missing))
+            return
+        setup = TransportSetup(
+            log=self.log,
+            loop=self.loop,
+            tokenmanager=self._tokenmanager,
+            tuning=self.transport_tuning,
+            server_bind=server_bind,
+            ssl_context=self._ssl_context,
+            client_credentials=self.client_credentials,
+            server_credentials=self.server_credentials,
+            add_message_interface=self._add_message_interface,
+            add_token_interface=self._tokenmanager.token_interfaces.append,
+            add_request_interface=self._add_request_interface,
+            request_provider=self,
+            loaded=self._loaded_transports,
+        )
+        await entry.load(setup)
+        self._loaded_transports.append(name)
 
     @classmethod
     async def create_client_context(cls, *, loggername="coap", loop=None, transports=None, transport_tuning=DEFAULT_TUNING):
@@ -585,16 +546,6 @@ class Context(interfaces.RequestProvider):
         pipe.add_response(response, is_last=is_last)
 
 
-def _secure_bind(bind):
-    """The bind address of the TLS server when TCP already listens on the
-    given port: an explicit port moves to the next one (ephemeral and default
-    ports stay as they are)."""
-    host, port = bind
-    if port:
-        port += 1
-    return (host, port)
-
-
 def _is_literal_target(target: UndecidedRemote) -> bool:
     from .util import hostportsplit
 
@@ -616,11 +567,6 @@ def _new_credentials_map():
     except ImportError:
         return None
     return CredentialsMap()
-
-
-# Loaders of transports that live in optional modules (TCP, TLS, DTLS,
-# OSCORE) register here: name -> async loader(context, server_bind).
-_EXTRA_TRANSPORTS: dict = {}
 
 
 _OBSERVE = OptionNumber.OBSERVE

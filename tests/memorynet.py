@@ -94,7 +94,7 @@ class MemoryNet:
 
     async def context(self, name, site=None, **kwargs) -> Context:
         ctx = Context(loop=self.loop, serversite=site, loggername=f"coap-{name}", **kwargs)
-        await ctx._append_udp_transport(lambda mm: _make(mm, self, name, self.loop))
+        await ctx._add_message_interface(lambda mm: _make(mm, self, name, self.loop))
         return ctx
 
 

@@ -109,6 +109,7 @@ def test_missing_modules(monkeypatch):
         defaults.linkheader_missing_modules,
         defaults.prettyprint_missing_modules,
         defaults.dtls_missing_modules,
+        defaults.ws_missing_modules,
     ):
         assert isinstance(function(), list)
         assert all(isinstance(name, str) for name in function())
@@ -118,7 +119,23 @@ def test_missing_modules(monkeypatch):
     # link format is built in: nothing can be missing for it
     assert defaults.linkheader_missing_modules() == []
     assert defaults.prettyprint_missing_modules() == ["pygments", "cbor2"]
-    assert defaults.dtls_missing_modules() == ["DTLSSocket"]
+    assert defaults.dtls_missing_modules() == ["DTLSSocket", "aiocoap.transports.tinydtls"]
+    assert defaults.ws_missing_modules() == ["websockets", "aiocoap.transports.ws"]
+
+
+def test_missing_modules_name_transports_this_build_lacks(monkeypatch):
+    """A feature whose transport module is not in this tree is reported
+    missing even when its third-party module is installed."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec",
+        lambda name: None if name == "aiocoap.transports.tinydtls" else object(),
+    )
+    assert defaults.dtls_missing_modules() == ["aiocoap.transports.tinydtls"]
+    monkeypatch.setattr(importlib.util, "find_spec", real)
+    assert set(defaults.missing_module_functions) == {"dtls", "oscore", "linkheader", "prettyprint", "ws"}
+    for name, function in defaults.missing_module_functions.items():
+        assert defaults.missing_modules_of_extra({"dtls": "tinydtls"}.get(name, name)) == function()
 
 
 def test_present_modules(monkeypatch):

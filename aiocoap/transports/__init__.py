@@ -27,3 +27,134 @@ The available transports are:
 * ``tinydtls`` / ``tinydtls_server``: CoAP over DTLS (coaps://).
 * ``oscore``: OSCORE (RFC 8613) on top of any of the above.
 """
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Optional, Tuple
+
+__all__ = ["TransportSetup", "TransportEntry", "TRANSPORTS", "SECURE_PORT_OFFSET"]
+
+SECURE_PORT_OFFSET = 1
+"""How far from an explicitly bound port the secured variant of a transport
+listens when its plain variant took that port (DTLS next to UDP, TLS next
+to TCP), as aiocoap 0.4.x does."""
+
+
+class TransportSetup:
+    """What a transport loader gets from the Context it joins: the shared
+    layers, the settings of the context, and the three ways of attaching a
+    transport (below the message layer, below the token layer, or as a
+    request interface).
+
+    The Context builds one for every transport it loads; loaders use nothing
+    else of the Context."""
+
+    def __init__(
+        self,
+        *,
+        log,
+        loop,
+        tokenmanager,
+        tuning,
+        server_bind,
+        ssl_context,
+        client_credentials,
+        server_credentials,
+        add_message_interface: Callable[[Callable[[Any], Awaitable[Any]]], Awaitable[None]],
+        add_token_interface: Callable[[Any], None],
+        add_request_interface: Callable[[Any], None],
+        request_provider,
+        loaded=frozenset(),
+    ) -> None:
+        self.log = log
+        self.loop = loop
+        self.tokenmanager = tokenmanager
+        self.tuning = tuning
+        #: (host, port) of a server context (either may be None), or None
+        #: for a client context
+        self.server_bind: Optional[Tuple[Optional[str], Optional[int]]] = server_bind
+        self.ssl_context = ssl_context
+        self.client_credentials = client_credentials
+        self.server_credentials = server_credentials
+        self.add_message_interface = add_message_interface
+        self.add_token_interface = add_token_interface
+        self.add_request_interface = add_request_interface
+        #: the Context (as a RequestProvider), for request interfaces that
+        #: send their own requests through the context (OSCORE)
+        self.request_provider = request_provider
+        #: names of the transports the context loaded before this one
+        self.loaded = frozenset(loaded)
+
+    def secure_bind(self, *plain: str) -> Optional[Tuple[Optional[str], Optional[int]]]:
+        """The bind address of a secured listener: when one of the
+        transports named ``plain`` already listens on an explicit port, the
+        next port (:data:`SECURE_PORT_OFFSET`); otherwise the bind address
+        as given (ephemeral and default ports stay as they are)."""
+        if self.server_bind is None:
+            return None
+        host, port = self.server_bind
+        if port and self.loaded.intersection(plain):
+            return (host, port + SECURE_PORT_OFFSET)
+        return (host, port)
+
+
+@dataclass(frozen=True)
+class TransportEntry:
+    """One row of :data:`TRANSPORTS`."""
+
+    name: str
+    #: the module (relative to this package) whose ``load(setup)`` coroutine
+    #: attaches the transport
+    module: str
+    #: URI schemes whose requests it can carry
+    schemes: Tuple[str, ...]
+    #: it sends requests
+    client: bool
+    #: it accepts requests (only loaded into server contexts)
+    server: bool
+    #: the setup.py extra its third-party modules come from, if any
+    extra: Optional[str] = None
+
+    async def load(self, setup: TransportSetup) -> None:
+        """Attach the transport to the context described by ``setup``. A
+        server-only transport is skipped in a client context, as is one
+        whose loader finds nothing to do (a TLS server without a
+        certificate)."""
+        if setup.server_bind is None and not self.client:
+            return
+        module = importlib.import_module(f"{__name__}.{self.module}")
+        await module.load(self, setup)
+
+    @property
+    def missing_modules(self) -> list:
+        """The third-party modules the transport needs that are missing."""
+        if self.extra is None:
+            return []
+        from .. import defaults
+
+        return defaults.missing_modules_of_extra(self.extra)
+
+
+def _entry(name, module, schemes, *, client, server, extra=None) -> Tuple[str, TransportEntry]:
+    return name, TransportEntry(name, module, tuple(schemes), client, server, extra)
+
+
+TRANSPORTS = dict(
+    (
+        _entry("oscore", "oscore", ("coap", "coaps", "coap+tcp", "coaps+tcp", "coap+ws", "coaps+ws"),
+               client=True, server=False, extra="oscore"),
+        _entry("udp6", "udp6", ("coap",), client=True, server=True),
+        _entry("simple6", "simple6", ("coap",), client=True, server=False),
+        _entry("simplesocketserver", "simplesocketserver", ("coap",), client=False, server=True),
+        _entry("tcpclient", "tcp", ("coap+tcp",), client=True, server=False),
+        _entry("tcpserver", "tcp", ("coap+tcp",), client=False, server=True),
+        _entry("tlsclient", "tls", ("coaps+tcp",), client=True, server=False),
+        _entry("tlsserver", "tls", ("coaps+tcp",), client=False, server=True),
+    )
+)
+"""Every transport a Context can load, by the name applications use (in
+``transports=`` and ``AIOCOAP_*_TRANSPORT``). A name's module provides
+``async def load(entry, setup)``; :mod:`aiocoap.defaults` picks the names
+loaded by default."""

@@ -464,3 +464,9 @@ class _Exchange:
         outer, self.outer = self.outer, None
         if outer is not None:
             outer.stop_interest()
+
+
+async def load(entry, setup) -> None:
+    """Attach OSCORE to a context (see :data:`aiocoap.transports.TRANSPORTS`):
+    it claims requests before the plain token layer does."""
+    setup.add_request_interface(TransportOSCORE(setup.request_provider, setup.request_provider))

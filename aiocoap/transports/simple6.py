@@ -292,3 +292,11 @@ class MessageInterfaceSimple6(GenericMessageInterface):
             await asyncio.gather(*(p.closed for p in protocols))
         self._sockets.clear()
 
+
+
+async def load(entry, setup) -> None:
+    """Attach this transport to a context (see :data:`aiocoap.transports.TRANSPORTS`)."""
+    log, loop = setup.log, setup.loop
+    await setup.add_message_interface(
+        lambda mm: MessageInterfaceSimple6.create_client_transport_endpoint(mm, log, loop)
+    )

@@ -183,3 +183,11 @@ class MessageInterfaceSimpleServer(GenericMessageInterface):
         if protocol is not None:
             self._transport.close()
             await protocol.closed
+
+
+async def load(entry, setup) -> None:
+    """Attach this transport to a context (see :data:`aiocoap.transports.TRANSPORTS`)."""
+    log, loop, bind = setup.log, setup.loop, setup.server_bind
+    await setup.add_message_interface(
+        lambda mm: MessageInterfaceSimpleServer.create_server(bind, mm, log, loop)
+    )

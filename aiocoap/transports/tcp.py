@@ -1150,3 +1150,13 @@ class TCPClient(_TCPPooling, interfaces.TokenInterface):
             await asyncio.gather(*tasks, return_exceptions=True)
         self._pool.clear()
         await self._wait_drained()
+
+
+async def load(entry, setup) -> None:
+    """Attach the client (``tcpclient``) or server (``tcpserver``) side to a
+    context (see :data:`aiocoap.transports.TRANSPORTS`)."""
+    if entry.server:
+        interface = await TCPServer.create_server(setup.server_bind, setup.tokenmanager, setup.log, setup.loop)
+    else:
+        interface = await TCPClient.create_client_transport(setup.tokenmanager, setup.log, setup.loop)
+    setup.add_token_interface(interface)

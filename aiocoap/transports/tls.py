@@ -95,3 +95,19 @@ class TLSClient(_TLSMixin, TCPClient):
             "server_hostname": connection._host,
             "ssl_handshake_timeout": self.tuning.connect_timeout,
         }
+
+
+async def load(entry, setup) -> None:
+    """Attach the client (``tlsclient``) or server (``tlsserver``) side to a
+    context (see :data:`aiocoap.transports.TRANSPORTS`). The server listens
+    only when the context was given an SSL context, next to the TCP port
+    when that is explicit."""
+    if entry.server:
+        if setup.ssl_context is None:
+            return
+        interface = await TLSServer.create_server(
+            setup.secure_bind("tcpserver"), setup.tokenmanager, setup.log, setup.loop, setup.ssl_context
+        )
+    else:
+        interface = await TLSClient.create_client_transport(setup.tokenmanager, setup.log, setup.loop)
+    setup.add_token_interface(interface)

@@ -462,3 +462,17 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} on port {self._local_port}>"
+
+
+async def load(entry, setup) -> None:
+    """Attach this transport to a context (see :data:`aiocoap.transports.TRANSPORTS`)."""
+    log, loop = setup.log, setup.loop
+    if setup.server_bind is None:
+        await setup.add_message_interface(
+            lambda mm: MessageInterfaceUDP6.create_client_transport_endpoint(mm, log, loop)
+        )
+    else:
+        bind = setup.server_bind
+        await setup.add_message_interface(
+            lambda mm: MessageInterfaceUDP6.create_server_transport_endpoint(mm, log, loop, bind)
+        )
