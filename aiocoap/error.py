@@ -10,24 +10,41 @@ Hierarchy (see the docstrings for when each is raised)::
     │   │   │   Conflict, RequestEntityIncomplete, PreconditionFailed,
     │   │   │   RequestEntityTooLarge, UnsupportedContentFormat (= UnsupportedMediaType),
     │   │   │   UnprocessableEntity, TooManyRequests, InternalServerError,
-    │   │   │   NotImplementedResponse (5.01), BadGateway, ServiceUnavailable,
-    │   │   │   GatewayTimeout, CommunicationKilled, ProxyingNotSupported,
-    │   │   │   HopLimitReached
+    │   │   │   NotImplemented (5.01, also NotImplementedResponse), BadGateway,
+    │   │   │   ServiceUnavailable, GatewayTimeout, CommunicationKilled,
+    │   │   │   ProxyingNotSupported, HopLimitReached
+    │   │   └── NoRequestInterface        (5.05, and a NetworkError) no transport for the request
     ├── ResponseWrappingError            an unsuccessful response, raised by response_raising
-    ├── NotImplemented, RequestTimedOut (ConRetransmitsExceeded), WaitingForClientTimedOut,
-    │   ResourceChanged, UnexpectedBlock1Option, UnexpectedBlock2, MissingBlock2Option,
-    │   NotObservable, ObservationCancelled, UnparsableMessage, LibraryShutdown,
-    │   AnonymousHost, MalformedUrlError, IncompleteUrlError
-    └── NetworkError                     something went wrong sending or receiving
-        ├── ResolutionError              a host name could not be resolved
-        └── ResetReceived                the peer answered with a Reset
+    ├── ResourceChanged, ResponseTooLarge, UnexpectedBlock1Option, UnexpectedBlock2,
+    │   MissingBlock2Option, NotObservable, ObservationCancelled, UnparsableMessage,
+    │   LibraryShutdown, AnonymousHost
+    ├── HelpfulError                     errors that can say what the user can do about them
+    │   ├── MalformedUrlError, IncompleteUrlError (also ValueErrors)
+    │   ├── ConToMulticast               a confirmable message to a multicast address
+    │   ├── MissingRemoteError           a request without destination
+    │   └── NetworkError                 something went wrong sending or receiving
+    │       ├── ResolutionError          a host name could not be resolved
+    │       ├── MessageError             the peer rejected a message (ResetReceived: with a Reset)
+    │       ├── RemoteServerShutdown     the peer closed the connection
+    │       ├── SendQueueFull            too many messages wait for their turn to a peer
+    │       └── TimeoutError             no answer in time: RequestTimedOut
+    │                                    (ConRetransmitsExceeded), WaitingForClientTimedOut
+
+Where aiocoap 0.4.x and the 0.4b2 manual disagree on a class' place, it has
+both: RequestTimedOut is a TimeoutError (0.4.x) and ConRetransmitsExceeded
+still a RequestTimedOut (0.4b2); NotImplemented renders as 5.01 (0.4.x) and
+is still an Error to catch (0.4b2).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import errno
+from types import MappingProxyType
+from typing import Any, Mapping, Optional
 
 from .numbers.codes import Code
+
+_NO_HINTS: Mapping[str, Any] = MappingProxyType({})
 
 __all__ = [
     "Error", "HelpfulError", "RenderableError", "ResponseWrappingError",
@@ -44,7 +61,9 @@ __all__ = [
     "NotObservable", "ObservationCancelled", "UnparsableMessage",
     "CommunicationKilled", "LibraryShutdown", "AnonymousHost",
     "MalformedUrlError", "IncompleteUrlError", "NetworkError",
-    "ResolutionError", "ResetReceived",
+    "ResolutionError", "ResetReceived", "MessageError", "RemoteServerShutdown",
+    "TimeoutError", "NoRequestInterface", "MissingRemoteError", "ConToMulticast",
+    "SendQueueFull",
 ]
 
 
@@ -61,7 +80,13 @@ class HelpfulError(Error):
         hint = self.extra_help()
         return f"{base} ({hint})" if base and hint else (base or hint or type(self).__name__)
 
-    def extra_help(self, hints=None) -> Optional[str]:
+    def extra_help(self, hints: Mapping[str, Any] = _NO_HINTS) -> Optional[str]:
+        """A sentence of advice for the user (printed by aiocoap-client and
+        similar tools), or None.
+
+        ``hints`` may carry what the caller knows: ``original_uri`` (the URI
+        the user gave) and ``request`` (the message that was built); an
+        implementation copes with either missing."""
         return None
 
 
@@ -210,10 +235,17 @@ class InternalServerError(ConstructionRenderableError):
     code = Code.INTERNAL_SERVER_ERROR
 
 
-class NotImplementedResponse(ConstructionRenderableError):
-    """5.01 Not Implemented (named so as not to clash with :class:`NotImplemented`)."""
+class NotImplemented(ConstructionRenderableError):  # noqa: A001 (the documented name)
+    """5.01 Not Implemented: the request is correct, but uses a feature the
+    library or the resource does not implement (for example non-sequential
+    blockwise transfers)."""
 
     code = Code.NOT_IMPLEMENTED
+
+
+NotImplementedResponse = NotImplemented
+"""Another name of :class:`NotImplemented` (that does not shadow the
+builtin)."""
 
 
 class BadGateway(ConstructionRenderableError):
@@ -275,33 +307,6 @@ class CommunicationKilled(ConstructionRenderableError):
     code = Code.SERVICE_UNAVAILABLE
 
 
-class NotImplemented(Error):  # noqa: A001 (the documented name)
-    """Raised when request is correct, but feature is not implemented by the
-    library. For example non-sequential blockwise transfers"""
-
-
-class RequestTimedOut(Error):
-    """Raised when request is timed out."""
-
-
-class ConRetransmitsExceeded(RequestTimedOut):
-    """A confirmable message was sent MAX_RETRANSMIT + 1 times and never
-    acknowledged; ``transmissions`` and ``waited`` (seconds) tell how often
-    and how long."""
-
-    def __init__(self, message="No acknowledgement received", *, transmissions=None, waited=None):
-        super().__init__(message)
-        self.transmissions = transmissions
-        self.waited = waited
-
-
-class WaitingForClientTimedOut(Error):
-    """Raised when server expects some client action:
-
-    - sending next PUT/POST request with block1 or block2 option
-    - sending next GET request with block2 option
-
-    but client does nothing."""
 
 
 class ResourceChanged(Error):
@@ -387,12 +392,118 @@ class NetworkError(HelpfulError):
     socket.gaierror or similar classes, but these are wrapped in order to
     make catching them possible independently of the underlying transport."""
 
-
-class ResetReceived(NetworkError):
-    """The peer answered a confirmable message with a Reset: it could not
-    (or would not) process it."""
+    def extra_help(self, hints: Mapping[str, Any] = _NO_HINTS) -> Optional[str]:
+        cause = self.__cause__
+        if not isinstance(cause, OSError):
+            return None
+        if cause.errno == errno.ECONNREFUSED:
+            return "the host was reached but reported the port closed; is a CoAP server running there, on that port?"
+        if cause.errno == errno.EHOSTUNREACH:
+            return "the host could not be reached; it may be offline or firewalled"
+        if cause.errno == errno.ENETUNREACH:
+            return "there is no route to that network; this may be a lack of IPv6 (or IPv4) connectivity"
+        if cause.errno == errno.EACCES:
+            return "the operating system refused to send (e.g. to a broadcast address)"
+        return None
 
 
 class ResolutionError(NetworkError):
     """Resolving the host component of a URI to a usable transport address
     was not possible"""
+
+
+class MessageError(NetworkError):
+    """The peer rejected a message on the message level (typically with a
+    Reset)."""
+
+
+class ResetReceived(MessageError):
+    """The peer answered a confirmable message with a Reset: it could not
+    (or would not) process it."""
+
+
+class RemoteServerShutdown(NetworkError):
+    """The peer of a connection (TCP, TLS, WebSockets) closed it while a
+    request was waiting for its response."""
+
+
+class TimeoutError(NetworkError):  # noqa: A001 (the aiocoap name)
+    """No answer (neither a response nor an error) came in time. As with any
+    NetworkError, the request may or may not have reached the server."""
+
+    def extra_help(self, hints: Mapping[str, Any] = _NO_HINTS) -> Optional[str]:
+        return "no response and no error came back; the address may be wrong, or the server stuck or unreachable"
+
+
+class RequestTimedOut(TimeoutError):
+    """Raised when request is timed out."""
+
+
+class WaitingForClientTimedOut(TimeoutError):
+    """Raised when server expects some client action:
+
+    - sending next PUT/POST request with block1 or block2 option
+    - sending next GET request with block2 option
+
+    but client does nothing."""
+
+
+class ConRetransmitsExceeded(RequestTimedOut):
+    """A confirmable message was sent MAX_RETRANSMIT + 1 times and never
+    acknowledged; ``transmissions`` and ``waited`` (seconds) tell how often
+    and how long."""
+
+    def __init__(self, message="No acknowledgement received", *, transmissions=None, waited=None):
+        super().__init__(message)
+        self.transmissions = transmissions
+        self.waited = waited
+
+
+class SendQueueFull(NetworkError):
+    """Too many confirmable messages wait for their turn to one peer (the
+    message layer keeps at most NSTART exchanges outstanding per peer, RFC
+    7252 §4.7, and queues the rest up to a bound). The message was not
+    sent."""
+
+    def extra_help(self, hints: Mapping[str, Any] = _NO_HINTS) -> Optional[str]:
+        return "send fewer requests to that peer at once, or raise the message layer's max_queued_per_peer"
+
+
+class NoRequestInterface(ConstructionRenderableError, NetworkError, RuntimeError):
+    """No transport of the context can carry the request (its scheme is not
+    served, or the transport is not loaded); rendered by a proxy as 5.05."""
+
+    code = Code.PROXYING_NOT_SUPPORTED
+    message = "No CoAP transport available for this request"
+
+    def extra_help(self, hints: Mapping[str, Any] = _NO_HINTS) -> Optional[str]:
+        return "more transports may be available with optional dependencies installed, or through a CoAP proxy"
+
+
+class MissingRemoteError(HelpfulError):
+    """A request is sent that has no destination: neither a remote nor a
+    CoAP URI (a request with only a Proxy-Uri needs a proxy as its
+    remote)."""
+
+    def __init__(self, message: str = "The request has no destination (no CoAP URI and no remote)"):
+        super().__init__(message)
+
+    def extra_help(self, hints: Mapping[str, Any] = _NO_HINTS) -> Optional[str]:
+        request = hints.get("request")
+        if request is not None and (request.opt.proxy_uri is not None or request.opt.proxy_scheme is not None):
+            uri = hints.get("original_uri")
+            if uri:
+                return f"the request is set up for a proxy ({uri!r} is not a CoAP URI), but no proxy was set"
+            return "the request is set up for a proxy, but no proxy was set"
+        return None
+
+
+class ConToMulticast(ValueError, HelpfulError):
+    """A confirmable message was to be sent to a multicast address, which
+    RFC 7252 §8.1 forbids."""
+
+    def __init__(self, message: str = "Confirmable messages can not be sent to a multicast address"):
+        super().__init__(message)
+
+    def extra_help(self, hints: Mapping[str, Any] = _NO_HINTS) -> Optional[str]:
+        return "send to a single peer, or send the request non-confirmable (transport_tuning=aiocoap.Unreliable)"

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 import urllib.parse
+import warnings
 from typing import Any, Callable, NamedTuple, Optional
 
 from . import error
+from .numbers import uri_path_abbrev
 from .numbers.codes import Code
+from .numbers.constants import DEFAULT_BLOCK_SIZE_EXP
 from .numbers.optionnumbers import OptionNumber
 from .numbers.types import Type
 from .options import Options
@@ -48,14 +51,25 @@ _code_of: Callable[[int], Optional[Code]] = Code._value2member_map_.get  # type:
 _types = tuple(Type)
 
 
-class UndecidedRemote(NamedTuple):
+class _UndecidedRemoteFields(NamedTuple):
+    scheme: str
+    hostinfo: str
+
+
+class UndecidedRemote(_UndecidedRemoteFields):
     """The remote of a message that has not been routed yet: scheme and
     hostinfo (``host[:port]``) as taken from a URI. Transports turn it into a
     real :class:`aiocoap.interfaces.EndpointAddress` when the message is
-    sent."""
+    sent.
 
-    scheme: str
-    hostinfo: str
+    An application can set :attr:`maximum_block_size_exp` on it to have
+    blockwise transfers of the request use smaller blocks."""
+
+    maximum_block_size_exp = DEFAULT_BLOCK_SIZE_EXP
+    """The largest block size exponent to use for the request (settable per
+    instance: ``request.remote.maximum_block_size_exp = 4`` asks for blocks
+    of at most 256 bytes, for the Block1 upload and from the first Block2
+    response on)."""
 
     @property
     def uri_base(self) -> str:
@@ -113,6 +127,13 @@ class Message:
 
     Options can be given as further keyword arguments at construction time
     (``Message(code=GET, uri_path=['x'], observe=0)``).
+
+    ``mtype``, ``mid`` and ``token`` are managed by the library; giving them
+    to the constructor still works but warns (DeprecationWarning), as in
+    aiocoap 0.4.x: ask for (un)reliable transmission with
+    ``transport_tuning=aiocoap.Reliable`` / ``aiocoap.Unreliable``. Code that
+    builds raw messages (tests, transports) passes ``_mtype``, ``_mid`` and
+    ``_token`` instead.
     """
 
     # Defaults for attributes that decoded messages usually do not set; being
@@ -133,12 +154,40 @@ class Message:
         token: bytes = b"",
         uri: Optional[str] = None,
         transport_tuning=None,
+        _mid: Optional[int] = None,
+        _mtype=None,
+        _token: bytes = b"",
         **kwargs,
     ):
-        self.mtype = None if mtype is None else Type(mtype)
-        self.mid = mid
+        if mtype is not None:
+            warnings.warn(
+                "Message(mtype=...) is deprecated: the library picks the type; set "
+                "transport_tuning=aiocoap.Reliable or aiocoap.Unreliable to ask for CON or NON "
+                "(raw message construction: _mtype=)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            _mtype = mtype
+        if mid is not None:
+            warnings.warn(
+                "Message(mid=...) is deprecated: message IDs are managed by the library "
+                "(raw message construction: _mid=)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            _mid = mid
+        if token:
+            warnings.warn(
+                "Message(token=...) is deprecated: tokens are managed by the library "
+                "(raw message construction: _token=)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            _token = token
+        self.mtype = None if _mtype is None else Type(_mtype)
+        self.mid = _mid
         self.code = None if code is None else Code(code)
-        self.token = token
+        self.token = token = _token
         self.payload = payload
         self.opt = Options()
         self._remote = None
@@ -234,6 +283,29 @@ class Message:
             else:
                 raise TypeError(f"copy() got an unexpected keyword argument {key!r}")
         return new
+
+    def payload_html(self) -> str:
+        """The payload as HTML (for notebooks and similar displays): pretty
+        printed and syntax highlighted as far as the installed modules
+        allow (the ``prettyprint`` extra), with notes about the rendering
+        above it; the exact markup is not fixed."""
+        import html
+
+        if not self.payload:
+            return "<p>No payload</p>"
+        from .util import prettyprint
+
+        notes, hint, text = prettyprint.pretty_print(self)
+        lexer = prettyprint.lexer_for(hint)
+        if lexer is not None:
+            from pygments import highlight
+            from pygments.formatters import HtmlFormatter
+
+            body = highlight(text, lexer, HtmlFormatter())
+        else:
+            body = f"<pre>{html.escape(text)}</pre>"
+        shown_notes = "".join(f'<p style="font-size:small">{html.escape(n)}</p>' for n in notes)
+        return f"<div>{shown_notes}{body}</div>"
 
     # --- codec ---------------------------------------------------------------
 
@@ -355,6 +427,11 @@ class Message:
         Uri-Host option; this breaks virtual hosts but makes messages
         smaller.
 
+        A URI of a scheme that is not CoAP's (``http:``, ``urn:``, ...) is
+        stored in the Proxy-Uri option as a whole, and the remote is left
+        alone: such a request has to be sent to a proxy, which the
+        application sets as the remote.
+
         This implements Section 6.4 of RFC7252."""
         try:
             parsed = urllib.parse.urlsplit(uri)
@@ -367,6 +444,9 @@ class Message:
                 "Fragment identifiers can not be set on a request URI"
             )
         scheme = parsed.scheme.lower()
+        if scheme not in DEFAULT_PORTS:
+            self.opt.proxy_uri = uri
+            return
         netloc = parsed.netloc
         if "@" in netloc:
             raise error.MalformedUrlError("User name and password are not supported in CoAP URIs")
@@ -474,14 +554,23 @@ class Message:
             host = self.opt.uri_host
         if self.opt.uri_port is not None:
             port = self.opt.uri_port
-        if port == DEFAULT_PORTS.get(scheme):
-            port = None
+        # (A port is kept even if it is the scheme's default: the addresses
+        # of the transports leave that out, so it is there only when given
+        # explicitly.)
         if ":" in host:
             netloc = hostportjoin(host, port)
         else:
             netloc = hostportjoin(urllib.parse.quote(host, safe=unreserved + sub_delims), port)
 
         uri_path = self.opt.uri_path
+        abbreviated = self.opt.uri_path_abbrev
+        if abbreviated is not None:
+            if uri_path:
+                raise ValueError("Conflicting paths: the message has Uri-Path and Uri-Path-Abbrev")
+            expanded = uri_path_abbrev.path_of(abbreviated)
+            if expanded is None:
+                raise ValueError(f"Unknown Uri-Path-Abbrev value {abbreviated}")
+            uri_path = expanded
         if local_is_server:
             # A resource in a Site sees its own part of the path stripped;
             # the URI the client requested has all of it.
@@ -497,8 +586,27 @@ class Message:
 
     @property
     def requested_scheme(self):
-        """Deprecated; use get_request_uri()."""
+        """The URI scheme of the request (for a response: of its request).
+
+        Setting it on a request that is not sent yet picks the transport by
+        scheme (``"coap+tcp"``, ``"coaps"``, ...) while keeping the host,
+        which is taken from the request's URI or, for a request built from
+        options only, from its Uri-Host and Uri-Port."""
         return self._requested_split().scheme
+
+    @requested_scheme.setter
+    def requested_scheme(self, value: str) -> None:
+        target = self._target
+        if target is not None:
+            hostinfo = target.hostinfo
+        elif self._remote is not None:
+            hostinfo = self._remote.hostinfo
+        elif self.opt.uri_host is not None:
+            hostinfo = hostportjoin(self.opt.uri_host, self.opt.uri_port)
+        else:
+            raise ValueError("The message has no host to send to (no URI, remote or Uri-Host)")
+        self._target = UndecidedRemote(value, hostinfo)
+        self._remote = None
 
     @property
     def requested_proxy_uri(self):

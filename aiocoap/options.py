@@ -20,7 +20,7 @@ from typing import Any, Callable, Generic, Iterable, Optional, TypeVar, Union, o
 
 from . import error
 from .numbers.contentformat import ContentFormat
-from .numbers.optionnumbers import OptionNumber, _FORMATS, _LENGTHS
+from .numbers.optionnumbers import OptionNumber, _ANY_LENGTH, _FORMATS, _LENGTHS, _format_listeners
 from .optiontypes import _UINT_MINIMUM_LENGTH, BlockOption, OpaqueOption, OptionType, StringOption, UintOption
 
 __all__ = ["Options"]
@@ -33,15 +33,16 @@ _option_number_of: Callable[[int], Optional[OptionNumber]] = (
 # the value kind and the length range allowed by the registry.
 _OPAQUE, _UINT, _STRING, _OTHER = range(4)
 _KIND_OF_FORMAT = {OpaqueOption: _OPAQUE, UintOption: _UINT, StringOption: _STRING}
+
+
+def _spec_for(number: int) -> tuple[OptionNumber, int, type[OptionType], int, int]:
+    fmt = _FORMATS[number]
+    minimum, maximum = _LENGTHS.get(number, _ANY_LENGTH)
+    return (OptionNumber(number), _KIND_OF_FORMAT.get(fmt, _OTHER), fmt, minimum, maximum)
+
+
 _SPECS: dict[int, tuple[OptionNumber, int, type[OptionType], int, int]] = {
-    number: (
-        OptionNumber(number),
-        _KIND_OF_FORMAT.get(fmt, _OTHER),
-        fmt,
-        _LENGTHS[number][0],
-        _LENGTHS[number][1],
-    )
-    for number, fmt in _FORMATS.items()
+    number: _spec_for(number) for number in _FORMATS
 }
 
 
@@ -57,6 +58,45 @@ def _extended_header(nibble: int, value: int) -> bytes:
     if nibble == 14:
         return (value - 269).to_bytes(2, "big")
     return b""
+
+
+def _read_extended(nibble: int, data: bytes, pos: int, what: str) -> tuple[int, int]:
+    """The option delta or length (``what``) that a header ``nibble`` of
+    13 or more announces, read from the extended bytes at ``data[pos:]``;
+    returns it with the position after them. Raises UnparsableMessage for
+    the nibble 15 and for truncated data."""
+    if nibble == 13:
+        if pos >= len(data):
+            raise error.UnparsableMessage(f"option {what} truncated")
+        return data[pos] + 13, pos + 1
+    if nibble == 14:
+        if pos + 2 > len(data):
+            raise error.UnparsableMessage(f"option {what} truncated")
+        return (data[pos] << 8 | data[pos + 1]) + 269, pos + 2
+    if nibble == 15:
+        if what == "delta":
+            raise error.UnparsableMessage("option delta nibble 15 outside a payload marker")
+        raise error.UnparsableMessage(f"option {what} nibble 15 is reserved")
+    return nibble, pos
+
+
+def _read_extended_field_value(value: int, rawdata: bytes) -> tuple[int, bytes]:
+    """Decode an option delta or length whose header nibble is ``value``
+    from the bytes ``rawdata`` that follow the header byte: returns the
+    full value and the bytes after its extended part (the function code
+    written for aiocoap imports, e.g. to size RFC 8323 frames).
+
+    >>> _read_extended_field_value(13, bytes([2, 0xAA]))
+    (15, b'\\xaa')
+    >>> _read_extended_field_value(5, b'rest')
+    (5, b'rest')
+    """
+    if not 0 <= value <= 15:
+        raise ValueError("an option header nibble is between 0 and 15")
+    if value < 13:
+        return value, rawdata
+    full, pos = _read_extended(value, rawdata, 0, "field")
+    return full, rawdata[pos:]
 
 
 def _nibble(value: int) -> int:
@@ -265,31 +305,9 @@ class Options:
             delta = header >> 4
             length = header & 0x0F
             if delta > 12:
-                if delta == 13:
-                    if pos >= end:
-                        raise error.UnparsableMessage("option delta truncated")
-                    delta = rawdata[pos] + 13
-                    pos += 1
-                elif delta == 14:
-                    if pos + 2 > end:
-                        raise error.UnparsableMessage("option delta truncated")
-                    delta = (rawdata[pos] << 8 | rawdata[pos + 1]) + 269
-                    pos += 2
-                else:
-                    raise error.UnparsableMessage("option delta nibble 15 outside a payload marker")
+                delta, pos = _read_extended(delta, rawdata, pos, "delta")
             if length > 12:
-                if length == 13:
-                    if pos >= end:
-                        raise error.UnparsableMessage("option length truncated")
-                    length = rawdata[pos] + 13
-                    pos += 1
-                elif length == 14:
-                    if pos + 2 > end:
-                        raise error.UnparsableMessage("option length truncated")
-                    length = (rawdata[pos] << 8 | rawdata[pos + 1]) + 269
-                    pos += 2
-                else:
-                    raise error.UnparsableMessage("option length nibble 15 is reserved")
+                length, pos = _read_extended(length, rawdata, pos, "length")
             number += delta
             if number > 0xFFFF:
                 raise error.UnparsableMessage("option number beyond 65535")
@@ -487,6 +505,14 @@ class Options:
         _O.HOP_LIMIT, "Single-value view on the HOP_LIMIT option."
     )
     edhoc = _PresenceView(_O.EDHOC, "Presence of the EDHOC option.")
+    uri_path_abbrev: _SingleValueView[int, int] = _SingleValueView(
+        _O.URI_PATH_ABBREV,
+        "Single-value view on the URI_PATH_ABBREV option: a number standing for a "
+        "well-known path (0 is /.well-known/core; see aiocoap.numbers.uri_path_abbrev).",
+    )
+    request_hash: _SingleValueView[bytes, bytes] = _SingleValueView(
+        _O.REQUEST_HASH, "Single-value view on the REQUEST_HASH option."
+    )
 
     _view_names: frozenset[str]
 
@@ -498,5 +524,22 @@ Options._view_names = frozenset(
 )
 """Names of the typed views; they are also the option keyword arguments of
 the Message constructor."""
+
+_VIEWS_BY_NUMBER: dict[int, list[Union[_SingleValueView, _ItemsView]]] = {}
+for _view in vars(Options).values():
+    if isinstance(_view, (_SingleValueView, _ItemsView)):
+        _VIEWS_BY_NUMBER.setdefault(int(_view._number), []).append(_view)
+del _view
+
+
+def _format_changed(number: int) -> None:
+    """Follow OptionNumber.set_format: decode and the views use the new
+    format from now on."""
+    _SPECS[number] = _spec_for(number)
+    for view in _VIEWS_BY_NUMBER.get(number, ()):
+        view._format = _FORMATS[number]
+
+
+_format_listeners.append(_format_changed)
 
 del _O

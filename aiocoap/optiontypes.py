@@ -13,12 +13,16 @@ from __future__ import annotations
 from collections import namedtuple
 from typing import Any
 
+from .numbers.contentformat import ContentFormat
+
 __all__ = [
     "OptionType",
     "StringOption",
     "OpaqueOption",
     "UintOption",
+    "TypedOption",
     "BlockOption",
+    "ContentFormatOption",
 ]
 
 
@@ -140,13 +144,70 @@ class UintOption(OptionType):
         self.value = int.from_bytes(rawdata, "big")
 
 
+class TypedOption(OptionType):
+    """An option whose value is of one Python type (:attr:`type`): values
+    assigned to it are converted (or checked) on assignment, so a wrong
+    value fails where it is set rather than when the message is encoded.
+
+    Subclasses set ``type`` and may override :meth:`_set_from_opt_value`
+    to accept more than instances of it."""
+
+    __slots__ = ("_value",)
+
+    type: Any = object
+    """The type of the option's value."""
+
+    def __init__(self, number, value=None):
+        self.number = number
+        self._value = None
+        if value is not None:
+            self.value = value
+
+    @property  # type: ignore[override]  (a checked attribute instead of the plain slot)
+    def value(self):
+        return self._value
+
+    @value.setter
+    def value(self, value) -> None:
+        self._set_from_opt_value(value)
+
+    def _set_from_opt_value(self, value: object) -> None:
+        """Store a value assigned to the option (the default: instances of
+        :attr:`type` only; anything else raises ValueError)."""
+        if not isinstance(value, self.type):
+            raise ValueError(f"A {type(self).__name__} takes {self.type.__name__} values, not {type(value).__name__}")
+        self._value = value
+
+
+class ContentFormatOption(TypedOption):
+    """A uint option whose value is a Content-Format number (Content-Format
+    and Accept have these semantics); its value is a
+    :class:`~aiocoap.numbers.contentformat.ContentFormat`."""
+
+    __slots__ = ()
+
+    type = ContentFormat
+
+    def encode(self) -> bytes:
+        return _encode_uint(int(self._value))
+
+    def decode(self, rawdata: bytes) -> None:
+        self._value = ContentFormat(int.from_bytes(rawdata, "big"))
+
+    def _set_from_opt_value(self, value: object) -> None:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"Content-Format values are integers, not {type(value).__name__}")
+        self._value = ContentFormat(value)
+
+
 class _BlockwiseTuple(namedtuple("_BlockwiseTuple", ["block_number", "more", "size_exponent"])):
     __slots__ = ()
 
 
-class BlockOption(OptionType):
+class BlockOption(TypedOption):
     """Block CoAP option - special option used only for Block1 and Block2
-    options (and Q-Block1/Q-Block2). Its value is a :class:`BlockwiseTuple`.
+    options (and Q-Block1/Q-Block2). Its value is a :class:`BlockwiseTuple`
+    (plain 3-tuples assigned to it are converted).
 
     The structure covers the block options of RFC 7959 and the BERT
     extension of RFC 8323 (size exponent 7)."""
@@ -219,17 +280,15 @@ class BlockOption(OptionType):
                 f"more={self.more!r}, size_exponent={self.size_exponent})"
             )
 
-    def __init__(self, number, value=None):
-        self.number = number
-        self.value = value
+    type = BlockwiseTuple
 
-    def __setattr__(self, name, value):
-        if name == "value" and value is not None and not isinstance(value, self.BlockwiseTuple):
-            value = self.BlockwiseTuple(*value)
-        OptionType.__setattr__(self, name, value)
+    def _set_from_opt_value(self, value: object) -> None:
+        if value is not None and not isinstance(value, self.BlockwiseTuple):
+            value = self.BlockwiseTuple(*value)  # type: ignore[misc]
+        self._value = value
 
     def encode(self) -> bytes:
-        number, more, szx = self.value
+        number, more, szx = self._value
         if not 0 <= szx <= 7:
             raise ValueError("block size exponent out of range")
         if not 0 <= number < 1 << 20:
@@ -240,7 +299,7 @@ class BlockOption(OptionType):
         if len(rawdata) > 3:
             raise ValueError("block option longer than 3 bytes")
         as_integer = int.from_bytes(rawdata, "big")
-        self.value = self.BlockwiseTuple(
+        self._value = self.BlockwiseTuple(
             block_number=as_integer >> 4,
             more=bool(as_integer & 0x08),
             size_exponent=as_integer & 0x07,

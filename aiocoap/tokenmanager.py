@@ -434,7 +434,7 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         for pipe in observations:
             # Tell the observer instead of leaving it waiting for Max-Age.
             pipe.add_response(
-                Message(code=Code.SERVICE_UNAVAILABLE, mtype=NON, payload=b"Server shutting down"),
+                Message(code=Code.SERVICE_UNAVAILABLE, _mtype=NON, payload=b"Server shutting down"),
                 is_last=True,
             )
         for ti in self.token_interfaces:

@@ -37,6 +37,9 @@ def test_message_constructor_signature():
         ("token", KW, b""),
         ("uri", KW, None),
         ("transport_tuning", KW, None),
+        ("_mid", KW, None),
+        ("_mtype", KW, None),
+        ("_token", KW, b""),
         ("kwargs", VAR_KW, EMPTY),
     ]
 

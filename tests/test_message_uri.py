@@ -47,8 +47,9 @@ def test_appendix_b_host_name():
     assert message.opt.uri_path == ()
     assert message.get_request_uri() == "coap://example.net/"
     # composed from options plus a resolved address
+    # (transports leave the default port out of an address' hostinfo)
     resolved = Message(code=GET, uri_host="example.net")
-    resolved.remote = FakeAddress("coap", "[2001:db8::2:1]:5683")
+    resolved.remote = FakeAddress("coap", "[2001:db8::2:1]")
     assert resolved.get_request_uri() == "coap://example.net/"
 
 
@@ -223,21 +224,23 @@ def test_empty_port_is_the_default():
 @pytest.mark.parametrize(
     "uri,expected",
     [
-        ("coap://h:5683/", "coap://h/"),
-        ("coaps://h:5684/", "coaps://h/"),
-        ("coap+tcp://h:5683/", "coap+tcp://h/"),
-        ("coaps+tcp://h:5684/", "coaps+tcp://h/"),
+        ("coap://h:5683/", "coap://h:5683/"),
+        ("coaps://h:5684/", "coaps://h:5684/"),
+        ("coap+tcp://h:5683/", "coap+tcp://h:5683/"),
+        ("coaps+tcp://h:5684/", "coaps+tcp://h:5684/"),
         ("coap://h:5684/", "coap://h:5684/"),
         ("coaps://h:5683/", "coaps://h:5683/"),
         ("coap+tcp://h:1234/", "coap+tcp://h:1234/"),
-        ("coap://[::1]:5683/", "coap://[::1]/"),
+        ("coap://[::1]:5683/", "coap://[::1]:5683/"),
         ("coap://[::1]:1/", "coap://[::1]:1/"),
-        ("coap://[fe80::1%25eth0]:5683/x", "coap://[fe80::1%25eth0]/x"),
+        ("coap://[fe80::1%25eth0]:5683/x", "coap://[fe80::1%25eth0]:5683/x"),
         ("coap://h", "coap://h/"),
         ("coap://h/a/", "coap://h/a/"),
     ],
 )
-def test_default_ports_are_omitted(uri, expected):
+def test_explicit_ports_are_kept_even_default_ones(uri, expected):
+    # As aiocoap 0.4.x: the URI comes back as it was given (the addresses
+    # of resolved remotes leave default ports out by themselves).
     assert parsed(uri).get_request_uri() == expected
 
 
@@ -266,9 +269,11 @@ def test_percent_encoding_on_composition(path, query, expected):
 
 def test_composition_prefers_uri_host_and_uri_port_options():
     message = Message(code=GET, uri_host="example.com", uri_port=61616, uri_path=["x"])
-    message.remote = FakeAddress("coap", "[2001:db8::1]:5683")
+    message.remote = FakeAddress("coap", "[2001:db8::1]")
     assert message.get_request_uri() == "coap://example.com:61616/x"
     message.opt.uri_port = 5683
+    assert message.get_request_uri() == "coap://example.com:5683/x"
+    message.opt.uri_port = None
     assert message.get_request_uri() == "coap://example.com/x"
 
 

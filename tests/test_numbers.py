@@ -180,7 +180,7 @@ def test_type_values_rfc7252_section_3():
     assert (CON, NON, ACK, RST) == (0, 1, 2, 3)
     assert [t.name for t in Type] == ["CON", "NON", "ACK", "RST"]
     assert aiocoap.CON is Type.CON and numbers.ACK is Type.ACK
-    assert str(Type.CON) == "Type.CON"
+    assert str(Type.CON) == "CON" and str(Type.ACK) == "ACK"  # as in aiocoap 0.4.x
     with pytest.raises(ValueError):
         Type(4)
 
@@ -201,6 +201,7 @@ OPTION_PROPERTIES = {
     "OSCORE": (9, True, False, False),
     "URI_PATH": (11, True, True, None),
     "CONTENT_FORMAT": (12, False, False, False),
+    "URI_PATH_ABBREV": (13, True, False, False),
     "MAX_AGE": (14, False, True, None),
     "URI_QUERY": (15, True, True, None),
     "HOP_LIMIT": (16, False, False, False),
@@ -218,6 +219,7 @@ OPTION_PROPERTIES = {
     "ECHO": (252, False, False, True),
     "NO_RESPONSE": (258, False, True, None),
     "REQUEST_TAG": (292, False, False, False),
+    "REQUEST_HASH": (548, False, False, False),
     "OCF_ACCEPT_CONTENT_FORMAT_VERSION": (2049, True, False, False),
     "OCF_CONTENT_FORMAT_VERSION": (2053, True, False, False),
 }

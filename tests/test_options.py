@@ -97,13 +97,14 @@ def test_option_length_too_large_is_rejected():
 
 
 def test_both_extended_delta_and_length():
-    # delta 13 (one extra byte) and length 269 (two extra bytes): the
-    # extended delta comes before the extended length.
-    raw = encode(OpaqueOption(OptionNumber(13), b"x" * 269))
-    assert raw[:4] == b"\xde\x00\x00\x00"
+    # delta 100 (one extra byte) and length 269 (two extra bytes): the
+    # extended delta comes before the extended length. (Option 100 is
+    # unassigned, so any length is accepted.)
+    raw = encode(OpaqueOption(OptionNumber(100), b"x" * 269))
+    assert raw[:4] == b"\xde\x57\x00\x00"
     assert len(raw) == 4 + 269
     opt, _ = decode(raw)
-    assert opt.get_option(13)[0].value == b"x" * 269
+    assert opt.get_option(100)[0].value == b"x" * 269
 
 
 def test_options_are_sorted_by_number_on_encode():

@@ -357,10 +357,12 @@ async def test_server_shutdown_with_slow_render(site):
 async def test_unknown_destination(site):
     net, server, client = await pair(site)
     try:
-        with pytest.raises(error.NetworkError):
+        with pytest.raises(error.NoRequestInterface):  # (a NetworkError)
             await client.request(Message(code=Code.GET, uri="coap+tcp://server/echo")).response
-        with pytest.raises(error.NetworkError):
+        with pytest.raises(error.MissingRemoteError):
             await client.request(Message(code=Code.GET)).response
+        with pytest.raises(error.MissingRemoteError):  # needs a proxy as remote
+            await client.request(Message(code=Code.GET, uri="http://server/echo")).response
     finally:
         await client.shutdown()
         await server.shutdown()

@@ -48,7 +48,7 @@ def uri_host(host: str) -> str:
 
 
 def request(uri: str, mid: int = 1, payload: bytes = b"") -> Message:
-    return Message(code=Code.GET, mtype=Type.CON, mid=mid, token=mid.to_bytes(2, "big"), uri=uri, payload=payload)
+    return Message(code=Code.GET, _mtype=Type.CON, _mid=mid, _token=mid.to_bytes(2, "big"), uri=uri, payload=payload)
 
 
 async def send(interface, manager, uri, mid=1, payload=b""):

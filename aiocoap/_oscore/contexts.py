@@ -328,7 +328,7 @@ class SecurityContext:
 
         outer_options.oscore = option.encode()
         outer = Message(
-            code=outer_code, payload=ciphertext, mtype=message.mtype, mid=message.mid, token=message.token
+            code=outer_code, payload=ciphertext, _mtype=message.mtype, _mid=message.mid, _token=message.token
         )
         outer.opt = outer_options
         outer.remote = message.remote

@@ -136,7 +136,7 @@ def assemble_plain_message(
 ) -> Message:
     """Build the unprotected message from the outer message and the decrypted
     parts; raises DecodeError where outer and inner do not fit together."""
-    plain = Message(code=code, payload=payload, token=outer.token, mtype=outer.mtype, mid=outer.mid)
+    plain = Message(code=code, payload=payload, _token=outer.token, _mtype=outer.mtype, _mid=outer.mid)
     plain.remote = outer.remote
     plain.opt = inner
     if is_request:

@@ -607,9 +607,12 @@ def _describe_failure(e: BaseException) -> str:
 def _scheme_hint(request: Message, e: BaseException) -> str:
     """Extra advice for a request that could not be sent because the
     transport for its URI scheme is missing"""
-    if not isinstance(e, error.NetworkError) or isinstance(e, error.ResolutionError):
+    if not isinstance(e, (error.NetworkError, error.MissingRemoteError)) or isinstance(e, error.ResolutionError):
         return ""
     scheme = getattr(request.remote, "scheme", None)
+    if scheme is None and request.opt.proxy_uri is not None:
+        # (a URI of another scheme goes into Proxy-Uri, for a proxy to handle)
+        scheme = request.opt.proxy_uri.split(":", 1)[0]
     if scheme == "coaps":
         try:
             from ..defaults import dtls_missing_modules

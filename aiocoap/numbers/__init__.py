@@ -9,22 +9,30 @@ from .codes import Code
 from .contentformat import ContentFormat
 from .optionnumbers import OptionNumber
 from .types import Type, CON, NON, ACK, RST
+from .codes import *  # noqa: F401,F403  (the code constants: GET, CONTENT, ...)
+from .codes import __all__ as _codes_all
 from .constants import (
     COAP_PORT,
     COAPS_PORT,
     MAX_REGULAR_BLOCK_SIZE_EXP,
+    MCAST_ALL,
+    MCAST_IPV4_ALLCOAPNODES,
+    MCAST_IPV6_LINKLOCAL_ALLCOAPNODES,
+    MCAST_IPV6_LINKLOCAL_ALLNODES,
+    MCAST_IPV6_SITELOCAL_ALLCOAPNODES,
+    MCAST_IPV6_SITELOCAL_ALLNODES,
     SHUTDOWN_TIMEOUT,
+    Reliable,
     TransportTuning,
+    Unreliable,
 )
 
-for _code in Code:
-    globals()[_code.name] = _code
-UNSUPPORTED_CONTENT_FORMAT = Code.UNSUPPORTED_CONTENT_FORMAT
-del _code
-
 __all__ = (
-    ["Code", "ContentFormat", "OptionNumber", "Type", "TransportTuning",
-     "CON", "NON", "ACK", "RST", "UNSUPPORTED_CONTENT_FORMAT",
-     "COAP_PORT", "COAPS_PORT", "MAX_REGULAR_BLOCK_SIZE_EXP", "SHUTDOWN_TIMEOUT"]
-    + [c.name for c in Code]
+    ["Code", "ContentFormat", "OptionNumber", "Type", "TransportTuning", "Reliable", "Unreliable",
+     "CON", "NON", "ACK", "RST",
+     "COAP_PORT", "COAPS_PORT", "MAX_REGULAR_BLOCK_SIZE_EXP", "SHUTDOWN_TIMEOUT",
+     "MCAST_ALL", "MCAST_IPV4_ALLCOAPNODES", "MCAST_IPV6_LINKLOCAL_ALLCOAPNODES",
+     "MCAST_IPV6_LINKLOCAL_ALLNODES", "MCAST_IPV6_SITELOCAL_ALLCOAPNODES",
+     "MCAST_IPV6_SITELOCAL_ALLNODES"]
+    + [name for name in _codes_all if name != "Code"]
 )

@@ -9,17 +9,20 @@ applications can shorten timeouts without patching globals.
 
 from __future__ import annotations
 
-from functools import cached_property
+from typing import Any, Callable, Optional
 
 __all__ = [
     "COAP_PORT", "COAPS_PORT", "COAP_TCP_PORT", "COAPS_TCP_PORT",
+    "MCAST_IPV4_ALLCOAPNODES", "MCAST_IPV6_LINKLOCAL_ALLNODES",
+    "MCAST_IPV6_LINKLOCAL_ALLCOAPNODES", "MCAST_IPV6_SITELOCAL_ALLNODES",
+    "MCAST_IPV6_SITELOCAL_ALLCOAPNODES", "MCAST_ALL",
     "ACK_TIMEOUT", "ACK_RANDOM_FACTOR", "MAX_RETRANSMIT", "NSTART",
     "DEFAULT_LEISURE", "PROBING_RATE",
     "MAX_TRANSMIT_SPAN", "MAX_TRANSMIT_WAIT", "MAX_LATENCY",
     "PROCESSING_DELAY", "MAX_RTT", "EXCHANGE_LIFETIME", "NON_LIFETIME",
     "DEFAULT_BLOCK_SIZE_EXP", "EMPTY_ACK_DELAY", "REQUEST_TIMEOUT",
     "OBSERVATION_RESET_TIME", "MAX_REGULAR_BLOCK_SIZE_EXP",
-    "SHUTDOWN_TIMEOUT", "TransportTuning",
+    "SHUTDOWN_TIMEOUT", "TransportTuning", "Reliable", "Unreliable",
 ]
 
 COAP_PORT = 5683
@@ -27,6 +30,26 @@ COAP_PORT = 5683
 COAPS_PORT = 5684
 COAP_TCP_PORT = 5683
 COAPS_TCP_PORT = 5684
+
+MCAST_IPV4_ALLCOAPNODES = "224.0.1.187"
+"""The IPv4 "All CoAP Nodes" multicast address (RFC 7252 §12.8)."""
+MCAST_IPV6_LINKLOCAL_ALLNODES = "ff02::1"
+"""The IPv6 link-local "All Nodes" multicast address (RFC 4291)."""
+MCAST_IPV6_LINKLOCAL_ALLCOAPNODES = "ff02::fd"
+"""The IPv6 link-local "All CoAP Nodes" multicast address (RFC 7252 §12.8)."""
+MCAST_IPV6_SITELOCAL_ALLNODES = "ff05::1"
+"""The IPv6 site-local "All Nodes" multicast address (RFC 4291)."""
+MCAST_IPV6_SITELOCAL_ALLCOAPNODES = "ff05::fd"
+"""The IPv6 site-local "All CoAP Nodes" multicast address (RFC 7252 §12.8)."""
+MCAST_ALL = (
+    MCAST_IPV4_ALLCOAPNODES,
+    MCAST_IPV6_LINKLOCAL_ALLNODES,
+    MCAST_IPV6_LINKLOCAL_ALLCOAPNODES,
+    MCAST_IPV6_SITELOCAL_ALLNODES,
+    MCAST_IPV6_SITELOCAL_ALLCOAPNODES,
+)
+"""The multicast groups a server joins when asked to listen on "all" of
+them."""
 
 ACK_TIMEOUT = 2.0
 """The time, in seconds, to wait for an acknowledgement of a confirmable
@@ -100,42 +123,90 @@ SHUTDOWN_TIMEOUT = 3.0
 """How long shutting down a context waits for transports to finish."""
 
 
+class _Derived:
+    """A parameter of :class:`TransportTuning` computed from the others.
+
+    Read on an instance, it is computed from the instance's parameters and
+    kept (the message layer reads these for every message; setting a
+    parameter drops the kept values). Read on the class, it is computed from
+    the class's parameters, so that a tuning class can be used as a tuning
+    itself (``Message(transport_tuning=aiocoap.Reliable)``)."""
+
+    def __init__(self, compute: Callable[[Any], float]):
+        self._compute = compute
+        self.__doc__ = compute.__doc__
+        self._name = compute.__name__
+
+    def __set_name__(self, owner, name):
+        self._name = name
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self._compute(owner)
+        value = self._compute(instance)
+        instance.__dict__[self._name] = value
+        return value
+
+
 class TransportTuning:
     """The timing parameters the message layer reads.
 
     Every attribute defaults to the module constant of the same name; derive
     or instantiate with keyword arguments to change them, and put the object
-    on a message's ``transport_tuning`` (affects that exchange) or pass it to
-    the context (affects all). The derived values (``MAX_TRANSMIT_SPAN``,
-    ``EXCHANGE_LIFETIME``, ...) are computed from the base ones as RFC 7252
-    §4.8.2 defines them, so shortening ``ACK_TIMEOUT`` shortens them too.
-    They are computed on first use and kept (the message layer reads them
-    for every message); setting a parameter on the instance recomputes
-    them. (Parameters are meant to be set on an instance or a subclass;
-    assigning to the class attributes of a class whose instances are in
-    use is not followed.)
+    (or the class itself) on a message's ``transport_tuning`` (affects that
+    exchange) or pass it to the context (affects all). The derived values
+    (``MAX_TRANSMIT_SPAN``, ``EXCHANGE_LIFETIME``, ...) are computed from
+    the base ones as RFC 7252 §4.8.2 defines them, so shortening
+    ``ACK_TIMEOUT`` shortens them too. On an instance they are computed on
+    first use and kept (the message layer reads them for every message);
+    setting a parameter on the instance recomputes them. (Parameters are
+    meant to be set on an instance or a subclass; assigning to the class
+    attributes of a class whose instances are in use is not followed.)
 
     >>> quick = TransportTuning(ACK_TIMEOUT=0.1, MAX_RETRANSMIT=2)
     >>> round(quick.MAX_TRANSMIT_WAIT, 3)
     1.05
     >>> TransportTuning().EXCHANGE_LIFETIME
     247.0
+    >>> Reliable.reliability, Reliable.MAX_TRANSMIT_WAIT
+    (True, 93.0)
     """
 
     ACK_TIMEOUT = ACK_TIMEOUT
     ACK_RANDOM_FACTOR = ACK_RANDOM_FACTOR
     MAX_RETRANSMIT = MAX_RETRANSMIT
     NSTART = NSTART
+    """Confirmable exchanges a message layer keeps outstanding to one peer
+    at a time (RFC 7252 §4.7); further ones wait their turn. Read from the
+    context's tuning."""
     DEFAULT_LEISURE = DEFAULT_LEISURE
     PROBING_RATE = PROBING_RATE
     MAX_LATENCY = MAX_LATENCY
     EMPTY_ACK_DELAY = EMPTY_ACK_DELAY
-    REQUEST_TIMEOUT = None
+    DEFAULT_BLOCK_SIZE_EXP = DEFAULT_BLOCK_SIZE_EXP
+    """Block size exponent used for blockwise transfers unless a smaller one
+    is asked for."""
+    OBSERVATION_RESET_TIME = OBSERVATION_RESET_TIME
+    """Seconds after which an observe sequence number is no longer compared
+    with the previous one (RFC 7641 §3.4)."""
+    REQUEST_TIMEOUT: Optional[float] = None
     """Overall deadline of a request; None means MAX_TRANSMIT_WAIT."""
+    ADAPTIVE_RTO = False
+    """Estimate retransmission timeouts from measured round trips (CoCoA,
+    draft-ietf-core-cocoa) instead of using ACK_TIMEOUT for every exchange;
+    see :mod:`aiocoap.messagemanager`."""
+
+    reliability: Optional[bool] = None
+    """Whether messages are to be sent reliably: True asks for confirmable
+    messages, False for non-confirmable ones, None leaves the choice to the
+    library (CON for requests, the request's type for responses). Ignored
+    where the protocol leaves no choice (multicast requests are NON, a
+    response that can be piggybacked is an ACK, and an observation sends a
+    CON now and then). See :class:`Reliable` and :class:`Unreliable`."""
 
     def __init__(self, **overrides):
         for key, value in overrides.items():
-            if not hasattr(type(self), key):
+            if not hasattr(type(self), key) or key.startswith("_"):
                 raise TypeError(f"TransportTuning has no parameter {key!r}")
             setattr(self, key, value)
 
@@ -154,39 +225,72 @@ class TransportTuning:
         args = ", ".join(f"{k}={v!r}" for k, v in changed.items())
         return f"<{type(self).__name__}({args})>"
 
-    @cached_property
+    @_Derived
     def PROCESSING_DELAY(self) -> float:
+        """Time a node takes to turn around a confirmable message into an
+        acknowledgement."""
         return self.ACK_TIMEOUT
 
-    @cached_property
+    @_Derived
     def MAX_TRANSMIT_SPAN(self) -> float:
+        """Maximum time from the first transmission of a confirmable message
+        to its last retransmission."""
         return self.ACK_TIMEOUT * (2 ** self.MAX_RETRANSMIT - 1) * self.ACK_RANDOM_FACTOR
 
-    @cached_property
+    @_Derived
     def MAX_TRANSMIT_WAIT(self) -> float:
+        """Maximum time from the first transmission of a confirmable message
+        to the time when the sender gives up on receiving an acknowledgement
+        or reset."""
         return self.ACK_TIMEOUT * (2 ** (self.MAX_RETRANSMIT + 1) - 1) * self.ACK_RANDOM_FACTOR
 
-    @cached_property
+    @_Derived
     def MAX_RTT(self) -> float:
+        """Maximum round-trip time."""
         return 2 * self.MAX_LATENCY + self.PROCESSING_DELAY
 
-    @cached_property
+    @_Derived
     def EXCHANGE_LIFETIME(self) -> float:
+        """Time from starting to send a confirmable message to the time when
+        an acknowledgement is no longer expected."""
         return self.MAX_TRANSMIT_SPAN + self.MAX_RTT
 
-    @cached_property
+    @_Derived
     def NON_LIFETIME(self) -> float:
+        """Time from sending a non-confirmable message to the time its
+        Message ID can be safely reused."""
         return self.MAX_TRANSMIT_SPAN + self.MAX_LATENCY
 
-    @property
+    @_Derived
     def request_timeout(self) -> float:
         """The effective overall request deadline."""
         return self.MAX_TRANSMIT_WAIT if self.REQUEST_TIMEOUT is None else self.REQUEST_TIMEOUT
 
+    @_Derived
+    def MULTICAST_REQUEST_TIMEOUT(self) -> float:
+        """How long responses to a multicast request are waited for: the
+        request timeout plus the leisure servers may take (RFC 7252 §8.2)."""
+        return self.request_timeout + self.DEFAULT_LEISURE
+
 
 _DERIVED = frozenset(
-    ("PROCESSING_DELAY", "MAX_TRANSMIT_SPAN", "MAX_TRANSMIT_WAIT", "MAX_RTT", "EXCHANGE_LIFETIME", "NON_LIFETIME")
+    name for name, value in vars(TransportTuning).items() if isinstance(value, _Derived)
 )
+
+
+class Reliable(TransportTuning):
+    """A TransportTuning asking for reliable transmission: requests (and
+    separate responses) go out as confirmable messages. Usable as the class
+    itself: ``Message(code=GET, uri=..., transport_tuning=aiocoap.Reliable)``."""
+
+    reliability = True
+
+
+class Unreliable(TransportTuning):
+    """A TransportTuning asking for unreliable transmission: requests (and
+    separate responses) go out as non-confirmable messages."""
+
+    reliability = False
 
 
 DEFAULT_TUNING = TransportTuning()

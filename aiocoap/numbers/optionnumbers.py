@@ -8,6 +8,9 @@ outside that range are treated as unrecognized options (RFC 7252 §5.4.3).
 
 from __future__ import annotations
 
+import warnings
+from typing import Callable
+
 from ..util import ExtensibleIntEnum
 
 __all__ = ["OptionNumber"]
@@ -43,6 +46,7 @@ class OptionNumber(ExtensibleIntEnum):
     OBJECT_SECURITY = 9
     URI_PATH = 11
     CONTENT_FORMAT = 12
+    URI_PATH_ABBREV = 13
     MAX_AGE = 14
     URI_QUERY = 15
     HOP_LIMIT = 16
@@ -59,6 +63,7 @@ class OptionNumber(ExtensibleIntEnum):
     SIZE1 = 60
     NO_RESPONSE = 258
     REQUEST_TAG = 292
+    REQUEST_HASH = 548
     OCF_ACCEPT_CONTENT_FORMAT_VERSION = 2049
     OCF_CONTENT_FORMAT_VERSION = 2053
     ECHO = 252
@@ -83,16 +88,50 @@ class OptionNumber(ExtensibleIntEnum):
     def is_cachekey(self) -> bool:
         return not self.is_nocachekey()
 
-    @property
-    def format(self):
-        """The :class:`aiocoap.optiontypes.OptionType` subclass that
-        represents values of this option (OpaqueOption for unknown ones)."""
+    def _get_format(self):
         return _FORMATS.get(int(self), _OpaqueOption)
+
+    def set_format(self, value) -> None:
+        """Set the :class:`aiocoap.optiontypes.OptionType` subclass that
+        represents values of this option, for every message of the program
+        from now on (also possible by assigning to :attr:`format`).
+
+        Meant for custom and experimental options; changing the format of an
+        option that already has one warns, as that makes the program
+        disagree with its peers on what the bytes mean."""
+        number = int(self)
+        old = _FORMATS.get(number)
+        if old is not None and old is not value:
+            warnings.warn(
+                f"Altering the format of option {self.name} from {old.__name__} to "
+                f"{value.__name__} makes this program disagree with its peers",
+                stacklevel=2,
+            )
+        _FORMATS[number] = value
+        for listener in _format_listeners:
+            listener(number)
+
+    format = property(
+        _get_format,
+        set_format,
+        doc="""The :class:`aiocoap.optiontypes.OptionType` subclass that
+        represents values of this option (OpaqueOption for unknown ones); see
+        :meth:`set_format`.""",
+    )
+
+    @property
+    def name_printable(self) -> str:
+        """The name of the option as the registry writes it.
+
+        >>> OptionNumber.URI_PATH.name_printable, OptionNumber.ETAG.name_printable
+        ('Uri-Path', 'Etag')
+        """
+        return self.name.replace("_", " ").title().replace(" ", "-")
 
     @property
     def length_range(self) -> tuple[int, int]:
         """Minimum and maximum value length in bytes the registry allows."""
-        return _LENGTHS.get(int(self), (0, 65535 + 269))
+        return _LENGTHS.get(int(self), _ANY_LENGTH)
 
     def create_option(self, decode=None, value=None):
         """Return an Option element of the appropriate class from this
@@ -147,6 +186,8 @@ _FORMATS: dict[int, type[_OptionType]] = {
     _O.NO_RESPONSE: _UintOption,
     _O.REQUEST_TAG: _OpaqueOption,
     _O.ECHO: _OpaqueOption,
+    _O.URI_PATH_ABBREV: _UintOption,
+    _O.REQUEST_HASH: _OpaqueOption,
     _O.OCF_ACCEPT_CONTENT_FORMAT_VERSION: _UintOption,
     _O.OCF_CONTENT_FORMAT_VERSION: _UintOption,
 }
@@ -180,10 +221,19 @@ _LENGTHS: dict[int, tuple[int, int]] = {
     _O.NO_RESPONSE: (0, 1),
     _O.REQUEST_TAG: (0, 8),
     _O.ECHO: (1, 40),
+    _O.URI_PATH_ABBREV: (0, 4),
+    _O.REQUEST_HASH: (0, 255),
     _O.OCF_ACCEPT_CONTENT_FORMAT_VERSION: (2, 2),
     _O.OCF_CONTENT_FORMAT_VERSION: (2, 2),
 }
 del _O
+
+_ANY_LENGTH = (0, 65535 + 269)
+"""The length range of options whose registry entry gives none."""
+
+_format_listeners: list[Callable[[int], None]] = []
+"""Called with the option number whenever :meth:`OptionNumber.set_format`
+changed a format (the options codec keeps a table derived from them)."""
 
 _optiontypes._UINT_MINIMUM_LENGTH.update(
     (number, minimum)

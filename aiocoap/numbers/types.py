@@ -6,7 +6,11 @@ __all__ = ["Type", "CON", "NON", "ACK", "RST"]
 
 
 class Type(enum.IntEnum):
-    """Message type of a CoAP-over-UDP message (RFC 7252 §3)."""
+    """Message type of a CoAP-over-UDP message (RFC 7252 §3).
+
+    >>> str(Type.ACK), repr(Type.CON)
+    ('ACK', '<Type.CON: 0>')
+    """
 
     CON = 0
     NON = 1
@@ -14,7 +18,7 @@ class Type(enum.IntEnum):
     RST = 3
 
     def __str__(self):
-        return f"Type.{self.name}"
+        return self.name
 
 
 CON, NON, ACK, RST = Type.CON, Type.NON, Type.ACK, Type.RST

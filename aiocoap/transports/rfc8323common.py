@@ -222,7 +222,7 @@ _code_of = Code._value2member_map_.get
 
 def _build(code_number: int, token, rest) -> Message:
     code = _code_of(code_number)
-    message = Message(code=code if code is not None else Code(code_number), token=bytes(token))
+    message = Message(code=code if code is not None else Code(code_number), _token=bytes(token))
     if rest:
         message.payload = message.opt.decode(rest)
     return message
