@@ -16,11 +16,12 @@ and are logged, not delivered.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, NamedTuple, Optional
+from collections import deque
+from typing import Any, AsyncIterator, Callable, NamedTuple, Optional
 
 from .message import Message
 
-__all__ = ["Pipe", "Event", "run_driving_pipe", "error_to_message"]
+__all__ = ["Pipe", "Event", "IterablePipe", "run_driving_pipe", "error_to_message"]
 
 _new_tuple = tuple.__new__
 
@@ -39,7 +40,9 @@ class Event(NamedTuple):
 class Pipe:
     """One request and the events answering it."""
 
-    __slots__ = ("request", "log", "_callbacks", "_end_callbacks", "_ended", "__weakref__")
+    __slots__ = ("request", "log", "_callbacks", "_end_callbacks", "_ended", "_poke_handler", "__weakref__")
+
+    Event = Event
 
     def __init__(self, request: Message, log):
         self.request = request
@@ -49,6 +52,7 @@ class Pipe:
         self._callbacks: tuple[Callable[[Event], bool], ...] = ()
         self._end_callbacks: tuple[Callable[[], None], ...] = ()
         self._ended = False
+        self._poke_handler: Optional[Callable[[], None]] = None
 
     def __repr__(self):
         state = "ended" if self._ended else f"{len(self._callbacks)} listener(s)"
@@ -142,6 +146,22 @@ class Pipe:
         responder."""
         self._end_interest()
 
+    def poke(self) -> None:
+        """Ask the responder for a sign of life. What it does is up to the
+        responder: the token layer sends an observation's request again
+        (re-registration), a responder that can not be gone (the local
+        library rendering a resource) does nothing. Nothing is reported to
+        the caller; if what the responder does fails, the pipe gets the
+        error as its final event."""
+        handler = self._poke_handler
+        if handler is not None and not self._ended:
+            handler()
+
+    def on_poke(self, handler: Optional[Callable[[], None]]) -> None:
+        """Set what :meth:`poke` does (the responder calls this; None
+        removes it)."""
+        self._poke_handler = handler
+
 
 def error_to_message(old_pipe: Pipe, exception: BaseException) -> Message:
     """The response a server sends when rendering raised ``exception``:
@@ -179,3 +199,93 @@ def run_driving_pipe(pipe: Pipe, coroutine, name: Optional[str] = None) -> async
 
     task.add_done_callback(done)
     return task
+
+
+class IterablePipe:
+    """A stand-in for a :class:`Pipe` whose requesting side iterates over
+    the events (``async for event in pipe``) instead of registering
+    callbacks; the responding side uses it like a Pipe (``request``,
+    :meth:`add_response`, :meth:`add_exception`, :meth:`on_interest_end`).
+
+    Iteration ends after the final event; leaving the loop early (or
+    dropping the iterator) ends the interest, which the responder learns
+    through its on_interest_end callbacks. It can be iterated over once.
+
+    Events wait in a queue until they are taken; a responder that produces
+    faster than the consumer takes loses the oldest non-final events beyond
+    :attr:`max_queued` (for observations the newest state is what counts),
+    so the queue is bounded."""
+
+    max_queued = 64
+
+    Event = Event
+
+    def __init__(self, request: Message):
+        self.request = request
+        self._queue: deque = deque()
+        self._end_callbacks: list[Callable[[], None]] = []
+        self._iterating = False
+        self._ended = False
+        self._wakeup: Optional[asyncio.Future] = None
+
+    def __repr__(self):
+        return f"<{type(self).__name__} for {self.request!r}, {len(self._queue)} event(s) queued>"
+
+    @property
+    def is_interested(self) -> bool:
+        return not self._ended
+
+    def on_interest_end(self, callback: Callable[[], None]) -> None:
+        if self._ended:
+            callback()
+        else:
+            self._end_callbacks.append(callback)
+
+    def add_event(self, event: Event) -> None:
+        if self._ended:
+            return
+        queue = self._queue
+        queue.append(event)
+        if len(queue) > self.max_queued:
+            for index, queued in enumerate(queue):
+                if not queued.is_last:
+                    del queue[index]
+                    break
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    def add_response(self, response: Message, is_last: bool = False) -> None:
+        self.add_event(_new_tuple(Event, (response, None, is_last)))
+
+    def add_exception(self, exception: BaseException) -> None:
+        self.add_event(Event(None, exception, True))
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        if self._iterating:
+            raise RuntimeError("An IterablePipe can only be iterated over once")
+        self._iterating = True
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[Event]:
+        try:
+            while True:
+                while not self._queue:
+                    self._wakeup = asyncio.get_running_loop().create_future()
+                    await self._wakeup
+                    self._wakeup = None
+                event = self._queue.popleft()
+                yield event
+                if event.is_last:
+                    return
+        finally:
+            self._end()
+
+    def _end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._queue.clear()
+        callbacks, self._end_callbacks = self._end_callbacks, []
+        for callback in callbacks:
+            callback()

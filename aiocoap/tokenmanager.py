@@ -179,6 +179,10 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         request; the Context renders it and feeds the response events into
         it."""
 
+    client_credentials = None
+    """The CredentialsMap the transports below consult (the Context's
+    client credentials)."""
+
     def __init__(self, render_to_pipe, log, loop, client_credentials=None):
         self._render_to_pipe = render_to_pipe
         self.log = log
@@ -210,9 +214,15 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
                 return True
         return False
 
+    def next_token(self) -> bytes:
+        """A fresh token: 4 random bytes (RFC 7252 §5.3.1 asks for at least
+        32 random bits). Requests get one that is also unique among those
+        in flight to their remote."""
+        return secrets.token_bytes(4)
+
     def _new_token(self, remote) -> bytes:
         while True:
-            token = secrets.token_bytes(4)
+            token = self.next_token()
             if (token, remote) not in self._outgoing and token not in self._outgoing_multicast:
                 return token
 

@@ -13,7 +13,9 @@ modules, ``_client`` and ``_server``, do not import asyncio):
   count, bytes and time.
 
 :class:`BlockwiseRequest` (what ``Context.request`` returns) and
-:class:`BlockwiseServer` (``Context.blockwise``) are the asyncio glue.
+:class:`BlockwiseServer` (``Context.blockwise``) are the asyncio glue;
+:class:`Block1Spool` and :class:`Block2Cache` offer the server core to
+resources that handle blocks themselves (aiocoap 0.4.x names).
 
 Rules the client follows:
 
@@ -75,6 +77,7 @@ from ..util import hostportsplit
 from ._client import MAX_RESTARTS, ClientTransfer, new_request_tag
 from ._common import BERT_UNIT, BLOCK1, BLOCK2, CONTINUE, SIZE2, TOO_LARGE, remote_max_exp, single_message_limit
 from ._server import DEFAULT_MAX_BODY_SIZE, RenderJob, ServerBlockwiseState, body_etag
+from ._spools import Block1Spool, Block2Cache, ContinueException, IncompleteException
 
 __all__ = [
     "BlockwiseRequest",
@@ -88,6 +91,10 @@ __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
     "MAX_RESTARTS",
     "BERT_UNIT",
+    "Block1Spool",
+    "Block2Cache",
+    "ContinueException",
+    "IncompleteException",
 ]
 
 

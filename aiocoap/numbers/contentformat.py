@@ -16,14 +16,28 @@ This module is the single source of truth for the mapping;
 from __future__ import annotations
 
 import re
-from typing import Optional
+import warnings
+from typing import TYPE_CHECKING, Optional
 
-from ..util import ExtensibleIntEnum
+from ..util import ExtensibleEnumMeta, ExtensibleIntEnum
 
-__all__ = ["ContentFormat"]
+__all__ = ["ContentFormat", "ContentFormatMeta"]
 
 
-class ContentFormat(ExtensibleIntEnum):
+class ContentFormatMeta(ExtensibleEnumMeta):
+    """Metaclass of :class:`ContentFormat` (an :class:`ExtensibleEnumMeta`;
+    the registry behind the members lives in this module)."""
+
+
+if TYPE_CHECKING:
+    _ContentFormatBase = ExtensibleIntEnum
+else:
+
+    class _ContentFormatBase(ExtensibleIntEnum, metaclass=ContentFormatMeta):
+        pass
+
+
+class ContentFormat(_ContentFormatBase):
     """A CoAP Content-Format number.
 
     Registered numbers are named members that know their media type and
@@ -105,6 +119,35 @@ class ContentFormat(ExtensibleIntEnum):
     VND_OMA_LWM2M_CBOR = 11544
     TEXT_CSS = 20000
     IMAGE_SVG_XML = 30000
+    SENML = 112
+    """Another name of SENML_CBOR (aiocoap 0.4.x)."""
+
+    @classmethod
+    def define(cls, number: int, media_type: str, encoding: str = "identity") -> None:
+        """Add (or, with a warning, change) the media type and coding of a
+        Content-Format number for this program: for experiments with
+        numbers the registry does not have yet. Afterwards the number prints
+        as that media type and :meth:`by_media_type` finds it.
+
+        >>> ContentFormat.define(65100, "application/x-experiment+cbor")
+        >>> ContentFormat.by_media_type("application/x-experiment+cbor")
+        <ContentFormat 65100, media_type='application/x-experiment+cbor'>
+        """
+        mtype, params, coding = _parse_media_type(media_type)
+        if coding is not None:
+            raise ValueError("give the content coding as encoding=, not with @ in the media type")
+        old = _REGISTRY.get(number)
+        if old is not None and old != (media_type, encoding):
+            warnings.warn(
+                f"Redefining Content-Format {number} (was {old[0]!r}) makes this program "
+                "disagree with its peers; only do this for experiments",
+                stacklevel=2,
+            )
+            old_mtype, old_params, _ = _parse_media_type(old[0])
+            if _BY_KEY.get((old_mtype, old_params, old[1])) == number:
+                del _BY_KEY[(old_mtype, old_params, old[1])]
+        _REGISTRY[number] = (media_type, encoding)
+        _BY_KEY.setdefault((mtype, params, encoding), number)
 
     @classmethod
     def by_media_type(cls, media_type: str, encoding: str = "identity") -> "ContentFormat":

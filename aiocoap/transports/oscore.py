@@ -47,6 +47,7 @@ from typing import Optional
 from .. import error, interfaces, oscore
 from ..message import Message
 from ..numbers.codes import Code
+from ..numbers.constants import MAX_REGULAR_BLOCK_SIZE_EXP
 from ..pipe import Event, Pipe
 
 __all__ = [
@@ -159,7 +160,9 @@ class OSCOREAddress(_OSCOREAddress, interfaces.EndpointAddress):
 
     @property
     def maximum_block_size_exp(self) -> int:  # type: ignore[override]
-        return self.underlying_address.maximum_block_size_exp
+        # (Blocks of the protected inner message are never BERT: a BERT
+        # block's size is that of the outer transport's message.)
+        return min(self.underlying_address.maximum_block_size_exp, MAX_REGULAR_BLOCK_SIZE_EXP)
 
     @property
     def maximum_payload_size(self) -> int:  # type: ignore[override]

@@ -53,7 +53,7 @@ from ..util.asyncio.recvmsg import (
 )
 from .generic_udp import SockaddrAddress, coap_destination, resolve
 
-__all__ = ["UDP6EndpointAddress", "SockExtendedErr", "MessageInterfaceUDP6"]
+__all__ = ["UDP6EndpointAddress", "InterfaceOnlyPktinfo", "SockExtendedErr", "MessageInterfaceUDP6"]
 
 _SOL_IPV6 = _sn.SOL_IPV6
 _IPV6_PKTINFO = _sn.IPV6_PKTINFO
@@ -87,6 +87,26 @@ def _plain_host(host: str, scope_id: int) -> str:
     if scope_id:
         return f"{host}%{_zone_name(scope_id)}"
     return host
+
+
+class InterfaceOnlyPktinfo(bytes):
+    """An ``in6_pktinfo`` (as bytes) that selects only the outgoing
+    interface and leaves the source address to the kernel. It is used
+    like any other pktinfo of a :class:`UDP6EndpointAddress`; the type only
+    makes it recognizable in debug output.
+
+    >>> InterfaceOnlyPktinfo.for_interface(2)
+    InterfaceOnlyPktinfo(interface 2)
+    """
+
+    @classmethod
+    def for_interface(cls, index: int, *, ipv4: bool = False) -> "InterfaceOnlyPktinfo":
+        """The pktinfo to send through the interface with that index (from
+        the unspecified IPv4 address as V4MAPPED if ``ipv4``)."""
+        return cls((_ANY_PKTINFO_ADDRESS4 if ipv4 else _ANY_PKTINFO_ADDRESS6) + struct.pack("@I", index))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(interface {struct.unpack_from('@I', self, 16)[0]})"
 
 
 class UDP6EndpointAddress(SockaddrAddress):
@@ -137,7 +157,13 @@ class UDP6EndpointAddress(SockaddrAddress):
         host, port, _, scope_id = self.sockaddr
         if scope_id:
             host = f"{host}%{_zone_name(scope_id)}"
-        local = " with local address" if self.pktinfo is not None else ""
+        pktinfo = self.pktinfo
+        if pktinfo is None:
+            local = ""
+        elif type(pktinfo) is InterfaceOnlyPktinfo:
+            local = f" via interface {_zone_name(struct.unpack_from('@I', pktinfo, 16)[0])}"
+        else:
+            local = " with local address"
         return f"<{type(self).__name__} {hostportjoin(host, port)}{local}>"
 
     # --- the peer ---------------------------------------------------------
@@ -149,6 +175,14 @@ class UDP6EndpointAddress(SockaddrAddress):
         decoration, the port left out if it is the default one)."""
         host, port, _, scope_id = self.sockaddr
         return hostportjoin(_plain_host(host, scope_id), None if port == COAP_PORT else port)
+
+    @property
+    def netif(self) -> Optional[str]:
+        """The name of the network interface of a link-local peer (the zone
+        of its address, as given in a URI or reported for an incoming
+        message), or None where the address has no zone."""
+        scope_id = self.sockaddr[3]
+        return _zone_name(scope_id) if scope_id else None
 
     @property
     def uri_base(self) -> str:
@@ -212,7 +246,7 @@ class UDP6EndpointAddress(SockaddrAddress):
         if pktinfo is None or not self.is_multicast_locally:
             return self
         any_address = _ANY_PKTINFO_ADDRESS4 if pktinfo.startswith(_V4MAPPED_PREFIX_BYTES) else _ANY_PKTINFO_ADDRESS6
-        return type(self)(self.sockaddr, self.interface, pktinfo=any_address + pktinfo[16:])
+        return type(self)(self.sockaddr, self.interface, pktinfo=InterfaceOnlyPktinfo(any_address + pktinfo[16:]))
 
 
 _SockExtendedErr = namedtuple(

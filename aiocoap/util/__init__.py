@@ -6,13 +6,16 @@
 * :func:`hostportjoin` / :func:`hostportsplit`: the ``host[:port]`` part of
   URIs, with IPv6 literals and zone identifiers.
 * :func:`quote_nonascii`, :class:`Sentinel`.
+* :func:`deprecation_getattr`: old module-level names that still work, with
+  a DeprecationWarning.
 """
 
 from __future__ import annotations
 
 import enum
 import urllib.parse
-from typing import TYPE_CHECKING, Optional
+import warnings
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 __all__ = [
     "ExtensibleEnumMeta",
@@ -21,6 +24,7 @@ __all__ = [
     "hostportsplit",
     "quote_nonascii",
     "Sentinel",
+    "deprecation_getattr",
 ]
 
 
@@ -225,3 +229,28 @@ class Sentinel:
 
     def __repr__(self):
         return f"<{self._label}>"
+
+
+def deprecation_getattr(_deprecated_aliases: dict, _globals: dict) -> Callable[[str], Any]:
+    """Build a module-level ``__getattr__`` under which the old names (the
+    keys of ``_deprecated_aliases``) still work: each access warns
+    (DeprecationWarning) and returns the module global named by the value.
+
+    >>> NEW_NAME = 42
+    >>> __getattr__ = deprecation_getattr({"OLD_NAME": "NEW_NAME"}, globals())
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     __getattr__("OLD_NAME"), caught[0].category.__name__
+    (42, 'DeprecationWarning')
+    """
+    module = _globals.get("__name__", "module")
+
+    def __getattr__(name: str) -> Any:
+        new = _deprecated_aliases.get(name)
+        if new is None:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        warnings.warn(f"{module}.{name} is deprecated, use {new} instead", DeprecationWarning, stacklevel=2)
+        return _globals[new]
+
+    return __getattr__

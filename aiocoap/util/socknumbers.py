@@ -17,6 +17,7 @@ udp6 transport can be used at all.
 from __future__ import annotations
 
 import socket as _socket
+import sys as _sys
 
 __all__ = [
     "SOL_IP", "SOL_IPV6", "IPV6_RECVERR", "IP_RECVERR", "IPV6_PKTINFO",
@@ -25,6 +26,7 @@ __all__ = [
     "IP_ADD_MEMBERSHIP", "IP_DROP_MEMBERSHIP", "IP_MULTICAST_IF",
     "IP_MULTICAST_LOOP", "MSG_ERRQUEUE", "SO_EE_ORIGIN_NONE",
     "SO_EE_ORIGIN_LOCAL", "SO_EE_ORIGIN_ICMP", "SO_EE_ORIGIN_ICMP6",
+    "HAS_RECVERR",
 ]
 
 
@@ -59,3 +61,10 @@ SO_EE_ORIGIN_NONE = _get("SO_EE_ORIGIN_NONE", 0)
 SO_EE_ORIGIN_LOCAL = _get("SO_EE_ORIGIN_LOCAL", 1)
 SO_EE_ORIGIN_ICMP = _get("SO_EE_ORIGIN_ICMP", 2)
 SO_EE_ORIGIN_ICMP6 = _get("SO_EE_ORIGIN_ICMP6", 3)
+
+HAS_RECVERR = _sys.platform.startswith("linux") or (
+    hasattr(_socket, "IP_RECVERR") and hasattr(_socket, "MSG_ERRQUEUE")
+)
+"""Whether the platform reports ICMP errors through the socket error queue
+(``IPV6_RECVERR`` / ``IP_RECVERR`` with ``recvmsg(..., MSG_ERRQUEUE)``), so
+that the values above are more than fallbacks."""

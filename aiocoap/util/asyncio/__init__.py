@@ -6,6 +6,9 @@
   every event loop that implements ``add_reader`` (the default selector
   loops and uvloop).
 * :mod:`.stepping`: running many short coroutines in one task.
+* :mod:`.timeoutdict`: a dictionary whose unused entries expire.
+* :mod:`.getaddrinfo_addrconfig`: name resolution that leaves out
+  addresses without a route.
 * :func:`clock_of`: the loop's clock as a function that is cheap to call.
 """
 

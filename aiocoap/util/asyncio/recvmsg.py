@@ -99,6 +99,10 @@ class RecvmsgSelectorDatagramTransport(asyncio.DatagramTransport):
     ``errqueue=True``, the socket's error queue is read as well (set
     ``IPV6_RECVERR``/``IP_RECVERR`` on the socket for it to be filled)."""
 
+    max_size = RECV_BUFSIZE
+    """The largest datagram read in full (the buffer size given to
+    ``recvmsg``); longer ones are truncated by the kernel."""
+
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
@@ -196,12 +200,13 @@ class RecvmsgSelectorDatagramTransport(asyncio.DatagramTransport):
 
     def _read_ready(self) -> None:
         recvmsg = self._sock.recvmsg
+        max_size = self.max_size
         deliver = self._protocol.datagram_msg_received
         received = 0
         trouble = False
         for _ in range(BATCH):
             try:
-                data, ancdata, flags, address = recvmsg(RECV_BUFSIZE, ANCBUFSIZE)
+                data, ancdata, flags, address = recvmsg(max_size, ANCBUFSIZE)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
@@ -236,7 +241,7 @@ class RecvmsgSelectorDatagramTransport(asyncio.DatagramTransport):
         any_entries = False
         for _ in range(BATCH):
             try:
-                data, ancdata, flags, address = recvmsg(RECV_BUFSIZE, ANCBUFSIZE, _MSG_ERRQUEUE)
+                data, ancdata, flags, address = recvmsg(self.max_size, ANCBUFSIZE, _MSG_ERRQUEUE)
             except OSError:
                 # EAGAIN: the queue is empty
                 break
