@@ -519,7 +519,7 @@ def test_blockwise_module_can_be_imported_first():
         "    assert type(request) is b.BlockwiseRequest, request\n"
         "    try:\n"
         "        await request.response\n"
-        "    except b.error.NetworkError:\n"
+        "    except b.error.MissingRemoteError:\n"
         "        print('ok')\n"
         "    await ctx.shutdown()\n"
         "asyncio.run(main())\n"
