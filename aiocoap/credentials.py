@@ -8,9 +8,11 @@ command line tools with ``--credentials``, or dicts in Python)::
     {
         "coaps://localhost/*": {"dtls": {"psk": {"ascii": "secretPSK"},
                                          "client-identity": {"ascii": "client_Identity"}}},
-        "coap://[::1]/*": {"oscore": {"contextfile": "client-context/"}},
+        "coap://[::1]/*": {"oscore": {"basedir": "client-context/"}},
         "coaps+tcp://example.com/*": {"tls": {"ca-file": "ca.pem"}},
-        "coap://alias/*": ":coap://[::1]/*"
+        "coaps+tcp://other.example/*": {"tlscert": {"certfile": "other-ca.pem"}},
+        ":shared": {"oscore": {"basedir": "shared-context/"}},
+        "coap://alias/*": ":shared"
     }
 
 Rules:
@@ -18,8 +20,15 @@ Rules:
 * A pattern is a URI, or a URI prefix ending in ``*``. The longest matching
   pattern wins; an exact match beats any prefix.
 * A value that is a string starting with ``:`` refers to another entry by
-  its key (with the colon removed), so material can be shared; cycles and
-  dangling references are load errors.
+  its key: a label key that itself starts with the colon (``":shared"``,
+  as aiocoap 0.4.x writes them), or else the key with the colon removed,
+  so material can be shared; cycles and dangling references are load
+  errors. A :class:`CredentialReference` put into the map by hand is
+  followed at lookup time.
+* OSCORE entries name the directory of a security context as ``basedir``
+  (``contextfile`` is the older spelling of the same); a ``tlscert``
+  entry's ``certfile`` is a certificate (of a CA or of the server itself)
+  that the client trusts for the server, like ``tls``'s ``ca-file``.
 * Byte strings are given as Python bytes, or as ``{"ascii": "..."}`` /
   ``{"hex": "..."}`` (whitespace and colons in hex are ignored) for JSON.
 * Errors while loading raise :class:`CredentialsLoadError` whose message
@@ -39,7 +48,8 @@ from . import error
 
 __all__ = [
     "CredentialsMap", "CredentialsLoadError", "CredentialsMissingError",
-    "DTLS", "TLSCert", "TLS", "OSCORE", "AnyOf", "AllOf",
+    "DTLS", "TLSCert", "TLS", "OSCORE", "AnyOf", "AllOf", "CredentialReference",
+    "import_filesystem_security_context",
 ]
 
 
@@ -156,17 +166,59 @@ class TLS(_Credential):
 
 
 class TLSCert(TLS):
-    """Old name of a TLS client certificate entry (``{"tlscert":
-    {"certfile": ...}}``)."""
+    """A certificate the client trusts for a TLS server (``{"tlscert":
+    {"certfile": ...}}``, as aiocoap 0.4.x reads it): the certificate of a
+    CA, or the server's own self-signed one. For client certificates use
+    ``tls``'s ``client-cert`` / ``client-key``."""
 
     kind = "tlscert"
 
+    def __init__(self, certfile: str):
+        super().__init__(ca_file=certfile)
+        self.certfile = certfile
+
+    def __repr__(self):
+        return f"<TLSCert {self.certfile}>"
+
     @classmethod
     def from_item(cls, data, where, base):
-        if not isinstance(data, dict) or "certfile" not in data:
-            raise CredentialsLoadError(f"{where}: 'tlscert' needs a 'certfile'")
-        return cls(client_cert=_path(data["certfile"], f"{where}.certfile", base),
-                   client_key=_path(data["keyfile"], f"{where}.keyfile", base) if "keyfile" in data else None)
+        if not isinstance(data, dict) or set(data) != {"certfile"}:
+            extra = ""
+            if isinstance(data, dict) and "keyfile" in data:
+                extra = " (a client certificate goes into 'tls' as client-cert and client-key)"
+            raise CredentialsLoadError(f"{where}: 'tlscert' needs exactly a 'certfile'{extra}")
+        return cls(_path(data["certfile"], f"{where}.certfile", base))
+
+    def as_ssl_params(self) -> dict:
+        """Keyword arguments for :func:`ssl.create_default_context` that
+        make a client trust the certificate."""
+        return {"cafile": self.certfile}
+
+
+def import_filesystem_security_context():
+    """The class of OSCORE security contexts stored in a directory,
+    :class:`aiocoap.oscore.FilesystemSecurityContext`, imported on demand
+    (a CredentialsLoadError names the extra to install if the modules of
+    OSCORE are missing)."""
+    from .defaults import oscore_missing_modules
+
+    missing = oscore_missing_modules()
+    if missing:
+        raise CredentialsLoadError(
+            "OSCORE credentials need the module(s) %s; install aiocoap[oscore]" % ", ".join(missing)
+        )
+    from .oscore import FilesystemSecurityContext
+
+    return FilesystemSecurityContext
+
+
+def oscore_basedir(data, where: str, base: Optional[str]) -> str:
+    """The context directory of an ``oscore`` entry: ``{"basedir": DIR}``,
+    or the older ``{"contextfile": DIR}``."""
+    if not isinstance(data, dict) or len(data) != 1 or not set(data) <= {"basedir", "contextfile"}:
+        raise CredentialsLoadError(f"{where}: 'oscore' needs exactly a 'basedir' (or 'contextfile')")
+    ((key, value),) = data.items()
+    return _path(value, f"{where}.{key}", base)
 
 
 class OSCORE(_Credential):
@@ -175,35 +227,78 @@ class OSCORE(_Credential):
 
     kind = "oscore"
 
-    def __init__(self, contextfile: str):
-        self.contextfile = contextfile
+    def __init__(self, basedir: str):
+        self.basedir = basedir
         self._context = None
 
+    @property
+    def contextfile(self) -> str:
+        """The older name of :attr:`basedir`."""
+        return self.basedir
+
     def __repr__(self):
-        return f"<OSCORE context {self.contextfile}>"
+        return f"<OSCORE context {self.basedir}>"
 
     @classmethod
     def from_item(cls, data, where, base):
-        if not isinstance(data, dict) or set(data) != {"contextfile"}:
-            raise CredentialsLoadError(f"{where}: 'oscore' needs exactly a 'contextfile'")
-        return cls(_path(data["contextfile"], f"{where}.contextfile", base))
+        return cls(oscore_basedir(data, where, base))
 
     @property
     def security_context(self):
         """The security context (loaded, and its lock taken, on first
         access)."""
         if self._context is None:
-            from .defaults import oscore_missing_modules
-
-            missing = oscore_missing_modules()
-            if missing:
-                raise CredentialsLoadError(
-                    "OSCORE credentials need the module(s) %s; install aiocoap[oscore]" % ", ".join(missing)
-                )
-            from .oscore import FilesystemSecurityContext
-
-            self._context = FilesystemSecurityContext(self.contextfile)
+            self._context = import_filesystem_security_context()(self.basedir)
         return self._context
+
+
+class CredentialReference:
+    """A credentials map entry that stands for another one: ``target`` is
+    the key of that entry (a label like ``":shared"``, or ``":"`` followed
+    by the key) in ``map``. Lookups follow it to the entry it names;
+    attributes not found here are those of that entry."""
+
+    def __init__(self, target: str, map: "CredentialsMap"):  # noqa: A002 (the aiocoap name)
+        if not isinstance(target, str) or not target.startswith(":"):
+            raise CredentialsLoadError("Credential references must start with a colon (':')")
+        self.target = target
+        self.map = map
+
+    def __repr__(self):
+        return f"<{type(self).__name__} to {self.target!r}>"
+
+    def resolve(self):
+        """The entry this reference stands for (following references to
+        references); CredentialsLoadError for a dangling reference or a
+        cycle."""
+        seen = []
+        item: Any = self
+        while isinstance(item, CredentialReference):
+            if item.target in seen or len(seen) > 64:
+                raise CredentialsLoadError(f"reference cycle {' -> '.join(seen + [item.target])}")
+            seen.append(item.target)
+            key = _reference_key(item.target, item.map)
+            if key is None:
+                raise CredentialsLoadError(f"reference to unknown entry {item.target!r}")
+            item = dict.__getitem__(item.map, key)
+            if isinstance(item, str):
+                item = CredentialReference(item, self.map)
+        return item
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.resolve(), name)
+
+
+def _reference_key(target: str, table) -> Optional[str]:
+    """The key a reference ``target`` (``":something"``) names in ``table``:
+    the label ``":something"`` itself, else ``"something"``."""
+    if target in table:
+        return target
+    if target[1:] in table:
+        return target[1:]
+    return None
 
 
 class AnyOf(_Credential):
@@ -323,33 +418,50 @@ class CredentialsMap(dict):
         seen = [key]
         value = table[key]
         while isinstance(value, str):
-            target = value[1:]
+            target = _reference_key(value, table)
+            if target is None:
+                raise CredentialsLoadError(f"{key}: reference to unknown entry {value[1:]!r}")
             if target in seen:
                 raise CredentialsLoadError(f"{key}: reference cycle {' -> '.join(seen + [target])}")
-            if target not in table:
-                raise CredentialsLoadError(f"{key}: reference to unknown entry {target!r}")
             seen.append(target)
             value = table[target]
         return value
 
     def _lookup(self, uri: str) -> Optional[_Credential]:
-        exact = self.get(uri)
-        if exact is not None:
-            return exact
-        best = None
-        best_length = -1
-        for pattern, item in self.items():
-            if pattern.endswith("*") and uri.startswith(pattern[:-1]) and len(pattern) > best_length:
-                best, best_length = item, len(pattern)
-        return best
+        found = self.get(uri)
+        if found is None:
+            best_length = -1
+            for pattern, item in self.items():
+                if pattern.endswith("*") and uri.startswith(pattern[:-1]) and len(pattern) > best_length:
+                    found, best_length = item, len(pattern)
+        if isinstance(found, CredentialReference):
+            found = found.resolve()
+        return found
 
-    def credentials_from_request(self, msg) -> _Credential:
-        """The credentials for a request message's URI; raises
-        CredentialsMissingError if none apply."""
+    def credentials_from_request(self, msg):
+        """The credentials for a request message's URI: for an OSCORE entry
+        the security context itself (opened on first use, as aiocoap 0.4.x
+        keeps them in the map), else the credential object (DTLS, TLS, ...).
+        Raises CredentialsMissingError if none apply."""
         uri = msg.get_request_uri()
         found = self._lookup(uri)
         if found is None:
             raise CredentialsMissingError(f"No suitable credentials for {uri}")
+        if isinstance(found, OSCORE):
+            return found.security_context
+        return found
+
+    def find_all_used_contextless_oscore_kid(self) -> set[bytes]:
+        """The recipient IDs of all OSCORE security contexts in the map
+        (opening them): the key IDs a new context of this endpoint must not
+        take, as requests without a kid context could not be told apart."""
+        found: set[bytes] = set()
+        for item in self.values():
+            if isinstance(item, CredentialReference):
+                continue  # (counted at the entry it refers to)
+            for candidate in item.items if isinstance(item, AnyOf) else (item,):
+                if isinstance(candidate, OSCORE):
+                    found |= candidate.security_context.find_all_used_contextless_oscore_kid()
         return found
 
     def _find(self, uri: str, kind) -> Optional[_Credential]:

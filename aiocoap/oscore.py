@@ -18,14 +18,23 @@ module is the public face. In short:
   its :meth:`~ReplayErrorWithEcho.to_message` with its ``secctx`` and
   ``request_id``.
 
+A security context is composed of :class:`BaseSecurityContext` (the
+common parameters, ``alg_aead`` first) and the abilities
+:class:`CanProtect`, :class:`CanUnprotect` and
+:class:`SecurityContextUtils` (key derivation), as in aiocoap 0.4.x;
+:class:`SecurityContext` has all of them, :class:`FilesystemSecurityContext`
+keeps its state in a directory, and an application can compose its own.
+
 OSCORE needs the packages of the ``oscore`` extra (``aiocoap[oscore]``:
 cryptography, cbor2, and filelock for :class:`FilesystemSecurityContext`).
 """
 
 from ._oscore.algorithms import (
+    A128CBC,
     A128GCM,
     A192GCM,
     A256GCM,
+    AES_CBC,
     AES_CCM,
     AES_CCM_16_64_128,
     AES_CCM_16_64_256,
@@ -39,13 +48,34 @@ from ._oscore.algorithms import (
     DEFAULT_ALGORITHM,
     DEFAULT_HASHFUNCTION,
     DEFAULT_WINDOWSIZE,
+    AeadAlgorithm,
     Algorithm,
     ChaCha20Poly1305,
+    SymmetricEncryptionAlgorithm,
     algorithms,
     algorithms_by_value,
     hashfunctions,
 )
-from ._oscore.contexts import RequestIdentifiers, SecurityContext, verify_start
+from ._oscore.contexts import (
+    BaseSecurityContext,
+    CanProtect,
+    CanUnprotect,
+    CodeStyle,
+    RequestIdentifiers,
+    SecurityContext,
+    SecurityContextUtils,
+    verify_start,
+)
+from ._oscore.encoding import (
+    COMPRESSION_BIT_H,
+    COMPRESSION_BIT_K,
+    COMPRESSION_BITS_N,
+    COMPRESSION_BITS_RESERVED,
+    COSE_KID,
+    COSE_KID_CONTEXT,
+    COSE_PIV,
+    MAX_SEQNO,
+)
 from ._oscore.errors import (
     ContextUnavailable,
     DecodeError,
@@ -57,6 +87,17 @@ from ._oscore.errors import (
 from ._oscore.filesystem import FilesystemSecurityContext
 from ._oscore.replaywindow import ReplayWindow
 
+# Labels and values of COSE_Key maps (RFC 9052 §7.1, RFC 9053 §7), for code
+# that builds or reads the keys of OSCORE related protocols.
+COSE_KEY_COMMON_KTY = 1
+COSE_KEY_COMMON_ALG = 3
+COSE_KTY_OKP = 1
+COSE_KTY_EC2 = 2
+COSE_KEY_OKP_CRV = -1
+COSE_KEY_OKP_X = -2
+COSE_KEY_EC2_X = -2
+COSE_KEY_EC2_Y = -3
+
 __all__ = [
     "NotAProtectedMessage",
     "ProtectionInvalid",
@@ -65,7 +106,12 @@ __all__ = [
     "ReplayErrorWithEcho",
     "ContextUnavailable",
     "RequestIdentifiers",
+    "CodeStyle",
+    "SymmetricEncryptionAlgorithm",
+    "AeadAlgorithm",
     "Algorithm",
+    "AES_CBC",
+    "A128CBC",
     "AES_CCM",
     "AES_CCM_16_64_128",
     "AES_CCM_16_64_256",
@@ -80,6 +126,10 @@ __all__ = [
     "A192GCM",
     "A256GCM",
     "ChaCha20Poly1305",
+    "BaseSecurityContext",
+    "CanProtect",
+    "CanUnprotect",
+    "SecurityContextUtils",
     "SecurityContext",
     "ReplayWindow",
     "FilesystemSecurityContext",
@@ -90,4 +140,20 @@ __all__ = [
     "DEFAULT_ALGORITHM",
     "DEFAULT_HASHFUNCTION",
     "DEFAULT_WINDOWSIZE",
+    "MAX_SEQNO",
+    "COSE_KID",
+    "COSE_PIV",
+    "COSE_KID_CONTEXT",
+    "COMPRESSION_BITS_N",
+    "COMPRESSION_BIT_K",
+    "COMPRESSION_BIT_H",
+    "COMPRESSION_BITS_RESERVED",
+    "COSE_KEY_COMMON_KTY",
+    "COSE_KEY_COMMON_ALG",
+    "COSE_KTY_OKP",
+    "COSE_KTY_EC2",
+    "COSE_KEY_OKP_CRV",
+    "COSE_KEY_OKP_X",
+    "COSE_KEY_EC2_X",
+    "COSE_KEY_EC2_Y",
 ]

@@ -467,7 +467,7 @@ def _free_port():
 
 def _answers(port):
     """Whether a CoAP server answers a CON GET (a raw datagram) on port."""
-    ping = Message(code=Code.GET, mtype=0, mid=0x1234, token=b"p")
+    ping = Message(code=Code.GET, _mtype=0, _mid=0x1234, _token=b"p")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(0.2)
         try:

@@ -862,9 +862,9 @@ class FakeProxy(asyncio.DatagramProtocol):
     def datagram_received(self, data, addr):
         request = Message.decode(data)
         response = Message(
-            mtype=ACK,
-            mid=request.mid,
-            token=request.token,
+            _mtype=ACK,
+            _mid=request.mid,
+            _token=request.token,
             code=Code.CONTENT,
             payload=f"proxied {request.opt.proxy_uri}".encode(),
         )

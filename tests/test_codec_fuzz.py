@@ -115,10 +115,10 @@ options = st.lists(st.one_of(known_options, unknown_options), max_size=8)
 def messages(draw):
     code = draw(st.integers(1, 255))
     message = Message(
-        mtype=draw(st.sampled_from(list(Type))),
-        mid=draw(st.integers(0, 0xFFFF)),
+        _mtype=draw(st.sampled_from(list(Type))),
+        _mid=draw(st.integers(0, 0xFFFF)),
         code=code,
-        token=draw(st.binary(max_size=8)),
+        _token=draw(st.binary(max_size=8)),
         payload=draw(st.binary(max_size=64)),
     )
     for number, value in draw(options):
@@ -145,7 +145,7 @@ def test_valid_messages_round_trip(message):
 @settings(max_examples=200, deadline=None)
 @given(mtype=st.sampled_from(list(Type)), mid=st.integers(0, 0xFFFF))
 def test_empty_messages_round_trip(mtype, mid):
-    raw = Message(mtype=mtype, mid=mid, code=Code.EMPTY).encode()
+    raw = Message(_mtype=mtype, _mid=mid, code=Code.EMPTY).encode()
     assert len(raw) == 4
     decoded = Message.decode(raw)
     assert (decoded.mtype, decoded.mid, decoded.code) == (mtype, mid, Code.EMPTY)
@@ -184,10 +184,10 @@ def _corpus(count=80):
     ]
     for _ in range(count):
         message = Message(
-            mtype=rng.choice(list(Type)),
-            mid=rng.randrange(0x10000),
+            _mtype=rng.choice(list(Type)),
+            _mid=rng.randrange(0x10000),
             code=rng.randrange(1, 256),
-            token=rng.randbytes(rng.randrange(9)),
+            _token=rng.randbytes(rng.randrange(9)),
             payload=rng.randbytes(rng.choice([0, 0, 1, 13, 100])),
         )
         for _ in range(rng.randrange(9)):

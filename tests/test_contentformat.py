@@ -301,6 +301,6 @@ def test_message_content_format_is_wrapped():
 
 
 def test_content_format_survives_encoding():
-    msg = Message(mtype=0, code=1, mid=1, content_format=ContentFormat.SENML_CBOR, payload=b"\x80")
+    msg = Message(_mtype=0, code=1, _mid=1, content_format=ContentFormat.SENML_CBOR, payload=b"\x80")
     decoded = Message.decode(msg.encode())
     assert decoded.opt.content_format is ContentFormat.SENML_CBOR

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from aiocoap.credentials import (
-    DTLS, OSCORE, TLS, AnyOf, CredentialsLoadError, CredentialsMap, CredentialsMissingError,
+    DTLS, OSCORE, TLS, AnyOf, CredentialReference, CredentialsLoadError, CredentialsMap,
+    CredentialsMissingError, TLSCert,
 )
 from aiocoap.message import Message
 from aiocoap.numbers.codes import Code
@@ -35,7 +36,9 @@ def test_json_encodings():
     ({"coap://h/*": ":nowhere"}, "unknown entry 'nowhere'"),
     ({"a": ":b", "b": ":a"}, "reference cycle"),
     ({"coap://h/*": "plain"}, "reference starting with ':'"),
-    ({"coap://h/*": {"oscore": {"contextfile": "x", "other": 1}}}, "exactly a 'contextfile'"),
+    ({"coap://h/*": {"oscore": {"contextfile": "x", "other": 1}}}, "exactly a 'basedir'"),
+    ({"coap://h/*": {"oscore": {"contextfile": "x", "basedir": "y"}}}, "exactly a 'basedir'"),
+    ({"coaps+tcp://h/*": {"tlscert": {"certfile": "c.pem", "keyfile": "k.pem"}}}, "client-cert"),
     ({"coap://h/*": {"tls": {"client-key": "k.pem"}}}, "without 'client-cert'"),
     ([1, 2], "must be an object"),
 ])
@@ -60,13 +63,79 @@ def test_references_and_longest_match():
     assert m.find_dtls_psk("coaps://a/other") == (b"k", b"i")
 
 
-def test_credentials_from_request():
+def _context_dir(path, sender=b"\x01", recipient=b"\x02"):
+    path.mkdir()
+    (path / "settings.json").write_text(json.dumps({
+        "sender-id_hex": sender.hex(), "recipient-id_hex": recipient.hex(), "secret_ascii": "secret",
+    }))
+    return str(path)
+
+
+def test_credentials_from_request_gives_the_security_context(tmp_path):
+    pytest.importorskip("cryptography")
+    pytest.importorskip("filelock")
     m = CredentialsMap()
-    m.load_from_dict({"coap://h/*": {"oscore": {"contextfile": "/nonexistent"}}})
+    m.load_from_dict({"coap://h/*": {"oscore": {"basedir": _context_dir(tmp_path / "ctx")}}})
     msg = Message(code=Code.GET, uri="coap://h/x")
-    assert isinstance(m.credentials_from_request(msg), OSCORE)
+    found = m.credentials_from_request(msg)
+    from aiocoap.oscore import FilesystemSecurityContext
+
+    assert isinstance(found, FilesystemSecurityContext)
+    assert found is m.credentials_from_request(msg)  # opened once
+    assert m.find_all_used_contextless_oscore_kid() == {b"\x02"}
     with pytest.raises(CredentialsMissingError):
         m.credentials_from_request(Message(code=Code.GET, uri="coap://other/x"))
+    found.shutdown()
+
+
+def test_oscore_basedir_and_contextfile_spellings(tmp_path):
+    m = CredentialsMap()
+    m.load_from_dict({
+        "coap://a/*": {"oscore": {"basedir": "one/"}},
+        "coap://b/*": {"oscore": {"contextfile": "two/"}},
+    }, base_directory=str(tmp_path))
+    assert m["coap://a/*"].basedir == str(tmp_path / "one") + "/"
+    assert m["coap://b/*"].basedir == m["coap://b/*"].contextfile == str(tmp_path / "two") + "/"
+
+
+def test_aiocoap_style_label_references():
+    """aiocoap 0.4.x keeps shared entries under labels starting with a
+    colon and refers to them by that very key."""
+    m = CredentialsMap()
+    m.load_from_dict({
+        ":client": {"dtls": {"psk": b"k", "client-identity": b"i"}},
+        "coaps://a/*": ":client",
+        "coaps://b/*": ":coaps://a/*",
+    })
+    assert m.find_dtls_psk("coaps://a/x") == (b"k", b"i")
+    assert m.find_dtls_psk("coaps://b/x") == (b"k", b"i")
+
+
+def test_credential_reference_objects_are_followed_at_lookup():
+    m = CredentialsMap()
+    m.load_from_dict({":psk": {"dtls": {"psk": b"k", "client-identity": b"i"}}})
+    m["coaps://h/*"] = CredentialReference(":psk", m)
+    assert m.find_dtls_psk("coaps://h/x") == (b"k", b"i")
+    assert m["coaps://h/*"].client_identity == b"i"  # attributes of the target
+    m.load_from_dict({":psk": {"dtls": {"psk": b"new", "client-identity": b"i"}}})
+    assert m.find_dtls_psk("coaps://h/x") == (b"new", b"i")  # follows the key, not the old object
+    with pytest.raises(CredentialsLoadError):
+        CredentialReference("psk", m)
+    m["coaps://loop/*"] = CredentialReference(":loop", m)
+    m[":loop"] = CredentialReference(":coaps://loop/*", m)
+    with pytest.raises(CredentialsLoadError, match="cycle"):
+        m.find_dtls_psk("coaps://loop/x")
+
+
+def test_tlscert_is_a_trust_anchor(tmp_path):
+    m = CredentialsMap()
+    m.load_from_dict({"coaps+tcp://h/*": {"tlscert": {"certfile": "server.pem"}}}, base_directory=str(tmp_path))
+    item = m["coaps+tcp://h/*"]
+    assert isinstance(item, TLSCert) and isinstance(item, TLS)
+    assert item.certfile == item.ca_file == str(tmp_path / "server.pem")
+    assert item.client_cert is None
+    assert item.as_ssl_params() == {"cafile": str(tmp_path / "server.pem")}
+    assert TLSCert(certfile="x.pem").as_ssl_params() == {"cafile": "x.pem"}
 
 
 def test_file_loading_relative_paths(tmp_path):

@@ -189,11 +189,11 @@ async def main():
     server_manager, client_manager = Manager(), Manager()
     server = await MessageInterfaceSimpleServer.create_server((None, None), server_manager, log, loop)
     client = await MessageInterfaceSimple6.create_client_transport_endpoint(client_manager, log, loop)
-    request = Message(code=Code.GET, mtype=Type.CON, mid=1, token=b"t", uri="coap://127.0.0.1/", payload=b"ping")
+    request = Message(code=Code.GET, _mtype=Type.CON, _mid=1, _token=b"t", uri="coap://127.0.0.1/", payload=b"ping")
     request.remote = await client.determine_remote(request)
     client.send(request)
     data, remote = await next_datagram(server_manager)
-    response = Message(code=Code.CONTENT, mtype=Type.ACK, mid=1, token=b"t", payload=b"pong")
+    response = Message(code=Code.CONTENT, _mtype=Type.ACK, _mid=1, _token=b"t", payload=b"pong")
     response.remote = remote
     server.send(response)
     data, responder = await next_datagram(client_manager)

@@ -42,7 +42,7 @@ TEMPERATURE = b"temperature"
 def test_appendix_a_con_get_without_token():
     # CON [0x7d34] GET /temperature: version 1, T=0, TKL=0, code 0.01,
     # then Uri-Path (delta 11, length 11) "temperature".
-    request = Message(mtype=CON, mid=0x7D34, code=GET, uri_path=["temperature"])
+    request = Message(_mtype=CON, _mid=0x7D34, code=GET, uri_path=["temperature"])
     decoded = roundtrip(request, b"\x40\x01\x7d\x34\xbb" + TEMPERATURE)
     assert decoded.opt.uri_path == ("temperature",)
     assert decoded.mtype is Type.CON and decoded.code is Code.GET
@@ -50,7 +50,7 @@ def test_appendix_a_con_get_without_token():
 
 def test_appendix_a_piggybacked_response():
     # ACK [0x7d34] 2.05 Content "22.3 C": T=2, code 0x45, payload marker.
-    response = Message(mtype=ACK, mid=0x7D34, code=CONTENT, payload=b"22.3 C")
+    response = Message(_mtype=ACK, _mid=0x7D34, code=CONTENT, payload=b"22.3 C")
     decoded = roundtrip(response, b"\x60\x45\x7d\x34\xff22.3 C")
     assert decoded.code is Code.CONTENT
     assert decoded.payload == b"22.3 C"
@@ -59,15 +59,15 @@ def test_appendix_a_piggybacked_response():
 def test_appendix_a_request_and_response_with_token():
     # CON [0x7d35] GET /temperature with the 1-byte token 0x20 and its
     # piggybacked response echoing the token.
-    request = Message(mtype=CON, mid=0x7D35, code=GET, token=b"\x20", uri_path=["temperature"])
+    request = Message(_mtype=CON, _mid=0x7D35, code=GET, _token=b"\x20", uri_path=["temperature"])
     roundtrip(request, b"\x41\x01\x7d\x35\x20\xbb" + TEMPERATURE)
-    response = Message(mtype=ACK, mid=0x7D35, code=CONTENT, token=b"\x20", payload=b"22.3 C")
+    response = Message(_mtype=ACK, _mid=0x7D35, code=CONTENT, _token=b"\x20", payload=b"22.3 C")
     roundtrip(response, b"\x61\x45\x7d\x35\x20\xff22.3 C")
 
 
 def test_appendix_a_piggybacked_not_found():
     # ACK [0x7d36] 4.04 Not Found (Token 0x31) "Not found"
-    response = Message(mtype=ACK, mid=0x7D36, code=Code.NOT_FOUND, token=b"\x31", payload=b"Not found")
+    response = Message(_mtype=ACK, _mid=0x7D36, code=Code.NOT_FOUND, _token=b"\x31", payload=b"Not found")
     decoded = roundtrip(response, b"\x61\x84\x7d\x36\x31\xffNot found")
     assert decoded.code is Code.NOT_FOUND
 
@@ -76,45 +76,45 @@ def test_appendix_a_separate_response():
     # CON [0x7a10] GET /temperature (Token 0x23); empty ACK [0x7a10];
     # CON [0x23bb] 2.05 Content (Token 0x23) "22.5 C"; empty ACK [0x23bb].
     roundtrip(
-        Message(mtype=CON, mid=0x7A10, code=GET, token=b"\x23", uri_path=["temperature"]),
+        Message(_mtype=CON, _mid=0x7A10, code=GET, _token=b"\x23", uri_path=["temperature"]),
         b"\x41\x01\x7a\x10\x23\xbb" + TEMPERATURE,
     )
-    empty_ack = roundtrip(Message(mtype=ACK, mid=0x7A10, code=EMPTY), b"\x60\x00\x7a\x10")
+    empty_ack = roundtrip(Message(_mtype=ACK, _mid=0x7A10, code=EMPTY), b"\x60\x00\x7a\x10")
     assert empty_ack.code is Code.EMPTY and empty_ack.token == b""
     roundtrip(
-        Message(mtype=CON, mid=0x23BB, code=CONTENT, token=b"\x23", payload=b"22.5 C"),
+        Message(_mtype=CON, _mid=0x23BB, code=CONTENT, _token=b"\x23", payload=b"22.5 C"),
         b"\x41\x45\x23\xbb\x23\xff22.5 C",
     )
-    roundtrip(Message(mtype=ACK, mid=0x23BB, code=EMPTY), b"\x60\x00\x23\xbb")
+    roundtrip(Message(_mtype=ACK, _mid=0x23BB, code=EMPTY), b"\x60\x00\x23\xbb")
 
 
 def test_appendix_a_non_confirmable_exchange():
     # NON [0x7d37] GET /temperature (Token 0x74), NON [0xad7b] 2.05 (Token 0x74)
     roundtrip(
-        Message(mtype=NON, mid=0x7D37, code=GET, token=b"\x74", uri_path=["temperature"]),
+        Message(_mtype=NON, _mid=0x7D37, code=GET, _token=b"\x74", uri_path=["temperature"]),
         b"\x51\x01\x7d\x37\x74\xbb" + TEMPERATURE,
     )
     roundtrip(
-        Message(mtype=NON, mid=0xAD7B, code=CONTENT, token=b"\x74", payload=b"22.3 C"),
+        Message(_mtype=NON, _mid=0xAD7B, code=CONTENT, _token=b"\x74", payload=b"22.3 C"),
         b"\x51\x45\xad\x7b\x74\xff22.3 C",
     )
 
 
 def test_reset_message():
     # RFC 7252 §4.2: a Reset is an empty message of type 3
-    decoded = roundtrip(Message(mtype=RST, mid=0x1234, code=EMPTY), b"\x70\x00\x12\x34")
+    decoded = roundtrip(Message(_mtype=RST, _mid=0x1234, code=EMPTY), b"\x70\x00\x12\x34")
     assert decoded.mtype is Type.RST
 
 
 def test_eight_byte_token_and_all_header_bits():
     token = bytes(range(1, 9))
-    message = Message(mtype=NON, mid=0xFFFF, code=Code(0xFF), token=token)
+    message = Message(_mtype=NON, _mid=0xFFFF, code=Code(0xFF), _token=token)
     roundtrip(message, b"\x58\xff\xff\xff" + token)
 
 
 def test_options_and_payload_together():
     message = Message(
-        mtype=CON, mid=1, code=Code.POST, token=b"tk",
+        _mtype=CON, _mid=1, code=Code.POST, _token=b"tk",
         uri_host="example.com", uri_path=["a", "b"], uri_query=["x=1"],
         content_format=0, payload=b"data",
     )
@@ -233,20 +233,20 @@ def test_encode_requires_header_fields():
     with pytest.raises(TypeError):
         Message(code=GET).encode()
     with pytest.raises(TypeError):
-        Message(code=GET, mtype=CON).encode()
+        Message(code=GET, _mtype=CON).encode()
     with pytest.raises(TypeError):
-        Message(mtype=CON, mid=1).encode()
+        Message(_mtype=CON, _mid=1).encode()
 
 
 @pytest.mark.parametrize("mid", [-1, 0x10000])
 def test_encode_rejects_out_of_range_mid(mid):
     with pytest.raises(ValueError):
-        Message(code=GET, mtype=CON, mid=mid).encode()
+        Message(code=GET, _mtype=CON, _mid=mid).encode()
 
 
 def test_encode_rejects_long_token():
     with pytest.raises(ValueError):
-        Message(code=GET, mtype=CON, mid=1, token=bytes(9)).encode()
+        Message(code=GET, _mtype=CON, _mid=1, _token=bytes(9)).encode()
 
 
 # --- constructor -------------------------------------------------------------
@@ -266,10 +266,10 @@ def test_constructor_defaults():
 
 
 def test_constructor_normalizes_types():
-    message = Message(mtype=0, code=69)
+    message = Message(_mtype=0, code=69)
     assert message.mtype is Type.CON
     assert message.code is Code.CONTENT
-    message = Message(payload=bytearray(b"x"), token=memoryview(b"t"))
+    message = Message(payload=bytearray(b"x"), _token=memoryview(b"t"))
     assert message.payload == b"x" and type(message.payload) is bytes
     assert message.token == b"t" and type(message.token) is bytes
 
@@ -278,7 +278,7 @@ def test_constructor_rejects_non_bytes():
     with pytest.raises(TypeError):
         Message(payload="text")
     with pytest.raises(TypeError):
-        Message(token="t")
+        Message(_token="t")
 
 
 def test_constructor_option_keywords():
@@ -321,7 +321,7 @@ def test_uri_and_option_keywords_combine():
 
 
 def test_copy_is_independent():
-    original = Message(mtype=CON, mid=1, code=GET, token=b"t", uri_path=["a"], payload=b"p")
+    original = Message(_mtype=CON, _mid=1, code=GET, _token=b"t", uri_path=["a"], payload=b"p")
     copy = original.copy()
     assert copy is not original
     assert copy.encode() == original.encode()
@@ -330,7 +330,7 @@ def test_copy_is_independent():
 
 
 def test_copy_with_keywords():
-    original = Message(mtype=CON, mid=1, code=GET, token=b"t", uri="coap://h/a")
+    original = Message(_mtype=CON, _mid=1, code=GET, _token=b"t", uri="coap://h/a")
     copy = original.copy(code=CONTENT, mtype=ACK, mid=2, token=b"u", payload=bytearray(b"x"), observe=3)
     assert (copy.code, copy.mtype, copy.mid, copy.token, copy.payload) == (CONTENT, ACK, 2, b"u", b"x")
     assert copy.opt.observe == 3 and copy.opt.uri_path == ("a",)
@@ -387,7 +387,7 @@ def test_repr_of_response_as_in_tour():
 
 
 def test_repr_with_options_and_payload():
-    message = Message(mtype=ACK, mid=3, code=Code.NOT_FOUND, uri_path=["a"], payload=b"xy")
+    message = Message(_mtype=ACK, _mid=3, code=Code.NOT_FOUND, uri_path=["a"], payload=b"xy")
     assert re.fullmatch(
         rf"<aiocoap\.Message at {ADDRESS}: Type\.ACK 4\.04 Not Found \(MID 3, empty token\) "
         r"remote None, 1 option\(s\), 2 byte\(s\) payload>",

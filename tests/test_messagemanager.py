@@ -90,13 +90,13 @@ class Net:
 
 
 def request(code=Code.GET, mtype=None, token=b"tk", path=("x",), remote="server", **kwargs):
-    m = Message(code=code, mtype=mtype, token=token, uri_path=path, **kwargs)
+    m = Message(code=code, _mtype=mtype, _token=token, uri_path=path, **kwargs)
     m.remote = remote
     return m
 
 
 def response_to(req, code=Code.CONTENT, payload=b"hello", remote="client"):
-    m = Message(code=code, payload=payload, token=req.token)
+    m = Message(code=code, payload=payload, _token=req.token)
     m.remote = remote
     return m
 
@@ -284,7 +284,7 @@ def test_stop_cancels_retransmission(net):
 def test_ping_answered_with_rst(net):
     server = net.add("server")
     net.add("client")
-    ping = Message(mtype=Type.CON, mid=99, code=Code.EMPTY)
+    ping = Message(_mtype=Type.CON, _mid=99, code=Code.EMPTY)
     server.core.receive_datagram(ping.encode(), "client", net.now)
     rst = Message.decode(net.sent[-1][1])
     assert (rst.mtype, rst.mid, rst.code) == (Type.RST, 99, Code.EMPTY)
@@ -296,7 +296,7 @@ def test_rst_fails_request(net):
     failures = []
     client.core.send_message(request(), net.now, failures.append)
     mid = Message.decode(net.sent[-1][1]).mid
-    client.core.receive_datagram(Message(mtype=Type.RST, mid=mid, code=Code.EMPTY).encode(), "server", net.now)
+    client.core.receive_datagram(Message(_mtype=Type.RST, _mid=mid, code=Code.EMPTY).encode(), "server", net.now)
     assert len(failures) == 1 and isinstance(failures[0], error.ResetReceived)
     net.queue.clear()
     net.advance(300)
@@ -307,12 +307,12 @@ def test_unexpected_con_response_rst_non_dropped(net):
     client = net.add("client")
     net.add("server")
     client.accept_responses = False
-    con = Message(mtype=Type.CON, mid=5, code=Code.CONTENT, token=b"zz")
+    con = Message(_mtype=Type.CON, _mid=5, code=Code.CONTENT, _token=b"zz")
     client.core.receive_datagram(con.encode(), "server", net.now)
     reply = Message.decode(net.sent[-1][1])
     assert (reply.mtype, reply.mid) == (Type.RST, 5)
     count = len(net.sent)
-    non = Message(mtype=Type.NON, mid=6, code=Code.CONTENT, token=b"zz")
+    non = Message(_mtype=Type.NON, _mid=6, code=Code.CONTENT, _token=b"zz")
     client.core.receive_datagram(non.encode(), "server", net.now)
     assert len(net.sent) == count
 
@@ -360,12 +360,12 @@ def test_dedup_cache_is_capped(net):
     server = net.add("server", max_dedup_entries=1000)
     net.add("client")
     for mid in range(5000):
-        raw = Message(mtype=Type.NON, mid=mid, code=Code.GET, token=b"t")
+        raw = Message(_mtype=Type.NON, _mid=mid, code=Code.GET, _token=b"t")
         server.core.receive_datagram(raw.encode(), "client", net.now)
     assert 900 <= server.core.dedup_size <= 1000
     assert len(server.requests) == 5000
     # the newest exchanges are the ones remembered
-    raw = Message(mtype=Type.NON, mid=4999, code=Code.GET, token=b"t")
+    raw = Message(_mtype=Type.NON, _mid=4999, code=Code.GET, _token=b"t")
     server.core.receive_datagram(raw.encode(), "client", net.now)
     assert len(server.requests) == 5000
 
@@ -436,14 +436,14 @@ def test_dedup_memory_per_exchange_is_compact(net):
     # Many more than the 2000 tuples CPython keeps on its free list, whose
     # recycled memory would otherwise be counted against us.
     for n in range(20000):
-        raw = Message(mtype=Type.CON, mid=n & 0xFFFF, code=Code.GET, token=n.to_bytes(3, "big"))
+        raw = Message(_mtype=Type.CON, _mid=n & 0xFFFF, code=Code.GET, _token=n.to_bytes(3, "big"))
         requests.append(raw.encode())
     tracemalloc.start()
     before = tracemalloc.take_snapshot()
     for data in requests:
         server.core.receive_datagram(data, remote, net.now)
         incoming = server.requests.pop()
-        resp = Message(code=Code.CONTENT, payload=b"22.3 C", token=incoming.token)
+        resp = Message(code=Code.CONTENT, payload=b"22.3 C", _token=incoming.token)
         resp.remote = remote
         server.core.send_message(resp, net.now)
     net.sent.clear()
@@ -466,7 +466,7 @@ def test_heap_stays_bounded_by_live_exchanges(net):
     net.add("client")
     net.drop = lambda *a: True
     for i in range(20000):
-        m = Message(code=Code.CONTENT, mtype=Type.NON, token=b"t", payload=b"%d" % i, observe=i)
+        m = Message(code=Code.CONTENT, _mtype=Type.NON, _token=b"t", payload=b"%d" % i, observe=i)
         m.remote = "client"
         stop = server.core.send_message(m, net.now, lambda exc: None)
         stop()
@@ -478,7 +478,7 @@ def test_heap_stays_bounded_by_live_exchanges(net):
 
 
 def _notification(i, remote="client"):
-    m = Message(code=Code.CONTENT, mtype=Type.NON, token=b"t", payload=b"%d" % i, observe=i)
+    m = Message(code=Code.CONTENT, _mtype=Type.NON, _token=b"t", payload=b"%d" % i, observe=i)
     m.remote = remote
     return m
 
@@ -490,12 +490,12 @@ def test_reset_to_tracked_non_notification_reaches_monitor(net):
     server.core.send_message(_notification(1), net.now, failures.append)
     mid = Message.decode(net.sent[-1][1]).mid
     # An ACK is no answer to a NON: ignored, still tracked
-    server.core.receive_datagram(Message(mtype=Type.ACK, mid=mid, code=Code.EMPTY).encode(), "client", net.now)
+    server.core.receive_datagram(Message(_mtype=Type.ACK, _mid=mid, code=Code.EMPTY).encode(), "client", net.now)
     assert failures == []
-    server.core.receive_datagram(Message(mtype=Type.RST, mid=mid, code=Code.EMPTY).encode(), "client", net.now)
+    server.core.receive_datagram(Message(_mtype=Type.RST, _mid=mid, code=Code.EMPTY).encode(), "client", net.now)
     assert len(failures) == 1 and isinstance(failures[0], error.ResetReceived)
     # once only
-    server.core.receive_datagram(Message(mtype=Type.RST, mid=mid, code=Code.EMPTY).encode(), "client", net.now)
+    server.core.receive_datagram(Message(_mtype=Type.RST, _mid=mid, code=Code.EMPTY).encode(), "client", net.now)
     assert len(failures) == 1
 
 
@@ -511,7 +511,7 @@ def test_tracked_non_notification_expires_after_exchange_lifetime(net):
     net.advance(2 + server.core._BUCKET)
     assert server.core._tracked == {} and server.core._tracked_slots == 0
     assert server.core.next_deadline() is None
-    server.core.receive_datagram(Message(mtype=Type.RST, mid=mid, code=Code.EMPTY).encode(), "client", net.now)
+    server.core.receive_datagram(Message(_mtype=Type.RST, _mid=mid, code=Code.EMPTY).encode(), "client", net.now)
     assert failures == []
 
 
@@ -523,7 +523,7 @@ def test_stopped_tracked_notification_ignores_reset(net):
     mid = Message.decode(net.sent[-1][1]).mid
     stop()
     stop()  # idempotent
-    server.core.receive_datagram(Message(mtype=Type.RST, mid=mid, code=Code.EMPTY).encode(), "client", net.now)
+    server.core.receive_datagram(Message(_mtype=Type.RST, _mid=mid, code=Code.EMPTY).encode(), "client", net.now)
     assert failures == []
 
 
@@ -576,7 +576,7 @@ def test_per_peer_mid_state_is_bounded(net):
     server = net.add("server", max_peers=3)
     for i in range(10):
         net.add(f"c{i}")
-        m = Message(code=Code.CONTENT, mtype=Type.NON, token=b"t")
+        m = Message(code=Code.CONTENT, _mtype=Type.NON, _token=b"t")
         m.remote = f"c{i}"
         server.core.send_message(m, net.now)
     assert len(server.core._mids) == 3

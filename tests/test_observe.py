@@ -326,11 +326,11 @@ async def test_reordered_and_duplicate_notifications_are_dropped():
         seen = []
 
         def notify(seq, payload, mtype=Type.NON, mid=None):
-            m = Message(mtype=mtype, mid=mid if mid is not None else 1000 + seq, code=Code.CONTENT,
-                        token=get.token, payload=payload, observe=seq)
+            m = Message(_mtype=mtype, _mid=mid if mid is not None else 1000 + seq, code=Code.CONTENT,
+                        _token=get.token, payload=payload, observe=seq)
             raw.send(m, "client")
 
-        raw.send(Message(mtype=Type.ACK, mid=get.mid, code=Code.CONTENT, token=get.token, payload=b"first", observe=10), "client")
+        raw.send(Message(_mtype=Type.ACK, _mid=get.mid, code=Code.CONTENT, _token=get.token, payload=b"first", observe=10), "client")
         await settle()
         request.observation.register_callback(lambda m: seen.append(m.payload))
         notify(12, b"twelve")
@@ -354,7 +354,7 @@ async def test_unwanted_non_notification_gets_rst_and_ends_server_observation():
     net, server, client, counter = await setup()
     raw = RawPeer(net, "raw")
     try:
-        raw.send(Message(mtype=Type.CON, mid=1, code=Code.GET, token=b"abcd", observe=0, uri_path=["counter"]), "server")
+        raw.send(Message(_mtype=Type.CON, _mid=1, code=Code.GET, _token=b"abcd", observe=0, uri_path=["counter"]), "server")
         await settle()
         assert raw.received[-1].opt.observe is not None
         assert counter.counts[-1] == 1
@@ -363,7 +363,7 @@ async def test_unwanted_non_notification_gets_rst_and_ends_server_observation():
         await settle()
         notification = raw.received[-1]
         assert notification.mtype is Type.NON and notification.payload == b"5"
-        raw.send(Message(mtype=Type.RST, mid=notification.mid, code=Code.EMPTY), "server")
+        raw.send(Message(_mtype=Type.RST, _mid=notification.mid, code=Code.EMPTY), "server")
         await settle()
         assert counter.counts[-1] == 0
     finally:
@@ -376,7 +376,7 @@ async def test_client_rejects_notification_for_unknown_token():
     raw = RawPeer(net, "server")
     client = await net.context("client", transport_tuning=QUICK)
     try:
-        raw.send(Message(mtype=Type.NON, mid=77, code=Code.CONTENT, token=b"nope", observe=3), "client")
+        raw.send(Message(_mtype=Type.NON, _mid=77, code=Code.CONTENT, _token=b"nope", observe=3), "client")
         await settle()
         rst = raw.received[-1]
         assert (rst.mtype, rst.mid) == (Type.RST, 77)
@@ -388,18 +388,18 @@ async def test_deregistration_get_observe_1_from_raw_client():
     net, server, client, counter = await setup()
     raw = RawPeer(net, "raw")
     try:
-        raw.send(Message(mtype=Type.CON, mid=1, code=Code.GET, token=b"tok1", observe=0, uri_path=["counter"]), "server")
+        raw.send(Message(_mtype=Type.CON, _mid=1, code=Code.GET, _token=b"tok1", observe=0, uri_path=["counter"]), "server")
         await settle()
         assert counter.counts[-1] == 1
-        raw.send(Message(mtype=Type.CON, mid=2, code=Code.GET, token=b"tok1", observe=1, uri_path=["counter"]), "server")
+        raw.send(Message(_mtype=Type.CON, _mid=2, code=Code.GET, _token=b"tok1", observe=1, uri_path=["counter"]), "server")
         await settle()
         assert counter.counts[-1] == 0
         assert raw.received[-1].opt.observe is None and raw.received[-1].code == Code.CONTENT
         # and a GET without Observe on the token ends it as well
-        raw.send(Message(mtype=Type.CON, mid=3, code=Code.GET, token=b"tok2", observe=0, uri_path=["counter"]), "server")
+        raw.send(Message(_mtype=Type.CON, _mid=3, code=Code.GET, _token=b"tok2", observe=0, uri_path=["counter"]), "server")
         await settle()
         assert counter.counts[-1] == 1
-        raw.send(Message(mtype=Type.CON, mid=4, code=Code.GET, token=b"tok2", uri_path=["counter"]), "server")
+        raw.send(Message(_mtype=Type.CON, _mid=4, code=Code.GET, _token=b"tok2", uri_path=["counter"]), "server")
         await settle()
         assert counter.counts[-1] == 0
     finally:
@@ -728,7 +728,7 @@ async def test_server_memory_per_observation_is_bounded():
 
     def register(first, count):
         for i in range(first, first + count):
-            raw.send(Message(mtype=Type.NON, mid=i, code=Code.GET, token=i.to_bytes(4, "big"),
+            raw.send(Message(_mtype=Type.NON, _mid=i, code=Code.GET, _token=i.to_bytes(4, "big"),
                              observe=0, uri_path=["counter"]), "server")
 
     def forget_traffic():

@@ -49,7 +49,7 @@ def test_subclass_values_are_used_for_derived_ones():
 
 
 def test_no_invalid_options_share_one_read_only_list():
-    a = Message.decode(Message(code=Code.CONTENT, mtype=1, mid=1, observe=3, payload=b"x").encode())
+    a = Message.decode(Message(code=Code.CONTENT, _mtype=1, _mid=1, observe=3, payload=b"x").encode())
     b = Options()
     assert a.opt.invalid_options == [] and not a.opt.invalid_options
     assert a.opt.invalid_options is b.invalid_options
@@ -75,7 +75,7 @@ def test_invalid_options_are_per_message_once_there():
 
 
 def test_message_decode_does_not_depend_on_slicing():
-    original = Message(code=Code.CONTENT, mtype=1, mid=7, token=b"tok", observe=70000, max_age=5, payload=b"body")
+    original = Message(code=Code.CONTENT, _mtype=1, _mid=7, _token=b"tok", observe=70000, max_age=5, payload=b"body")
     data = original.encode()
     decoded = Message.decode(data)
     assert decoded.opt.observe == 70000 and decoded.opt.max_age == 5

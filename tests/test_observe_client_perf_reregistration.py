@@ -89,7 +89,7 @@ def setup():
     ti = FakeTI()
     manager.token_interfaces.append(ti)
     remote = Remote()
-    request = Message(code=Code.GET, observe=0, mtype=Type.NON)
+    request = Message(code=Code.GET, observe=0, _mtype=Type.NON)
     request.remote = remote
     pipe = Pipe(request, logging.getLogger("test"))
     events = []
@@ -99,7 +99,7 @@ def setup():
 
 
 def notify(manager, request, remote, seq, max_age=None, code=Code.CONTENT):
-    response = Message(code=code, mtype=Type.NON, token=request.token, payload=str(seq).encode())
+    response = Message(code=code, _mtype=Type.NON, _token=request.token, payload=str(seq).encode())
     if seq is not None:
         response.opt.observe = seq
     if max_age is not None:

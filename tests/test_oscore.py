@@ -41,17 +41,17 @@ def pair(algorithm="AES-CCM-16-64-128", hashfun="sha256", id_context=None, clien
 
 def request(**kwargs):
     kwargs.setdefault("code", Code.GET)
-    kwargs.setdefault("mtype", Type.CON)
-    kwargs.setdefault("mid", 0x1234)
-    kwargs.setdefault("token", b"\xaa\xbb")
+    kwargs.setdefault("_mtype", Type.CON)
+    kwargs.setdefault("_mid", 0x1234)
+    kwargs.setdefault("_token", b"\xaa\xbb")
     return Message(**kwargs)
 
 
 def response(**kwargs):
     kwargs.setdefault("code", Code.CONTENT)
-    kwargs.setdefault("mtype", Type.ACK)
-    kwargs.setdefault("mid", 0x1234)
-    kwargs.setdefault("token", b"\xaa\xbb")
+    kwargs.setdefault("_mtype", Type.ACK)
+    kwargs.setdefault("_mid", 0x1234)
+    kwargs.setdefault("_token", b"\xaa\xbb")
     return Message(**kwargs)
 
 

@@ -75,7 +75,7 @@ def read_sequence(directory):
 
 
 def request(**kwargs):
-    return Message(code=Code.GET, mtype=Type.CON, mid=1, token=b"t", **kwargs)
+    return Message(code=Code.GET, _mtype=Type.CON, _mid=1, _token=b"t", **kwargs)
 
 
 def run_helper(code, *args, wait=True):
@@ -328,7 +328,7 @@ def test_clean_shutdown_persists_window_and_exact_sequence(tmp_path):
     for wire in requests:
         _, rid = ctx.unprotect(Message.decode(wire))
         rid.can_reuse_nonce = False
-        ctx.protect(Message(code=Code.CONTENT, mtype=Type.ACK, mid=1), rid)
+        ctx.protect(Message(code=Code.CONTENT, _mtype=Type.ACK, _mid=1), rid)
     assert ctx.sender_sequence_number == 3
     ctx.shutdown()
     data = read_sequence(d)
@@ -418,7 +418,7 @@ def test_filesystem_client_with_memory_server(tmp_path):
     with FSC(d) as client:
         outer, rid = client.protect(request(uri_path=["hello"]))
         plain, server_rid = server.unprotect(Message.decode(outer.encode()))
-        resp, _ = server.protect(Message(code=Code.CONTENT, mtype=Type.ACK, mid=1, payload=b"hi"), server_rid)
+        resp, _ = server.protect(Message(code=Code.CONTENT, _mtype=Type.ACK, _mid=1, payload=b"hi"), server_rid)
         assert client.unprotect(resp, rid)[0].payload == b"hi"
 
 

@@ -47,12 +47,12 @@ def expect_only_documented_errors(call):
 
 def protected_exchange(observe):
     client, server = pair()
-    req = Message(code=Code.GET, mtype=Type.CON, mid=7, token=b"tok", uri_host="example.com", uri_path=["a", "b"])
+    req = Message(code=Code.GET, _mtype=Type.CON, _mid=7, _token=b"tok", uri_host="example.com", uri_path=["a", "b"])
     if observe:
         req.opt.observe = 0
     outer, client_rid = client.protect(req)
     _, server_rid = server.unprotect(Message.decode(outer.encode()))
-    resp = Message(code=Code.CONTENT, mtype=Type.ACK, mid=7, token=b"tok", payload=b"hello", content_format=0)
+    resp = Message(code=Code.CONTENT, _mtype=Type.ACK, _mid=7, _token=b"tok", payload=b"hello", content_format=0)
     if observe:
         resp.opt.observe = 5
     outer_resp, _ = server.protect(resp, server_rid)
@@ -111,10 +111,10 @@ def test_unprotect_arbitrary_datagrams(data):
 @given(st.binary(max_size=40), st.binary(max_size=80), st.sampled_from([None, b"", b"ctx"]))
 def test_unprotect_arbitrary_option_and_payload(option, payload, id_context):
     client, server = pair(id_context)
-    message = Message(code=Code.POST, mtype=Type.CON, mid=1, token=b"", payload=payload, oscore=option)
+    message = Message(code=Code.POST, _mtype=Type.CON, _mid=1, _token=b"", payload=payload, oscore=option)
     expect_only_documented_errors(lambda: server.unprotect(message))
     _, rid = client.protect(Message(code=Code.GET))
-    response = Message(code=Code.CHANGED, mtype=Type.ACK, mid=1, payload=payload, oscore=option)
+    response = Message(code=Code.CHANGED, _mtype=Type.ACK, _mid=1, payload=payload, oscore=option)
     expect_only_documented_errors(lambda: client.unprotect(response, rid))
 
 
@@ -191,14 +191,14 @@ uri_segment = st.text(max_size=12)
 def test_protection_roundtrip(code, path, query, payload, observe, algorithm):
     client = oscore.SecurityContext(sender_id=b"\x01", recipient_id=b"", master_secret=b"s", algorithm=algorithm)
     server = oscore.SecurityContext(sender_id=b"", recipient_id=b"\x01", master_secret=b"s", algorithm=algorithm)
-    req = Message(code=code, mtype=Type.NON, mid=3, token=b"x", payload=payload, uri_path=path, uri_query=query)
+    req = Message(code=code, _mtype=Type.NON, _mid=3, _token=b"x", payload=payload, uri_path=path, uri_query=query)
     if observe is not None:
         req.opt.observe = observe
     outer, client_rid = client.protect(req)
     plain, server_rid = server.unprotect(Message.decode(outer.encode()))
     assert plain.code == code and plain.payload == payload
     assert plain.opt == req.opt
-    resp = Message(code=Code.CONTENT, mtype=Type.NON, mid=4, token=b"x", payload=payload[::-1])
+    resp = Message(code=Code.CONTENT, _mtype=Type.NON, _mid=4, _token=b"x", payload=payload[::-1])
     outer_resp, _ = server.protect(resp, server_rid)
     plain_resp, _ = client.unprotect(Message.decode(outer_resp.encode()), client_rid)
     assert plain_resp.payload == payload[::-1] and plain_resp.code == Code.CONTENT

@@ -182,7 +182,7 @@ async def test_no_response_option_and_noresponse_sentinel(site):
         assert [(m.mtype, m.code) for m in acks] == [(Type.ACK, Code.EMPTY)]
 
         net.log.clear()
-        suppressed = client.request(Message(code=Code.GET, uri="coap://server/echo", no_response=2, mtype=Type.NON))
+        suppressed = client.request(Message(code=Code.GET, uri="coap://server/echo", no_response=2, _mtype=Type.NON))
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(suppressed.response), 0.1)
         suppressed.response.cancel()
@@ -198,7 +198,7 @@ async def test_no_response_option_and_noresponse_sentinel(site):
 async def test_non_request_gets_non_response(site):
     net, server, client = await pair(site)
     try:
-        response = await client.request(Message(code=Code.GET, mtype=Type.NON, uri="coap://server/echo")).response
+        response = await client.request(Message(code=Code.GET, _mtype=Type.NON, uri="coap://server/echo")).response
         assert response.mtype is Type.NON
         assert response.payload == b"get:"
     finally:
@@ -258,7 +258,7 @@ async def test_timeout(site):
         with pytest.raises(error.RequestTimedOut):
             await client.request(Message(code=Code.GET, uri="coap://server/echo")).response
         with pytest.raises(error.RequestTimedOut):
-            await client.request(Message(code=Code.GET, mtype=Type.NON, uri="coap://server/echo")).response
+            await client.request(Message(code=Code.GET, _mtype=Type.NON, uri="coap://server/echo")).response
     finally:
         await client.shutdown()
         await server.shutdown()

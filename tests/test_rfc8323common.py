@@ -51,7 +51,7 @@ def feed_chunks(parser: StreamParser, data: bytes, cuts) -> list[Message]:
 
 def payload_message(tkl: int, length: int) -> Message:
     """A POST whose options+marker+payload (the Len field) is ``length``."""
-    return Message(code=Code.POST, token=bytes(range(1, tkl + 1)), payload=b"x" * (length - 1))
+    return Message(code=Code.POST, _token=bytes(range(1, tkl + 1)), payload=b"x" * (length - 1))
 
 
 # --- RFC 8323 §3.2 frame layout ---------------------------------------------------
@@ -66,7 +66,7 @@ def test_s3_2_empty_csm():
 
 
 def test_s3_2_get_with_token_and_uri_path():
-    message = Message(code=Code.GET, token=b"\x12\x34", uri_path=["temperature"])
+    message = Message(code=Code.GET, _token=b"\x12\x34", uri_path=["temperature"])
     # Len 12 (option header 0xBB + 11 bytes), TKL 2, code 0.01, token, option.
     expected = bytes.fromhex("c2 01 1234 bb") + b"temperature"
     assert encode_message(message) == expected
@@ -77,7 +77,7 @@ def test_s3_2_get_with_token_and_uri_path():
 
 
 def test_s3_2_response_with_payload():
-    message = Message(code=Code.CONTENT, token=b"\x01", payload=b"22.5 C")
+    message = Message(code=Code.CONTENT, _token=b"\x01", payload=b"22.5 C")
     assert encode_message(message) == bytes.fromhex("71 45 01 ff") + b"22.5 C"
 
 
@@ -109,7 +109,7 @@ def test_s3_2_length_boundaries(length, header):
 
 def test_encode_rejects_long_token_and_missing_code():
     with pytest.raises(ValueError):
-        encode_message(Message(code=Code.GET, token=b"123456789"))
+        encode_message(Message(code=Code.GET, _token=b"123456789"))
     with pytest.raises(TypeError):
         encode_message(Message())
 
@@ -146,7 +146,7 @@ unregistered_numbers = st.integers(1, 65535).filter(lambda n: n not in _FORMATS)
 def messages(draw, max_payload=3000):
     message = Message(
         code=draw(st.integers(0, 255)),
-        token=draw(st.binary(max_size=8)),
+        _token=draw(st.binary(max_size=8)),
         payload=draw(st.binary(max_size=max_payload)),
     )
     if draw(st.booleans()):
@@ -273,7 +273,7 @@ def test_limit_counts_options_and_payload_only():
 
 
 def test_messages_before_the_error_are_kept():
-    good = encode_message(Message(code=Code.GET, token=b"a"))
+    good = encode_message(Message(code=Code.GET, _token=b"a"))
     parser = StreamParser()
     with pytest.raises(FramingError) as info:
         parser.feed(good + good + b"\x0f\x01")
@@ -292,7 +292,7 @@ def test_bad_options_become_framing_error():
 
 def test_partial_frame_is_visible_as_buffered():
     parser = StreamParser()
-    frame = encode_message(Message(code=Code.GET, token=b"tok", uri_path=["a", "b"]))
+    frame = encode_message(Message(code=Code.GET, _token=b"tok", uri_path=["a", "b"]))
     assert parser.feed(frame[:-1]) == []
     assert parser.buffered == len(frame) - 1
     assert len(parser.feed(frame[-1:])) == 1
@@ -301,7 +301,7 @@ def test_partial_frame_is_visible_as_buffered():
 
 
 def test_many_frames_in_one_buffer_are_parsed_in_place(monkeypatch):
-    frame = encode_message(Message(code=Code.GET, token=b"\x01\x02", uri_path=["x"]))
+    frame = encode_message(Message(code=Code.GET, _token=b"\x01\x02", uri_path=["x"]))
     stream = frame * 10000
     seen_lengths = []
     original = r._build

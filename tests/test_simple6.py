@@ -96,7 +96,7 @@ async def test_request_and_response(host):
         assert remote.hostinfo == f"{uri_host(host)}:{sent.remote.hostinfo_local.rsplit(':', 1)[1]}"
         assert not remote.is_multicast and not remote.is_multicast_locally
 
-        response = Message(code=Code.CONTENT, mtype=Type.ACK, mid=1, token=b"\x00\x01", payload=b"pong")
+        response = Message(code=Code.CONTENT, _mtype=Type.ACK, _mid=1, _token=b"\x00\x01", payload=b"pong")
         response.remote = remote
         server.send(response)
         await client_manager.wait_for(lambda: client_manager.datagrams)
@@ -150,7 +150,7 @@ async def test_port_unreachable():
         port = server._sockname[1]
         await send(client, client_manager, f"coap://127.0.0.1:{port}/", mid=9)
         await server_manager.wait_for(lambda: server_manager.datagrams)
-        response = Message(code=Code.CONTENT, mtype=Type.ACK, mid=9)
+        response = Message(code=Code.CONTENT, _mtype=Type.ACK, _mid=9)
         response.remote = server_manager.datagrams[0][1]
         server.send(response)
         await client_manager.wait_for(lambda: client_manager.datagrams)
@@ -219,7 +219,7 @@ async def test_socket_pool_is_bounded_and_evicted_peers_still_work():
         client.send(again)
         await server_manager.wait_for(lambda: len(server_manager.datagrams) == 3)
         assert Message.decode(server_manager.datagrams[2][0]).payload == b"again"
-        response = Message(code=Code.CONTENT, mtype=Type.ACK, mid=2)
+        response = Message(code=Code.CONTENT, _mtype=Type.ACK, _mid=2)
         response.remote = server_manager.datagrams[2][1]
         server.send(response)
         await client_manager.wait_for(lambda: client_manager.datagrams)

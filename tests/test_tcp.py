@@ -253,7 +253,7 @@ async def serve_requests(peer, mms=1152, bwt=False):
         if message.code == Code.PING:
             peer.send(encode(rfc.Pong().to_message(token=message.token)))
         elif message.code.is_request():
-            peer.send(encode(Message(code=Code.CONTENT, token=message.token, payload=message.payload)))
+            peer.send(encode(Message(code=Code.CONTENT, _token=message.token, payload=message.payload)))
 
 
 def fd_count() -> int:
@@ -458,7 +458,7 @@ async def test_response_above_client_max_message_size_is_not_sent():
     async with tcp_server() as server:
         peer = await RawPeer.connect(server.port)
         peer.send(csm(max_message_size=400))
-        peer.send(encode(Message(code=Code.GET, token=b"b1", uri_path=["big"])))
+        peer.send(encode(Message(code=Code.GET, _token=b"b1", uri_path=["big"])))
         assert (await peer.receive()).code == Code.CSM
         response = await peer.receive()
         assert response.token == b"b1"
@@ -472,7 +472,7 @@ async def test_frame_above_our_max_message_size_aborts():
     async with tcp_server(tuning=TcpTuning(max_message_size=2000)) as server:
         peer = await RawPeer.connect(server.port)
         peer.send(csm())
-        peer.send(encode(Message(code=Code.PUT, token=b"x", uri_path=["echo"], payload=b"z" * 3000)))
+        peer.send(encode(Message(code=Code.PUT, _token=b"x", uri_path=["echo"], payload=b"z" * 3000)))
         messages = await peer.receive_until_closed()
         assert messages[0].code == Code.CSM
         assert rfc.CSM.from_message(messages[0]).max_message_size == 2000
@@ -498,7 +498,7 @@ async def test_custody_pong_waits_for_earlier_responses():
     async with tcp_server() as server:
         peer = await RawPeer.connect(server.port)
         peer.send(csm())
-        peer.send(encode(Message(code=Code.GET, token=b"s1", uri_path=["slow"])))
+        peer.send(encode(Message(code=Code.GET, _token=b"s1", uri_path=["slow"])))
         peer.send(encode(rfc.Ping(custody=True).to_message(token=b"c1")))
         assert (await peer.receive()).code == Code.CSM
         first, second = await peer.receive(), await peer.receive()
@@ -532,7 +532,7 @@ async def test_unanswered_keepalive_ping_fails_pending_requests():
 async def test_empty_messages_are_ignored():
     async with tcp_server() as server:
         peer = await RawPeer.connect(server.port)
-        peer.send(csm() + b"\x00\x00" + encode(Message(code=Code.GET, token=b"e", uri_path=["echo"])))
+        peer.send(csm() + b"\x00\x00" + encode(Message(code=Code.GET, _token=b"e", uri_path=["echo"])))
         assert (await peer.receive()).code == Code.CSM
         response = await peer.receive()
         assert (response.code, response.payload) == (Code.CONTENT, b"GET ")
@@ -545,8 +545,8 @@ async def test_unmatched_response_is_dropped():
         while True:
             message = await peer.receive()
             if message.code.is_request():
-                peer.send(encode(Message(code=Code.CONTENT, token=b"nobody", payload=b"stray")))
-                peer.send(encode(Message(code=Code.CONTENT, token=message.token, payload=b"real")))
+                peer.send(encode(Message(code=Code.CONTENT, _token=b"nobody", payload=b"stray")))
+                peer.send(encode(Message(code=Code.CONTENT, _token=message.token, payload=b"real")))
 
     async with raw_server(confused) as (port, _), tcp_client() as client:
         response = await request(client, code=Code.GET, uri=f"coap+tcp://127.0.0.1:{port}/x")
@@ -563,7 +563,7 @@ async def test_release_moves_new_requests_to_a_new_connection():
             message = await peer.receive()
             while not message.code.is_request():
                 message = await peer.receive()
-            peer.send(encode(Message(code=Code.CONTENT, token=message.token, payload=b"first")))
+            peer.send(encode(Message(code=Code.CONTENT, _token=message.token, payload=b"first")))
             peer.send(encode(rfc.Release().to_message()))
         await serve_requests_after_csm(peer)
 
@@ -581,7 +581,7 @@ async def serve_requests_after_csm(peer):
     while True:
         message = await peer.receive()
         if message.code.is_request():
-            peer.send(encode(Message(code=Code.CONTENT, token=message.token, payload=message.payload)))
+            peer.send(encode(Message(code=Code.CONTENT, _token=message.token, payload=message.payload)))
 
 
 async def test_release_with_hold_off_keeps_us_away():
@@ -643,7 +643,7 @@ async def test_garbage_gets_an_abort_and_the_server_keeps_serving():
 async def test_first_message_must_be_a_csm():
     async with tcp_server() as server:
         peer = await RawPeer.connect(server.port)
-        peer.send(encode(Message(code=Code.GET, token=b"g", uri_path=["echo"])))
+        peer.send(encode(Message(code=Code.GET, _token=b"g", uri_path=["echo"])))
         messages = await peer.receive_until_closed()
         assert [m.code for m in messages] == [Code.CSM, Code.ABORT]
         assert b"CSM" in messages[1].payload
@@ -687,7 +687,7 @@ async def test_server_without_csm_fails_the_request():
 async def test_slowloris_is_closed_and_does_not_block_others():
     async with tcp_server() as server, tcp_client() as client:
         peer = await RawPeer.connect(server.port)
-        frame = encode(Message(code=Code.GET, token=b"slow", uri_path=["echo"]))
+        frame = encode(Message(code=Code.GET, _token=b"slow", uri_path=["echo"]))
         peer.send(csm() + frame[:3])  # a partial frame, then nothing
         started = time.monotonic()
         # meanwhile, another client is served normally
@@ -703,7 +703,7 @@ async def test_slowloris_is_closed_and_does_not_block_others():
 async def test_trickling_frame_is_cut_at_the_frame_time_limit():
     async with tcp_server(tuning=TcpTuning(frame_timeout=0.3, frame_time_limit=0.6)) as server:
         peer = await RawPeer.connect(server.port)
-        frame = encode(Message(code=Code.PUT, token=b"t", uri_path=["echo"], payload=b"p" * 200))
+        frame = encode(Message(code=Code.PUT, _token=b"t", uri_path=["echo"], payload=b"p" * 200))
         peer.send(csm())
         started = time.monotonic()
         receiving = asyncio.ensure_future(peer.receive_until_closed())
@@ -727,7 +727,7 @@ async def test_peer_that_does_not_read_is_cut_off():
         peer.writer.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         peer.send(csm(max_message_size=1 << 20))
         for i in range(400):
-            peer.send(encode(Message(code=Code.GET, token=b"%d" % i, uri_path=["big"])))
+            peer.send(encode(Message(code=Code.GET, _token=b"%d" % i, uri_path=["big"])))
         await until(lambda: not server.tcp._connections and not server.tcp._closers)
         # others are still served
         response = await request(client, code=Code.GET, uri=f"coap+tcp://127.0.0.1:{server.port}/echo")
@@ -812,7 +812,7 @@ async def test_thousand_sequential_connections_leak_no_descriptors():
             before = fd_count()
             for i in range(500):
                 peer = await RawPeer.connect(server.port)
-                peer.send(csm() + encode(Message(code=Code.GET, token=b"t", uri_path=["echo"])))
+                peer.send(csm() + encode(Message(code=Code.GET, _token=b"t", uri_path=["echo"])))
                 assert (await peer.receive()).code == Code.CSM
                 assert (await peer.receive()).code == Code.CONTENT
                 peer_ports.add(peer.writer.get_extra_info("sockname")[1])
@@ -854,7 +854,7 @@ async def test_options_of_signaling_do_not_confuse_requests():
         peer = await RawPeer.connect(server.port)
         custom = Message(code=Code.CSM)
         custom.opt.add_option(UintOption(2, 0x0100_0000))
-        peer.send(encode(custom) + encode(Message(code=Code.GET, token=b"o", uri_path=["echo"])))
+        peer.send(encode(custom) + encode(Message(code=Code.GET, _token=b"o", uri_path=["echo"])))
         assert (await peer.receive()).code == Code.CSM
         assert (await peer.receive()).payload == b"GET "
         (connection,) = server.tcp._connections

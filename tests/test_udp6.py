@@ -127,7 +127,7 @@ async def test_request_and_response(host):
         # Determining the remote of a message that already has one of ours
         assert await server.determine_remote(incoming) is remote
 
-        response = Message(code=Code.CONTENT, mtype=Type.ACK, mid=incoming.mid, token=incoming.token, payload=b"pong")
+        response = Message(code=Code.CONTENT, _mtype=Type.ACK, _mid=incoming.mid, _token=incoming.token, payload=b"pong")
         response.remote = remote.as_response_address()
         server.send(response)
         await client_manager.wait_for(lambda: client_manager.datagrams)
@@ -158,7 +158,7 @@ async def test_response_from_the_address_the_request_went_to():
         assert remote.hostinfo_local == f"127.0.0.2:{port}"
         assert repr(remote) == f"<UDP6EndpointAddress [::ffff:127.0.0.1]:{client._local_port} with local address>"
 
-        response = Message(code=Code.CONTENT, mtype=Type.ACK, mid=1, token=b"\x00\x01")
+        response = Message(code=Code.CONTENT, _mtype=Type.ACK, _mid=1, _token=b"\x00\x01")
         response.remote = remote.as_response_address()
         server.send(response)
         await client_manager.wait_for(lambda: client_manager.datagrams)
@@ -200,7 +200,7 @@ async def test_port_unreachable_is_dispatched_and_reception_goes_on(host):
             await send_request(client, client_manager, host, port, mid=100 + round_)
             await server_manager.wait_for(lambda: len(server_manager.datagrams) == round_ + 1)
             _, client_address = server_manager.datagrams[round_]
-            response = Message(code=Code.CONTENT, mtype=Type.ACK, mid=100 + round_)
+            response = Message(code=Code.CONTENT, _mtype=Type.ACK, _mid=100 + round_)
             response.remote = client_address
             server.send(response)
             await client_manager.wait_for(lambda: len(client_manager.datagrams) == round_ + 1)
@@ -236,7 +236,7 @@ async def test_stale_icmp_error_reported_on_a_later_send():
         assert client_manager.reentrant_errors == 0
 
         # and the client still receives
-        response = Message(code=Code.CONTENT, mtype=Type.ACK, mid=2)
+        response = Message(code=Code.CONTENT, _mtype=Type.ACK, _mid=2)
         response.remote = server_manager.datagrams[0][1]
         server.send(response)
         await client_manager.wait_for(lambda: client_manager.datagrams)
@@ -637,11 +637,11 @@ async def main():
     client = await MessageInterfaceUDP6.create_client_transport_endpoint(client_manager, log, loop)
     results = {"server_port": server._local_port}
     for uri in sys.argv[1:]:
-        request = Message(code=Code.GET, mtype=Type.NON, mid=1, token=b"t", uri=uri)
+        request = Message(code=Code.GET, _mtype=Type.NON, _mid=1, _token=b"t", uri=uri)
         request.remote = await client.determine_remote(request)
         client.send(request)
         _, remote = await next_datagram(server_manager)
-        response = Message(code=Code.CONTENT, mtype=Type.NON, mid=2, token=b"t")
+        response = Message(code=Code.CONTENT, _mtype=Type.NON, _mid=2, _token=b"t")
         response.remote = remote.as_response_address()
         server.send(response)
         _, responder = await next_datagram(client_manager)

@@ -79,7 +79,7 @@ async def test_methods_over_both_families(host):
             response = await client.request(Message(code=code, payload=payload, uri=uri)).response
             assert response.code == expected
         assert response.payload == b"ABC"
-        response = await client.request(Message(code=Code.GET, mtype=Type.NON, uri=uri)).response
+        response = await client.request(Message(code=Code.GET, _mtype=Type.NON, uri=uri)).response
         assert response.mtype is Type.NON
     finally:
         await client.shutdown()
@@ -89,7 +89,7 @@ async def test_methods_over_both_families(host):
 async def test_replayed_datagram_answered_from_cache():
     server, client, port, counting = await server_and_client()
     try:
-        request = Message(mtype=Type.CON, mid=4711, code=Code.POST, token=b"abcd", uri_path=["r"])
+        request = Message(_mtype=Type.CON, _mid=4711, code=Code.POST, _token=b"abcd", uri_path=["r"])
         data = request.encode()
 
         def exchange_twice():

@@ -21,7 +21,9 @@ from typing import ClassVar, Union
 try:
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.ciphers import aead
+    from cryptography.hazmat.primitives.ciphers import Cipher, aead
+    from cryptography.hazmat.primitives.ciphers import algorithms as _ciphers
+    from cryptography.hazmat.primitives.ciphers import modes as _modes
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 except ImportError as _e:  # pragma: no cover (depends on the installation)
     raise ImportError(
@@ -31,7 +33,11 @@ except ImportError as _e:  # pragma: no cover (depends on the installation)
 from .errors import ProtectionInvalid
 
 __all__ = [
+    "SymmetricEncryptionAlgorithm",
+    "AeadAlgorithm",
     "Algorithm",
+    "AES_CBC",
+    "A128CBC",
     "AES_CCM",
     "AES_CCM_16_64_128",
     "AES_CCM_16_64_256",
@@ -60,8 +66,11 @@ __all__ = [
 _DECRYPT_FAILURES = (InvalidTag, ValueError, TypeError, OverflowError)
 
 
-class Algorithm:
-    """An AEAD algorithm usable with OSCORE.
+class SymmetricEncryptionAlgorithm:
+    """A symmetric encryption algorithm of COSE, with the interface of an
+    AEAD (whether the additional data is authenticated depends on the
+    algorithm: only :class:`AeadAlgorithm` subclasses do, and only those
+    can protect OSCORE messages).
 
     Subclasses set :attr:`value` (the COSE identifier), :attr:`name` (the
     COSE name), and the key, tag and nonce (IV) lengths in bytes."""
@@ -74,7 +83,8 @@ class Algorithm:
 
     def encrypt(self, plaintext: bytes, aad: bytes, key: bytes, iv: bytes) -> bytes:
         """Encrypt ``plaintext`` with ``key`` and nonce ``iv``, authenticating
-        ``aad`` as well; the result is the ciphertext followed by the tag."""
+        ``aad`` as well (AEADs); the result is the ciphertext followed by the
+        tag."""
         raise NotImplementedError
 
     def decrypt(self, ciphertext_and_tag: bytes, aad: bytes, key: bytes, iv: bytes) -> bytes:
@@ -85,6 +95,55 @@ class Algorithm:
 
     def __repr__(self):
         return f"<{type(self).__name__} ({self.name}, COSE {self.value})>"
+
+
+class AeadAlgorithm(SymmetricEncryptionAlgorithm):
+    """An AEAD algorithm usable with OSCORE: it authenticates the additional
+    data as well as the ciphertext."""
+
+
+Algorithm = AeadAlgorithm
+"""The older name of :class:`AeadAlgorithm`."""
+
+
+class AES_CBC(SymmetricEncryptionAlgorithm):
+    """AES in CBC mode (RFC 9459), with the padding of RFC 5652 §6.3. It
+    authenticates nothing, so it can not be a security context's algorithm
+    (lookup_algorithm does not return it); it is there for the
+    (group) uses that add their own authentication."""
+
+    tag_bytes = 0
+    _BLOCK = 16
+
+    @classmethod
+    def encrypt(cls, plaintext: bytes, aad: bytes, key: bytes, iv: bytes) -> bytes:
+        """Pad and encrypt (``aad`` can not be authenticated and is unused)."""
+        padding = cls._BLOCK - len(plaintext) % cls._BLOCK
+        encryptor = Cipher(_ciphers.AES(key), _modes.CBC(iv)).encryptor()
+        return encryptor.update(plaintext + bytes((padding,)) * padding) + encryptor.finalize()
+
+    @classmethod
+    def decrypt(cls, ciphertext_and_tag: bytes, aad: bytes, key: bytes, iv: bytes) -> bytes:
+        """Decrypt and remove the padding; ProtectionInvalid for input of a
+        wrong length or with inconsistent padding."""
+        if not ciphertext_and_tag or len(ciphertext_and_tag) % cls._BLOCK:
+            raise ProtectionInvalid("Ciphertext is not a whole number of blocks")
+        try:
+            decryptor = Cipher(_ciphers.AES(key), _modes.CBC(iv)).decryptor()
+            padded = decryptor.update(ciphertext_and_tag) + decryptor.finalize()
+        except ValueError:
+            raise ProtectionInvalid("Decryption failed") from None
+        padding = padded[-1]
+        if not 1 <= padding <= cls._BLOCK or padded[-padding:] != bytes((padding,)) * padding:
+            raise ProtectionInvalid("Inconsistent padding")
+        return padded[:-padding]
+
+
+class A128CBC(AES_CBC):
+    name = "A128CBC"
+    value = -65531
+    key_bytes = 16
+    iv_bytes = 16
 
 
 def _decrypt_with(cipher_factory, ciphertext_and_tag, aad, iv) -> bytes:
@@ -102,7 +161,7 @@ def _aesccm(key: bytes, tag_bytes: int):
     return aead.AESCCM(key, tag_bytes)
 
 
-class AES_CCM(Algorithm):
+class AES_CCM(AeadAlgorithm):
     """The AES-CCM family of COSE (counter mode with CBC-MAC), computed by
     the cryptography package; subclasses fix key, tag and nonce sizes."""
 
@@ -184,7 +243,7 @@ class AES_CCM_64_128_256(AES_CCM):
     iv_bytes = 7
 
 
-class AES_GCM(Algorithm):
+class AES_GCM(AeadAlgorithm):
     """AES in Galois/Counter mode with a 12 byte nonce and 16 byte tag,
     computed by the cryptography package; subclasses fix the key size."""
 
@@ -224,7 +283,7 @@ class A256GCM(AES_GCM):
     tag_bytes = 16
 
 
-class ChaCha20Poly1305(Algorithm):
+class ChaCha20Poly1305(AeadAlgorithm):
     """The ChaCha20 stream cipher with a Poly1305 tag (RFC 8439), computed by
     the cryptography package."""
 
@@ -247,7 +306,7 @@ class ChaCha20Poly1305(Algorithm):
         return _decrypt_with(lambda: aead.ChaCha20Poly1305(key), ciphertext_and_tag, aad, iv)
 
 
-algorithms: dict[str, Algorithm] = {
+algorithms: dict[str, AeadAlgorithm] = {
     cls.name: cls()
     for cls in (
         AES_CCM_16_64_128,
@@ -266,7 +325,7 @@ algorithms: dict[str, Algorithm] = {
 }
 """The supported AEAD algorithms by their COSE name"""
 
-algorithms_by_value: dict[int, Algorithm] = {alg.value: alg for alg in algorithms.values()}
+algorithms_by_value: dict[int, AeadAlgorithm] = {alg.value: alg for alg in algorithms.values()}
 """The supported AEAD algorithms by their COSE identifier"""
 
 hashfunctions: dict[str, hashes.HashAlgorithm] = {
@@ -282,17 +341,18 @@ DEFAULT_HASHFUNCTION = "sha256"
 DEFAULT_WINDOWSIZE = 32
 
 
-def lookup_algorithm(algorithm: Union[str, int, Algorithm, type]) -> Algorithm:
+def lookup_algorithm(algorithm: Union[str, int, SymmetricEncryptionAlgorithm, type]) -> AeadAlgorithm:
     """Find an algorithm by COSE name (``"AES-CCM-16-64-128"``), COSE
-    identifier (``10``), or pass through an :class:`Algorithm` (instance or
-    class). Raises KeyError for unknown ones.
+    identifier (``10``), or pass through an :class:`AeadAlgorithm` (instance
+    or class). Raises KeyError for unknown ones, and for algorithms that are
+    not AEADs (they can not protect OSCORE messages).
 
     >>> lookup_algorithm("A128GCM") is lookup_algorithm(1)
     True
     """
-    if isinstance(algorithm, Algorithm):
+    if isinstance(algorithm, AeadAlgorithm):
         return algorithm
-    if isinstance(algorithm, type) and issubclass(algorithm, Algorithm):
+    if isinstance(algorithm, type) and issubclass(algorithm, AeadAlgorithm):
         return algorithms_by_value[algorithm.value]
     if isinstance(algorithm, int) and not isinstance(algorithm, bool):
         return algorithms_by_value[algorithm]

@@ -24,8 +24,10 @@ one, so a transport can treat both alike.
 
 from __future__ import annotations
 
+import abc
 import secrets
-from typing import Any, NamedTuple, Optional, Union
+from collections import namedtuple
+from typing import Any, ClassVar, NamedTuple, Optional, Union
 
 from ..message import Message
 from ..numbers.codes import Code
@@ -34,12 +36,14 @@ from .algorithms import (
     DEFAULT_ALGORITHM,
     DEFAULT_HASHFUNCTION,
     DEFAULT_WINDOWSIZE,
-    Algorithm,
+    AeadAlgorithm,
     hkdf,
     lookup_algorithm,
     lookup_hashfunction,
 )
 from .encoding import (
+    COSE_KID,
+    COSE_KID_CONTEXT,
     MAX_SEQNO,
     OscoreOptionValue,
     build_aad,
@@ -59,17 +63,50 @@ from .errors import (
 from .optionclasses import assemble_plain_message, decode_plaintext, encode_plaintext, split_options
 from .replaywindow import ReplayWindow
 
-__all__ = ["RequestIdentifiers", "SecurityContext", "verify_start"]
+__all__ = [
+    "RequestIdentifiers", "CodeStyle", "BaseSecurityContext", "CanProtect", "CanUnprotect",
+    "SecurityContextUtils", "SecurityContext", "verify_start",
+]
 
 _ECHO_RECOVERY_BYTES = 8
 
 
 class _Material(NamedTuple):
-    sender_id: bytes
-    recipient_id: bytes
-    sender_key: bytes
-    recipient_key: bytes
+    """The keying material one direction needs: own (sending) or peer's
+    (receiving) ID and key, the common IV and the algorithm."""
+
+    id: bytes
+    key: bytes
     common_iv: bytes
+    alg: AeadAlgorithm
+
+
+class CodeStyle(namedtuple("_CodeStyle", ("request", "response"))):
+    """The outer codes of a protected exchange (RFC 8613 §4.2): POST and
+    2.04 Changed, or FETCH and 2.05 Content for observations.
+
+    >>> CodeStyle.from_request(Code.FETCH).response
+    <Successful Response Code 69 "2.05 Content">
+    """
+
+    __slots__ = ()
+
+    FETCH_CONTENT: ClassVar["CodeStyle"]
+    POST_CHANGED: ClassVar["CodeStyle"]
+
+    @classmethod
+    def from_request(cls, request) -> "CodeStyle":
+        """The style of a protected request with outer code ``request``;
+        ValueError for codes OSCORE does not use outside."""
+        if request == Code.FETCH:
+            return cls.FETCH_CONTENT
+        if request == Code.POST:
+            return cls.POST_CHANGED
+        raise ValueError(f"{request!r} is not an outer code of a protected request")
+
+
+CodeStyle.FETCH_CONTENT = CodeStyle(Code.FETCH, Code.CONTENT)
+CodeStyle.POST_CHANGED = CodeStyle(Code.POST, Code.CHANGED)
 
 
 class RequestIdentifiers:
@@ -81,11 +118,13 @@ class RequestIdentifiers:
     Instances come out of protect/unprotect of a request and go back into
     protect/unprotect of its responses; other code treats them as opaque."""
 
-    def __init__(self, kid: bytes, partial_iv: bytes, nonce: bytes, can_reuse_nonce: bool):
+    def __init__(self, kid: bytes, partial_iv: bytes, nonce: bytes, can_reuse_nonce: bool, code_style: CodeStyle = CodeStyle.POST_CHANGED):
         self.kid = kid
         self.partial_iv = partial_iv
         self.nonce = nonce
         self.can_reuse_nonce = can_reuse_nonce
+        self.code_style = code_style
+        """The outer codes of the exchange (from the request's)"""
         # Largest Partial IV of a response accepted for this request (the
         # Notification Number of RFC 8613 §4.1.3.5.2): responses carrying a
         # Partial IV are only accepted in increasing order.
@@ -97,14 +136,21 @@ class RequestIdentifiers:
             f"{self.partial_iv.hex()!r} can_reuse_nonce {self.can_reuse_nonce}>"
         )
 
-    def get_reusable_nonce(self) -> Optional[bytes]:
-        """Hand out the request's nonce for a response at most once: while
-        can_reuse_nonce is set it is cleared and the nonce returned, after
-        that the result is None."""
+    def get_reusable_kid_and_piv(self) -> tuple[Optional[bytes], Optional[bytes]]:
+        """Hand out the request's kid and Partial IV (which make its nonce)
+        for a response at most once: while can_reuse_nonce is set it is
+        cleared and the pair returned, after that the result is (None,
+        None)."""
         if self.can_reuse_nonce:
             self.can_reuse_nonce = False
-            return self.nonce
-        return None
+            return self.kid, self.partial_iv
+        return None, None
+
+    def get_reusable_nonce(self) -> Optional[bytes]:
+        """:meth:`get_reusable_kid_and_piv`, giving the nonce itself (or
+        None)."""
+        kid, _ = self.get_reusable_kid_and_piv()
+        return None if kid is None else self.nonce
 
 
 def _option_value(message: Message) -> OscoreOptionValue:
@@ -134,91 +180,56 @@ def verify_start(message: Message) -> tuple[bytes, Optional[bytes]]:
     return value.kid, value.kid_context
 
 
-class SecurityContext:
-    """An OSCORE security context: the keys and state shared between this
-    endpoint and one peer (RFC 8613 §3).
+class BaseSecurityContext:
+    """What every OSCORE security context has (RFC 8613 §3.1, the Common
+    Context): ``alg_aead`` (an :class:`AeadAlgorithm`), ``hashfun`` (a
+    cryptography hash algorithm for HKDF), ``common_iv`` and ``id_context``
+    (bytes or None), and ``authenticated_claims`` (what using it proves
+    about the peer, set by whoever creates it).
 
-    Attributes: ``sender_id``, ``recipient_id``, ``id_context`` (bytes or
-    None), ``algorithm`` (an :class:`Algorithm`), ``hashfun`` (a
-    cryptography hash algorithm for HKDF), ``sender_key``, ``recipient_key``,
-    ``common_iv``, ``sender_sequence_number`` (the next one to use) and
-    ``recipient_replay_window``.
+    Contexts are composed of this and the abilities :class:`CanProtect`,
+    :class:`CanUnprotect` and :class:`SecurityContextUtils`;
+    :class:`SecurityContext` has them all. An application can compose its
+    own (say, a context kept in a database) from the same parts by setting
+    the attributes each part names and implementing
+    :meth:`CanProtect.post_seqnoincrease`."""
 
-    All arguments are optional and keyword-only; a context can also be filled
-    attribute by attribute and completed with :meth:`derive_keys`. When a
-    ``master_secret`` is given, keys are derived right away and the replay
-    window starts empty -- correct only for a key that was never used
-    before. Contexts whose state must survive restarts are
-    :class:`FilesystemSecurityContext`.
-    """
+    alg_aead: Optional[AeadAlgorithm] = None
+    hashfun: Any = None
+    common_iv: Optional[bytes] = None
+    id_context: Optional[bytes] = None
+    authenticated_claims: Any = ()
 
-    is_unicast = True
-    """Whether this context is a pairwise one (group contexts are not)"""
+    @property
+    def algorithm(self) -> Optional[AeadAlgorithm]:
+        """The older name of :attr:`alg_aead`."""
+        return self.alg_aead
 
-    echo_recovery: Optional[bytes] = None
-    """The Echo value a request must carry to initialize a lost replay
-    window (RFC 8613 Appendix B.1.2); set while recovery is pending."""
+    @algorithm.setter
+    def algorithm(self, value) -> None:
+        self.alg_aead = lookup_algorithm(value)
 
-    def __init__(
-        self,
-        *,
-        sender_id: Optional[bytes] = None,
-        recipient_id: Optional[bytes] = None,
-        master_secret: Optional[bytes] = None,
-        master_salt: bytes = b"",
-        id_context: Optional[bytes] = None,
-        algorithm: Union[str, int, Algorithm, type] = DEFAULT_ALGORITHM,
-        hashfun: Any = DEFAULT_HASHFUNCTION,
-        sender_sequence_number: int = 0,
-        replay_window_size: int = DEFAULT_WINDOWSIZE,
-    ):
-        self.sender_id = sender_id
-        self.recipient_id = recipient_id
-        self.id_context = id_context
-        self.algorithm = lookup_algorithm(algorithm)
-        self.hashfun = lookup_hashfunction(hashfun)
-        self.sender_key: Optional[bytes] = None
-        self.recipient_key: Optional[bytes] = None
-        self.common_iv: Optional[bytes] = None
-        self.sender_sequence_number = sender_sequence_number
-        self.recipient_replay_window = ReplayWindow(replay_window_size, self._replay_window_changed)
-        if master_secret is not None:
-            self.derive_keys(master_salt, master_secret)
-            self.recipient_replay_window.initialize_empty()
+    def _check_usable(self) -> None:
+        """Raise ContextUnavailable if the context can not be used any more
+        (persisting subclasses, after shutdown)."""
 
-    def __repr__(self):
-        def show(value):
-            return "unset" if value is None else value.hex() or "(empty)"
+    def _material_of(self, id_: Optional[bytes], key: Optional[bytes]) -> _Material:
+        self._check_usable()
+        common_iv, alg = self.common_iv, self.alg_aead
+        if id_ is None or key is None or common_iv is None or alg is None:
+            raise ContextUnavailable("Security context has no keys; call derive_keys first")
+        return _Material(id_, key, common_iv, alg)
 
-        return (
-            f"<{type(self).__name__} sender_id {show(self.sender_id)} recipient_id "
-            f"{show(self.recipient_id)} id_context {show(self.id_context)} "
-            f"{self.algorithm.name}>"
-        )
 
-    # --- key material --------------------------------------------------------
+class CanProtect(BaseSecurityContext, metaclass=abc.ABCMeta):
+    """The ability to protect messages (RFC 8613 §3.1, the Sender
+    Context): needs ``sender_id``, ``sender_key`` and
+    ``sender_sequence_number`` (the next one to use), and an implementation
+    of :meth:`post_seqnoincrease`."""
 
-    def derive_keys(self, master_salt: bytes, master_secret: bytes) -> None:
-        """Compute sender_key, recipient_key and common_iv (RFC 8613 §3.2.1)
-        from the master salt and secret, using the IDs, ID context, algorithm
-        and hash function already set on the context."""
-        if self.sender_id is None or self.recipient_id is None:
-            raise ValueError("sender_id and recipient_id must be set before deriving keys")
-        alg = self.algorithm
-        longest = alg.iv_bytes - 6
-        for name, value in (("sender_id", self.sender_id), ("recipient_id", self.recipient_id)):
-            if len(value) > longest:
-                raise ValueError(f"{name} is longer than {longest} bytes, the limit of {alg.name}")
-
-        def derive(id_: bytes, type_: str, length: int) -> bytes:
-            info = build_info(id_, self.id_context, alg.value, type_, length)
-            return hkdf(self.hashfun, master_salt, master_secret, info, length)
-
-        self.sender_key = derive(self.sender_id, "Key", alg.key_bytes)
-        self.recipient_key = derive(self.recipient_id, "Key", alg.key_bytes)
-        self.common_iv = derive(b"", "IV", alg.iv_bytes)
-
-    # --- sequence numbers and replay window ------------------------------------
+    sender_id: Optional[bytes] = None
+    sender_key: Optional[bytes] = None
+    sender_sequence_number: int = 0
 
     def new_sequence_number(self) -> int:
         """Hand out the next sender sequence number; no number is handed out
@@ -226,6 +237,7 @@ class SecurityContext:
 
         Raises ContextUnavailable when the 2**40 numbers are used up or (in
         persisting subclasses) the new state can not be saved."""
+        self._check_usable()
         seqno = self.sender_sequence_number
         if seqno > MAX_SEQNO:
             raise ContextUnavailable("Sequence numbers of this security context are exhausted")
@@ -233,29 +245,23 @@ class SecurityContext:
         self.post_seqnoincrease()
         return seqno
 
+    @abc.abstractmethod
     def post_seqnoincrease(self) -> None:
-        """Called whenever sender_sequence_number advanced; contexts that
-        keep state on disk save it here before the number is used. Nothing
-        to do in memory."""
+        """Called whenever sender_sequence_number advanced, before the
+        number is used: a context whose state must survive restarts saves
+        it here (raising ContextUnavailable if it can not)."""
 
-    def _replay_window_changed(self) -> None:
-        """Hook for subclasses that persist the replay window on every change"""
+    def context_from_response(self, unprotected_bag) -> "CanUnprotect":
+        """The context that verifies the responses to a request protected
+        with this one (``unprotected_bag``: the response's unprotected
+        header, ``{COSE_KID: ..., COSE_KID_CONTEXT: ...}``). For pairwise
+        contexts that is the context itself."""
+        if not isinstance(self, CanUnprotect):
+            raise ContextUnavailable("This context can not verify responses")
+        return self
 
-    # --- protection ---------------------------------------------------------------
-
-    def _material(self) -> "_Material":
-        """The key material, or ContextUnavailable if it is incomplete"""
-        sender_id, recipient_id = self.sender_id, self.recipient_id
-        sender_key, recipient_key, common_iv = self.sender_key, self.recipient_key, self.common_iv
-        if (
-            sender_id is None
-            or recipient_id is None
-            or sender_key is None
-            or recipient_key is None
-            or common_iv is None
-        ):
-            raise ContextUnavailable("Security context has no keys; call derive_keys first")
-        return _Material(sender_id, recipient_id, sender_key, recipient_key, common_iv)
+    def _sender_material(self) -> _Material:
+        return self._material_of(self.sender_id, self.sender_key)
 
     def protect(
         self,
@@ -286,7 +292,8 @@ class SecurityContext:
         code = message.code
         if code is None:
             raise ValueError("Message without code can not be protected")
-        material = self._material()
+        material = self._sender_material()
+        alg = material.alg
         if code.is_request():
             if request_id is not None:
                 raise ValueError("Requests are protected without request_id")
@@ -301,30 +308,33 @@ class SecurityContext:
 
         if request_id is None:
             partial_iv = encode_partial_iv(self.new_sequence_number())
-            nonce = build_nonce(material.common_iv, material.sender_id, partial_iv)
+            nonce = build_nonce(material.common_iv, material.id, partial_iv)
             if kid_context is True:
                 kidctx = self.id_context
             elif kid_context is False or kid_context is None:
                 kidctx = None
             else:
                 kidctx = bytes(kid_context)
-            option = OscoreOptionValue(partial_iv=partial_iv, kid_context=kidctx, kid=material.sender_id)
-            request_id = RequestIdentifiers(material.sender_id, partial_iv, nonce, can_reuse_nonce=not observing)
-            outer_code = Code.FETCH if observing else Code.POST
+            option = OscoreOptionValue(partial_iv=partial_iv, kid_context=kidctx, kid=material.id)
+            style = CodeStyle.FETCH_CONTENT if observing else CodeStyle.POST_CHANGED
+            request_id = RequestIdentifiers(
+                material.id, partial_iv, nonce, can_reuse_nonce=not observing, code_style=style
+            )
+            outer_code = style.request
         else:
             reused = None if observing else request_id.get_reusable_nonce()
             response_piv = None
             if reused is None:
                 response_piv = encode_partial_iv(self.new_sequence_number())
-                nonce = build_nonce(material.common_iv, material.sender_id, response_piv)
+                nonce = build_nonce(material.common_iv, material.id, response_piv)
             else:
                 nonce = reused
             kidctx = None if isinstance(kid_context, bool) or kid_context is None else bytes(kid_context)
             option = OscoreOptionValue(partial_iv=response_piv, kid_context=kidctx)
             outer_code = Code.CONTENT if observing else Code.CHANGED
 
-        aad = build_aad(self.algorithm.value, request_id.kid, request_id.partial_iv)
-        ciphertext = self.algorithm.encrypt(plaintext, aad, material.sender_key, nonce)
+        aad = build_aad(alg.value, request_id.kid, request_id.partial_iv)
+        ciphertext = alg.encrypt(plaintext, aad, material.key, nonce)
 
         outer_options.oscore = option.encode()
         outer = Message(
@@ -333,6 +343,35 @@ class SecurityContext:
         outer.opt = outer_options
         outer.remote = message.remote
         return outer, request_id
+
+
+class CanUnprotect(BaseSecurityContext):
+    """The ability to verify and decrypt messages (RFC 8613 §3.1, the
+    Recipient Context): needs ``recipient_id``, ``recipient_key`` and a
+    ``recipient_replay_window`` (a :class:`ReplayWindow`)."""
+
+    recipient_id: Optional[bytes] = None
+    recipient_key: Optional[bytes] = None
+    recipient_replay_window: ReplayWindow
+
+    echo_recovery: Optional[bytes] = None
+    """The Echo value a request must carry to initialize a lost replay
+    window (RFC 8613 Appendix B.1.2); set while recovery is pending."""
+
+    def context_for_response(self) -> "CanProtect":
+        """The context that protects the responses to a request verified
+        with this one: for pairwise contexts, the context itself."""
+        if not isinstance(self, CanProtect):
+            raise ContextUnavailable("This context can not protect responses")
+        return self
+
+    def find_all_used_contextless_oscore_kid(self) -> "set[bytes]":
+        """The key IDs requests to this context come with (its recipient
+        ID), which a new context of this endpoint must not take."""
+        return set() if self.recipient_id is None else {self.recipient_id}
+
+    def _recipient_material(self) -> _Material:
+        return self._material_of(self.recipient_id, self.recipient_key)
 
     def unprotect(
         self, protected_message: Message, request_id: Optional[RequestIdentifiers] = None
@@ -348,7 +387,7 @@ class SecurityContext:
         Raises NotAProtectedMessage if there is no OSCORE option, and
         ProtectionInvalid (or its subclasses DecodeError, ReplayError,
         ReplayErrorWithEcho) when verification fails."""
-        material = self._material()
+        material = self._recipient_material()
         option = _option_value(protected_message)
         if request_id is None:
             return self._unprotect_request(protected_message, option, material)
@@ -361,7 +400,7 @@ class SecurityContext:
         kid = option.kid
         if partial_iv is None or kid is None:
             raise DecodeError("Request lacks Partial IV or kid")
-        if kid != material.recipient_id:
+        if kid != material.id:
             raise ProtectionInvalid("kid does not match this security context's recipient ID")
         if option.kid_context is not None and option.kid_context != self.id_context:
             raise ProtectionInvalid("kid context does not match this security context's ID context")
@@ -371,8 +410,8 @@ class SecurityContext:
             raise ReplayError("Sequence number was used already")
 
         nonce = build_nonce(material.common_iv, kid, partial_iv)
-        aad = build_aad(self.algorithm.value, kid, partial_iv)
-        plaintext = self.algorithm.decrypt(message.payload, aad, material.recipient_key, nonce)
+        aad = build_aad(material.alg.value, kid, partial_iv)
+        plaintext = material.alg.decrypt(message.payload, aad, material.key, nonce)
 
         if window.is_initialized():
             window.strike_out(seqno)
@@ -380,7 +419,10 @@ class SecurityContext:
         if not code.is_request():
             raise DecodeError("Protected request does not contain a request code")
         plain = assemble_plain_message(message, code, inner, payload, is_request=True)
-        request_id = RequestIdentifiers(kid, partial_iv, nonce, can_reuse_nonce=plain.opt.observe is None)
+        style = CodeStyle.FETCH_CONTENT if message.code == Code.FETCH else CodeStyle.POST_CHANGED
+        request_id = RequestIdentifiers(
+            kid, partial_iv, nonce, can_reuse_nonce=plain.opt.observe is None, code_style=style
+        )
 
         if not window.is_initialized():
             self._recover_replay_window(plain, request_id, seqno)
@@ -421,9 +463,9 @@ class SecurityContext:
             floor = request_id.response_piv_floor
             if floor is not None and seqno <= floor:
                 raise ReplayError("Response is older than one accepted before")
-            nonce = build_nonce(material.common_iv, material.recipient_id, partial_iv)
-        aad = build_aad(self.algorithm.value, request_id.kid, request_id.partial_iv)
-        plaintext = self.algorithm.decrypt(message.payload, aad, material.recipient_key, nonce)
+            nonce = build_nonce(material.common_iv, material.id, partial_iv)
+        aad = build_aad(material.alg.value, request_id.kid, request_id.partial_iv)
+        plaintext = material.alg.decrypt(message.payload, aad, material.key, nonce)
         if seqno is not None:
             request_id.response_piv_floor = seqno
 
@@ -432,8 +474,114 @@ class SecurityContext:
             raise DecodeError("Protected response does not contain a response code")
         return assemble_plain_message(message, code, inner, payload, is_request=False), request_id
 
+
+class SecurityContextUtils(BaseSecurityContext):
+    """Key derivation and context lookup for contexts built from a master
+    secret (RFC 8613 §3.2)."""
+
+    def derive_keys(self, master_salt: bytes, master_secret: bytes) -> None:
+        """Compute sender_key, recipient_key and common_iv (RFC 8613 §3.2.1)
+        from the master salt and secret, using the IDs, ID context, algorithm
+        and hash function already set on the context."""
+        sender_id = getattr(self, "sender_id", None)
+        recipient_id = getattr(self, "recipient_id", None)
+        if sender_id is None or recipient_id is None:
+            raise ValueError("sender_id and recipient_id must be set before deriving keys")
+        alg = self.alg_aead
+        if alg is None or self.hashfun is None:
+            raise ValueError("alg_aead and hashfun must be set before deriving keys")
+        longest = alg.iv_bytes - 6
+        for name, value in (("sender_id", sender_id), ("recipient_id", recipient_id)):
+            if len(value) > longest:
+                raise ValueError(f"{name} is longer than {longest} bytes, the limit of {alg.name}")
+
+        def derive(id_: bytes, type_: str, length: int) -> bytes:
+            info = build_info(id_, self.id_context, alg.value, type_, length)
+            return hkdf(self.hashfun, master_salt, master_secret, info, length)
+
+        self.sender_key = derive(sender_id, "Key", alg.key_bytes)
+        self.recipient_key = derive(recipient_id, "Key", alg.key_bytes)
+        self.common_iv = derive(b"", "IV", alg.iv_bytes)
+
+    def get_oscore_context_for(self, unprotected: dict):
+        """This context if a request's unprotected header (``{COSE_KID:
+        kid, COSE_KID_CONTEXT: kid_context}``, entries absent where the
+        request carries none) names it: the kid is the recipient ID and the
+        kid context, if any, its ID context. Otherwise None."""
+        if unprotected.get(COSE_KID) != getattr(self, "recipient_id", None):
+            return None
+        kid_context = unprotected.get(COSE_KID_CONTEXT)
+        if kid_context is not None and kid_context != self.id_context:
+            return None
+        return self
+
+
+class SecurityContext(CanProtect, CanUnprotect, SecurityContextUtils):
+    """An OSCORE security context: the keys and state shared between this
+    endpoint and one peer (RFC 8613 §3).
+
+    Attributes: ``sender_id``, ``recipient_id``, ``id_context`` (bytes or
+    None), ``alg_aead`` (an :class:`AeadAlgorithm`; ``algorithm`` is its
+    older name), ``hashfun`` (a cryptography hash algorithm for HKDF),
+    ``sender_key``, ``recipient_key``, ``common_iv``,
+    ``sender_sequence_number`` (the next one to use) and
+    ``recipient_replay_window``.
+
+    All arguments are optional and keyword-only; a context can also be filled
+    attribute by attribute and completed with :meth:`derive_keys`. When a
+    ``master_secret`` is given, keys are derived right away and the replay
+    window starts empty -- correct only for a key that was never used
+    before. Contexts whose state must survive restarts are
+    :class:`FilesystemSecurityContext`.
+    """
+
+    is_unicast = True
+    """Whether this context is a pairwise one (group contexts are not)"""
+
+    def __init__(
+        self,
+        *,
+        sender_id: Optional[bytes] = None,
+        recipient_id: Optional[bytes] = None,
+        master_secret: Optional[bytes] = None,
+        master_salt: bytes = b"",
+        id_context: Optional[bytes] = None,
+        algorithm: Union[str, int, AeadAlgorithm, type] = DEFAULT_ALGORITHM,
+        hashfun: Any = DEFAULT_HASHFUNCTION,
+        sender_sequence_number: int = 0,
+        replay_window_size: int = DEFAULT_WINDOWSIZE,
+    ):
+        self.sender_id = sender_id
+        self.recipient_id = recipient_id
+        self.id_context = id_context
+        self.alg_aead = lookup_algorithm(algorithm)
+        self.hashfun = lookup_hashfunction(hashfun)
+        self.sender_key = None
+        self.recipient_key = None
+        self.common_iv = None
+        self.sender_sequence_number = sender_sequence_number
+        self.recipient_replay_window = ReplayWindow(replay_window_size, self._replay_window_changed)
+        if master_secret is not None:
+            self.derive_keys(master_salt, master_secret)
+            self.recipient_replay_window.initialize_empty()
+
+    def __repr__(self):
+        def show(value):
+            return "unset" if value is None else value.hex() or "(empty)"
+
+        return (
+            f"<{type(self).__name__} sender_id {show(self.sender_id)} recipient_id "
+            f"{show(self.recipient_id)} id_context {show(self.id_context)} "
+            f"{self.alg_aead.name if self.alg_aead is not None else 'no algorithm'}>"
+        )
+
+    def post_seqnoincrease(self) -> None:
+        """Nothing to save for a context kept in memory only."""
+
+    def _replay_window_changed(self) -> None:
+        """Hook for subclasses that persist the replay window on every change"""
+
     def shutdown(self) -> None:
         """Persist state and release resources when the context is no longer
         used; in-memory contexts have nothing to do, but callers that manage
         contexts of any kind can call this on all of them."""
-

@@ -27,6 +27,14 @@ from .errors import DecodeError
 
 __all__ = [
     "MAX_SEQNO",
+    "COSE_KID",
+    "COSE_PIV",
+    "COSE_KID_CONTEXT",
+    "COMPRESSION_BITS_N",
+    "COMPRESSION_BIT_K",
+    "COMPRESSION_BIT_H",
+    "COMPRESSION_BIT_GROUP",
+    "COMPRESSION_BITS_RESERVED",
     "OscoreOptionValue",
     "encode_partial_iv",
     "decode_partial_iv",
@@ -38,10 +46,26 @@ __all__ = [
 MAX_SEQNO = 2**40 - 1
 """Largest sender sequence number: Partial IVs are at most 5 bytes long"""
 
-_FLAG_N = 0x07
-_FLAG_K = 0x08
-_FLAG_H = 0x10
-_FLAGS_RESERVED = 0xE0
+# COSE header parameter labels (RFC 9052 §3.1, and kid context: RFC 8613
+# §5.1) of the values the OSCORE option carries.
+COSE_KID = 4
+COSE_PIV = 6
+COSE_KID_CONTEXT = 10
+
+# The flag byte of the OSCORE option (RFC 8613 §6.1)
+COMPRESSION_BITS_N = 0x07
+"""Length of the Partial IV"""
+COMPRESSION_BIT_K = 0x08
+"""A kid follows"""
+COMPRESSION_BIT_H = 0x10
+"""A kid context follows"""
+COMPRESSION_BIT_GROUP = 0x20
+"""Group OSCORE (draft-ietf-core-oscore-groupcomm); not supported here, so
+an option with it set is rejected"""
+COMPRESSION_BITS_RESERVED = 0xC0
+"""Bits no specification assigns"""
+
+_REJECTED_FLAGS = COMPRESSION_BITS_RESERVED | COMPRESSION_BIT_GROUP
 
 
 def encode_partial_iv(seqno: int) -> bytes:
@@ -87,11 +111,11 @@ class OscoreOptionValue:
         if self.kid_context is not None:
             if len(self.kid_context) > 255:
                 raise ValueError("kid context must be at most 255 bytes long")
-            flags |= _FLAG_H
+            flags |= COMPRESSION_BIT_H
             parts.append(bytes((len(self.kid_context),)))
             parts.append(self.kid_context)
         if self.kid is not None:
-            flags |= _FLAG_K
+            flags |= COMPRESSION_BIT_K
             parts.append(self.kid)
         if not flags:
             return b""
@@ -103,11 +127,11 @@ class OscoreOptionValue:
         if not value:
             return cls()
         flags = value[0]
-        if flags & _FLAGS_RESERVED:
+        if flags & _REJECTED_FLAGS:
             raise DecodeError("OSCORE option uses reserved flag bits")
         if not flags:
             raise DecodeError("OSCORE option with all flags zero must be empty")
-        n = flags & _FLAG_N
+        n = flags & COMPRESSION_BITS_N
         if n > 5:
             raise DecodeError("OSCORE option uses a reserved Partial IV length")
         pos = 1
@@ -120,7 +144,7 @@ class OscoreOptionValue:
                 raise DecodeError("OSCORE option Partial IV has leading zeros")
             pos += n
         kid_context = None
-        if flags & _FLAG_H:
+        if flags & COMPRESSION_BIT_H:
             if pos >= len(value):
                 raise DecodeError("OSCORE option kid context length missing")
             s = value[pos]
@@ -130,7 +154,7 @@ class OscoreOptionValue:
                 raise DecodeError("OSCORE option kid context truncated")
             pos += s
         kid = None
-        if flags & _FLAG_K:
+        if flags & COMPRESSION_BIT_K:
             kid = bytes(value[pos:])
         elif pos != len(value):
             raise DecodeError("OSCORE option has trailing bytes")

@@ -122,6 +122,14 @@ class FilesystemSecurityContext(SecurityContext):
     def __repr__(self):
         return f"<{type(self).__name__} in {self.basedir!r}{' (shut down)' if self._closed else ''}>"
 
+    @classmethod
+    def from_item(cls, init_data) -> "FilesystemSecurityContext":
+        """Open the context an ``oscore`` entry of a credentials map names
+        (``{"basedir": DIR}``, or the older ``{"contextfile": DIR}``)."""
+        from ..credentials import oscore_basedir
+
+        return cls(oscore_basedir(init_data, "oscore", None))
+
     def __enter__(self) -> "FilesystemSecurityContext":
         return self
 
@@ -239,7 +247,7 @@ class FilesystemSecurityContext(SecurityContext):
         self.sender_id = values["sender-id"]
         self.recipient_id = values["recipient-id"]
         self.id_context = values.get("id-context")
-        self.algorithm = values.get("algorithm", self.algorithm)
+        self.alg_aead = values.get("algorithm", self.alg_aead)
         self.hashfun = values.get("kdf-hashfun", self.hashfun)
         self.recipient_replay_window = ReplayWindow(
             values.get("window", DEFAULT_WINDOWSIZE), self._replay_window_changed
@@ -323,15 +331,9 @@ class FilesystemSecurityContext(SecurityContext):
         finally:
             os.close(dirfd)
 
-    def _material(self):
+    def _check_usable(self) -> None:
         if self._closed:
             raise ContextUnavailable(f"Security context in {self.basedir!r} was shut down")
-        return super()._material()
-
-    def new_sequence_number(self) -> int:
-        if self._closed:
-            raise ContextUnavailable(f"Security context in {self.basedir!r} was shut down")
-        return super().new_sequence_number()
 
     def post_seqnoincrease(self) -> None:
         """Reserve further sequence numbers on disk when the reserve is used

@@ -326,7 +326,7 @@ def _missing_modules_text(extra: str, modules: Sequence[str], feature: str) -> s
 def _build_request(options: argparse.Namespace) -> Message:
     request = Message(
         code=options.method,
-        mtype=NON if options.non else CON,
+        _mtype=NON if options.non else CON,
         transport_tuning=options.transport_tuning,
     )
     try:

@@ -167,7 +167,7 @@ class OSCOREAddress(_OSCOREAddress, interfaces.EndpointAddress):
     @property
     def maximum_payload_size(self) -> int:  # type: ignore[override]
         underlying = self.underlying_address.maximum_payload_size
-        return min(underlying, _largest_protectable_payload(self.security_context.algorithm))
+        return min(underlying, _largest_protectable_payload(self.security_context.alg_aead))
 
     @property
     def reliable_transport(self) -> bool:  # type: ignore[override]

@@ -520,7 +520,7 @@ class TcpConnection(asyncio.Protocol, interfaces.EndpointAddress):
                 len(frame), limit, self._describe(),
             )
             frame = rfc.encode_message(Message(
-                code=Code.INTERNAL_SERVER_ERROR, token=message.token,
+                code=Code.INTERNAL_SERVER_ERROR, _token=message.token,
                 payload=b"Response exceeds the client's Max-Message-Size",
             ))
         if not self._write(frame):

@@ -323,7 +323,7 @@ async def test_client_non(libcoap_server, client_context):
     import aiocoap
 
     async with client_context() as ctx:
-        response = await request(ctx, aiocoap.GET, libcoap_server.uri("/"), mtype=aiocoap.NON)
+        response = await request(ctx, aiocoap.GET, libcoap_server.uri("/"), transport_tuning=aiocoap.Unreliable)
     assert response.code == aiocoap.CONTENT
     assert response.mtype == aiocoap.NON
     assert b"libcoap" in response.payload
