@@ -24,7 +24,26 @@ Rules enforced here:
   follows as a separate CON (NON for NON requests).
 * CON messages are retransmitted after ACK_TIMEOUT x random[1,
   ACK_RANDOM_FACTOR], doubling, MAX_RETRANSMIT times; then the sender's
-  monitor gets error.ConRetransmitsExceeded.
+  monitor gets error.ConRetransmitsExceeded. With
+  ``TransportTuning.ADAPTIVE_RTO`` the initial timeout and the backoff
+  factor come from each peer's measured round trips instead
+  (:class:`aiocoap.congestion.RtoEstimator`, CoCoA).
+* Congestion control (RFC 7252 §4.7): at most NSTART confirmable exchanges
+  (requests, separate responses, notifications alike) are outstanding to a
+  peer, NSTART being that of the layer's tuning (1 by default). Further
+  CON messages to it wait in order and go out as acknowledgements (or
+  Resets, or timeouts) end the outstanding ones; NON messages, ACKs and
+  RSTs are never held back. At most ``max_queued_per_peer`` messages wait
+  per peer (beyond: the sender's monitor gets error.SendQueueFull at
+  once); a waiting message has no deadline of its own (as in aiocoap): it
+  waits for the exchanges ahead of it, each of which ends within
+  MAX_TRANSMIT_WAIT, so the queue drains even towards a peer that stopped
+  answering. A message whose sender loses interest while it waits is never
+  sent.
+* The type of a message the application left open follows its
+  ``transport_tuning.reliability``: True gives CON, False NON, None CON
+  (responses to NON requests get NON from the token layer). A CON to a
+  multicast address raises error.ConToMulticast.
 * A CON ping (empty CON) is answered with RST; a CON response nobody waits
   for is answered with RST, a NON one dropped; a CON with a format error is
   answered with RST, anything else malformed is dropped (RFC 7252 §4.2,
@@ -38,26 +57,34 @@ Rules enforced here:
 * Per-peer state (next MID) is bounded (``max_peers``; the peer first
   sent to is forgotten first, and starts at a random MID again).
 
-Logging: debug for per-message events, info for nothing on the hot path,
-warning for policy decisions (caps reached), never for peer misbehaviour
-above debug (a peer must not be able to flood the log).
+Logging: debug for per-message events (``Incoming message %r`` for every
+message received), info for the responses, acknowledgements and resets
+that match nothing (as aiocoap logs them), warning for unparsable
+datagrams (``Ignoring unparsable message from ...``) and for policy
+decisions (caps reached). Lines about what a peer can cause at will
+(unmatched and unparsable messages) are written at most once a minute
+(:class:`aiocoap.util.logsummary.LogSummary`; the rest at debug, counted
+in the next line), so a peer can not flood the log.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import random
 from collections import deque
 from typing import Callable, Optional
 
 from . import error, interfaces
+from .congestion import PeerExchanges, RtoEstimator
 from .message import Message
 from .numbers.codes import Code
 from .numbers.constants import DEFAULT_TUNING, TransportTuning
 from .numbers.optionnumbers import OptionNumber
 from .numbers.types import Type
 from .util.asyncio import clock_of
+from .util.logsummary import LogSummary
 
 __all__ = ["MessageLayer", "MessageManager", "no_response_suppresses"]
 
@@ -94,6 +121,12 @@ def _empty(mtype, mid) -> bytes:
 # Kinds of _Outgoing
 _CON = 0  # retransmitted until ACK/RST
 _NON_REQUEST = 1  # waits for its response; times out with RequestTimedOut
+_QUEUED = 2  # a CON waiting for its turn (NSTART); no deadline of its own
+
+_NOW = float("-inf")
+"""The deadline of work that is due at once (see MessageLayer._releasable)."""
+_NEVER = float("inf")
+"""The deadline of a message waiting for its turn: it has none of its own."""
 
 
 class _Tracked:
@@ -121,9 +154,12 @@ class _Tracked:
 class _Outgoing:
     """A message we sent and still care about (see the kinds above)."""
 
-    __slots__ = ("data", "remote", "transmissions", "timeout", "monitor", "deadline", "start", "tuning", "kind")
+    __slots__ = (
+        "data", "remote", "transmissions", "timeout", "monitor", "deadline", "start", "tuning", "kind",
+        "key", "backoff",
+    )
 
-    def __init__(self, data, remote, timeout, monitor, deadline, start, tuning, kind=_CON):
+    def __init__(self, data, remote, timeout, monitor, deadline, start, tuning, kind=_CON, key=None):
         self.data = data
         self.remote = remote
         self.transmissions = 1
@@ -133,6 +169,8 @@ class _Outgoing:
         self.start = start
         self.tuning = tuning
         self.kind = kind
+        self.key = key
+        self.backoff = 2.0  # (the timeout's growth per retransmission)
 
 
 class MessageLayer:
@@ -147,6 +185,11 @@ class MessageLayer:
         ``transport_tuning`` takes precedence for its exchange).
     :param rng: source of randomness for retransmission jitter, initial MIDs
         and leisure delays (inject a seeded one in tests).
+    :param wakeup: ``wakeup()`` asks the driver to call :meth:`handle_timer`
+        soon: a confirmable exchange ended outside a call that carries the
+        time (its sender stopped it), and waiting messages can go out.
+    :param max_queued_per_peer: how many CON messages may wait for their
+        turn to one peer (see the module documentation).
     """
 
     def __init__(
@@ -160,6 +203,8 @@ class MessageLayer:
         rng: Optional[random.Random] = None,
         max_dedup_entries: int = 200_000,
         max_peers: int = 10_000,
+        wakeup: Optional[Callable[[], None]] = None,
+        max_queued_per_peer: int = 10_000,
     ):
         self._send = send
         self._deliver_request = deliver_request
@@ -169,6 +214,8 @@ class MessageLayer:
         self._rng = rng or random.Random()
         self.max_dedup_entries = max_dedup_entries
         self.max_peers = max_peers
+        self._wakeup = wakeup
+        self.max_queued_per_peer = max_queued_per_peer
 
         # (remote, mid) -> state (see _PROCESSING etc.) or reply bytes
         self._dedup: dict = {}
@@ -200,6 +247,21 @@ class MessageLayer:
         # remote -> [next MID] (a list: updated without another lookup)
         self._mids: dict = {}
 
+        # remote -> PeerExchanges, for peers with outstanding or waiting
+        # CON messages (NSTART bookkeeping)
+        self._exchanges: dict = {}
+        # Peers whose outstanding exchanges ended outside a call that has
+        # the time (a stop function): their waiting messages go out at the
+        # next handle_timer.
+        self._releasable: set = set()
+        # remote -> RtoEstimator, while adaptive RTOs are on (bounded like
+        # _mids)
+        self._rtos: dict = {}
+
+        # Lines about what peers cause, at most once a minute each
+        self._unparsable_log = LogSummary(log, logging.WARNING)
+        self._unmatched_log = LogSummary(log, logging.INFO)
+
         # The earliest deadline added since take_added_deadline() was last
         # called (lets the driver skip recomputing next_deadline()).
         self._added: Optional[float] = None
@@ -213,6 +275,16 @@ class MessageLayer:
     @property
     def outgoing_size(self) -> int:
         return len(self._outgoing)
+
+    def outstanding_to(self, remote) -> int:
+        """How many confirmable exchanges with ``remote`` are outstanding."""
+        peer = self._exchanges.get(remote)
+        return 0 if peer is None else peer.active
+
+    def waiting_for(self, remote) -> int:
+        """How many confirmable messages to ``remote`` wait for their turn."""
+        peer = self._exchanges.get(remote)
+        return 0 if peer is None else peer.waiting
 
     # --- time ---------------------------------------------------------------------
 
@@ -228,7 +300,10 @@ class MessageLayer:
         return added
 
     def next_deadline(self) -> Optional[float]:
-        """The earliest time at which :meth:`handle_timer` has work to do."""
+        """The earliest time at which :meth:`handle_timer` has work to do
+        (minus infinity: at once)."""
+        if self._releasable:
+            return _NOW
         best = None
         for queue in (
             self._heap, self._empty_ack_queue, self._dedup_expiry_con, self._dedup_expiry_non,
@@ -242,7 +317,14 @@ class MessageLayer:
 
     def handle_timer(self, now: float) -> None:
         """Do everything that is due at ``now``: retransmissions, timeouts,
-        empty ACKs, delayed multicast responses, dedup expiry."""
+        empty ACKs, delayed multicast responses, dedup expiry, and sending
+        messages whose turn came."""
+        if self._releasable:
+            releasable, self._releasable = self._releasable, set()
+            for remote in releasable:
+                peer = self._exchanges.get(remote)
+                if peer is not None:
+                    self._drain(remote, peer, now)
         queue = self._empty_ack_queue
         while queue and queue[0][0] <= now:
             _, key = queue.popleft()
@@ -287,6 +369,7 @@ class MessageLayer:
             return
         if state.transmissions > state.tuning.MAX_RETRANSMIT:
             del self._outgoing[key]
+            self._exchange_ended(state.remote, now)
             self._notify(state.monitor, error.ConRetransmitsExceeded(
                 "No acknowledgement received after %d transmissions in %.3g s"
                 % (state.transmissions, now - state.start),
@@ -295,7 +378,7 @@ class MessageLayer:
             ))
             return
         state.transmissions += 1
-        state.timeout *= 2
+        state.timeout *= state.backoff
         state.deadline = now + state.timeout
         heapq.heappush(self._heap, (state.deadline, next(self._seq), key))
         self._note(state.deadline)
@@ -316,19 +399,18 @@ class MessageLayer:
         try:
             message = Message.decode(data, remote)
         except error.UnparsableMessage as e:
+            self._unparsable_log.log(now, "Ignoring unparsable message from %r: %s", remote, e)
             if e.mtype is CON and e.mid is not None:
-                self.log.debug("Rejecting malformed CON from %r: %s", remote, e)
                 self._send(_empty(RST, e.mid), remote)
-            else:
-                self.log.debug("Dropping malformed datagram from %r: %s", remote, e)
             return
         self.receive_message(message, now)
 
     def receive_message(self, message: Message, now: float) -> None:
         """Process one decoded message (its ``remote`` set)."""
+        self.log.debug("Incoming message %r", message)
         mtype = message.mtype
         if mtype is ACK or mtype is RST:
-            self._receive_ack_or_rst(message)
+            self._receive_ack_or_rst(message, now)
             return
 
         code = message.code
@@ -368,7 +450,7 @@ class MessageLayer:
                 if self._deliver_response(message):
                     self._send(ack, remote)
                 else:
-                    self.log.debug("Rejecting unexpected CON response from %r", remote)
+                    self._unmatched_log.log(now, "Response %r not recognized; sending RST", message)
                     rst = _empty(RST, message.mid)
                     self._dedup[key] = rst
                     self._send(rst, remote)
@@ -376,12 +458,12 @@ class MessageLayer:
                 self._remember(key, _NOTHING, NON, now)
                 if not self._deliver_response(message):
                     if message.opt.observe is not None:
-                        self.log.debug("Rejecting unwanted NON notification from %r", remote)
+                        self._unmatched_log.log(now, "Notification %r not recognized; sending RST", message)
                         rst = _empty(RST, message.mid)
                         self._dedup[key] = rst
                         self._send(rst, remote)
                     else:
-                        self.log.debug("Dropping unexpected NON response from %r", remote)
+                        self._unmatched_log.log(now, "Ignoring unknown response %r (which is not a CON)", message)
             return
 
         # Signalling codes or reserved classes have no business over UDP.
@@ -440,18 +522,25 @@ class MessageLayer:
         for key in bucket[1]:
             dedup.pop(key, None)
 
-    def _receive_ack_or_rst(self, message: Message) -> None:
-        key = (message.remote, message.mid)
+    def _receive_ack_or_rst(self, message: Message, now: float) -> None:
+        remote = message.remote
+        key = (remote, message.mid)
         state = self._outgoing.get(key)
         if state is None and message.mtype is RST:
             tracked = self._tracked.pop(key, None)
             if tracked is not None:
                 self._notify(tracked.monitor, error.ResetReceived("The peer answered with a Reset"))
                 return
-        if state is None or state.kind == _NON_REQUEST:
-            self.log.debug("Ignoring %s for unknown MID %d from %r", message.mtype, message.mid, message.remote)
+        if state is None or state.kind != _CON:
+            self._unmatched_log.log(
+                now, "Received %s from %r, but could not match it to a running exchange (MID %d)",
+                message.mtype, remote, message.mid,
+            )
             return
         del self._outgoing[key]
+        if self.tuning.ADAPTIVE_RTO:
+            self._rto_of(remote).sample(now - state.start, state.transmissions, now)
+        self._exchange_ended(remote, now)
         if message.mtype is RST:
             self._notify(state.monitor, error.ResetReceived("The peer answered with a Reset"))
             return
@@ -526,38 +615,130 @@ class MessageLayer:
                         return None
                 elif message.mtype is ACK:
                     message.mtype = None
-        if message.mtype is None:
-            message.mtype = CON
+        tuning = message.transport_tuning or self.tuning
+        mtype = message.mtype
+        if mtype is None:
+            # (requests to multicast addresses are NON by the token layer)
+            mtype = message.mtype = NON if tuning.reliability is False else CON
+        if mtype is CON and getattr(remote, "is_multicast", False):
+            raise error.ConToMulticast()
         if message.mid is None:
             message.mid = self._next_mid(remote)
         data = message.encode()
         key = (remote, message.mid)
-        tuning = message.transport_tuning or self.tuning
 
-        if message.mtype is NON and monitor is not None and not is_request:
+        if mtype is NON and monitor is not None and not is_request:
             return self._send_tracked(data, key, monitor, now + tuning.EXCHANGE_LIFETIME)
-        if message.mtype is CON:
-            timeout = tuning.ACK_TIMEOUT * self._rng.uniform(1, tuning.ACK_RANDOM_FACTOR)
-            state = _Outgoing(data, remote, timeout, monitor, now + timeout, now, tuning)
-        elif message.mtype is NON and is_request:
+        if mtype is CON:
+            state = _Outgoing(data, remote, 0.0, monitor, 0.0, now, tuning, _QUEUED, key)
+            peer = self._exchanges.get(remote)
+            if peer is None:
+                peer = self._exchanges[remote] = PeerExchanges()
+            if peer.waiting >= self.max_queued_per_peer:
+                self._forget_if_idle(remote, peer)
+                self._notify(monitor, error.SendQueueFull(
+                    "%d confirmable messages already wait for their turn to %r" % (peer.waiting, remote)
+                ))
+                return None
+            self._outgoing[key] = state
+            if peer.active < self.tuning.NSTART and not peer.waiting:
+                self._start_exchange(state, peer, now)
+            else:
+                self.log.debug("Message to %r waits for its turn (%d outstanding)", remote, peer.active)
+                peer.queue.append(state)
+                peer.waiting += 1
+                state.deadline = _NEVER
+        elif mtype is NON and is_request:
             deadline = now + tuning.request_timeout
-            state = _Outgoing(None, remote, 0.0, monitor, deadline, now, tuning, _NON_REQUEST)
+            state = _Outgoing(None, remote, 0.0, monitor, deadline, now, tuning, _NON_REQUEST, key)
+            self._outgoing[key] = state
+            self._schedule(state)
+            self._send(data, remote)
         else:
             self._send(data, remote)
             return None
-        self._outgoing[key] = state
+
+        def stop():
+            if self._outgoing.get(key) is not state:
+                return
+            del self._outgoing[key]
+            if state.kind == _CON:
+                self._exchange_ended(remote, None)
+            elif state.kind == _QUEUED:
+                peer = self._exchanges[remote]
+                peer.waiting -= 1
+                self._forget_if_idle(remote, peer)
+
+        return stop
+
+    def _schedule(self, state: _Outgoing) -> None:
         heap = self._heap
         if len(heap) > 2 * len(self._outgoing) + 1024:
             self._compact_heap()
-        heapq.heappush(heap, (state.deadline, next(self._seq), key))
+        heapq.heappush(heap, (state.deadline, next(self._seq), state.key))
         self._note(state.deadline)
-        self._send(data, remote)
 
-        def stop():
-            if self._outgoing.get(key) is state:
-                del self._outgoing[key]
+    def _start_exchange(self, state: _Outgoing, peer: PeerExchanges, now: float) -> None:
+        """Put a CON on the wire for the first time: it becomes one of the
+        peer's outstanding exchanges, with its retransmission schedule."""
+        tuning = state.tuning
+        if self.tuning.ADAPTIVE_RTO:
+            rto = self._rto_of(state.remote).rto(now)
+            state.backoff = RtoEstimator.backoff_factor(rto)
+        else:
+            rto = tuning.ACK_TIMEOUT
+        timeout = rto * self._rng.uniform(1, tuning.ACK_RANDOM_FACTOR)
+        state.kind = _CON
+        state.timeout = timeout
+        state.start = now
+        state.deadline = now + timeout
+        peer.active += 1
+        self._schedule(state)
+        self._send(state.data, state.remote)
 
-        return stop
+    def _exchange_ended(self, remote, now: Optional[float]) -> None:
+        """One of the outstanding CON exchanges with ``remote`` ended: let
+        waiting messages go out (now, or at the next handle_timer if the
+        time is not known here)."""
+        peer = self._exchanges[remote]
+        peer.active -= 1
+        if not peer.waiting:
+            self._forget_if_idle(remote, peer)
+        elif now is not None:
+            self._drain(remote, peer, now)
+        else:
+            self._releasable.add(remote)
+            self._note(_NOW)
+            if self._wakeup is not None:
+                self._wakeup()
+
+    def _drain(self, remote, peer: PeerExchanges, now: float) -> None:
+        """Send waiting messages to ``remote`` while NSTART allows."""
+        queue = peer.queue
+        outgoing = self._outgoing
+        nstart = self.tuning.NSTART
+        while peer.waiting and peer.active < nstart:
+            state = queue.popleft()
+            if outgoing.get(state.key) is not state or state.kind != _QUEUED:
+                continue  # (its sender lost interest, or it timed out)
+            peer.waiting -= 1
+            self._start_exchange(state, peer, now)
+        if not peer.waiting:
+            queue.clear()
+        self._forget_if_idle(remote, peer)
+
+    def _forget_if_idle(self, remote, peer: PeerExchanges) -> None:
+        if peer.idle and self._exchanges.get(remote) is peer:
+            del self._exchanges[remote]
+
+    def _rto_of(self, remote) -> RtoEstimator:
+        rtos = self._rtos
+        estimator = rtos.get(remote)
+        if estimator is None:
+            if len(rtos) >= self.max_peers:
+                del rtos[next(iter(rtos))]  # (as for _mids)
+            estimator = rtos[remote] = RtoEstimator(self.tuning.ACK_TIMEOUT)
+        return estimator
 
     def _send_tracked(self, data: bytes, key, monitor, expiry: float) -> _Tracked:
         """Send a NON notification and remember it until ``expiry`` so that
@@ -597,7 +778,7 @@ class MessageLayer:
         stopped, replaced notifications): entries are deleted lazily, and
         without this their number would grow with the message rate times
         the longest deadline rather than with the exchanges alive."""
-        heap = [(s.deadline, next(self._seq), k) for k, s in self._outgoing.items()]
+        heap = [(s.deadline, next(self._seq), k) for k, s in self._outgoing.items() if s.kind != _QUEUED]
         heapq.heapify(heap)
         self._heap[:] = heap
 
@@ -635,6 +816,8 @@ class MessageLayer:
         """The network reported an error for ``remote``: stop every exchange
         with it and tell the senders."""
         failed = [k for k, s in self._outgoing.items() if s.remote == remote]
+        self._exchanges.pop(remote, None)
+        self._releasable.discard(remote)
         for key in failed:
             state = self._outgoing.pop(key)
             self._notify(state.monitor, exc)
@@ -645,6 +828,9 @@ class MessageLayer:
         """Fail everything in flight with error.LibraryShutdown and forget
         all state."""
         outgoing, self._outgoing = self._outgoing, {}
+        self._exchanges.clear()
+        self._releasable.clear()
+        self._rtos.clear()
         for state in outgoing.values():
             self._notify(state.monitor, error.LibraryShutdown())
         tracked, self._tracked = self._tracked, {}
@@ -683,6 +869,7 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
             deliver_response=token_manager.process_response,
             log=log,
             tuning=tuning,
+            wakeup=self._wakeup,
             **core_args,
         )
 
@@ -720,8 +907,22 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
             return
         if self._timer is not None:
             self._timer.cancel()
+        self._arm(deadline)
+
+    def _arm(self, deadline: float) -> None:
         self._timer_at = deadline
-        self._timer = self.loop.call_at(deadline, self._on_timer)
+        if deadline == _NOW:
+            self._timer = self.loop.call_soon(self._on_timer)
+        else:
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _wakeup(self) -> None:
+        # (the core has work due at once, found outside a call of ours)
+        if self._timer is not None:
+            if self._timer_at == _NOW:
+                return
+            self._timer.cancel()
+        self._arm(_NOW)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -731,8 +932,7 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
         core.take_added_deadline()  # superseded by the full computation
         deadline = core.next_deadline()
         if deadline is not None:
-            self._timer_at = deadline
-            self._timer = self.loop.call_at(deadline, self._on_timer)
+            self._arm(deadline)
 
     # --- transport side (interfaces.MessageManager) ---------------------------------------
 

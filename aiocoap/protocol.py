@@ -36,7 +36,7 @@ from .numbers.types import Type
 from .optiontypes import UintOption
 from .pipe import Event, Pipe, error_to_message
 from .tokenmanager import TokenManager
-from .util.asyncio import stepping
+from .util.asyncio import Future, stepping
 
 __all__ = [
     "Context", "BaseRequest", "BaseUnicastRequest", "Request", "BlockwiseRequest",
@@ -367,7 +367,9 @@ class Context(interfaces.RequestProvider):
                         if len(self._route_cache) > 1024:
                             self._route_cache.clear()
                         self._route_cache[target] = (ri, message._remote)
-                    ri.request(pipe)
+                    if pipe.is_interested:
+                        # (not sent at all if the requester gave up meanwhile)
+                        ri.request(pipe)
                     return
             if message.remote is None:
                 raise error.MissingRemoteError()
@@ -623,8 +625,10 @@ class Request(interfaces.Request, BaseUnicastRequest):
     def __init__(self, pipe: Pipe, loop, log):
         self._pipe = pipe
         self.log = log
-        self.response = loop.create_future()
-        self.response.add_done_callback(self._response_cancellation_handler)
+        self.response = response = Future(loop=loop)
+        response.add_done_callback(self._response_cancellation_handler)
+        # (and at once: a request cancelled before it went out is not sent)
+        response.on_cancel = self._response_cancellation_handler
         if pipe.request.opt.observe == 0:
             self.observation: Optional[ClientObservation] = ClientObservation(self)
             # Where notifications go: the observation, or (see
@@ -653,6 +657,7 @@ class Request(interfaces.Request, BaseUnicastRequest):
         return self._pipe.request
 
     def _response_cancellation_handler(self, response_future):
+        response_future.on_cancel = None
         if response_future.cancelled() and self.observation is None:
             self._pipe.stop_interest()
 

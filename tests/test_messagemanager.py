@@ -371,7 +371,8 @@ def test_dedup_cache_is_capped(net):
 
 
 def test_message_ids_unique_per_peer_and_skip_in_flight(net):
-    client = net.add("client")
+    # (NSTART raised so that all 500 go out at once)
+    client = net.add("client", tuning=TransportTuning(NSTART=1000))
     net.add("server")
     net.add("other")
     net.drop = lambda *a: True
@@ -581,3 +582,300 @@ def test_per_peer_mid_state_is_bounded(net):
         server.core.send_message(m, net.now)
     assert len(server.core._mids) == 3
     assert list(server.core._mids) == ["c7", "c8", "c9"]
+
+
+# --- congestion control (RFC 7252 §4.7) ------------------------------------------
+
+
+class _Wire:
+    """Records every transmission of a Net with its time and fate, and
+    tells how many CON messages from one peer to another were in flight at
+    once: from their first transmission until an ACK or RST for them
+    arrived (was not lost), or until the sender gave up on them (``gave_up``:
+    token -> time)."""
+
+    def __init__(self, net):
+        self.net = net
+        self.records = []  # (time, sender, data, destination, delivered)
+
+        def recording(sender, data, remote):
+            dropped = net.drop(sender, data, remote)
+            self.records.append((net.now, sender, data, remote, not dropped))
+            if not dropped:
+                net.queue.append((net.peers[remote], data, sender.name))
+            net.sent.append((sender, data, remote))
+
+        net.transmit = recording
+
+    def most_in_flight(self, sender, receiver, gave_up=None):
+        gave_up = gave_up or {}
+        in_flight: dict = {}  # mid -> token
+        most = 0
+        for time, source, data, destination, delivered in self.records:
+            for mid, token in list(in_flight.items()):
+                if gave_up.get(token, float("inf")) <= time:
+                    del in_flight[mid]
+            message = Message.decode(data)
+            if source is sender and destination == receiver.name and message.mtype is Type.CON:
+                in_flight[message.mid] = message.token
+                most = max(most, len(in_flight))
+            elif source is receiver and delivered and message.mtype in (Type.ACK, Type.RST):
+                in_flight.pop(message.mid, None)
+        return most
+
+
+class _AnsweringPeer:
+    """Answers every request delivered to ``peer`` with a piggybacked
+    response at once."""
+
+    def __init__(self, net, peer):
+        self.count = 0
+        original = peer.core._deliver_request
+
+        def deliver(message):
+            original(message)
+            self.count += 1
+            response = Message(code=Code.CONTENT, payload=b"%d" % self.count, _token=message.token)
+            response.remote = message.remote
+            peer.core.send_message(response, net.now)
+
+        peer.core._deliver_request = deliver
+
+
+def _tokens(n):
+    return [i.to_bytes(2, "big") for i in range(n)]
+
+
+def test_nstart_one_thousand_concurrent_requests_one_outstanding(net):
+    client, server = net.add("client"), net.add("server")
+    _AnsweringPeer(net, server)
+    wire = _Wire(net)
+    failures = []
+    for token in _tokens(1000):
+        client.core.send_message(request(token=token), net.now, failures.append)
+    # only the first is on the wire; the rest wait their turn
+    assert len(net.sent) == 1
+    assert client.core.outstanding_to("server") == 1
+    assert client.core.waiting_for("server") == 999
+    net.flush()
+    net.advance(1)
+    assert failures == []
+    assert len(client.responses) == 1000
+    assert sorted(r.token for r in client.responses) == _tokens(1000)
+    assert wire.most_in_flight(client, server) == 1
+    # all state is gone once the queue is drained
+    assert client.core.outstanding_to("server") == 0 and client.core._exchanges == {}
+
+
+def test_nstart_queue_drains_over_a_lossy_link(net):
+    tuning = TransportTuning(ACK_TIMEOUT=0.5)
+    client, server = net.add("client", tuning=tuning), net.add("server", tuning=tuning)
+    _AnsweringPeer(net, server)
+    wire = _Wire(net)
+    rng = random.Random(4)
+    net.drop = lambda sender, data, remote: rng.random() < 0.2
+    failures = []
+    gave_up = {}
+    for token in _tokens(300):
+        def failed(exc, token=token):
+            failures.append(exc)
+            gave_up[token] = net.now
+        client.core.send_message(request(token=token), net.now, failed)
+    net.flush()
+    net.advance(3000)
+    # every request got its answer, or (after all retransmissions were
+    # lost) an error; nothing is left waiting
+    assert len({r.token for r in client.responses}) + len(failures) == 300
+    assert all(isinstance(f, error.ConRetransmitsExceeded) for f in failures)
+    assert len(client.responses) > 250
+    assert client.core._exchanges == {} and client.core.outgoing_size == 0
+    assert wire.most_in_flight(client, server, gave_up) == 1
+
+
+def test_nstart_two_peers_served_independently(net):
+    client = net.add("client")
+    slow, fast = net.add("slow"), net.add("fast")
+    _AnsweringPeer(net, fast)  # the slow one answers nothing
+    net.drop = lambda sender, data, remote: remote == "slow"
+    failures = []
+    for token in _tokens(5):
+        client.core.send_message(request(token=token, remote="slow"), net.now, failures.append)
+        client.core.send_message(request(token=token, remote="fast"), net.now, failures.append)
+    net.flush()
+    # the fast peer's five exchanges complete while the slow one's first
+    # is still being retransmitted
+    assert len(client.responses) == 5
+    assert client.core.outstanding_to("slow") == 1 and client.core.waiting_for("slow") == 4
+    assert client.core.outstanding_to("fast") == 0
+
+
+def test_nstart_from_tuning_allows_more(net):
+    client = net.add("client", tuning=TransportTuning(NSTART=3))
+    net.add("server")
+    net.drop = lambda *a: True
+    for token in _tokens(10):
+        client.core.send_message(request(token=token), net.now)
+    assert len(net.sent) == 3
+    assert client.core.outstanding_to("server") == 3 and client.core.waiting_for("server") == 7
+
+
+def test_non_and_acks_are_not_held_back(net):
+    client = net.add("client")
+    net.add("server")
+    net.drop = lambda *a: True
+    client.core.send_message(request(token=b"c1"), net.now)
+    client.core.send_message(request(token=b"c2"), net.now)
+    client.core.send_message(request(token=b"n1", mtype=Type.NON), net.now)
+    assert [Message.decode(d).token for _, d, _ in net.sent] == [b"c1", b"n1"]
+
+
+def test_waiting_message_whose_sender_stopped_is_never_sent(net):
+    client, server = net.add("client"), net.add("server")
+    _AnsweringPeer(net, server)
+    client.core.send_message(request(token=b"a"), net.now)
+    stop_b = client.core.send_message(request(token=b"b"), net.now)
+    client.core.send_message(request(token=b"c"), net.now)
+    stop_b()
+    assert client.core.waiting_for("server") == 1
+    net.flush()
+    net.advance(1)
+    assert [r.token for r in client.responses] == [b"a", b"c"]
+    assert b"b" not in [Message.decode(d).token for _, d, _ in net.sent]
+
+
+def test_stopping_an_outstanding_exchange_lets_the_next_go(net):
+    woken = []
+    client = net.add("client", wakeup=lambda: woken.append(True))
+    net.add("server")
+    net.drop = lambda *a: True
+    stop_a = client.core.send_message(request(token=b"a"), net.now)
+    client.core.send_message(request(token=b"b"), net.now)
+    assert len(net.sent) == 1
+    stop_a()  # (outside any call that has the time: the driver is woken)
+    assert woken == [True]
+    assert client.core.next_deadline() == float("-inf")
+    net.advance(0)
+    assert [Message.decode(d).token for _, d, _ in net.sent] == [b"a", b"b"]
+
+
+def test_queue_bound_fails_clearly(net):
+    client = net.add("client", max_queued_per_peer=3)
+    net.add("server")
+    net.drop = lambda *a: True
+    failures = []
+    for token in _tokens(6):
+        client.core.send_message(request(token=token), net.now, failures.append)
+    assert client.core.waiting_for("server") == 3
+    assert len(failures) == 2
+    assert all(isinstance(f, error.SendQueueFull) for f in failures)
+    assert "wait for their turn" in str(failures[0])
+
+
+def test_waiting_messages_fail_on_network_error_and_shutdown(net):
+    client = net.add("client")
+    net.add("server")
+    failures = []
+    for token in _tokens(3):
+        client.core.send_message(request(token=token), net.now, failures.append)
+    client.core.fail_remote("server", error.NetworkError("unreachable"))
+    assert [type(f) for f in failures] == [error.NetworkError] * 3
+    assert client.core._exchanges == {}
+    for token in _tokens(3):
+        client.core.send_message(request(token=token), net.now, failures.append)
+    client.core.shutdown()
+    assert [type(f) for f in failures[3:]] == [error.LibraryShutdown] * 3
+
+
+def test_server_separate_responses_obey_nstart(net):
+    """Separate CON responses (and CON notifications) to one client are
+    congestion controlled just like requests."""
+    tuning = TransportTuning(EMPTY_ACK_DELAY=0.01)
+    client, server = net.add("client", tuning=tuning, max_peers=10), net.add("server", tuning=tuning)
+    wire = _Wire(net)
+    for token in _tokens(20):
+        client.core.send_message(request(token=token), net.now)
+    net.flush()
+    net.advance(1)  # all requests got their empty ACKs, one after the other
+    assert len(server.requests) == 20
+    client.accept_responses = True
+    net.drop = lambda sender, data, remote: sender is client  # the client's ACKs get lost for now
+    for incoming in server.requests:
+        server.core.send_message(response_to(incoming), net.now)
+    net.flush()
+    assert server.core.outstanding_to("client") == 1 and server.core.waiting_for("client") == 19
+    net.drop = lambda *a: False
+    net.advance(200)
+    assert len({r.token for r in client.responses}) == 20
+    assert wire.most_in_flight(server, client) == 1
+
+
+def test_reliability_of_the_tuning_picks_the_type(net):
+    from aiocoap.numbers.constants import Reliable, Unreliable
+
+    client = net.add("client")
+    net.add("server")
+    for tuning, expected in ((Unreliable, Type.NON), (Reliable, Type.CON), (None, Type.CON), (Unreliable(), Type.NON)):
+        message = request(token=b"%d" % len(net.sent))
+        message.transport_tuning = tuning
+        client.core.send_message(message, net.now)
+        net.flush()
+        assert Message.decode(net.sent[-1][1]).mtype is expected, tuning
+    # an explicit type wins
+    message = request(token=b"x", mtype=Type.CON)
+    message.transport_tuning = Unreliable
+    client.core.send_message(message, net.now)
+    assert message.mtype is Type.CON
+
+
+def test_con_to_multicast_is_refused(net):
+    client = net.add("client")
+
+    class Group(str):
+        is_multicast = True
+
+    message = request(remote=Group("server"), mtype=Type.CON)
+    with pytest.raises(error.ConToMulticast):
+        client.core.send_message(message, net.now)
+
+
+# --- adaptive retransmission timeouts (CoCoA) ----------------------------------
+
+
+def test_adaptive_rto_learns_a_fast_path(net):
+    tuning = TransportTuning(ADAPTIVE_RTO=True)
+    client, server = net.add("client", tuning=tuning), net.add("server", tuning=tuning)
+    wire = _Wire(net)
+
+    def answer(message):
+        response = Message(code=Code.CONTENT, _token=message.token)
+        response.remote = message.remote
+        net.now += 0.05  # the round trip of this path
+        server.core.send_message(response, net.now)
+
+    server.core._deliver_request = answer
+    for token in _tokens(20):
+        client.core.send_message(request(token=token), net.now)
+        net.flush()
+    assert len(client.responses) == 20
+    rto = client.core._rtos["server"].rto(net.now)
+    assert 0.05 < rto < 0.5
+    # A lost request is now retransmitted after about that RTO (not the 2
+    # to 3 s of ACK_TIMEOUT), and the backoff factor for RTOs below 1 s is 3
+    lost = []
+    net.drop = lambda sender, data, remote: sender is client and len(lost) < 2 and not lost.append(data)
+    client.core.send_message(request(token=b"lost"), net.now)
+    net.advance(10)
+    assert client.responses[-1].token == b"lost"
+    times = [t for t, sender, data, _, _ in wire.records if sender is client and Message.decode(data).token == b"lost"]
+    assert len(times) == 3
+    first, second = times[1] - times[0], times[2] - times[1]
+    assert rto <= first <= rto * tuning.ACK_RANDOM_FACTOR
+    assert second == pytest.approx(3 * first)
+
+
+def test_adaptive_rto_is_off_by_default(net):
+    client, server = net.add("client"), net.add("server")
+    _AnsweringPeer(net, server)
+    client.core.send_message(request(), net.now)
+    net.flush()
+    assert client.core._rtos == {}

@@ -74,6 +74,7 @@ from typing import Optional
 from .. import error, interfaces
 from ..message import Message
 from ..util import hostportsplit
+from ..util.asyncio import Future
 from ._client import MAX_RESTARTS, ClientTransfer, new_request_tag
 from ._common import BERT_UNIT, BLOCK1, BLOCK2, CONTINUE, SIZE2, TOO_LARGE, remote_max_exp, single_message_limit
 from ._server import DEFAULT_MAX_BODY_SIZE, RenderJob, ServerBlockwiseState, body_etag
@@ -213,7 +214,7 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
         self.protocol = protocol
         self.log = protocol.log
         self.app_request = app_request
-        self.response = protocol.loop.create_future()
+        self.response = Future(loop=protocol.loop)
         self._task: Optional[asyncio.Task] = None
         self._sub = None
         self._notification_task: Optional[asyncio.Task] = None
@@ -232,6 +233,8 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
             self._observation = self.observation = ClientObservation()
             self._observation.on_cancel(self._observation_cancelled)
         self.response.add_done_callback(self._response_cancellation_handler)
+        # (and at once: a request cancelled before it went out is not sent)
+        self.response.on_cancel = self._response_cancellation_handler
 
         options = app_request.opt._options
         if (
@@ -346,6 +349,7 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
         )
 
     def _response_cancellation_handler(self, future: asyncio.Future) -> None:
+        future.on_cancel = None  # type: ignore[attr-defined]  # (our Future)
         if not future.cancelled():
             return
         if self._task is not None and not self._task.done():
