@@ -171,6 +171,18 @@ class Echo(resource.Resource):
         )
 
 
+class Many(resource.Resource, resource.PathCapable):
+    """Any path below it is a resource of its own (``/many/<anything>``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gets = 0
+
+    async def render_get(self, request):
+        self.gets += 1
+        return Message(payload=("/".join(request.opt.uri_path)).encode() * 4, max_age=60)
+
+
 class Origin(resource.Site):
     def __init__(self) -> None:
         super().__init__()
@@ -189,6 +201,8 @@ class Origin(resource.Site):
         self.add_resource(["big"], self.big)
         self.add_resource(["slow"], self.slow)
         self.add_resource(["echo"], Echo())
+        self.many = Many()
+        self.add_resource(["many"], self.many)
 
 
 @contextlib.asynccontextmanager

@@ -228,6 +228,29 @@ async def test_etag_revalidation():
         assert (origin.tagged.full, origin.tagged.valid) == (1, 1)
 
 
+@pytest.mark.slow
+async def test_cache_stays_bounded_under_10000_distinct_resources():
+    from aiocoap.proxy.cache import ResponseCache
+
+    cache = ResponseCache(max_entries=500, max_bytes=200_000)
+    async with upstream() as (origin, up), proxy_server(ForwardProxy, cache=cache) as (proxy, pp), client() as c:
+        async def fetch(i):
+            response = await c.request(via_uri(pp, f"coap://127.0.0.1:{up}/many/r{i}")).response
+            assert response.payload == b"r%d" % i * 4
+
+        window = 32  # (the per-client cap)
+        for start in range(0, 10_000, window):
+            await asyncio.gather(*(fetch(i) for i in range(start, min(start + window, 10_000))))
+            assert len(cache) <= 500 and cache.size_bytes <= 200_000
+        assert origin.many.gets == 10_000
+        stats = proxy.statistics["cache"]
+        assert stats["stores"] == 10_000
+        assert stats["evictions"] == 10_000 - len(cache)
+        # The most recent ones are still there.
+        await fetch(9_999)
+        assert origin.many.gets == 10_000
+
+
 @pytest.mark.parametrize("method", [Code.PUT, Code.POST, Code.DELETE])
 async def test_invalidation_by_unsafe_methods(method):
     async with upstream() as (origin, up), proxy_server(ForwardProxy) as (proxy, pp), client() as c:

@@ -349,7 +349,11 @@ class Proxy(interfaces.Resource):
                 if entry.etag not in etags:
                     message.opt.etags = (*etags, entry.etag)
 
-        response = await self._upstream(request, outgoing)
+        response, genuine = await self._upstream(request, outgoing)
+        if not genuine:
+            # The proxy's own answer (a cap, a timeout, a failure): nothing
+            # upstream said may be cached or invalidated.
+            return self._finish(response, outgoing)
 
         code = response.code
         if key is not None:
@@ -387,18 +391,18 @@ class Proxy(interfaces.Resource):
             loop = self._loop = asyncio.get_running_loop()
         return loop
 
-    async def _upstream(self, request: Message, outgoing: _Outgoing) -> Message:
+    async def _upstream(self, request: Message, outgoing: _Outgoing) -> tuple[Message, bool]:
         """Send the prepared request upstream within the caps and the
-        timeout; return the response as it can go downstream, or the error
-        response that stands for the failure."""
+        timeout; return the response as it can go downstream and True, or
+        the error response that stands for the failure and False."""
         client = request.remote
         per_client = self._upstream_by_client.get(client, 0)
         if per_client >= self.max_upstream_per_client:
             self._statistics.rejected_per_client += 1
-            return Message(code=Code.TOO_MANY_REQUESTS, max_age=RETRY_AFTER, payload=b"Too many concurrent requests")
+            return Message(code=Code.TOO_MANY_REQUESTS, max_age=RETRY_AFTER, payload=b"Too many concurrent requests"), False
         if self._upstream_total >= self.max_upstream_total:
             self._statistics.rejected_total += 1
-            return Message(code=Code.SERVICE_UNAVAILABLE, max_age=RETRY_AFTER, payload=b"Proxy busy")
+            return Message(code=Code.SERVICE_UNAVAILABLE, max_age=RETRY_AFTER, payload=b"Proxy busy"), False
         self._upstream_by_client[client] = per_client + 1
         self._upstream_total += 1
         self._statistics.forwarded += 1
@@ -412,18 +416,18 @@ class Proxy(interfaces.Resource):
             else:
                 del self._upstream_by_client[client]
 
-    async def _exchange(self, outgoing: _Outgoing) -> Message:
+    async def _exchange(self, outgoing: _Outgoing) -> tuple[Message, bool]:
         message = outgoing.message
         if outgoing.target.scheme not in COAP_SCHEMES:
             self._statistics.not_supported += 1
-            return error.ProxyingNotSupported(f"Scheme {outgoing.target.scheme!r} is not supported").to_message()
+            return error.ProxyingNotSupported(f"Scheme {outgoing.target.scheme!r} is not supported").to_message(), False
         loop = self._get_loop()
         try:
             upstream = self.outgoing_context.request(  # type: ignore[call-arg]
                 message, handle_blockwise=self.interpret_block_options
             )
         except error.Error as e:
-            return self._failure(e, message)
+            return self._failure(e, message), False
         future = upstream.response
         expired = []
 
@@ -439,12 +443,15 @@ class Proxy(interfaces.Resource):
                 raise
             self._statistics.timeouts += 1
             self.log.debug("No response from upstream to %r in time", message)
-            return error.GatewayTimeout("Upstream did not answer in time").to_message()
+            return error.GatewayTimeout("Upstream did not answer in time").to_message(), False
         except error.Error as e:
-            return self._failure(e, message)
+            return self._failure(e, message), False
         finally:
             timer.cancel()
-        return self._downstream(response)
+        downstream = self._downstream(response)
+        if downstream is None:
+            return error.BadGateway("Upstream response has unsafe options").to_message(), False
+        return downstream, True
 
     def _failure(self, exception: error.Error, message: Message) -> Message:
         self.log.debug("Upstream request %r failed: %r", message, exception)
@@ -461,16 +468,17 @@ class Proxy(interfaces.Resource):
             return error.BadGateway("Upstream URI unusable").to_message()
         return error.BadGateway("Upstream unreachable").to_message()
 
-    def _downstream(self, response: Message) -> Message:
+    def _downstream(self, response: Message) -> Optional[Message]:
         """The response to send to the client for an upstream response: the
         same code, options and payload, without anything of the upstream
-        exchange (token, message ID, type, remote, Observe)."""
+        exchange (token, message ID, type, remote, Observe); None if it has
+        unsafe options the proxy does not know (RFC 7252 §5.7.1)."""
         try:
             raise_unless_safe(response, _RESPONSE_KNOWN)
         except CanNotRedirectBecauseOfUnsafeOptions as e:
             self._statistics.bad_gateway += 1
             self.log.debug("Upstream response has unknown unsafe options: %s", e)
-            return error.BadGateway("Upstream response has unsafe options").to_message()
+            return None
         result = Message(code=response.code, payload=response.payload)
         opt = result.opt = response.opt.copy()
         opt.observe = None
@@ -590,7 +598,11 @@ class _PooledObservation:
             self._end(None)
 
     def _store(self, response: Message) -> None:
-        self.latest = self.proxy._downstream(response)
+        latest = self.proxy._downstream(response)
+        if latest is None:
+            self.latest = error.BadGateway("Upstream response has unsafe options").to_message()
+            return
+        self.latest = latest
         cache = self.proxy.cache
         if cache is not None:
             plain = self.outgoing.message.copy(observe=None)
@@ -695,13 +707,13 @@ class ForwardProxy(Proxy):
             opt.proxy_scheme = None
             for number in _URI_OPTIONS:
                 opt.delete_option(number)
+            scheme, colon, _ = proxy_uri.partition(":")
+            if colon and scheme and scheme.lower() not in COAP_SCHEMES:
+                raise error.ProxyingNotSupported(f"Scheme {scheme.lower()!r} is not supported")
             try:
                 request.set_request_uri(proxy_uri)
             except (error.MalformedUrlError, error.IncompleteUrlError) as e:
                 raise IncompleteProxyUri(f"Unusable Proxy-Uri: {e}") from None
-            target = request.remote
-            if target.scheme not in COAP_SCHEMES:
-                raise error.ProxyingNotSupported(f"Scheme {target.scheme!r} is not supported")
         elif opt.proxy_scheme is not None:
             scheme = opt.proxy_scheme.lower()
             opt.proxy_scheme = None
