@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from typing import AsyncIterator, Optional
 
 from aiocoap import resource
@@ -22,6 +21,7 @@ from aiocoap.message import Message
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.constants import TransportTuning
 from aiocoap.protocol import Context
+from interop.conftest import free_port  # noqa: F401  (also used by the tests)
 
 QUICK = TransportTuning(ACK_TIMEOUT=0.1, MAX_RETRANSMIT=2, EMPTY_ACK_DELAY=0.02, REQUEST_TIMEOUT=0.5)
 
@@ -29,21 +29,6 @@ BIG = b"".join(b"%05d-abcdefghijklmnopqrstuvwxyz\n" % i for i in range(400))  # 
 
 SERVER_TRANSPORTS = ["udp6", "tcpserver", "tcpclient"]
 CLIENT_TRANSPORTS = ["udp6", "tcpclient"]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port free for both UDP and TCP on ``host`` (released again)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-            try:
-                t.bind((host, port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port")
 
 
 class Counter(resource.Resource):

@@ -341,3 +341,34 @@ async def test_unsupported_schemes_are_5_05():
         request = via_scheme(pp, "https", 80, "x")
         response = await c.request(request).response
         assert response.code == Code.PROXYING_NOT_SUPPORTED
+
+
+async def test_proxy_scheme_with_host_names_and_bracketed_literals():
+    async with upstream() as (origin, up), proxy_server(ForwardProxy, cache=False) as (proxy, pp), client() as c:
+        request = via_scheme(pp, "coap", up, "echo")
+        request.opt.uri_host = "localhost"
+        response = await c.request(request).response
+        assert response.code == Code.CONTENT
+        assert response.payload == repr(("localhost", 16)).encode()
+        request = via_scheme(pp, "coap", up, "echo")
+        request.opt.uri_host = "[127.0.0.1"
+        assert (await c.request(request).response).code == Code.BAD_REQUEST
+
+
+async def test_upstream_response_with_unknown_unsafe_option_is_5_02():
+    from aiocoap import resource
+    from aiocoap.optiontypes import OpaqueOption
+    from proxy_harness import serving
+
+    class Odd(resource.Resource):
+        async def render_get(self, request):
+            response = Message(payload=b"odd")
+            response.opt.add_option(OpaqueOption(2014, b"x"))
+            return response
+
+    site = resource.Site()
+    site.add_resource(["odd"], Odd())
+    async with serving(site) as (_, up), proxy_server(ForwardProxy) as (proxy, pp), client() as c:
+        response = await c.request(via_uri(pp, f"coap://127.0.0.1:{up}/odd")).response
+        assert response.code == Code.BAD_GATEWAY
+        assert len(proxy.cache) == 0

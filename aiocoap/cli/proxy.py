@@ -130,7 +130,7 @@ def build_redirectors(rules) -> list:
     one-line message."""
     from ..proxy.server import NameBasedVirtualHost, SubdomainVirtualHost, SubresourceVirtualHost, UnconditionalRedirector
 
-    redirectors = []
+    redirectors: list = []
     for kind, data in rules or ():
         if kind in ("--namebased", "--subdomainbased"):
             name, sep, dest = data.partition(":")

@@ -100,10 +100,9 @@ def cache_key(request: Message, target: Any) -> Optional[tuple]:
     code = request.code
     if code not in CACHEABLE_METHODS:
         return None
-    key = (tuple(target), request.get_cache_key(_HANDLED_OPTIONS))
     if code == Code.FETCH:
-        key += (request.payload,)
-    return key
+        return (tuple(target), request.get_cache_key(_HANDLED_OPTIONS), request.payload)
+    return (tuple(target), request.get_cache_key(_HANDLED_OPTIONS))
 
 
 def _key_size(key: Any) -> int:

@@ -53,7 +53,7 @@ class ProxyForwarder(interfaces.RequestProvider):
         """The proxy requests are sent to (scheme and hostinfo)."""
         return self.proxy_address
 
-    def request(self, message: Message, **kwargs: Any) -> interfaces.Request:
+    def request(self, message: Message, **kwargs: Any) -> interfaces.Request:  # type: ignore[override]  # (the manual's parameter name)
         """Send ``message`` (which must have its destination set through
         its URI, not a concrete remote) through the proxy; returns what the
         context's ``request`` returns, with the same keyword arguments."""

@@ -58,6 +58,7 @@ What every proxy here does (the attributes named are per instance):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from typing import Any, Iterable, Optional, Union
@@ -66,7 +67,7 @@ from .. import error, interfaces
 from ..message import Message, UndecidedRemote
 from ..numbers.codes import Code
 from ..numbers.optionnumbers import OptionNumber
-from ..util import hostportjoin, hostportsplit
+from ..util import hostportsplit
 from .cache import CACHEABLE_METHODS, UNSAFE_METHODS, CacheStatistics, ResponseCache, cache_key, resource_of
 
 __all__ = [
@@ -176,20 +177,18 @@ class _Outgoing:
         self.no_response = no_response
 
 
+@dataclasses.dataclass
 class _Statistics:
     """Counters of a proxy (see :attr:`Proxy.statistics`)."""
 
-    __slots__ = (
-        "forwarded", "cache_served", "timeouts", "bad_gateway", "not_supported",
-        "hop_limit_reached", "rejected_per_client", "rejected_total",
-    )
-
-    def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, 0)
-
-    def as_dict(self) -> dict:
-        return {name: getattr(self, name) for name in self.__slots__}
+    forwarded: int = 0
+    cache_served: int = 0
+    timeouts: int = 0
+    bad_gateway: int = 0
+    not_supported: int = 0
+    hop_limit_reached: int = 0
+    rejected_per_client: int = 0
+    rejected_total: int = 0
 
 
 class Proxy(interfaces.Resource):
@@ -244,7 +243,7 @@ class Proxy(interfaces.Resource):
         cache, upstream timeouts and failures, requests refused by the
         Hop-Limit or a cap, upstream requests in flight, and (with a cache)
         the cache's counters, entry count and bytes."""
-        result = self._statistics.as_dict()
+        result = dataclasses.asdict(self._statistics)
         result["upstream_in_flight"] = self._upstream_total
         cache = self.cache
         if cache is not None:
@@ -346,8 +345,9 @@ class Proxy(interfaces.Resource):
                     self._statistics.cache_served += 1
                     return self._finish(self._from_entry(entry, request, now), outgoing)
                 etags = message.opt.etags
-                if entry.etag not in etags:
-                    message.opt.etags = (*etags, entry.etag)
+                etag = entry.etag
+                if etag is not None and etag not in etags:
+                    message.opt.etags = (*etags, etag)
 
         response, genuine = await self._upstream(request, outgoing)
         if not genuine:
@@ -560,6 +560,7 @@ class _PooledObservation:
         message = outgoing.message
         message.opt.observe = 0
         proxy._statistics.forwarded += 1
+        self.request: Any = None
         try:
             self.request = proxy.outgoing_context.request(message)
         except error.Error as e:
@@ -664,7 +665,7 @@ class _PooledObservation:
             else:
                 user.deregister()
         self.users.clear()
-        request = getattr(self, "request", None)
+        request = self.request
         if request is not None and request.observation is not None:
             request.observation.cancel()
         elif request is not None and not request.response.done():
@@ -716,25 +717,22 @@ class ForwardProxy(Proxy):
                 raise IncompleteProxyUri(f"Unusable Proxy-Uri: {e}") from None
         elif opt.proxy_scheme is not None:
             scheme = opt.proxy_scheme.lower()
-            opt.proxy_scheme = None
             host = opt.uri_host
             if not host:
                 raise IncompleteProxyUri()
             if scheme not in COAP_SCHEMES:
                 raise error.ProxyingNotSupported(f"Scheme {scheme!r} is not supported")
-            if host.startswith("["):
-                try:
-                    host, _ = hostportsplit(host)
-                except ValueError:
-                    raise IncompleteProxyUri("Unusable Uri-Host") from None
-            port = opt.uri_port
-            opt.uri_port = None
-            if _is_ip_literal(host):
-                opt.uri_host = None
+            if host.startswith("[") and host.endswith("]"):
+                opt.uri_host = host[1:-1]  # (an IP literal as RFC 7252 §6.5 writes it)
+            # The request URI the options stand for (RFC 7252 §6.5), split
+            # again the way a client would (§6.4): an IP literal becomes the
+            # remote rather than a Uri-Host.
             try:
-                request.remote = UndecidedRemote(scheme, hostportjoin(host, port))
-            except ValueError:
-                raise IncompleteProxyUri("Unusable Uri-Host") from None
+                uri = request.get_request_uri()
+                opt.proxy_scheme = None
+                request.set_request_uri(uri)
+            except (ValueError, error.MalformedUrlError, error.IncompleteUrlError) as e:
+                raise IncompleteProxyUri(f"Unusable Uri-Host or Uri-Port: {e}") from None
         else:
             return self._apply_rules(request)
         # A rule may know the requested host name better (e.g. send it to
@@ -743,16 +741,6 @@ class ForwardProxy(Proxy):
         if redirected is not None:
             return redirected, redirector
         return request, None
-
-
-def _is_ip_literal(host: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    return True
 
 
 class ForwardProxyWithPooledObservations(ForwardProxy, ProxyWithPooledObservations):
@@ -882,6 +870,6 @@ def _send_to(request: Message, target: str, use_as_proxy: bool, rewrite_uri_host
         request.opt.proxy_scheme = request.remote.scheme
     if rewrite_uri_host:
         host, _ = hostportsplit(remote.hostinfo)
-        request.opt.uri_host = None if _is_ip_literal(host) else host
+        request.opt.uri_host = host
     request.remote = remote
     return request
