@@ -691,8 +691,44 @@ class ForwardProxy(Proxy):
     either go through the :class:`Redirector` rules like at a
     :class:`Proxy`."""
 
+    #: How many Proxy-Scheme / Uri-Host / Uri-Port combinations the proxy
+    #: remembers the parsed target of (cleared when full).
+    authority_memo_size = 256
+
+    def __init__(self, outgoing_context, logger=None, **kwargs) -> None:
+        super().__init__(outgoing_context, logger, **kwargs)
+        self._authority_memo: dict = {}
+
     def _known_options(self) -> frozenset:
         return _PROXY_KNOWN | _FORWARD_KNOWN
+
+    def _authority(self, scheme: str, host: Optional[str], port: Optional[int]) -> tuple:
+        """The upstream remote and Uri-Host for the Proxy-Scheme form: the
+        request URI the options stand for (RFC 7252 §6.5), split again the
+        way a client would (§6.4), so an IP literal goes into the remote
+        rather than a Uri-Host."""
+        memo_key = (scheme, host, port)
+        memo = self._authority_memo
+        known = memo.get(memo_key)
+        if known is not None:
+            return known
+        scheme = scheme.lower()
+        if not host:
+            raise IncompleteProxyUri()
+        if scheme not in COAP_SCHEMES:
+            raise error.ProxyingNotSupported(f"Scheme {scheme!r} is not supported")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]  # (an IP literal as RFC 7252 §6.5 writes it)
+        scratch = Message(uri_host=host, uri_port=port)
+        scratch.remote = UndecidedRemote(scheme, "")
+        try:
+            scratch.set_request_uri(scratch.get_request_uri())
+        except (ValueError, error.MalformedUrlError, error.IncompleteUrlError) as e:
+            raise IncompleteProxyUri(f"Unusable Uri-Host or Uri-Port: {e}") from None
+        if len(memo) >= self.authority_memo_size:
+            memo.clear()
+        result = memo[memo_key] = (scratch.remote, scratch.opt.uri_host)
+        return result
 
     def apply_redirection(self, request: Message) -> Optional[Message]:
         """The request to send upstream for ``request``, or None if it has
@@ -716,23 +752,11 @@ class ForwardProxy(Proxy):
             except (error.MalformedUrlError, error.IncompleteUrlError) as e:
                 raise IncompleteProxyUri(f"Unusable Proxy-Uri: {e}") from None
         elif opt.proxy_scheme is not None:
-            scheme = opt.proxy_scheme.lower()
-            host = opt.uri_host
-            if not host:
-                raise IncompleteProxyUri()
-            if scheme not in COAP_SCHEMES:
-                raise error.ProxyingNotSupported(f"Scheme {scheme!r} is not supported")
-            if host.startswith("[") and host.endswith("]"):
-                opt.uri_host = host[1:-1]  # (an IP literal as RFC 7252 §6.5 writes it)
-            # The request URI the options stand for (RFC 7252 §6.5), split
-            # again the way a client would (§6.4): an IP literal becomes the
-            # remote rather than a Uri-Host.
-            try:
-                uri = request.get_request_uri()
-                opt.proxy_scheme = None
-                request.set_request_uri(uri)
-            except (ValueError, error.MalformedUrlError, error.IncompleteUrlError) as e:
-                raise IncompleteProxyUri(f"Unusable Uri-Host or Uri-Port: {e}") from None
+            target, uri_host = self._authority(opt.proxy_scheme, opt.uri_host, opt.uri_port)
+            opt.proxy_scheme = None
+            opt.uri_port = None
+            opt.uri_host = uri_host
+            request.remote = target
         else:
             return self._apply_rules(request)
         # A rule may know the requested host name better (e.g. send it to
