@@ -116,8 +116,12 @@ def test_absurdly_nested_json_does_not_raise():
 def test_cbor_diagnostic_notation():
     from aiocoap.util.edn import edn_to_cbor
 
-    short = '{"a": [1, -2, 2.5, h\'01ab\', null, true, false], 3: 1000({"k": "v"}), "e": {}}'
+    short = '{"a": [1, -2, 2.5, h\'01ab\', true], 3: 1000({"k": null}), "e": {}}'
     assert show(edn_to_cbor(short), 60) == ([], CBOR, short)
+    longer = '{"a": [1, -2, 2.5, h\'01ab\', null, true, false], 3: 1000({"k": "v"}), "e": {}}'
+    assert show(edn_to_cbor(longer), 60)[2] == (
+        '{\n    "a": [1, -2, 2.5, h\'01ab\', null, true, false],\n    3: 1000({"k": "v"}),\n    "e": {}\n}'
+    )
     info, mime, text = show(edn_to_cbor('{"l": [%s]}' % ", ".join(map(str, range(30)))), 60)
     assert (info, mime) == ([], CBOR)
     assert text.startswith('{\n    "l": [\n        0,\n        1,\n')
