@@ -5,14 +5,22 @@ It sends one request (or, with ``--interactive``, one request per line typed
 at its prompt) and shows the response. Output follows these rules:
 
 * A successful (2.xx) response's payload goes to stdout. When stdout is not
-  a terminal, the payload is written exactly as received; on a terminal (or
-  with ``--pretty-print``), known content formats are reformatted (eg. CBOR
-  shown in a JSON-like notation) and, with color, highlighted.
+  a terminal, the payload is written exactly as received (the notifications
+  of an observation are each ended with a line feed); on a terminal (or
+  with ``--pretty-print``), known content formats are reformatted (JSON
+  indented, CBOR in diagnostic notation, binary data as a hex dump) and,
+  with color, highlighted.
 * Any other response code goes to stderr as ``4.04 Not Found``, followed by
-  the diagnostic payload.
+  the diagnostic payload; a response with Location-* options gets the line
+  ``Location options indicate new resource: /path`` on stderr.
+* ``-v`` shows every message sent and received (code, peer address, type,
+  message ID, token, options, payload size and a hex dump) and the
+  retransmissions; ``-vv`` adds the library's information, ``-vvv`` its
+  debug output.
 * Failures that prevent getting a response (name resolution, timeouts,
-  network errors, bad URIs or arguments, missing optional modules) are one
-  line on stderr; ``-v`` adds the traceback.
+  network errors, bad URIs or arguments, missing optional modules, URI
+  schemes this version does not support) are one line on stderr, with a
+  hint where one is known; ``-v`` adds the traceback.
 * The exit status is 0 if the (last) response was successful, 2 for
   command line usage errors, and 1 for everything else. A request that is
   interrupted before its response arrived exits with 130 (SIGINT) or 143
@@ -24,7 +32,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
+import errno
+import ipaddress
 import logging
 import re
 import shlex
@@ -37,9 +46,20 @@ from .. import error, meta
 from ..message import Message, UndecidedRemote
 from ..numbers import Code, ContentFormat, TransportTuning
 from ..numbers.types import CON, NON
-from ..util import hostportsplit
+from ..optiontypes import BlockOption
+from ..util import contenttype, edn, hostportsplit
 from ..util.cli import ActionNoYes
 from . import common
+from ._client_output import (
+    FirstVerbosityFilter,
+    Output,
+    Progress,
+    isatty,
+    log,
+    log_message,
+    pygments_missing,
+    run_observe_exec,
+)
 
 __all__ = [
     "build_parser",
@@ -50,14 +70,27 @@ __all__ = [
     "sync_main",
 ]
 
-log = logging.getLogger("aiocoap-client")
-
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 _EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 PROG = "aiocoap-client"
+
+LIBRARY_LOGGER = "coap"
+"""The logger of the client context (aiocoap's name for it)."""
+
+COAP_SCHEMES = ("coap", "coaps", "coap+tcp", "coaps+tcp", "coap+ws", "coaps+ws")
+
+# What a CoAP URI scheme needs beyond the core: (feature in
+# aiocoap.defaults.missing_module_functions, setup.py extra, description)
+_SCHEME_FEATURES = {
+    "coaps": ("dtls", "tinydtls", "CoAP over DTLS"),
+    "coap+ws": ("ws", "ws", "CoAP over WebSockets"),
+    "coaps+ws": ("ws", "ws", "CoAP over secure WebSockets"),
+}
+
+_NO_PROXY = ("none", "", "-")
 
 
 # --- argument parsing --------------------------------------------------------
@@ -97,6 +130,13 @@ def _content_format(text: str) -> ContentFormat:
             f"{text!r} is not a media type with a registered Content-Format "
             "(give the number instead)"
         ) from None
+
+
+def _size_exponent(text: str) -> int:
+    """argparse type of --payload-initial-szx"""
+    if not text.isdigit() or not 0 <= int(text) <= 6:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a block size exponent (0 to 6)")
+    return int(text)
 
 
 def _transport_tuning(text: str) -> TransportTuning:
@@ -140,68 +180,88 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         type=_method,
         default="GET",
-        help='Request method to use, by name or number (default: "GET")',
+        help='Name or number of the request method to use (default: "GET")',
     )
     p.add_argument(
         "--observe",
         action="store_true",
-        help="Register an observation on the resource and show every notification",
+        help="Register an observation on the resource, and show every notification",
     )
     p.add_argument(
         "--observe-exec",
         metavar="CMD",
-        help="Run the shell command CMD whenever the observed resource changes, "
+        help="Run the program CMD whenever the observed resource changes, "
         "with the new representation on its standard input (implies --observe)",
     )
     p.add_argument(
         "--accept",
         metavar="MIME",
         type=_content_format,
-        help="Content format to ask for (media type or number)",
+        help="Content format to request (media type or number)",
     )
     p.add_argument(
         "--proxy",
         metavar="HOST[:PORT]",
-        help="Send the request to this forward proxy, which relays it to the URL",
+        help="Relay the CoAP request to a proxy for execution: HOST[:PORT] of a "
+        "CoAP proxy, or a URI like coap+tcp://HOST:PORT; none (or -) for no proxy",
     )
     p.add_argument(
         "--payload",
         metavar="X",
-        help="Send X as request payload (eg. with a PUT). An X of the form @FILE "
-        "sends the content of FILE; @- reads the payload from standard input. "
-        "Payloads given directly may get converted, see --content-format.",
+        help="Send X as request payload (eg. with a PUT). If X starts with an '@', "
+        "the rest is the name of a file to read the payload from; '@-' reads it "
+        "from standard input. Payloads given directly may get converted, see "
+        "--content-format.",
+    )
+    p.add_argument(
+        "--payload-initial-szx",
+        metavar="SZX",
+        type=_size_exponent,
+        help="Size exponent of the first block when the payload is sent in "
+        "blocks: blocks of 2**(SZX+4) bytes, from 0 (16 bytes) to 6 (1024 bytes)",
     )
     p.add_argument(
         "--content-format",
         metavar="MIME",
         type=_content_format,
-        help="Content format of the --payload data (media type or number). If it "
-        "is CBOR-based and the payload is not a file, the payload is read as JSON "
-        "and sent as CBOR.",
+        help="Content format of the --payload data (media type or number). If "
+        "it is a CBOR based format and --payload is not a file, the payload is "
+        "read as CBOR diagnostic notation (JSON is a part of it) and sent as "
+        "CBOR; a CBOR sequence is written as comma separated items, or as one "
+        "array of them.",
+    )
+    p.add_argument(
+        "--no-set-hostname",
+        dest="set_hostname",
+        action="store_false",
+        help="Do not send the host name of the URL in a Uri-Host option (an IP "
+        "address is never sent in it)",
     )
     p.add_argument(
         "-v",
         "--verbose",
         action="count",
         default=0,
-        help="Show more diagnostic output (repeat for even more)",
+        help="Increase the debug output: -v shows the messages sent and received "
+        "and the retransmissions, -vv the library's information, -vvv its "
+        "debug output",
     )
     p.add_argument(
         "-q",
         "--quiet",
         action="count",
         default=0,
-        help="Show less diagnostic output",
+        help="Decrease the debug output",
     )
     p.add_argument(
         "--interactive",
         action="store_true",
-        help="Enter interactive mode: read one command line per request from a prompt",
+        help="Enter interactive mode: one request per command line typed at a prompt",
     )
     p.add_argument(
         "--credentials",
         metavar="CREDENTIALS",
-        help="Load credentials (for coaps://, OSCORE, ...) from the given JSON file",
+        help="Load credentials to use (for coaps://, OSCORE, ...) from the given JSON file",
     )
     p.add_argument(
         "--version",
@@ -212,15 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--color",
         action=ActionNoYes,
         default=None,
-        help="Color the output (default: on if stdout is a terminal and the "
-        "modules of the prettyprint extra are installed)",
+        help="Color the output (default: on if stdout is a terminal and all "
+        "required modules, those of the prettyprint extra, are installed)",
     )
     p.add_argument(
         "--pretty-print",
         action=ActionNoYes,
         default=None,
-        help="Reformat known content formats for reading (default: on if stdout "
-        "is a terminal and the modules of the prettyprint extra are installed)",
+        help="Pretty-print known content formats (default: on if stdout is a terminal)",
     )
     # For tests and experiments: shortens or lengthens the retransmission
     # timing of the request, eg. ACK_TIMEOUT=0.1,MAX_RETRANSMIT=1.
@@ -262,8 +321,20 @@ def parse_commandline(args: Sequence[str]) -> argparse.Namespace:
 
 def configure_logging(verbosity: int) -> None:
     """Set up logging to stderr for the given verbosity (number of -v minus
-    number of -q; 0 shows warnings and errors)."""
-    common.configure_logging(verbosity)
+    number of -q), with aiocoap's levels: 0 shows warnings and errors, 1
+    adds the client's own information (the messages it sends and receives)
+    and the retransmissions, 2 the library's information, 3 its debug
+    output; -1 shows only errors, -2 nothing."""
+    handler = common.configure_logging(verbosity, tool_logger=log.name)
+    library = logging.getLogger(LIBRARY_LOGGER)
+    for existing in [f for f in handler.filters if isinstance(f, FirstVerbosityFilter)]:
+        handler.removeFilter(existing)
+    if verbosity == 1:
+        # The retransmissions are debug output of the message layer.
+        library.setLevel(logging.DEBUG)
+        handler.addFilter(FirstVerbosityFilter())
+    else:
+        library.setLevel(logging.NOTSET)
 
 
 # --- building the request ----------------------------------------------------
@@ -273,12 +344,171 @@ def _fail(message: Any, *, exitcode: int = EXIT_FAILURE):
     common.fail(message, exitcode=exitcode, prog=PROG)
 
 
-def _is_cbor_based(cf: ContentFormat) -> bool:
-    media_type = cf.media_type
-    if media_type is None or cf.encoding != "identity":
+def _missing_modules_text(extra: str, modules: Sequence[str], feature: str) -> str:
+    try:
+        from ..defaults import missing_module_message
+    except ImportError:
+        return (
+            f"{feature} needs the module(s) {', '.join(modules)}; "
+            f"install aiocoap[{extra}]"
+        )
+    return missing_module_message(extra, modules)
+
+
+def _unsupported_scheme(scheme: str) -> Optional[str]:
+    """Why requests with the URI scheme ``scheme`` can not be made with
+    this installation (None if they can)"""
+    if scheme not in _SCHEME_FEATURES:
+        return None
+    feature, extra, description = _SCHEME_FEATURES[scheme]
+    from .. import defaults
+
+    functions = getattr(defaults, "missing_module_functions", {})
+    if feature not in functions:
+        return f"{scheme}:// ({description}) is not supported by this version of aiocoap"
+    missing = list(functions[feature]() or ())
+    package = __name__.split(".")[0]
+    if any(m == package or m.startswith(package + ".") for m in missing):
+        # The transport is not part of this version: no extra can help.
+        return f"{scheme}:// ({description}) is not supported by this version of aiocoap"
+    if missing:
+        return f"{scheme}:// needs {description}: " + _missing_modules_text(extra, missing, description)
+    return None
+
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(.*)$", re.DOTALL)
+_SCHEME_WITHOUT_COLON = re.compile(r"^(coaps?(?:\+(?:tcp|ws))?)//(.+)$", re.DOTALL | re.IGNORECASE)
+
+
+def _usable(url: str) -> bool:
+    try:
+        Message().set_request_uri(url)
+    except (ValueError, error.Error):
         return False
-    base = media_type.split(";", 1)[0]
-    return base == "application/cbor" or base.endswith("+cbor")
+    return True
+
+
+def url_suggestion(url: str) -> Optional[str]:
+    """The URL that was probably meant when ``url`` is not a usable CoAP
+    URI, if that is clear (None otherwise)
+
+    >>> url_suggestion("localhost/time"), url_suggestion("coap:/localhost/time")
+    ('coap://localhost/time', 'coap://localhost/time')
+    >>> url_suggestion("[::1]:5683/x"), url_suggestion("coap:///path")
+    ('coap://[::1]:5683/x', None)
+    """
+    candidate = None
+    match = _SCHEME.match(url)
+    without_colon = _SCHEME_WITHOUT_COLON.match(url)
+    if match is not None and match.group(1).lower() in COAP_SCHEMES:
+        scheme, rest = match.group(1).lower(), match.group(2)
+        after_slashes = rest.lstrip("/")
+        if len(rest) - len(after_slashes) < 2 and after_slashes:
+            candidate = f"{scheme}://{after_slashes}"
+    elif without_colon is not None:
+        candidate = f"{without_colon.group(1).lower()}://{without_colon.group(2)}"
+    elif match is not None:
+        # "host:port/path": what looks like a scheme is a host name
+        if re.match(r"^[0-9]+(?:[/?]|$)", match.group(2)):
+            candidate = "coap://" + url
+    elif url.startswith("//"):
+        candidate = "coap:" + url
+    elif url and not url.startswith("/"):
+        candidate = "coap://" + url
+    if candidate is not None and candidate != url and _usable(candidate):
+        return candidate
+    return None
+
+
+def _with_suggestion(text: str, url: str) -> str:
+    suggestion = url_suggestion(url)
+    return f"{text} (did you mean {suggestion}?)" if suggestion else text
+
+
+def _set_url(request: Message, url: str, *, proxied: bool, set_hostname: bool) -> None:
+    """Set the request URI, or fail with a one-line message that says what
+    is wrong with it (and what was probably meant)"""
+    match = _SCHEME.match(url)
+    scheme = match.group(1).lower() if match else ""
+    if match is None or (scheme not in COAP_SCHEMES and not proxied and url_suggestion(url)):
+        _fail(_with_suggestion(f"URL {url!r} incomplete: Must start with a scheme (eg. coap://)", url))
+    if scheme not in COAP_SCHEMES and not proxied:
+        _fail(
+            f"{url!r} is not a CoAP URI ({scheme}: is not a CoAP scheme); such a "
+            "URI can only be requested through a proxy that translates it (see --proxy)"
+        )
+    if not proxied:
+        unsupported = _unsupported_scheme(scheme)
+        if unsupported:
+            _fail(unsupported)
+    try:
+        request.set_request_uri(url, set_uri_host=set_hostname)
+    except (ValueError, error.Error) as e:
+        text = str(e)
+        if url not in text:
+            text = f"invalid URL {url!r}: {text}"
+        if isinstance(e, error.IncompleteUrlError):
+            text = "URL incomplete: " + text
+        _fail(_with_suggestion(text, url))
+
+
+def _proxy_remote(proxy: str) -> Optional[UndecidedRemote]:
+    """The remote of the --proxy argument (None: no proxy)"""
+    if proxy.strip().lower() in _NO_PROXY:
+        return None
+    if "://" in proxy:
+        try:
+            remote = UndecidedRemote.from_pathless_uri(proxy)
+        except ValueError as e:
+            _fail(f"invalid --proxy: {e}")
+    else:
+        try:
+            host, _port = hostportsplit(proxy)
+        except ValueError as e:
+            _fail(f"invalid --proxy {proxy!r}: {e}")
+        if not host:
+            _fail(f"invalid --proxy {proxy!r}: no host given")
+        remote = UndecidedRemote("coap", proxy)
+    unsupported = _unsupported_scheme(remote.scheme)
+    if unsupported:
+        _fail(f"invalid --proxy {proxy!r}: {unsupported}")
+    if remote.scheme not in COAP_SCHEMES:
+        _fail(f"invalid --proxy {proxy!r}: {remote.scheme}: is not a CoAP scheme")
+    return remote
+
+
+def _send_through_proxy(request: Message, proxy: UndecidedRemote) -> None:
+    """Address the request to a forward proxy: the target goes into
+    Proxy-Scheme, Uri-Host and Uri-Port (RFC 7252 Section 5.10.2), the path
+    and query stay in their options."""
+    target = request.remote
+    if isinstance(target, UndecidedRemote):
+        host, port = hostportsplit(target.hostinfo)
+        request.opt.uri_host = host
+        request.opt.uri_port = port
+        request.opt.proxy_scheme = target.scheme
+    # (else the library put a URI it does not route itself into Proxy-Uri)
+    request.remote = proxy
+
+
+def _edn_payload(text: str, cf: ContentFormat, sequence: bool) -> bytes:
+    """The CBOR (sequence) written in diagnostic notation in ``text``"""
+    try:
+        data = edn.edn_to_cbor(text, sequence=sequence)
+        if sequence:
+            # One array stands for the sequence of its elements (as aiocoap
+            # reads it); [[1, 2]] is the sequence of just the array [1, 2].
+            elements = edn.cbor_array_elements(data) if text.strip().startswith("[") else None
+            if elements is not None and edn.edn_to_cbor(text, sequence=False) == data:
+                data = b"".join(elements)
+    except (edn.EDNError, edn.CBORError) as e:
+        _fail(
+            f"--payload is not CBOR diagnostic notation, in which {cf.media_type} "
+            f"payloads are written ({e}); mind that the shell removes quotation "
+            "marks unless they are quoted themselves, or give the payload as @FILE "
+            "to send it unconverted"
+        )
+    return data
 
 
 def _read_payload(options: argparse.Namespace) -> Optional[bytes]:
@@ -294,33 +524,12 @@ def _read_payload(options: argparse.Namespace) -> Optional[bytes]:
                 return f.read()
         except OSError as e:
             _fail(f"cannot read payload file {filename!r}: {e.strerror or e}")
-    data = spec.encode("utf-8")
     cf = options.content_format
-    if cf is not None and _is_cbor_based(cf):
-        try:
-            import cbor2
-        except ImportError:
-            _fail(_missing_modules_text("prettyprint", ["cbor2"], "JSON to CBOR conversion"))
-        try:
-            value = json.loads(spec)
-        except ValueError as e:
-            _fail(
-                f"--payload is not valid JSON ({e}), which is needed for the "
-                f"conversion to {cf.media_type}; give it as @FILE to send it unconverted"
-            )
-        data = cbor2.dumps(value)
-    return data
-
-
-def _missing_modules_text(extra: str, modules: Sequence[str], feature: str) -> str:
-    try:
-        from ..defaults import missing_module_message
-    except ImportError:
-        return (
-            f"{feature} needs the module(s) {', '.join(modules)}; "
-            f"install aiocoap[{extra}]"
-        )
-    return missing_module_message(extra, modules)
+    if cf is not None and cf.is_known() and cf.encoding == "identity":
+        category = contenttype.categorize(cf.media_type or "")
+        if category in ("cbor", "cbor-seq"):
+            return _edn_payload(spec, cf, category == "cbor-seq")
+    return spec.encode("utf-8")
 
 
 def _build_request(options: argparse.Namespace) -> Message:
@@ -329,25 +538,10 @@ def _build_request(options: argparse.Namespace) -> Message:
         mtype=NON if options.non else CON,
         transport_tuning=options.transport_tuning,
     )
-    try:
-        request.set_request_uri(options.url)
-    except ValueError as e:
-        text = str(e)
-        if options.url not in text:
-            text = f"invalid URI {options.url!r}: {text}"
-        if isinstance(e, error.IncompleteUrlError) and "://" not in options.url:
-            text += f" (did you mean coap://{options.url}?)"
-        _fail(text)
-
-    if options.proxy is not None:
-        # The proxy gets the whole target URI in Proxy-Uri (RFC 7252
-        # Section 5.10.2), so the Uri-* options must not be sent along.
-        request.opt.uri_host = None
-        request.opt.uri_port = None
-        request.opt.uri_path = ()
-        request.opt.uri_query = ()
-        request.opt.proxy_uri = options.url
-        request.remote = _proxy_remote(options.proxy)
+    proxy = _proxy_remote(options.proxy) if options.proxy is not None else None
+    _set_url(request, options.url, proxied=proxy is not None, set_hostname=options.set_hostname)
+    if proxy is not None:
+        _send_through_proxy(request, proxy)
 
     if options.accept is not None:
         request.opt.accept = options.accept
@@ -356,229 +550,14 @@ def _build_request(options: argparse.Namespace) -> Message:
     payload = _read_payload(options)
     if payload is not None:
         request.payload = payload
+    if options.payload_initial_szx is not None:
+        # A Block1 option on the request is the size hint of the blockwise
+        # layer: it starts an upload at that size (and sends a payload that
+        # fits without it).
+        request.opt.block1 = BlockOption.BlockwiseTuple(0, False, options.payload_initial_szx)
     if options.observe:
         request.opt.observe = 0
     return request
-
-
-def _proxy_remote(proxy: str) -> UndecidedRemote:
-    if "://" in proxy:
-        try:
-            return UndecidedRemote.from_pathless_uri(proxy)
-        except ValueError as e:
-            _fail(f"invalid --proxy: {e}")
-    try:
-        host, _port = hostportsplit(proxy)
-    except ValueError as e:
-        _fail(f"invalid --proxy {proxy!r}: {e}")
-    if not host:
-        _fail(f"invalid --proxy {proxy!r}: no host given")
-    return UndecidedRemote("coap", proxy)
-
-
-# --- presenting responses ----------------------------------------------------
-
-_ANSI = {"red": "\x1b[31m", "green": "\x1b[32m"}
-_ANSI_RESET = "\x1b[0m"
-
-
-class _Output:
-    """How responses are shown (decided once per request from the options
-    and whether stdout is a terminal)"""
-
-    def __init__(self, options: argparse.Namespace):
-        self.quiet = options.quiet > 0
-        tty = _isatty(sys.stdout)
-        missing = _prettyprint_missing()
-        self.pretty = options.pretty_print
-        if self.pretty is None:
-            self.pretty = tty and not missing
-        elif self.pretty and missing:
-            _fail(_missing_modules_text("prettyprint", missing, "--pretty-print"))
-        self.color = options.color
-        if self.color is None:
-            self.color = tty and not missing
-        elif self.color and self.pretty and missing:
-            _fail(_missing_modules_text("prettyprint", missing, "--color"))
-
-    def colored(self, text: str, color: str) -> str:
-        if not self.color:
-            return text
-        return _ANSI[color] + text + _ANSI_RESET
-
-    def info(self, text: str) -> None:
-        """A line of information about the response (stderr, not if quiet)"""
-        if not self.quiet:
-            _flush_stdout()
-            print(self.colored(text, "green"), file=sys.stderr, flush=True)
-
-    def present(self, message: Message) -> None:
-        """Show a successful message's payload on stdout, or an unsuccessful
-        one's code and diagnostic payload on stderr."""
-        diagnostic = message.code is not None and not Code(message.code).is_successful()
-        if diagnostic:
-            _flush_stdout()
-            print(self.colored(str(message.code), "red"), file=sys.stderr, flush=True)
-            file = sys.stderr
-        else:
-            file = sys.stdout
-            if not message.payload and _isatty(file):
-                self.info(f"({message.code}, no payload)")
-        if not message.payload:
-            return
-
-        payload = message.payload
-        if self.pretty:
-            infos, lexer, text = _pretty_print(message)
-            for line in infos:
-                self.info(line)
-            ends_with_newline = text.endswith("\n")
-            # Only a payload shown as it is can be said to lack a newline;
-            # reformatted output just gets its line ended.
-            verbatim = text.encode("utf-8", "surrogateescape") == payload
-            if self.color:
-                text = _colorize(text, lexer)
-            file.write(text)
-            file.flush()
-        elif diagnostic:
-            # Meant to be UTF-8 text for humans (RFC 7252 Section 5.5.2);
-            # whatever else it holds must not reach the terminal as control
-            # sequences.
-            text = _defang(payload.decode("utf-8", "backslashreplace"))
-            ends_with_newline = text.endswith("\n")
-            verbatim = True
-            file.write(text)
-            file.flush()
-        else:
-            ends_with_newline = payload.endswith(b"\n")
-            verbatim = True
-            buffer = getattr(file, "buffer", None)
-            if buffer is not None:
-                file.flush()
-                buffer.write(payload)
-                buffer.flush()
-            else:
-                file.write(payload.decode("utf-8", "replace"))
-                file.flush()
-
-        if ends_with_newline:
-            return
-        if diagnostic:
-            # An error description for humans: always a complete line
-            file.write("\n")
-            file.flush()
-        elif _isatty(file):
-            # Keep the shell prompt (or the next notification) from starting
-            # mid-line.
-            file.write("\n")
-            file.flush()
-            if verbatim and not self.quiet:
-                print("(No newline at end of message)", file=sys.stderr, flush=True)
-
-
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def _defang(text: str) -> str:
-    """Escape the control characters of text (but line feeds and tabs)"""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-
-
-class _Progress:
-    """A one-line display of a blockwise download's progress on stderr
-    (only used when that is a terminal)."""
-
-    def __init__(self):
-        self.shown = False
-
-    def update(self, received: int, total: Optional[int]) -> None:
-        text = f"{received} of {total} bytes" if total else f"{received} bytes"
-        if total:
-            text += f" ({100 * received // total} %)"
-        print(f"\r\x1b[Kreceiving: {text}", end="", file=sys.stderr, flush=True)
-        self.shown = True
-
-    def clear(self) -> None:
-        if self.shown:
-            print("\r\x1b[K", end="", file=sys.stderr, flush=True)
-            self.shown = False
-
-
-def _isatty(file) -> bool:
-    try:
-        return file.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-def _flush_stdout() -> None:
-    with contextlib.suppress(ValueError, OSError):
-        sys.stdout.flush()
-
-
-def _prettyprint_missing() -> list:
-    try:
-        from ..defaults import prettyprint_missing_modules
-    except ImportError:
-        return ["aiocoap.defaults"]
-    return list(prettyprint_missing_modules() or [])
-
-
-def _pretty_print(message: Message):
-    from ..util.prettyprint import pretty_print
-
-    return pretty_print(message)
-
-
-def _colorize(text: str, lexer: str) -> str:
-    from ..util.prettyprint import colorize
-
-    return colorize(text, lexer, color=True)
-
-
-async def _run_observe_exec(command: str, message: Message) -> None:
-    """Run --observe-exec's command with the message payload on its stdin,
-    waiting for it to finish (so notifications are handled in order)"""
-    # Creating the process is not interrupted by cancellation: asyncio (as
-    # of Python 3.11) can wait forever for a process whose creation was
-    # cancelled. A cancellation takes effect once the process exists.
-    creation = asyncio.ensure_future(
-        asyncio.create_subprocess_shell(command, stdin=asyncio.subprocess.PIPE)
-    )
-    try:
-        process = await asyncio.shield(creation)
-    except asyncio.CancelledError:
-        while not creation.done():
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(creation)
-        if not creation.cancelled() and creation.exception() is None:
-            await _stop_process(creation.result())
-        raise
-    except OSError as e:
-        _fail(f"cannot run --observe-exec command {command!r}: {e.strerror or e}")
-    try:
-        await process.communicate(message.payload)
-    except asyncio.CancelledError:
-        await _stop_process(process)
-        raise
-    if process.returncode:
-        log.warning("--observe-exec command exited with status %d", process.returncode)
-
-
-async def _stop_process(process) -> None:
-    """End a command started for --observe-exec early"""
-    # Closing our end of its stdin first matters: commands started by the
-    # shell may still read from it, and (on some Python versions) waiting
-    # for the process only ends once all its pipes are closed.
-    process.stdin.close()
-    with contextlib.suppress(ProcessLookupError):
-        process.terminate()
-    try:
-        await asyncio.wait_for(process.wait(), 2)
-    except asyncio.TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
 
 
 # --- running requests --------------------------------------------------------
@@ -604,23 +583,87 @@ def _describe_failure(e: BaseException) -> str:
     return f"unexpected {type(e).__name__}: {text}" if text else f"unexpected {type(e).__name__}"
 
 
-def _scheme_hint(request: Message, e: BaseException) -> str:
-    """Extra advice for a request that could not be sent because the
-    transport for its URI scheme is missing"""
-    if not isinstance(e, error.NetworkError) or isinstance(e, error.ResolutionError):
+def _os_error_behind(e: BaseException) -> Optional[OSError]:
+    """The operating system's error that caused e, if there is one"""
+    seen = 0
+    current: Optional[BaseException] = e
+    while current is not None and seen < 10:
+        if isinstance(current, OSError) and current.errno is not None:
+            return current
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return None
+
+
+def _ip_version(request: Message) -> str:
+    """"IPv4 " or "IPv6 " if the request went to an IP address, else "" """
+    hostinfo = getattr(request.remote, "hostinfo", None)
+    if not hostinfo:
         return ""
-    scheme = getattr(request.remote, "scheme", None)
-    if scheme == "coaps":
-        try:
-            from ..defaults import dtls_missing_modules
-        except ImportError:
-            return ""
-        missing = dtls_missing_modules()
-        if missing:
-            return " (" + _missing_modules_text("tinydtls", missing, "coaps://") + ")"
-    elif scheme not in ("coap", "coaps", "coap+tcp", "coaps+tcp", "coap+ws", "coaps+ws"):
-        return f" ({scheme}:// is not a CoAP URI scheme)"
-    return ""
+    try:
+        host, _ = hostportsplit(hostinfo)
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return ""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is None:
+        return "IPv6 "
+    return "IPv4 "
+
+
+def network_hint(e: BaseException, request: Message) -> Optional[str]:
+    """Advice on a network error of a request, from the operating system's
+    error behind it (None if there is none to give, or if the library's
+    error already gives it)"""
+    if not isinstance(e, error.NetworkError):
+        return None
+    extra_help = getattr(e, "extra_help", None)
+    try:
+        if callable(extra_help) and extra_help():
+            return None
+    except Exception:  # noqa: BLE001 (advice is optional)
+        pass
+    cause = _os_error_behind(e)
+    if cause is None:
+        return None
+    if cause.errno == errno.ECONNREFUSED:
+        return (
+            "the host was reached, but it reported that the port is not open: is a "
+            "CoAP server running there, and on that port?"
+        )
+    if cause.errno == errno.EHOSTUNREACH:
+        return (
+            "no way to reach the host was found: it may be offline or behind a "
+            "firewall (ping or traceroute can tell more)"
+        )
+    if cause.errno == errno.ENETUNREACH:
+        return (
+            "no route to the host's network was found: this may be due to a lack of "
+            f"{_ip_version(request)}connectivity, or of a route into a private network "
+            "(ping or traceroute can tell more)"
+        )
+    if cause.errno == errno.EACCES:
+        return (
+            "the operating system refused to send the request, as it does eg. for "
+            "broadcast addresses (use multicast addresses instead)"
+        )
+    return None
+
+
+def _failure_text(e: BaseException, request: Message) -> str:
+    text = _describe_failure(e)
+    hint = network_hint(e, request)
+    return f"{text} ({hint})" if hint else text
+
+
+def _output_for(options: argparse.Namespace) -> Output:
+    tty = isatty(sys.stdout)
+    pretty = options.pretty_print if options.pretty_print is not None else tty
+    color = options.color
+    if color is None:
+        color = tty and not pygments_missing()
+    elif color and pretty and pygments_missing():
+        _fail(_missing_modules_text("prettyprint", ["pygments"], "--color"))
+    return Output(quiet=options.quiet > 0, pretty=pretty, color=color, observing=options.observe)
 
 
 async def _request_main(
@@ -631,20 +674,20 @@ async def _request_main(
     """Run one request described by the parsed options; return the exit
     status, raise SystemExit for reported failures and CancelledError if
     interrupted before the (first) response"""
-    output = _Output(options)
+    output = _output_for(options)
     if options.credentials is not None:
         common.load_credentials_into(
             getattr(context, "client_credentials", None), options.credentials, prog=PROG
         )
     request_message = _build_request(options)
-    log.info("Sending request %r", request_message)
+    log_message(request_message, "to")
 
     try:
         request = context.request(request_message)
     except (error.Error, OSError, ValueError) as e:
-        _fail(_describe_failure(e))
+        _fail(_failure_text(e, request_message))
 
-    progress = _Progress() if not options.quiet and _isatty(sys.stderr) else None
+    progress = Progress() if not options.quiet and isatty(sys.stderr) else None
     if progress is not None and hasattr(request, "on_progress"):
         request.on_progress(progress.update)
     try:
@@ -654,14 +697,14 @@ async def _request_main(
             request.observation.cancel()
         raise
     except (error.Error, OSError, ValueError) as e:
-        _fail(_describe_failure(e) + _scheme_hint(request_message, e))
+        _fail(_failure_text(e, request_message))
     finally:
         if progress is not None:
             progress.clear()
-    log.info("Received response %r", response)
+    log_message(response, "from")
 
     if options.observe_exec is not None and Code(response.code).is_successful():
-        await _run_observe_exec(options.observe_exec, response)
+        await run_observe_exec(options.observe_exec, response, _fail)
     else:
         output.present(response)
     if not Code(response.code).is_successful():
@@ -675,16 +718,16 @@ async def _request_main(
     return await _follow_observation(options, request, output, on_observing)
 
 
-async def _follow_observation(options, request, output: _Output, on_observing) -> int:
+async def _follow_observation(options, request, output: Output, on_observing) -> int:
     observation = request.observation
     if on_observing is not None:
         on_observing()
     try:
         async for notification in observation:
-            log.info("Received notification %r", notification)
+            log_message(notification, "from")
             successful = Code(notification.code).is_successful()
             if options.observe_exec is not None and successful:
-                await _run_observe_exec(options.observe_exec, notification)
+                await run_observe_exec(options.observe_exec, notification, _fail)
             else:
                 output.present(notification)
             if not successful:

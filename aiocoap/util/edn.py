@@ -44,7 +44,7 @@ import re
 import struct
 from typing import Callable, Optional
 
-__all__ = ["edn_to_cbor", "cbor_to_edn", "EDNError", "CBORError", "MAX_DEPTH"]
+__all__ = ["edn_to_cbor", "cbor_to_edn", "cbor_array_elements", "EDNError", "CBORError", "MAX_DEPTH"]
 
 MAX_DEPTH = 256
 """Deepest nesting of arrays, maps, tags and embedded CBOR handled."""
@@ -702,3 +702,33 @@ def cbor_to_edn(data: bytes, *, sequence: bool = False) -> str:
         if not sequence and decoder.pos < len(data):
             raise decoder.error(f"{len(data) - decoder.pos} byte(s) after the item")
     return ",\n".join(items)
+
+
+def cbor_array_elements(data: bytes) -> Optional[list[bytes]]:
+    """The encoded elements of ``data`` if it is a single CBOR array (of
+    any length encoding), else None.
+
+    This turns an array into the CBOR sequence of its elements, which is how
+    aiocoap-client reads a CBOR sequence given as one array.
+
+    >>> cbor_array_elements(edn_to_cbor('[1, "a", [2]]'))
+    [b'\\x01', b'aa', b'\\x81\\x02']
+    >>> cbor_array_elements(edn_to_cbor('{1: 2}')) is None
+    True
+
+    Raises :class:`CBORError` if the data is not well-formed CBOR."""
+    data = bytes(data)
+    decoder = _Decoder(data)
+    major, count, info, _ = decoder.head()
+    if major != _ARRAY:
+        return None
+    elements = []
+    while (decoder.pos < len(data) and data[decoder.pos] != _BREAK) if info == _INDEFINITE else len(elements) < count:
+        start = decoder.pos
+        decoder.item(1, 0)
+        elements.append(data[start : decoder.pos])
+    if info == _INDEFINITE:
+        decoder.take(1)
+    if decoder.pos != len(data):
+        raise decoder.error(f"{len(data) - decoder.pos} byte(s) after the array")
+    return elements
