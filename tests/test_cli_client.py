@@ -1486,3 +1486,278 @@ async def test_blockwise_progress_on_a_terminal():
         shown = b"".join(terminal)
         assert b"receiving: 1024 bytes" in shown or b"receiving: 1024 of" in shown, shown
         assert shown.endswith(b"\r\x1b[K"), "the progress line is cleared at the end"
+
+
+# --- aiocoap 0.4.x behaviour ---------------------------------------------------------
+
+
+def test_help_describes_every_option_as_the_manual():
+    """Every option of the 0.4b2 manual (with its metavariable) and the 0.4.x
+    additions is there and described"""
+    parser = client.build_parser()
+    text = " ".join(parser.format_help().split())
+    for usage in [
+        "--non", "-m METHOD, --method METHOD", "--observe", "--observe-exec CMD", "--accept MIME",
+        "--proxy HOST[:PORT]", "--payload X", "--content-format MIME", "-v, --verbose", "-q, --quiet",
+        "--interactive", "--credentials CREDENTIALS", "--version", "--color, --no-color",
+        "--pretty-print, --no-pretty-print", "--no-set-hostname", "--payload-initial-szx SZX",
+    ]:
+        assert usage in text, usage
+    assert "CoAP address to fetch" in text
+    assert text.count("aiocoap-client is a simple command-line tool for interacting with CoAP servers") == 1
+    for action in parser._actions:
+        if action.help != argparse.SUPPRESS:
+            assert action.help and len(action.help) > 10, action.option_strings
+    for phrase in ["non-confirmable (NON)", 'default: "GET"', "standard input", "CBOR diagnostic notation",
+                   "Uri-Host", "retransmissions", "terminal"]:
+        assert phrase in text, phrase
+
+
+@pytest.mark.core
+async def test_location_of_a_created_resource():
+    async with coap_server() as server:
+        result = await run_client("-m", "POST", server.uri("/created"))
+        assert (result.returncode, result.stdout) == (0, b"")
+        assert result.stderr == "Location options indicate new resource: /items/4%202?v=1&a%26b\n"
+        result = await run_client("-q", "-m", "POST", server.uri("/created"))
+        assert (result.returncode, result.stderr) == (0, "")
+        result = await run_client_on_tty("--no-color", "-m", "POST", server.uri("/created"))
+        assert result.stderr.splitlines() == [
+            "Location options indicate new resource: /items/4%202?v=1&a%26b", "(2.01 Created, no payload)"
+        ]
+
+
+@pytest.mark.core
+async def test_hostname_and_initial_block_size_on_the_wire():
+    async with coap_server() as server:
+        url = server.uri("/echo").replace("127.0.0.1", "localhost")
+        try:
+            socket.getaddrinfo("localhost", 5683, socket.AF_INET)
+        except socket.gaierror:
+            pytest.skip("localhost does not resolve")
+        result = await run_client(url)
+        assert json.loads(result.stdout)["uri_host"] == "localhost"
+        result = await run_client("--no-set-hostname", url)
+        assert json.loads(result.stdout)["uri_host"] is None
+        # A 100 byte payload in 16 byte blocks still arrives whole
+        payload = "".join(chr(ord("a") + i % 26) for i in range(100))
+        result = await run_client("-v", "-m", "PUT", "--payload-initial-szx", "0", "--payload", payload, server.uri("/echo"))
+        assert bytes.fromhex(json.loads(result.stdout)["payload"]).decode() == payload
+        assert "- Block1 (27): " in result.stderr
+
+
+class DropFirst(asyncio.DatagramProtocol):
+    """A server that ignores the first transmission of every request and
+    answers the retransmission with 2.05 and "late" """
+
+    def __init__(self):
+        self.seen = set()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        request = Message.decode(data)
+        if request.mid not in self.seen:
+            self.seen.add(request.mid)
+            return
+        response = Message(mtype=ACK, mid=request.mid, token=request.token, code=Code.CONTENT, payload=b"late")
+        self.transport.sendto(response.encode(), addr)
+
+
+@pytest.mark.core
+async def test_verbose_shows_retransmissions():
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(DropFirst, local_addr=("127.0.0.1", 0))
+    try:
+        port = transport.get_extra_info("sockname")[1]
+        url = f"coap://127.0.0.1:{port}/x"
+        result = await run_client("-v", "--transport-tuning=ACK_TIMEOUT=0.1,MAX_RETRANSMIT=2", url)
+        assert (result.returncode, result.stdout) == (0, b"late"), result
+        retransmissions = [line for line in result.stderr.splitlines() if "Retransmitting" in line]
+        assert len(retransmissions) == 1 and "(transmission 2)" in retransmissions[0], result.stderr
+        # Other debug output of the library is not shown at -v
+        assert not [line for line in result.stderr.splitlines() if line.startswith("DEBUG:") and "Retransmitting" not in line]
+        result = await run_client("--transport-tuning=ACK_TIMEOUT=0.1,MAX_RETRANSMIT=2", url)
+        assert (result.returncode, result.stdout, result.stderr) == (0, b"late", "")
+    finally:
+        transport.close()
+
+
+@pytest.mark.core
+async def test_observe_output_a_script_can_split():
+    async with coap_server() as server:
+        process = await asyncio.create_subprocess_exec(
+            *CLIENT, "--observe", server.uri("/counter-nonl"),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            lines = [await asyncio.wait_for(process.stdout.readline(), 10) for _ in range(4)]
+        finally:
+            process.send_signal(signal.SIGINT)
+        out, err = await finish(process)
+        assert process.returncode == 0 and err == b""
+        for line in lines:
+            assert re.fullmatch(rb"n=\d+\n", line), lines
+        # On a terminal: every notification on a line of its own, and the
+        # remark about the missing newline once
+        master, slave = pty.openpty()
+        os.set_blocking(master, False)
+        process = await asyncio.create_subprocess_exec(
+            *CLIENT, "--observe", "--no-color", server.uri("/counter-nonl"),
+            stdin=asyncio.subprocess.DEVNULL, stdout=slave, stderr=asyncio.subprocess.PIPE,
+        )
+        os.close(slave)
+        shown = b""
+        try:
+            for _ in range(200):
+                await asyncio.sleep(0.02)
+                shown += _read_available(master)
+                if shown.count(b"\n") >= 4:
+                    break
+        finally:
+            process.send_signal(signal.SIGINT)
+            _, err = await finish(process)
+            os.close(master)
+        assert re.fullmatch(rb"(n=\d+\r\n){4,}", shown), shown
+        assert err.decode() == "(No newline at end of message)\n"
+
+
+@pytest.mark.parametrize("feature,extra,scheme", [("dtls", "tinydtls", "coaps"), ("ws", "ws", "coap+ws"),
+                                                  ("ws", "ws", "coaps+ws")])
+def test_schemes_this_version_lacks(feature, extra, scheme, monkeypatch, capsys):
+    """A transport missing from this version is reported as exactly that; a
+    missing third-party module names the extra; nothing missing, no error"""
+    from aiocoap import defaults
+
+    functions = dict(defaults.missing_module_functions)
+    monkeypatch.setattr(defaults, "missing_module_functions", functions)
+    url = f"{scheme}://127.0.0.1/"
+
+    functions[feature] = lambda: [f"aiocoap.transports.{feature}"]
+    with pytest.raises(SystemExit):
+        _request(url)
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"{scheme}:// " in line and "not supported by this version of aiocoap" in line
+    assert "install" not in line
+
+    functions[feature] = lambda: ["SomeModule"]
+    with pytest.raises(SystemExit):
+        _request(url)
+    line = _one_error_line(capsys.readouterr().err)
+    assert "SomeModule" in line and f"aiocoap[{extra}]" in line
+
+    functions[feature] = lambda: []
+    assert _request(url).remote == UndecidedRemote(scheme, "127.0.0.1")
+
+
+def test_scheme_support_follows_defaults():
+    """What this build reports, through the functions of aiocoap.defaults"""
+    from aiocoap import defaults
+
+    for scheme, function in [("coaps", defaults.dtls_missing_modules), ("coap+ws", defaults.ws_missing_modules)]:
+        message = client._unsupported_scheme(scheme)
+        missing = function()
+        assert (message is None) == (not missing)
+        if any(m.startswith("aiocoap.") for m in missing):
+            assert "not supported by this version" in message
+
+
+def _network_error(errno_value):
+    cause = OSError(errno_value, os.strerror(errno_value))
+    e = error.NetworkError(str(cause))
+    e.__cause__ = cause
+    return e
+
+
+@pytest.mark.parametrize(
+    "url,errno_value,expected",
+    [
+        ("coap://[2001:db8::1]/", errno.ENETUNREACH, "lack of IPv6 connectivity"),
+        ("coap://192.0.2.1/", errno.ENETUNREACH, "lack of IPv4 connectivity"),
+        ("coap://example.invalid/", errno.ENETUNREACH, "lack of connectivity"),
+        ("coap://127.0.0.1:9/", errno.ECONNREFUSED, "port is not open"),
+        ("coap://192.0.2.1/", errno.EHOSTUNREACH, "offline or behind a firewall"),
+        ("coap://192.0.2.255/", errno.EACCES, "broadcast"),
+        ("coap://192.0.2.1/", errno.EIO, None),
+    ],
+)
+def test_network_hints(url, errno_value, expected):
+    request = Message(uri=url)
+    hint = client.network_hint(_network_error(errno_value), request)
+    if expected is None:
+        assert hint is None
+    else:
+        assert expected in hint
+    assert client.network_hint(error.RequestTimedOut(), request) is None
+
+
+class _FailingContext:
+    """A client context whose requests fail as a transport would (nothing
+    is sent anywhere)"""
+
+    def __init__(self, exception):
+        self.exception = exception
+        self.client_credentials = None
+
+    def request(self, message):
+        exception = self.exception
+
+        class Failed:
+            response = asyncio.get_running_loop().create_future()
+            observation = None
+
+        Failed.response.set_exception(exception)
+        return Failed()
+
+
+@pytest.mark.core
+async def test_unreachable_ipv6_host_in_process(capsys):
+    status = await client.single_request(["coap://[2001:db8::1]/"], _FailingContext(_network_error(errno.ENETUNREACH)))
+    assert status == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert "network error" in line and "lack of IPv6 connectivity" in line
+
+
+@pytest.mark.core
+async def test_in_process_against_a_local_server(capsys):
+    """single_request on an application's context, output on sys.stdout /
+    sys.stderr"""
+    from aiocoap import Context
+
+    async with coap_server() as server:
+        context = await Context.create_client_context()
+        try:
+            assert await client.single_request([server.uri("/text")], context) == 0
+            assert capsys.readouterr() == ("hello world\n", "")
+            assert await client.single_request(["--pretty-print", server.uri("/json")], context) == 0
+            assert capsys.readouterr().out == '{\n    "a": [\n        1,\n        2\n    ],\n    "b": "c"\n}'
+            assert await client.single_request(["-m", "POST", server.uri("/created")], context) == 0
+            assert "Location options indicate new resource: /items/4%202" in capsys.readouterr().err
+            assert await client.single_request([server.uri("/nonexistent")], context) == 1
+            assert capsys.readouterr().err.startswith("4.04 Not Found")
+            assert await client.single_request(["coap:/localhost/x"], context) == 1
+            assert "did you mean coap://localhost/x?" in _one_error_line(capsys.readouterr().err)
+            assert await client.single_request(["--payload-initial-szx", "9", "coap://h/"], context) == 2
+            _one_error_line(capsys.readouterr().err)
+        finally:
+            await context.shutdown()
+
+
+@pytest.mark.core
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--payload-initial-szx", "8", "coap://h/"],
+        ["--content-format", "application/cbor", "--payload", "{1:", "coap://h/"],
+        ["--proxy", "http://proxy/", "coap://h/"],
+        ["coap:/h/x"],
+        ["urn:x"],
+        ["-m", "PUT", "--payload", "@/nonexistent/file", "coap://h/"],
+        ["--accept", "text/no-such-type", "coap://h/"],
+    ],
+)
+async def test_cli_mistakes_are_one_line(args):
+    result = await run_client(*args)
+    assert result.returncode in (1, 2)
+    _one_error_line(result.stderr)
