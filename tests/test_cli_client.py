@@ -27,7 +27,7 @@ import time
 import pytest
 
 from aiocoap import error
-from aiocoap.cli import client, common
+from aiocoap.cli import _client_request, client, common
 from aiocoap.message import Message, UndecidedRemote
 from aiocoap.numbers import Code, ContentFormat, TransportTuning
 from aiocoap.numbers.types import ACK, CON, NON
@@ -172,7 +172,7 @@ def test_bad_transport_tuning(given, capsys):
 
 
 def _request(*args) -> Message:
-    return client._build_request(client.parse_commandline([*args]))
+    return _client_request.build_request(client.parse_commandline([*args]))
 
 
 def test_request_from_url_and_flags():
@@ -355,7 +355,7 @@ def test_malformed_uri(url, hint, capsys):
     ],
 )
 def test_url_suggestions(url, suggestion):
-    assert client.url_suggestion(url) == suggestion
+    assert _client_request.url_suggestion(url) == suggestion
 
 # --- aiocoap.cli.common (no network) ---------------------------------------------
 
@@ -1656,7 +1656,7 @@ def test_scheme_support_follows_defaults():
     from aiocoap import defaults
 
     for scheme, function in [("coaps", defaults.dtls_missing_modules), ("coap+ws", defaults.ws_missing_modules)]:
-        message = client._unsupported_scheme(scheme)
+        message = _client_request.unsupported_scheme(scheme)
         missing = function()
         assert (message is None) == (not missing)
         if any(m.startswith("aiocoap.") for m in missing):
@@ -1684,12 +1684,12 @@ def _network_error(errno_value):
 )
 def test_network_hints(url, errno_value, expected):
     request = Message(uri=url)
-    hint = client.network_hint(_network_error(errno_value), request)
+    hint = _client_request.network_hint(_network_error(errno_value), request)
     if expected is None:
         assert hint is None
     else:
         assert expected in hint
-    assert client.network_hint(error.RequestTimedOut(), request) is None
+    assert _client_request.network_hint(error.RequestTimedOut(), request) is None
 
 
 class _FailingContext:

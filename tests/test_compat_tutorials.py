@@ -9,7 +9,6 @@ on their module search path (PYTHONPATH)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import signal
