@@ -696,7 +696,7 @@ def cbor_to_edn(data: bytes, *, sequence: bool = False) -> str:
     ``sequence`` is false and it is not exactly one item."""
     data = bytes(data)
     decoder = _Decoder(data)
-    items = []
+    items: list[str] = []
     while decoder.pos < len(data) or not (sequence or items):
         items.append(decoder.item(0, 0))
         if not sequence and decoder.pos < len(data):
@@ -722,7 +722,7 @@ def cbor_array_elements(data: bytes) -> Optional[list[bytes]]:
     major, count, info, _ = decoder.head()
     if major != _ARRAY:
         return None
-    elements = []
+    elements: list[bytes] = []
     while (decoder.pos < len(data) and data[decoder.pos] != _BREAK) if info == _INDEFINITE else len(elements) < count:
         start = decoder.pos
         decoder.item(1, 0)
