@@ -25,6 +25,7 @@ import sys
 import time
 
 import pytest
+from ports import free_udp_port
 
 from aiocoap import error
 from aiocoap.cli import _client_request, client, common
@@ -530,20 +531,6 @@ def test_credentials_file_errors(tmp_path, capsys):
 # --- a server to talk to --------------------------------------------------------
 
 
-def free_udp_port() -> int:
-    """A port number that is free on 127.0.0.1 for UDP and for TCP (servers
-    listen on both)"""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no port is free for both UDP and TCP")
 
 
 def _build_site():

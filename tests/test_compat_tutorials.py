@@ -12,12 +12,12 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
 
 import pytest
+from ports import free_udp_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLIENT = os.path.join(ROOT, "aiocoap-client")
@@ -105,18 +105,6 @@ if __name__ == "__main__":
 '''
 
 
-def free_port() -> int:
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no port is free for both UDP and TCP")
 
 
 def _environment() -> dict:
@@ -129,7 +117,7 @@ def _environment() -> dict:
 def tutorial_server(tmp_path):
     program = tmp_path / "server.py"
     program.write_text(SERVER_PROGRAM)
-    port = free_port()
+    port = free_udp_port()
     process = subprocess.Popen(
         [sys.executable, str(program), str(port)],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_environment(),

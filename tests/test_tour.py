@@ -27,6 +27,7 @@ import subprocess
 import sys
 
 import pytest
+from ports import free_udp_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOUR = os.path.join(ROOT, "doc", "guidedtour.rst")
@@ -57,20 +58,18 @@ def tour_commands() -> list[list[str]]:
     return commands
 
 
-def free_udp_port() -> int:
-    """A port number that is free on 127.0.0.1 for UDP and for TCP (servers
-    listen on both)"""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no port is free for both UDP and TCP")
+
+
+async def _interrupt(process) -> None:
+    """Stop a server process as Ctrl-C does (killing it if that fails)"""
+    if process.returncode is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        await asyncio.wait_for(process.wait(), 10)
+    except asyncio.TimeoutError:
+        process.kill()
+        await process.wait()
 
 
 @contextlib.asynccontextmanager
@@ -112,13 +111,7 @@ async def demo_server(tmp_path):
         yield port
     finally:
         await context.shutdown()
-        if process.returncode is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(process.wait(), 10)
-            except asyncio.TimeoutError:
-                process.kill()
-                await process.wait()
+        await _interrupt(process)
         log.close()
 
 
@@ -275,10 +268,5 @@ async def test_demo_server_from_a_checkout(tmp_path):
         assert (client.returncode, err) == (0, b"")
         assert b"</time>;obs" in out
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            await asyncio.wait_for(process.wait(), 10)
-        except asyncio.TimeoutError:
-            process.kill()
-            await process.wait()
+        await _interrupt(process)
     assert process.returncode == 0, await process.stderr.read()
