@@ -7,7 +7,8 @@ one line of text (part of :mod:`aiocoap.cli.client`, internal).
   not CoAP a hint at ``--proxy``, and a CoAP scheme this installation can
   not send exactly that (:func:`unsupported_scheme`: not in this version of
   aiocoap, or which extra to install).
-* ``--proxy`` addresses the request as aiocoap's ProxyForwarder does:
+* ``--proxy`` sends the request through
+  :class:`aiocoap.proxy.client.ProxyForwarder` (:func:`proxy_address`):
   Proxy-Scheme, Uri-Host and Uri-Port name the target.
 * Payloads of CBOR based content formats are written in CBOR diagnostic
   notation (:mod:`aiocoap.util.edn`).
@@ -186,18 +187,13 @@ def _proxy_remote(proxy: str) -> Optional[UndecidedRemote]:
     return remote
 
 
-def _send_through_proxy(request: Message, proxy: UndecidedRemote) -> None:
-    """Address the request to a forward proxy: the target goes into
-    Proxy-Scheme, Uri-Host and Uri-Port (RFC 7252 Section 5.10.2), the path
-    and query stay in their options."""
-    target = request.remote
-    if isinstance(target, UndecidedRemote):
-        host, port = hostportsplit(target.hostinfo)
-        request.opt.uri_host = host
-        request.opt.uri_port = port
-        request.opt.proxy_scheme = target.scheme
-    # (else the library put a URI it does not route itself into Proxy-Uri)
-    request.remote = proxy
+def proxy_address(options: argparse.Namespace) -> Optional[str]:
+    """The URI of the proxy given with --proxy (None: no proxy); fails with
+    a one-line message for an unusable one"""
+    if options.proxy is None:
+        return None
+    remote = _proxy_remote(options.proxy)
+    return None if remote is None else remote.uri_base
 
 
 def _edn_payload(text: str, cf: ContentFormat, sequence: bool) -> bytes:
@@ -247,10 +243,7 @@ def build_request(options: argparse.Namespace) -> Message:
         mtype=NON if options.non else CON,
         transport_tuning=options.transport_tuning,
     )
-    proxy = _proxy_remote(options.proxy) if options.proxy is not None else None
-    _set_url(request, options.url, proxied=proxy is not None, set_hostname=options.set_hostname)
-    if proxy is not None:
-        _send_through_proxy(request, proxy)
+    _set_url(request, options.url, proxied=proxy_address(options) is not None, set_hostname=options.set_hostname)
 
     if options.accept is not None:
         request.opt.accept = options.accept

@@ -41,11 +41,13 @@ from typing import Any, Callable, Optional, Sequence
 
 from .. import error, meta
 from ..numbers import Code, ContentFormat, TransportTuning
+from ..proxy.client import ProxyForwarder
 from ..util.cli import ActionNoYes
 from . import common
 from ._client_request import (
     PROG,
     build_request,
+    proxy_address,
     describe_failure,
     fail,
     failure_text,
@@ -352,9 +354,12 @@ async def _request_main(
             getattr(context, "client_credentials", None), options.credentials, prog=PROG
         )
     request_message = build_request(options)
-    log_message(request_message, "to")
+    proxy = proxy_address(options)
 
     try:
+        if proxy is not None:
+            ProxyForwarder(proxy, context).rewrite(request_message)
+        log_message(request_message, "to")
         request = context.request(request_message)
     except (error.Error, OSError, ValueError) as e:
         fail(failure_text(e, request_message))
