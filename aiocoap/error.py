@@ -38,7 +38,6 @@ is still an Error to catch (0.4b2).
 
 from __future__ import annotations
 
-import errno
 from types import MappingProxyType
 from typing import Any, Mapping, Optional
 
@@ -390,21 +389,11 @@ class NetworkError(HelpfulError):
     Errors of these kinds are raised towards client callers when things went
     wrong network-side, or at context creation. They are often raised from
     socket.gaierror or similar classes, but these are wrapped in order to
-    make catching them possible independently of the underlying transport."""
+    make catching them possible independently of the underlying transport.
 
-    def extra_help(self, hints: Mapping[str, Any] = _NO_HINTS) -> Optional[str]:
-        cause = self.__cause__
-        if not isinstance(cause, OSError):
-            return None
-        if cause.errno == errno.ECONNREFUSED:
-            return "the host was reached but reported the port closed; is a CoAP server running there, on that port?"
-        if cause.errno == errno.EHOSTUNREACH:
-            return "the host could not be reached; it may be offline or firewalled"
-        if cause.errno == errno.ENETUNREACH:
-            return "there is no route to that network; this may be a lack of IPv6 (or IPv4) connectivity"
-        if cause.errno == errno.EACCES:
-            return "the operating system refused to send (e.g. to a broadcast address)"
-        return None
+    (The advice for the operating system's errors behind a NetworkError,
+    like a missing route, is given by the command line tools, which know
+    the request.)"""
 
 
 class ResolutionError(NetworkError):
@@ -430,9 +419,6 @@ class RemoteServerShutdown(NetworkError):
 class TimeoutError(NetworkError):  # noqa: A001 (the aiocoap name)
     """No answer (neither a response nor an error) came in time. As with any
     NetworkError, the request may or may not have reached the server."""
-
-    def extra_help(self, hints: Mapping[str, Any] = _NO_HINTS) -> Optional[str]:
-        return "no response and no error came back; the address may be wrong, or the server stuck or unreachable"
 
 
 class RequestTimedOut(TimeoutError):
@@ -464,9 +450,6 @@ class SendQueueFull(NetworkError):
     message layer keeps at most NSTART exchanges outstanding per peer, RFC
     7252 §4.7, and queues the rest up to a bound). The message was not
     sent."""
-
-    def extra_help(self, hints: Mapping[str, Any] = _NO_HINTS) -> Optional[str]:
-        return "send fewer requests to that peer at once, or raise the message layer's max_queued_per_peer"
 
 
 class NoRequestInterface(ConstructionRenderableError, NetworkError, RuntimeError):
