@@ -16,7 +16,8 @@ variables, an empty working directory). The clients import no aiocoap:
   best and median of ``--rounds``; the server's CPU time per block and its
   peak RSS (VmHWM from /proc) after the transfers are reported;
 * the small-file rate is ``loadgen.py`` (CON, a window of 32 over 4
-  sockets) against ``GET /small.txt`` (33 bytes).
+  sockets) against ``GET /small.txt`` (33 bytes); requests not answered
+  within a second count as lost (and are reported), not towards the rate.
 
     python3 benchmarks/bench_fileserver.py                 # ours and theirs
     python3 benchmarks/bench_fileserver.py --rounds 5 --duration 5
@@ -174,14 +175,15 @@ def measure(which: str, root: Path, expected: str, args) -> dict:
         peak = rss_kib(pid, "VmHWM")
         rates = []
         cpu_before = server.cpu_seconds()
-        completed = 0
+        completed = lost = 0
         for _ in range(args.load_rounds):
             result = loadgen.run(HOST, server.port, "/small.txt", "CON", duration=args.duration,
                                  window=32, sockets=4, warmup=0.5)
-            if result["lost"] or set(result["codes"]) != {"2.05"}:
-                raise RuntimeError(f"{which}: small-file load had losses or errors: {result}")
+            if set(result["codes"]) != {"2.05"}:
+                raise RuntimeError(f"{which}: small-file requests got {result['codes']}")
             rates.append(result["requests_per_s"])
             completed += result["completed"]
+            lost += result["lost"]
         small_cpu = (server.cpu_seconds() - cpu_before) / max(1, completed)
     return {
         "download_s_best": min(times),
@@ -193,6 +195,7 @@ def measure(which: str, root: Path, expected: str, args) -> dict:
         "small_rps_best": max(rates),
         "small_rps_median": statistics.median(rates),
         "small_cpu_us_per_request": small_cpu * 1e6,
+        "small_lost": lost,
     }
 
 
@@ -223,14 +226,14 @@ def main(argv=None) -> None:
     print(f"{args.size / (1 << 20):.0f} MiB download in 1024 byte blocks ({args.rounds} rounds), "
           f"small file: CON, window 32, {args.load_rounds} x {args.duration:.0f} s")
     print(f"{'':7} {'best s':>7} {'median s':>9} {'CPU us/block':>13} {'peak RSS':>9} {'growth':>7}"
-          f" {'small req/s':>12} {'CPU us/req':>11}")
+          f" {'small req/s':>12} {'CPU us/req':>11} {'lost':>5}")
     for which in ("ours", "theirs"):
         if which in report:
             r = report[which]
             print(f"{which:7} {r['download_s_best']:7.2f} {r['download_s_median']:9.2f}"
                   f" {r['download_cpu_us_per_block']:13.1f} {r['rss_peak_kib'] / 1024:7.1f}Mi"
                   f" {(r['rss_peak_kib'] - r['rss_baseline_kib']) / 1024:5.1f}Mi"
-                  f" {r['small_rps_best']:12.0f} {r['small_cpu_us_per_request']:11.1f}")
+                  f" {r['small_rps_best']:12.0f} {r['small_cpu_us_per_request']:11.1f} {r['small_lost']:5d}")
     if "ours" in report and "theirs" in report:
         ours, theirs = report["ours"], report["theirs"]
         print("ours over theirs (target >= 3x): "
