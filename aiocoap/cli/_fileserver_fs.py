@@ -184,6 +184,8 @@ class Resolved:
     def open_file(self) -> tuple[int, os.stat_result]:
         """Open the target regular file for reading; returns the descriptor
         (the caller closes it) and its ``fstat``."""
+        if self.name is None:
+            raise PathForbidden("Only regular files and directories are served")
         fd = os.open(self.name, _FILE_FLAGS, dir_fd=self.dir_fd)
         try:
             st = os.fstat(fd)
@@ -293,7 +295,7 @@ class Root:
         More than ``max_entries`` entries raise a 5.00 error."""
         prefix = "/" + "".join(_quote_segment(s) + "/" for s in href_segments)
         fd = resolved.open_directory()
-        entries = []
+        entries: list[tuple[str, str]] = []
         try:
             with os.scandir(fd) as it:
                 for entry in it:

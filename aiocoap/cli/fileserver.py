@@ -583,14 +583,15 @@ class FileServer(Resource, interfaces.ObservableResource, PathCapable):
                     self._refused_uploads.note("Upload to /%s refused: too many uploads", "/".join(request.opt.uri_path))
                     raise
         else:
-            upload = self.uploads.get(key)
-            if block1.more and upload is not None and upload.last == (offset, len(payload)):
+            found = self.uploads.get(key)
+            if block1.more and found is not None and found.last == (offset, len(payload)):
                 # A repeated block (its answer got lost): answer it again.
-                upload.seen = now
+                found.seen = now
                 return self._continue(block1)
-            if upload is None or offset != upload.received:
+            if found is None or offset != found.received:
                 self._refused_uploads.note("Block %d to /%s does not continue an upload", block1.block_number, "/".join(request.opt.uri_path))
                 raise error.RequestEntityIncomplete("This block does not continue an upload in progress")
+            upload = found
         if offset + len(payload) > self.max_upload_size:
             self.uploads.drop(key)
             self._refused_uploads.note("Upload to /%s too large", "/".join(request.opt.uri_path))
@@ -670,6 +671,10 @@ class FileServerProgram(AsyncCLIDaemon):
     """The ``aiocoap-fileserver`` program: a :class:`FileServer` on a
     server context, optionally registered at a Resource Directory."""
 
+    server: Optional[FileServer] = None
+    context: Any = None
+    registerer: Any = None
+
     async def start(self, args: Optional[Sequence[str]] = None) -> None:
         parser = self.build_parser()
         options = parser.parse_args(args)
@@ -729,12 +734,10 @@ class FileServerProgram(AsyncCLIDaemon):
         ``bind`` where no ``server_opts`` are given)."""
         common.configure_logging(verbosity)
         self.log = logging.getLogger("fileserver")
-        self.registerer = None
-        self.context = None
         if not os.path.isdir(path):
             common.fail(f"{os.fspath(path)!r} is not a directory")
         try:
-            self.server = FileServer(
+            server = FileServer(
                 path, self.log, write=write, etag_length=etag_length, hidden=hidden, max_upload_size=max_upload_size,
             )
         except OSError as e:
@@ -743,12 +746,13 @@ class FileServerProgram(AsyncCLIDaemon):
             if server_opts is None:
                 from ..protocol import Context
 
-                self.context = await Context.create_server_context(self.server, **server_kwargs)
+                self.context = await Context.create_server_context(server, **server_kwargs)
             else:
-                self.context = await common.server_context_from_arguments(self.server, server_opts, **server_kwargs)
+                self.context = await common.server_context_from_arguments(server, server_opts, **server_kwargs)
         except BaseException:
-            await self.server.shutdown()
+            await server.shutdown()
             raise
+        self.server = server
         self.log.info("Serving %s (%s)", os.fspath(path), "read-write" if write else "read-only")
         if register is not False:
             await self._register(register)
@@ -764,13 +768,13 @@ class FileServerProgram(AsyncCLIDaemon):
         self.registerer = Registerer(self.context, rd=rd, lt=60)
 
     async def shutdown(self) -> None:
-        if getattr(self, "registerer", None) is not None:
+        if self.registerer is not None:
             await self.registerer.shutdown()
             self.registerer = None
-        if getattr(self, "context", None) is not None:
+        if self.context is not None:
             await self.context.shutdown()
             self.context = None
-        if getattr(self, "server", None) is not None:
+        if self.server is not None:
             await self.server.shutdown()
             self.server = None
 
