@@ -396,3 +396,31 @@ async def test_observe_refused_for_missing_and_mismatched(tmp_path):
         assert (await s.get("/sub", observe=0)).code == Code.BAD_REQUEST
         assert (await s.get("/../x", observe=0)).code == Code.FORBIDDEN
         assert s.server._watched == {}
+
+
+@pytest.mark.parametrize("watch", WATCHERS)
+async def test_watch_grows_and_directories_vanish(tmp_path, watch):
+    """A directory joining the watch (which restarts the notification
+    backend) is watched from then on without losing the others; an
+    observed directory that is removed ends its observation."""
+    (tmp_path / "a").write_bytes(b"a0")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c").write_bytes(b"c0")
+    (tmp_path / "gone").mkdir()
+    async with serving(tmp_path, watch=watch, poll_interval=0.05) as s:
+        observations = {}
+        for path in ("/a", "/sub/c", "/gone/"):
+            request = s.client.request(s.message(path, observe=0))
+            await request.response
+            observations[path] = (request, request.observation.__aiter__())
+        for path, new in (("sub/c", b"c1"), ("a", b"a1"), ("sub/c", b"c2")):
+            (tmp_path / path).write_bytes(new)
+            iterator = observations["/" + path][1]
+            while (await next_notification(iterator)).payload != new:
+                pass
+        (tmp_path / "gone").rmdir()
+        with pytest.raises(error.ObservationCancelled):
+            while True:
+                await next_notification(observations["/gone/"][1])
+        for request, _ in observations.values():
+            request.observation.cancel()

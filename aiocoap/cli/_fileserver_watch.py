@@ -19,8 +19,8 @@ and files in it there are: a directory is added once and reference
 counted. The callback gets the directory and the set of names that
 changed in it (None: anything may have changed, check everything).
 
-Logging (logger passed in): backend start, stop and failures at debug,
-the backend in use at info once.
+Logging (logger passed in): restarts and failures of the notification
+backend at debug, the backend in use at info once.
 """
 
 from __future__ import annotations
@@ -92,7 +92,13 @@ class ChangeWatcher:
         if count:
             return
         if self._task is None:
-            self._log.info("Watching for changes by %s", self.backend)
+            if self.backend == "poll":
+                self._log.info(
+                    "Looking for changes every %g s (install aiocoap[fileserver] for change notification)",
+                    self.poll_interval,
+                )
+            else:
+                self._log.info("Watching for changes through watchfiles")
             run = self._run_watchfiles if self.backend == "watchfiles" else self._run_polling
             self._task = asyncio.get_running_loop().create_task(run(), name="fileserver change watcher")
         if directory not in self._watching:

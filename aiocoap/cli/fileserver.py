@@ -55,7 +55,7 @@ Caps, and what happens when they are reached:
   one request is being handled (nothing is awaited in between), one per
   directory on its path and the file itself.
 
-Logging: the logger ``fileserver``; requests at debug, refused
+Logging: the logger ``fileserver``; notifications sent at debug, refused
 observations and uploads at debug with a summary at info at most every 10
 seconds, file system errors that are not the client's fault at error.
 """
@@ -431,7 +431,7 @@ class FileServer(Resource, interfaces.ObservableResource, PathCapable):
         """What changes when the observed thing changes: the file's state,
         or the directory's listing."""
         if target.is_dir:
-            return self._listing(target, segments)[0]
+            return body_etag(self._listing(target, segments)[0], 8)
         return stat_signature(target.st)
 
     def _current_signature(self, entry: _Watched) -> Any:
