@@ -231,3 +231,30 @@ async def test_flood_of_missing_files_from_many_sources(tree, caplog):
         assert (await s.get("/public.txt")).payload == b"public"
     loud = [r for r in caplog.records if r.name.startswith("fileserver") and r.levelno > logging.INFO]
     assert loud == []
+
+
+async def test_abandoned_downloads_leave_nothing_behind(tree):
+    """Block2 is served without per-transfer state: 200 transfers from 10
+    clients that stop after one block leave no descriptor open and nothing
+    stored for them, and repeated listings are one cached listing."""
+    (tree / "big").write_bytes(os.urandom(200_000))
+    async with serving(tree) as s:
+        baseline = open_descriptors()
+        from aiocoap import Context
+
+        clients = [await Context.create_client_context(transports=["udp6"]) for _ in range(10)]
+        try:
+            for round_ in range(20):
+                for client in clients:
+                    message = s.message("/big", block2=(round_, False, 4))
+                    response = await client.request(message, handle_blockwise=False).response
+                    assert response.code == Code.CONTENT
+                    assert response.opt.block2.more
+                    assert (await client.request(s.message("/")).response).code == Code.CONTENT
+        finally:
+            for client in clients:
+                await client.shutdown()
+        assert open_descriptors() <= baseline
+        assert len(s.server.uploads) == 0
+        assert s.server._watched == {}
+        assert len(s.server._listings._entries) <= 1
