@@ -685,7 +685,11 @@ class FileServerProgram(AsyncCLIDaemon):
     def build_parser() -> argparse.ArgumentParser:
         parser = argparse.ArgumentParser(
             prog="aiocoap-fileserver",
-            description=__doc__.split("\n\n")[0],
+            description=(
+                "A simple file server that serves the contents of a given directory via CoAP, read-only "
+                "unless --write is given. It provides directory listings, guesses the media type of files "
+                "it serves, and lets clients observe files and directories."
+            ),
         )
         parser.add_argument("--version", action="version", version="%(prog)s " + meta.version)
         parser.add_argument(
