@@ -2,7 +2,7 @@
 and the bookkeeping of unfinished blockwise (Block1) uploads.
 
 Every write goes to a new temporary file in the target's directory (named
-with :data:`~._fileserver_fs.UPLOAD_PREFIX`, so it is never served or
+with ``UPLOAD_PREFIX`` of ``aiocoap.cli._fileserver_fs``, so it is never served or
 listed), which is flushed to disk and then renamed over the target: readers
 see the old file or the new one, never a mix, and concurrent writers
 replace each other's files whole (the last rename wins).

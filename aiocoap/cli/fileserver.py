@@ -21,20 +21,20 @@ What it answers:
   the hint to add it, and a file requested with one 4.00 with the hint to
   remove it (as aiocoap 0.4 does; CoAP has no redirects).
 * ``GET`` with Observe on a file or directory: a notification whenever it
-  changes (see :mod:`._fileserver_watch`); once it is gone, the
+  changes (see ``aiocoap.cli._fileserver_watch``); once it is gone, the
   observation ends with 4.04.
 * ``/.well-known/core``: the root, as a file service
   (``rt="tag:chrysn@fsfe.org,2022:fileserver"``, as aiocoap 0.4 advertises
   it).
 * With ``--write``: ``PUT`` creates or replaces a file atomically (2.01
-  Created, 2.04 Changed; see :mod:`._fileserver_upload`), in Block1
+  Created, 2.04 Changed; see ``aiocoap.cli._fileserver_upload``), in Block1
   blocks where large; ``DELETE`` removes a file (2.02). ``If-Match`` and
   ``If-None-Match`` are honoured (4.12 Precondition Failed), and bodies
   above ``--max-upload-size`` are refused with 4.13 and Size1. Directories
   are neither created nor removed (4.05). Without ``--write``, PUT and
   DELETE get 4.03.
 
-Safety (details in :mod:`._fileserver_fs`): nothing outside the root can be
+Safety (details in ``aiocoap.cli._fileserver_fs``): nothing outside the root can be
 read or written. ``..`` and ``.`` segments, encoded slashes and symbolic
 links leading outside are refused with 4.03, as are device files, sockets
 and FIFOs; hidden files (names starting with a dot) are 4.04 unless
@@ -159,7 +159,10 @@ class FileServer(Resource, interfaces.ObservableResource, PathCapable):
     PUT and DELETE, ``hidden`` serves names starting with a dot,
     ``etag_length`` (0 to 8) the ETag length (0: none), ``watch`` the
     change watching backend (``"auto"``, ``"watchfiles"``, ``"poll"``).
-    The caps are keyword arguments as well; see the module description."""
+    The caps are keyword arguments as well; see the module description.
+
+    Call :meth:`shutdown` after the server context's shutdown: it stops
+    the change watcher and deletes unfinished uploads."""
 
     def __init__(
         self,
@@ -315,7 +318,7 @@ class FileServer(Resource, interfaces.ObservableResource, PathCapable):
     def _listing(self, target, segments: tuple, *, continuing: bool = False) -> tuple[bytes, Optional[bytes]]:
         """The listing of a resolved directory and its ETag. Listings are
         cached by directory state; a cached one is used only where that
-        state can be told apart from later ones (see :func:`settled`) or
+        state can be told apart from later ones (see ``settled()``) or
         for the later blocks of a transfer, which have to continue the
         representation they started on anyway."""
         st = target.st if target.name is not None else os.fstat(target.dir_fd)
