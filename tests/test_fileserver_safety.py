@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import socket
+import stat
 import struct
 
 import pytest
@@ -54,6 +55,11 @@ def tree(tmp_path):
     (root / "to-root").symlink_to(".")
     (root / "etc").symlink_to("/etc")
     os.mkfifo(root / "fifo")
+    try:
+        # a character device (the numbers of /dev/null); needs CAP_MKNOD
+        os.mknod(root / "device", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    except OSError:
+        pass
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.bind(str(root / "socket"))
     yield root
@@ -113,6 +119,18 @@ async def test_forbidden_reads(tree, segments):
         response = await request_with_segments(s, Code.GET, segments)
         assert response.code == Code.FORBIDDEN, response
         assert SECRET not in response.payload
+
+
+async def test_device_files_are_refused(tree):
+    if not (tree / "device").exists():
+        pytest.skip("creating a device file needs CAP_MKNOD")
+    async with serving(tree, write=True) as s:
+        assert (await s.get("/device")).code == Code.FORBIDDEN
+        assert (await s.put("/device", b"x")).code == Code.FORBIDDEN
+        assert (await s.delete("/device")).code == Code.FORBIDDEN
+        listing = (await s.get("/")).payload
+        assert b"device" not in listing and b"fifo" not in listing and b"socket" not in listing
+    assert stat.S_ISCHR((tree / "device").lstat().st_mode)
 
 
 @pytest.mark.parametrize("segments", NOT_FOUND_SEGMENTS + [LONG_NAME], ids=short)
