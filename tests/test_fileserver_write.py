@@ -261,21 +261,18 @@ async def test_half_finished_uploads_expire_and_are_capped(tmp_path):
         refused = await put_block(s, "/c", 0, True, b"x" * 1024, tag=b"3")
         assert refused.code == Code.SERVICE_UNAVAILABLE
         assert 1 <= refused.opt.max_age <= 1
-        # another peer gets the last slot, then the total cap holds
+        # another port of the same host does not get around the cap (the
+        # total cap is tested in test_fileserver_units.py)
         other = await Context.create_client_context(transports=["udp6"])
         try:
             response = await other.request(Message(
                 code=Code.PUT, uri=s.uri("/c"), payload=b"x" * 1024, block1=(0, True, 6)), handle_blockwise=False
             ).response
-            assert response.code == Code.CONTINUE
-            response = await other.request(Message(
-                code=Code.PUT, uri=s.uri("/d"), payload=b"x" * 1024, block1=(0, True, 6), request_tag=[b"4"]),
-                handle_blockwise=False).response
             assert response.code == Code.SERVICE_UNAVAILABLE
         finally:
             await other.shutdown()
-        assert len(leftovers(tmp_path)) == 3
-        assert len(os.listdir("/proc/self/fd")) <= fds_before + 2 * 3 + 2
+        assert len(leftovers(tmp_path)) == 2
+        assert len(os.listdir("/proc/self/fd")) <= fds_before + 2 * 2 + 2
         # nobody finishes: after the timeout, everything is gone
         for _ in range(100):
             if not leftovers(tmp_path):

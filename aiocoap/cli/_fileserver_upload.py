@@ -9,8 +9,9 @@ replace each other's files whole (the last rename wins).
 
 Unfinished uploads are bounded (:class:`UploadTable`):
 
-* at most ``max_uploads`` at a time, and ``max_per_peer`` per remote
-  endpoint; one more is refused with 5.03 Service Unavailable and a
+* at most ``max_uploads`` at a time, and ``max_per_peer`` per peer (the
+  server passes the client's host, so that one host can not take all
+  slots through many ports); one more is refused with 5.03 Service Unavailable and a
   Max-Age telling when the oldest one will have expired;
 * each one is dropped (its temporary file deleted) ``timeout`` seconds
   after its last block arrived;
@@ -104,11 +105,11 @@ class Upload:
     """One unfinished Block1 upload: where it goes, its temporary file,
     how much arrived, and when its last block came."""
 
-    __slots__ = ("key", "remote", "dir_fd", "target", "directory", "temp_name", "fd", "received", "last", "seen")
+    __slots__ = ("key", "peer", "dir_fd", "target", "directory", "temp_name", "fd", "received", "last", "seen")
 
-    def __init__(self, key, remote, dir_fd: int, target: str, directory: str, now: float):
+    def __init__(self, key, peer, dir_fd: int, target: str, directory: str, now: float):
         self.key = key
-        self.remote = remote
+        self.peer = peer
         self.dir_fd = dir_fd
         self.target = target
         self.directory = directory
@@ -153,7 +154,7 @@ class UploadTable:
     def get(self, key) -> Optional[Upload]:
         return self._uploads.get(key)
 
-    def start(self, key, remote, dir_fd: int, target: str, directory: str, now: float) -> Upload:
+    def start(self, key, peer, dir_fd: int, target: str, directory: str, now: float) -> Upload:
         """Begin an upload (replacing one with the same key) of the file
         ``target`` in the directory ``dir_fd`` (whose path is
         ``directory``); takes over ``dir_fd`` (closed when the upload ends).
@@ -163,8 +164,8 @@ class UploadTable:
         self.expire(now)
         if len(self._uploads) >= self.max_uploads:
             competing = list(self._uploads.values())
-        elif self._per_peer.get(remote, 0) >= self.max_per_peer:
-            competing = [u for u in self._uploads.values() if u.remote == remote]
+        elif self._per_peer.get(peer, 0) >= self.max_per_peer:
+            competing = [u for u in self._uploads.values() if u.peer == peer]
         else:
             competing = []
         if competing:
@@ -172,22 +173,22 @@ class UploadTable:
             oldest = min(u.seen for u in competing)
             raise _TooManyUploads(max(1, math.ceil(oldest + self.timeout - now)))
         try:
-            upload = Upload(key, remote, dir_fd, target, directory, now)
+            upload = Upload(key, peer, dir_fd, target, directory, now)
         except BaseException:
             os.close(dir_fd)
             raise
         self._uploads[key] = upload
-        self._per_peer[remote] = self._per_peer.get(remote, 0) + 1
+        self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
         return upload
 
     def _forget(self, key) -> Optional[Upload]:
         upload = self._uploads.pop(key, None)
         if upload is not None:
-            count = self._per_peer[upload.remote] - 1
+            count = self._per_peer[upload.peer] - 1
             if count:
-                self._per_peer[upload.remote] = count
+                self._per_peer[upload.peer] = count
             else:
-                del self._per_peer[upload.remote]
+                del self._per_peer[upload.peer]
         return upload
 
     def drop(self, key) -> None:

@@ -47,8 +47,9 @@ Caps, and what happens when they are reached:
   request is answered like a plain GET (without Observe), as RFC 7641
   allows.
 * ``max_upload_size`` (16 MiB) per upload: 4.13 with Size1.
-* ``max_uploads`` (16) unfinished uploads at a time, 4 per client
-  endpoint, each dropped 60 s after its last block: 5.03 with Max-Age.
+* ``max_uploads`` (16) unfinished uploads at a time, 4 per client host
+  (``max_uploads_per_peer``), each dropped 60 s after its last block:
+  5.03 with Max-Age. A client that keeps sending blocks keeps its slot.
 * ``max_listing_entries`` (100 000) entries per directory: a larger one is
   not listed (5.00). Rendered listings are cached up to 8 MiB.
 * Open files: the root's descriptor, two per unfinished upload, and while
@@ -79,6 +80,7 @@ from ..numbers.codes import Code
 from ..numbers.contentformat import ContentFormat
 from ..optiontypes import BlockOption
 from ..resource import PathCapable, Resource
+from ..util import hostportsplit
 from ..util.cli import AsyncCLIDaemon
 from ..util.linkformat import Link, LinkFormat
 from . import common
@@ -113,6 +115,14 @@ class TrailingSlashMissing(error.BadRequest):
 
 class TrailingSlashAbundant(error.BadRequest):
     message = "Not a directory (remove the trailing slash)"
+
+
+def _host_of(remote) -> str:
+    """The host part of a remote endpoint (without the port)."""
+    try:
+        return hostportsplit(remote.hostinfo)[0]
+    except ValueError:
+        return remote.hostinfo
 
 
 class _RefusalSummary:
@@ -580,7 +590,7 @@ class FileServer(Resource, interfaces.ObservableResource, PathCapable):
                 self._check_preconditions(request, target.st)
                 try:
                     upload = self.uploads.start(
-                        key, remote, os.dup(target.dir_fd), target.name, target.directory_path(), now
+                        key, _host_of(remote), os.dup(target.dir_fd), target.name, target.directory_path(), now
                     )
                 except error.ServiceUnavailable:
                     self._refused_uploads.note("Upload to /%s refused: too many uploads", "/".join(request.opt.uri_path))
