@@ -189,6 +189,7 @@ def make_tree(root):
     (root / "link-to-readme").symlink_to("readme.txt")
     (root / "link-out").symlink_to("/etc")
     (root / "dangling").symlink_to("nothing-here")
+    (root / os.fsdecode(b"latin1-\xe4")).write_bytes(b"not UTF-8 named")
     os.mkfifo(root / "fifo")
 
 

@@ -290,7 +290,8 @@ class Root:
         ``</path/name/>;ct=40``, in name order, hrefs built from the
         request path ``href_segments``. Symbolic links are listed as what
         they lead to if that is inside the root; other entries (device
-        files, sockets, links leading out) are left out.
+        files, sockets, links leading out, and names that are not UTF-8,
+        which no Uri-Path can name) are left out.
 
         More than ``max_entries`` entries raise a 5.00 error."""
         prefix = "/" + "".join(_quote_segment(s) + "/" for s in href_segments)
@@ -300,7 +301,7 @@ class Root:
             with os.scandir(fd) as it:
                 for entry in it:
                     name = entry.name
-                    if not self._name_allowed(name):
+                    if not self._name_allowed(name) or not _is_utf8(name):
                         continue
                     if len(entries) >= max_entries:
                         raise error.InternalServerError(
@@ -339,6 +340,16 @@ class Root:
         except (error.RenderableError, OSError):
             pass
         return None
+
+
+def _is_utf8(name: str) -> bool:
+    """False for names with bytes that are not UTF-8 (which Python keeps
+    as surrogate escapes)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @lru_cache(maxsize=512)
