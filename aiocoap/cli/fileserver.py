@@ -315,7 +315,8 @@ class FileServer(Resource, interfaces.ObservableResource, PathCapable):
         accept = request.opt.accept
         if accept is not None and accept != ContentFormat.LINKFORMAT:
             raise error.NotAcceptable()
-        body, etag = self._listing(target, segments, continuing=request.opt.block2 is not None)
+        block2 = request.opt.block2
+        body, etag = self._listing(target, segments, continuing=block2 is not None and block2.block_number > 0)
         if etag is not None and etag in request.opt.etags:
             return Message(code=Code.VALID, etag=etag)
         block = self._plan_block(request, len(body))
