@@ -200,3 +200,40 @@ async def test_watcher_reference_counting(tmp_path):
         await watcher.shutdown()
     with pytest.raises(ValueError):
         ChangeWatcher(lambda d, n: None, log=logging.getLogger("test"), backend="inotify-please")
+
+
+async def test_listing_cache_and_coarse_time_stamps(tmp_path, monkeypatch):
+    """Two changes of a directory within one tick of the file system's
+    clock look alike in its stat: a fresh request still sees the second
+    one (listings of recently changed directories are rendered anew for
+    block 0), while later blocks continue the listing their transfer
+    started with."""
+    from aiocoap import Message
+    from aiocoap.cli import fileserver
+    from aiocoap.numbers.codes import Code
+
+    monkeypatch.setattr(fileserver, "stat_signature", lambda st: "always the same")
+    server = fileserver.FileServer(tmp_path)
+    try:
+        def get(**options):
+            return server.render(Message(code=Code.GET, uri_path=("",), **options))
+
+        (tmp_path / "one").touch()
+        first = await get()
+        assert b"</one>" in first.payload
+        for i in range(60):
+            (tmp_path / f"entry-{i:02d}-with-a-long-name").touch()
+        fresh = await get()
+        assert fresh.payload.startswith(b"</entry-00-with-a-long-name>")
+        assert fresh.opt.block2.more and fresh.opt.etag != first.opt.etag
+        (tmp_path / "zzz").touch()
+        later = await get(block2=(1, False, 6))
+        assert later.opt.etag == fresh.opt.etag  # continues the representation of block 0
+        restart = await get(block2=(0, False, 6))
+        assert restart.opt.etag != fresh.opt.etag  # a new transfer sees the new state
+        fresh = restart
+        # Once the directory is settled, the cache serves block 0 too.
+        monkeypatch.setattr(fileserver, "settled", lambda st: True)
+        assert (await get(block2=(0, False, 6))).opt.etag == fresh.opt.etag
+    finally:
+        await server.shutdown()
