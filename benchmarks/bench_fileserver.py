@@ -15,6 +15,9 @@ variables, an empty working directory). The clients import no aiocoap:
   SHA-256 of what arrived; the time of the whole transfer is measured,
   best and median of ``--rounds``; the server's CPU time per block and its
   peak RSS (VmHWM from /proc) after the transfers are reported;
+* with ``--libcoap-client``, the download is also timed with libcoap's
+  ``coap-client-notls -b 1024`` (a C client, so that the time is nearly
+  all server);
 * the small-file rate is ``loadgen.py`` (CON, a window of 32 over 4
   sockets) against ``GET /small.txt`` (33 bytes); requests not answered
   within a second count as lost (and are reported), not towards the rate.
@@ -22,6 +25,7 @@ variables, an empty working directory). The clients import no aiocoap:
     python3 benchmarks/bench_fileserver.py                 # ours and theirs
     python3 benchmarks/bench_fileserver.py --rounds 5 --duration 5
     python3 benchmarks/bench_fileserver.py --only ours --json
+    python3 benchmarks/bench_fileserver.py --libcoap-client   # also with libcoap's client
 
 Run it under ``flock /tmp/aiocoap-bench.lock`` so benchmarks never overlap.
 Targets: ours at least 3x theirs in download time and in small-file
@@ -39,6 +43,7 @@ import shutil
 import socket
 import statistics
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -52,6 +57,7 @@ import loadgen  # noqa: E402
 HOST = "127.0.0.1"
 SMALL = b"Hello from the benchmark resource"
 BLOCK2 = 23
+LIBCOAP_CLIENT = "coap-client-notls"
 _HEADER = struct.Struct("!BBHI")
 
 
@@ -139,6 +145,20 @@ def download(port: int, path: str, timeout: float = 1.0) -> tuple[float, str, in
         return time.perf_counter() - start, digest.hexdigest(), number + 1
 
 
+def download_with_libcoap(port: int, path: str, expected: str) -> float:
+    """Fetch ``path`` with libcoap's ``coap-client-notls -b 1024`` (a C
+    client, so the figure is nearly all server); returns the seconds."""
+    with tempfile.NamedTemporaryFile(prefix="bench-fileserver-") as out:
+        start = time.perf_counter()
+        subprocess.run([LIBCOAP_CLIENT, "-b", "1024", "-B", "120", "-o", out.name, f"coap://{HOST}:{port}{path}"],
+                       check=True, capture_output=True, timeout=300)
+        seconds = time.perf_counter() - start
+        with open(out.name, "rb") as f:
+            if hashlib.sha256(f.read()).hexdigest() != expected:
+                raise RuntimeError("the libcoap download arrived wrong")
+    return seconds
+
+
 def rss_kib(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -173,6 +193,9 @@ def measure(which: str, root: Path, expected: str, args) -> dict:
             times.append(seconds)
         cpu = (server.cpu_seconds() - cpu_before) / args.rounds
         peak = rss_kib(pid, "VmHWM")
+        libcoap = None
+        if args.libcoap_client and shutil.which(LIBCOAP_CLIENT):
+            libcoap = min(download_with_libcoap(server.port, "/big.bin", expected) for _ in range(args.rounds))
         rates = []
         cpu_before = server.cpu_seconds()
         completed = lost = 0
@@ -196,6 +219,7 @@ def measure(which: str, root: Path, expected: str, args) -> dict:
         "small_rps_median": statistics.median(rates),
         "small_cpu_us_per_request": small_cpu * 1e6,
         "small_lost": lost,
+        "download_libcoap_s_best": libcoap,
     }
 
 
@@ -206,6 +230,8 @@ def main(argv=None) -> None:
     parser.add_argument("--load-rounds", type=int, default=2, help="small-file load runs per server")
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per small-file load run")
     parser.add_argument("--only", choices=("ours", "theirs"))
+    parser.add_argument("--libcoap-client", action="store_true",
+                        help="also time the download with libcoap's coap-client-notls (after the peak RSS is taken)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
 
@@ -241,6 +267,10 @@ def main(argv=None) -> None:
               f"small-file requests/s {ours['small_rps_best'] / theirs['small_rps_best']:.2f}x "
               f"(CPU per block {theirs['download_cpu_us_per_block'] / ours['download_cpu_us_per_block']:.2f}x, "
               f"per request {theirs['small_cpu_us_per_request'] / ours['small_cpu_us_per_request']:.2f}x)")
+        if ours["download_libcoap_s_best"] and theirs["download_libcoap_s_best"]:
+            print(f"download with coap-client-notls: ours {ours['download_libcoap_s_best']:.2f} s, "
+                  f"theirs {theirs['download_libcoap_s_best']:.2f} s, "
+                  f"{theirs['download_libcoap_s_best'] / ours['download_libcoap_s_best']:.2f}x")
 
 
 if __name__ == "__main__":
