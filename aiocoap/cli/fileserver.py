@@ -377,7 +377,7 @@ class FileServer(Resource, interfaces.ObservableResource, PathCapable):
             payload=payload,
             content_format=content_format,
             etag=etag,
-            block2=(block2.block_number, more, block2.size_exponent),
+            block2=_BlockwiseTuple(block2.block_number, more, block2.size_exponent),
         )
         if block2.block_number == 0 or request.opt.size2 is not None:
             response.opt.size2 = size
@@ -622,14 +622,14 @@ class FileServer(Resource, interfaces.ObservableResource, PathCapable):
         try:
             return self._commit(
                 request, upload.dir_fd, upload.target, upload.temp_name, upload.fd, upload.directory,
-                block1=(block1.block_number, False, szx),
+                block1=_BlockwiseTuple(block1.block_number, False, szx),
             )
         finally:
             os.close(upload.dir_fd)
 
     @staticmethod
     def _continue(block1: _BlockwiseTuple) -> Message:
-        return Message(code=Code.CONTINUE, block1=(block1.block_number, True, block1.size_exponent))
+        return Message(code=Code.CONTINUE, block1=_BlockwiseTuple(block1.block_number, True, block1.size_exponent))
 
     def _schedule_upload_expiry(self, loop: asyncio.AbstractEventLoop) -> None:
         deadline = self.uploads.next_deadline()
