@@ -415,7 +415,8 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
             state = self._outgoing.pop(key)
             if state.stop is not None:
                 state.stop()
-            state.pipe.add_exception(exception)
+            if state.pipe is not None:  # (not the cancellation of an observation)
+                state.pipe.add_exception(exception)
         for key in [k for k in self._observations if k[1] == remote]:
             self._observations.pop(key).stop_interest()
 

@@ -8,6 +8,8 @@ import logging
 
 import pytest
 
+from aiocoap import error
+
 import aiocoap.tokenmanager as tm
 from aiocoap.message import Message
 from aiocoap.numbers.codes import Code
@@ -73,6 +75,7 @@ class Remote:
 class FakeTI:
     def __init__(self):
         self.sent = []
+        self.pipes = []
 
     def recognize_remote(self, remote):
         return True
@@ -95,6 +98,7 @@ def setup():
     events = []
     pipe.on_event(lambda event: events.append(event) or True)
     manager.request(pipe)
+    ti.pipes.append(pipe)
     return loop, manager, ti, remote, request, events
 
 
@@ -205,3 +209,16 @@ def test_cancelled_observation_is_not_reregistered(setup):
     loop.advance_to(1000)
     assert reregistrations(ti, pipe_request) == []
     assert ti.sent[-1].opt.observe == 1
+
+
+def test_network_error_during_active_cancellation(setup):
+    loop, manager, ti, remote, request, events = setup
+    notify(manager, request, remote, 1, max_age=5)
+    pipe = ti.pipes[0]
+    pipe.stop_interest()  # established: a GET with Observe: 1 goes out
+    assert ti.sent[-1].opt.observe == 1
+    manager.dispatch_error(error.NetworkError("unreachable"), remote)
+    # the cancellation is over: its late answer is not ours any more
+    late = Message(code=Code.CONTENT, mtype=Type.NON, token=request.token)
+    late.remote = remote
+    assert not manager.process_response(late)
