@@ -61,6 +61,22 @@ class UndecidedRemote(NamedTuple):
     def uri_base(self) -> str:
         return f"{self.scheme}://{self.hostinfo}"
 
+    @property
+    def is_ip_literal(self) -> bool:
+        """True if the host is an IP address (no name to resolve), so that
+        the route found for it once holds for later messages.
+
+        >>> UndecidedRemote("coap", "[fe80::1%eth0]:1234").is_ip_literal
+        True
+        >>> UndecidedRemote("coap", "localhost").is_ip_literal
+        False
+        """
+        try:
+            host, _ = hostportsplit(self.hostinfo)
+        except ValueError:
+            return False
+        return _is_ip_literal(host)
+
     @classmethod
     def from_pathless_uri(cls, uri: str) -> "UndecidedRemote":
         """Parse ``scheme://host[:port]`` (nothing after it) into a remote.

@@ -16,7 +16,7 @@ and are logged, not delivered.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Callable, NamedTuple, Optional, Union
 
 from .message import Message
 
