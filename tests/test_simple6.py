@@ -240,7 +240,7 @@ async def test_dual_stack_server():
         port = server._sockname[1]
         hosts = ["127.0.0.1"] + (["[::1]"] if _ipv6_loopback_works() else [])
         for i, host in enumerate(hosts):
-            await send(client, client._ctx, f"coap://{host}:{port}/", mid=i)
+            await send(client, client._message_manager, f"coap://{host}:{port}/", mid=i)
             await manager.wait_for(lambda: len(manager.datagrams) == i + 1)
             assert manager.datagrams[i][1].hostinfo.startswith(host + ":")
     finally:

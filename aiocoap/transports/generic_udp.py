@@ -189,7 +189,7 @@ class GenericMessageInterface(interfaces.MessageInterface):
     failure."""
 
     def __init__(self, ctx: interfaces.MessageManager, log, loop):
-        self._ctx = ctx
+        self._message_manager = ctx
         self._log = log
         self._loop = loop
         self._shut_down = False
@@ -210,7 +210,7 @@ class GenericMessageInterface(interfaces.MessageInterface):
 
     def _dispatch_error(self, exc: Exception, remote: Any) -> None:
         if not self._shut_down:
-            self._ctx.dispatch_error(exc, remote)
+            self._message_manager.dispatch_error(exc, remote)
 
     async def determine_remote(self, request):
         """Return a value suitable for the message's remote property based

@@ -138,7 +138,7 @@ class _PeerProtocol(asyncio.DatagramProtocol):
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr) -> None:
-        self.interface._ctx.dispatch_datagram(data, self.remote)
+        self.interface._message_manager.dispatch_datagram(data, self.remote)
 
     def error_received(self, exc: Exception) -> None:
         # asyncio calls this from within sendto() too; never re-enter the

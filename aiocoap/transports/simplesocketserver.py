@@ -101,7 +101,7 @@ class _ServerProtocol(asyncio.DatagramProtocol):
             if len(remotes) >= 512:
                 del remotes[next(iter(remotes))]
             remotes[addr] = remote
-        self.interface._ctx.dispatch_datagram(data, remote)
+        self.interface._message_manager.dispatch_datagram(data, remote)
 
     def error_received(self, exc: Exception) -> None:
         self.interface._log.debug("Socket error (not attributable to a remote): %s", exc)
