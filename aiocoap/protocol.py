@@ -488,13 +488,13 @@ class Context(interfaces.RequestProvider):
         if batch is None:
             batch = list(self._render_queue.items())
             self._render_queue = {}
-        progress = [0, False]  # index of the rendering in progress, handed over
+        progress = _BatchProgress()
         coro = self._render_batch(batch, progress)
         _, yielded = stepping.first_step(coro)
         if yielded is stepping.DONE:
             return
-        index = progress[0]
-        progress[1] = True
+        index = progress.index
+        progress.handed_over = True
         rest = batch[index + 1:]
         if rest:
             self.spawn_task(self._render_observations(rest), name="aiocoap notifications")
@@ -508,25 +508,26 @@ class Context(interfaces.RequestProvider):
         if pending is not None:
             observation.trigger(is_last=pending)
 
-    async def _render_batch(self, batch, progress) -> None:
+    async def _render_batch(self, batch, progress: "_BatchProgress") -> None:
         """The renderings of :meth:`_render_observations`; after the one in
-        progress when it was handed over (``progress[1]``), it stops."""
+        progress when it was handed over (``progress.handed_over``), it
+        stops."""
         # One reading of the clock for the batch (it only decides when a
         # notification has to be confirmable, see _deliver).
         now = self.loop.time()
         for index, (observation, is_last) in enumerate(batch):
             if observation._ended:
                 continue
-            progress[0] = index
+            progress.index = index
             try:
                 response = await observation._render()
             except asyncio.CancelledError:
-                if progress[1]:
+                if progress.handed_over:
                     raise  # the observation ended while its rendering was suspended
                 continue  # the rendering gave up on its own
             except Exception as e:
                 response = error_to_message(observation._pipe, e)
-            if progress[1]:
+            if progress.handed_over:
                 observation._deliver_safely(response, is_last)
                 return
             try:
@@ -548,6 +549,18 @@ class Context(interfaces.RequestProvider):
 
 _new_tuple = tuple.__new__
 CON, NON = Type.CON, Type.NON
+
+
+class _BatchProgress:
+    """What :meth:`Context._render_batch` and the task stepping it share:
+    the index of the rendering in progress, and whether the rest of the
+    batch was handed to another task (then the batch ends after it)."""
+
+    __slots__ = ("index", "handed_over")
+
+    def __init__(self) -> None:
+        self.index = 0
+        self.handed_over = False
 
 
 class Request(interfaces.Request, BaseUnicastRequest):
