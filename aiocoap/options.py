@@ -16,7 +16,7 @@ Rules this module enforces:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Generic, Iterable, KeysView, Optional, TypeVar, Union, overload
+from typing import Any, Callable, Collection, Generic, Iterable, KeysView, Optional, TypeVar, Union, overload
 
 from . import error
 from .numbers.contentformat import ContentFormat
@@ -415,6 +415,20 @@ class Options:
         """The numbers of the options present, in no particular order (for
         checks over all options, e.g. for unknown critical ones)."""
         return self._options.keys()
+
+    def unprocessable_critical(self, recognized: "Collection[int]") -> Optional[int]:
+        """The number of a critical option that makes the message
+        unprocessable (RFC 7252 §5.4.1): one whose value violated its
+        format, or one not in ``recognized``; None if there is none."""
+        invalid = self._invalid
+        if invalid:
+            for number, _ in invalid:
+                if number & 1:
+                    return int(number)
+        for number in self._options:
+            if number & 1 and number not in recognized:
+                return number
+        return None
 
     def split_off(self, number: int) -> "tuple[Options, list[OptionType]]":
         """A shallow copy (see :meth:`copy_shallow`) without the options of

@@ -136,7 +136,7 @@ class RequireOSCORE:
 
 
 def _is_protected(request: Message) -> bool:
-    return _OSCORE in request.opt._options
+    return _OSCORE in request.opt
 
 
 def _unprotected_error(code: Code, text: str) -> Message:
@@ -446,12 +446,9 @@ class OscoreSiteWrapper(interfaces.ObservableResource):
 
 
 def _check_critical_options(request: Message, recognized) -> None:
-    for invalid, _ in request.opt.invalid_options:
-        if invalid & 1:
-            raise error.BadOption(f"Invalid critical option {int(invalid)}")
-    for number in request.opt._options:
-        if number & 1 and number not in recognized:
-            raise error.BadOption(f"Unsupported critical option {OptionNumber(number).name}")
+    number = request.opt.unprocessable_critical(recognized)
+    if number is not None:
+        raise error.BadOption(f"Unsupported critical option {OptionNumber(number).name}")
 
 
 class _ProtectedObservation:

@@ -75,16 +75,6 @@ MULTICAST_REQUEST_TIMEOUT = 5.5
 leisure (5 s) plus a margin for the round trip."""
 
 
-def _bad_critical_option(request: Message, recognized) -> Optional[int]:
-    for number, _ in request.opt.invalid_options:
-        if number & 1:
-            return int(number)
-    for present in request.opt.numbers():
-        if present & 1 and present not in recognized:
-            return present
-    return None
-
-
 class Context(interfaces.RequestProvider):
     """Applications' entry point to the network
 
@@ -422,13 +412,13 @@ class Context(interfaces.RequestProvider):
         site = self.serversite
         if site is None:
             raise error.NotFound("This endpoint serves no resources")
-        bad = _bad_critical_option(request, self.recognized_critical_options)
+        bad = request.opt.unprocessable_critical(self.recognized_critical_options)
         if bad is not None:
             # A site can process critical options itself (the OSCORE site
             # wrapper does the OSCORE option).
             extra = getattr(site, "recognized_critical_options", None)
             if extra:
-                bad = _bad_critical_option(request, self.recognized_critical_options | extra)
+                bad = request.opt.unprocessable_critical(self.recognized_critical_options | extra)
         if bad is not None:
             raise error.BadOption(f"Unsupported critical option {OptionNumber(bad).name}")
 
@@ -706,7 +696,8 @@ class ServerObservation:
         self._accepted = False
         self._cancellation_callback = None
         self._seq = 0
-        # The site that renders the notifications, and (see _route) the
+        # The site that renders the notifications, and (see
+        # route_notifications) the
         # resource it found for them.
         self._site: Any = None
         self._child: Any = None
@@ -736,20 +727,22 @@ class ServerObservation:
             self._context.log.debug("Ending observation: %s", reason)
         self._pipe.stop_interest()
 
-    def _route(self, child, remainder) -> None:
-        """Called by a :class:`~aiocoap.resource.Site` that is ``_site``:
-        notifications can be rendered by ``child`` directly, with the
-        request stripped to ``remainder`` as the site would strip it,
-        instead of looking the resource up again for every notification."""
-        self._child = child
-        self._remainder = remainder
+    def route_notifications(self, site, child, remainder) -> None:
+        """Called by a :class:`~aiocoap.resource.Site` that found the
+        observed resource ``child`` for the path ``remainder``: if the
+        notifications are rendered through that site, ``child`` renders them
+        directly, with the request stripped as the site would strip it,
+        instead of the site looking the resource up again for each one."""
+        if site is self._site:
+            self._child = child
+            self._remainder = remainder
 
     def _render(self):
         """A coroutine rendering the observed request again."""
         request = self._pipe.request
         child = self._child
         if child is not None:
-            return child.render(self._site._stripped(request, self._remainder))
+            return child.render(self._site.stripped_request(request, self._remainder))
         return self._site.render(request)
 
     async def _first_render(self, site) -> None:
