@@ -72,6 +72,8 @@ class ClientObservation:
     ``async for``."""
 
     def __init__(self, request=None):
+        # (kept so that the request, whose lifetime decides the
+        # observation's, lives as long as the application holds this)
         self._request = request
         self.callbacks: list = []
         self.errbacks: list = []
@@ -134,14 +136,13 @@ class ClientObservation:
         self.errbacks = []
         for q in self._queues:
             q.put_nowait(("cancelled", None))
-        request = self._request
-        if request is not None:
-            request._pipe.stop_interest()
         callbacks, self._on_cancel = self._on_cancel, []
         for c in callbacks:
             c()
 
     def on_cancel(self, callback) -> None:
+        """Call ``callback()`` when the observation is cancelled (at once if
+        it already was)."""
         if self.cancelled:
             callback()
         else:

@@ -564,6 +564,7 @@ class Request(interfaces.Request, BaseUnicastRequest):
         self.response.add_done_callback(self._response_cancellation_handler)
         if pipe.request.opt.observe == 0:
             self.observation: Optional[ClientObservation] = ClientObservation(self)
+            self.observation.on_cancel(pipe.stop_interest)
             # Where notifications go: the observation, or (see
             # BlockwiseRequest._relay) directly to whoever wraps this request.
             self._notify = self.observation.callback
