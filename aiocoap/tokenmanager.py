@@ -428,6 +428,7 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
             state = self._outgoing.pop(key)
             if state.stop is not None:
                 state.stop()
+                state.stop = None
             if state.pipe is not None:  # (not the cancellation of an observation)
                 state.pipe.add_exception(exception)
         for key in [k for k in self._observations if k[1] == remote]:
