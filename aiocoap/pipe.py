@@ -39,7 +39,9 @@ class Event(NamedTuple):
 class Pipe:
     """One request and the events answering it."""
 
-    __slots__ = ("request", "log", "_listeners", "_end_callbacks", "_ended", "__weakref__")
+    # (no __weakref__ and no flag of its own for the end: every slot counts,
+    # see _listeners)
+    __slots__ = ("request", "log", "_listeners", "_end_callbacks")
 
     def __init__(self, request: Message, log):
         self.request = request
@@ -49,12 +51,12 @@ class Pipe:
         # observation keeps its pipe for its whole life, and a tuple for a
         # single callback would cost 48 bytes more per observation.
         self._listeners: Union[None, Callable[[Event], bool], tuple[Callable[[Event], bool], ...]] = None
-        # (a tuple: usually one or two callbacks)
-        self._end_callbacks: tuple[Callable[[], None], ...] = ()
-        self._ended = False
+        # The interest-end callbacks (a tuple: usually one or two); None once
+        # interest ended.
+        self._end_callbacks: Optional[tuple[Callable[[], None], ...]] = ()
 
     def __repr__(self):
-        state = "ended" if self._ended else f"{len(self._listener_tuple())} listener(s)"
+        state = "ended" if self._end_callbacks is None else f"{len(self._listener_tuple())} listener(s)"
         return f"<{type(self).__name__} for {self.request!r}, {state}>"
 
     def _listener_tuple(self) -> tuple:
@@ -68,7 +70,7 @@ class Pipe:
     @property
     def is_interested(self) -> bool:
         """True while a requester still listens."""
-        return self._listeners is not None and not self._ended
+        return self._listeners is not None and self._end_callbacks is not None
 
     def on_event(self, callback: Callable[[Event], bool]) -> Callable[[], None]:
         """Call ``callback(event)`` for every event. The callback returns
@@ -107,7 +109,7 @@ class Pipe:
         """Call ``callback()`` once when no requester listens any more (after
         a final event, or when the last listener unregistered). Runs at once
         if that already happened."""
-        if self._ended:
+        if self._end_callbacks is None:
             callback()
         else:
             self._end_callbacks += (callback,)
@@ -115,6 +117,8 @@ class Pipe:
     def discard_interest_end(self, callback: Callable[[], None]) -> None:
         """Undo :meth:`on_interest_end` (if the callback is still
         registered)."""
+        if self._end_callbacks is None:
+            return
         callbacks = list(self._end_callbacks)
         try:
             callbacks.remove(callback)
@@ -123,11 +127,11 @@ class Pipe:
         self._end_callbacks = tuple(callbacks)
 
     def _end_interest(self):
-        if self._ended:
+        callbacks = self._end_callbacks
+        if callbacks is None:
             return
-        self._ended = True
+        self._end_callbacks = None
         self._listeners = None
-        callbacks, self._end_callbacks = self._end_callbacks, ()
         for cb in callbacks:
             try:
                 cb()
@@ -135,7 +139,7 @@ class Pipe:
                 self.log.exception("Error in interest-end callback of %r", self)
 
     def add_event(self, event: Event) -> None:
-        if self._ended:
+        if self._end_callbacks is None:
             if event.exception is not None:
                 self.log.debug("Dropping late error for ended %r: %r", self, event.exception)
             return

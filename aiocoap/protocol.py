@@ -12,6 +12,12 @@ a resource tree.
   until a timeout.
 * :class:`ClientObservation` / :class:`ServerObservation` are the two ends
   of RFC 7641 observations.
+* :class:`BlockwiseRequest` (what ``Context.request`` returns by default)
+  and the server's blockwise state come from :mod:`aiocoap.blockwise`; the
+  base classes both kinds of request share (:class:`BaseRequest`,
+  :class:`BaseUnicastRequest`, :class:`ClientObservation`) from
+  ``aiocoap._requestbase``. Both are re-exported here, and neither imports
+  this module.
 
 Errors reach applications only as :mod:`aiocoap.error` exceptions; an
 exception inside a resource becomes a 5.00 response and one log line with

@@ -107,12 +107,14 @@ class _OutgoingRequest:
 class _NotificationMonitor:
     """The message layer's monitor of an observation's notifications: when
     one fails (a Reset, retransmissions exhausted), the observer is gone,
-    and the observation ends."""
+    and the observation ends. Also holds the function that stops the latest
+    notification's delivery, which the next one supersedes."""
 
-    __slots__ = ("pipe",)
+    __slots__ = ("pipe", "stop_latest")
 
     def __init__(self, pipe: Pipe):
         self.pipe = pipe
+        self.stop_latest: Optional[Callable[[], None]] = None
 
     def __call__(self, exc: Exception) -> None:
         pipe = self.pipe
@@ -145,12 +147,11 @@ class _ResponseSender:
     renders (the response, or an observation's notifications) back through
     the TokenInterface the request came from."""
 
-    __slots__ = ("pipe", "ti", "previous_stop", "response_remote", "monitor")
+    __slots__ = ("pipe", "ti", "response_remote", "monitor")
 
     def __init__(self, pipe: Pipe, ti: interfaces.TokenInterface, monitor: Optional[_NotificationMonitor]):
         self.pipe = pipe
         self.ti = ti
-        self.previous_stop: Optional[Callable[[], None]] = None
         self.response_remote = None
         self.monitor = monitor
 
@@ -173,16 +174,19 @@ class _ResponseSender:
         message.remote = remote
         if request.mtype is NON and message.mtype is None:
             message.mtype = NON
-        if self.previous_stop is not None:
+        monitor = self.monitor
+        if monitor is not None and monitor.stop_latest is not None:
             # A newer notification supersedes the previous one: stop
             # retransmitting it (RFC 7641 §4.5.2) and stop listening for a
             # Reset to it.
-            self.previous_stop()
-            self.previous_stop = None
+            monitor.stop_latest()
+            monitor.stop_latest = None
         if event.is_last:
             self.ti.send_message(message, None)
             return False
-        self.previous_stop = self.ti.send_message(message, self.monitor)
+        stop = self.ti.send_message(message, monitor)
+        if monitor is not None:
+            monitor.stop_latest = stop
         return True
 
 

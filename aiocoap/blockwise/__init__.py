@@ -13,7 +13,9 @@ modules, ``_client`` and ``_server``, do not import asyncio):
   count, bytes and time.
 
 :class:`BlockwiseRequest` (what ``Context.request`` returns) and
-:class:`BlockwiseServer` (``Context.blockwise``) are the asyncio glue.
+:class:`BlockwiseServer` (``Context.blockwise``) are the asyncio glue. The
+dependency goes one way: :mod:`aiocoap.protocol` builds on this package,
+which uses the Context it is given and imports nothing from protocol.
 
 Rules the client follows:
 
