@@ -422,9 +422,9 @@ class Options:
         format, or one not in ``recognized``; None if there is none."""
         invalid = self._invalid
         if invalid:
-            for number, _ in invalid:
-                if number & 1:
-                    return int(number)
+            for bad, _ in invalid:
+                if bad & 1:
+                    return int(bad)
         for number in self._options:
             if number & 1 and number not in recognized:
                 return number

@@ -294,6 +294,7 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
     def _deregister(self, key, old: _OutgoingRequest) -> None:
         """Send a GET with Observe: 1 for an observation nobody wants any
         more, accepting its answer (and late notifications) quietly."""
+        assert old.pipe is not None, "only established observations are cancelled"
         request = old.pipe.request
         cancellation = request.copy(mid=None, mtype=None if request.mtype is not NON else NON, observe=1)
         sink = _OutgoingRequest(None, False, old.ti)
