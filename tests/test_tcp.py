@@ -22,6 +22,7 @@ from aiocoap.numbers.codes import Code
 from aiocoap.optiontypes import OpaqueOption, UintOption
 from aiocoap.protocol import Context
 from aiocoap.transports import rfc8323common as rfc
+from aiocoap.transports.rfc8323session import SessionState
 from aiocoap.transports.tcp import DEFAULT_TCP_TUNING, TCPClient, TcpConnection, TCPServer, TcpTuning
 
 pytestmark = pytest.mark.core
@@ -362,7 +363,7 @@ async def test_observation_over_tcp():
             notification = await asyncio.wait_for(notifications.__anext__(), TIMEOUT)
             assert notification.payload == expected
         connection = first.remote
-        assert connection._outstanding  # a running observation keeps the connection busy
+        assert connection._session.pending_requests == 1  # a running observation keeps the connection busy
         observed.observation.cancel()
 
 
@@ -413,9 +414,9 @@ async def test_megabyte_bodies_use_bert_blocks():
         arrived = []
         process_request = server._tokenmanager.process_request
 
-        def counting(message):
+        def counting(message, ti=None):
             arrived.append(message)
-            process_request(message)
+            process_request(message, ti)
 
         server._tokenmanager.process_request = counting
         uri = f"coap+tcp://127.0.0.1:{server.port}/mb"
@@ -513,7 +514,7 @@ async def test_keepalive_pings_keep_a_quiet_connection():
         response = await request(client, code=Code.GET, uri=f"coap+tcp://127.0.0.1:{server.port}/slow")
         connection = response.remote
         await asyncio.sleep(0.5)  # several ping intervals: answered by Pongs
-        assert connection._state == 2 and connection in client.tcp._connections
+        assert connection.state is SessionState.OPEN and connection in client.tcp._connections
 
 
 async def test_unanswered_keepalive_ping_fails_pending_requests():
@@ -571,7 +572,7 @@ async def test_release_moves_new_requests_to_a_new_connection():
         uri = f"coap+tcp://127.0.0.1:{port}/x"
         first = await request(client, code=Code.GET, uri=uri)
         assert first.payload == b"first"
-        await until(lambda: first.remote._state == 0)  # closed once nothing was pending
+        await until(lambda: first.remote.state is SessionState.CLOSED)  # closed once nothing was pending
         second = await request(client, code=Code.GET, uri=uri, payload=b"second")
         assert second.payload == b"second"
         assert len(peers) == 2
@@ -621,7 +622,7 @@ async def test_server_sends_requests_to_the_client_on_its_connection():
         answer = await asyncio.wait_for(server.request(reverse, handle_blockwise=False).response, TIMEOUT)
         assert answer.code == Code.NOT_FOUND  # the client context serves no resources
         assert answer.remote is server_side
-        assert response.remote._state == 2
+        assert response.remote.state is SessionState.OPEN
 
 
 # --- misbehaving peers ---------------------------------------------------------
@@ -766,7 +767,7 @@ async def test_closed_connection_reconnects_for_cached_routes():
     async with tcp_server() as server, tcp_client(TcpTuning(idle_timeout=0.1)) as client:
         uri = f"coap+tcp://127.0.0.1:{server.port}/echo"
         first = await request(client, code=Code.GET, uri=uri)
-        await until(lambda: first.remote._state == 0)  # idle close
+        await until(lambda: first.remote.state is SessionState.CLOSED)  # idle close
         await until(lambda: not server.tcp._connections)
         second = await request(client, code=Code.GET, uri=uri)
         assert second.code == Code.CONTENT
@@ -798,7 +799,7 @@ async def test_pool_is_bounded():
             assert len(client.tcp._connections) <= 2
         # all busy: the third one can not be opened
         slow = [client.request(Message(code=Code.GET, uri=f"coap+tcp://127.0.0.1:{s.port}/slow")) for s in servers[1:]]
-        await until(lambda: all(c._outstanding for c in client.tcp._connections))
+        await until(lambda: all(c._session.pending_requests for c in client.tcp._connections))
         with pytest.raises(error.NetworkError, match="Too many"):
             await request(client, code=Code.GET, uri=f"coap+tcp://127.0.0.1:{servers[0].port}/echo")
         for s in slow:

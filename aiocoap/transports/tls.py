@@ -2,9 +2,10 @@
 5684), as a server (:class:`TLSServer`, transport name ``tlsserver``) and a
 client (:class:`TLSClient`, ``tlsclient``), on Python's :mod:`ssl` module.
 
-Everything above the TLS layer (framing, CSM, pooling, timers) is the TCP
-transport of :mod:`aiocoap.transports.tcp`; this module only supplies the
-TLS contexts. Rules:
+Everything above the TLS layer is the TCP transport of
+:mod:`aiocoap.transports.tcp` (pooling, the asyncio adapter) and the RFC
+8323 session below it (framing, CSM, signaling, timers); this module only
+supplies the TLS contexts. Rules:
 
 * Both sides offer the ALPN protocol ``coap`` (RFC 8323 §4.1), which is set
   on every context used here.
@@ -28,10 +29,11 @@ import ssl
 from typing import Optional
 
 from ..message import Message
+from ..numbers.constants import COAPS_PORT
 from . import rfc8323common as rfc
 from .tcp import TCPClient, TcpConnection, TCPServer
 
-__all__ = ["TLSServer", "TLSClient"]
+__all__ = ["TLSServer", "TLSClient", "COAPS_PORT"]
 
 ALPN_PROTOCOL = "coap"
 """The ALPN protocol ID of CoAP over TLS (RFC 8323 §8.6)."""
@@ -89,10 +91,10 @@ class TLSClient(_TLSMixin, TCPClient):
         context.set_alpn_protocols([ALPN_PROTOCOL])
         return context
 
-    def _connection_kwargs(self, connection: TcpConnection, message: Optional[Message]) -> dict:
+    def _connection_kwargs(self, connection: TcpConnection, host: str, message: Optional[Message]) -> dict:
         return {
             "ssl": self._ssl_context(connection, message),
-            "server_hostname": connection._host,
+            "server_hostname": host,
             "ssl_handshake_timeout": self.tuning.connect_timeout,
         }
 
