@@ -598,7 +598,11 @@ class RFC8323Session:
         if self._state is CLOSED:
             return
         self._last_rx = now
-        self._ping_deadline = None
+        if self._ping_deadline is not None:
+            # Answered: the next keepalive may be due before the timer that
+            # waited for the answer.
+            self._ping_deadline = None
+            self._note(now + self.tuning.ping_interval)  # type: ignore[operator]  # set when pinging
         framer = self._framer
         try:
             try:
