@@ -38,13 +38,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
 
 from .. import error, interfaces
 from ..message import Message
 from ..numbers.codes import Code
 from ..numbers.optionnumbers import OptionNumber
 from ..optiontypes import OpaqueOption, OptionType, StringOption, UintOption
+
+if TYPE_CHECKING:
+    from .rfc8323session import RFC8323Session
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -211,7 +214,7 @@ class RFC8323Remote(interfaces.EndpointAddress):
 
     def __init__(self, *, local_is_server: bool = False) -> None:
         self._local_is_server = local_is_server
-        self._session: Any = None
+        self._session: Optional[RFC8323Session] = None
 
     @property
     def uri_base(self) -> str:
@@ -375,7 +378,7 @@ def encode_ws_message(message: Message) -> bytes:
 _code_of = Code._value2member_map_.get
 
 
-def _build(code_number: int, token, rest) -> Message:
+def _build(code_number: int, token: BytesLike, rest: BytesLike) -> Message:
     code = _code_of(code_number)
     message = Message(code=code if code is not None else Code(code_number), token=bytes(token))
     if rest:
@@ -451,7 +454,7 @@ class StreamParser:
         # of the buffer once its length header is complete.
         self._header: Optional[tuple[int, int, int]] = None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = f"error {self.error.diagnostic!r}" if self.error else f"{len(self._buffer)} bytes pending"
         return f"<{type(self).__name__} max {self.max_message_size}, {state}>"
 

@@ -287,6 +287,10 @@ _OBSERVING = 2  # a running observation: ends with a final notification
 _INF = math.inf
 _DEFAULT_PEER_CSM = rfc.CSM()
 
+Monitor = Callable[[Exception], None]
+"""What is told when a request can not be sent (the token layer's
+``messageerror_monitor``)."""
+
 
 class _HeldPong:
     """A Pong to a Ping with Custody, held until the requests that arrived
@@ -294,7 +298,7 @@ class _HeldPong:
 
     __slots__ = ("unanswered", "token")
 
-    def __init__(self, unanswered: set, token: bytes) -> None:
+    def __init__(self, unanswered: set[bytes], token: bytes) -> None:
         self.unanswered = unanswered
         self.token = token
 
@@ -363,7 +367,7 @@ class RFC8323Session:
         self._released = False
         self._peer_csm: Optional[rfc.CSM] = None
         # Messages waiting for the peer's CSM: (message, monitor)
-        self._queue: list[tuple[Message, Optional[Callable[[Exception], None]]]] = []
+        self._queue: list[tuple[Message, Optional[Monitor]]] = []
         # token -> what a request we sent waits for (_AWAITING_RESPONSE etc.)
         self._outstanding: dict[bytes, int] = {}
         # tokens of the peer's requests that are not answered yet
@@ -715,7 +719,7 @@ class RFC8323Session:
 
     # --- outgoing --------------------------------------------------------------------
 
-    def send(self, message: Message, now: float, monitor: Optional[Callable[[Exception], None]] = None) -> bool:
+    def send(self, message: Message, now: float, monitor: Optional[Monitor] = None) -> bool:
         """Send a request, response or notification on the connection
         (queued until the peer's CSM arrived).
 
@@ -744,7 +748,7 @@ class RFC8323Session:
             _AWAITING_REGISTRATION if message.opt.observe == 0 else _AWAITING_RESPONSE
         )
 
-    def _send_now(self, message: Message, now: float, monitor, tracked: bool) -> bool:
+    def _send_now(self, message: Message, now: float, monitor: Optional[Monitor], tracked: bool) -> bool:
         try:
             frame = self._encode(message)
         except (TypeError, ValueError) as e:
@@ -784,7 +788,7 @@ class RFC8323Session:
             self._answered(message.token, now)
         return False
 
-    def _refuse(self, message: Message, monitor, text: str, now: float) -> None:
+    def _refuse(self, message: Message, monitor: Optional[Monitor], text: str, now: float) -> None:
         if self._outstanding.pop(message.token, None) is not None and not self._outstanding:
             self._became_quiet(now)
         if monitor is not None:

@@ -51,10 +51,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import math
 import socket
 import ssl
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, cast
 
 from .. import error, interfaces
 from ..message import Message, UndecidedRemote
@@ -73,6 +74,9 @@ from .rfc8323session import (
     StreamFramer,
 )
 
+if TYPE_CHECKING:
+    from . import TransportEntry, TransportSetup
+
 __all__ = ["TcpConnection", "TCPServer", "TCPClient", "TcpTuning", "DEFAULT_TCP_TUNING", "COAP_PORT"]
 
 TcpTuning = SessionTuning
@@ -83,6 +87,12 @@ sessions."""
 DEFAULT_TCP_TUNING = DEFAULT_SESSION_TUNING
 
 _INF = math.inf
+
+Monitor = Callable[[Exception], None]
+SockAddr = tuple[Any, ...]
+PoolKey = tuple[str, int]
+ServerT = TypeVar("ServerT", bound="TCPServer")
+ClientT = TypeVar("ClientT", bound="TCPClient")
 
 
 # --- the framing helpers aiocoap's transports.tcp module has -------------------------
@@ -176,23 +186,28 @@ class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
     Applications get them as ``message.remote`` and compare them by
     identity."""
 
-    def __init__(self, interface: "_TCPPooling", log, loop, *, hostinfo: Optional[str] = None, host=None, port=None):
+    def __init__(
+        self,
+        interface: "_TCPPooling",
+        log: logging.Logger,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        hostinfo: Optional[str] = None,
+        key: PoolKey = ("", 0),
+    ) -> None:
         rfc.RFC8323Remote.__init__(self, local_is_server=hostinfo is None)
         self._interface = interface
         self.log = log
         self.loop = loop
         self._hostinfo = hostinfo
         # (host, port) a client connection connects to, its key in the pool
-        self._host: Optional[str] = host
-        self._port: Optional[int] = port
-        self._key = (host, port)
-        self._connect_task: Optional[asyncio.Task] = None
-        self._session: Optional[RFC8323Session] = None
+        self._key = key
+        self._connect_task: Optional[asyncio.Task[None]] = None
 
         self._transport: Optional[asyncio.Transport] = None
-        self._peername: Optional[tuple] = None
-        self._sockname: Optional[tuple] = None
-        self._ready: Optional[asyncio.Future] = None
+        self._peername: Optional[SockAddr] = None
+        self._sockname: Optional[SockAddr] = None
+        self._ready: Optional[asyncio.Future[None]] = None
         self._clock = interface._clock
 
         self._out: list[bytes] = []
@@ -209,7 +224,7 @@ class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
     def scheme(self) -> str:
         return self._interface._scheme
 
-    def _format(self, sockaddr) -> str:
+    def _format(self, sockaddr: Optional[SockAddr]) -> str:
         if not sockaddr:
             return ""
         host, port = _strip_mapped(sockaddr[0]), sockaddr[1]
@@ -231,7 +246,7 @@ class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
         session = self._session
         return CLOSED if session is None else session.state
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         session = self._session
         state = self.state.name.lower()
         if session is not None and session.released and session.state is not CLOSED:
@@ -301,7 +316,8 @@ class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
 
     # --- asyncio.Protocol --------------------------------------------------------
 
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         self._paused = False
         self._peername = transport.get_extra_info("peername")
@@ -313,7 +329,7 @@ class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
         self._rearm()
         self._interface._connection_made(self)
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Optional[Exception]) -> None:
         if self._transport is None:
             return
         where = rfc.describe_remote(self)
@@ -334,7 +350,7 @@ class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
             reason.__cause__ = exc
         self._lost(reason)
 
-    def eof_received(self):
+    def eof_received(self) -> None:
         session = self._session
         if session is not None and session.buffered:
             self.log.info("Peer %s closed its side in the middle of a message", rfc.describe_remote(self))
@@ -347,7 +363,7 @@ class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
     def resume_writing(self) -> None:
         self._paused = False
 
-    def data_received(self, data) -> None:
+    def data_received(self, data: bytes) -> None:
         session = self._session
         if self._transport is None or session is None:
             return
@@ -356,7 +372,7 @@ class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
 
     # --- sending -------------------------------------------------------------------
 
-    def _send(self, message: Message, monitor) -> Optional[Callable[[], None]]:
+    def _send(self, message: Message, monitor: Optional[Monitor]) -> Optional[Callable[[], None]]:
         """Send a message on this connection (the TokenInterface's
         send_message lands here); returns the stop callable of a request."""
         session = self._session
@@ -459,6 +475,14 @@ class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
             # Waiters retrieve it; an unawaited failure is not worth a log line.
             ready.exception()
 
+    def _idle_since(self) -> Optional[float]:
+        """Since when the connection is open with nothing pending (None
+        if it is not)."""
+        session = self._session
+        if session is None or session.state is not OPEN or not session.is_idle:
+            return None
+        return session.quiet_since
+
     def _shutdown(self) -> None:
         reason = error.LibraryShutdown("Transport shut down")
         if self._connect_task is not None:
@@ -473,9 +497,9 @@ class _Closer(asyncio.Protocol):
     """Takes over the transport of a connection we closed, until the socket
     is really gone; cuts it if flushing takes longer than allowed."""
 
-    def __init__(self, interface, transport):
+    def __init__(self, interface: "_TCPPooling", transport: asyncio.Transport) -> None:
         self._interface = interface
-        self._transport = transport
+        self._transport: Optional[asyncio.Transport] = transport
         self._timer: Optional[asyncio.TimerHandle] = None
         interface._closers.add(self)
 
@@ -488,13 +512,13 @@ class _Closer(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
-    def data_received(self, data) -> None:
+    def data_received(self, data: bytes) -> None:
         pass
 
-    def eof_received(self):
+    def eof_received(self) -> None:
         return None
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Optional[Exception]) -> None:
         self._transport = None
         if self._timer is not None:
             self._timer.cancel()
@@ -502,7 +526,7 @@ class _Closer(asyncio.Protocol):
         self._interface._closer_done(self)
 
 
-class _TCPPooling:
+class _TCPPooling(interfaces.TokenInterface):
     """What TCPServer and TCPClient share: the scheme, the tuning, the set of
     live connections, sending, and shutting down."""
 
@@ -510,7 +534,13 @@ class _TCPPooling:
     _default_port = rfc.DEFAULT_PORT_TCP
     _early_close_hint = ""
 
-    def __init__(self, tman: interfaces.TokenManager, log, loop, tuning: Optional[TcpTuning] = None):
+    def __init__(
+        self,
+        tman: interfaces.TokenManager,
+        log: logging.Logger,
+        loop: asyncio.AbstractEventLoop,
+        tuning: Optional[TcpTuning] = None,
+    ) -> None:
         self._tman = tman
         self.log = log
         self.loop = loop
@@ -519,17 +549,20 @@ class _TCPPooling:
         self._connections: set[TcpConnection] = set()
         self._closers: set[_Closer] = set()
         self._shut = False
-        self._drained: Optional[asyncio.Future] = None
+        self._drained: Optional[asyncio.Future[None]] = None
 
     # --- TokenInterface ----------------------------------------------------------
 
-    def recognize_remote(self, remote) -> bool:
+    def recognize_remote(self, remote: object) -> bool:
         return isinstance(remote, TcpConnection) and remote._interface is self
 
-    def send_message(self, message: Message, messageerror_monitor=None) -> Optional[Callable[[], None]]:
-        return message.remote._send(message, messageerror_monitor)
+    def send_message(
+        self, message: Message, messageerror_monitor: Optional[Monitor] = None
+    ) -> Optional[Callable[[], None]]:
+        remote: TcpConnection = message.remote
+        return remote._send(message, messageerror_monitor)
 
-    def no_response_for(self, remote, token: bytes) -> None:
+    def no_response_for(self, remote: object, token: bytes) -> None:
         """The token manager's notice that a request will not be answered
         (No-Response); it no longer holds back custody Pongs."""
         if isinstance(remote, TcpConnection):
@@ -559,7 +592,7 @@ class _TCPPooling:
     def _hold_off_peer(self, connection: TcpConnection, seconds: int) -> None:
         """The peer asked us not to reconnect for a while."""
 
-    def _revive(self, connection: TcpConnection, monitor) -> bool:
+    def _revive(self, connection: TcpConnection, monitor: Optional[Monitor]) -> bool:
         """A request was sent to a closed connection: reconnect it if this
         side can, else fail the request (False)."""
         if monitor is not None:
@@ -593,22 +626,37 @@ class TCPServer(_TCPPooling, interfaces.TokenInterface):
     (transport name ``tcpserver``). Responses, notifications and requests of
     our own go out on the connection the remote names."""
 
-    def __init__(self, tman, log, loop, tuning=None):
+    def __init__(
+        self,
+        tman: interfaces.TokenManager,
+        log: logging.Logger,
+        loop: asyncio.AbstractEventLoop,
+        tuning: Optional[TcpTuning] = None,
+    ) -> None:
         super().__init__(tman, log, loop, tuning)
-        self.server: Optional[asyncio.AbstractServer] = None
+        self.server: Optional[asyncio.Server] = None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         where = ""
         if self.server is not None and self.server.sockets:
             where = " on " + ", ".join(self._format_sockname(s.getsockname()) for s in self.server.sockets)
         return f"<{type(self).__name__}{where} with {len(self._connections)} connection(s)>"
 
     @staticmethod
-    def _format_sockname(sockname) -> str:
+    def _format_sockname(sockname: SockAddr) -> str:
         return hostportjoin(_strip_mapped(sockname[0]), sockname[1])
 
     @classmethod
-    async def create_server(cls, bind, tman: interfaces.TokenManager, log, loop, *, _server_context=None, tuning=None):
+    async def create_server(
+        cls: type[ServerT],
+        bind: Optional[tuple[Optional[str], Optional[int]]],
+        tman: interfaces.TokenManager,
+        log: logging.Logger,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        _server_context: Optional[ssl.SSLContext] = None,
+        tuning: Optional[TcpTuning] = None,
+    ) -> ServerT:
         """Listen on ``bind`` ((host, port); None for any address / the
         default port, port 0 for an ephemeral one). With ``_server_context``
         (an :class:`ssl.SSLContext`) connections are TLS."""
@@ -616,7 +664,7 @@ class TCPServer(_TCPPooling, interfaces.TokenInterface):
         host, port = bind if bind is not None else (None, None)
         if port is None:
             port = self._default_port
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if _server_context is not None:
             kwargs["ssl"] = _server_context
             kwargs["ssl_handshake_timeout"] = self.tuning.connect_timeout
@@ -655,20 +703,33 @@ class TCPClient(_TCPPooling, interfaces.TokenInterface):
     (transport name ``tcpclient``) and keeps them in a pool: one usable
     connection per (host, port), reused by later requests."""
 
-    def __init__(self, tman, log, loop, tuning=None):
+    def __init__(
+        self,
+        tman: interfaces.TokenManager,
+        log: logging.Logger,
+        loop: asyncio.AbstractEventLoop,
+        tuning: Optional[TcpTuning] = None,
+    ) -> None:
         super().__init__(tman, log, loop, tuning)
-        self._pool: dict[tuple, TcpConnection] = {}
-        self._hold_offs: dict[tuple, float] = {}
-        self._connect_tasks: set[asyncio.Task] = set()
+        self._pool: dict[PoolKey, TcpConnection] = {}
+        self._hold_offs: dict[PoolKey, float] = {}
+        self._connect_tasks: set[asyncio.Task[None]] = set()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} with {len(self._pool)} pooled connection(s)>"
 
     @classmethod
-    async def create_client_transport(cls, tman: interfaces.TokenManager, log, loop, *, tuning=None):
+    async def create_client_transport(
+        cls: type[ClientT],
+        tman: interfaces.TokenManager,
+        log: logging.Logger,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        tuning: Optional[TcpTuning] = None,
+    ) -> ClientT:
         return cls(tman, log, loop, tuning)
 
-    def _connection_kwargs(self, connection: TcpConnection, host: str, message: Optional[Message]) -> dict:
+    def _connection_kwargs(self, connection: TcpConnection, host: str, message: Optional[Message]) -> dict[str, Any]:
         """Extra arguments to loop.create_connection for a connection to
         ``host`` (TLS adds its own)."""
         return {}
@@ -695,7 +756,7 @@ class TCPClient(_TCPPooling, interfaces.TokenInterface):
             self._make_room()
             connection = TcpConnection(
                 self, self.log, self.loop,
-                hostinfo=hostportjoin(host, None if port == self._default_port else port), host=host, port=port,
+                hostinfo=hostportjoin(host, None if port == self._default_port else port), key=key,
             )
             self._pool[key] = connection
             self._start_connecting(connection, message)
@@ -704,7 +765,7 @@ class TCPClient(_TCPPooling, interfaces.TokenInterface):
             await asyncio.shield(connection._ready)
         return connection
 
-    def _check_hold_off(self, key) -> None:
+    def _check_hold_off(self, key: PoolKey) -> None:
         until = self._hold_offs.get(key)
         if until is not None:
             remaining = until - self.loop.time()
@@ -718,12 +779,12 @@ class TCPClient(_TCPPooling, interfaces.TokenInterface):
         live = len(self._connections) + len(self._connect_tasks)
         if live < self.tuning.max_connections:
             return
-        idle = [c for c in self._connections if c.state is OPEN and c._session.is_idle]
+        idle = [(since, c) for c in self._connections if (since := c._idle_since()) is not None]
         if not idle:
             raise error.NetworkError(
                 f"Too many {self._scheme} connections open ({live}); none of them is idle"
             )
-        victim = min(idle, key=lambda c: c._session.quiet_since)
+        victim = min(idle, key=lambda entry: entry[0])[1]
         self.log.debug("Closing idle connection %r to make room", victim)
         self._connection_released(victim)
         victim._detach(None)
@@ -737,11 +798,12 @@ class TCPClient(_TCPPooling, interfaces.TokenInterface):
         task.add_done_callback(self._connect_tasks.discard)
 
     async def _connect(self, connection: TcpConnection, message: Optional[Message]) -> None:
+        host, port = connection._key
         try:
             try:
-                kwargs = self._connection_kwargs(connection, connection._host, message)
+                kwargs = self._connection_kwargs(connection, host, message)
                 await asyncio.wait_for(
-                    self.loop.create_connection(lambda: connection, connection._host, connection._port, **kwargs),
+                    self.loop.create_connection(lambda: connection, host, port, **kwargs),
                     self.tuning.connect_timeout,
                 )
             except asyncio.TimeoutError:
@@ -750,7 +812,7 @@ class TCPClient(_TCPPooling, interfaces.TokenInterface):
                 ) from None
             except socket.gaierror as e:
                 raise error.ResolutionError(
-                    f"No address found for {connection._host}: {e.strerror or e}"
+                    f"No address found for {host}: {e.strerror or e}"
                 ) from e
             except ssl.SSLError as e:
                 raise error.NetworkError(
@@ -781,7 +843,7 @@ class TCPClient(_TCPPooling, interfaces.TokenInterface):
         connection._fail_ready(exc)
         self._tman.dispatch_error(exc, connection)
 
-    def _revive(self, connection: TcpConnection, monitor) -> bool:
+    def _revive(self, connection: TcpConnection, monitor: Optional[Monitor]) -> bool:
         if self._shut:
             if monitor is not None:
                 monitor(error.LibraryShutdown("Transport shut down"))
@@ -828,9 +890,10 @@ class TCPClient(_TCPPooling, interfaces.TokenInterface):
         await self._wait_drained()
 
 
-async def load(entry, setup) -> None:
+async def load(entry: "TransportEntry", setup: "TransportSetup") -> None:
     """Attach the client (``tcpclient``) or server (``tcpserver``) side to a
     context (see :data:`aiocoap.transports.TRANSPORTS`)."""
+    interface: TCPServer | TCPClient
     if entry.server:
         interface = await TCPServer.create_server(setup.server_bind, setup.tokenmanager, setup.log, setup.loop)
     else:
