@@ -174,6 +174,14 @@ class Net:
                     moved = True
                     end.session.receive_data(box.pop(0), self.now)
 
+    def exchange(self, client, server, token):
+        """A GET from ``client`` answered by ``server``, each delivered at
+        once."""
+        client.send(get(token))
+        self.flush()
+        server.send(content(token))
+        self.flush()
+
     def start(self):
         for end in self.ends:
             end.session.start(self.now)
@@ -360,10 +368,7 @@ def test_traffic_from_the_peer_postpones_the_keepalive(net):
     client, server = net.pair(client_tuning=SessionTuning(ping_interval=30.0))
     net.start()
     net.advance(20)
-    client.send(get(b"a"))
-    net.flush()
-    server.send(content(b"a"))
-    net.flush()
+    net.exchange(client, server, b"a")
     assert client.session.next_deadline() == START + 50.0
     net.advance(29.9)
     assert Code.PING not in client.sent_codes()
@@ -405,10 +410,7 @@ def test_idle_client_connection_closes_after_idle_timeout(net):
     client, server = net.pair(client_tuning=SessionTuning(idle_timeout=60.0))
     net.start()
     net.advance(5)
-    client.send(get(b"i"))
-    net.flush()
-    server.send(content(b"i"))
-    net.flush()
+    net.exchange(client, server, b"i")
     assert client.session.is_idle
     assert client.session.next_deadline() == START + 65.0
     net.advance(59.999)

@@ -52,7 +52,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import math
 import socket
 import ssl
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, cast
@@ -62,6 +61,7 @@ from ..message import Message, UndecidedRemote
 from ..numbers.constants import COAP_PORT
 from ..util import hostportjoin
 from ..util.asyncio import clock_of
+from ..util.asyncio.timer import DeadlineTimer
 from . import rfc8323common as rfc
 from .generic_udp import split_hostinfo
 from .rfc8323session import (
@@ -85,8 +85,6 @@ TcpTuning = SessionTuning
 sessions."""
 
 DEFAULT_TCP_TUNING = DEFAULT_SESSION_TUNING
-
-_INF = math.inf
 
 Monitor = Callable[[Exception], None]
 SockAddr = tuple[Any, ...]
@@ -215,8 +213,7 @@ class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
         self._flush_handle: Optional[asyncio.Handle] = None
         self._paused = False
 
-        self._timer: Optional[asyncio.TimerHandle] = None
-        self._timer_at = _INF
+        self._timer = DeadlineTimer(loop, self._on_timer)
 
     # --- EndpointAddress ---------------------------------------------------------
 
@@ -291,28 +288,17 @@ class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
 
     def _rearm(self) -> None:
         session = self._session
-        if session is None:
-            return
-        deadline = session.take_added_deadline()
-        if deadline is None or self._timer_at <= deadline:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = deadline
-        self._timer = self.loop.call_at(deadline, self._on_timer)
+        if session is not None:
+            self._timer.arm_before(session.take_added_deadline())
 
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = _INF
         session = self._session
         if session is None:
             return
         session.handle_timer(self._clock())
         session.take_added_deadline()  # superseded by the full computation
-        deadline = session.next_deadline()
-        if deadline is not None and self._session is session:
-            self._timer_at = deadline
-            self._timer = self.loop.call_at(deadline, self._on_timer)
+        if self._session is session:
+            self._timer.arm_before(session.next_deadline())
 
     # --- asyncio.Protocol --------------------------------------------------------
 
@@ -460,10 +446,7 @@ class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = _INF
+        self._timer.cancel()
         self._fail_ready(reason)
         self._interface._connection_lost(self)
         self._interface._tman.dispatch_error(reason, self)
@@ -626,15 +609,8 @@ class TCPServer(_TCPPooling, interfaces.TokenInterface):
     (transport name ``tcpserver``). Responses, notifications and requests of
     our own go out on the connection the remote names."""
 
-    def __init__(
-        self,
-        tman: interfaces.TokenManager,
-        log: logging.Logger,
-        loop: asyncio.AbstractEventLoop,
-        tuning: Optional[TcpTuning] = None,
-    ) -> None:
-        super().__init__(tman, log, loop, tuning)
-        self.server: Optional[asyncio.Server] = None
+    server: Optional[asyncio.Server] = None
+    """The listening server (set by :meth:`create_server`)."""
 
     def __repr__(self) -> str:
         where = ""
@@ -703,14 +679,8 @@ class TCPClient(_TCPPooling, interfaces.TokenInterface):
     (transport name ``tcpclient``) and keeps them in a pool: one usable
     connection per (host, port), reused by later requests."""
 
-    def __init__(
-        self,
-        tman: interfaces.TokenManager,
-        log: logging.Logger,
-        loop: asyncio.AbstractEventLoop,
-        tuning: Optional[TcpTuning] = None,
-    ) -> None:
-        super().__init__(tman, log, loop, tuning)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._pool: dict[PoolKey, TcpConnection] = {}
         self._hold_offs: dict[PoolKey, float] = {}
         self._connect_tasks: set[asyncio.Task[None]] = set()

@@ -80,15 +80,8 @@ class TLSClient(_TLSMixin, TCPClient):
     """Opens CoAP-over-TLS connections for ``coaps+tcp://`` URIs (see
     :class:`TCPClient`)."""
 
-    def __init__(
-        self,
-        tman: interfaces.TokenManager,
-        log: logging.Logger,
-        loop: asyncio.AbstractEventLoop,
-        tuning: Optional[TcpTuning] = None,
-    ) -> None:
-        super().__init__(tman, log, loop, tuning)
-        self._default_context: Optional[ssl.SSLContext] = None
+    # (created when a request needs it)
+    _default_context: Optional[ssl.SSLContext] = None
 
     def _ssl_context(self, connection: TcpConnection, message: Optional[Message]) -> ssl.SSLContext:
         credentials = getattr(self._tman, "client_credentials", None)
