@@ -375,12 +375,8 @@ def encode_ws_message(message: Message) -> bytes:
     return b"".join((header, token, options))
 
 
-_code_of = Code._value2member_map_.get
-
-
 def _build(code_number: int, token: BytesLike, rest: BytesLike) -> Message:
-    code = _code_of(code_number)
-    message = Message(code=code if code is not None else Code(code_number), token=bytes(token))
+    message = Message(code=code_number, token=bytes(token))
     if rest:
         message.payload = message.opt.decode(rest)
     return message

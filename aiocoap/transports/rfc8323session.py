@@ -603,10 +603,12 @@ class RFC8323Session:
             return
         self._last_rx = now
         if self._ping_deadline is not None:
-            # Answered: the next keepalive may be due before the timer that
-            # waited for the answer.
             self._ping_deadline = None
-            self._note(now + self.tuning.ping_interval)  # type: ignore[operator]  # set when pinging
+            interval = self.tuning.ping_interval
+            if interval is not None:
+                # Answered: the next keepalive may be due before the timer
+                # that waited for the answer.
+                self._note(now + interval)
         framer = self._framer
         try:
             try:
@@ -647,7 +649,13 @@ class RFC8323Session:
         elif handling == _RESPONSE:
             self._process_response(message, now)
         elif handling == _SIGNALING:
-            self._process_signaling(message, now)
+            try:
+                self._process_signaling(message, now)
+            except rfc.CloseConnection:
+                raise
+            except Exception:
+                # (a failing on_ready / on_release callback)
+                self.log.exception("Error processing %r", message)
         elif handling == _EMPTY:
             pass  # RFC 8323 §3.4: empty messages are ignored
         else:
