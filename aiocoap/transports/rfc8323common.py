@@ -233,26 +233,27 @@ class RFC8323Remote(interfaces.EndpointAddress):
             )
         return f"{self.scheme}://{self.hostinfo_local}"
 
-    def _peer_limits(self) -> tuple[int, bool]:
-        session = self._session
-        if session is None:
-            return DEFAULT_MAX_MESSAGE_SIZE, False
-        return session.peer_csm.max_message_size, session.bert_allowed
-
     @property
     def maximum_block_size_exp(self) -> int:  # type: ignore[override]
         """Block size exponent for messages to the peer (7: BERT), from the
         peer's CSM (the RFC 8323 defaults before it arrived)."""
-        return maximum_block_size_exp(*self._peer_limits())
+        session = self._session
+        if session is None:
+            return maximum_block_size_exp(DEFAULT_MAX_MESSAGE_SIZE, False)
+        return session.maximum_block_size_exp
 
     @property
     def maximum_payload_size(self) -> int:  # type: ignore[override]
-        return maximum_payload_size(*self._peer_limits())
+        session = self._session
+        if session is None:
+            return maximum_payload_size(DEFAULT_MAX_MESSAGE_SIZE, False)
+        return session.maximum_payload_size
 
     @property
     def peer_max_message_size(self) -> int:
         """The Max-Message-Size the peer announced (1152 until its CSM)."""
-        return self._peer_limits()[0]
+        session = self._session
+        return DEFAULT_MAX_MESSAGE_SIZE if session is None else session.peer_csm.max_message_size
 
     def abort(self, errormessage: Optional[str] = None, bad_csm_option: Optional[int] = None) -> None:
         """Send a 7.05 Abort (with the diagnostic ``errormessage`` and, if
@@ -322,15 +323,14 @@ def read_frame_header(data: BytesLike, pos: int = 0, end: Optional[int] = None) 
     return 1 + extra, first & 0x0F, int.from_bytes(data[pos + 1 : pos + 1 + extra], "big") + _EXT_OFFSET[nibble]
 
 
-def _check_token_length(tkl: int) -> None:
-    if tkl > 8:
-        raise FramingError("token length 9-15 is reserved")
+_RESERVED_TKL = "token length 9-15 is reserved"
 
 
 def _body(message: Message) -> tuple[int, bytes, bytes, bytes]:
     """Code, token, encoded options and payload of a message to be framed;
     raises TypeError without a code, ValueError for a token above 8
-    bytes."""
+    bytes. (:func:`encode_message`, on every message's path, does the same
+    inline.)"""
     code = message.code
     if code is None:
         raise TypeError("a message needs a code to be encoded")
@@ -346,11 +346,22 @@ def encode_message(message: Message) -> bytes:
     Type and message ID of the message are not part of the frame and are
     ignored. Raises TypeError when the message has no code and ValueError
     when its token is longer than 8 bytes or it is too long to frame."""
-    code, token, options, payload = _body(message)
+    code = message.code
+    if code is None:
+        raise TypeError("a message needs a code to be encoded")
+    token = message.token
     tkl = len(token)
+    if tkl > 8:
+        raise ValueError("token longer than 8 bytes")
+    options = message.opt.encode()
+    payload = message.payload
     length = len(options) + (len(payload) + 1 if payload else 0)
     if length < 13:
         header = bytes(((length << 4) | tkl, code))
+    elif length < 269:
+        # (encode_length's second case, inlined: most messages with a
+        # payload are this long)
+        header = bytes((0xD0 | tkl, length - 13, code))
     else:
         nibble, extended = encode_length(length)
         header = b"".join((bytes(((nibble << 4) | tkl,)), extended, bytes((code,))))
@@ -393,7 +404,8 @@ def decode_message(frame: BytesLike) -> Message:
     if header is None:
         raise FramingError("frame truncated in the length field")
     hlen, tkl, length = header
-    _check_token_length(tkl)
+    if tkl > 8:
+        raise FramingError(_RESERVED_TKL)
     if hlen + 1 + tkl + length != end:
         raise FramingError(
             f"frame of {end} bytes does not match the announced length {length}"
@@ -415,7 +427,8 @@ def decode_ws_message(frame: BytesLike) -> Message:
     if first >> 4:
         raise FramingError("Len field is not 0 in a WebSocket message")
     tkl = first & 0x0F
-    _check_token_length(tkl)
+    if tkl > 8:
+        raise FramingError(_RESERVED_TKL)
     if len(frame) < 2 + tkl:
         raise FramingError("WebSocket message truncated in the token")
     try:
@@ -486,7 +499,8 @@ class StreamParser:
                     if parsed is None:
                         break
                     hlen, tkl, length = parsed
-                    _check_token_length(tkl)
+                    if tkl > 8:
+                        raise FramingError(_RESERVED_TKL)
                     if length > self.max_message_size:
                         raise MessageTooLarge(length, self.max_message_size)
                     header = (hlen, tkl, hlen + 1 + tkl + length)

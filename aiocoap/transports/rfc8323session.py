@@ -362,10 +362,18 @@ class RFC8323Session:
         self._on_release = on_release
         self._on_close = on_close
 
-        self._state = CONNECTING
+        self.state = CONNECTING
+        """Where the session is in its life (only the session writes it)."""
         self._started = False
         self._released = False
         self._peer_csm: Optional[rfc.CSM] = None
+        self.maximum_block_size_exp = 0
+        """Block size exponent for messages to the peer (7: BERT), from the
+        CSMs it sent and whether we use BERT (updated with each CSM)."""
+        self.maximum_payload_size = 0
+        """Largest payload of one message to the peer (see
+        :func:`~aiocoap.transports.rfc8323common.maximum_payload_size`)."""
+        self._set_block_sizes()
         # Messages waiting for the peer's CSM: (message, monitor)
         self._queue: list[tuple[Message, Optional[Monitor]]] = []
         # token -> what a request we sent waits for (_AWAITING_RESPONSE etc.)
@@ -379,13 +387,14 @@ class RFC8323Session:
         self._quiet_since = 0.0
         self._frame_started: Optional[float] = None
         self._ping_deadline: Optional[float] = None
-        # The earliest deadline added since take_added_deadline() was last
-        # called.
-        self._added: Optional[float] = None
+        self.added_deadline: Optional[float] = None
+        """The earliest deadline added since :meth:`take_added_deadline`
+        was last called (None if none). Drivers may read it to skip that
+        call when there is nothing new; only the session writes it."""
 
     def __repr__(self) -> str:
-        state = self._state.name.lower()
-        if self._released and self._state is not CLOSED:
+        state = self.state.name.lower()
+        if self._released and self.state is not CLOSED:
             state += ", released"
         return (
             f"<{type(self).__name__} with {rfc.describe_remote(self._remote)}, {state}, "
@@ -393,10 +402,6 @@ class RFC8323Session:
         )
 
     # --- what the transport and the remote read -------------------------------------
-
-    @property
-    def state(self) -> SessionState:
-        return self._state
 
     @property
     def started(self) -> bool:
@@ -417,11 +422,11 @@ class RFC8323Session:
         """The peer's settings: its CSMs so far, on top of the defaults."""
         return self._peer_csm or _DEFAULT_PEER_CSM
 
-    @property
-    def bert_allowed(self) -> bool:
-        """Whether BERT blocks may be sent: the peer announced
-        Block-Wise-Transfer and we want to use it."""
-        return (self._peer_csm or _DEFAULT_PEER_CSM).block_wise_transfer and self.tuning.block_wise_transfer
+    def _set_block_sizes(self) -> None:
+        csm = self._peer_csm or _DEFAULT_PEER_CSM
+        bert = csm.block_wise_transfer and self.tuning.block_wise_transfer
+        self.maximum_block_size_exp = rfc.maximum_block_size_exp(csm.max_message_size, bert)
+        self.maximum_payload_size = rfc.maximum_payload_size(csm.max_message_size, bert)
 
     @property
     def buffered(self) -> int:
@@ -448,9 +453,9 @@ class RFC8323Session:
     # --- time ------------------------------------------------------------------------
 
     def _note(self, deadline: float) -> None:
-        added = self._added
+        added = self.added_deadline
         if added is None or deadline < added:
-            self._added = deadline
+            self.added_deadline = deadline
 
     def take_added_deadline(self) -> Optional[float]:
         """The earliest deadline added since the last call (None if none):
@@ -458,13 +463,13 @@ class RFC8323Session:
         Deadlines only ever move later otherwise, so a timer that fires
         early just calls :meth:`handle_timer` and re-arms at
         :meth:`next_deadline`."""
-        added, self._added = self._added, None
+        added, self.added_deadline = self.added_deadline, None
         return added
 
     def next_deadline(self) -> Optional[float]:
         """The earliest time at which :meth:`handle_timer` has work to do
         (None: none, as long as nothing else happens)."""
-        if self._state is CLOSED or not self._started:
+        if self.state is CLOSED or not self._started:
             return None
         tuning = self.tuning
         best = _INF
@@ -482,7 +487,7 @@ class RFC8323Session:
         return None if best == _INF else best
 
     def _idle_deadline(self) -> Optional[float]:
-        if self._idle_timeout is None or self._state is not OPEN or not self.is_idle:
+        if self._idle_timeout is None or self.state is not OPEN or not self.is_idle:
             return None
         return self._quiet_since + self._idle_timeout
 
@@ -490,7 +495,7 @@ class RFC8323Session:
         """Do what is due at ``now``: abort a peer whose CSM or frame is
         late, send a keepalive Ping or give up on an unanswered one, close
         an idle connection."""
-        if self._state is CLOSED or not self._started:
+        if self.state is CLOSED or not self._started:
             return
         tuning = self.tuning
         try:
@@ -528,7 +533,7 @@ class RFC8323Session:
     def start(self, now: float) -> None:
         """The connection is up: write our CSM and start waiting for the
         peer's."""
-        if self._started or self._state is CLOSED:
+        if self._started or self.state is CLOSED:
             return
         self._started = True
         self._connected_at = self._last_rx = self._quiet_since = now
@@ -542,7 +547,7 @@ class RFC8323Session:
         ``diagnostic`` (and the Bad-CSM-Option, if given); pending requests
         fail with :class:`aiocoap.error.NetworkError`. Does nothing before
         :meth:`start` or after the end."""
-        if self._state is CLOSED or not self._started:
+        if self.state is CLOSED or not self._started:
             return
         where = rfc.describe_remote(self._remote)
         self._close(rfc.CloseConnection(
@@ -558,23 +563,23 @@ class RFC8323Session:
         self._end(reason)
 
     def _end(self, reason: Optional[Exception]) -> None:
-        if self._state is CLOSED:
+        if self.state is CLOSED:
             return
-        if self._state is OPEN:
+        if self.state is OPEN:
             self.log.debug("Connection %r ended: %s", self._remote, reason)
-        self._state = CLOSED
+        self.state = CLOSED
         self._queue = []
         self._outstanding.clear()
         self._incoming.clear()
         self._held_pongs = []
         self._frame_started = None
         self._ping_deadline = None
-        self._added = None
+        self.added_deadline = None
 
     def _close(self, closing: rfc.CloseConnection) -> None:
         """End the session from this side: send the Abort, if any, forget
         everything and tell the transport."""
-        if self._state is CLOSED:
+        if self.state is CLOSED:
             return
         if closing.abort is not None and not closing.hard:
             self._write_signal(closing.abort.to_message())
@@ -599,7 +604,7 @@ class RFC8323Session:
     def receive_data(self, data: rfc.BytesLike, now: float) -> None:
         """Process bytes received on the connection (for a WebSocket
         framer: one complete WebSocket message)."""
-        if self._state is CLOSED:
+        if self.state is CLOSED:
             return
         self._last_rx = now
         if self._ping_deadline is not None:
@@ -616,12 +621,12 @@ class RFC8323Session:
             except rfc.FramingError as e:
                 for message in e.messages:
                     self._process(message, now)
-                    if self._state is CLOSED:
+                    if self.state is CLOSED:
                         return
                 raise self._violation(e.diagnostic, rfc.Abort.from_error(e))
             for message in messages:
                 self._process(message, now)
-                if self._state is CLOSED:
+                if self.state is CLOSED:
                     return
         except rfc.CloseConnection as e:
             self._close(e)
@@ -688,6 +693,7 @@ class RFC8323Session:
         if isinstance(signal, rfc.CSM):
             first = self._peer_csm is None
             self._peer_csm = signal
+            self._set_block_sizes()
             if first:
                 self._became_ready(now)
         elif isinstance(signal, rfc.Ping):
@@ -711,15 +717,15 @@ class RFC8323Session:
             self.log.debug("Ignoring unknown signaling message %r", message)
 
     def _became_ready(self, now: float) -> None:
-        self._state = OPEN
+        self.state = OPEN
         self._quiet_since = now
         self._on_ready()
         queue, self._queue = self._queue, []
         for message, monitor in queue:
-            if self._state is not OPEN:
+            if self.state is not OPEN:
                 break
             self._send_now(message, now, monitor, tracked=True)
-        if self._state is not OPEN:
+        if self.state is not OPEN:
             return
         if self.tuning.ping_interval is not None:
             self._note(self._last_rx + self.tuning.ping_interval)
@@ -735,11 +741,11 @@ class RFC8323Session:
         call :meth:`request_done` once no more responses to it are wanted.
         A request that can not be sent is reported to ``monitor`` (with
         :class:`aiocoap.error.NetworkError`)."""
-        if self._state is OPEN:
+        if self.state is OPEN:
             return self._send_now(message, now, monitor, tracked=False)
         code = message.code
         is_request = code is not None and _HANDLING[code] == _REQUEST
-        if self._state is CLOSED:
+        if self.state is CLOSED:
             where = rfc.describe_remote(self._remote)
             if is_request:
                 self._refuse(message, monitor, f"Connection {where} is closed", now)
@@ -842,11 +848,11 @@ class RFC8323Session:
             self._became_quiet(now)
 
     def _became_quiet(self, now: float) -> None:
-        if self._outstanding or self._incoming or self._queue or self._state is CLOSED or not self._started:
+        if self._outstanding or self._incoming or self._queue or self.state is CLOSED or not self._started:
             return
         if self._released:
             self._close(self._closed_locally())
             return
         self._quiet_since = now
-        if self._idle_timeout is not None and self._state is OPEN:
+        if self._idle_timeout is not None and self.state is OPEN:
             self._note(now + self._idle_timeout)

@@ -286,10 +286,11 @@ class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
             self._interface._hold_off_peer(self, hold_off)
         self._interface._connection_released(self)
 
-    def _rearm(self) -> None:
-        session = self._session
-        if session is not None:
-            self._timer.arm_before(session.take_added_deadline())
+    def _rearm(self, session: RFC8323Session) -> None:
+        """Move the timer earlier if the session added an earlier deadline
+        (callers check ``session.added_deadline`` first: mostly there is
+        none)."""
+        self._timer.arm_before(session.take_added_deadline())
 
     def _on_timer(self) -> None:
         session = self._session
@@ -312,7 +313,7 @@ class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
         if session is None or session.started or session.state is CLOSED:
             session = self._new_session()
         session.start(self._clock())
-        self._rearm()
+        self._rearm(session)
         self._interface._connection_made(self)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
@@ -354,7 +355,8 @@ class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
         if self._transport is None or session is None:
             return
         session.receive_data(data, self._clock())
-        self._rearm()
+        if session.added_deadline is not None:
+            self._rearm(session)
 
     # --- sending -------------------------------------------------------------------
 
@@ -372,20 +374,23 @@ class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
             session = self._session
             assert session is not None
         tracked = session.send(message, self._clock(), monitor)
-        self._rearm()
+        if session.added_deadline is not None:
+            self._rearm(session)
         if tracked:
             return functools.partial(self._request_done, session, message.token)
         return None
 
     def _request_done(self, session: RFC8323Session, token: bytes) -> None:
         session.request_done(token, self._clock())
-        self._rearm()
+        if session.added_deadline is not None and session is self._session:
+            self._rearm(session)
 
     def _no_response(self, token: bytes) -> None:
         session = self._session
         if session is not None:
             session.no_response_for(token, self._clock())
-            self._rearm()
+            if session.added_deadline is not None:
+                self._rearm(session)
 
     def _backlog(self) -> int:
         if self._paused and self._transport is not None:
