@@ -1,17 +1,22 @@
-"""The RFC 8323 wire format shared by the CoAP-over-TCP and -TLS transports:
-length-prefixed framing (§3.2), the stream parser that cuts a byte stream
-into messages, and the signaling messages of §5 (CSM, Ping, Pong, Release,
-Abort).
+"""The RFC 8323 wire format shared by the CoAP-over-TCP, -TLS and
+-WebSockets transports: length-prefixed framing (§3.2), the stream parser
+that cuts a byte stream into messages, the WebSocket message format (§4.2),
+and the signaling messages of §5 (CSM, Ping, Pong, Release, Abort); also
+the base class of the remotes of those transports (:class:`RFC8323Remote`)
+and the exception that ends a connection (:class:`CloseConnection`), under
+the names aiocoap 0.4.17 has for them.
 
 This module does no I/O and keeps no connection state beyond what a parser
-has buffered; the transports in :mod:`aiocoap.transports.tcp` and
-:mod:`aiocoap.transports.tls` feed it bytes and act on what it returns.
+has buffered; the session core of
+:mod:`aiocoap.transports.rfc8323session` feeds it bytes and acts on what
+it returns.
 
 Rules this module enforces:
 
-* :func:`decode_message` and :meth:`StreamParser.feed` raise nothing but
-  :class:`aiocoap.error.UnparsableMessage` (the parser: its subclass
-  :class:`FramingError`) for any input. A :class:`FramingError` means the
+* :func:`decode_message`, :func:`decode_ws_message` and
+  :meth:`StreamParser.feed` raise nothing but
+  :class:`aiocoap.error.UnparsableMessage` (the parser and the WebSocket
+  decoder: its subclass :class:`FramingError`) for any input. A :class:`FramingError` means the
   stream can not be resynchronized; the connection is to be aborted with the
   error's ``diagnostic`` as Abort payload (:meth:`Abort.from_error`).
 * A frame whose Len field (options, payload marker and payload) exceeds the
