@@ -362,7 +362,7 @@ class RFC8323Session:
         self._on_release = on_release
         self._on_close = on_close
 
-        self.state = CONNECTING
+        self.state: SessionState = CONNECTING
         """Where the session is in its life (only the session writes it)."""
         self._started = False
         self._released = False
@@ -415,6 +415,7 @@ class RFC8323Session:
 
     @property
     def csm_received(self) -> bool:
+        """Whether the peer's first CSM arrived."""
         return self._peer_csm is not None
 
     @property
