@@ -395,7 +395,12 @@ def test_arbitrary_websocket_message_decodes_or_raises_framing_error(data):
     except FramingError as e:
         assert e.diagnostic
         return
-    assert same_message(r.decode_ws_message(r.encode_ws_message(message)), message)
+    # The same content with a length header is the same message to the
+    # stream decoder.
+    tkl = data[0] & 0x0F
+    nibble, extended = r.encode_length(len(data) - 2 - tkl)
+    reframed = bytes(((nibble << 4) | tkl,)) + extended + data[1:]
+    assert same_message(decode_message(reframed), message)
 
 
 # --- signaling (RFC 8323 §5) -------------------------------------------------------
