@@ -79,7 +79,7 @@ from typing import Callable, Optional
 from . import error, interfaces
 from .congestion import PeerExchanges, RtoEstimator
 from .message import Message
-from .numbers.codes import Code
+from .numbers.codes import REQUEST_END, REQUEST_START, RESPONSE_END, RESPONSE_START, Code
 from .numbers.constants import DEFAULT_TUNING, TransportTuning
 from .numbers.optionnumbers import OptionNumber
 from .numbers.types import Type
@@ -99,29 +99,26 @@ _EMPTY_ACKED = 1  # empty ACK sent, separate response pending or sent
 _NOTHING = 2  # NON request being processed or answered without a reply
 
 
+# RFC 7967 §2.1: the No-Response bit that suppresses each response class.
+_NO_RESPONSE_BITS = {2: 0x02, 4: 0x08, 5: 0x10}
+
+
 def no_response_suppresses(no_response: Optional[int], code) -> bool:
     """Whether a request's No-Response option value (RFC 7967) says that a
     response with this code must not be sent."""
     if not no_response:
         return False
-    klass = code >> 5
-    if klass == 2:
-        return bool(no_response & 0x02)
-    if klass == 4:
-        return bool(no_response & 0x08)
-    if klass == 5:
-        return bool(no_response & 0x10)
-    return False
+    return bool(no_response & _NO_RESPONSE_BITS.get(Code(code).class_, 0))
 
 
 def _empty(mtype, mid) -> bytes:
     return bytes((0x40 | (mtype << 4), 0, (mid >> 8) & 0xFF, mid & 0xFF))
 
 
-# Kinds of _Outgoing
-_CON = 0  # retransmitted until ACK/RST
-_NON_REQUEST = 1  # waits for its response; times out with RequestTimedOut
-_QUEUED = 2  # a CON waiting for its turn (NSTART); no deadline of its own
+# Kinds of _OutgoingMessage
+_RETRANSMITTED = 0  # retransmitted until ACK/RST
+_AWAITING_RESPONSE = 1  # waits for its response; times out with RequestTimedOut
+_WAITING = 2  # a CON waiting for its turn (NSTART); no deadline of its own
 
 _NOW = float("-inf")
 """The deadline of work that is due at once (see MessageLayer._releasable)."""
@@ -131,7 +128,7 @@ _NEVER = float("inf")
 
 class _Tracked:
     """A NON notification we sent, remembered so that a Reset to it reaches
-    its monitor; expires silently. Kept apart from :class:`_Outgoing`
+    its monitor; expires silently. Kept apart from :class:`_OutgoingMessage`
     because a server holds one per observation for EXCHANGE_LIFETIME: it
     is small, has no timer of its own (coarse expiry buckets), and is
     itself the function that stops the tracking (what
@@ -151,7 +148,7 @@ class _Tracked:
             table[self.key] = found  # (a newer message with the same MID)
 
 
-class _Outgoing:
+class _OutgoingMessage:
     """A message we sent and still care about (see the kinds above)."""
 
     __slots__ = (
@@ -159,7 +156,7 @@ class _Outgoing:
         "key", "backoff",
     )
 
-    def __init__(self, data, remote, timeout, monitor, deadline, start, tuning, kind=_CON, key=None):
+    def __init__(self, data, remote, timeout, monitor, deadline, start, tuning, kind=_RETRANSMITTED, key=None):
         self.data = data
         self.remote = remote
         self.transmissions = 1
@@ -231,7 +228,7 @@ class MessageLayer:
         # (deadline, (remote, mid)) for empty ACKs; constant delay -> FIFO
         self._empty_ack_queue: deque = deque()
 
-        # (remote, mid) -> _Outgoing
+        # (remote, mid) -> _OutgoingMessage
         self._outgoing: dict = {}
         # (remote, mid) -> _Tracked, and their expiry buckets (as for dedup)
         self._tracked: dict = {}
@@ -262,9 +259,11 @@ class MessageLayer:
         self._unparsable_log = LogSummary(log, logging.WARNING)
         self._unmatched_log = LogSummary(log, logging.INFO)
 
-        # The earliest deadline added since take_added_deadline() was last
-        # called (lets the driver skip recomputing next_deadline()).
-        self._added: Optional[float] = None
+        self.added_deadline: Optional[float] = None
+        """The earliest deadline added since :meth:`take_added_deadline` was
+        last called. A driver reads it after each call into the core: while
+        it is None (as after most messages), the timer needs no change, and
+        reading it costs less than a call."""
 
     # --- introspection for tests and for the memory benchmark ----------------
 
@@ -289,15 +288,20 @@ class MessageLayer:
     # --- time ---------------------------------------------------------------------
 
     def _note(self, deadline: float) -> None:
-        added = self._added
+        added = self.added_deadline
         if added is None or deadline < added:
-            self._added = deadline
+            self.added_deadline = deadline
 
     def take_added_deadline(self) -> Optional[float]:
         """The earliest deadline added since the last call (None if none):
         a driver whose timer is armed no later than that needs no change."""
-        added, self._added = self._added, None
+        added, self.added_deadline = self.added_deadline, None
         return added
+
+    def replace_send(self, send: Callable[[bytes, object], None]) -> None:
+        """Put datagrams on the wire through ``send`` from now on: for a
+        driver whose transport exists only after the core does."""
+        self._send = send
 
     def next_deadline(self) -> Optional[float]:
         """The earliest time at which :meth:`handle_timer` has work to do
@@ -359,8 +363,8 @@ class MessageLayer:
             for handle in expired:
                 handle()
 
-    def _on_outgoing_deadline(self, key, state: _Outgoing, now: float) -> None:
-        if state.kind == _NON_REQUEST:
+    def _on_outgoing_deadline(self, key, state: _OutgoingMessage, now: float) -> None:
+        if state.kind == _AWAITING_RESPONSE:
             # A NON request whose response never came.
             del self._outgoing[key]
             self._notify(state.monitor, error.RequestTimedOut(
@@ -415,10 +419,7 @@ class MessageLayer:
 
         code = message.code
         assert code is not None, "decoded messages always have a code"
-        # (an incoming message's remote is always decided: skip the property)
-        remote = message._remote
-        if remote is None:
-            remote = message.remote
+        remote = message.remote
         key = (remote, message.mid)
         if code == EMPTY:
             if mtype is CON:
@@ -433,7 +434,7 @@ class MessageLayer:
 
         # (code.is_request() and code.is_response(), inlined: this is the
         # path of every message)
-        if 1 <= code < 32:
+        if REQUEST_START <= code < REQUEST_END:
             self._remember(key, _PROCESSING if mtype is CON else _NOTHING, mtype, now)
             if mtype is CON:
                 self._pending_ack[(remote, message.token)] = message.mid
@@ -443,7 +444,7 @@ class MessageLayer:
             self._deliver_request(message)
             return
 
-        if 64 <= code < 192:
+        if RESPONSE_START <= code < RESPONSE_END:
             if mtype is CON:
                 ack = _empty(ACK, message.mid)
                 self._remember(key, ack, CON, now)
@@ -531,7 +532,7 @@ class MessageLayer:
             if tracked is not None:
                 self._notify(tracked.monitor, error.ResetReceived("The peer answered with a Reset"))
                 return
-        if state is None or state.kind != _CON:
+        if state is None or state.kind != _RETRANSMITTED:
             self._unmatched_log.log(
                 now, "Received %s from %r, but could not match it to a running exchange (MID %d)",
                 message.mtype, remote, message.mid,
@@ -588,16 +589,14 @@ class MessageLayer:
         timeout) for the message, or None if there is nothing to stop.
         ``monitor(exc)`` is called when the message will not be processed
         (see interfaces.TokenInterface.send_message)."""
-        remote = message._remote
-        if remote is None:
-            remote = message.remote
+        remote = message.remote
         code = message.code
         if code is None:
             raise ValueError("Can not send a message without a code")
         # (code.is_response() and .is_request(), inlined here: this is the
         # path of every message sent)
-        is_request = 1 <= code < 32
-        if 64 <= code < 192:
+        is_request = REQUEST_START <= code < REQUEST_END
+        if RESPONSE_START <= code < RESPONSE_END:
             # (most responses to be sent are notifications, with no request
             # waiting for its ACK at all)
             request_mid = self._pending_ack.pop((remote, message.token), None) if self._pending_ack else None
@@ -630,7 +629,7 @@ class MessageLayer:
         if mtype is NON and monitor is not None and not is_request:
             return self._send_tracked(data, key, monitor, now + tuning.EXCHANGE_LIFETIME)
         if mtype is CON:
-            state = _Outgoing(data, remote, 0.0, monitor, 0.0, now, tuning, _QUEUED, key)
+            state = _OutgoingMessage(data, remote, 0.0, monitor, 0.0, now, tuning, _WAITING, key)
             peer = self._exchanges.get(remote)
             if peer is None:
                 peer = self._exchanges[remote] = PeerExchanges()
@@ -650,7 +649,7 @@ class MessageLayer:
                 state.deadline = _NEVER
         elif mtype is NON and is_request:
             deadline = now + tuning.request_timeout
-            state = _Outgoing(None, remote, 0.0, monitor, deadline, now, tuning, _NON_REQUEST, key)
+            state = _OutgoingMessage(None, remote, 0.0, monitor, deadline, now, tuning, _AWAITING_RESPONSE, key)
             self._outgoing[key] = state
             self._schedule(state)
             self._send(data, remote)
@@ -662,23 +661,23 @@ class MessageLayer:
             if self._outgoing.get(key) is not state:
                 return
             del self._outgoing[key]
-            if state.kind == _CON:
+            if state.kind == _RETRANSMITTED:
                 self._exchange_ended(remote, None)
-            elif state.kind == _QUEUED:
+            elif state.kind == _WAITING:
                 peer = self._exchanges[remote]
                 peer.waiting -= 1
                 self._forget_if_idle(remote, peer)
 
         return stop
 
-    def _schedule(self, state: _Outgoing) -> None:
+    def _schedule(self, state: _OutgoingMessage) -> None:
         heap = self._heap
         if len(heap) > 2 * len(self._outgoing) + 1024:
             self._compact_heap()
         heapq.heappush(heap, (state.deadline, next(self._seq), state.key))
         self._note(state.deadline)
 
-    def _start_exchange(self, state: _Outgoing, peer: PeerExchanges, now: float) -> None:
+    def _start_exchange(self, state: _OutgoingMessage, peer: PeerExchanges, now: float) -> None:
         """Put a CON on the wire for the first time: it becomes one of the
         peer's outstanding exchanges, with its retransmission schedule."""
         tuning = state.tuning
@@ -688,7 +687,7 @@ class MessageLayer:
         else:
             rto = tuning.ACK_TIMEOUT
         timeout = rto * self._rng.uniform(1, tuning.ACK_RANDOM_FACTOR)
-        state.kind = _CON
+        state.kind = _RETRANSMITTED
         state.timeout = timeout
         state.start = now
         state.deadline = now + timeout
@@ -719,7 +718,7 @@ class MessageLayer:
         nstart = self.tuning.NSTART
         while peer.waiting and peer.active < nstart:
             state = queue.popleft()
-            if outgoing.get(state.key) is not state or state.kind != _QUEUED:
+            if outgoing.get(state.key) is not state or state.kind != _WAITING:
                 continue  # (its sender lost interest, or it timed out)
             peer.waiting -= 1
             self._start_exchange(state, peer, now)
@@ -778,7 +777,7 @@ class MessageLayer:
         stopped, replaced notifications): entries are deleted lazily, and
         without this their number would grow with the message rate times
         the longest deadline rather than with the exchanges alive."""
-        heap = [(s.deadline, next(self._seq), k) for k, s in self._outgoing.items() if s.kind != _QUEUED]
+        heap = [(s.deadline, next(self._seq), k) for k, s in self._outgoing.items() if s.kind != _WAITING]
         heapq.heapify(heap)
         self._heap[:] = heap
 
@@ -885,7 +884,7 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
             self._raw_send = send_bytes
             # (the message layer sends through it directly: one call less
             # for every message)
-            self._core._send = send_bytes
+            self._core.replace_send(send_bytes)
         return self
 
     @property
@@ -899,8 +898,8 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
 
     def _rearm(self) -> None:
         core = self._core
-        if core._added is None:
-            return  # (take_added_deadline() would say None; most messages add none)
+        if core.added_deadline is None:
+            return  # (most messages add no deadline)
         deadline = core.take_added_deadline()
         assert deadline is not None
         if self._timer is not None and self._timer_at <= deadline:
@@ -948,7 +947,7 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
     def dispatch_datagram(self, data: bytes, remote) -> None:
         core = self._core
         core.receive_datagram(data, remote, self._clock())
-        if core._added is not None:
+        if core.added_deadline is not None:
             self._rearm()
 
     def dispatch_message(self, message: Message) -> None:
@@ -969,7 +968,7 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
     # --- token layer side (interfaces.TokenInterface) -----------------------------------
 
     def send_message(self, message: Message, messageerror_monitor=None):
-        if _NO_RESPONSE in message.opt._options and message.code is not None and message.code.is_response():
+        if _NO_RESPONSE in message.opt and message.code is not None and message.code.is_response():
             # On a response, the option carries the request's wish (RFC 7967);
             # it is acted upon here and never sent.
             suppress = no_response_suppresses(message.opt.no_response, message.code)
@@ -980,7 +979,7 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
                 return None
         core = self._core
         stop = core.send_message(message, self._clock(), messageerror_monitor)
-        if core._added is not None:
+        if core.added_deadline is not None:
             self._rearm()
         return stop
 
@@ -995,7 +994,7 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
     async def fill_or_recognize_remote(self, message: Message) -> bool:
         if self.message_interface is None:
             return False
-        remote = message._remote
+        remote = message.remote
         if remote is not None and self.message_interface.recognize_remote(remote):
             return True
         resolved = await self.message_interface.determine_remote(message)

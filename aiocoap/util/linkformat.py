@@ -274,7 +274,7 @@ class LinkFormat:
     __hash__ = None  # type: ignore[assignment]  # mutable
 
 
-class _Parser:
+class _LinkFormatParser:
     """Recursive-descent parser over one string; every failure is a
     ValueError that names the offset."""
 
@@ -405,4 +405,4 @@ def parse(linkformat: Union[str, bytes, bytearray]) -> LinkFormat:
             raise ValueError(f"link format document is not UTF-8: {e}") from None
     if not isinstance(linkformat, str):
         raise TypeError(f"parse() needs str or bytes, not {type(linkformat).__name__}")
-    return _Parser(linkformat).document()
+    return _LinkFormatParser(linkformat).document()
