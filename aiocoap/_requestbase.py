@@ -50,18 +50,22 @@ class BaseUnicastRequest(BaseRequest):
     @property
     def response_nonraising(self):
         """An awaitable that rather returns a 500ish fabricated message (as a
-        proxy would return) instead of raising an exception."""
+        proxy would return) instead of raising an exception: a
+        RenderableError as the response it renders to, any other failure
+        (timeouts, network errors) as 5.00 Internal Server Error, as aiocoap
+        0.4.x does."""
         return self._response_nonraising()
 
     async def _response_nonraising(self):
         try:
             return await self.response
         except error.RenderableError as e:
-            return e.to_message()
-        except error.RequestTimedOut:
-            return Message(code=Code.GATEWAY_TIMEOUT)
-        except error.Error:
-            return Message(code=Code.SERVICE_UNAVAILABLE)
+            try:
+                return e.to_message()
+            except Exception:
+                return Message(code=Code.INTERNAL_SERVER_ERROR)
+        except Exception:
+            return Message(code=Code.INTERNAL_SERVER_ERROR)
 
 
 class ClientObservation:
@@ -69,24 +73,61 @@ class ClientObservation:
 
     It is populated with notifications and errors (including the end of the
     observation) by its Request, and offers them through callbacks and
-    ``async for``."""
+    ``async for``.
+
+    ``async for`` yields the notifications after the first response (which
+    is the request's ``response``); the latest notification that arrived
+    while nobody listened (no callback registered, no iteration running) is
+    the first one it yields, so none is lost between the first response and
+    the start of the loop. The loop ends when the observation is cancelled
+    or the server ends it with a successful response or refuses it (the
+    resource is not observable; the first response is still the
+    request's); other errors are raised from it."""
+
+    # (An application may hold thousands of these: the containers are
+    # created when first needed.)
+    __slots__ = ("_request", "_callbacks", "_errbacks", "cancelled", "_on_cancel", "_latest_error", "_queues", "_unheard")
 
     def __init__(self, request=None):
         # (kept so that the request, whose lifetime decides the
         # observation's, lives as long as the application holds this)
         self._request = request
-        self.callbacks: list = []
-        self.errbacks: list = []
+        self._callbacks: Optional[list] = None
+        self._errbacks: Optional[list] = None
         self.cancelled = False
-        self._on_cancel: list = []
+        self._on_cancel: Optional[list] = None
         self._latest_error: Optional[BaseException] = None
-        self._queues: list = []
+        self._queues: Optional[list] = None
+        # The latest notification nobody heard (see the class documentation)
+        self._unheard: Optional[Message] = None
 
     def __repr__(self):
         state = "cancelled" if self.cancelled else (
             f"ended with {self._latest_error!r}" if self._latest_error is not None else "active"
         )
         return f"<{type(self).__name__} {state}>"
+
+    @property
+    def callbacks(self) -> list:
+        """The registered callbacks (see :meth:`register_callback`)."""
+        if self._callbacks is None:
+            self._callbacks = []
+        return self._callbacks
+
+    @callbacks.setter
+    def callbacks(self, value: list) -> None:
+        self._callbacks = value
+
+    @property
+    def errbacks(self) -> list:
+        """The registered errbacks (see :meth:`register_errback`)."""
+        if self._errbacks is None:
+            self._errbacks = []
+        return self._errbacks
+
+    @errbacks.setter
+    def errbacks(self, value: list) -> None:
+        self._errbacks = value
 
     def register_callback(self, callback) -> None:
         """Call the callback whenever a response to the message comes in, and
@@ -108,10 +149,16 @@ class ClientObservation:
 
     def callback(self, response) -> None:
         """Notify all listeners of an incoming response"""
-        for c in self.callbacks:
-            c(response)
-        for q in self._queues:
-            q.put_nowait(("response", response))
+        callbacks, queues = self._callbacks, self._queues
+        if not callbacks and not queues:
+            self._unheard = response
+            return
+        if callbacks:
+            for c in callbacks:
+                c(response)
+        if queues:
+            for q in queues:
+                q.put_nowait(("response", response))
 
     def error(self, exception) -> None:
         """Notify registered listeners that the observation went wrong. This
@@ -119,12 +166,12 @@ class ClientObservation:
         if self._latest_error is not None:
             return
         self._latest_error = exception
-        for c in self.errbacks:
+        for c in self._errbacks or ():
             c(exception)
-        for q in self._queues:
+        for q in self._queues or ():
             q.put_nowait(("error", exception))
-        self.callbacks = []
-        self.errbacks = []
+        self._callbacks = None
+        self._errbacks = None
 
     def cancel(self) -> None:
         """Cease to generate observation or error events. This will not
@@ -132,12 +179,13 @@ class ClientObservation:
         if self.cancelled:
             return
         self.cancelled = True
-        self.callbacks = []
-        self.errbacks = []
-        for q in self._queues:
+        self._callbacks = None
+        self._errbacks = None
+        self._unheard = None
+        for q in self._queues or ():
             q.put_nowait(("cancelled", None))
-        callbacks, self._on_cancel = self._on_cancel, []
-        for c in callbacks:
+        callbacks, self._on_cancel = self._on_cancel, None
+        for c in callbacks or ():
             c()
 
     def on_cancel(self, callback) -> None:
@@ -145,15 +193,22 @@ class ClientObservation:
         it already was)."""
         if self.cancelled:
             callback()
+        elif self._on_cancel is None:
+            self._on_cancel = [callback]
         else:
             self._on_cancel.append(callback)
 
     def __aiter__(self):
         queue: asyncio.Queue = asyncio.Queue()
+        unheard, self._unheard = self._unheard, None
+        if unheard is not None:
+            queue.put_nowait(("response", unheard))
         if self._latest_error is not None:
             queue.put_nowait(("error", self._latest_error))
         elif self.cancelled:
             queue.put_nowait(("cancelled", None))
+        if self._queues is None:
+            self._queues = []
         self._queues.append(queue)
         return self._iterate(queue)
 
@@ -166,9 +221,12 @@ class ClientObservation:
                 elif kind == "cancelled":
                     return
                 else:
+                    if isinstance(value, error.NotObservable):
+                        return  # (the first response is all there is)
                     if isinstance(value, error.ObservationCancelled) and self.cancelled:
                         return
                     raise value
         finally:
-            if queue in self._queues:
-                self._queues.remove(queue)
+            queues = self._queues
+            if queues is not None and queue in queues:
+                queues.remove(queue)

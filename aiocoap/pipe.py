@@ -208,13 +208,24 @@ class _PokeHandler:
 
 def error_to_message(old_pipe: Pipe, exception: BaseException) -> Message:
     """The response a server sends when rendering raised ``exception``:
-    the error's own message for RenderableErrors, 5.00 otherwise (and the
-    traceback is logged)."""
+    the error's own message for RenderableErrors, 5.00 with an empty
+    payload otherwise, and also when the error's ``to_message()`` fails
+    (then with one log line and the traceback)."""
     from . import error
     from .numbers.codes import Code
 
     if isinstance(exception, error.RenderableError):
-        return exception.to_message()
+        try:
+            message = exception.to_message()
+            if not isinstance(message, Message):
+                raise TypeError(f"to_message() returned {type(message).__name__}, not a Message")
+            return message
+        except Exception as failure:
+            # (5.00 with an empty payload, as for any other failure)
+            old_pipe.log.error(
+                "Rendering the error %r into a response failed: %r", exception, failure, exc_info=failure
+            )
+            return Message(code=Code.INTERNAL_SERVER_ERROR)
     old_pipe.log.error(
         "An exception occurred while rendering a resource: %r", exception, exc_info=exception
     )

@@ -36,6 +36,7 @@ from . import error, interfaces
 from .message import Message, NoResponse, UndecidedRemote
 from .numbers.codes import RESPONSE_START, SUCCESSFUL_END, Code
 from .numbers.constants import DEFAULT_TUNING, SHUTDOWN_TIMEOUT, TransportTuning
+from .numbers import uri_path_abbrev
 from .numbers.optionnumbers import OptionNumber
 from .numbers.types import Type
 from .pipe import Event, Pipe, error_to_message
@@ -66,6 +67,7 @@ RECOGNIZED_CRITICAL_OPTIONS = frozenset(
         OptionNumber.BLOCK1,
         OptionNumber.PROXY_URI,
         OptionNumber.PROXY_SCHEME,
+        OptionNumber.URI_PATH_ABBREV,
     )
 )
 
@@ -429,6 +431,8 @@ class Context(interfaces.RequestProvider):
                 bad = request.opt.unprocessable_critical(self.recognized_critical_options | extra)
         if bad is not None:
             raise error.BadOption(f"Unsupported critical option {OptionNumber(bad).name}")
+        if _URI_PATH_ABBREV in request.opt:
+            _expand_uri_path_abbrev(request)
 
         if (
             request.opt.observe == 0
@@ -517,6 +521,12 @@ class Context(interfaces.RequestProvider):
             if observation._ended:
                 continue
             progress.index = index
+            if type(is_last) is tuple:
+                # A response given to trigger(): the latest given since the
+                # last loop iteration
+                response, is_last = is_last
+                observation._deliver_safely(response, is_last, now)
+                continue
             try:
                 response = await observation._render()
             except asyncio.CancelledError:
@@ -546,6 +556,21 @@ class Context(interfaces.RequestProvider):
 
 
 _new_tuple = tuple.__new__
+_URI_PATH_ABBREV = OptionNumber.URI_PATH_ABBREV
+
+
+def _expand_uri_path_abbrev(request: Message) -> None:
+    """Replace a request's Uri-Path-Abbrev by the Uri-Path it stands for,
+    so that the site sees the path; 4.02 for a value that is not known or
+    that comes with a Uri-Path as well."""
+    value = request.opt.uri_path_abbrev
+    if request.opt.uri_path:
+        raise error.BadOption("Uri-Path-Abbrev can not be combined with Uri-Path")
+    path = uri_path_abbrev.path_of(value)
+    if path is None:
+        raise error.BadOption(f"Unknown Uri-Path-Abbrev value {value}")
+    request.opt.uri_path_abbrev = None
+    request.opt.uri_path = path
 CON, NON = Type.CON, Type.NON
 
 
@@ -732,11 +757,17 @@ class ServerObservation:
     def deregister(self, reason=None) -> None:
         """End the observation from the server side (the client gets a final
         response when ``reason`` is an error to render, else the
-        observation just stops)."""
+        observation just stops). Called before the first response went out
+        (during add_observation or the first rendering), the observation
+        ends at once and that response goes out as a plain one, without
+        Observe."""
         if self._ended:
             return
         if reason is not None:
             self._context.log.debug("Ending observation: %s", reason)
+        if self._seq == 0:
+            self._end()  # (the first response is completed by _first_render)
+            return
         self._pipe.stop_interest()
 
     def route_notifications(self, site, child, remainder) -> None:
@@ -761,6 +792,13 @@ class ServerObservation:
         self._site = site
         self._pipe.on_interest_end(self._end)
         response = await self._render()
+        if self._ended:
+            # Deregistered before this went out: a plain response (if the
+            # client still listens)
+            if isinstance(response, Message):
+                response.opt.observe = None
+            Context._complete(self._pipe, self._pipe.request, response, is_last=True)
+            return
         self._deliver(response, is_last=False)
 
     def _deliver(self, response, is_last: bool, now: Optional[float] = None) -> None:
@@ -813,13 +851,20 @@ class ServerObservation:
         observation."""
         if self._ended or not self._accepted:
             return
+        context = self._context
+        queue = context._render_queue
         if response is not None:
             if isinstance(response, Message):
                 # A copy: the message is filled in for this observer (token,
                 # Observe, message ID), and updated_state() gives the same
                 # one to every observer.
                 response = response.copy()
-            self._deliver(response, is_last=is_last)
+            # Sent at the next loop iteration with the renderings: a newer
+            # state given before then replaces it (only the latest goes out).
+            if not queue:
+                context.spawn_task(context._render_observations(), name="aiocoap notifications")
+            if not (queue.get(self) is True and not is_last):
+                queue[self] = (response, is_last)
             return
         if self._render_task is not None:
             # Coalesce: one more render after the running one, not a queue.
@@ -829,11 +874,9 @@ class ServerObservation:
         # before the next loop iteration, by one task
         # (Context._render_observations): one update of a resource with a
         # thousand observers makes one task, not a thousand.
-        context = self._context
-        queue = context._render_queue
         if not queue:
             context.spawn_task(context._render_observations(), name="aiocoap notifications")
-        if is_last or self not in queue:
+        if is_last or queue.get(self) is not True:
             queue[self] = is_last
 
     def _deliver_safely(self, response, is_last: bool, now: Optional[float] = None) -> None:

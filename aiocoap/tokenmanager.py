@@ -10,7 +10,8 @@ Rules enforced here:
   request are accepted from any member of the group.
 * A response nobody waits for is reported as unmatched, so the message
   layer can RST a CON (or drop a NON).
-* A NON request gets NON responses.
+* A NON request gets NON responses, unless the response's
+  ``transport_tuning.reliability`` says otherwise.
 * A client's observation stays registered for as long as notifications are
   successful and carry Observe; anything else is its last event.
 * Notifications older than the newest one seen are dropped (RFC 7641 §3.4:
@@ -173,7 +174,11 @@ class _ResponseSender:
             remote = self.response_remote = request.remote.as_response_address()
         message.remote = remote
         if request.mtype is NON and message.mtype is None:
-            message.mtype = NON
+            tuning = message.transport_tuning
+            if tuning is None or tuning.reliability is None:
+                # (a tuning that asks for reliability or not decides alone,
+                # in the message layer)
+                message.mtype = NON
         monitor = self.monitor
         if monitor is not None and monitor.stop_latest is not None:
             # A newer notification supersedes the previous one: stop

@@ -13,10 +13,11 @@ Three kinds of process take part, all on loopback UDP:
   0 through ``Context.request``, at most 64 registrations in flight, each
   awaited until its first response; the application keeps every request
   object, as it would to read the notifications). After each batch it
-  collects garbage and measures what the batch added: the Python heap
+  collects garbage and measures what the batch added: in one run the
+  resident set size (``VmRSS``), in another the Python heap
   (``tracemalloc``, started after the warm-up: everything allocated and
-  still alive) and the resident set size (``VmRSS``). It prints one JSON
-  line.
+  still alive; tracing costs memory of its own, which is why the RSS is
+  measured in a run without it). It prints one JSON line.
 * the **driver** (no ``--role``; does not import aiocoap): starts the
   server, runs the client under this tree (``python3`` with the repository
   on ``PYTHONPATH``) and under the reference (the interpreter of
@@ -25,8 +26,10 @@ Three kinds of process take part, all on loopback UDP:
   which aiocoap it imported and the driver refuses a wrong one), and prints
   bytes per observation and the ratio.
 
-The figure that counts is the heap per observation of the second batch
-(marginal: one-time costs of the first are left out). It includes what the
+The figures that count are those of the second batch (marginal: one-time
+costs of the first are left out): RSS, which is what the process costs, and
+the heap, which is steadier (the allocator's arenas make the RSS move in
+steps). It includes what the
 message layer keeps of each registration exchange for deduplication, as
 any client holding freshly registered observations does.
 
@@ -83,7 +86,7 @@ def serve(port: int) -> None:
     asyncio.run(main())
 
 
-def client(port: int, count: int) -> None:
+def client(port: int, count: int, measure: str) -> None:
     import asyncio
     import gc
     import importlib.metadata
@@ -92,6 +95,10 @@ def client(port: int, count: int) -> None:
     import aiocoap
 
     uri = f"coap://{HOST}:{port}/obs"
+    heap = measure == "heap"
+
+    def used() -> int:
+        return tracemalloc.get_traced_memory()[0] if heap else rss_bytes()
 
     async def main() -> dict:
         context = await aiocoap.Context.create_client_context()
@@ -106,21 +113,20 @@ def client(port: int, count: int) -> None:
                     raise RuntimeError(f"registration failed: {response}")
                 kept.append(request)
 
-        async def batch(n: int) -> tuple:
+        async def batch(n: int) -> float:
             gc.collect()
-            heap_before = tracemalloc.get_traced_memory()[0]
-            rss_before = rss_bytes()
+            before = used()
             await asyncio.gather(*(register() for _ in range(n)))
             await asyncio.sleep(0.2)  # (late ACKs and retransmissions settle)
             gc.collect()
-            return (tracemalloc.get_traced_memory()[0] - heap_before) / n, (rss_bytes() - rss_before) / n
+            return (used() - before) / n
 
         try:
             await register()  # warm-up
-            tracemalloc.start()
-            first_heap, first_rss = await batch(count)
-            second_heap, second_rss = await batch(count)
-            tracemalloc.stop()
+            if heap:
+                tracemalloc.start()
+            first = await batch(count)
+            second = await batch(count)
             try:
                 dist_version = importlib.metadata.version("aiocoap")
             except importlib.metadata.PackageNotFoundError:
@@ -130,8 +136,8 @@ def client(port: int, count: int) -> None:
                 "version": dist_version,
                 "python": sys.version.split()[0],
                 "observations": len(kept),
-                "heap_bytes_per_observation": {"first": first_heap, "second": second_heap},
-                "rss_bytes_per_observation": {"first": first_rss, "second": second_rss},
+                "measure": measure,
+                "bytes_per_observation": {"first": first, "second": second},
             }
         finally:
             await context.shutdown()
@@ -145,7 +151,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_client(which: str, port: int, count: int, workdir: str) -> dict:
+def run_client(which: str, port: int, count: int, workdir: str, measure: str) -> dict:
     if which == "ours":
         argv = [sys.executable, str(Path(__file__).resolve())]
         env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -160,7 +166,7 @@ def run_client(which: str, port: int, count: int, workdir: str) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
         cwd = workdir
     done = subprocess.run(
-        argv + ["--role", "client", "--port", str(port), "--count", str(count)],
+        argv + ["--role", "client", "--port", str(port), "--count", str(count), "--measure", measure],
         env=env, cwd=cwd, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
     )
     if done.returncode != 0:
@@ -178,13 +184,14 @@ def main(argv=None) -> int:
     parser.add_argument("--port", type=int)
     parser.add_argument("--count", type=int, default=1000, help="observations per batch (two batches)")
     parser.add_argument("--only", choices=("ours", "theirs"))
+    parser.add_argument("--measure", choices=("rss", "heap"), default="rss", help="(client role)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.role == "server":
         serve(args.port)
         return 0
     if args.role == "client":
-        client(args.port, args.count)
+        client(args.port, args.count, args.measure)
         return 0
 
     port = free_port()
@@ -200,7 +207,10 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as workdir:
             for which in ("ours", "theirs"):
                 if args.only in (None, which):
-                    results[which] = run_client(which, port, args.count, workdir)
+                    results[which] = {
+                        measure: run_client(which, port, args.count, workdir, measure)
+                        for measure in ("rss", "heap")
+                    }
     finally:
         server.stdin.close()
         server.wait(timeout=30)
@@ -208,17 +218,20 @@ def main(argv=None) -> int:
         print(json.dumps(results))
         return 0
     print(f"client memory per observation ({args.count} + {args.count} observations, one context):")
-    for which, result in results.items():
-        if "error" in result:
-            print(f"  {which}: failed: {result['error']}")
+    figures = {}
+    for which, runs in results.items():
+        failed = [r["error"] for r in runs.values() if "error" in r]
+        if failed:
+            print(f"  {which}: failed: {failed[0]}")
             continue
-        heap, rss = result["heap_bytes_per_observation"], result["rss_bytes_per_observation"]
-        print(f"  {which} ({result['version']}): heap {heap['second']:,.0f} B (first batch {heap['first']:,.0f}), "
-              f"RSS {rss['second']:,.0f} B (first batch {rss['first']:,.0f})")
-    if len(results) == 2 and all("error" not in r for r in results.values()):
-        ours = results["ours"]["heap_bytes_per_observation"]["second"]
-        theirs = results["theirs"]["heap_bytes_per_observation"]["second"]
-        print(f"  ours / theirs: {ours / theirs:.2f} (target: ours <= 3 KB per observation)")
+        rss, heap = runs["rss"]["bytes_per_observation"], runs["heap"]["bytes_per_observation"]
+        figures[which] = (rss["second"], heap["second"])
+        print(f"  {which} ({runs['rss']['version']}): RSS {rss['second']:,.0f} B (first batch {rss['first']:,.0f}), "
+              f"heap {heap['second']:,.0f} B (first batch {heap['first']:,.0f})")
+    if len(figures) == 2:
+        (ours_rss, ours_heap), (theirs_rss, theirs_heap) = figures["ours"], figures["theirs"]
+        print(f"  ours / theirs: RSS {ours_rss / theirs_rss:.2f}, heap {ours_heap / theirs_heap:.2f} "
+              "(target: ours <= 3 KB per observation)")
     return 0
 
 

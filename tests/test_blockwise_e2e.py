@@ -365,9 +365,8 @@ async def test_large_response_of_unobservable_resource():
         request = p.client.request(Message(code=Code.GET, uri=uri("store"), observe=0))
         response = await request.response
         assert response.payload == body_of(5000)
-        with pytest.raises(error.NotObservable):
-            async for _ in request.observation:
-                pass
+        async for _ in request.observation:  # (simply ends)
+            raise AssertionError("no notifications expected")
 
 
 async def test_cancelling_the_response_stops_the_transfer():
@@ -392,7 +391,8 @@ async def test_timeout_mid_transfer():
             await request.response
         with pytest.raises(error.RequestTimedOut):
             await request.response_raising
-        assert (await request.response_nonraising).code == Code.GATEWAY_TIMEOUT
+        # (as aiocoap 0.4.x: a failure that is no RenderableError becomes 5.00)
+        assert (await request.response_nonraising).code == Code.INTERNAL_SERVER_ERROR
 
 
 async def test_shutdown_mid_transfer():

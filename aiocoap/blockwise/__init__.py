@@ -75,6 +75,7 @@ from typing import Optional
 from .. import error, interfaces
 from .._requestbase import BaseUnicastRequest, ClientObservation
 from ..message import Message, UndecidedRemote
+from ..numbers.constants import MAX_REGULAR_BLOCK_SIZE_EXP
 from ..util.asyncio import Future
 from ._client import MAX_RESTARTS, ClientTransfer, new_request_tag
 from ._common import BERT_UNIT, BLOCK1, BLOCK2, CONTINUE, SIZE2, TOO_LARGE, remote_max_exp, single_message_limit
@@ -225,6 +226,11 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
         target = app_request.remote
         self._target = target if isinstance(target, UndecidedRemote) and target.is_ip_literal else None
         self._progress_callbacks: list = []
+        # A smaller block size the application asked for on the remote
+        # (``request.remote.maximum_block_size_exp = 4``, also on the
+        # UndecidedRemote of a request not sent yet)
+        hint = getattr(target, "maximum_block_size_exp", None)
+        self._size_hint: Optional[int] = hint if hint is not None and hint < MAX_REGULAR_BLOCK_SIZE_EXP else None
         self.observation: Optional[ClientObservation] = None
         if app_request.opt.observe == 0:
             # (the relaying methods run only when there is an observation)
@@ -238,6 +244,7 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
         if (
             BLOCK1 not in options
             and BLOCK2 not in options
+            and self._size_hint is None
             and len(app_request.payload) <= _known_limit(app_request)
         ):
             sub = self._send(app_request)
@@ -339,11 +346,14 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
 
     def _transfer(self) -> ClientTransfer:
         remote = self.app_request.remote
+        max_exp = remote_max_exp(remote)
+        hint = self._size_hint
         return ClientTransfer(
             self.app_request,
-            max_exp=remote_max_exp(remote),
+            max_exp=max_exp if hint is None else min(max_exp, hint),
             max_payload=getattr(remote, "maximum_payload_size", BERT_UNIT),
             mtype=self._mtype,
+            block2_exp=hint,
         )
 
     def _response_cancellation_handler(self, future: asyncio.Future) -> None:

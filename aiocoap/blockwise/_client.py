@@ -53,6 +53,10 @@ class ClientTransfer:
 
     ``max_exp`` and ``max_payload`` describe the remote (its
     ``maximum_block_size_exp`` and ``maximum_payload_size``);
+    ``block2_exp`` is the largest size exponent the application wants for
+    the response's blocks: the request that completes the body asks for it
+    with Block2 (early negotiation, RFC 7959 §2.4), and later blocks are
+    never asked for larger;
     ``request_tag`` makes the Request-Tag values of uploads;
     ``max_response_size`` bounds the assembled response body
     (error.ResponseTooLarge beyond it)."""
@@ -66,6 +70,7 @@ class ClientTransfer:
         request_tag: Callable[[], bytes] = new_request_tag,
         mtype=_UNSET,
         max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
+        block2_exp: Optional[int] = None,
     ):
         self.request = request
         self.max_response_size = max_response_size
@@ -97,7 +102,8 @@ class ClientTransfer:
         self._first = request  # the first response block, once there is one
         self._body2 = bytearray()
         self._etag: Optional[bytes] = None
-        self._szx2 = 6
+        self._block2_exp = block2_exp
+        self._szx2 = 6 if block2_exp is None else min(6, block2_exp)
         self.response: Optional[Message] = None
         """The complete response, once :meth:`response_received` returned None."""
 
@@ -129,6 +135,11 @@ class ClientTransfer:
     def _request_tags(self) -> tuple:
         return (self._tag,) if self._tag is not None else self.request.opt.request_tag
 
+    def _wants_block2(self) -> bool:
+        """Whether the request completing the body asks for small response
+        blocks (the application's hint, where it gave no Block2 itself)."""
+        return self._block2_exp is not None and self._block2_exp < 6 and self.request.opt.block2 is None
+
     @property
     def received_size(self) -> int:
         """How many bytes of a blockwise response have arrived so far."""
@@ -140,10 +151,13 @@ class ClientTransfer:
         body = self.request.payload
         if len(body) <= self._chunk():
             self._phase = "single"
-            if self.request.opt.block1 is None:
+            wants_block2 = self._wants_block2()
+            if self.request.opt.block1 is None and not wants_block2:
                 return self.request
             msg = self._derive(body)
             msg.opt.block1 = None
+            if wants_block2:
+                msg.opt.block2 = (0, False, self._szx2)
             return msg
         self._phase = "block1"
         return self._block1_request()
@@ -168,6 +182,8 @@ class ClientTransfer:
             msg.payload = payload
         else:
             msg = self._derive(payload)
+            if self._wants_block2():
+                msg.opt.block2 = (0, False, self._szx2)
         block = BlockwiseTuple(offset // block_unit(szx), more, szx)
         msg.opt.block1 = block
         if offset == 0:
@@ -287,7 +303,7 @@ class ClientTransfer:
         self._first = response
         self.expected_size = size2
         self._etag = response.opt.etag
-        self._szx2 = block.size_exponent
+        self._szx2 = block.size_exponent if self._block2_exp is None else min(block.size_exponent, self._block2_exp)
         self._body2 = bytearray(response.payload)
         return self._block2_request()
 
