@@ -27,7 +27,7 @@ __all__ = [
     "MAX_REGULAR_BLOCK_SIZE_EXP",
     "MessageInterface", "EndpointAddress", "MessageManager",
     "TokenInterface", "TokenManager", "RequestInterface", "RequestProvider",
-    "Request", "Resource", "ObservableResource",
+    "Request", "Resource", "ObservableResource", "renders_to_pipe",
 ]
 
 
@@ -310,6 +310,15 @@ class Resource(metaclass=abc.ABCMeta):
         from .protocol import Context
 
         Context._complete(pipe, pipe.request, response, is_last=True)
+
+
+def renders_to_pipe(resource) -> bool:
+    """Whether ``resource`` takes over its exchanges with a
+    :meth:`Resource.render_to_pipe` of its own (rather than the default one
+    that calls ``render``; a :class:`aiocoap.resource.Site` dispatches to its
+    children and counts as such only through them)."""
+    method = getattr(type(resource), "render_to_pipe", None)
+    return method is not None and method is not Resource.render_to_pipe and not getattr(method, "_dispatches", False)
 
     @abc.abstractmethod
     async def needs_blockwise_assembly(self, request: "Message") -> bool:

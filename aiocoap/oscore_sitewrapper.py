@@ -204,6 +204,11 @@ class OscoreSiteWrapper(interfaces.ObservableResource):
         """The site the plain requests are rendered on"""
         return self._inner_site
 
+    def get_resources_as_linkheader(self):
+        """The link format listing of the inner site (the resources are
+        the same whether they are reached with OSCORE or not)."""
+        return self._inner_site.get_resources_as_linkheader()
+
     def __getattr__(self, name):
         # Applications keep using context.serversite as the site they
         # created (add_resource, get_resources_as_linkheader, ...).

@@ -184,12 +184,15 @@ class Pipe:
         the caller; if what the responder does fails, the pipe gets the
         error as its final event."""
         for callback in self._end_callbacks or ():
-            if type(callback) is _PokeHandler:
-                callback.handler()
+            poke = getattr(callback, "poke", None)
+            if poke is not None:
+                poke()
 
     def on_poke(self, handler: Callable[[], None]) -> None:
-        """Set what :meth:`poke` does (the responder calls this). (Kept among
-        the interest-end callbacks, where it costs no slot of its own.)"""
+        """Set what :meth:`poke` does (the responder calls this). A
+        responder's interest-end callback can instead offer a ``poke()``
+        method of its own; both are kept among the interest-end callbacks,
+        which costs the pipe no slot."""
         self.on_interest_end(_PokeHandler(handler))
 
 
@@ -197,10 +200,10 @@ class _PokeHandler:
     """What :meth:`Pipe.poke` calls; kept in the pipe's interest-end
     callbacks, where it does nothing when interest ends."""
 
-    __slots__ = ("handler",)
+    __slots__ = ("poke",)
 
     def __init__(self, handler: Callable[[], None]):
-        self.handler = handler
+        self.poke = handler
 
     def __call__(self) -> None:
         pass

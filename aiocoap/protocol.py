@@ -434,6 +434,19 @@ class Context(interfaces.RequestProvider):
         if _URI_PATH_ABBREV in request.opt:
             _expand_uri_path_abbrev(request)
 
+        # A resource with a render_to_pipe of its own takes over the whole
+        # exchange (a proxy relaying an observation, say).
+        if interfaces.renders_to_pipe(site):
+            await site.render_to_pipe(pipe)
+            return
+        pipe_renderer_for = getattr(site, "pipe_renderer_for", None)
+        if pipe_renderer_for is not None:
+            found = pipe_renderer_for(request)
+            if found is not None:
+                child, pipe.request = found
+                await child.render_to_pipe(pipe)
+                return
+
         if (
             request.opt.observe == 0
             and isinstance(site, interfaces.ObservableResource)

@@ -39,7 +39,7 @@ import hashlib
 import inspect
 import logging
 import types
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import error, interfaces, meta
 from .message import Message, NoResponse
@@ -58,6 +58,9 @@ __all__ = [
     "PathCapable",
     "Site",
 ]
+
+if TYPE_CHECKING:
+    from .pipe import Pipe
 
 _log = logging.getLogger("coap-server.resource")
 
@@ -241,6 +244,46 @@ class ObservableResource(Resource, interfaces.ObservableResource):
         except AttributeError:
             self._observations = {}
             return self._observations
+
+    async def render_to_pipe(self, request: "Pipe") -> None:
+        """Feed the response(s) of the resource at the request's path into
+        the pipe (``request``, named as in aiocoap): a child with a
+        render_to_pipe of its own gets the pipe, its request stripped to
+        the child's part of the path; any other child is rendered with
+        ``render``. Raises :class:`error.NotFound` where there is no
+        resource.
+
+        The Context uses this only for children that render to pipes
+        (see :meth:`pipe_renderer_for`); requests to other children take the
+        usual way, with blockwise handling and observations."""
+        pipe = request
+        child, stripped = self._find_child(pipe.request)
+        if child is None:
+            raise error.NotFound()
+        if interfaces.renders_to_pipe(child) or isinstance(child, Site):
+            pipe.request = stripped
+            await child.render_to_pipe(pipe)
+            return
+        await interfaces.Resource.render_to_pipe(_Rendering(child, stripped), pipe)
+
+    render_to_pipe._dispatches = True  # type: ignore[attr-defined]  # (see interfaces.renders_to_pipe)
+
+    def pipe_renderer_for(self, request: Message):
+        """The child (possibly in a nested site) that takes over the
+        exchange of ``request`` with a render_to_pipe of its own, and the
+        request as it sees it, as a pair; None for requests that go the
+        usual way. Cheap while no such child was added."""
+        if not self._pipe_renderers:
+            return None
+        child, remainder = self._locate(request)
+        if child is None:
+            return None
+        stripped = self.stripped_request(request, remainder)
+        if isinstance(child, Site):
+            return child.pipe_renderer_for(stripped)
+        if interfaces.renders_to_pipe(child):
+            return child, stripped
+        return None
 
     async def add_observation(self, request: Message, serverobservation) -> None:
         """Before the incoming request is sent to :meth:`render`, the
@@ -511,6 +554,9 @@ class Site(interfaces.ObservableResource, PathCapable):
     def __init__(self) -> None:
         self._resources: dict[tuple, Any] = {}
         self._subsites: dict[tuple, Any] = {}
+        # Whether a child (or nested site) may take over exchanges with a
+        # render_to_pipe of its own (see pipe_renderer_for)
+        self._pipe_renderers = False
 
     def _locate(self, request: Message):
         """The child responsible for a request and the path remainder it is
@@ -596,6 +642,46 @@ class Site(interfaces.ObservableResource, PathCapable):
             raise error.NotFound()
         return await child.render(self.stripped_request(request, remainder))
 
+    async def render_to_pipe(self, request: "Pipe") -> None:
+        """Feed the response(s) of the resource at the request's path into
+        the pipe (``request``, named as in aiocoap): a child with a
+        render_to_pipe of its own gets the pipe, its request stripped to
+        the child's part of the path; any other child is rendered with
+        ``render``. Raises :class:`error.NotFound` where there is no
+        resource.
+
+        The Context uses this only for children that render to pipes
+        (see :meth:`pipe_renderer_for`); requests to other children take the
+        usual way, with blockwise handling and observations."""
+        pipe = request
+        child, stripped = self._find_child(pipe.request)
+        if child is None:
+            raise error.NotFound()
+        if interfaces.renders_to_pipe(child) or isinstance(child, Site):
+            pipe.request = stripped
+            await child.render_to_pipe(pipe)
+            return
+        await interfaces.Resource.render_to_pipe(_Rendering(child, stripped), pipe)
+
+    render_to_pipe._dispatches = True  # type: ignore[attr-defined]  # (see interfaces.renders_to_pipe)
+
+    def pipe_renderer_for(self, request: Message):
+        """The child (possibly in a nested site) that takes over the
+        exchange of ``request`` with a render_to_pipe of its own, and the
+        request as it sees it, as a pair; None for requests that go the
+        usual way. Cheap while no such child was added."""
+        if not self._pipe_renderers:
+            return None
+        child, remainder = self._locate(request)
+        if child is None:
+            return None
+        stripped = self.stripped_request(request, remainder)
+        if isinstance(child, Site):
+            return child.pipe_renderer_for(stripped)
+        if interfaces.renders_to_pipe(child):
+            return child, stripped
+        return None
+
     async def add_observation(self, request: Message, serverobservation) -> None:
         """Before the incoming request is sent to :meth:`render`, the
         add_observation() method is called. If the resource chooses to
@@ -629,6 +715,8 @@ class Site(interfaces.ObservableResource, PathCapable):
         PathCapable resources (like nested sites) serve everything below
         that path; other resources serve exactly that path."""
         segments = _as_path(path, "add_resource")
+        if interfaces.renders_to_pipe(resource) or isinstance(resource, Site):
+            self._pipe_renderers = True
         if isinstance(resource, PathCapable):
             self._subsites[segments] = resource
         else:
@@ -670,6 +758,20 @@ class Site(interfaces.ObservableResource, PathCapable):
                     href = prefix + href
                 links.append(Link(href, link.attr_pairs))
         return LinkFormat(links)
+
+
+class _Rendering:
+    """A child and the request as it sees it, rendered the default way by
+    Site.render_to_pipe."""
+
+    __slots__ = ("child", "request")
+
+    def __init__(self, child, request: Message):
+        self.child = child
+        self.request = request
+
+    async def render(self, request: Message):
+        return await self.child.render(self.request)
 
 
 def _href(path: tuple) -> str:

@@ -195,6 +195,28 @@ class _ResponseSender:
         return True
 
 
+class _RequestEnd:
+    """The interest-end callback of a request we sent (smaller than a
+    closure, and kept for the whole life of an observation). Its
+    :meth:`poke` (see :meth:`Pipe.poke`) re-registers an observation."""
+
+    __slots__ = ("manager", "key", "table", "state")
+
+    def __init__(self, manager: "TokenManager", key, table: dict, state: _OutgoingRequest):
+        self.manager = manager
+        self.key = key
+        self.table = table
+        self.state = state
+
+    def __call__(self) -> None:
+        self.manager._interest_ended(self.key, self.table, self.state)
+
+    def poke(self) -> None:
+        state = self.state
+        if state.observing and self.table is self.manager._outgoing:
+            self.manager._reregister(self.key, state)
+
+
 class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
     """Serves the Context as a RequestInterface and the TokenInterfaces
     (message managers, reliable transports) as their TokenManager.
@@ -272,20 +294,20 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
             table = self._outgoing
         table[key] = state
 
-        def on_interest_end():
-            if table.get(key) is state:
-                del table[key]
-            if state.stop is not None:
-                state.stop()
-                state.stop = None
-            if state.timer is not None:
-                state.timer.cancel()
-                state.timer = None
-            if state.established and not self._shutting_down:
-                self._deregister(key, state)
-
-        pipe.on_interest_end(on_interest_end)
+        pipe.on_interest_end(_RequestEnd(self, key, table, state))
         self._send(state, key, table, message)
+
+    def _interest_ended(self, key, table: dict, state: _OutgoingRequest) -> None:
+        if table.get(key) is state:
+            del table[key]
+        if state.stop is not None:
+            state.stop()
+            state.stop = None
+        if state.timer is not None:
+            state.timer.cancel()
+            state.timer = None
+        if state.established and not self._shutting_down:
+            self._deregister(key, state)
 
     def _send(self, state: _OutgoingRequest, key, table, message: Message) -> None:
         pipe = state.pipe

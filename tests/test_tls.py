@@ -233,6 +233,27 @@ async def test_host_names_are_verified_and_sent_as_sni(pki):
             await get(client, f"coaps+tcp://127.0.0.1:{server.port}/hello")
 
 
+async def test_sni_names_the_server_in_request_uris_without_uri_host(pki):
+    ssl_context = server_context(pki, cert=pki.name_only)
+    async with tls_server(ssl_context) as server, tls_client() as client:
+        trust(client, f"localhost:{server.port}", pki.ca)
+        seen = []
+
+        class Where(resource.Resource):
+            async def render_get(self, request):
+                seen.append(request.get_request_uri(local_is_server=True))
+                return Message(payload=b"ok")
+
+        server.site.add_resource(["where"], Where())
+        message = Message(code=Code.GET)
+        message.set_request_uri(f"coaps+tcp://localhost:{server.port}/where", set_uri_host=False)
+        assert message.opt.uri_host is None
+        await asyncio.wait_for(client.request(message).response, TIMEOUT)
+        assert seen == [f"coaps+tcp://localhost:{server.port}/where"]
+        # (the application's own SNI callback still runs)
+        assert ssl_context.sni_seen == ["localhost"]
+
+
 async def test_untrusted_certificate_fails_with_a_clear_error(pki):
     async with tls_server(server_context(pki)) as server, tls_client() as client:
         authority = f"127.0.0.1:{server.port}"

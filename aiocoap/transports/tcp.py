@@ -233,9 +233,30 @@ class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
             return self._hostinfo
         return self._format(self._peername)
 
+    # The host name a client asked for when it connected (its TLS SNI), if
+    # any: what the local side is called in request URIs (see
+    # set_local_name).
+    _local_name: Optional[str] = None
+
     @property
     def hostinfo_local(self) -> str:
+        name = self._local_name
+        if name is not None and self._sockname:
+            port = self._sockname[1]
+            return hostportjoin(name, None if port == self._interface._default_port else port)
         return self._format(self._sockname)
+
+    def set_local_name(self, name: str) -> None:
+        """Name the local side of this (server side) connection by the host
+        name the client asked for, e.g. the TLS SNI: request URIs of
+        requests without Uri-Host then carry that host."""
+        self._local_name = name
+
+    def transport_info(self, name: str, default: Any = None) -> Any:
+        """The asyncio transport's extra info ``name`` (``"ssl_object"``,
+        ``"peercert"``, ...), or ``default`` while there is no transport."""
+        transport = self._transport
+        return default if transport is None else transport.get_extra_info(name, default)
 
     @property
     def state(self) -> SessionState:

@@ -73,7 +73,36 @@ class TLSServer(_TLSMixin, TCPServer):
         if not isinstance(server_context, ssl.SSLContext):
             raise TypeError("TLSServer needs an ssl.SSLContext as server_context")
         server_context.set_alpn_protocols([ALPN_PROTOCOL])
+        _remember_sni(server_context)
         return await super().create_server(bind, tman, log, loop, _server_context=server_context, tuning=tuning)
+
+    def _connection_made(self, connection: TcpConnection) -> None:
+        # The host name the client asked for (SNI) names this side in the
+        # URIs of its requests that carry no Uri-Host.
+        name = getattr(connection.transport_info("ssl_object"), _SNI_ATTRIBUTE, None)
+        if name:
+            connection.set_local_name(name)
+        super()._connection_made(connection)
+
+
+_SNI_ATTRIBUTE = "_aiocoap_server_name"
+
+
+def _remember_sni(context: ssl.SSLContext) -> None:
+    """Make the server context note on each connection's SSL object the
+    host name its client sent as SNI (keeping an SNI callback the
+    application set)."""
+    previous = context.sni_callback
+    if getattr(previous, "_remembers_sni", False):
+        return
+
+    def remember(ssl_object, server_name, ssl_context):
+        if server_name:
+            setattr(ssl_object, _SNI_ATTRIBUTE, server_name)
+        return previous(ssl_object, server_name, ssl_context) if previous is not None else None
+
+    remember._remembers_sni = True  # type: ignore[attr-defined]
+    context.sni_callback = remember
 
 
 class TLSClient(_TLSMixin, TCPClient):
