@@ -25,12 +25,16 @@ __all__ = ["BaseRequest", "BaseUnicastRequest", "ClientObservation"]
 class BaseRequest:
     """Common mechanisms of :class:`Request` and :class:`MulticastRequest`"""
 
+    __slots__ = ()
+
 
 class BaseUnicastRequest(BaseRequest):
     """Offers the ``response_raising`` and ``response_nonraising``
     alternatives to waiting for the ``response`` future, whose error states
     are presented either as an unsuccessful response (eg. 4.04) or an
     exception."""
+
+    __slots__ = ()
 
     response: asyncio.Future
 
@@ -147,6 +151,16 @@ class ClientObservation:
             return
         self.errbacks.append(callback)
 
+    def notify_from(self, request, response) -> None:
+        """A notification of ``request`` (the observer interface of
+        :meth:`aiocoap.protocol.Context.plain_request`)."""
+        self.callback(response)
+
+    def fail_from(self, request, exception) -> None:
+        """The end of ``request``'s observation (the observer interface of
+        :meth:`aiocoap.protocol.Context.plain_request`)."""
+        self.error(exception)
+
     def callback(self, response) -> None:
         """Notify all listeners of an incoming response"""
         callbacks, queues = self._callbacks, self._queues
@@ -187,6 +201,9 @@ class ClientObservation:
         callbacks, self._on_cancel = self._on_cancel, None
         for c in callbacks or ():
             c()
+        request = self._request
+        if request is not None:
+            request.stop_observing()
 
     def on_cancel(self, callback) -> None:
         """Call ``callback()`` when the observation is cancelled (at once if

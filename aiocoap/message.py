@@ -42,6 +42,8 @@ DEFAULT_PORTS = {
     "coaps+ws": 443,
 }
 
+_SCHEME_NAMES = {scheme: scheme for scheme in DEFAULT_PORTS}
+
 _quote_path = quote_factory(unreserved + sub_delims + ":@")
 _quote_query = quote_factory(unreserved + sub_delims.replace("&", "") + ":@/?")
 
@@ -459,6 +461,8 @@ class Message:
                 "Fragment identifiers can not be set on a request URI"
             )
         scheme = parsed.scheme.lower()
+        # (the one string of a known scheme: a message keeps its remote)
+        scheme = _SCHEME_NAMES.get(scheme, scheme)
         if scheme not in DEFAULT_PORTS:
             self.opt.proxy_uri = uri
             return

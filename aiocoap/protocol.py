@@ -328,8 +328,17 @@ class Context(interfaces.RequestProvider):
             request_message.transport_tuning = self.transport_tuning
         if handle_blockwise:
             return BlockwiseRequest(self, request_message)
+        return self.plain_request(request_message)
+
+    def plain_request(self, request_message: Message, observer=None) -> "Request":
+        """Send a request without blockwise handling (what :meth:`request`
+        does with ``handle_blockwise=False``). The notifications and the
+        end of an observation go to ``observer`` if one is given (an object
+        with ``notify_from(request, message)`` and ``fail_from(request,
+        exception)``, as a ClientObservation has; a BlockwiseRequest relays
+        them this way) instead of to an observation of the request's own."""
         pipe = Pipe(request_message, self.log)
-        result = Request(pipe, self.loop, self.log)
+        result = Request(pipe, self.loop, self.log, observer)
         if self._shutdown:
             pipe.add_exception(error.LibraryShutdown())
             return result
@@ -601,9 +610,19 @@ class _BatchProgress:
 
 class Request(interfaces.Request, BaseUnicastRequest):
     """A request sent through a Context; ``response`` is a future of the
-    response message (with ``.request`` set to the request message)."""
+    response message (with ``.request`` set to the request message).
 
-    def __init__(self, pipe: Pipe, loop, log):
+    For an observe request, ``observation`` is its :class:`ClientObservation`
+    -- or, for one that reports to an ``observer`` (the BlockwiseRequest
+    wrapping it), None. The pipe refers to the request only weakly: once
+    the application holds neither the request nor its observation (nor
+    what wraps them), the observation ends and is cancelled at the
+    server."""
+
+    # (thousands of these may be kept, one per observation)
+    __slots__ = ("_pipe", "log", "response", "observation", "_observer", "__weakref__")
+
+    def __init__(self, pipe: Pipe, loop, log, observer=None):
         self._pipe = pipe
         self.log = log
         self.response = response = Future(loop=loop)
@@ -611,24 +630,16 @@ class Request(interfaces.Request, BaseUnicastRequest):
         # (and at once: a request cancelled before it went out is not sent)
         response.on_cancel = self._response_cancellation_handler
         if pipe.request.opt.observe == 0:
-            self.observation: Optional[ClientObservation] = ClientObservation(self)
-            self.observation.on_cancel(pipe.stop_interest)
-            # Where notifications go: the observation, or (see
-            # BlockwiseRequest._relay) directly to whoever wraps this request.
-            self._notify = self.observation.callback
-            # The pipe refers to us only weakly: once the application holds
-            # neither the request nor its observation, the observation ends
-            # (and is cancelled at the server).
-            ref = weakref.ref(self)
-
-            def forward(event, ref=ref):
-                request = ref()
-                return False if request is None else request._process_event(event)
-
-            pipe.on_event(forward)
-            weakref.finalize(self, _end_forgotten_observation, pipe, loop)
+            if observer is None:
+                observer = self.observation = ClientObservation(self)
+            else:
+                self.observation = None
+            # Where notifications and the end go (see ClientObservation.notify_from)
+            self._observer = observer
+            pipe.on_event(_WeakListener(self, pipe, loop))
         else:
             self.observation = None
+            self._observer = None
             pipe.on_event(self._process_event)
 
     def __repr__(self):
@@ -640,24 +651,29 @@ class Request(interfaces.Request, BaseUnicastRequest):
 
     def _response_cancellation_handler(self, response_future):
         response_future.on_cancel = None
-        if response_future.cancelled() and self.observation is None:
+        if response_future.cancelled() and self._observer is None:
             self._pipe.stop_interest()
+
+    def stop_observing(self) -> None:
+        """End the observation (its observer was cancelled): the server
+        gets a cancellation."""
+        self._pipe.stop_interest()
 
     def _process_event(self, event: Event) -> bool:
         response = self.response
-        observation = self.observation
-        if observation is not None and not event.is_last and event.exception is None and response.done():
+        observer = self._observer
+        if observer is not None and not event.is_last and event.exception is None and response.done():
             # A notification (the hot path of an observation): as below
             message = event.message
             code = message.code  # type: ignore[union-attr]  # (an event without exception has a message)
             if code is not None and RESPONSE_START <= code < SUCCESSFUL_END and message.opt.observe is not None:  # type: ignore[union-attr]
-                self._notify(message)
+                observer.notify_from(self, message)
             return True
         if event.exception is not None:
             if not response.done():
                 response.set_exception(event.exception)
-            if observation is not None:
-                observation.error(event.exception)
+            if observer is not None:
+                observer.fail_from(self, event.exception)
             return False
 
         message = event.message
@@ -665,30 +681,54 @@ class Request(interfaces.Request, BaseUnicastRequest):
         successful = message.code is not None and message.code.is_successful()
         if not response.done():
             response.set_result(message)
-            if observation is None:
+            if observer is None:
                 return False
             if event.is_last:
                 if successful:
-                    observation.error(error.NotObservable())
+                    observer.fail_from(self, error.NotObservable())
                 else:
-                    observation.error(error.ObservationCancelled())
+                    observer.fail_from(self, error.ObservationCancelled())
                 return False
             return True
 
-        if observation is None:
+        if observer is None:
             return False
         if successful and (message.opt.observe is not None or event.is_last):
             # (a final notification from trigger(is_last=True) carries no
             # Observe option, and is still a notification)
-            self._notify(message)
+            observer.notify_from(self, message)
         if event.is_last:
-            observation.error(error.ObservationCancelled())
+            observer.fail_from(self, error.ObservationCancelled())
             return False
         return True
 
 
-def _end_forgotten_observation(pipe: Pipe, loop) -> None:
+class _WeakListener(weakref.ref):
+    """The event listener of an observe request's pipe: refers to the
+    request weakly and passes the events on while it lives; when it dies,
+    the observation ends (the server gets a cancellation). One small
+    object where a closure, a weak reference and a finalizer would be
+    three."""
+
+    __slots__ = ("pipe", "loop")
+
+    def __new__(cls, request: Request, pipe: Pipe, loop):
+        self = super().__new__(cls, request, _forgotten_observation)
+        self.pipe = pipe
+        self.loop = loop
+        return self
+
+    def __init__(self, request: Request, pipe: Pipe, loop):
+        super().__init__(request, _forgotten_observation)
+
+    def __call__(self, event: Event) -> bool:  # type: ignore[override]  # (a listener, not a dereference)
+        request = weakref.ref.__call__(self)
+        return False if request is None else request._process_event(event)
+
+
+def _forgotten_observation(listener: _WeakListener) -> None:
     # Runs from the garbage collector: defer the actual work to the loop.
+    pipe, loop = listener.pipe, listener.loop
     if pipe.is_interested and not loop.is_closed():
         loop.call_soon(pipe.stop_interest)
 

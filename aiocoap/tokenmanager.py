@@ -32,7 +32,8 @@ Rules enforced here:
 
 from __future__ import annotations
 
-import asyncio
+import heapq
+import math
 import secrets
 from typing import Callable, Optional
 
@@ -42,6 +43,7 @@ from .numbers.codes import RESPONSE_START, SUCCESSFUL_END, Code
 from .numbers.types import Type
 from .pipe import Event, Pipe
 from .util.asyncio import clock_of
+from .util.asyncio.timer import DeadlineTimer
 
 __all__ = ["TokenManager"]
 
@@ -53,6 +55,10 @@ OBSERVE_FRESHNESS = 128.0
 
 REREGISTRATION_MARGIN = 2.0
 """Seconds to wait past a notification's Max-Age before re-registering."""
+
+REREGISTRATION_GRANULARITY = 0.25
+"""Re-registrations go out at most this many seconds after they are due
+(their timing is shared in buckets of this width)."""
 
 
 def notification_is_fresher(old_seq: int, old_time: float, new_seq: int, new_time: float) -> bool:
@@ -79,7 +85,7 @@ class _OutgoingRequest:
     only accepted, not delivered."""
 
     __slots__ = (
-        "pipe", "stop", "observing", "established", "last_seq", "last_time", "timer", "timer_at", "deadline", "ti",
+        "pipe", "stop", "observing", "established", "last_seq", "last_time", "timer_at", "deadline", "ti", "key",
     )
 
     def __init__(self, pipe: Optional[Pipe], observing: bool, ti: interfaces.TokenInterface):
@@ -89,10 +95,11 @@ class _OutgoingRequest:
         self.established = False
         self.last_seq = 0
         self.last_time = 0.0
-        # The re-registration timer (armed for timer_at) may fire before
-        # ``deadline`` (a later notification moved it); it then re-arms itself.
-        self.timer: Optional[asyncio.TimerHandle] = None
-        self.timer_at = 0.0
+        # The re-registration bucket the state is filed in (0: none); it may
+        # come due before ``deadline`` (a later notification moved that),
+        # and the state is filed again then (see TokenManager).
+        self.timer_at = 0
+        self.key = None
         self.deadline = 0.0
         self.ti = ti
 
@@ -200,21 +207,21 @@ class _RequestEnd:
     closure, and kept for the whole life of an observation). Its
     :meth:`poke` (see :meth:`Pipe.poke`) re-registers an observation."""
 
-    __slots__ = ("manager", "key", "table", "state")
+    __slots__ = ("manager", "table", "state")
 
-    def __init__(self, manager: "TokenManager", key, table: dict, state: _OutgoingRequest):
+    def __init__(self, manager: "TokenManager", table: dict, state: _OutgoingRequest):
         self.manager = manager
-        self.key = key
         self.table = table
         self.state = state
 
     def __call__(self) -> None:
-        self.manager._interest_ended(self.key, self.table, self.state)
+        state = self.state
+        self.manager._interest_ended(state.key, self.table, state)
 
     def poke(self) -> None:
         state = self.state
         if state.observing and self.table is self.manager._outgoing:
-            self.manager._reregister(self.key, state)
+            self.manager._reregister(state.key, state)
 
 
 class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
@@ -241,6 +248,12 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         self._observations: dict = {}  # (token, remote) -> Pipe of an incoming observation
         self.reregister_observations = True
         """Re-register client observations whose freshness ran out."""
+        # Re-registration timing (see _arm_reregistration): bucket (a whole
+        # second) -> states, the buckets in time order, one timer for all
+        self._rereg_buckets: dict[int, list] = {}
+        self._rereg_order: list[int] = []
+        self._rereg_filed = 0  # states filed (live entries)
+        self._rereg_timer = DeadlineTimer(loop, self._reregistrations_due)
         self._shutting_down = False
 
     def __repr__(self):
@@ -293,8 +306,9 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
             key = (token, remote)
             table = self._outgoing
         table[key] = state
+        state.key = key
 
-        pipe.on_interest_end(_RequestEnd(self, key, table, state))
+        pipe.on_interest_end(_RequestEnd(self, table, state))
         self._send(state, key, table, message)
 
     def _interest_ended(self, key, table: dict, state: _OutgoingRequest) -> None:
@@ -303,9 +317,7 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         if state.stop is not None:
             state.stop()
             state.stop = None
-        if state.timer is not None:
-            state.timer.cancel()
-            state.timer = None
+        self._unfile(state)
         if state.established and not self._shutting_down:
             self._deregister(key, state)
 
@@ -340,8 +352,8 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         self._send(sink, key, self._outgoing, cancellation)
 
     def _reregister(self, key, state: _OutgoingRequest) -> None:
-        state.timer = None
-        if self._outgoing.get(key) is not state or not state.pipe.is_interested:
+        self._unfile(state)
+        if self._outgoing.get(key) is not state or state.pipe is None or not state.pipe.is_interested:
             return
         if state.stop is not None:
             state.stop()
@@ -352,18 +364,52 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         self._send(state, key, self._outgoing, again)
 
     def _arm_reregistration(self, key, state: _OutgoingRequest) -> None:
-        """(Re-)arm the re-registration timer for ``state.deadline``."""
-        if state.timer is not None:
-            state.timer.cancel()
-        state.timer_at = state.deadline
-        state.timer = self.loop.call_at(state.deadline, self._reregistration_due, key, state)
+        """File the observation for re-registration at ``state.deadline``.
 
-    def _reregistration_due(self, key, state: _OutgoingRequest) -> None:
-        if state.timer_at < state.deadline:
-            state.timer = None
-            self._arm_reregistration(key, state)
+        The observations share one timer and buckets of
+        :data:`REREGISTRATION_GRANULARITY` seconds (a list slot each,
+        where a timer handle per observation would cost a few hundred
+        bytes), so a re-registration goes out up to that much after its
+        deadline. A state whose deadline moved on by the time its bucket
+        comes due is filed again; one whose ``timer_at`` no longer names
+        the bucket was cancelled or filed elsewhere, and is skipped."""
+        bucket = math.ceil(state.deadline / REREGISTRATION_GRANULARITY)
+        if not state.timer_at:
+            self._rereg_filed += 1
+        state.timer_at = bucket
+        entries = self._rereg_buckets.get(bucket)
+        if entries is None:
+            entries = self._rereg_buckets[bucket] = []
+            heapq.heappush(self._rereg_order, bucket)
+            self._rereg_timer.arm_before(bucket * REREGISTRATION_GRANULARITY)
+        entries.append(state)
+
+    def _unfile(self, state: _OutgoingRequest) -> None:
+        """Take an observation out of re-registration timing."""
+        if not state.timer_at:
             return
-        self._reregister(key, state)
+        state.timer_at = 0
+        self._rereg_filed -= 1
+        if not self._rereg_filed:
+            # (no live entry left: the buckets hold only stale ones)
+            self._rereg_timer.cancel()
+            self._rereg_buckets.clear()
+            self._rereg_order.clear()
+
+    def _reregistrations_due(self) -> None:
+        now = self._clock()
+        order, buckets = self._rereg_order, self._rereg_buckets
+        while order and order[0] * REREGISTRATION_GRANULARITY <= now:
+            bucket = heapq.heappop(order)
+            for state in buckets.pop(bucket):
+                if state.timer_at != bucket:
+                    continue
+                if state.deadline > now:
+                    state.timer_at = -1  # (filed again at once, still counted)
+                    self._arm_reregistration(state.key, state)
+                else:
+                    self._reregister(state.key, state)
+        self._rereg_timer.set(order[0] * REREGISTRATION_GRANULARITY if order else None)
 
     # --- TokenManager (towards the transports) ---------------------------------------
 
@@ -416,20 +462,20 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
                 # when it fires (_reregistration_due).
                 max_age = options.max_age
                 deadline = state.deadline = now + (60 if max_age is None else max_age) + REREGISTRATION_MARGIN
-                if state.timer is None or state.timer_at > deadline:
+                if not state.timer_at or state.timer_at * REREGISTRATION_GRANULARITY > deadline + REREGISTRATION_GRANULARITY:
                     self._arm_reregistration(key, state)
-            elif state.timer is not None:
-                state.timer.cancel()
-                state.timer = None
+            else:
+                self._unfile(state)
         else:
             is_last = True
             del self._outgoing[key]
-            if state.timer is not None:
-                state.timer.cancel()
-                state.timer = None
+            self._unfile(state)
             state.established = False
         pipe = state.pipe
-        response.request = pipe.request
+        request = response.request = pipe.request
+        # (the request's token object, equal to the response's: one
+        # bytes object less to keep with a response that is kept)
+        response.token = request.token
         # (pipe.add_response, inlined; tuple.__new__ as a named tuple's own
         # constructor is a Python function)
         pipe.add_event(_new_tuple(Event, (response, None, is_last)))
@@ -482,8 +528,7 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
             states = list(table.values())
             table.clear()
             for state in states:
-                if state.timer is not None:
-                    state.timer.cancel()
+                self._unfile(state)
                 if state.pipe is not None:
                     state.pipe.add_exception(error.LibraryShutdown())
         observations = list(self._observations.values())

@@ -218,8 +218,9 @@ async def test_reregistration_when_freshness_runs_out():
     net, server, client, counter = await setup(counter)
     import aiocoap.tokenmanager as tm
 
-    old_margin = tm.REREGISTRATION_MARGIN
+    old_margin, old_granularity = tm.REREGISTRATION_MARGIN, tm.REREGISTRATION_GRANULARITY
     tm.REREGISTRATION_MARGIN = 0.05
+    tm.REREGISTRATION_GRANULARITY = 0.01
     try:
         request = client.request(observe_msg())
         await request.response
@@ -238,7 +239,7 @@ async def test_reregistration_when_freshness_runs_out():
         assert b"9" in seen
         request.observation.cancel()
     finally:
-        tm.REREGISTRATION_MARGIN = old_margin
+        tm.REREGISTRATION_MARGIN, tm.REREGISTRATION_GRANULARITY = old_margin, old_granularity
         await client.shutdown()
         await server.shutdown()
 

@@ -70,6 +70,7 @@ level (with the traceback) only for exceptions that are bugs.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import Optional
 
 from .. import error, interfaces
@@ -209,6 +210,13 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
     blocks) before it is passed on. Cancelling ``response`` stops the
     transfer."""
 
+    # (thousands of these may be kept, one per observation)
+    __slots__ = (
+        "protocol", "log", "app_request", "response", "_task", "_sub", "_notification_task", "_relayed",
+        "_held_error", "_mtype", "_target", "_progress_callbacks", "_size_hint", "observation", "_observation",
+        "__weakref__",
+    )
+
     def __init__(self, protocol, app_request: Message):
         self.protocol = protocol
         self.log = protocol.log
@@ -217,7 +225,9 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
         self._task: Optional[asyncio.Task] = None
         self._sub = None
         self._notification_task: Optional[asyncio.Task] = None
-        self._relayed: Optional[ClientObservation] = None
+        # The plain request whose notifications are relayed here (it reports
+        # to a weak proxy of this object, see _send)
+        self._relayed = None
         self._held_error: Optional[BaseException] = None
         self._mtype = app_request.mtype
         # Later messages of the transfer go to the same target; for an IP
@@ -225,7 +235,7 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
         # cache instead of routing each block (a task per block) again.
         target = app_request.remote
         self._target = target if isinstance(target, UndecidedRemote) and target.is_ip_literal else None
-        self._progress_callbacks: list = []
+        self._progress_callbacks: Optional[list] = None
         # A smaller block size the application asked for on the remote
         # (``request.remote.maximum_block_size_exp = 4``, also on the
         # UndecidedRemote of a request not sent yet)
@@ -234,8 +244,7 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
         self.observation: Optional[ClientObservation] = None
         if app_request.opt.observe == 0:
             # (the relaying methods run only when there is an observation)
-            self._observation = self.observation = ClientObservation()
-            self._observation.on_cancel(self._observation_cancelled)
+            self._observation = self.observation = ClientObservation(self)
         self.response.add_done_callback(self._response_cancellation_handler)
         # (and at once: a request cancelled before it went out is not sent)
         self.response.on_cancel = self._response_cancellation_handler
@@ -259,15 +268,20 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
     def request(self) -> Message:
         return self.app_request
 
-    def _plain_request(self, message: Message):
+    def _plain_request(self, message: Message, observer=None):
         if self._target is not None and message is not self.app_request:
             message.remote = self._target
-        return self.protocol.request(message, handle_blockwise=False)
+        return self.protocol.plain_request(message, observer)
 
     def _send(self, message: Message):
-        sub = self._sub = self._plain_request(message)
-        if self.observation is not None and message.opt.observe == 0 and sub.observation is not None:
-            self._relay(sub)
+        if self.observation is not None and message.opt.observe == 0:
+            # Its notifications come here, through a weak proxy: the plain
+            # request (kept by this one) must not keep this one alive, or an
+            # observation the application dropped would not end.
+            sub = self._sub = self._relayed = self._plain_request(message, weakref.proxy(self))
+            self._held_error = None
+        else:
+            sub = self._sub = self._plain_request(message)
         return sub
 
     def _first_response(self, future: asyncio.Future) -> None:
@@ -322,16 +336,18 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
             if self.observation is not None:
                 self.observation.error(e)
                 if self._relayed is not None:
-                    self._relayed.cancel()
+                    self._relayed.stop_observing()
 
     def on_progress(self, callback) -> None:
         """Call ``callback(received, total)`` whenever another block of a
         blockwise response arrived (``total`` is the size the server
         announced with Size2, or None). For progress displays."""
+        if self._progress_callbacks is None:
+            self._progress_callbacks = []
         self._progress_callbacks.append(callback)
 
     def _report_progress(self, transfer: ClientTransfer) -> None:
-        for callback in self._progress_callbacks:
+        for callback in self._progress_callbacks or ():
             try:
                 callback(transfer.received_size, transfer.expected_size)
             except Exception:
@@ -367,25 +383,23 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
 
     # --- observations ------------------------------------------------------------
 
-    def _relay(self, sub) -> None:
-        observation = sub.observation
-        self._relayed = observation
-        self._held_error = None
+    def fail_from(self, sub, exception: BaseException) -> None:
+        """The observation of the plain request ``sub`` ended (the observer
+        interface of Context.plain_request)."""
+        if self._relayed is not sub:
+            return
+        if self.response.done():
+            self._end_observation(exception)
+        else:
+            # The response that ended it (4.13, a first block) may still
+            # lead to a restart or be completed; decide when it is known.
+            self._held_error = exception
 
-        def errback(exception: BaseException) -> None:
-            if self._relayed is not observation:
-                return
-            if self.response.done():
-                self._end_observation(exception)
-            else:
-                # The response that ended it (4.13, a first block) may still
-                # lead to a restart or be completed; decide when it is known.
-                self._held_error = exception
-
-        # Notifications skip the plain request's observation, which has no
-        # other listener: one layer less for every notification.
-        sub._notify = self._notification
-        observation.register_errback(errback)
+    def notify_from(self, sub, message: Message) -> None:
+        """A notification of the plain request ``sub`` (the observer
+        interface of Context.plain_request)."""
+        if self._relayed is sub:
+            self._notification(message)
 
     def _notification(self, message: Message) -> None:
         if self._notification_task is not None:
@@ -421,7 +435,7 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
                 self.log.error("Completing a notification of %r failed", request, exc_info=e)
             self._observation.error(e)
             if self._relayed is not None:
-                self._relayed.cancel()
+                self._relayed.stop_observing()
             return
         finally:
             if self._notification_task is asyncio.current_task():
@@ -436,12 +450,14 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
             self._notification_task = None
         self._observation.error(exception)
 
-    def _observation_cancelled(self) -> None:
+    def stop_observing(self) -> None:
+        """The observation was cancelled: stop completing notifications and
+        cancel the observation at the server."""
         if self._notification_task is not None:
             self._notification_task.cancel()
             self._notification_task = None
         if self._relayed is not None:
-            self._relayed.cancel()
+            self._relayed.stop_observing()
 
 
 def _known_limit(message: Message) -> int:
