@@ -396,3 +396,204 @@ def test_linkformat_lexer_of_0_4_17():
 
     assert issubclass(LinkFormatLexer, RegexLexer)
     assert "application/link-format" in LinkFormatLexer.mimetypes
+
+
+# --- the other public names of aiocoap 0.4.17 ---------------------------------------
+
+# Every public name of aiocoap 0.4.17 that applications and test suites
+# written for it reach, and this library has (module -> attribute paths),
+# except those of the transports and tools pinned elsewhere (tinydtls, ws,
+# tcp/tls/rfc8323common, proxy, resourcedirectory, prettyprint). Not
+# carried over: error.classname (a loop variable aiocoap leaves behind).
+AIOCOAP_0_4_17_NAMES = {
+    "aiocoap": [
+        "ContentFormat.SENML", "ContentFormat.define", "MCAST_ALL", "MCAST_IPV4_ALLCOAPNODES",
+        "MCAST_IPV6_LINKLOCAL_ALLCOAPNODES", "MCAST_IPV6_LINKLOCAL_ALLNODES",
+        "MCAST_IPV6_SITELOCAL_ALLCOAPNODES", "MCAST_IPV6_SITELOCAL_ALLNODES",
+        "Message.payload_html", "OptionNumber.REQUEST_HASH", "OptionNumber.URI_PATH_ABBREV",
+        "OptionNumber.name_printable", "OptionNumber.set_format", "Reliable",
+        "TransportTuning.DEFAULT_BLOCK_SIZE_EXP", "TransportTuning.MULTICAST_REQUEST_TIMEOUT",
+        "TransportTuning.OBSERVATION_RESET_TIME", "TransportTuning.reliability", "Unreliable",
+    ],
+    "aiocoap.blockwise": [
+        "Block1Spool", "Block2Cache", "ContinueException", "IncompleteException",
+    ],
+    "aiocoap.credentials": [
+        "CredentialReference", "CredentialsMap.find_all_used_contextless_oscore_kid",
+        "TLSCert.__init__", "TLSCert.as_ssl_params", "import_filesystem_security_context",
+    ],
+    "aiocoap.defaults": [
+        "has_reuse_port", "missing_module_functions", "ws_missing_modules",
+    ],
+    "aiocoap.error": [
+        "ConToMulticast", "IncompleteUrlError.extra_help", "MessageError", "MissingRemoteError",
+        "NetworkError.extra_help", "NoRequestInterface", "NotImplemented.code",
+        "RemoteServerShutdown", "TimeoutError",
+    ],
+    "aiocoap.interfaces": [
+        "EndpointAddress.blockwise_key", "MAX_REGULAR_BLOCK_SIZE_EXP",
+        "ObservableResource.render_to_pipe", "Request.response", "Resource.__init__",
+        "Resource.render_to_pipe",
+    ],
+    "aiocoap.message": [
+        "Message.payload_html",
+    ],
+    "aiocoap.meta": [
+        "bugreport_uri",
+    ],
+    "aiocoap.numbers": [
+        "ContentFormat.SENML", "ContentFormat.define", "MCAST_ALL", "MCAST_IPV4_ALLCOAPNODES",
+        "MCAST_IPV6_LINKLOCAL_ALLCOAPNODES", "MCAST_IPV6_LINKLOCAL_ALLNODES",
+        "MCAST_IPV6_SITELOCAL_ALLCOAPNODES", "MCAST_IPV6_SITELOCAL_ALLNODES",
+        "OptionNumber.REQUEST_HASH", "OptionNumber.URI_PATH_ABBREV", "OptionNumber.name_printable",
+        "OptionNumber.set_format", "Reliable", "TransportTuning.DEFAULT_BLOCK_SIZE_EXP",
+        "TransportTuning.MULTICAST_REQUEST_TIMEOUT", "TransportTuning.OBSERVATION_RESET_TIME",
+        "TransportTuning.reliability", "Unreliable",
+    ],
+    "aiocoap.numbers.codes": [
+        "ABORT", "BAD_GATEWAY", "BAD_OPTION", "BAD_REQUEST", "CHANGED", "CONFLICT", "CONTENT",
+        "CONTINUE", "CREATED", "CSM", "DELETE", "DELETED", "EMPTY", "FETCH", "FORBIDDEN",
+        "GATEWAY_TIMEOUT", "GET", "HOP_LIMIT_REACHED", "INTERNAL_SERVER_ERROR",
+        "METHOD_NOT_ALLOWED", "NOT_ACCEPTABLE", "NOT_FOUND", "NOT_IMPLEMENTED", "PATCH", "PING",
+        "PONG", "POST", "PRECONDITION_FAILED", "PROXYING_NOT_SUPPORTED", "PUT", "RELEASE",
+        "REQUEST_ENTITY_INCOMPLETE", "REQUEST_ENTITY_TOO_LARGE", "SERVICE_UNAVAILABLE",
+        "TOO_MANY_REQUESTS", "UNAUTHORIZED", "UNPROCESSABLE_ENTITY", "UNSUPPORTED_CONTENT_FORMAT",
+        "VALID", "iPATCH",
+    ],
+    "aiocoap.numbers.constants": [
+        "MCAST_ALL", "MCAST_IPV4_ALLCOAPNODES", "MCAST_IPV6_LINKLOCAL_ALLCOAPNODES",
+        "MCAST_IPV6_LINKLOCAL_ALLNODES", "MCAST_IPV6_SITELOCAL_ALLCOAPNODES",
+        "MCAST_IPV6_SITELOCAL_ALLNODES", "Reliable", "TransportTuning.DEFAULT_BLOCK_SIZE_EXP",
+        "TransportTuning.MULTICAST_REQUEST_TIMEOUT", "TransportTuning.OBSERVATION_RESET_TIME",
+        "TransportTuning.reliability", "Unreliable",
+    ],
+    "aiocoap.numbers.contentformat": [
+        "ContentFormat.SENML", "ContentFormat.define", "ContentFormatMeta",
+    ],
+    "aiocoap.numbers.optionnumbers": [
+        "OptionNumber.REQUEST_HASH", "OptionNumber.URI_PATH_ABBREV", "OptionNumber.name_printable",
+        "OptionNumber.set_format",
+    ],
+    "aiocoap.options": [
+        "Options.request_hash", "Options.uri_path_abbrev",
+    ],
+    "aiocoap.optiontypes": [
+        "BlockOption.type", "ContentFormatOption", "TypedOption",
+    ],
+    "aiocoap.oscore": [
+        "A128CBC", "AES_CBC", "AeadAlgorithm", "BaseSecurityContext", "COMPRESSION_BITS_N",
+        "COMPRESSION_BITS_RESERVED", "COMPRESSION_BIT_H", "COMPRESSION_BIT_K",
+        "COSE_KEY_COMMON_ALG", "COSE_KEY_COMMON_KTY", "COSE_KEY_EC2_X", "COSE_KEY_EC2_Y",
+        "COSE_KEY_OKP_CRV", "COSE_KEY_OKP_X", "COSE_KID", "COSE_KID_CONTEXT", "COSE_KTY_EC2",
+        "COSE_KTY_OKP", "COSE_PIV", "CanProtect", "CanUnprotect", "CodeStyle",
+        "FilesystemSecurityContext.alg_aead",
+        "FilesystemSecurityContext.find_all_used_contextless_oscore_kid",
+        "FilesystemSecurityContext.from_item", "MAX_SEQNO",
+        "RequestIdentifiers.get_reusable_kid_and_piv", "SecurityContextUtils",
+        "SymmetricEncryptionAlgorithm",
+    ],
+    "aiocoap.oscore_sitewrapper": [
+        "OscoreSiteWrapper.get_resources_as_linkheader", "OscoreSiteWrapper.render_to_pipe",
+    ],
+    "aiocoap.pipe": [
+        "IterablePipe", "Pipe.Event", "Pipe.poke",
+    ],
+    "aiocoap.protocol": [
+        "SHUTDOWN_TIMEOUT",
+    ],
+    "aiocoap.resource": [
+        "ObservableResource.render_to_pipe", "Resource.render_to_pipe", "Site.render_to_pipe",
+    ],
+    "aiocoap.tokenmanager": [
+        "TokenManager.client_credentials", "TokenManager.next_token",
+    ],
+    "aiocoap.transports.generic_udp": [
+        "COAP_PORT",
+    ],
+    "aiocoap.transports.oscore": [
+        "MAX_REGULAR_BLOCK_SIZE_EXP", "OSCOREAddress.blockwise_key",
+    ],
+    "aiocoap.transports.simple6": [
+        "COAP_PORT",
+    ],
+    "aiocoap.transports.simplesocketserver": [
+        "COAP_PORT",
+    ],
+    "aiocoap.transports.udp6": [
+        "COAP_PORT", "InterfaceOnlyPktinfo", "UDP6EndpointAddress.blockwise_key",
+        "UDP6EndpointAddress.maximum_block_size_exp", "UDP6EndpointAddress.netif",
+    ],
+    "aiocoap.util": [
+        "deprecation_getattr",
+    ],
+    "aiocoap.util.asyncio.getaddrinfo_addrconfig": [
+        "getaddrinfo_routechecked",
+    ],
+    "aiocoap.util.asyncio.recvmsg": [
+        "RecvmsgDatagramProtocol.error_received", "RecvmsgSelectorDatagramTransport.max_size",
+    ],
+    "aiocoap.util.asyncio.timeoutdict": [
+        "K", "TimeoutDict", "V",
+    ],
+    "aiocoap.util.socknumbers": [
+        "HAS_RECVERR",
+    ],
+}
+
+@pytest.mark.parametrize(
+    "module,path",
+    [(module, path) for module, paths in AIOCOAP_0_4_17_NAMES.items() for path in paths],
+)
+def test_aiocoap_0_4_17_name_exists(module, path):
+    if module in ("aiocoap.oscore", "aiocoap.oscore_sitewrapper", "aiocoap.transports.oscore"):
+        pytest.importorskip("cryptography")
+    obj = importlib.import_module(module)
+    for part in path.split("."):
+        obj = getattr(obj, part)
+
+
+def test_aiocoap_0_4_17_signatures():
+    from aiocoap import credentials, interfaces, pipe
+    from aiocoap.util.asyncio.timeoutdict import TimeoutDict
+
+    assert params(numbers.OptionNumber.set_format, drop_first=True) == [("value", POS, EMPTY)]
+    assert params(message.Message.payload_html, drop_first=True) == []
+    assert params(credentials.CredentialReference) == [("target", POS, EMPTY), ("map", POS, EMPTY)]
+    assert params(credentials.TLSCert) == [("certfile", POS, EMPTY)]
+    assert params(credentials.TLSCert.as_ssl_params, drop_first=True) == []
+    assert [p[0] for p in params(error.NetworkError.extra_help, drop_first=True)] == ["hints"]
+    assert params(interfaces.Resource.render_to_pipe, drop_first=True) == [("pipe", POS, EMPTY)]
+    assert params(pipe.IterablePipe) == [("request", POS, EMPTY)]
+    assert params(pipe.Pipe.poke, drop_first=True) == []
+    assert pipe.Pipe.Event._fields == ("message", "exception", "is_last")
+    assert params(TimeoutDict) == [("timeout", POS, EMPTY)]
+    assert params(util.deprecation_getattr) == [("_deprecated_aliases", POS, EMPTY), ("_globals", POS, EMPTY)]
+    from aiocoap import defaults
+
+    assert params(defaults.has_reuse_port) == [("use_env", KW, True)]
+    from aiocoap.blockwise import ContinueException, IncompleteException
+
+    assert params(ContinueException) == [("block1", POS, EMPTY)]
+    assert params(IncompleteException) == [("message", POS, None)]
+
+
+def test_aiocoap_0_4_17_values():
+    assert aiocoap.MCAST_IPV4_ALLCOAPNODES == "224.0.1.187"
+    assert aiocoap.MCAST_IPV6_LINKLOCAL_ALLCOAPNODES == "ff02::fd"
+    assert aiocoap.MCAST_IPV6_SITELOCAL_ALLCOAPNODES == "ff05::fd"
+    assert set(aiocoap.MCAST_ALL) >= {"224.0.1.187", "ff02::1", "ff02::fd", "ff05::1", "ff05::fd"}
+    assert numbers.OptionNumber.URI_PATH_ABBREV == 13 and numbers.OptionNumber.REQUEST_HASH == 548
+    assert codes.GET is codes.Code.GET and codes.ABORT == 229 and aiocoap.numbers.codes.iPATCH == 7
+    assert aiocoap.Reliable.reliability is True and aiocoap.Unreliable.reliability is False
+    assert issubclass(aiocoap.Reliable, constants.TransportTuning)
+    assert constants.TransportTuning.reliability is None
+    assert constants.TransportTuning().DEFAULT_BLOCK_SIZE_EXP == 6
+    assert constants.TransportTuning().OBSERVATION_RESET_TIME == 128
+    assert constants.TransportTuning().MULTICAST_REQUEST_TIMEOUT == 93.0 + 5.0
+    assert error.NotImplemented.code == codes.Code.NOT_IMPLEMENTED
+    assert error.NoRequestInterface.code == codes.Code.PROXYING_NOT_SUPPORTED
+    assert issubclass(error.RequestTimedOut, error.TimeoutError)
+    assert issubclass(error.TimeoutError, error.NetworkError)
+    assert issubclass(error.ResetReceived, error.MessageError)
+    assert str(types.Type.ACK) == "ACK"
+    assert numbers.ContentFormat.SENML == 112
