@@ -83,10 +83,12 @@ class ClientObservation:
     is the request's ``response``); the latest notification that arrived
     while nobody listened (no callback registered, no iteration running) is
     the first one it yields, so none is lost between the first response and
-    the start of the loop. The loop ends when the observation is cancelled
-    or the server ends it with a successful response or refuses it (the
-    resource is not observable; the first response is still the
-    request's); other errors are raised from it."""
+    the start of the loop. The loop ends when the observation is cancelled,
+    or when the server refuses it (the resource is not observable; the
+    first response is still the request's), as in aiocoap 0.4.x; when the
+    server ends an observation it raises ObservationCancelled (after a
+    successful final response, which it yields), and other errors
+    (network errors, say) are raised from it as well."""
 
     # (An application may hold thousands of these: the containers are
     # created when first needed.)

@@ -313,14 +313,14 @@ class Message:
             return "<p>No payload</p>"
         from .util import prettyprint
 
-        notes, hint, text = prettyprint.pretty_print(self)
-        lexer = prettyprint.lexer_for(hint)
-        if lexer is not None:
+        notes, mime, text = prettyprint.pretty_print(self)
+        try:
+            lexer = prettyprint.lexer_for_mime(mime)
             from pygments import highlight
             from pygments.formatters import HtmlFormatter
 
             body = highlight(text, lexer, HtmlFormatter())
-        else:
+        except Exception:  # (no pygments, or no lexer for the type)
             body = f"<pre>{html.escape(text)}</pre>"
         shown_notes = "".join(f'<p style="font-size:small">{html.escape(n)}</p>' for n in notes)
         return f"<div>{shown_notes}{body}</div>"

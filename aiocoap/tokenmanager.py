@@ -176,6 +176,10 @@ class _ResponseSender:
                     no_response(request.remote, request.token)
                 return False
         message.token = request.token
+        if message.code is None:
+            # (as for what a resource's render returns: a response added
+            # to the pipe directly, by a render_to_pipe, may leave it out)
+            message.code = Code.CONTENT
         remote = self.response_remote
         if remote is None:
             remote = self.response_remote = request.remote.as_response_address()
