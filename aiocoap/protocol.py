@@ -289,23 +289,31 @@ class Context(interfaces.RequestProvider):
         if self._shutdown:
             return
         self._shutdown = True
-        self.log.debug("Shutting down context")
-        for task in list(self._tasks):
-            task.cancel()
-        results = await asyncio.wait_for(
-            asyncio.gather(
-                *(ri.shutdown() for ri in self.request_interfaces),
-                return_exceptions=True,
-            ),
-            SHUTDOWN_TIMEOUT,
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                self.log.warning("Error while shutting down a transport: %r", result)
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=SHUTDOWN_TIMEOUT)
-        self._route_cache.clear()
-        self.blockwise.shutdown()
+        # What is logged from here on carries text, not the objects it is
+        # about: a handler that keeps records must not keep the context's
+        # parts alive (see _TextOnly).
+        text_only = _TextOnly()
+        self.log.addFilter(text_only)
+        try:
+            self.log.debug("Shutting down context")
+            for task in list(self._tasks):
+                task.cancel()
+            results = await asyncio.wait_for(
+                asyncio.gather(
+                    *(ri.shutdown() for ri in self.request_interfaces),
+                    return_exceptions=True,
+                ),
+                SHUTDOWN_TIMEOUT,
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    self.log.warning("Error while shutting down a transport: %r", result)
+            if self._tasks:
+                await asyncio.wait(list(self._tasks), timeout=SHUTDOWN_TIMEOUT)
+            self._route_cache.clear()
+            self.blockwise.shutdown()
+        finally:
+            self.log.removeFilter(text_only)
 
     # --- client side ---------------------------------------------------------------
 
@@ -579,6 +587,23 @@ class Context(interfaces.RequestProvider):
 
 _new_tuple = tuple.__new__
 _URI_PATH_ABBREV = OptionNumber.URI_PATH_ABBREV
+
+
+class _TextOnly(logging.Filter):
+    """Turns a record's message and arguments into the final text (and its
+    exception into the formatted traceback) when it is created, so that a
+    handler keeping records keeps no objects alive. Installed on a
+    context's logger while the context shuts down (records of other
+    contexts logged at that time are merely formatted early)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.msg = record.getMessage()
+            record.args = ()
+        if record.exc_info:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        return True
 
 
 def _expand_uri_path_abbrev(request: Message) -> None:

@@ -879,3 +879,16 @@ def test_adaptive_rto_is_off_by_default(net):
     client.core.send_message(request(), net.now)
     net.flush()
     assert client.core._rtos == {}
+
+
+def test_unparsable_datagrams_are_reported_once_a_minute(net, caplog):
+    server = net.add("server")
+    garbage = b"\x4f\x01\x00\x01"  # (token length 15)
+    with caplog.at_level(logging.DEBUG, logger=log.name):
+        for _ in range(3):
+            server.core.receive_datagram(garbage, "peer", net.now)
+        server.core.receive_datagram(garbage, "peer", net.now + 61)
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if "unparsable" in r.getMessage()]
+    assert [level for level, _ in lines] == [logging.WARNING, logging.DEBUG, logging.DEBUG, logging.WARNING]
+    assert lines[0][1].startswith("Ignoring unparsable message from 'peer'")
+    assert lines[-1][1].endswith("(and 2 more like it since the last report)")
