@@ -883,6 +883,7 @@ def test_adaptive_rto_is_off_by_default(net):
 
 def test_unparsable_datagrams_are_reported_once_a_minute(net, caplog):
     server = net.add("server")
+    net.add("peer")
     garbage = b"\x4f\x01\x00\x01"  # (token length 15)
     with caplog.at_level(logging.DEBUG, logger=log.name):
         for _ in range(3):
