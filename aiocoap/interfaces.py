@@ -314,14 +314,6 @@ class Resource(metaclass=abc.ABCMeta):
         Context._complete(pipe, pipe.request, response, is_last=True)
 
 
-def renders_to_pipe(resource) -> bool:
-    """Whether ``resource`` takes over its exchanges with a
-    :meth:`Resource.render_to_pipe` of its own (rather than the default one
-    that calls ``render``; a :class:`aiocoap.resource.Site` dispatches to its
-    children and counts as such only through them)."""
-    method = getattr(type(resource), "render_to_pipe", None)
-    return method is not None and method is not Resource.render_to_pipe and not getattr(method, "_dispatches", False)
-
     @abc.abstractmethod
     async def needs_blockwise_assembly(self, request: "Message") -> bool:
         """Indicator about whether the library should assemble request
@@ -365,3 +357,12 @@ class ObservableResource(Resource, metaclass=abc.ABCMeta):
         should call serverobservation.trigger() whenever it changes its
         state; the ServerObservation will then initiate notifications by
         having the request rendered again."""
+
+
+def renders_to_pipe(resource) -> bool:
+    """Whether ``resource`` takes over its exchanges with a
+    :meth:`Resource.render_to_pipe` of its own (rather than the default one
+    that calls ``render``; a :class:`aiocoap.resource.Site` dispatches to its
+    children and counts as such only through them)."""
+    method = getattr(type(resource), "render_to_pipe", None)
+    return method is not None and method is not Resource.render_to_pipe and not getattr(method, "_dispatches", False)

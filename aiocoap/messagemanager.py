@@ -717,7 +717,7 @@ class MessageLayer:
         outgoing = self._outgoing
         nstart = self.tuning.NSTART
         while peer.waiting and peer.active < nstart:
-            state = queue.popleft()
+            state: _OutgoingMessage = queue.popleft()
             if outgoing.get(state.key) is not state or state.kind != _WAITING:
                 continue  # (its sender lost interest, or it timed out)
             peer.waiting -= 1

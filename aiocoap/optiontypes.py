@@ -163,7 +163,8 @@ class TypedOption(OptionType):
         if value is not None:
             self.value = value
 
-    @property  # type: ignore[override]  (a checked attribute instead of the plain slot)
+    # (a checked attribute instead of the plain slot)
+    @property  # type: ignore[override]
     def value(self):
         return self._value
 

@@ -44,8 +44,6 @@ class Pipe:
     # see _listeners)
     __slots__ = ("request", "log", "_listeners", "_end_callbacks")
 
-    Event = Event
-
     def __init__(self, request: Message, log):
         self.request = request
         self.log = log
@@ -196,6 +194,11 @@ class Pipe:
         self.on_interest_end(_PokeHandler(handler))
 
 
+# (aiocoap 0.4.x offers the event type as Pipe.Event; set here, outside the
+# class bodies, where the name Event is the class for annotations)
+Pipe.Event = Event  # type: ignore[attr-defined]
+
+
 class _PokeHandler:
     """What :meth:`Pipe.poke` calls; kept in the pipe's interest-end
     callbacks, where it does nothing when interest ends."""
@@ -275,8 +278,6 @@ class IterablePipe:
 
     max_queued = 64
 
-    Event = Event
-
     def __init__(self, request: Message):
         self.request = request
         self._queue: deque = deque()
@@ -346,3 +347,6 @@ class IterablePipe:
         callbacks, self._end_callbacks = self._end_callbacks, []
         for callback in callbacks:
             callback()
+
+
+IterablePipe.Event = Event  # type: ignore[attr-defined]

@@ -611,6 +611,7 @@ def _expand_uri_path_abbrev(request: Message) -> None:
     so that the site sees the path; 4.02 for a value that is not known or
     that comes with a Uri-Path as well."""
     value = request.opt.uri_path_abbrev
+    assert value is not None, "only called for requests with the option"
     if request.opt.uri_path:
         raise error.BadOption("Uri-Path-Abbrev can not be combined with Uri-Path")
     path = uri_path_abbrev.path_of(value)
@@ -646,6 +647,8 @@ class Request(interfaces.Request, BaseUnicastRequest):
 
     # (thousands of these may be kept, one per observation)
     __slots__ = ("_pipe", "log", "response", "observation", "_observer", "__weakref__")
+
+    observation: Optional[ClientObservation]
 
     def __init__(self, pipe: Pipe, loop, log, observer=None):
         self._pipe = pipe
@@ -737,6 +740,9 @@ class _WeakListener(weakref.ref):
 
     __slots__ = ("pipe", "loop")
 
+    pipe: Pipe
+    loop: asyncio.AbstractEventLoop
+
     def __new__(cls, request: Request, pipe: Pipe, loop):
         self = super().__new__(cls, request, _forgotten_observation)
         self.pipe = pipe
@@ -744,7 +750,7 @@ class _WeakListener(weakref.ref):
         return self
 
     def __init__(self, request: Request, pipe: Pipe, loop):
-        super().__init__(request, _forgotten_observation)
+        super().__init__(request, _forgotten_observation)  # type: ignore[call-arg]
 
     def __call__(self, event: Event) -> bool:  # type: ignore[override]  # (a listener, not a dereference)
         request = weakref.ref.__call__(self)

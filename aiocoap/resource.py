@@ -245,46 +245,6 @@ class ObservableResource(Resource, interfaces.ObservableResource):
             self._observations = {}
             return self._observations
 
-    async def render_to_pipe(self, request: "Pipe") -> None:
-        """Feed the response(s) of the resource at the request's path into
-        the pipe (``request``, named as in aiocoap): a child with a
-        render_to_pipe of its own gets the pipe, its request stripped to
-        the child's part of the path; any other child is rendered with
-        ``render``. Raises :class:`error.NotFound` where there is no
-        resource.
-
-        The Context uses this only for children that render to pipes
-        (see :meth:`pipe_renderer_for`); requests to other children take the
-        usual way, with blockwise handling and observations."""
-        pipe = request
-        child, stripped = self._find_child(pipe.request)
-        if child is None:
-            raise error.NotFound()
-        if interfaces.renders_to_pipe(child) or isinstance(child, Site):
-            pipe.request = stripped
-            await child.render_to_pipe(pipe)
-            return
-        await interfaces.Resource.render_to_pipe(_Rendering(child, stripped), pipe)
-
-    render_to_pipe._dispatches = True  # type: ignore[attr-defined]  # (see interfaces.renders_to_pipe)
-
-    def pipe_renderer_for(self, request: Message):
-        """The child (possibly in a nested site) that takes over the
-        exchange of ``request`` with a render_to_pipe of its own, and the
-        request as it sees it, as a pair; None for requests that go the
-        usual way. Cheap while no such child was added."""
-        if not self._pipe_renderers:
-            return None
-        child, remainder = self._locate(request)
-        if child is None:
-            return None
-        stripped = self.stripped_request(request, remainder)
-        if isinstance(child, Site):
-            return child.pipe_renderer_for(stripped)
-        if interfaces.renders_to_pipe(child):
-            return child, stripped
-        return None
-
     async def add_observation(self, request: Message, serverobservation) -> None:
         """Before the incoming request is sent to :meth:`render`, the
         add_observation() method is called. If the resource chooses to
@@ -661,7 +621,7 @@ class Site(interfaces.ObservableResource, PathCapable):
             pipe.request = stripped
             await child.render_to_pipe(pipe)
             return
-        await interfaces.Resource.render_to_pipe(_Rendering(child, stripped), pipe)
+        await interfaces.Resource.render_to_pipe(_Rendering(child, stripped), pipe)  # type: ignore[arg-type]  # (duck)
 
     render_to_pipe._dispatches = True  # type: ignore[attr-defined]  # (see interfaces.renders_to_pipe)
 

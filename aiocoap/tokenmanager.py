@@ -35,7 +35,7 @@ from __future__ import annotations
 import heapq
 import math
 import secrets
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from . import error, interfaces
 from .message import Message
@@ -99,7 +99,7 @@ class _OutgoingRequest:
         # come due before ``deadline`` (a later notification moved that),
         # and the state is filed again then (see TokenManager).
         self.timer_at = 0
-        self.key = None
+        self.key: Any = None
         self.deadline = 0.0
         self.ti = ti
 

@@ -200,6 +200,12 @@ class BaseSecurityContext:
     id_context: Optional[bytes] = None
     authenticated_claims: Any = ()
 
+    # (what the abilities below use; declared here, where they meet)
+    sender_id: Optional[bytes] = None
+    sender_key: Optional[bytes] = None
+    recipient_id: Optional[bytes] = None
+    recipient_key: Optional[bytes] = None
+
     @property
     def algorithm(self) -> Optional[AeadAlgorithm]:
         """The older name of :attr:`alg_aead`."""
@@ -227,8 +233,6 @@ class CanProtect(BaseSecurityContext, metaclass=abc.ABCMeta):
     ``sender_sequence_number`` (the next one to use), and an implementation
     of :meth:`post_seqnoincrease`."""
 
-    sender_id: Optional[bytes] = None
-    sender_key: Optional[bytes] = None
     sender_sequence_number: int = 0
 
     def new_sequence_number(self) -> int:
@@ -350,8 +354,6 @@ class CanUnprotect(BaseSecurityContext):
     Recipient Context): needs ``recipient_id``, ``recipient_key`` and a
     ``recipient_replay_window`` (a :class:`ReplayWindow`)."""
 
-    recipient_id: Optional[bytes] = None
-    recipient_key: Optional[bytes] = None
     recipient_replay_window: ReplayWindow
 
     echo_recovery: Optional[bytes] = None

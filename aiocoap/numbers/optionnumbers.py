@@ -88,10 +88,18 @@ class OptionNumber(ExtensibleIntEnum):
     def is_cachekey(self) -> bool:
         return not self.is_nocachekey()
 
-    def _get_format(self):
+    @property
+    def format(self) -> "type[_OptionType]":
+        """The :class:`aiocoap.optiontypes.OptionType` subclass that
+        represents values of this option (OpaqueOption for unknown ones);
+        see :meth:`set_format`."""
         return _FORMATS.get(int(self), _OpaqueOption)
 
-    def set_format(self, value) -> None:
+    @format.setter
+    def format(self, value: "type[_OptionType]") -> None:
+        self.set_format(value)
+
+    def set_format(self, value: "type[_OptionType]") -> None:
         """Set the :class:`aiocoap.optiontypes.OptionType` subclass that
         represents values of this option, for every message of the program
         from now on (also possible by assigning to :attr:`format`).
@@ -110,14 +118,6 @@ class OptionNumber(ExtensibleIntEnum):
         _FORMATS[number] = value
         for listener in _format_listeners:
             listener(number)
-
-    format = property(
-        _get_format,
-        set_format,
-        doc="""The :class:`aiocoap.optiontypes.OptionType` subclass that
-        represents values of this option (OpaqueOption for unknown ones); see
-        :meth:`set_format`.""",
-    )
 
     @property
     def name_printable(self) -> str:
