@@ -53,6 +53,12 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 HOST = "127.0.0.1"
 
+sys.path.insert(0, str(HERE))
+from bench_server import library_info  # noqa: E402  (which aiocoap a process imported)
+
+# What a copy of this script needs next to it (for the reference run)
+_COMPANIONS = ("bench_server.py", "_servers.py", "loadgen.py", "_reference.py")
+
 
 def rss_bytes() -> int:
     with open("/proc/self/status") as f:
@@ -89,7 +95,6 @@ def serve(port: int) -> None:
 def client(port: int, count: int, measure: str) -> None:
     import asyncio
     import gc
-    import importlib.metadata
     import tracemalloc
 
     import aiocoap
@@ -127,14 +132,8 @@ def client(port: int, count: int, measure: str) -> None:
                 tracemalloc.start()
             first = await batch(count)
             second = await batch(count)
-            try:
-                dist_version = importlib.metadata.version("aiocoap")
-            except importlib.metadata.PackageNotFoundError:
-                dist_version = None
             return {
-                "library": str(Path(aiocoap.__file__).resolve().parent),
-                "version": dist_version,
-                "python": sys.version.split()[0],
+                **library_info(),
                 "observations": len(kept),
                 "measure": measure,
                 "bytes_per_observation": {"first": first, "second": second},
@@ -157,11 +156,12 @@ def run_client(which: str, port: int, count: int, workdir: str, measure: str) ->
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         cwd = str(REPO)
     else:
-        sys.path.insert(0, str(HERE))
         import _reference
 
         script = Path(workdir) / Path(__file__).name
         shutil.copy(__file__, script)
+        for companion in _COMPANIONS:
+            shutil.copy(HERE / companion, Path(workdir) / companion)
         argv = [_reference.reference_python(), "-I", str(script)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
         cwd = workdir
@@ -226,7 +226,7 @@ def main(argv=None) -> int:
             continue
         rss, heap = runs["rss"]["bytes_per_observation"], runs["heap"]["bytes_per_observation"]
         figures[which] = (rss["second"], heap["second"])
-        print(f"  {which} ({runs['rss']['version']}): RSS {rss['second']:,.0f} B (first batch {rss['first']:,.0f}), "
+        print(f"  {which} ({runs['rss']['meta_version']}): RSS {rss['second']:,.0f} B (first batch {rss['first']:,.0f}), "
               f"heap {heap['second']:,.0f} B (first batch {heap['first']:,.0f})")
     if len(figures) == 2:
         (ours_rss, ours_heap), (theirs_rss, theirs_heap) = figures["ours"], figures["theirs"]
