@@ -360,12 +360,12 @@ class Directory:
         self._expire_due(now)
         params = self._registration_parameters(query)
         assert params.ep is not None
-        links = self._parse_links(payload, content_format)
         base = params.base if params.base is not None else source.base
         if base is None:
             raise self._reject("bad query", _bad("base is needed: the source address can not be expressed as a URI"))
         existing = self.storage.get_by_key(params.ep, params.d)
         self._check_capacity(existing, source.host)
+        links = self._parse_links(payload, content_format)
         lt = params.lt if params.lt is not None else DEFAULT_LIFETIME
         registration = Registration(
             name=existing.name if existing is not None else self._new_name(),

@@ -189,7 +189,9 @@ class SQLiteStorage(Storage):
 
     def __init__(self, path: str = ":memory:"):
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None)
+        # A short busy timeout: the only other user of the file can be
+        # another directory, which holds it for as long as it runs.
+        self._db = sqlite3.connect(path, isolation_level=None, timeout=0.2)
         try:
             self._setup()
         except BaseException:
