@@ -211,7 +211,7 @@ class SQLiteStorage(Storage):
                 db.execute("COMMIT")
             except sqlite3.OperationalError as e:
                 if "locked" in str(e):
-                    raise DatabaseInUse(f"the database {self.path!r} is in use by another process") from None
+                    raise DatabaseInUse("it is in use by another process") from None
                 raise
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
