@@ -351,10 +351,10 @@ async def test_timer_fires_on_the_event_loop():
     rd = make_rd(clock)
     await register(rd, ["ep=a", "lt=1"], b"</a>")
     await register(rd, ["ep=b", "lt=2"], b"</b>")
-    assert rd.directory.storage.count() == 2
+    assert rd.directory.index.count() == 2
     clock.advance(1)
     await asyncio.sleep(1.05)
-    assert rd.directory.storage.count() == 1
+    assert rd.directory.index.count() == 1
     await rd.shutdown()
 
 
@@ -415,7 +415,7 @@ async def test_same_endpoint_replaces_registration():
     # a different sector is a different endpoint
     third = await register(rd, ["ep=n", "d=elsewhere"], b"</z>")
     assert third != first
-    assert rd.directory.storage.count() == 3
+    assert rd.directory.index.count() == 3
     await rd.shutdown()
 
 
@@ -537,7 +537,7 @@ async def test_concurrent_updates_of_one_registration():
     assert (link.base, link.lt) == (f"coap://host{i}", str(100 + i))
     assert hrefs(await send(rd, GET, "rd-lookup/res")) == [f"coap://host{i}/r{i}"]
     assert parse((await send(rd, GET, location)).payload).links[0].n == str(i)
-    assert rd.directory.storage.count() == 1
+    assert rd.directory.index.count() == 1
     await rd.shutdown()
 
 
@@ -553,7 +553,7 @@ async def test_malformed_link_format_is_400_with_diagnostic(payload):
     response = await send(rd, POST, "rd", ["ep=n"], payload, LF)
     assert response.code == Code.BAD_REQUEST
     assert response.payload, "a diagnostic payload says what is wrong"
-    assert rd.directory.storage.count() == 0
+    assert rd.directory.index.count() == 0
     location = await register(rd, ["ep=n"], b"</good>")
     response = await send(rd, POST, location, [], payload, LF)
     assert response.code == Code.BAD_REQUEST and response.payload
@@ -659,7 +659,7 @@ async def test_caps_per_source_and_total():
         await register(rd, [f"ep=b{i}"], b"</a>", Remote(f"2001:db8::b{i}"))
     response = await send(rd, POST, "rd", ["ep=c"], b"</a>", LF, Remote("2001:db8::c"))
     assert response.code == Code.SERVICE_UNAVAILABLE
-    assert rd.directory.storage.count() == 10
+    assert rd.directory.index.count() == 10
     # taking one away makes room again
     await send(rd, DELETE, location)
     await register(rd, ["ep=c"], b"</a>", Remote("2001:db8::c"))

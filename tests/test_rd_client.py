@@ -100,7 +100,7 @@ async def wait_until(predicate, timeout=5.0):
 
 
 def expiry(rd, link):
-    return rd.directory.storage.get(link.href.rsplit("/", 1)[1]).expires
+    return rd.directory.index.get(link.href.rsplit("/", 1)[1]).expires
 
 
 def lookup(rd, kind="res", query=()):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Optional, Tuple
 
-__all__ = ["resolve", "split", "is_absolute"]
+__all__ = ["resolve", "split", "is_absolute", "Resolver"]
 
 # RFC 3986 Appendix B, with the groups numbered as there.
 _SPLIT = re.compile(r"^(([^:/?#]+):)?(//([^/?#]*))?([^?#]*)(\?([^#]*))?(#(.*))?")
@@ -115,3 +115,36 @@ def resolve(base: str, reference: str) -> str:
     else:
         path = _remove_dot_segments(_merge(b_authority, b_path, r_path))
     return _join(b_scheme, b_authority, path, r_query, r_fragment)
+
+
+class Resolver:
+    """:func:`resolve` against one base, for many references: the base is
+    split once, and absolute paths without dot segments (the common case
+    in link format) are joined without further parsing.
+
+    >>> r = Resolver("coap://[2001:db8::1]:61616")
+    >>> r("/sensors/temp"), r("//other/x"), r("./a/../b")
+    ('coap://[2001:db8::1]:61616/sensors/temp', 'coap://other/x', 'coap://[2001:db8::1]:61616/b')
+    """
+
+    __slots__ = ("base", "_prefix")
+
+    def __init__(self, base: str):
+        self.base = base
+        scheme, authority, _, _, _ = split(base)
+        self._prefix = None
+        if scheme is not None and authority is not None:
+            self._prefix = f"{scheme}://{authority}"
+
+    def __call__(self, reference: str) -> str:
+        prefix = self._prefix
+        if (
+            prefix is not None
+            and reference.startswith("/")
+            and not reference.startswith("//")
+            and "/." not in reference
+            and "?" not in reference
+            and "#" not in reference
+        ):
+            return prefix + reference
+        return resolve(self.base, reference)

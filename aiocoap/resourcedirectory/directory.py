@@ -1,16 +1,17 @@
 """The rules of a CoRE Resource Directory (RFC 9176), without I/O.
 
 :class:`Directory` validates and carries out registrations, updates,
-removals and lookups on a :class:`.storage.Storage`. It never reads a
-clock and never sends anything: every operation takes ``now`` (wall-clock
-seconds, because expiry times are stored as absolute times and must keep
-counting across restarts), and the one timer of the program that drives it
-is armed from :meth:`Directory.next_deadline` and ends in
-:meth:`Directory.handle_timer` -- in the shape of
-:class:`aiocoap.messagemanager.MessageLayer`. Expiry costs no timer per
-registration: the storage keeps an index of expiry times, and every
-operation first removes what expired before it, so nothing expired is
-ever served even if the timer runs late.
+removals and lookups; it answers from an in-memory
+:class:`.index.SearchIndex` and writes every change through to a
+:class:`.storage.Storage`. It never reads a clock and never sends anything:
+every operation takes ``now`` (wall-clock seconds, because expiry times
+are stored as absolute times and must keep counting across restarts), and
+the one timer of the program that drives it is armed from
+:meth:`Directory.next_deadline` and ends in :meth:`Directory.handle_timer`
+-- in the shape of :class:`aiocoap.messagemanager.MessageLayer`. Expiry
+costs no timer per registration: the index keeps the expiry times in a
+heap, and every operation first removes what expired before it, so
+nothing expired is ever served even if the timer runs late.
 
 Failures are raised as :class:`aiocoap.error.RenderableError` subclasses
 (the response the server sends), with a diagnostic payload that says what
@@ -51,6 +52,7 @@ from ..numbers.codes import Code
 from ..numbers.contentformat import ContentFormat
 from ..util.linkformat import LinkFormat, parse
 from . import _uri
+from .index import SearchIndex
 from .model import (
     Entry,
     Filter,
@@ -186,6 +188,12 @@ def _parse_count(name: str, value: Optional[str]) -> int:
 class Directory:
     """The resource directory's state and rules over a storage.
 
+    The registrations are held in a :class:`.index.SearchIndex`, which
+    answers every request; each change is written to ``storage`` first (so
+    that what was answered is durable), and what ``storage`` holds is read
+    back when the directory is created. Registrations that expired in the
+    meantime are removed at the first operation.
+
     ``registration_path`` is where registration resources live (their
     Location-Path is that plus a generated name). ``on_change`` is called
     (without arguments) whenever what a lookup answers changed -- a new,
@@ -205,43 +213,50 @@ class Directory:
         log: Optional[logging.Logger] = None,
     ):
         self.storage = storage
+        self.index = SearchIndex(lambda registration: self._entry(registration, registration.parsed_links()))
         self.limits = limits
         self.registration_path = tuple(registration_path)
         self._href_prefix = "/" + "".join(segment + "/" for segment in self.registration_path)
         self._on_change = on_change
         self._token_bytes = token_bytes
         self.log = log if log is not None else logging.getLogger("coap-server.rd")
-        self._next_expiry = storage.next_expiry()
+        self._load()
         self._rejected: collections.Counter = collections.Counter()
         self._last_summary: Optional[float] = None
 
     # ------------------------------------------------------------ time
 
+    def _load(self) -> None:
+        broken = []
+        for registration in self.storage.load():
+            try:
+                self.index.add(self._entry(registration, registration.parsed_links()))
+            except ValueError as e:
+                self.log.warning("Dropping stored registration %s that can not be used: %s", registration.name, e)
+                broken.append(registration.name)
+        if broken:
+            self.storage.delete(broken)
+        self.log.debug("Loaded %d registration(s)", len(self.index))
+
     def next_deadline(self) -> Optional[float]:
         """When :meth:`handle_timer` should run next (wall-clock seconds),
-        or None if no registration exists. It may come early (nothing
-        expires then, and the next deadline is found anew), never late."""
-        return self._next_expiry
+        or None if no registration exists."""
+        return self.index.next_expiry()
 
     def handle_timer(self, now: float) -> int:
         """Remove the registrations that expired by ``now``; returns how
         many."""
-        removed = self.storage.expire(now)
-        self._next_expiry = self.storage.next_expiry()
+        removed = self.index.expire(now)
         if removed:
-            self.log.debug("%d registration(s) expired", removed)
+            self.storage.delete(removed)
+            self.log.debug("%d registration(s) expired", len(removed))
             self._changed()
-        return removed
+        return len(removed)
 
     def _expire_due(self, now: float) -> None:
-        if self._next_expiry is not None and now >= self._next_expiry:
+        deadline = self.index.next_expiry()
+        if deadline is not None and now >= deadline:
             self.handle_timer(now)
-
-    def _expires(self, now: float, lt: int) -> float:
-        expires = now + lt
-        if self._next_expiry is None or expires < self._next_expiry:
-            self._next_expiry = expires
-        return expires
 
     def _changed(self) -> None:
         if self._on_change is not None:
@@ -320,7 +335,7 @@ class Directory:
         ``base``, calls this before it fetches the links."""
         self._expire_due(now)
         params = self._registration_parameters(query, simple)
-        self._check_capacity(self.storage.get_by_key(params.ep, params.d), source.host)
+        self._check_capacity(self.index.get_by_key(params.ep, params.d), source.host)
 
     def _parse_links(self, payload: bytes, content_format: Optional[int]) -> LinkFormat:
         if len(payload) > self.limits.max_payload:
@@ -341,10 +356,16 @@ class Directory:
         href = self._href_prefix + registration.name
         return Entry(registration, registration_terms(registration, href), index_links(links, registration.base))
 
+    def _store(self, registration: Registration, links: LinkFormat) -> None:
+        # durable first: what the index answers must survive a crash
+        entry = self._entry(registration, links)
+        self.storage.save(registration)
+        self.index.add(entry)
+
     def _new_name(self) -> str:
         while True:
             name = base64.b32encode(self._token_bytes(5)).decode("ascii").lower()
-            if self.storage.get(name) is None:
+            if self.index.get(name) is None:
                 return name
 
     # ------------------------------------------------------- operations
@@ -363,7 +384,7 @@ class Directory:
         base = params.base if params.base is not None else source.base
         if base is None:
             raise self._reject("bad query", _bad("base is needed: the source address can not be expressed as a URI"))
-        existing = self.storage.get_by_key(params.ep, params.d)
+        existing = self.index.get_by_key(params.ep, params.d)
         self._check_capacity(existing, source.host)
         links = self._parse_links(payload, content_format)
         lt = params.lt if params.lt is not None else DEFAULT_LIFETIME
@@ -374,12 +395,12 @@ class Directory:
             base=base,
             base_explicit=params.base is not None,
             lt=lt,
-            expires=self._expires(now, lt),
+            expires=now + lt,
             source=source.host,
             attributes=tuple(params.attributes),
-            links=str(links),
+            links=payload.decode("utf-8"),
         )
-        self.storage.store(self._entry(registration, links))
+        self._store(registration, links)
         self.log.debug(
             "%s %s (%d links) from %s", "Replaced" if existing else "Registered", registration.key, len(links), source.host
         )
@@ -388,19 +409,19 @@ class Directory:
 
     def _check_capacity(self, existing: Optional[Registration], host: str) -> None:
         limits = self.limits
-        if existing is None and self.storage.count() >= limits.max_registrations:
+        if existing is None and self.index.count() >= limits.max_registrations:
             raise self._reject(
                 "directory full",
                 ServiceUnavailable(f"the directory holds its maximum of {limits.max_registrations} registrations", limits.retry_after),
             )
-        if (existing is None or existing.source != host) and self.storage.count(host) >= limits.max_per_source:
+        if (existing is None or existing.source != host) and self.index.count(host) >= limits.max_per_source:
             raise self._reject(
                 "source over its limit",
                 ServiceUnavailable(f"at most {limits.max_per_source} registrations per source", limits.retry_after),
             )
 
     def _get(self, name: str) -> Registration:
-        registration = self.storage.get(name)
+        registration = self.index.get(name)
         if registration is None:
             raise self._reject("unknown registration", error.NotFound("no such registration (it may have expired)"))
         return registration
@@ -442,9 +463,9 @@ class Directory:
         if params.attributes:
             given = {n for n, _ in params.attributes}
             attributes = tuple([(n, v) for (n, v) in attributes if n not in given] + params.attributes)
-        new_links = str(links) if links is not None else registration.links
+        new_links = payload.decode("utf-8") if links is not None else registration.links
 
-        expires = self._expires(now, lt)
+        expires = now + lt
         changed = dataclasses.replace(
             registration,
             lt=lt,
@@ -456,18 +477,20 @@ class Directory:
         )
         if changed == dataclasses.replace(registration, expires=expires):
             self.storage.refresh(name, expires)
+            self.index.refresh(name, expires)
             return
         if links is None:
             links = changed.parsed_links()
-        self.storage.store(self._entry(changed, links))
+        self._store(changed, links)
         self.log.debug("Updated %s", changed.key)
         self._changed()
 
     def remove(self, now: float, name: str) -> None:
         """Remove a registration (RFC 9176 §5.3.2)."""
         self._expire_due(now)
-        if not self.storage.delete(name):
-            raise self._reject("unknown registration", error.NotFound("no such registration (it may have expired)"))
+        self._get(name)
+        self.storage.delete([name])
+        self.index.remove(name)
         self.log.debug("Removed registration %s", name)
         self._changed()
 
@@ -511,7 +534,7 @@ class Directory:
         ask for that)."""
         self._expire_due(now)
         filters, offset, limit = self._parse_lookup(query)
-        return ",".join(self.storage.lookup_resources(filters, offset, limit))
+        return ",".join(self.index.lookup_resources(filters, offset, limit))
 
     def lookup_endpoints(self, now: float, query: Iterable[str]) -> str:
         """Endpoint lookup (RFC 9176 §6.3): links to the registration
@@ -522,5 +545,5 @@ class Directory:
         prefix = self._href_prefix
         return ",".join(
             str(endpoint_link(registration, prefix + registration.name))
-            for registration in self.storage.lookup_endpoints(filters, offset, limit)
+            for registration in self.index.lookup_endpoints(filters, offset, limit)
         )

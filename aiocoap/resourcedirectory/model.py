@@ -37,7 +37,7 @@ TOKENIZED = SPACE_SEPARATED | {"et"}
 (the RFC 6690 relation types, ``ct``, and RFC 9176's endpoint type)."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Registration:
     """One endpoint's registration, as it is stored.
 
@@ -171,18 +171,22 @@ def index_links(links: LinkFormat, base: str) -> list[IndexedLink]:
     """The links prepared for resource lookup: RFC 9176 §6.1 asks for the
     submitted links with the target (and the anchor, where one was given)
     fully resolved against the registration's base URI; everything else
-    stays as it was registered."""
+    stays as it was registered.
+
+    The links are resolved in place: pass a document that is not used
+    otherwise (a freshly parsed one)."""
+    resolve = _uri.Resolver(base)
     indexed = []
     for link in links:
-        href = _uri.resolve(base, link.href)
+        href = link.href = resolve(link.href)
         terms: set = {("href", href)}
-        pairs: list[tuple[str, Optional[str]]] = []
-        for name, value in link.attr_pairs:
+        pairs = link.attr_pairs
+        for i, (name, value) in enumerate(pairs):
             if name == "anchor" and value is not None:
-                value = _uri.resolve(base, value)
-            pairs.append((name, value))
+                value = resolve(value)
+                pairs[i] = (name, value)
             _attribute_terms(name, value, terms)
-        indexed.append(IndexedLink(str(Link(href, pairs)), frozenset(terms)))
+        indexed.append(IndexedLink(str(link), frozenset(terms)))
     return indexed
 
 

@@ -39,7 +39,7 @@ from ..numbers.contentformat import ContentFormat
 from ..resource import ObservableResource, PathCapable, Resource, Site, WKCResource
 from ..util import hostportsplit
 from .directory import Directory, Limits, ServiceUnavailable, Source
-from .storage import Storage
+from .storage import MemoryStorage, Storage
 
 __all__ = ["StandaloneResourceDirectory", "FETCH_TIMEOUT", "MAX_PENDING_FETCHES"]
 
@@ -190,8 +190,9 @@ class StandaloneResourceDirectory(Site):
 
     ``context`` is the context the site is served by (simple registration
     sends its requests through it; without one, simple registration
-    answers 5.01). ``storage`` keeps the registrations (an in-memory
-    :class:`.sqlite.SQLiteStorage` by default); ``limits`` are the caps of
+    answers 5.01). ``storage`` keeps the registrations (a
+    :class:`.storage.MemoryStorage` by default, which does not survive the
+    process; ``aiocoap-rd`` uses :class:`.sqlite.SQLiteStorage`); ``limits`` are the caps of
     :class:`.directory.Limits`. ``clock`` gives wall-clock seconds.
 
     Call :meth:`shutdown` when done: it stops the timer and closes the
@@ -208,9 +209,7 @@ class StandaloneResourceDirectory(Site):
     ):
         super().__init__()
         if storage is None:
-            from .sqlite import SQLiteStorage
-
-            storage = SQLiteStorage(":memory:")
+            storage = MemoryStorage()
         self.context = context
         self.clock = clock
         self.log = log if log is not None else logging.getLogger("resource-directory")
