@@ -31,6 +31,16 @@ from .common import add_server_arguments, configure_logging, fail, server_contex
 __all__ = ["build_parser", "default_database", "Main", "sync_main", "StandaloneResourceDirectory"]
 
 
+_DESCRIPTION = """\
+A CoRE Resource Directory (RFC 9176). Registrations are kept in an SQLite
+database and survive a restart with their remaining lifetimes.
+
+Interfaces: registration at /rd, registration resources at /reg/NAME,
+lookups at /rd-lookup/res and /rd-lookup/ep, simple registration at
+/.well-known/rd. No security is implemented: anybody can register, update
+and remove any registration."""
+
+
 def default_database() -> str:
     """Where the registrations are kept when ``--database`` is not given:
     ``rd.sqlite3`` in the ``aiocoap`` folder of the user's state directory
@@ -52,13 +62,18 @@ def _positive(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of aiocoap-rd."""
     defaults = Limits()
-    p = argparse.ArgumentParser(prog="aiocoap-rd", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="aiocoap-rd",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_server_arguments(p)
     p.add_argument(
         "--database",
         metavar="PATH",
         help="SQLite file to keep the registrations in (created if missing; ':memory:' keeps them "
-        f"only while the program runs; default: {default_database()})",
+        "only while the program runs; default: rd.sqlite3 in $XDG_STATE_HOME/aiocoap, which is "
+        "~/.local/state/aiocoap unless XDG_STATE_HOME is set)",
     )
     limits = p.add_argument_group("limits")
     limits.add_argument(
