@@ -3,7 +3,9 @@ remotes, and a way to send a request to a site without any network."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import socket
 
 from aiocoap import error
 from aiocoap.message import Message
@@ -93,4 +95,50 @@ def make_rd(clock=None, limits=Limits(), storage=None, context=None):
     return StandaloneResourceDirectory(context, storage=storage, limits=limits, clock=clock or Clock())
 
 
-__all__ = ["Clock", "Remote", "AnonymousRemote", "remote", "send", "links_of", "hrefs", "make_rd", "Code"]
+def free_port() -> int:
+    """A port of 127.0.0.1 free for UDP and TCP right now (servers given a
+    bind address listen on both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = udp.getsockname()[1]
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            try:
+                tcp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port")
+
+
+@contextlib.asynccontextmanager
+async def running_rd(port=None, storage=None, **context_args):
+    """Our RD served on 127.0.0.1 (a free port unless given): yields the
+    site and its base URI."""
+    from aiocoap import Context
+
+    port = port or free_port()
+    context = await Context.create_server_context(None, bind=("127.0.0.1", port), **context_args)
+    rd = StandaloneResourceDirectory(context, storage=storage)
+    context.serversite = rd
+    try:
+        yield rd, f"coap://127.0.0.1:{port}"
+    finally:
+        await context.shutdown()
+        await rd.shutdown()
+
+
+def rfc_example_links(base: str) -> set:
+    """What resource lookup answers for the registration example of RFC
+    9176 §5 (in the form of :func:`links_of`), with the links resolved
+    against ``base``."""
+    return {
+        (base + "/sensors/temp", (("if", "sensor"), ("rt", "temperature-c"))),
+        ("http://www.example.com/sensors/temp", (("anchor", base + "/sensors/temp"), ("rel", "describedby"))),
+    }
+
+
+__all__ = [
+    "free_port",
+    "running_rd",
+    "rfc_example_links","Clock", "Remote", "AnonymousRemote", "remote", "send", "links_of", "hrefs", "make_rd", "Code"]

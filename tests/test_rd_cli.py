@@ -23,25 +23,12 @@ from aiocoap.numbers.constants import TransportTuning
 from aiocoap.resourcedirectory.directory import Directory
 from aiocoap.resourcedirectory.sqlite import SQLiteStorage
 from aiocoap.util.linkformat import parse
+from rd_helpers import free_port
 
 pytestmark = pytest.mark.core
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = TransportTuning(ACK_TIMEOUT=0.2, MAX_RETRANSMIT=3)
-
-
-def free_port() -> int:
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            try:
-                tcp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port")
 
 
 def start_rd(database, port, *extra):
@@ -100,41 +87,64 @@ async def snapshot(client, uri):
     return answers
 
 
+class Program:
+    """aiocoap-rd on a database and a fixed port, with a client context to
+    talk to it; it can be stopped and started again."""
+
+    def __init__(self, database, client):
+        self.database = database
+        self.port = free_port()
+        self.uri = f"coap://127.0.0.1:{self.port}"
+        self.client = client
+        self.process = None
+
+    async def start(self):
+        self.process = start_rd(self.database, self.port)
+        await wait_until_serving(self.client, self.uri, self.process)
+
+    def stop(self, sig=signal.SIGTERM):
+        return stop(self.process, sig)
+
+
+@contextlib.asynccontextmanager
+async def program(database):
+    client = await Context.create_client_context(transport_tuning=QUICK)
+    running = Program(database, client)
+    try:
+        await running.start()
+        yield running
+    finally:
+        if running.process is not None:
+            stop(running.process, signal.SIGKILL)
+        await client.shutdown()
+
+
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
 async def test_restart_keeps_registrations_and_lifetimes(tmp_path, how):
     database = tmp_path / "rd.sqlite3"
-    port = free_port()
-    uri = f"coap://127.0.0.1:{port}"
-    client = await Context.create_client_context(transport_tuning=QUICK)
-    process = start_rd(database, port)
-    try:
-        await wait_until_serving(client, uri, process)
-        await register_many(client, uri, 0, 1000, lt=3600)
-        await register_many(client, uri, 1000, 20, lt=1)
+    async with program(database) as rd:
+        await register_many(rd.client, rd.uri, 0, 1000, lt=3600)
+        await register_many(rd.client, rd.uri, 1000, 20, lt=1)
         registered_at = time.time()
-        before = await snapshot(client, uri)
+        before = await snapshot(rd.client, rd.uri)
         assert len(parse(before[0]).links) in (1000, 1020)
-        assert stop(process, getattr(signal, how)) == (0 if how == "SIGTERM" else -signal.SIGKILL)
+        assert rd.stop(getattr(signal, how)) == (0 if how == "SIGTERM" else -signal.SIGKILL)
 
         expiries = _expiries(database)
         assert len(expiries) == 1020
 
-        process = start_rd(database, port)
-        await wait_until_serving(client, uri, process)
+        await rd.start()
         # the short-lived ones run out by themselves (no request refreshes
         # them, and the timer does not start over)
         while time.time() < registered_at + 1.5:
             await asyncio.sleep(0.1)
-        after = await snapshot(client, uri)
+        after = await snapshot(rd.client, rd.uri)
         assert len(parse(after[0]).links) == 1000
         assert _without_short_lived(before) == after
-        assert stop(process) == 0
+        assert rd.stop() == 0
         remaining = _expiries(database)
         assert {k: v for k, v in expiries.items() if k in remaining} == remaining
         assert len(remaining) == 1000
-    finally:
-        stop(process, signal.SIGKILL)
-        await client.shutdown()
 
 
 def _expiries(database) -> dict:
@@ -155,20 +165,12 @@ def _without_short_lived(answers):
 
 async def test_kill_during_registrations_leaves_no_half_registration(tmp_path):
     database = tmp_path / "rd.sqlite3"
-    port = free_port()
-    uri = f"coap://127.0.0.1:{port}"
-    client = await Context.create_client_context(transport_tuning=QUICK)
-    process = start_rd(database, port)
-    try:
-        await wait_until_serving(client, uri, process)
-        storm = asyncio.ensure_future(register_many(client, uri, 0, 5000, lt=3600, links_per_endpoint=20))
+    async with program(database) as rd:
+        storm = asyncio.ensure_future(register_many(rd.client, rd.uri, 0, 5000, lt=3600, links_per_endpoint=20))
         await asyncio.sleep(1.0)
-        stop(process, signal.SIGKILL)
+        rd.stop(signal.SIGKILL)
         storm.cancel()
         await asyncio.gather(storm, return_exceptions=True)
-    finally:
-        stop(process, signal.SIGKILL)
-        await client.shutdown()
 
     storage = SQLiteStorage(str(database))
     directory = Directory(storage)

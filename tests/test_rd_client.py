@@ -15,46 +15,19 @@ from aiocoap import Context
 from aiocoap.numbers.constants import TransportTuning
 from aiocoap.resource import Resource, Site, WKCResource
 from aiocoap.resourcedirectory.client.register import Registerer
-from aiocoap.resourcedirectory.server import StandaloneResourceDirectory
 from aiocoap.resourcedirectory.sqlite import SQLiteStorage
 from aiocoap.util.linkformat import parse
+from rd_helpers import free_port, running_rd
 
 pytestmark = pytest.mark.core
 
 QUICK = TransportTuning(ACK_TIMEOUT=0.05, MAX_RETRANSMIT=2, EMPTY_ACK_DELAY=0.02)
 
 
-def free_port() -> int:
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            try:
-                tcp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port")
-
-
 class QuickRegisterer(Registerer):
     retry_delay = 0.05
     retry_delay_max = 0.2
     request_timeout = 2.0
-
-
-@contextlib.asynccontextmanager
-async def running_rd(port=None, storage=None):
-    port = port or free_port()
-    context = await Context.create_server_context(None, bind=("127.0.0.1", port), transport_tuning=QUICK)
-    rd = StandaloneResourceDirectory(context, storage=storage)
-    context.serversite = rd
-    try:
-        yield rd, f"coap://127.0.0.1:{port}"
-    finally:
-        await context.shutdown()
-        await rd.shutdown()
 
 
 class Text(Resource):
@@ -109,7 +82,7 @@ def lookup(rd, kind="res", query=()):
 
 
 async def test_register_with_discovery_and_remove_at_shutdown():
-    async with running_rd() as (rd, rd_uri), endpoint() as (context, ep_uri):
+    async with running_rd(transport_tuning=QUICK) as (rd, rd_uri), endpoint() as (context, ep_uri):
         registerer = Registerer(context, rd_uri, registration_parameters={"ep": "node1", "et": "tag:example"})
         assert registerer.state == "starting"
         await wait_for_state(registerer, "registered")
@@ -124,7 +97,7 @@ async def test_register_with_discovery_and_remove_at_shutdown():
 
 
 async def test_register_at_explicit_registration_interface_and_refresh():
-    async with running_rd() as (rd, rd_uri), endpoint() as (context, ep_uri):
+    async with running_rd(transport_tuning=QUICK) as (rd, rd_uri), endpoint() as (context, ep_uri):
         registerer = Registerer(context, rd_uri + "/rd", lt=1, registration_parameters={"ep": "n"})
         await wait_for_state(registerer, "registered")
         (first,) = lookup(rd, "ep")
@@ -137,7 +110,7 @@ async def test_register_at_explicit_registration_interface_and_refresh():
 
 
 async def test_endpoint_name_from_hostname():
-    async with running_rd() as (rd, rd_uri), endpoint() as (context, ep_uri):
+    async with running_rd(transport_tuning=QUICK) as (rd, rd_uri), endpoint() as (context, ep_uri):
         registerer = Registerer(context, rd_uri)
         await wait_for_state(registerer, "registered")
         ep, _, d = socket.getfqdn().partition(".")
@@ -148,7 +121,7 @@ async def test_endpoint_name_from_hostname():
 
 
 async def test_commissioning_tool_registers_another_host():
-    async with running_rd() as (rd, rd_uri), endpoint() as (_, ep_uri):
+    async with running_rd(transport_tuning=QUICK) as (rd, rd_uri), endpoint() as (_, ep_uri):
         tool = await Context.create_client_context(transport_tuning=QUICK)
         try:
             registerer = Registerer(tool, rd_uri, link_source=ep_uri, registration_parameters={"ep": "other"})
@@ -167,7 +140,7 @@ async def test_commissioning_tool_registers_another_host():
 
 
 async def test_refused_registration_fails_for_good(caplog):
-    async with running_rd() as (rd, rd_uri), endpoint() as (context, _):
+    async with running_rd(transport_tuning=QUICK) as (rd, rd_uri), endpoint() as (context, _):
         registerer = Registerer(context, rd_uri, registration_parameters={"ep": "x" * 100})
         await wait_for_state(registerer, "failed")
         assert "ep: longer than 63 bytes" in caplog.text
@@ -179,12 +152,12 @@ async def test_rd_that_forgets_and_comes_back():
     port: the registerer retries and registers anew."""
     port = free_port()
     async with endpoint() as (context, ep_uri):
-        async with running_rd(port) as (rd, rd_uri):
+        async with running_rd(port, transport_tuning=QUICK) as (rd, rd_uri):
             registerer = QuickRegisterer(context, rd_uri, lt=1, registration_parameters={"ep": "n"})
             await wait_for_state(registerer, "registered")
         # the RD is gone: the refresh fails, and the registerer keeps trying
         await wait_for_state(registerer, "waiting")
-        async with running_rd(port) as (rd, rd_uri):
+        async with running_rd(port, transport_tuning=QUICK) as (rd, rd_uri):
             await wait_for_state(registerer, "registered")
             assert [link.ep for link in lookup(rd, "ep")] == ["n"]
             await registerer.shutdown()
@@ -197,11 +170,11 @@ async def test_rd_that_restarts_with_its_database(tmp_path):
     port = free_port()
     path = str(tmp_path / "rd.sqlite3")
     async with endpoint() as (context, ep_uri):
-        async with running_rd(port, SQLiteStorage(path)) as (rd, rd_uri):
+        async with running_rd(port, SQLiteStorage(path), transport_tuning=QUICK) as (rd, rd_uri):
             registerer = QuickRegisterer(context, rd_uri, lt=2, registration_parameters={"ep": "n"})
             await wait_for_state(registerer, "registered")
             (before,) = lookup(rd, "ep")
-        async with running_rd(port, SQLiteStorage(path)) as (rd, rd_uri):
+        async with running_rd(port, SQLiteStorage(path), transport_tuning=QUICK) as (rd, rd_uri):
             (after,) = lookup(rd, "ep")
             assert after.href == before.href
             # the refresh (due 1.5 s after registering) reaches the new RD
@@ -212,7 +185,7 @@ async def test_rd_that_restarts_with_its_database(tmp_path):
 
 
 async def test_rd_lost_registration_gets_404_then_reregistration():
-    async with running_rd() as (rd, rd_uri), endpoint() as (context, _):
+    async with running_rd(transport_tuning=QUICK) as (rd, rd_uri), endpoint() as (context, _):
         registerer = QuickRegisterer(context, rd_uri, lt=1, registration_parameters={"ep": "n"})
         await wait_for_state(registerer, "registered")
         (link,) = lookup(rd, "ep")

@@ -301,16 +301,17 @@ def test_failed_write_changes_nothing(tmp_path):
         return d.lookup_resources(T0, []), d.lookup_endpoints(T0, []), d.index.count(), d.index.count("2001:db8::1")
 
     before = state(directory)
+    source = Source("2001:db8::1", "coap://h")
     db = storage._db
     storage._db = _FailingConnection(db)
-    with pytest.raises(sqlite3.OperationalError):
-        directory.update(T0, name, ["et=changed"], b"</only>", 40, Source("2001:db8::1", None))
-    with pytest.raises(sqlite3.OperationalError):
-        directory.update(T0 + 1, name, [], b"", None, Source("2001:db8::1", None))
-    with pytest.raises(sqlite3.OperationalError):
-        directory.register(T0, ["ep=new"], b"</x>,</y>", 40, Source("2001:db8::1", "coap://h"))
-    with pytest.raises(sqlite3.OperationalError):
-        directory.remove(T0, name)
+    for operation in (
+        lambda: directory.update(T0, name, ["et=changed"], b"</only>", 40, source),  # a new entry
+        lambda: directory.update(T0 + 1, name, [], b"", None, source),  # a refresh
+        lambda: directory.register(T0, ["ep=new"], b"</x>,</y>", 40, source),
+        lambda: directory.remove(T0, name),
+    ):
+        with pytest.raises(sqlite3.OperationalError):
+            operation()
     storage._db = db
     assert state(directory) == before
     storage.close()

@@ -14,7 +14,6 @@ loopback.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 
 import pytest
@@ -24,8 +23,8 @@ from aiocoap.numbers.codes import Code
 from aiocoap.numbers.constants import TransportTuning
 from aiocoap.resource import Resource, Site, WKCResource
 from aiocoap.resourcedirectory.client.register import Registerer
-from aiocoap.resourcedirectory.server import StandaloneResourceDirectory
 from aiocoap.util.linkformat import parse
+from rd_helpers import running_rd
 
 from .conftest import free_port, start_libcoap_server, stop_process
 
@@ -43,26 +42,13 @@ def coap_rd_bin() -> str:
     return path
 
 
-@contextlib.asynccontextmanager
-async def our_rd():
-    port = free_port()
-    context = await Context.create_server_context(None, bind=("127.0.0.1", port))
-    rd = StandaloneResourceDirectory(context)
-    context.serversite = rd
-    try:
-        yield rd, f"coap://127.0.0.1:{port}"
-    finally:
-        await context.shutdown()
-        await rd.shutdown()
-
-
 def _location(run) -> str:
     (created,) = [m for m in run.responses if m.code == "2.01"]
     return "/" + "/".join(created.option_values("Location-Path"))
 
 
 async def test_libcoap_client_registers_at_our_rd(coap_client):
-    async with our_rd() as (rd, uri):
+    async with running_rd() as (rd, uri):
         discovery = await coap_client(uri + "/.well-known/core?rt=core.rd*")
         assert {link.href for link in parse(discovery.payload)} == {"/rd", "/rd-lookup/ep", "/rd-lookup/res"}, discovery.describe()
 
@@ -100,7 +86,7 @@ async def test_libcoap_client_registers_at_our_rd(coap_client):
 
 
 async def test_libcoap_client_reads_long_lookup_blockwise(coap_client):
-    async with our_rd() as (rd, uri):
+    async with running_rd() as (rd, uri):
         for i in range(40):
             links = ",".join(f'</node{i}/sensor{j}>;rt="sensor";title="a long enough title"' for j in range(10))
             rd.directory.register(rd.clock(), [f"ep=node{i}", f"base=coap://[2001:db8::{i + 1:x}]"], links.encode(), 40, _source())
