@@ -666,3 +666,20 @@ async def test_rejections_are_summarized_at_most_once_per_interval(caplog):
     assert len(summaries) == 2
     assert "99 bad query" in summaries[1].getMessage() or "bad lookup" in summaries[1].getMessage()
     await rd.shutdown()
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["reg/..", "reg/.", "reg/%2e%2e", "reg//x", "reg/x/y", "reg/" + "z" * 300, "rd/x", "rd-lookup", "rd-lookup/res/x"],
+)
+async def test_path_tricks_find_nothing(path):
+    rd = make_rd()
+    location = await register(rd, ["ep=n"], b"</a>")
+    for method in (GET, POST, DELETE):
+        response = await send(rd, method, path)
+        assert response.code in (Code.NOT_FOUND, Code.METHOD_NOT_ALLOWED), (method, path, response)
+    # a path segment is a name, never a path: "/reg/x/y" does not reach "/reg/y"
+    name = location.rsplit("/", 1)[1]
+    assert (await send(rd, GET, f"reg/x/{name}")).code == Code.NOT_FOUND
+    assert (await send(rd, GET, location)).code == Code.CONTENT
+    await rd.shutdown()

@@ -202,3 +202,23 @@ async def test_shutdown_while_rd_is_unreachable():
         await wait_for_state(registerer, "waiting")
         await registerer.shutdown()
         assert registerer.state == "cancelled"
+
+
+async def test_simple_registration_over_the_network():
+    """RFC 9176 §5.1 end to end: the endpoint POSTs to /.well-known/rd
+    from its server context, the RD fetches the endpoint's
+    /.well-known/core from the address the POST came from."""
+    from aiocoap import Message
+    from aiocoap.numbers.codes import Code
+
+    async with running_rd(transport_tuning=QUICK) as (rd, rd_uri), endpoint() as (context, ep_uri):
+        request = Message(code=Code.POST, uri=rd_uri + "/.well-known/rd?ep=simple&lt=600")
+        response = await context.request(request).response
+        assert response.code == Code.CHANGED, response.payload
+        (link,) = lookup(rd, "ep")
+        assert (link.ep, link.lt, link.base) == ("simple", "600", ep_uri)
+        assert sorted(link.href for link in lookup(rd)) == [
+            ep_uri + "/.well-known/core",
+            ep_uri + "/sensors/temp",
+            ep_uri + "/text",
+        ]

@@ -335,6 +335,7 @@ class Directory:
         ``base``, calls this before it fetches the links."""
         self._expire_due(now)
         params = self._registration_parameters(query, simple)
+        assert params.ep is not None
         self._check_capacity(self.index.get_by_key(params.ep, params.d), source.host)
 
     def _parse_links(self, payload: bytes, content_format: Optional[int]) -> LinkFormat:

@@ -225,7 +225,7 @@ class SearchIndex:
 
     def expire(self, now: float) -> list[str]:
         """Remove the registrations that expired by ``now``; their names."""
-        removed = []
+        removed: list[str] = []
         while True:
             self._drop_outdated()
             if not self._expiry or self._expiry[0][0] > now:

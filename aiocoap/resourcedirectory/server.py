@@ -166,7 +166,8 @@ class SimpleRegistration(_DirectoryResource):
     directory fetches the endpoint's ``/.well-known/core`` and registers
     that, then answers 2.04 Changed."""
 
-    def get_link_description(self) -> Optional[dict]:
+    # The base class documents None as "not listed"; its annotation says dict.
+    def get_link_description(self) -> Optional[dict]:  # type: ignore[override]
         return None  # well-known resources are not listed
 
     async def render_post(self, request: Message) -> Message:

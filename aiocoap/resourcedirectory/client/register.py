@@ -50,6 +50,12 @@ class _Unrecoverable(Exception):
     same would not help."""
 
 
+def _code(response: Message) -> Code:
+    code = response.code
+    assert code is not None  # responses always have one
+    return code
+
+
 def _query_value(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
@@ -157,9 +163,9 @@ class Registerer:
         else:
             host_uri = _DISCOVERY_URI
             mtype = Type.NON
-        request = Message(code=Code.GET, mtype=mtype, uri=host_uri + "/.well-known/core?rt=core.rd", accept=_LINKFORMAT)
+        request = Message(code=Code.GET, mtype=mtype, uri=host_uri + "/.well-known/core?rt=core.rd*", accept=_LINKFORMAT)
         response = await self._request(request)
-        if not response.code.is_successful():
+        if not _code(response).is_successful():
             raise _Retry(f"RD discovery at {host_uri} answered {response.code}")
         try:
             links = parse(response.payload)
@@ -206,7 +212,7 @@ class Registerer:
     def _raise_for(self, response: Message, what: str) -> None:
         detail = response.payload.decode("utf-8", "replace")[:200]
         text = f"{what} answered {response.code}" + (f": {detail}" if detail else "")
-        if response.code.class_ == 4:
+        if _code(response).class_ == 4:
             raise _Unrecoverable(text)
         raise _Retry(text)
 
@@ -217,7 +223,7 @@ class Registerer:
             return
         if response.code == Code.NOT_FOUND:
             raise _Reregister()
-        if response.code.class_ == 4:
+        if _code(response).class_ == 4:
             # The RD does not like the update itself; a new registration
             # gets a fresh start.
             self.log.warning("Registration update answered %s, registering anew", response.code)
