@@ -222,3 +222,21 @@ async def test_simple_registration_over_the_network():
             ep_uri + "/sensors/temp",
             ep_uri + "/text",
         ]
+
+
+def test_signature_is_that_of_aiocoap_0_4_17():
+    """aiocoap-fileserver --register and applications written for aiocoap
+    0.4.17 construct the Registerer with these parameters."""
+    import inspect
+
+    parameters = inspect.signature(Registerer).parameters.values()
+    assert [(p.name, p.default, p.kind) for p in parameters] == [
+        ("context", inspect.Parameter.empty, inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        ("rd", None, inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        ("lt", 90000, inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        ("name_from_hostname", None, inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        ("link_source", None, inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        ("registration_parameters", {}, inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        ("loggername", "coap-rd-registerer", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+    ]
+    assert inspect.iscoroutinefunction(Registerer.shutdown)

@@ -8,9 +8,10 @@ registers at one.
   (:class:`~.server.StandaloneResourceDirectory`), served by the
   ``aiocoap-rd`` program (:mod:`aiocoap.cli.rd`).
 * :mod:`.directory`: the directory's rules without I/O, driven by the
-  caller's clock, over a :mod:`.storage` -- :mod:`.sqlite` keeps the
+  caller's clock; it answers from the in-memory :mod:`.index` and writes
+  every change through to a :mod:`.storage` -- :mod:`.sqlite` keeps the
   registrations in an SQLite database, :class:`.storage.MemoryStorage` in
-  Python containers.
+  a dictionary.
 
 Everything here uses only the standard library (link format comes from
 :mod:`aiocoap.util.linkformat`).
