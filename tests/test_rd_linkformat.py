@@ -11,7 +11,7 @@ from aiocoap.util.linkformat import Link, LinkFormat, parse
 
 
 def _exact(text):
-    return linkformat._Parser(text).document()
+    return linkformat._LinkFormatParser(text).document()
 
 
 def _same_outcome(text):

@@ -274,7 +274,7 @@ class LinkFormat:
     __hash__ = None  # type: ignore[assignment]  # mutable
 
 
-class _Parser:
+class _LinkFormatParser:
     """Recursive-descent parser over one string; every failure is a
     ValueError that names the offset."""
 
@@ -466,4 +466,4 @@ def parse(linkformat: Union[str, bytes, bytearray]) -> LinkFormat:
     fast = _parse_fast(linkformat)
     if fast is not None:
         return fast
-    return _Parser(linkformat).document()
+    return _LinkFormatParser(linkformat).document()
