@@ -261,3 +261,41 @@ def test_cli_help_names_the_flags():
     assert result.returncode == 0
     for flag in ("--bind", "--tls-server-certificate", "--tls-server-key", "--database", "--max-registrations"):
         assert flag in result.stdout
+
+
+async def test_fileserver_registers_at_our_rd(tmp_path):
+    """aiocoap-fileserver --register (which uses the Registerer) against our
+    RD: its resources show up in lookups, and leave when it stops."""
+    from rd_helpers import running_rd
+
+    (tmp_path / "hello.txt").write_text("hello")
+    async with running_rd() as (rd, rd_uri):
+        port = free_port()
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, str(ROOT / "aiocoap-fileserver"), "--bind", f"127.0.0.1:{port}",
+            "--register", rd_uri, str(tmp_path),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            base = f"coap://127.0.0.1:{port}"
+
+            async def registered():
+                while True:
+                    endpoints = parse(rd.directory.lookup_endpoints(rd.clock(), [])).links
+                    if endpoints:
+                        return endpoints
+                    await asyncio.sleep(0.05)
+
+            (endpoint,) = await asyncio.wait_for(registered(), 20)
+            assert endpoint.base == base
+            assert endpoint.lt == "60"
+            links = parse(rd.directory.lookup_resources(rd.clock(), [f"ep={endpoint.ep}"])).links
+            assert links and all(link.href.startswith(base + "/") for link in links)
+
+            process.terminate()
+            assert await asyncio.wait_for(process.wait(), 20) == 0
+            assert rd.directory.lookup_endpoints(rd.clock(), []) == ""
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
