@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import socket
 
 from aiocoap import error
 from aiocoap.message import Message
@@ -14,6 +13,7 @@ from aiocoap.resourcedirectory.directory import Limits
 from aiocoap.resourcedirectory.server import StandaloneResourceDirectory
 from aiocoap.util import hostportjoin
 from aiocoap.util.linkformat import parse
+from ports import free_udp_port
 
 
 class Clock:
@@ -96,19 +96,8 @@ def make_rd(clock=None, limits=Limits(), storage=None, context=None):
 
 
 def free_port() -> int:
-    """A port of 127.0.0.1 free for UDP and TCP right now (servers given a
-    bind address listen on both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            try:
-                tcp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port")
+    """A port of 127.0.0.1 free for UDP and TCP right now."""
+    return free_udp_port()
 
 
 @contextlib.asynccontextmanager
