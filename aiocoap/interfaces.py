@@ -139,6 +139,11 @@ class EndpointAddress(metaclass=abc.ABCMeta):
     """True for transports (TCP, TLS) that need no message layer: no
     retransmission, no deduplication, no observe reordering."""
 
+    session_ended = False
+    """True for the address of a security session (DTLS) that is over:
+    messages are not sent to it any more, and a route that remembered it
+    has to be decided anew (the next session is a different address)."""
+
     authenticated_claims: tuple = ()
     """What the security layer (OSCORE, DTLS, TLS) established about the
     peer; empty for unprotected exchanges."""

@@ -352,9 +352,12 @@ class Context(interfaces.RequestProvider):
         cached = self._route_cache.get(message._target) if message._remote is None else None
         if cached is not None:
             ri, remote = cached
-            message.remote = remote
-            ri.request(pipe)
-            return
+            if not remote.session_ended:
+                message.remote = remote
+                ri.request(pipe)
+                return
+            # (a DTLS session ended: the next one is a new remote)
+            del self._route_cache[message._target]
         self._spawn(self._route(pipe), name="aiocoap request routing")
 
     async def _route(self, pipe: Pipe) -> None:
