@@ -56,7 +56,7 @@ from .. import error
 __all__ = [
     "DTLSTuning", "DEFAULT_DTLS_TUNING", "SessionState", "Session", "SessionTable",
     "DTLSError", "FatalDTLSError", "CloseNotifyReceived", "HandshakeTimeout", "SessionClosed",
-    "alert_name", "first_record", "client_hello_has_cookie",
+    "alert_name", "first_record",
     "CONTENT_CHANGE_CIPHER_SPEC", "CONTENT_ALERT", "CONTENT_HANDSHAKE", "CONTENT_APPLICATION_DATA",
     "HANDSHAKE_CLIENT_HELLO", "HANDSHAKE_SERVER_HELLO", "HANDSHAKE_HELLO_VERIFY_REQUEST",
     "RECORD_HEADER_LENGTH",
@@ -182,7 +182,6 @@ RECORD_HEADER_LENGTH = 13
 """Content type (1), version (2), epoch (2), sequence number (6), length
 (2): RFC 6347 §4.1."""
 
-_HANDSHAKE_HEADER_LENGTH = 12
 _DTLS_MAJOR = 0xFE
 
 
@@ -209,29 +208,6 @@ def first_record(data: bytes) -> Optional["tuple[int, int, Optional[int]]"]:
     if content == CONTENT_HANDSHAKE and epoch == 0 and len(data) > RECORD_HEADER_LENGTH:
         handshake = data[RECORD_HEADER_LENGTH]
     return content, epoch, handshake
-
-
-def client_hello_has_cookie(data: bytes) -> bool:
-    """Whether the ClientHello at the start of ``data`` (a datagram for
-    which :func:`first_record` gave handshake type 1) carries a cookie, i.e.
-    answers a HelloVerifyRequest (RFC 6347 §4.2.1). False for anything
-    truncated.
-
-    >>> hello = bytes.fromhex('16fefd 0000 000000000000 0000 01 000000 0000 000000 000000 fefd')
-    >>> client_hello_has_cookie(hello + bytes(32) + b'\\x00' + b'\\x04abcd')
-    True
-    >>> client_hello_has_cookie(hello + bytes(32) + b'\\x00' + b'\\x00')
-    False
-    """
-    # record header, handshake header, client_version (2), random (32)
-    at = RECORD_HEADER_LENGTH + _HANDSHAKE_HEADER_LENGTH + 2 + 32
-    if len(data) <= at:
-        return False
-    at += 1 + data[at]  # session_id
-    if len(data) <= at:
-        return False
-    cookie_length = data[at]
-    return cookie_length > 0 and len(data) >= at + 1 + cookie_length
 
 
 # --- sessions ------------------------------------------------------------------------
