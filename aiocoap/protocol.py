@@ -366,7 +366,7 @@ class Context(interfaces.RequestProvider):
         try:
             for ri in self.request_interfaces:
                 if await ri.fill_or_recognize_remote(message):
-                    if target is not None and _is_literal_target(target):
+                    if target is not None and _is_literal_target(target) and not getattr(message._remote, "route_per_uri", False):
                         if len(self._route_cache) > 1024:
                             self._route_cache.clear()
                         self._route_cache[target] = (ri, message._remote)

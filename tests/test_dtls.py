@@ -158,6 +158,63 @@ async def test_thousand_requests_over_one_session():
         assert len({id(r) for r in server.site.seen_remotes}) == 1
 
 
+class LossyRelay(asyncio.DatagramProtocol):
+    """Forwards datagrams between one client and a server port, dropping
+    the server's datagrams whose numbers (counted from 0) are in ``drop``."""
+
+    def __init__(self, server_port: int, drop=()):
+        self.server_port = server_port
+        self.drop = set(drop)
+        self.from_server = 0
+        self.client_addr = None
+        self.upstream = None
+
+    async def start(self):
+        loop = asyncio.get_running_loop()
+        self.transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=("127.0.0.1", 0))
+        relay = self
+
+        class Upstream(asyncio.DatagramProtocol):
+            def datagram_received(self, data, addr):
+                number = relay.from_server
+                relay.from_server += 1
+                if number not in relay.drop and relay.client_addr is not None:
+                    relay.transport.sendto(data, relay.client_addr)
+
+        self.upstream, _ = await loop.create_datagram_endpoint(Upstream, remote_addr=("127.0.0.1", self.server_port))
+        return self
+
+    @property
+    def port(self):
+        return self.transport.get_extra_info("sockname")[1]
+
+    def datagram_received(self, data, addr):
+        self.client_addr = addr
+        self.upstream.sendto(data)
+
+    def close(self):
+        self.transport.close()
+        self.upstream.close()
+
+
+async def test_lost_handshake_flight_is_retransmitted():
+    async with dtls_server() as server:
+        relay = await LossyRelay(server.port, drop={0}).start()  # the HelloVerifyRequest
+        try:
+            uri = f"coaps://127.0.0.1:{relay.port}/hello"
+            tuning = DTLSTuning(handshake_timeout=6.0, idle_timeout=None, silence_timeout=None)
+            async with dtls_client({f"coaps://127.0.0.1:{relay.port}/*": {"dtls": {"psk": PSK, "client-identity": IDENTITY}}},
+                                   tuning=tuning) as client:
+                started = time.monotonic()
+                response = await get(client, uri)
+                elapsed = time.monotonic() - started
+        finally:
+            relay.close()
+    assert response.payload == b"(':client',)"
+    # tinydtls retransmits its ClientHello after about 2 s
+    assert 1.0 < elapsed < 5.0, elapsed
+
+
 # --- credentials and handshake failures ---------------------------------------------------
 
 
@@ -193,6 +250,23 @@ async def test_second_identity_gets_its_own_claims():
         client.client_credentials.load_from_dict(client_credentials_for(server, psk=b"otherPSK", identity=b"other"))
         response = await get(client, server.uri("/hello"))
         assert response.payload == b"(':other',)"
+
+
+async def test_credentials_per_path_choose_the_session():
+    """Credentials that differ by path on one host mean one session per
+    identity, and every request goes out with the identity of its path --
+    also the repeated ones, whose route the context would otherwise
+    remember by host."""
+    async with dtls_server() as server, dtls_client(None) as client:
+        client.client_credentials.load_from_dict({
+            server.uri("/*"): {"dtls": {"psk": PSK, "client-identity": IDENTITY}},
+            server.uri("/hello/*"): {"dtls": {"psk": b"otherPSK", "client-identity": b"other"}},
+        })
+        for _ in range(3):
+            assert (await get(client, server.uri("/hello/x"))).code == aiocoap.NOT_FOUND
+            assert (await get(client, server.uri("/hello"))).payload == b"(':client',)"
+        assert len(client_interface(client).sessions) == 2
+        assert {s.authenticated_claims for s in server.interface.sessions} == {(":client",), (":other",)}
 
 
 async def test_missing_and_unusable_credentials():
@@ -398,3 +472,33 @@ async def test_shutdown_with_sessions_open(no_warnings, caplog):
     gc.collect()
     assert open_fds() <= before
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+# --- aiocoap-client --credentials -------------------------------------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+async def _run_client(*args):
+    import sys
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, os.path.join(ROOT, "aiocoap-client"), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_aiocoap_client_with_a_credentials_file(tmp_path):
+    async with dtls_server() as server:
+        credentials = tmp_path / "credentials.json"
+        credentials.write_text(json.dumps({server.uri("/*"): {"dtls": {
+            "psk": {"ascii": PSK.decode()}, "client-identity": {"hex": IDENTITY.hex()},
+        }}}))
+        code, stdout, stderr = await _run_client("--credentials", str(credentials), server.uri("/hello"))
+        assert (code, stdout.strip(), stderr) == (0, "(':client',)", "")
+        # without credentials: one line saying what is missing
+        code, stdout, stderr = await _run_client(server.uri("/hello"))
+        assert code != 0 and stdout == ""
+        assert len(stderr.splitlines()) == 1 and "No DTLS credentials configured" in stderr

@@ -76,6 +76,7 @@ from ..message import Message, UndecidedRemote
 from ..numbers.constants import COAPS_PORT, MAX_REGULAR_BLOCK_SIZE_EXP
 from ..util import hostportjoin
 from ..util.asyncio import clock_of
+from ..util.asyncio.recvmsg import RecvmsgDatagramProtocol, create_recvmsg_datagram_endpoint
 from .dtls_sessions import (
     DEFAULT_DTLS_TUNING,
     CloseNotifyReceived,
@@ -191,6 +192,23 @@ def expects_answer(data: bytes) -> bool:
     return mtype == 0 or (mtype == 1 and 1 <= data[1] < 32)
 
 
+async def open_datagram_endpoint(loop, factory: Callable[[], RecvmsgDatagramProtocol], make_socket: Callable[[], socket.socket]):
+    """An asyncio datagram transport for a socket from ``make_socket()``
+    that reads many datagrams per wakeup where the loop allows
+    (:mod:`aiocoap.util.asyncio.recvmsg`; the request window of a busy
+    session comes in bursts), else asyncio's own (one per wakeup)."""
+    try:
+        return await create_recvmsg_datagram_endpoint(loop, factory, make_socket())
+    except NotImplementedError:
+        pass
+    sock = make_socket()
+    try:
+        return await loop.create_datagram_endpoint(factory, sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+
+
 class _RateLimitedWarning:
     """Logs a warning at most once a minute."""
 
@@ -226,6 +244,12 @@ class DTLSClientConnection(interfaces.EndpointAddress):
     messages with this remote are not sent any more, and routes that
     remember it must be decided anew."""
 
+    route_per_uri = False
+    """True if the client credentials name different DTLS credentials for
+    different paths on this host: then requests are not routed by host
+    alone (the context does not remember this remote as the route to the
+    host), as the path decides which session a request goes to."""
+
     def __init__(self, host: str, port: int, pskId: bytes, psk: bytes, coaptransport: "MessageInterfaceTinyDTLS"):
         self._host = host
         self._port = port
@@ -247,6 +271,8 @@ class DTLSClientConnection(interfaces.EndpointAddress):
         self._retransmit_at: Optional[float] = None
         self._closed = False
         self._is_established = False
+        # the socket's send, while it is open
+        self._sendto: Optional[Callable[[bytes], None]] = None
 
     def __repr__(self) -> str:
         if self._session is not None:
@@ -303,16 +329,21 @@ class DTLSClientConnection(interfaces.EndpointAddress):
         try:
             sockaddr = await resolve(loop, self._host, self._port, 0)
             family = socket.AF_INET6 if len(sockaddr) == 4 else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_DGRAM)
-            try:
-                sock.setblocking(False)
-                sock.connect(sockaddr)
-                self._transport, self._protocol = await loop.create_datagram_endpoint(
-                    self.SingleConnection.factory(self), sock=sock
-                )
-            except BaseException:
-                sock.close()
-                raise
+
+            def make_socket() -> socket.socket:
+                sock = socket.socket(family, socket.SOCK_DGRAM)
+                try:
+                    sock.setblocking(False)
+                    sock.connect(sockaddr)
+                except BaseException:
+                    sock.close()
+                    raise
+                return sock
+
+            self._transport, self._protocol = await open_datagram_endpoint(
+                loop, self.SingleConnection.factory(self), make_socket
+            )
+            self._sendto = self._transport.sendto
             transport._protocols.add(self._protocol)
             if self._closed:
                 self._transport.close()
@@ -339,19 +370,31 @@ class DTLSClientConnection(interfaces.EndpointAddress):
             self._fail(e)
 
     # --- tinydtls callbacks (only ever called from within a call into tinydtls) -------
+    #
+    # They must not raise: tinydtls can not pass an exception on, and would
+    # be left in the middle of what it was doing.
 
     def _read(self, sender, data: bytes) -> int:
         self._inbox.append(data)
         return len(data)
 
     def _write(self, recipient, data: bytes) -> int:
-        if self._closed and self._transport is None:
-            return 0
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.sendto(data)
+        sendto = self._sendto
+        if sendto is not None:
+            try:
+                sendto(data)
+            except OSError as exc:
+                # (a pending ICMP error: nobody listens there any more)
+                self.coaptransport._loop.call_soon(self._socket_error, exc)
         return len(data)
 
     def _event(self, level: int, code: int) -> None:
+        try:
+            self._note_event(level, code)
+        except Exception:
+            self.log.exception("Error handling DTLS event %d/%d", level, code)
+
+    def _note_event(self, level: int, code: int) -> None:
         if level == LEVEL_NOALERT:
             if code == DTLS_EVENT_CONNECTED:
                 self.coaptransport._established(self)
@@ -453,6 +496,7 @@ class DTLSClientConnection(interfaces.EndpointAddress):
         # (dropping the context and the connection here, with the socket
         # still open, lets tinydtls' destructors write what they write)
         del dtls, connection
+        self._sendto = None
         if self._transport is not None:
             self._transport.close()
         if not self._established.done():
@@ -460,7 +504,7 @@ class DTLSClientConnection(interfaces.EndpointAddress):
         if was_established and dispatch:
             transport._ctx.dispatch_error(exc, self)
 
-    class SingleConnection(asyncio.DatagramProtocol):
+    class SingleConnection(RecvmsgDatagramProtocol):
         """The asyncio protocol of a session's socket."""
 
         parent: "DTLSClientConnection"
@@ -480,6 +524,9 @@ class DTLSClientConnection(interfaces.EndpointAddress):
             self.transport = transport
 
         def datagram_received(self, data: bytes, addr) -> None:
+            self.parent._datagram_received(data)
+
+        def datagram_msg_received(self, data: bytes, ancdata, flags, address) -> None:
             self.parent._datagram_received(data)
 
         def error_received(self, exc: Exception) -> None:
@@ -571,6 +618,7 @@ class MessageInterfaceTinyDTLS(interfaces.MessageInterface):
             raise error.LibraryShutdown("The DTLS transport was shut down")
         host, port = split_hostinfo(remote.hostinfo, COAPS_PORT)
         identity, psk = self._credentials_for(request)
+        per_uri = self._credentials_differ_by_path(remote)
         key = (host, port, identity, psk)
         session = self._core.find(key)
         if session is None:
@@ -580,7 +628,13 @@ class MessageInterfaceTinyDTLS(interfaces.MessageInterface):
             self._rearm()
         else:
             connection = session.handle
+        connection.route_per_uri = per_uri
         return await connection._wait_established()
+
+    def _credentials_differ_by_path(self, remote: UndecidedRemote) -> bool:
+        credentials = getattr(self._ctx, "client_credentials", None) or ()
+        prefix = f"{remote.scheme}://{remote.hostinfo}/"
+        return any(pattern.startswith(prefix) and pattern != prefix + "*" for pattern in credentials)
 
     def _credentials_for(self, request: Message) -> "tuple[bytes, bytes]":
         credentials = getattr(self._ctx, "client_credentials", None)

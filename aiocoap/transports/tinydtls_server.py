@@ -58,6 +58,7 @@ from ..message import UndecidedRemote
 from ..numbers.constants import COAPS_PORT, MAX_REGULAR_BLOCK_SIZE_EXP
 from ..util import hostportjoin
 from ..util.asyncio import clock_of
+from ..util.asyncio.recvmsg import RecvmsgDatagramProtocol
 from .dtls_sessions import (
     CONTENT_HANDSHAKE,
     HANDSHAKE_CLIENT_HELLO,
@@ -88,6 +89,7 @@ from .tinydtls import (
     describe_event,
     loop_time_of_ticks,
     new_dtls_context,
+    open_datagram_endpoint,
 )
 
 __all__ = [
@@ -269,6 +271,9 @@ class GoingThroughMessageDecryption:
         return [s.handle for s in self._core]
 
     # --- tinydtls callbacks (only from within calls into tinydtls) ----------------------
+    #
+    # They must not raise: tinydtls can not pass an exception on, and would
+    # be left in the middle of what it was doing.
 
     def _read(self, sender, data: bytes) -> int:
         self._inbox.append(data)
@@ -282,7 +287,10 @@ class GoingThroughMessageDecryption:
                 return len(data)
         if data[0] == CONTENT_HANDSHAKE and first_record(data) == (CONTENT_HANDSHAKE, 0, HANDSHAKE_SERVER_HELLO):
             self._server_hello = True
-        self._sendto(data, target)
+        try:
+            self._sendto(data, target)
+        except OSError as exc:
+            self._log.debug("Can not send to %s: %s", target, exc)
         return len(data)
 
     def _event(self, level: int, code: int) -> None:
@@ -507,7 +515,7 @@ class GoingThroughMessageDecryption:
         self._sendto = None
 
 
-class _ServerProtocol(asyncio.DatagramProtocol):
+class _ServerProtocol(RecvmsgDatagramProtocol):
     def __init__(self, interface: "MessageInterfaceTinyDTLSServer"):
         self.interface = interface
         self.closed = interface._loop.create_future()
@@ -520,6 +528,9 @@ class _ServerProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr) -> None:
         self.interface._engine.datagram_received(data, addr)
+
+    def datagram_msg_received(self, data: bytes, ancdata, flags, address) -> None:
+        self.interface._engine.datagram_received(data, address)
 
     def error_received(self, exc: Exception) -> None:
         self.interface._log.debug("DTLS server socket error (not attributable to a session): %s", exc)
@@ -549,22 +560,27 @@ class MessageInterfaceTinyDTLSServer(MessageInterfaceSimpleServer):
         host, port = bind if bind is not None else (None, None)
         if port is None:
             port = COAPS_PORT
+        sock = await self._dtls_socket(host, port)
+        # (a second socket, should the loop need one, takes the same address)
+        family, sockname = sock.family, sock.getsockname()
+        first = [sock]
+
+        def make_socket() -> socket.socket:
+            return first.pop() if first else self._socket(family, sockname, dualstack=family == socket.AF_INET6)
+
+        _, self._protocol = await open_datagram_endpoint(loop, lambda: _ServerProtocol(self), make_socket)
+        return self
+
+    async def _dtls_socket(self, host: Optional[str], port: int) -> socket.socket:
         if host is not None and "." in host and ":" not in host:
             # an IPv4 literal: bind its V4MAPPED form on a dual-stack socket
             # where possible, so that every peer address has the IPv6 form
             # tinydtls names peers with
             try:
-                sock = self._socket(socket.AF_INET6, (_V4MAPPED + host, port, 0, 0), dualstack=True)
+                return self._socket(socket.AF_INET6, (_V4MAPPED + host, port, 0, 0), dualstack=True)
             except OSError:
-                sock = await self._bound_socket(host, port)
-        else:
-            sock = await self._bound_socket(host, port)
-        try:
-            _, self._protocol = await loop.create_datagram_endpoint(lambda: _ServerProtocol(self), sock=sock)
-        except BaseException:
-            sock.close()
-            raise
-        return self
+                pass
+        return await self._bound_socket(host, port)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} on {hostportjoin(*self._sockname[:2])} with {len(self._engine._core)} session(s)>"
