@@ -502,3 +502,33 @@ async def test_aiocoap_client_with_a_credentials_file(tmp_path):
         code, stdout, stderr = await _run_client(server.uri("/hello"))
         assert code != 0 and stdout == ""
         assert len(stderr.splitlines()) == 1 and "No DTLS credentials configured" in stderr
+
+
+async def test_the_examples_work():
+    """examples/dtls-server.py and dtls-client.py, as the DTLS guide shows
+    them, against each other."""
+    import sys
+
+    port = free_udp_port()
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, os.path.join(ROOT, "examples", "dtls-server.py"), "127.0.0.1", str(port),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert await asyncio.wait_for(server.stdout.readline(), 20) == b"Serving\n"
+
+        async def client(uri):
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, os.path.join(ROOT, "examples", "dtls-client.py"), uri,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            )
+            stdout, _ = await asyncio.wait_for(process.communicate(), 20)
+            return process.returncode, stdout.decode()
+
+        assert await client(f"coaps://127.0.0.1:{port + 1}/whoami") == (
+            0, "Result: 2.05 Content\nYou are :client, connected over DTLS\n")
+        assert await client(f"coap://127.0.0.1:{port}/whoami") == (
+            0, "Result: 2.05 Content\nYou are not authenticated\n")
+    finally:
+        server.terminate()
+        await server.wait()
