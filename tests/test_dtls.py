@@ -36,7 +36,6 @@ from aiocoap.transports.tinydtls import (  # noqa: E402
 
 from dtls_support import (  # noqa: E402
     BIG,
-    FAST,
     IDENTITY,
     PSK,
     DemoSite,

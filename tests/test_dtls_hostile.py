@@ -28,7 +28,6 @@ from aiocoap.numbers.constants import TransportTuning  # noqa: E402
 from aiocoap.transports.dtls_sessions import DTLSTuning, first_record  # noqa: E402
 
 from dtls_support import (  # noqa: E402
-    FAST,
     RawDTLSClient,
     client_credentials_for,
     dtls_client,

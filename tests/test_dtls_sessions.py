@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule

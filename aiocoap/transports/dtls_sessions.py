@@ -348,11 +348,11 @@ class SessionTable:
             ))
         if tuning.idle_timeout is not None:
             while True:
-                session = self._least_recently_active()
-                if session is None or session.last_activity + tuning.idle_timeout > now:
+                oldest = self._least_recently_active()
+                if oldest is None or oldest.last_activity + tuning.idle_timeout > now:
                     break
-                self._end_and_close(session, SessionClosed(
-                    f"DTLS session with {self._describe(session)} closed after "
+                self._end_and_close(oldest, SessionClosed(
+                    f"DTLS session with {self._describe(oldest)} closed after "
                     f"{tuning.idle_timeout:g} s without traffic"
                 ))
         if tuning.silence_timeout is not None:

@@ -90,7 +90,7 @@ from .dtls_sessions import (
     SessionTable,
     alert_name,
 )
-from .generic_udp import literal_sockaddr, resolve, split_hostinfo
+from .generic_udp import resolve, split_hostinfo
 
 __all__ = [
     "MessageInterfaceTinyDTLS", "DTLSClientConnection",
@@ -350,7 +350,7 @@ class DTLSClientConnection(interfaces.EndpointAddress):
                 return
             # tinydtls wants an IPv6 literal for its session; it is not used
             # for sending (the socket is connected)
-            v6 = sockaddr[0] if family == socket.AF_INET6 else literal_sockaddr(sockaddr[0], 0, socket.AF_INET6)[0]
+            v6 = sockaddr[0] if family == socket.AF_INET6 else "::ffff:" + sockaddr[0]
             self._dtls = new_dtls_context(
                 read=self._read, write=self._write, event=self._event,
                 pskId=self._pskId, pskStore={self._pskId: self._psk},

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .. import error, interfaces
 from ..credentials import DTLS
@@ -63,7 +63,6 @@ from .dtls_sessions import (
     CONTENT_HANDSHAKE,
     HANDSHAKE_CLIENT_HELLO,
     HANDSHAKE_SERVER_HELLO,
-    RECORD_HEADER_LENGTH,
     CloseNotifyReceived,
     DTLSTuning,
     FatalDTLSError,
@@ -237,7 +236,8 @@ class GoingThroughMessageDecryption:
             pskId=b"server", pskStore=self._store,
         )
         self._find = self._core.find
-        self._sendto = None  # the socket's transport.sendto, once connected
+        # the socket's transport.sendto, once connected
+        self._sendto: Optional[Callable[[bytes, Any], None]] = None
         # where tinydtls' writes go while it handles a datagram of this peer
         self._current: Optional[tuple] = None
         self._server_hello = False
@@ -280,15 +280,16 @@ class GoingThroughMessageDecryption:
         return len(data)
 
     def _write(self, recipient, data: bytes) -> int:
+        sendto = self._sendto
         target = self._current
         if target is None:
             target = self._handshake_targets.get(recipient)
-            if target is None or self._sendto is None:
-                return len(data)
+        if target is None or sendto is None:
+            return len(data)
         if data[0] == CONTENT_HANDSHAKE and first_record(data) == (CONTENT_HANDSHAKE, 0, HANDSHAKE_SERVER_HELLO):
             self._server_hello = True
         try:
-            self._sendto(data, target)
+            sendto(data, target)
         except OSError as exc:
             self._log.debug("Can not send to %s: %s", target, exc)
         return len(data)
