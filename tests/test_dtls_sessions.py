@@ -227,17 +227,21 @@ def test_end_and_close_all():
     assert len(c.table) == 0
 
 
-def test_take_added_deadline():
+def test_deadlines_of_events():
+    """The rare events (start, established) are followed by the driver
+    asking next_deadline(); the one on the path of every message (sent)
+    says itself whether it added a deadline."""
     c = Clock(handshake_timeout=5.0, idle_timeout=50.0, silence_timeout=7.0)
     s = c.table.start("a", c.now)
-    assert c.table.take_added_deadline() == c.now + 5.0
-    assert c.table.take_added_deadline() is None
+    assert c.table.next_deadline() == c.now + 5.0
     c.table.established(s, c.now)
-    assert c.table.take_added_deadline() == c.now + 50.0
-    c.table.sent(s, c.now, False)
-    assert c.table.take_added_deadline() is None  # nothing awaited: no new deadline
-    c.table.sent(s, c.now, True)
-    assert c.table.take_added_deadline() == c.now + 7.0
+    assert c.table.next_deadline() == c.now + 50.0
+    assert c.table.sent(s, c.now, False) is None  # nothing awaited: no new deadline
+    assert c.table.sent(s, c.now, True) == c.now + 7.0
+    assert c.table.next_deadline() == c.now + 7.0
+    assert c.table.sent(s, c.now + 1, True) is None  # already waiting
+    c.table.received(s, c.now + 2)
+    assert c.table.next_deadline() == c.now + 50.0
 
 
 def test_changing_the_tuning_applies_at_once():

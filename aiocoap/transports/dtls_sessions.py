@@ -272,7 +272,6 @@ class SessionTable:
         # client sessions waiting for an answer, in order of waiting_since
         self._waiting: "OrderedDict[Hashable, Session]" = OrderedDict()
         self._epochs = itertools.count(1)
-        self._added: Optional[float] = None
         self._last_cap_warning = -1e9
         #: the session lookup (by key); None if there is none
         self.find: Callable[[Hashable], Optional[Session]] = self._sessions.get
@@ -302,20 +301,11 @@ class SessionTable:
 
     # --- time ---------------------------------------------------------------------------
 
-    def _note(self, deadline: float) -> None:
-        added = self._added
-        if added is None or deadline < added:
-            self._added = deadline
-
-    def take_added_deadline(self) -> Optional[float]:
-        """The earliest deadline added since the last call (None if none):
-        a driver whose timer is armed no later than that needs no change."""
-        added, self._added = self._added, None
-        return added
-
     def next_deadline(self) -> Optional[float]:
         """The earliest time at which :meth:`handle_timer` has work to do
-        (it may find nothing to do then: idle order is repaired lazily)."""
+        (it may find nothing to do then: idle order is repaired lazily).
+        It only looks at the head of each queue, so drivers call it after
+        every event that may have added a deadline."""
         tuning = self.tuning
         best = None
         if self._handshakes:
@@ -336,16 +326,16 @@ class SessionTable:
         """Close everything that is due at ``now``: handshakes that took too
         long, idle sessions, client sessions whose peer went silent."""
         tuning = self.tuning
-        handshakes = self._handshakes
-        while handshakes:
-            session = next(iter(handshakes.values()))
-            if session.started + tuning.handshake_timeout > now:
-                break
-            self._end_and_close(session, HandshakeTimeout(
-                f"No DTLS handshake with {self._describe(session)} completed within "
-                f"{tuning.handshake_timeout:g} s (no answer, or the peer rejected the "
-                "credentials without telling: check the PSK and the identity)"
-            ))
+        # the two queues kept in the order of their deadlines
+        for queue, timeout, since, error_of in (
+            (self._handshakes, tuning.handshake_timeout, "started", self._handshake_timed_out),
+            (self._waiting, tuning.silence_timeout, "waiting_since", self._peer_silent),
+        ):
+            while queue and timeout is not None:
+                session = next(iter(queue.values()))
+                if getattr(session, since) + timeout > now:
+                    break
+                self._end_and_close(session, error_of(session))
         if tuning.idle_timeout is not None:
             while True:
                 oldest = self._least_recently_active()
@@ -355,18 +345,20 @@ class SessionTable:
                     f"DTLS session with {self._describe(oldest)} closed after "
                     f"{tuning.idle_timeout:g} s without traffic"
                 ))
-        if tuning.silence_timeout is not None:
-            waiting = self._waiting
-            while waiting:
-                session = next(iter(waiting.values()))
-                assert session.waiting_since is not None
-                if session.waiting_since + tuning.silence_timeout > now:
-                    break
-                self._end_and_close(session, SessionClosed(
-                    f"No answer on the DTLS session with {self._describe(session)} for "
-                    f"{tuning.silence_timeout:g} s; the session is considered lost (the "
-                    "peer may have restarted) and the next request starts a new one"
-                ))
+
+    def _handshake_timed_out(self, session: Session) -> Exception:
+        return HandshakeTimeout(
+            f"No DTLS handshake with {self._describe(session)} completed within "
+            f"{self.tuning.handshake_timeout:g} s (no answer, or the peer rejected the "
+            "credentials without telling: check the PSK and the identity)"
+        )
+
+    def _peer_silent(self, session: Session) -> Exception:
+        return SessionClosed(
+            f"No answer on the DTLS session with {self._describe(session)} for "
+            f"{self.tuning.silence_timeout:g} s; the session is considered lost (the "
+            "peer may have restarted) and the next request starts a new one"
+        )
 
     def _least_recently_active(self) -> Optional[Session]:
         """The established session idle for the longest time (at the top of
@@ -415,7 +407,6 @@ class SessionTable:
         session = Session(key, next(self._epochs), now, handle)
         self._sessions[key] = session
         self._handshakes[key] = session
-        self._note(now + self.tuning.handshake_timeout)
         return session
 
     def established(self, session: Session, now: float) -> None:
@@ -430,8 +421,6 @@ class SessionTable:
             idle[:] = [e for e in idle if e[2].state is SessionState.ESTABLISHED and e[0] == e[2]._lru_at]
             heapq.heapify(idle)
         heapq.heappush(idle, (now, next(self._seq), session))
-        if self.tuning.idle_timeout is not None:
-            self._note(now + self.tuning.idle_timeout)
 
     def received(self, session: Session, now: float) -> None:
         """A datagram arrived on the session."""
@@ -440,15 +429,19 @@ class SessionTable:
             session.waiting_since = None
             del self._waiting[session.key]
 
-    def sent(self, session: Session, now: float, expects_answer: bool) -> None:
+    def sent(self, session: Session, now: float, expects_answer: bool) -> Optional[float]:
         """A datagram was sent on the session; ``expects_answer`` if the
-        peer is supposed to react to it (clients watch for silence)."""
+        peer is supposed to react to it (clients watch for silence).
+        Returns the deadline this added, if any (the only event on the
+        path of every message that can add one)."""
         session.last_activity = now
         if expects_answer and session.waiting_since is None and not self.server:
             session.waiting_since = now
             self._waiting[session.key] = session
-            if self.tuning.silence_timeout is not None:
-                self._note(now + self.tuning.silence_timeout)
+            silence = self.tuning.silence_timeout
+            if silence is not None:
+                return now + silence
+        return None
 
     def end(self, session: Session) -> bool:
         """Forget the session (the transport closed it: an alert, an error,

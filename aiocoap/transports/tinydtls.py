@@ -224,6 +224,86 @@ class _RateLimitedWarning:
             self._log.warning(msg, *args)
 
 
+# --- what client and server share ----------------------------------------------------
+
+
+class SessionDriver:
+    """Drives a :class:`~aiocoap.transports.dtls_sessions.SessionTable`
+    and tinydtls' retransmissions on an asyncio loop with one
+    ``loop.call_at`` timer: the base of the client transport and of the
+    server's :class:`~aiocoap.transports.tinydtls_server.GoingThroughMessageDecryption`.
+
+    Subclasses provide ``_retransmission_deadline()`` (the loop time at
+    which tinydtls wants to be asked to retransmit, or None) and
+    ``_retransmit(now)`` (asking it), and call :meth:`_schedule` after
+    anything that may have added a deadline."""
+
+    _loop: asyncio.AbstractEventLoop
+    _core: SessionTable
+
+    def _start_driver(self, loop: asyncio.AbstractEventLoop, core: SessionTable) -> None:
+        self._loop = loop
+        self._clock = clock_of(loop)
+        self._core = core
+        self._timer: Optional[asyncio.TimerHandle] = None
+        self._timer_at: Optional[float] = None
+        self._shut_down = False
+
+    @property
+    def tuning(self) -> DTLSTuning:
+        """The :class:`DTLSTuning` in effect (assignable)."""
+        return self._core.tuning
+
+    @tuning.setter
+    def tuning(self, value: DTLSTuning) -> None:
+        self._core.tuning = value
+        self._schedule()
+
+    @property
+    def sessions(self) -> list:
+        """The remotes of the sessions that exist (established or in their
+        handshake)."""
+        return [s.handle for s in self._core]
+
+    def _retransmission_deadline(self) -> Optional[float]:
+        raise NotImplementedError
+
+    def _retransmit(self, now: float) -> None:
+        raise NotImplementedError
+
+    def _schedule(self, deadline: Optional[float] = None) -> None:
+        """Make the timer fire no later than ``deadline`` (by default, the
+        next deadline of the table and of tinydtls)."""
+        if deadline is None:
+            deadline = self._core.next_deadline()
+            retransmission = self._retransmission_deadline()
+            if retransmission is not None and (deadline is None or retransmission < deadline):
+                deadline = retransmission
+            if deadline is None:
+                return
+        if self._shut_down or (self._timer_at is not None and self._timer_at <= deadline):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        now = self._clock()
+        self._retransmit(now)
+        self._core.handle_timer(now)
+        self._schedule()
+
+    def _stop_driver(self) -> None:
+        self._shut_down = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timer_at = None
+
+
 # --- the client ------------------------------------------------------------------------
 
 
@@ -460,8 +540,9 @@ class DTLSClientConnection(interfaces.EndpointAddress):
         if self._dtls.write(self._connection, message) < 0:
             transport._too_large(self, len(message))
             return
-        transport._core.sent(session, transport._clock(), expects_answer(message))
-        transport._rearm()
+        deadline = transport._core.sent(session, transport._clock(), expects_answer(message))
+        if deadline is not None:
+            transport._schedule(deadline)
 
     # --- closing ---------------------------------------------------------------------
 
@@ -554,22 +635,17 @@ def _retrieve(future: asyncio.Future) -> None:
         future.exception()
 
 
-class MessageInterfaceTinyDTLS(interfaces.MessageInterface):
+class MessageInterfaceTinyDTLS(SessionDriver, interfaces.MessageInterface):
     """The ``tinydtls`` transport: see the module documentation. Create it
     with :meth:`create_client_transport_endpoint`."""
 
     def __init__(self, ctx: interfaces.MessageManager, log, loop):
         self._ctx = ctx
         self.log = log
-        self._loop = loop
         self.loop = loop
-        self._clock = clock_of(loop)
-        self._core = SessionTable(close=self._session_closed, log=log, server=False)
+        self._start_driver(loop, SessionTable(close=self._session_closed, log=log, server=False))
         self._protocols: "set[DTLSClientConnection.SingleConnection]" = set()
         self._retransmitting: "set[DTLSClientConnection]" = set()
-        self._timer: Optional[asyncio.TimerHandle] = None
-        self._timer_at: Optional[float] = None
-        self._shut_down = False
         self._warn = _RateLimitedWarning(log)
 
     @classmethod
@@ -582,22 +658,6 @@ class MessageInterfaceTinyDTLS(interfaces.MessageInterface):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} with {len(self._core)} session(s)>"
-
-    @property
-    def tuning(self) -> DTLSTuning:
-        """The :class:`DTLSTuning` in effect (assignable)."""
-        return self._core.tuning
-
-    @tuning.setter
-    def tuning(self, value: DTLSTuning) -> None:
-        self._core.tuning = value
-        self._rearm(full=True)
-
-    @property
-    def sessions(self) -> list:
-        """The connections whose sessions exist (established or in their
-        handshake)."""
-        return [s.handle for s in self._core]
 
     # --- MessageInterface ------------------------------------------------------------------
 
@@ -625,7 +685,7 @@ class MessageInterfaceTinyDTLS(interfaces.MessageInterface):
             connection = DTLSClientConnection(host, port, identity, psk, self)
             connection._session = self._core.start(key, self._clock(), connection)
             connection._opening = self._loop.create_task(connection._open(), name="DTLS session opening")
-            self._rearm()
+            self._schedule()
         else:
             connection = session.handle
         connection.route_per_uri = per_uri
@@ -677,7 +737,7 @@ class MessageInterfaceTinyDTLS(interfaces.MessageInterface):
         self.log.debug("DTLS session with %s established", connection.uri_base)
         if not connection._established.done():
             connection._established.set_result(connection)
-        self._rearm()
+        self._schedule()
 
     def _session_closed(self, session: Session, exc: Exception) -> None:
         session.handle._fail(exc)
@@ -689,7 +749,7 @@ class MessageInterfaceTinyDTLS(interfaces.MessageInterface):
             size, connection.uri_base, MAX_PLAINTEXT,
         )
 
-    # --- the timer -----------------------------------------------------------------------
+    # --- tinydtls' retransmissions ---------------------------------------------------------
 
     def _set_retransmit(self, connection: DTLSClientConnection, ticks: int) -> None:
         at = loop_time_of_ticks(ticks, self._clock()) if not connection._closed else None
@@ -698,49 +758,15 @@ class MessageInterfaceTinyDTLS(interfaces.MessageInterface):
             self._retransmitting.discard(connection)
             return
         self._retransmitting.add(connection)
-        if self._timer_at is None or at < self._timer_at:
-            self._arm(at)
+        self._schedule(at)
 
-    def _rearm(self, full: bool = False) -> None:
-        """Arm the timer for a deadline the table added (or, ``full``, for
-        the next deadline of all)."""
-        deadline = self._core.take_added_deadline()
-        if full:
-            deadline = self._next_deadline()
-        if deadline is None:
-            return
-        if not full and self._timer is not None and self._timer_at is not None and self._timer_at <= deadline:
-            return
-        self._arm(deadline)
+    def _retransmission_deadline(self) -> Optional[float]:
+        return min((c._retransmit_at for c in self._retransmitting if c._retransmit_at is not None), default=None)
 
-    def _arm(self, deadline: float) -> None:
-        if self._shut_down:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = deadline
-        self._timer = self._loop.call_at(deadline, self._on_timer)
-
-    def _next_deadline(self) -> Optional[float]:
-        deadline = self._core.next_deadline()
-        for connection in self._retransmitting:
-            at = connection._retransmit_at
-            if at is not None and (deadline is None or at < deadline):
-                deadline = at
-        return deadline
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
-        now = self._clock()
+    def _retransmit(self, now: float) -> None:
         for connection in [c for c in self._retransmitting if c._retransmit_at is not None and c._retransmit_at <= now]:
             if connection._dtls is not None:
                 self._set_retransmit(connection, connection._dtls.checkRetransmit())
-        self._core.handle_timer(now)
-        self._core.take_added_deadline()
-        deadline = self._next_deadline()
-        if deadline is not None and (self._timer_at is None or deadline < self._timer_at):
-            self._arm(deadline)
 
     # --- shutdown ------------------------------------------------------------------------
 
@@ -749,10 +775,7 @@ class MessageInterfaceTinyDTLS(interfaces.MessageInterface):
         still waits for a handshake with :class:`aiocoap.error.LibraryShutdown`."""
         if self._shut_down:
             return
-        self._shut_down = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._stop_driver()
         opening = []
         for session in list(self._core):
             connection = session.handle

@@ -48,7 +48,6 @@ credentials (at most once a minute).
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from typing import Any, Callable, Optional
 
@@ -57,7 +56,6 @@ from ..credentials import DTLS
 from ..message import UndecidedRemote
 from ..numbers.constants import COAPS_PORT, MAX_REGULAR_BLOCK_SIZE_EXP
 from ..util import hostportjoin
-from ..util.asyncio import clock_of
 from ..util.asyncio.recvmsg import RecvmsgDatagramProtocol
 from .dtls_sessions import (
     CONTENT_HANDSHAKE,
@@ -84,6 +82,7 @@ from .tinydtls import (
     MAX_IDENTITY_LENGTH,
     MAX_PLAINTEXT,
     MAX_PSK_LENGTH,
+    SessionDriver,
     _RateLimitedWarning,
     describe_event,
     loop_time_of_ticks,
@@ -216,7 +215,7 @@ class DTLSServerAddress(interfaces.EndpointAddress):
         return (self.sockaddr, self.authenticated_claims)
 
 
-class GoingThroughMessageDecryption:
+class GoingThroughMessageDecryption(SessionDriver):
     """Puts the datagrams of a :class:`MessageInterfaceTinyDTLSServer`
     through tinydtls: incoming ones are decrypted and their plaintext goes
     to the interface's message manager, outgoing messages are encrypted for
@@ -226,11 +225,9 @@ class GoingThroughMessageDecryption:
     def __init__(self, plaintext_interface: "MessageInterfaceTinyDTLSServer"):
         self._interface = plaintext_interface
         self._log = plaintext_interface._log
-        self._loop = plaintext_interface._loop
-        self._clock = clock_of(self._loop)
         self._mman = plaintext_interface._ctx
         self._store = SecurityStore(plaintext_interface._server_credentials)
-        self._core = SessionTable(close=self._session_closed, log=self._log, server=True)
+        self._start_driver(plaintext_interface._loop, SessionTable(close=self._session_closed, log=self._log, server=True))
         self._dtls: Any = new_dtls_context(
             read=self._read, write=self._write, event=self._event,
             pskId=b"server", pskStore=self._store,
@@ -247,28 +244,10 @@ class GoingThroughMessageDecryption:
         # the retransmissions of handshakes (written outside of any call
         # with a current peer)
         self._handshake_targets: dict = {}
-        self._timer: Optional[asyncio.TimerHandle] = None
-        self._timer_at: Optional[float] = None
         self._dtls_deadline: Optional[float] = None
         self._dropped = 0
         self._last_summary = -1e9
         self._warn = _RateLimitedWarning(self._log)
-        self._shut_down = False
-
-    @property
-    def tuning(self) -> DTLSTuning:
-        return self._core.tuning
-
-    @tuning.setter
-    def tuning(self, value: DTLSTuning) -> None:
-        self._core.tuning = value
-        self._rearm(full=True)
-
-    @property
-    def sessions(self) -> list:
-        """The addresses of the sessions that exist (established or in
-        their handshake)."""
-        return [s.handle for s in self._core]
 
     # --- tinydtls callbacks (only from within calls into tinydtls) ----------------------
     #
@@ -344,7 +323,7 @@ class GoingThroughMessageDecryption:
         self._handshake_targets[address._tinydtls_name] = sockaddr
         self._log.debug("DTLS handshake with %s started", address.hostinfo)
         self._update_dtls_deadline()
-        self._rearm()
+        self._schedule()
         return session
 
     def _after_handling(self, session: Session, data: bytes) -> None:
@@ -395,7 +374,7 @@ class GoingThroughMessageDecryption:
         self._core.established(session, self._clock())
         self._handshake_targets.pop(address._tinydtls_name, None)
         self._log.debug("DTLS session with %s established (%s)", address.hostinfo, address.authenticated_claims)
-        self._rearm()
+        self._schedule()
 
     def _drop(self, sockaddr, why: str) -> None:
         self._log.debug("Dropping datagram from %s: %s", sockaddr, why)
@@ -424,7 +403,7 @@ class GoingThroughMessageDecryption:
             self._warn(now, "Not sending a %d byte message to %s: a DTLS record carries at most %d bytes",
                        len(data), address.hostinfo, MAX_PLAINTEXT)
             return
-        self._core.sent(session, now, False)
+        self._core.sent(session, now, False)  # (a server does not watch for silence: no deadline)
 
     # --- sessions ending ----------------------------------------------------------------
 
@@ -452,50 +431,21 @@ class GoingThroughMessageDecryption:
         if dispatch and was_established:
             self._mman.dispatch_error(exc, address)
 
-    # --- the timer ------------------------------------------------------------------------
+    # --- tinydtls' retransmissions ---------------------------------------------------------
 
     def _update_dtls_deadline(self) -> None:
         if self._dtls is None:
             return
         self._dtls_deadline = loop_time_of_ticks(self._dtls.checkRetransmit(), self._clock())
-        if self._dtls_deadline is not None and (self._timer_at is None or self._dtls_deadline < self._timer_at):
-            self._arm(self._dtls_deadline)
+        if self._dtls_deadline is not None:
+            self._schedule(self._dtls_deadline)
 
-    def _rearm(self, full: bool = False) -> None:
-        deadline = self._core.take_added_deadline()
-        if full:
-            deadline = self._next_deadline()
-        if deadline is None:
-            return
-        if not full and self._timer is not None and self._timer_at is not None and self._timer_at <= deadline:
-            return
-        self._arm(deadline)
+    def _retransmission_deadline(self) -> Optional[float]:
+        return self._dtls_deadline
 
-    def _next_deadline(self) -> Optional[float]:
-        deadline = self._core.next_deadline()
-        if self._dtls_deadline is not None and (deadline is None or self._dtls_deadline < deadline):
-            deadline = self._dtls_deadline
-        return deadline
-
-    def _arm(self, deadline: float) -> None:
-        if self._shut_down:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = deadline
-        self._timer = self._loop.call_at(deadline, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
-        now = self._clock()
+    def _retransmit(self, now: float) -> None:
         if self._dtls_deadline is not None and self._dtls_deadline <= now:
             self._update_dtls_deadline()
-        self._core.handle_timer(now)
-        self._core.take_added_deadline()
-        deadline = self._next_deadline()
-        if deadline is not None and (self._timer_at is None or deadline < self._timer_at):
-            self._arm(deadline)
 
     # --- shutdown -------------------------------------------------------------------------
 
@@ -504,10 +454,7 @@ class GoingThroughMessageDecryption:
         socket is still open, then drop the tinydtls context."""
         if self._shut_down:
             return
-        self._shut_down = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._stop_driver()
         for session in list(self._core):
             if self._core.end(session):
                 self._teardown(session.handle, error.LibraryShutdown("The DTLS server was shut down"),
