@@ -49,7 +49,6 @@ import statistics
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -154,18 +153,18 @@ async def _client_window(port: int, window: int, duration: float) -> dict:
 
         for _ in range(100):
             await get()
-        done = 0
         stop = time.perf_counter() + duration
 
-        async def worker():
-            nonlocal done
+        async def requests_until_stop() -> int:
+            count = 0
             while time.perf_counter() < stop:
                 await get()
-                done += 1
+                count += 1
+            return count
 
         cpu = time.process_time()
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(window)))
+        done = sum(await asyncio.gather(*(requests_until_stop() for _ in range(window))))
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu
         return {"requests": done, "requests_per_s": done / elapsed, "cpu_us_per_request": cpu / done * 1e6}
@@ -348,39 +347,6 @@ async def _server_memory(port: int, sessions: int) -> dict:
 # --- the driver ------------------------------------------------------------------------
 
 
-class _Process:
-    def __init__(self, argv, env=None, cwd=None, ready_line=False):
-        self.log = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.PIPE if ready_line else self.log, stderr=self.log)
-        self.info = {}
-        if ready_line:
-            line = self.process.stdout.readline()
-            if not line:
-                raise RuntimeError(f"{argv[0]} exited: {self.output()}")
-            self.info = json.loads(line)
-
-    @property
-    def pid(self):
-        return self.process.pid
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        self.log.close()
-
-
 def _environment(name: str, ref_python):
     import _servers
 
@@ -432,26 +398,33 @@ async def _probe(port: int) -> None:
 
 
 def _libcoap_server():
+    """libcoap's DTLS server (PSK) and its DTLS port."""
+    import _servers
+
     binary = shutil.which("coap-server-openssl")
     if binary is None:
         raise FileNotFoundError("coap-server-openssl not found (Debian package libcoap3-bin)")
     port = _free_pair()
-    process = _Process([binary, "-A", HOST, "-p", str(port), "-k", PSK.decode(), "-v", "0"])
+    process = _servers.start_process("libcoap", [binary, "-A", HOST, "-p", str(port), "-k", PSK.decode(), "-v", "0"],
+                                     None, None, HOST, port, False, 20.0)
     _wait_for_dtls(port + 1)
     return process, port + 1
 
 
 def _aiocoap_server(name: str, args, extra_env=None):
+    """This script's ``--serve`` under one implementation, and its DTLS port."""
+    import _servers
+
     python, env, cwd = _environment(name, args.ref_python)
     env = dict(env, **(extra_env or {}))
     if name == "theirs":
         env["AIOCOAP_DTLSSERVER_ENABLED"] = "1"
     port = _free_pair()
-    process = _Process([python, str(Path(__file__).resolve()), "--serve", str(port)], env=env, cwd=cwd, ready_line=True)
+    process = _servers.start_process(name, [python, str(Path(__file__).resolve()), "--serve", str(port)],
+                                     env, cwd, HOST, port, True, 30.0)
     try:
         _wait_for_dtls(port + 1)
     except BaseException:
-        print(process.output(), file=sys.stderr)
         process.stop()
         raise
     return process, port + 1
@@ -478,9 +451,9 @@ def run_round(names, args, parts) -> dict:
             entry = result.setdefault(name, {})
             try:
                 if "server" in parts:
-                    entry["server"] = asyncio.run(_load(port, process.pid, args.window, args.duration))
+                    entry["server"] = asyncio.run(_load(port, process.process.pid, args.window, args.duration))
                 if "handshake" in parts and name != "libcoap":
-                    entry["server_handshake"] = asyncio.run(_server_handshakes(port, process.pid, args.handshakes))
+                    entry["server_handshake"] = asyncio.run(_server_handshakes(port, process.process.pid, args.handshakes))
                 if process.info:
                     entry["version"] = process.info["version"]
             finally:

@@ -83,6 +83,12 @@ def inject(server, data, sockaddr):
     server.interface._protocol.datagram_received(data, sockaddr)
 
 
+def flip_one_bit(data: bytes, rng: random.Random) -> bytes:
+    garbled = bytearray(data)
+    garbled[rng.randrange(len(garbled))] ^= 1 << rng.randrange(8)
+    return bytes(garbled)
+
+
 def made_up_address(i: int) -> tuple:
     return (f"::ffff:10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}", 1 + (i % 1000), 0, 0)
 
@@ -148,17 +154,13 @@ async def test_hundred_thousand_random_datagrams_and_broken_records():
             if kind == 1:
                 return hello[:rng.randrange(len(hello))]
             if kind == 2:
-                garbled = bytearray(hello)
-                garbled[rng.randrange(len(garbled))] ^= 1 << rng.randrange(8)
-                return bytes(garbled)
+                return flip_one_bit(hello, rng)
             if kind == 3:
                 return bytes([rng.choice((20, 21, 22, 23)), 0xFE, 0xFD, 0, rng.randrange(3)]) + os.urandom(rng.randrange(8, 200))
             if kind == 4:
                 return record[:rng.randrange(len(record))]
             if kind == 5:
-                garbled = bytearray(record)
-                garbled[rng.randrange(len(garbled))] ^= 1 << rng.randrange(8)
-                return bytes(garbled)
+                return flip_one_bit(record, rng)
             if kind == 6:
                 return record  # a replay
             return os.urandom(2000)  # oversized

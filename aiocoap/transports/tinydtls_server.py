@@ -533,20 +533,16 @@ class MessageInterfaceTinyDTLSServer(MessageInterfaceSimpleServer):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} on {hostportjoin(*self._sockname[:2])} with {len(self._engine._core)} session(s)>"
 
-    @property
-    def tuning(self) -> DTLSTuning:
-        """The :class:`DTLSTuning` in effect (assignable)."""
-        return self._engine.tuning
-
-    @tuning.setter
-    def tuning(self, value: DTLSTuning) -> None:
-        self._engine.tuning = value
+    # The engine's view of the sessions, offered as the transport's own.
+    tuning = SessionDriver.tuning
+    sessions = SessionDriver.sessions
 
     @property
-    def sessions(self) -> list:
-        """The :class:`DTLSServerAddress` of every session (established or
-        in its handshake)."""
-        return self._engine.sessions
+    def _core(self) -> SessionTable:
+        return self._engine._core
+
+    def _schedule(self) -> None:
+        self._engine._schedule()
 
     @property
     def port(self) -> int:

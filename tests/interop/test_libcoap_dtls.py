@@ -157,15 +157,9 @@ async def test_client_observe(libcoap_dtls_server):
         pending = ctx.request(aiocoap.Message(code=aiocoap.GET, uri=dtls_uri(libcoap_dtls_server, "/time"), observe=0))
         first = await asyncio.wait_for(pending.response, 10)
         assert first.opt.observe is not None
-        notifications = []
-
-        async def collect():
-            async for notification in pending.observation:
-                notifications.append(notification)
-                if len(notifications) == 2:
-                    break
-
-        await asyncio.wait_for(collect(), 5)
+        # /time notifies every second
+        updates = pending.observation.__aiter__()
+        notifications = [await asyncio.wait_for(updates.__anext__(), 5) for _ in range(2)]
         pending.observation.cancel()
     assert notifications[0].opt.observe < notifications[1].opt.observe
     assert all(n.remote is first.remote for n in notifications)
