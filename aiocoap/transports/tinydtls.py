@@ -173,6 +173,21 @@ def loop_time_of_ticks(ticks: int, loop_now: float) -> Optional[float]:
     return loop_now + max(wall - time.time(), _MIN_RETRANSMIT_DELAY)
 
 
+def coaps_hostinfo(sockaddr: tuple) -> str:
+    """The URI authority of a socket address as a ``coaps://`` URI has it
+    (IPv4 without its V4MAPPED prefix, the port left out if it is 5684).
+
+    >>> coaps_hostinfo(('::ffff:127.0.0.1', 5684, 0, 0))
+    '127.0.0.1'
+    >>> coaps_hostinfo(('::1', 61616, 0, 0))
+    '[::1]:61616'
+    """
+    host, port = sockaddr[0], sockaddr[1]
+    if host.startswith("::ffff:") and "." in host:
+        host = host[len("::ffff:"):]
+    return hostportjoin(host, None if port == COAPS_PORT else port)
+
+
 def describe_event(level: int, code: int) -> str:
     """A readable name of an alert tinydtls reported."""
     kind = {LEVEL_WARNING: "warning", LEVEL_FATAL: "fatal"}.get(level, f"level {level}")
@@ -384,10 +399,7 @@ class DTLSClientConnection(interfaces.EndpointAddress):
         sockname = self._transport.get_extra_info("sockname") if self._transport is not None else None
         if not sockname:
             raise error.AnonymousHost("The DTLS session has no socket (yet)")
-        host, port = sockname[0], sockname[1]
-        if host.startswith("::ffff:") and "." in host:
-            host = host[7:]
-        return hostportjoin(host, None if port == COAPS_PORT else port)
+        return coaps_hostinfo(sockname)
 
     @property
     def uri_base_local(self) -> str:

@@ -62,7 +62,6 @@ from .dtls_sessions import (
     HANDSHAKE_CLIENT_HELLO,
     HANDSHAKE_SERVER_HELLO,
     CloseNotifyReceived,
-    DTLSTuning,
     FatalDTLSError,
     Session,
     SessionClosed,
@@ -84,6 +83,7 @@ from .tinydtls import (
     MAX_PSK_LENGTH,
     SessionDriver,
     _RateLimitedWarning,
+    coaps_hostinfo,
     describe_event,
     loop_time_of_ticks,
     new_dtls_context,
@@ -188,11 +188,7 @@ class DTLSServerAddress(interfaces.EndpointAddress):
 
     @property
     def hostinfo(self) -> str:
-        host = self.sockaddr[0]
-        if host.startswith(_V4MAPPED) and "." in host:
-            host = host[len(_V4MAPPED):]
-        port = self.sockaddr[1]
-        return hostportjoin(host, None if port == COAPS_PORT else port)
+        return coaps_hostinfo(self.sockaddr)
 
     @property
     def uri_base(self) -> str:
@@ -201,10 +197,7 @@ class DTLSServerAddress(interfaces.EndpointAddress):
     @property
     def hostinfo_local(self) -> str:
         """The address the server is bound to."""
-        host, port = self._interface._sockname[:2]
-        if host.startswith(_V4MAPPED) and "." in host:
-            host = host[len(_V4MAPPED):]
-        return hostportjoin(host, None if port == COAPS_PORT else port)
+        return coaps_hostinfo(self._interface._sockname)
 
     @property
     def uri_base_local(self) -> str:
