@@ -20,6 +20,7 @@ Hierarchy (see the docstrings for when each is raised)::
     │   AnonymousHost, MalformedUrlError, IncompleteUrlError
     └── NetworkError                     something went wrong sending or receiving
         ├── ResolutionError              a host name could not be resolved
+        ├── NoRequestInterface           no loaded transport serves the request's scheme
         └── ResetReceived                the peer answered with a Reset
 """
 
@@ -44,7 +45,7 @@ __all__ = [
     "NotObservable", "ObservationCancelled", "UnparsableMessage",
     "CommunicationKilled", "LibraryShutdown", "AnonymousHost",
     "MalformedUrlError", "IncompleteUrlError", "NetworkError",
-    "ResolutionError", "ResetReceived",
+    "ResolutionError", "ResetReceived", "NoRequestInterface",
 ]
 
 
@@ -396,3 +397,18 @@ class ResetReceived(NetworkError):
 class ResolutionError(NetworkError):
     """Resolving the host component of a URI to a usable transport address
     was not possible"""
+
+
+class NoRequestInterface(RuntimeError, ConstructionRenderableError, NetworkError):
+    """No transport of the context can carry the request (its URI scheme,
+    or its remote, is not served by any loaded transport). A proxy answers
+    this with 5.05 Proxying Not Supported."""
+
+    code = Code.PROXYING_NOT_SUPPORTED
+    message = "No CoAP transport available for this scheme on any request interface"
+
+    def extra_help(self, hints=None) -> Optional[str]:
+        return (
+            "More transports may be enabled by installing extra optional dependencies; "
+            "alternatively, consider using a CoAP-CoAP proxy"
+        )

@@ -372,11 +372,9 @@ class Context(interfaces.RequestProvider):
                         self._route_cache[target] = (ri, message._remote)
                     ri.request(pipe)
                     return
-            raise error.NetworkError(
-                f"No transport can send to {message.remote!r}"
-                if message.remote is not None
-                else "The request has no destination (no URI and no remote)"
-            )
+            if message.remote is None:
+                raise error.NetworkError("The request has no destination (no URI and no remote)")
+            raise error.NoRequestInterface(f"No transport can send to {message.remote!r}")
         except asyncio.CancelledError:
             pipe.add_exception(error.LibraryShutdown())
             raise
@@ -394,7 +392,7 @@ class Context(interfaces.RequestProvider):
         for ri in self.request_interfaces:
             if await ri.fill_or_recognize_remote(message):
                 return ri
-        raise error.NetworkError("No request interface could route message")
+        raise error.NoRequestInterface("No request interface could route message")
 
     # --- server side ---------------------------------------------------------------
 

@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""Forward proxy throughput: GET requests per second through our
+``aiocoap-proxy`` and through aiocoap 0.4.17's, in the same run.
+
+Set-up (all on loopback, each server a subprocess):
+
+* the origin is libcoap's ``coap-server-notls`` with ``/bench`` (the
+  fastest server at hand, so the proxies are what is measured);
+* each proxy runs ``--forward``; the load (this process, raw UDP sockets,
+  CON requests, a closed loop of ``--window`` requests in flight) asks it
+  for ``coap://127.0.0.1:<origin>/bench`` with Proxy-Scheme, Uri-Host,
+  Uri-Port and Uri-Path, the form both proxies understand.
+
+Measured, best of ``--rounds`` runs of ``--duration`` seconds each:
+
+1. ``forward``: both proxies with ``--no-cache`` (every request goes
+   upstream); target: ours >= 3x theirs.
+2. ``cache_hits``: our proxy with its cache (after the first request, every
+   request is a hit) against our plain server (``bench_server.py --serve``)
+   with the same load on ``GET /bench``; target: >= 80 % of the server.
+
+    python3 benchmarks/bench_proxy.py --duration 4 --rounds 3
+
+Besides the rate, each figure has the CPU time the proxy (or server)
+process spent per request, which other load on the machine disturbs less.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import selectors
+import socket
+import struct
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _servers  # noqa: E402
+
+CON, ACK = 0, 2
+GET = 1
+TOKEN_LENGTH = 4
+_HEADER = struct.Struct("!BBHI")
+
+URI_HOST, URI_PORT, URI_PATH, PROXY_SCHEME = 3, 7, 11, 39
+
+
+def encode_options(options: list) -> bytes:
+    """CoAP option bytes for (number, value bytes) pairs, sorted by number."""
+    out = bytearray()
+    previous = 0
+    for number, value in sorted(options, key=lambda o: o[0]):
+        first = 0
+        extra = bytearray()
+        for shift, field in ((4, number - previous), (0, len(value))):
+            if field < 13:
+                first |= field << shift
+            elif field < 269:
+                first |= 13 << shift
+                extra.append(field - 13)
+            else:
+                first |= 14 << shift
+                extra += struct.pack("!H", field - 269)
+        out.append(first)
+        out += extra
+        out += value
+        previous = number
+    return bytes(out)
+
+
+def proxied_get_options(origin_host: str, origin_port: int, path: str) -> bytes:
+    options = [(URI_HOST, origin_host.encode()), (URI_PORT, struct.pack("!H", origin_port)),
+               (PROXY_SCHEME, b"coap")]
+    options += [(URI_PATH, segment.encode()) for segment in path.strip("/").split("/")]
+    return encode_options(options)
+
+
+def plain_get_options(path: str) -> bytes:
+    return encode_options([(URI_PATH, segment.encode()) for segment in path.strip("/").split("/")])
+
+
+def run_load(host: str, port: int, options: bytes, duration: float, window: int, sockets: int,
+             timeout: float = 2.0, warmup: float = 0.5) -> dict:
+    """Keep ``window`` CON GETs (with ``options``) in flight over ``sockets``
+    sockets; count answered requests in the ``duration`` after ``warmup``.
+    A request unanswered for ``timeout`` counts as lost and is replaced.
+    Separate (CON) responses are acknowledged."""
+    selector = selectors.DefaultSelector()
+    flows = []
+    for i in range(sockets):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.connect((host, port))
+        sock.setblocking(False)
+        flow = {"sock": sock, "mid": random.getrandbits(16), "inflight": {}, "share": window // sockets + (i < window % sockets)}
+        selector.register(sock, selectors.EVENT_READ, flow)
+        flows.append(flow)
+    counts = dict(completed=0, lost=0, sent=0)
+    codes: dict = {}
+    now = time.perf_counter
+    start = now()
+    measure_from = start + warmup
+    end = measure_from + duration
+    latencies = []
+
+    def send(flow) -> None:
+        flow["mid"] = (flow["mid"] + 1) & 0xFFFF
+        token = random.getrandbits(32)
+        flow["inflight"][token] = now()
+        flow["sock"].send(_HEADER.pack(0x40 | CON << 4 | TOKEN_LENGTH, GET, flow["mid"], token) + options)
+        counts["sent"] += 1
+
+    for flow in flows:
+        for _ in range(flow["share"]):
+            send(flow)
+    last_sweep = now()
+    while True:
+        t = now()
+        if t >= end:
+            break
+        for key, _ in selector.select(0.05):
+            flow = key.data
+            sock = flow["sock"]
+            while True:
+                try:
+                    data = sock.recv(2048)
+                except BlockingIOError:
+                    break
+                except ConnectionRefusedError:
+                    break
+                if len(data) < 4:
+                    continue
+                first, code, mid = struct.unpack_from("!BBH", data)
+                mtype = (first >> 4) & 3
+                if code == 0:
+                    continue  # empty ACK of a separate response
+                if mtype == CON:
+                    sock.send(struct.pack("!BBH", 0x40 | ACK << 4, 0, mid))
+                if len(data) < 8:
+                    continue
+                token = struct.unpack_from("!I", data, 4)[0]
+                sent_at = flow["inflight"].pop(token, None)
+                if sent_at is None:
+                    continue
+                t = now()
+                if measure_from <= t < end:
+                    counts["completed"] += 1
+                    latencies.append(t - sent_at)
+                    label = f"{code >> 5}.{code & 31:02d}"
+                    codes[label] = codes.get(label, 0) + 1
+                send(flow)
+        if t - last_sweep > 0.1:
+            last_sweep = t
+            for flow in flows:
+                stale = [tok for tok, sent_at in flow["inflight"].items() if t - sent_at > timeout]
+                for tok in stale:
+                    del flow["inflight"][tok]
+                    counts["lost"] += 1
+                    send(flow)
+    for flow in flows:
+        selector.unregister(flow["sock"])
+        flow["sock"].close()
+    latencies.sort()
+    p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")  # noqa: E731
+    return dict(requests_per_s=counts["completed"] / duration, latency_ms_p50=p(0.5), latency_ms_p99=p(0.99),
+                codes=codes, **counts)
+
+
+def measure(server: _servers.ServerProcess, options: bytes, args) -> dict:
+    best = None
+    for _ in range(args.rounds):
+        cpu_before = server.cpu_seconds()
+        result = run_load(server.host, server.port, options, args.duration, args.window, args.sockets,
+                          warmup=args.warmup)
+        cpu_after = server.cpu_seconds()
+        if cpu_before is not None and cpu_after is not None and result["sent"]:
+            result["cpu_us_per_request"] = (cpu_after - cpu_before) * 1e6 / result["sent"]
+        if best is None or result["requests_per_s"] > best["requests_per_s"]:
+            best = result
+    assert best is not None
+    return best
+
+
+def start_proxy(flavour: str, host: str, extra: list) -> _servers.ServerProcess:
+    port = _servers.free_port(host)
+    bind = ["--forward", "--bind", f"{host}:{port}", *extra]
+    if flavour == "ours":
+        python, env, cwd = _servers.ours_env()
+        argv = [python, str(_servers.REPO / "aiocoap-proxy"), *bind]
+    else:
+        python, env, cwd = _servers.theirs_env()
+        argv = [python, "-m", "aiocoap.cli.proxy", *bind]
+    return _servers.start_process(f"proxy-{flavour}", argv, env, cwd, host, port, False, 30.0)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default=_servers.HOST)
+    parser.add_argument("--duration", type=float, default=4.0)
+    parser.add_argument("--warmup", type=float, default=0.5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--window", type=int, default=16)
+    parser.add_argument("--sockets", type=int, default=4)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    if _servers.libcoap_server_binary() is None:
+        sys.exit("bench_proxy.py needs libcoap's coap-server-notls as the origin server")
+
+    report: dict = {"load": vars(args).copy()}
+    with _servers.start_libcoap_server(args.host) as origin:
+        options = proxied_get_options(args.host, origin.port, _servers.PATH)
+        for flavour in ("theirs", "ours"):
+            with start_proxy(flavour, args.host, ["--no-cache"] if flavour == "ours" else []) as proxy:
+                report[f"forward_{flavour}"] = measure(proxy, options, args)
+        with start_proxy("ours", args.host, []) as proxy:
+            report["cache_hits_ours"] = measure(proxy, options, args)
+    python, env, cwd = _servers.ours_env()
+    with _servers.start_aiocoap_server(python, env, cwd, args.host) as server:
+        report["plain_server_ours"] = measure(server, plain_get_options(_servers.PATH), args)
+    report["forward_ratio"] = report["forward_ours"]["requests_per_s"] / max(1e-9, report["forward_theirs"]["requests_per_s"])
+    report["cache_hit_ratio_to_server"] = (
+        report["cache_hits_ours"]["requests_per_s"] / max(1e-9, report["plain_server_ours"]["requests_per_s"])
+    )
+    report["loadavg"] = os.getloadavg()
+    if args.json:
+        print(json.dumps(report))
+        return
+    for name in ("forward_theirs", "forward_ours", "cache_hits_ours", "plain_server_ours"):
+        r = report[name]
+        print(f"{name:20} {r['requests_per_s']:9.0f} req/s  p50 {r['latency_ms_p50']:6.2f} ms  "
+              f"p99 {r['latency_ms_p99']:6.2f} ms  lost {r['lost']}  cpu {r.get('cpu_us_per_request', float('nan')):.0f} us/req  {r['codes']}")
+    print(f"forward (cache off), ours / theirs: {report['forward_ratio']:.2f}x (target >= 3x)")
+    print(f"cache hits / our plain server:      {report['cache_hit_ratio_to_server']:.2f} (target >= 0.80)")
+    print(f"load average: {report['loadavg']}")
+
+
+if __name__ == "__main__":
+    main()
