@@ -34,6 +34,7 @@ from aiocoap.transports.tinydtls import (  # noqa: E402
     SessionClosed,
 )
 
+from ports import free_udp_port  # noqa: E402
 from dtls_support import (  # noqa: E402
     BIG,
     IDENTITY,
@@ -49,13 +50,6 @@ from dtls_support import (  # noqa: E402
 
 pytestmark = pytest.mark.core
 QUICK = TransportTuning(ACK_TIMEOUT=0.2, MAX_RETRANSMIT=2, EMPTY_ACK_DELAY=0.05)
-
-
-def free_udp_port(host="127.0.0.1") -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 async def until(predicate, timeout=5.0):
