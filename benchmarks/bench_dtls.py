@@ -487,7 +487,7 @@ def _best(rounds: list) -> dict:
     return best
 
 
-def _report(best: dict) -> None:
+def _report(best: dict, rounds: list) -> None:
     def row(label, name, key, fmt):
         entry = best.get(name, {}).get(key)
         if entry is not None:
@@ -511,11 +511,15 @@ def _report(best: dict) -> None:
         row("client", name, "client_memory", lambda e: f"{e['kb_per_session']:8.1f} KB ({e['sessions']} sessions)")
         row("server", name, "server_memory", lambda e: f"{e['kb_per_session']:8.1f} KB ({e['sessions']} sessions)")
     ours, theirs = best.get("ours", {}), best.get("theirs", {})
-    print("ratios (ours / theirs):")
-    if "client" in ours and "client" in theirs:
-        print(f"  client req/s {ours['client']['requests_per_s'] / theirs['client']['requests_per_s']:6.2f}x   (target >= 3x)")
-    if "server" in ours and "server" in theirs:
-        print(f"  server req/s {ours['server']['requests_per_s'] / theirs['server']['requests_per_s']:6.2f}x   (target >= 3x)")
+    print("ratios (ours / theirs; best runs, then each round's own):")
+    for key, cpu in (("client", "cpu_us_per_request"), ("server", "server_cpu_us_per_request")):
+        if key in ours and key in theirs:
+            per_round = ", ".join(
+                f"{r['ours'][key]['requests_per_s'] / r['theirs'][key]['requests_per_s']:.2f}x"
+                for r in rounds if key in r.get("ours", {}) and key in r.get("theirs", {})
+            )
+            print(f"  {key} req/s {ours[key]['requests_per_s'] / theirs[key]['requests_per_s']:6.2f}x   "
+                  f"CPU per request {theirs[key][cpu] / ours[key][cpu]:5.2f}x less   rounds: {per_round}   (target >= 3x)")
     for key in ("client_memory", "server_memory"):
         if key in ours:
             print(f"  {key.replace('_', ' ')} {ours[key]['kb_per_session']:.1f} KB per idle session   (target <= 16 KB)")
@@ -556,7 +560,7 @@ def main(argv=None) -> None:
     if args.json:
         print(json.dumps({"best": best, "rounds": rounds}))
     else:
-        _report(best)
+        _report(best, rounds)
 
 
 if __name__ == "__main__":
