@@ -40,6 +40,9 @@ dict operation when a client starts or stops waiting for an answer); the
 idle order is a heap of the times sessions took their place in it, repaired
 lazily (a session that saw traffic since is pushed again when it comes
 up), so expiry and eviction are exact and cost O(log n) each.
+
+Log levels: debug for every session the table closes (with the reason);
+warning, at most once a minute, while caps are being hit.
 """
 
 from __future__ import annotations

@@ -435,11 +435,11 @@ class DTLSClientConnection(interfaces.EndpointAddress):
             self._transport, self._protocol = await open_datagram_endpoint(
                 loop, self.SingleConnection.factory(self), make_socket
             )
-            self._sendto = self._transport.sendto
             transport._protocols.add(self._protocol)
             if self._closed:
                 self._transport.close()
                 return
+            self._sendto = self._transport.sendto
             # tinydtls wants an IPv6 literal for its session; it is not used
             # for sending (the socket is connected)
             v6 = sockaddr[0] if family == socket.AF_INET6 else "::ffff:" + sockaddr[0]
