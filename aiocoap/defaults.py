@@ -209,8 +209,8 @@ def get_default_clienttransports(*, loop: Optional[asyncio.AbstractEventLoop] = 
     names = []
     if not oscore_missing_modules():
         names.append("oscore")
-    # (DTLS transports are not part of this release, so they are not listed
-    # even where DTLSSocket is installed.)
+    if not dtls_missing_modules():
+        names.append("tinydtls")
     names.append("tcpclient")
     if _ssl_present():
         names.append("tlsclient")
@@ -231,13 +231,21 @@ def get_default_servertransports(*, loop: Optional[asyncio.AbstractEventLoop] = 
     is known to work. Both a ``simple6`` and a ``simplesocketserver`` are
     selected when ``udp6`` is not available, and the ``simple6`` is used for
     any outgoing requests, which the ``simplesocketserver`` could serve but
-    is worse at."""
+    is worse at.
+
+    The DTLS server (``tinydtls_server``) comes after the UDP transport, so
+    that it listens next to an explicitly bound UDP port; it only listens
+    when the context's server credentials have DTLS entries (decided when
+    the context loads it)."""
     explicit = _from_environment("AIOCOAP_SERVER_TRANSPORT")
     if explicit is not None:
         return explicit
     names = []
     if not oscore_missing_modules():
         names.append("oscore")
+    dtls = not dtls_missing_modules()
+    if dtls:
+        names.append("tinydtls")
     names.extend(("tcpserver", "tcpclient"))
     if _ssl_present():
         names.extend(("tlsserver", "tlsclient"))
@@ -245,4 +253,6 @@ def get_default_servertransports(*, loop: Optional[asyncio.AbstractEventLoop] = 
         names.append("udp6")
     else:
         names.extend(("simple6", "simplesocketserver"))
+    if dtls:
+        names.append("tinydtls_server")
     return names

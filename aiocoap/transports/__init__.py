@@ -25,7 +25,10 @@ The available transports are:
 * ``tcp`` / ``tls``: CoAP over TCP and TLS (RFC 8323): asyncio adapters
   over the sans-I/O session of ``rfc8323session``, framing in
   ``rfc8323common``.
-* ``tinydtls`` / ``tinydtls_server``: CoAP over DTLS (coaps://).
+* ``tinydtls`` / ``tinydtls_server``: CoAP over DTLS (coaps://) with
+  pre-shared keys; the server listens only when the server credentials
+  have DTLS entries (next to the UDP port when that is explicit, else on
+  5684).
 * ``oscore``: OSCORE (RFC 8613) on top of any of the above.
 """
 
@@ -153,6 +156,8 @@ TRANSPORTS = dict(
         _entry("tcpserver", "tcp", ("coap+tcp",), client=False, server=True),
         _entry("tlsclient", "tls", ("coaps+tcp",), client=True, server=False),
         _entry("tlsserver", "tls", ("coaps+tcp",), client=False, server=True),
+        _entry("tinydtls", "tinydtls", ("coaps",), client=True, server=False, extra="tinydtls"),
+        _entry("tinydtls_server", "tinydtls_server", ("coaps",), client=False, server=True, extra="tinydtls"),
     )
 )
 """Every transport a Context can load, by the name applications use (in
