@@ -294,7 +294,9 @@ def _read_payload(options: argparse.Namespace) -> Optional[bytes]:
                 return f.read()
         except OSError as e:
             _fail(f"cannot read payload file {filename!r}: {e.strerror or e}")
-    data = spec.encode("utf-8")
+    # The bytes as given on the command line, also where they are not UTF-8
+    # (Python decoded them with surrogateescape).
+    data = spec.encode("utf-8", "surrogateescape")
     cf = options.content_format
     if cf is not None and _is_cbor_based(cf):
         try:
@@ -302,10 +304,11 @@ def _read_payload(options: argparse.Namespace) -> Optional[bytes]:
         except ImportError:
             _fail(_missing_modules_text("prettyprint", ["cbor2"], "JSON to CBOR conversion"))
         try:
-            value = json.loads(spec)
-        except ValueError as e:
+            value = json.loads(data.decode("utf-8"))
+        except (ValueError, RecursionError) as e:
+            reason = e if isinstance(e, ValueError) else "nested too deeply"
             _fail(
-                f"--payload is not valid JSON ({e}), which is needed for the "
+                f"--payload is not valid JSON ({reason}), which is needed for the "
                 f"conversion to {cf.media_type}; give it as @FILE to send it unconverted"
             )
         data = cbor2.dumps(value)
