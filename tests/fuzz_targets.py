@@ -38,7 +38,7 @@ from aiocoap.options import Options
 from aiocoap.transports import rfc8323common as rfc8323
 from aiocoap.util import linkformat
 
-__all__ = ["TARGETS", "seeds", "decode_datagram", "split_argv"]
+__all__ = ["TARGETS", "seeds", "decode_datagram", "split_argv", "check_client_argv", "check_oscore_context_files"]
 
 _OPTION_VIEWS = tuple(
     name
@@ -369,11 +369,17 @@ class _Scratch:
 
 def oscore_context_files(data: bytes) -> None:
     """The files of a security context directory (settings.json, then
-    sequence.json, separated by a zero byte; an empty part is a missing
-    file): FilesystemSecurityContext loads or raises its LoadError."""
+    sequence.json, separated by a zero byte), see
+    :func:`check_oscore_context_files`."""
+    check_oscore_context_files(*_split(data, 2))
+
+
+def check_oscore_context_files(settings: bytes, sequence: bytes) -> None:
+    """A security context directory with these settings.json and
+    sequence.json (an empty one is a missing file):
+    FilesystemSecurityContext loads or raises its LoadError."""
     from aiocoap import oscore
 
-    settings, sequence = _split(data, 2)
     directory = os.path.join(_Scratch.path(), "context")
     os.makedirs(directory, exist_ok=True)
     for name, content in (("settings.json", settings), ("sequence.json", sequence), ("secrets.json", b"")):
@@ -430,12 +436,17 @@ def split_argv(data: bytes) -> list:
 
 
 def cli_client_argv(data: bytes) -> None:
+    """aiocoap-client's arguments (:func:`split_argv`), see
+    :func:`check_client_argv`."""
+    check_client_argv(split_argv(data))
+
+
+def check_client_argv(argv: list) -> None:
     """aiocoap-client's arguments up to the request it would send (no
     network, no files, no stdin): a request, --help/--version on stdout
     with status 0, or a one-line error on stderr and a non-zero status."""
     from aiocoap.cli import client
 
-    argv = split_argv(data)
     out, err = io.StringIO(), io.StringIO()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
