@@ -10,7 +10,7 @@ pytest.importorskip("cryptography")
 pytest.importorskip("cbor2")
 hypothesis = pytest.importorskip("hypothesis")
 
-from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
+from hypothesis import assume, given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from aiocoap import Message, error  # noqa: E402
@@ -18,9 +18,11 @@ from aiocoap import oscore  # noqa: E402
 from aiocoap._oscore import encoding  # noqa: E402
 from aiocoap.numbers.codes import Code  # noqa: E402
 from aiocoap.numbers.types import Type  # noqa: E402
+from fuzzing import fuzz_settings  # noqa: E402
 
 ALLOWED = (oscore.ProtectionInvalid, oscore.NotAProtectedMessage)
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = fuzz_settings(300)
+pytestmark = pytest.mark.fuzz
 
 
 def pair(id_context=None):
