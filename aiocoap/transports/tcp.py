@@ -65,7 +65,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from .. import error, interfaces
+from .. import defaults, error, interfaces
 from .generic_udp import split_hostinfo
 from ..message import Message, UndecidedRemote
 from ..numbers.codes import Code
@@ -941,7 +941,8 @@ class TCPServer(_TCPPooling, interfaces.TokenInterface):
             kwargs["ssl"] = _server_context
             kwargs["ssl_handshake_timeout"] = self.tuning.connect_timeout
         self.server = await loop.create_server(
-            self._new_connection, host, port, reuse_address=True, **kwargs
+            self._new_connection, host, port, reuse_address=True,
+            reuse_port=defaults.has_reuse_port(), **kwargs
         )
         return self
 
