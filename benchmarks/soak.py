@@ -37,8 +37,6 @@ import json
 import os
 import random
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import time
@@ -49,6 +47,7 @@ import _servers  # noqa: E402
 
 BIG = bytes(range(256)) * 32  # 8 KiB
 UPLOAD = bytes(range(251)) * 40  # ~10 KiB, several Block1 blocks
+GET = 1
 OPERATIONS = ("get_small", "put_small", "get_big", "put_big", "observe", "abandon_observe",
               "tcp_get_small", "tcp_put_small", "tcp_get_big", "tcp_observe")
 
@@ -218,36 +217,8 @@ def client(host: str, port: int, peers: int, ops: int, pause: float, duration: f
 
 
 def read_stats(host: str, port: int, timeout: float = 10.0) -> dict:
-    """GET /stats with a raw CON request (no aiocoap in the driver)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    mid = random.getrandbits(16)
-    request = struct.pack("!BBHB", 0x41, 0x01, mid, random.getrandbits(8)) + b"\xb5stats"
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect((host, port))
-        sock.send(request)
-        while True:
-            data = sock.recv(4096)
-            if struct.unpack_from("!H", data, 2)[0] == mid:
-                return json.loads(_payload(data))
-
-
-def _payload(datagram: bytes) -> bytes:
-    """The payload of a CoAP datagram (skipping token and options)."""
-    pos = 4 + (datagram[0] & 0x0F)
-    while pos < len(datagram):
-        if datagram[pos] == 0xFF:
-            return datagram[pos + 1 :]
-        delta, length = datagram[pos] >> 4, datagram[pos] & 0x0F
-        pos += 1 + (1 if delta == 13 else 2 if delta == 14 else 0)
-        if length == 13:
-            length = datagram[pos] + 13
-            pos += 1
-        elif length == 14:
-            length = int.from_bytes(datagram[pos : pos + 2], "big") + 269
-            pos += 2
-        pos += length
-    return b""
+    """GET /stats with a raw request (no aiocoap in the driver)."""
+    return json.loads(_servers.payload_of(_servers.raw_request(host, port, GET, "/stats", timeout=timeout)))
 
 
 def _third(samples, part):

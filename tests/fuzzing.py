@@ -19,8 +19,9 @@ from __future__ import annotations
 import os
 
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
-__all__ = ["BUDGET_VARIABLE", "budget_scale", "fuzz_settings"]
+__all__ = ["BUDGET_VARIABLE", "budget_scale", "fuzz_settings", "mutation", "mutate"]
 
 BUDGET_VARIABLE = "AIOCOAP_FUZZ_BUDGET"
 _NAMED = {"default": 1, "ci": 10}
@@ -45,3 +46,35 @@ def fuzz_settings(examples: int, **kwargs) -> settings:
     look for."""
     kwargs.setdefault("suppress_health_check", [HealthCheck.too_slow, HealthCheck.filter_too_much])
     return settings(max_examples=examples * budget_scale(), deadline=None, **kwargs)
+
+
+mutation = st.tuples(
+    st.sampled_from(["flip", "insert", "delete", "truncate", "replace", "duplicate"]),
+    st.integers(0, 10**6),
+    st.integers(0, 255),
+)
+"""One byte-level edit for :func:`mutate`: (kind, position, byte)."""
+
+
+def mutate(data: bytes, mutations) -> bytes:
+    """Apply the edits drawn from :data:`mutation` to ``data`` (positions
+    are taken modulo the length)."""
+    out = bytearray(data)
+    for kind, position, byte in mutations:
+        if kind == "insert":
+            out.insert(position % (len(out) + 1), byte)
+            continue
+        if not out:
+            continue
+        index = position % len(out)
+        if kind == "flip":
+            out[index] ^= 1 << (byte % 8)
+        elif kind == "replace":
+            out[index] = byte
+        elif kind == "delete":
+            del out[index]
+        elif kind == "duplicate":
+            out[index:index] = out[index : index + byte % 16]
+        else:
+            del out[index:]
+    return bytes(out)

@@ -19,7 +19,7 @@ from aiocoap.numbers.optionnumbers import OptionNumber
 from aiocoap.numbers.types import Type
 from aiocoap.optiontypes import BlockOption, OpaqueOption, StringOption, UintOption
 from fuzz_targets import decode_datagram as check_decode
-from fuzzing import fuzz_settings
+from fuzzing import fuzz_settings, mutate, mutation
 
 pytestmark = pytest.mark.fuzz
 
@@ -169,33 +169,6 @@ def _corpus(count=80):
 
 
 CORPUS = _corpus()
-
-mutation = st.tuples(
-    st.sampled_from(["flip", "insert", "delete", "truncate", "replace"]),
-    st.integers(0, 10**6),
-    st.integers(0, 255),
-)
-
-
-def mutate(raw, mutations):
-    data = bytearray(raw)
-    for kind, position, byte in mutations:
-        if kind == "insert":
-            data.insert(position % (len(data) + 1), byte)
-            continue
-        if not data:
-            continue
-        index = position % len(data)
-        if kind == "flip":
-            data[index] ^= 1 << (byte % 8)
-        elif kind == "replace":
-            data[index] = byte
-        elif kind == "delete":
-            del data[index]
-        else:
-            del data[index:]
-    return bytes(data)
-
 
 def test_corpus_is_valid():
     for raw in CORPUS:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import fuzz_targets
 from aiocoap.defaults import oscore_missing_modules
-from fuzzing import budget_scale, fuzz_settings
+from fuzzing import budget_scale, fuzz_settings, mutate, mutation
 
 pytestmark = pytest.mark.fuzz
 
@@ -41,36 +41,6 @@ def test_seeds(name):
 @given(data=st.binary(max_size=200))
 def test_random_bytes(name, data):
     target(name)(data)
-
-
-mutation = st.tuples(
-    st.sampled_from(["flip", "insert", "delete", "truncate", "replace", "duplicate"]),
-    st.integers(0, 10**6),
-    st.integers(0, 255),
-)
-
-
-def mutate(data: bytes, mutations) -> bytes:
-    """Apply byte-level edits (positions taken modulo the length)."""
-    out = bytearray(data)
-    for kind, position, byte in mutations:
-        if kind == "insert":
-            out.insert(position % (len(out) + 1), byte)
-            continue
-        if not out:
-            continue
-        index = position % len(out)
-        if kind == "flip":
-            out[index] ^= 1 << (byte % 8)
-        elif kind == "replace":
-            out[index] = byte
-        elif kind == "delete":
-            del out[index]
-        elif kind == "duplicate":
-            out[index:index] = out[index : index + byte % 16]
-        else:
-            del out[index:]
-    return bytes(out)
 
 
 @pytest.mark.parametrize("name", NAMES)

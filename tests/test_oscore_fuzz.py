@@ -18,7 +18,8 @@ from aiocoap import oscore  # noqa: E402
 from aiocoap._oscore import encoding  # noqa: E402
 from aiocoap.numbers.codes import Code  # noqa: E402
 from aiocoap.numbers.types import Type  # noqa: E402
-from fuzzing import fuzz_settings  # noqa: E402
+import fuzzing  # noqa: E402
+from fuzzing import fuzz_settings, mutate  # noqa: E402
 
 ALLOWED = (oscore.ProtectionInvalid, oscore.NotAProtectedMessage)
 FUZZ = fuzz_settings(300)
@@ -61,28 +62,7 @@ def protected_exchange(observe):
     return client, client_rid, outer.encode(), outer_resp.encode()
 
 
-mutation = st.lists(
-    st.tuples(st.sampled_from(["flip", "insert", "delete", "set"]), st.integers(0, 10**6), st.integers(0, 255)),
-    min_size=1,
-    max_size=4,
-)
-
-
-def mutate(data, edits):
-    data = bytearray(data)
-    for kind, position, value in edits:
-        if not data:
-            break
-        i = position % len(data)
-        if kind == "flip":
-            data[i] ^= 1 << (value % 8)
-        elif kind == "insert":
-            data.insert(i, value)
-        elif kind == "delete":
-            del data[i]
-        else:
-            data[i] = value
-    return bytes(data)
+mutation = st.lists(fuzzing.mutation, min_size=1, max_size=4)
 
 
 @st.composite
