@@ -54,7 +54,7 @@ import os
 import signal
 import socket
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 from . import defaults
 from .numbers.constants import COAP_PORT
@@ -125,8 +125,13 @@ async def _serve_one(site_factory, bind, context_kwargs, connection) -> None:
 
     loop = asyncio.get_running_loop()
     stopped = loop.create_future()
+
+    def stop() -> None:
+        if not stopped.done():
+            stopped.set_result(None)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, lambda: stopped.done() or stopped.set_result(None))
+        loop.add_signal_handler(signum, stop)
     try:
         context = await Context.create_server_context(site_factory(), bind, **context_kwargs)
     except Exception as e:
@@ -181,7 +186,7 @@ class ServerWorkers:
         self.workers = workers
         self.ready_timeout = ready_timeout
         self.context_kwargs = context_kwargs
-        self._mp = multiprocessing.get_context(start_method)
+        self._mp: Any = multiprocessing.get_context(start_method)
         self._processes: list = []
         self._port: Optional[int] = None
 
@@ -212,7 +217,7 @@ class ServerWorkers:
         bind = (host, port)
         # only forked children have copies of the reserving sockets
         inherited = held if self._mp.get_start_method() == "fork" else []
-        pending = {}
+        pending: dict = {}
         try:
             for index in range(self.workers):
                 receiving, sending = self._mp.Pipe(duplex=False)
@@ -232,13 +237,14 @@ class ServerWorkers:
                 ready = multiprocessing.connection.wait(list(pending), max(remaining, 0))
                 if not ready:
                     raise WorkersError(f"{len(pending)} worker(s) did not start listening in {self.ready_timeout} s")
-                for receiving in ready:
-                    index = pending.pop(receiving)
+                for answered in ready:
+                    index = pending.pop(answered)
+                    connection = cast(multiprocessing.connection.Connection, answered)
                     try:
-                        kind, detail = receiving.recv()
+                        kind, detail = connection.recv()
                     except EOFError:
                         kind, detail = "failed", "exited before listening"
-                    receiving.close()
+                    connection.close()
                     if kind != "ready":
                         raise WorkersError(f"Worker {index} failed: {detail}")
         except BaseException:
@@ -267,14 +273,14 @@ class ServerWorkers:
     def wait(self) -> int:
         """Block until a worker ends, then stop the others (see the module
         documentation for why); return the exit code of the first one that
-        ended."""
+        ended (negative: the number of the signal that ended it)."""
         sentinels = {p.sentinel: p for p in self._processes}
         if not sentinels:
             return 0
-        ended = multiprocessing.connection.wait(list(sentinels))
-        code = sentinels[ended[0]].exitcode or 0
+        ended = sentinels[multiprocessing.connection.wait(list(sentinels))[0]]
+        ended.join()
         self.stop()
-        return code
+        return ended.exitcode
 
     def __enter__(self) -> "ServerWorkers":
         self.start()
@@ -291,7 +297,9 @@ def serve(
     **kwargs: Any,
 ) -> int:
     """Run :class:`ServerWorkers` until SIGINT or SIGTERM arrives or a
-    worker ends; return the exit status for the program (0 after a signal).
+    worker ends; return the exit status for the program: 0 after a signal,
+    else that of the worker that ended (128 plus the signal number if a
+    signal killed it).
 
     For example, in the main module of a server::
 
@@ -313,7 +321,8 @@ def serve(
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         group.start()
-        return group.wait()
+        code = group.wait()
+        return code if code >= 0 else 128 - code
     except KeyboardInterrupt:
         if not received:
             raise

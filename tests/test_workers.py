@@ -53,15 +53,18 @@ def _request(mid: int, token: bytes, code: int = Code.GET) -> bytes:
 
 
 def _udp_exchange(sock: socket.socket, datagram: bytes) -> bytes:
+    """Send, and return the answer with the same message ID and token."""
     sock.send(datagram)
+    request = Message.decode(datagram)
     while True:
         answer = sock.recv(2048)
-        if answer[2:4] == datagram[2:4]:
+        response = Message.decode(answer)
+        if (response.mid, response.token) == (request.mid, request.token):
             return answer
 
 
 def _payload(answer: bytes) -> bytes:
-    return answer.split(b"\xff", 1)[1]
+    return Message.decode(answer).payload
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +82,7 @@ def test_two_workers_both_serve_udp(workers):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.settimeout(TIMEOUT)
             sock.connect((HOST, workers.port))
-            answer = _udp_exchange(sock, _request(random.getrandbits(16), b"\x01"))
+            answer = _udp_exchange(sock, _request(random.getrandbits(16), random.randbytes(4)))
             assert answer[1] == Code.CONTENT
             seen.add(int(_payload(answer).split()[0]))
     assert seen == set(workers.pids)
@@ -93,12 +96,14 @@ def test_retransmission_reaches_the_same_worker(workers):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.settimeout(TIMEOUT)
             sock.connect((HOST, workers.port))
-            original = _request(random.getrandbits(16), b"\x02\x03", Code.POST)
+            original = _request(random.getrandbits(16), random.randbytes(4), Code.POST)
             first = _udp_exchange(sock, original)
             again = _udp_exchange(sock, original)
             assert again == first
             pid, renders = _payload(first).split()
-            follow_up = _udp_exchange(sock, _request((struct.unpack("!H", original[2:4])[0] + 1) & 0xFFFF, b"\x04"))
+            follow_up = _udp_exchange(
+                sock, _request((struct.unpack("!H", original[2:4])[0] + 1) & 0xFFFF, random.randbytes(4))
+            )
             assert _payload(follow_up).split()[0] == pid
             assert int(_payload(follow_up).split()[1]) > int(renders)
 
@@ -151,3 +156,51 @@ def test_has_reuse_port(monkeypatch):
     monkeypatch.setenv("AIOCOAP_REUSE_PORT", "yes")
     with pytest.raises(ValueError, match="AIOCOAP_REUSE_PORT"):
         defaults.has_reuse_port()
+
+
+def test_one_worker_ending_stops_the_group():
+    import signal
+
+    group = ServerWorkers(make_site, (HOST, 0), 2, transports=["udp6"])
+    group.start()
+    first, second = group.pids
+    os.kill(first, signal.SIGKILL)
+    assert group.wait() == -signal.SIGKILL
+    assert group.pids == []
+    with pytest.raises(ProcessLookupError):
+        os.kill(second, 0)
+
+
+def test_serve_until_sigterm(tmp_path):
+    """serve() in a program of its own: SIGTERM ends it (status 0) and its
+    workers."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    program = (
+        "import sys, test_workers\n"
+        "from aiocoap.workers import serve\n"
+        f"sys.exit(serve(test_workers.make_site, ({HOST!r}, 0), 2, transports=['udp6']))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__)] + sys.path))
+    process = subprocess.Popen([sys.executable, "-c", program], env=env)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        children: list = []
+        while len(children) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            with open(f"/proc/{process.pid}/task/{process.pid}/children") as f:
+                children = f.read().split()
+        assert len(children) == 2
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(TIMEOUT) == 0
+        for child in children:
+            with pytest.raises(ProcessLookupError):
+                os.kill(int(child), 0)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
