@@ -19,12 +19,13 @@ UDP, the same over TCP, observations that take a few notifications and
 are cancelled, and observations that the peer abandons by going away --
 and is then shut down and replaced by a new one, so that thousands of peers
 come and go. Every ``--interval`` seconds the driver reads /stats; at the
-end it prints the samples and a verdict: after the warm-up (``--warmup``
-seconds), RSS must not grow by more than ``--rss-slack`` (default 5 %)
-between the first and the last third of the samples, and the tasks and file
-descriptors not beyond the highest count of the first third (the number of
-peers connected at any moment varies, so single samples differ). A last
-sample a few seconds after the clients stopped shows what remains.
+end it prints the samples and a verdict (:func:`verdict`) comparing the
+first and the last third of the samples after the warm-up (``--warmup``
+seconds): the peaks of RSS and of the number of live objects may grow by
+at most ``--rss-slack`` (default 5 %), the tasks and file descriptors not
+on average (the number of peers connected at any moment varies, so single
+samples differ). A last sample a few seconds after the clients stopped
+shows what remains.
 
     flock /tmp/aiocoap-bench.lock python3 benchmarks/soak.py --duration 600
 """
@@ -61,23 +62,29 @@ def serve(host: str, port: int) -> None:
     import aiocoap
     import aiocoap.resource as resource
 
+    renders = [0]
+
     class Small(resource.Resource):
         def __init__(self):
             super().__init__()
             self.content = b"small"
 
         async def render_get(self, request):
+            renders[0] += 1
             return aiocoap.Message(payload=self.content)
 
         async def render_put(self, request):
+            renders[0] += 1
             self.content = request.payload[:64]
             return aiocoap.Message(code=aiocoap.CHANGED)
 
     class Big(resource.Resource):
         async def render_get(self, request):
+            renders[0] += 1
             return aiocoap.Message(payload=BIG)
 
         async def render_put(self, request):
+            renders[0] += 1
             if len(request.payload) > 16384:
                 return aiocoap.Message(code=aiocoap.REQUEST_ENTITY_TOO_LARGE)
             return aiocoap.Message(code=aiocoap.CHANGED, payload=str(len(request.payload)).encode())
@@ -92,6 +99,7 @@ def serve(host: str, port: int) -> None:
             self.updated_state()
 
         async def render_get(self, request):
+            renders[0] += 1
             return aiocoap.Message(payload=str(self.count).encode())
 
     class Stats(resource.Resource):
@@ -103,6 +111,8 @@ def serve(host: str, port: int) -> None:
                 "tasks": len(asyncio.all_tasks()),
                 "fds": len(os.listdir("/proc/self/fd")),
                 "gc_objects": len(gc.get_objects()),
+                # requests (and blocks of blockwise transfers) rendered
+                "renders": renders[0],
             }
             return aiocoap.Message(payload=json.dumps(stats).encode())
 
@@ -226,23 +236,37 @@ def _third(samples, part):
     return samples[:max(1, n // 3)] if part == 0 else samples[n - max(1, n // 3):]
 
 
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
 def verdict(samples: list, warmup: float, rss_slack: float) -> dict:
+    """Compare the first and the last third of the samples after the
+    warm-up: the peaks of RSS and of live objects may grow by at most
+    ``rss_slack``; tasks and fds (which follow the peers connected at the
+    moment) must not grow on average (by more than 10 % plus one)."""
     after = [s for s in samples if s["t"] >= warmup]
     if len(after) < 3:
         return {"flat": None, "why": "too few samples after the warm-up"}
     first, last = _third(after, 0), _third(after, 2)
-    rss_first = max(s["rss_kb"] for s in first)
-    rss_last = max(s["rss_kb"] for s in last)
-    result = {
-        "rss_kb_first_third_max": rss_first,
-        "rss_kb_last_third_max": rss_last,
-        "rss_growth": rss_last / rss_first - 1,
-    }
-    flat = result["rss_growth"] <= rss_slack
+    result: dict = {}
+    flat = True
+    for key in ("rss_kb", "gc_objects"):
+        peak_first = max(s[key] for s in first)
+        peak_last = max(s[key] for s in last)
+        result[f"{key}_peak"] = [peak_first, peak_last]
+        result[f"{key}_growth"] = round(peak_last / peak_first - 1, 4)
+        flat = flat and result[f"{key}_growth"] <= rss_slack
     for key in ("tasks", "fds"):
-        result[f"{key}_first_third_max"] = max(s[key] for s in first)
-        result[f"{key}_last_third_max"] = max(s[key] for s in last)
-        flat = flat and result[f"{key}_last_third_max"] <= result[f"{key}_first_third_max"]
+        mean_first = _mean(s[key] for s in first)
+        mean_last = _mean(s[key] for s in last)
+        result[f"{key}_mean"] = [round(mean_first, 1), round(mean_last, 1)]
+        result[f"{key}_max"] = [max(s[key] for s in first), max(s[key] for s in last)]
+        flat = flat and mean_last <= mean_first * 1.1 + 1
+    span = after[-1]["t"] - after[0]["t"]
+    if span > 0:
+        result["renders_per_s"] = round((after[-1]["renders"] - after[0]["renders"]) / span, 1)
     result["flat"] = flat
     return result
 
