@@ -99,7 +99,7 @@ _STREAM_LIMITS = (16, 64, 1152, 70000)
 
 
 def _parse_stream(stream: bytes, cuts: list, limit: int):
-    """(frames of the messages, diagnostic or None, signals) from feeding
+    """(frames of the messages, diagnostic or None, bytes buffered, signals read) from feeding
     ``stream`` cut at ``cuts``; only FramingError may escape the parser, and
     only BadSignalingOption the signaling readers."""
     parser = rfc8323.StreamParser(max_message_size=limit)
