@@ -23,6 +23,7 @@ extras_require = {
     "oscore": ["cryptography >= 3.1", "cbor2", "filelock"],
     "tinydtls": ["DTLSSocket >= 0.1.11"],
     "prettyprint": ["pygments >= 2.1", "cbor2", "LinkHeader"],
+    "fileserver": ["watchfiles"],
     "docs": ["sphinx >= 5", "sphinx-argparse"],
     "test": [
         "pytest >= 7",
@@ -56,6 +57,8 @@ setup(
         "console_scripts": [
             "aiocoap-client = aiocoap.cli.client:sync_main",
             "aiocoap-proxy = aiocoap.cli.proxy:sync_main",
+            "aiocoap-rd = aiocoap.cli.rd:sync_main",
+            "aiocoap-fileserver = aiocoap.cli.fileserver:sync_main",
         ]
     },
     classifiers=[

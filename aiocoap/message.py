@@ -15,7 +15,7 @@ from . import error
 from .numbers.codes import Code
 from .numbers.optionnumbers import OptionNumber
 from .numbers.types import Type
-from .options import Options
+from .options import VIEW_NAMES, Options
 from .util import Sentinel, hostportjoin, hostportsplit
 from .util.uri import quote_factory, sub_delims, unreserved
 
@@ -60,6 +60,22 @@ class UndecidedRemote(NamedTuple):
     @property
     def uri_base(self) -> str:
         return f"{self.scheme}://{self.hostinfo}"
+
+    @property
+    def is_ip_literal(self) -> bool:
+        """True if the host is an IP address (no name to resolve), so that
+        the route found for it once holds for later messages.
+
+        >>> UndecidedRemote("coap", "[fe80::1%eth0]:1234").is_ip_literal
+        True
+        >>> UndecidedRemote("coap", "localhost").is_ip_literal
+        False
+        """
+        try:
+            host, _ = hostportsplit(self.hostinfo)
+        except ValueError:
+            return False
+        return _is_ip_literal(host)
 
     @classmethod
     def from_pathless_uri(cls, uri: str) -> "UndecidedRemote":
@@ -154,7 +170,7 @@ class Message:
 
         if kwargs:
             for key, value in kwargs.items():
-                if key not in Options._view_names:
+                if key not in VIEW_NAMES:
                     raise TypeError(f"Message got an unexpected keyword argument {key!r}")
                 setattr(self.opt, key, value)
 
@@ -202,7 +218,7 @@ class Message:
         mid = "no MID" if self.mid is None else f"MID {self.mid}"
         token = f"token {self.token.hex()}" if self.token else "empty token"
         extras = ""
-        count = len(self.opt._options)
+        count = len(self.opt.numbers())
         if count:
             extras += f", {count} option(s)"
         if self.payload:
@@ -229,7 +245,7 @@ class Message:
                 setattr(new, key, _as_bytes(value, key))
             elif key in ("mid", "transport_tuning", "remote", "request"):
                 setattr(new, key, value)
-            elif key in Options._view_names:
+            elif key in VIEW_NAMES:
                 setattr(new.opt, key, value)
             else:
                 raise TypeError(f"copy() got an unexpected keyword argument {key!r}")
@@ -272,7 +288,7 @@ class Message:
         opt = self.opt = Options()
         if length > body_start:
             try:
-                self.payload = opt._decode_from(rawdata, body_start)
+                self.payload = opt.decode_at(rawdata, body_start)
             except error.UnparsableMessage as e:
                 e.mtype = mtype
                 e.mid = mid
@@ -296,8 +312,7 @@ class Message:
                 f"Message ID {mid} or code {int(code)} out of range (16 and 8 bits)"
             ) from None
         out += token
-        if self.opt._options:
-            self.opt.encode_into(out)
+        self.opt.encode_into(out)
         if self.payload:
             out.append(0xFF)
             out += self.payload

@@ -53,7 +53,7 @@ from typing import Callable, Optional
 
 from . import error, interfaces
 from .message import Message
-from .numbers.codes import Code
+from .numbers.codes import REQUEST_END, REQUEST_START, RESPONSE_END, RESPONSE_START, Code
 from .numbers.constants import DEFAULT_TUNING, TransportTuning
 from .numbers.optionnumbers import OptionNumber
 from .numbers.types import Type
@@ -72,33 +72,30 @@ _EMPTY_ACKED = 1  # empty ACK sent, separate response pending or sent
 _NOTHING = 2  # NON request being processed or answered without a reply
 
 
+# RFC 7967 §2.1: the No-Response bit that suppresses each response class.
+_NO_RESPONSE_BITS = {2: 0x02, 4: 0x08, 5: 0x10}
+
+
 def no_response_suppresses(no_response: Optional[int], code) -> bool:
     """Whether a request's No-Response option value (RFC 7967) says that a
     response with this code must not be sent."""
     if not no_response:
         return False
-    klass = code >> 5
-    if klass == 2:
-        return bool(no_response & 0x02)
-    if klass == 4:
-        return bool(no_response & 0x08)
-    if klass == 5:
-        return bool(no_response & 0x10)
-    return False
+    return bool(no_response & _NO_RESPONSE_BITS.get(Code(code).class_, 0))
 
 
 def _empty(mtype, mid) -> bytes:
     return bytes((0x40 | (mtype << 4), 0, (mid >> 8) & 0xFF, mid & 0xFF))
 
 
-# Kinds of _Outgoing
-_CON = 0  # retransmitted until ACK/RST
-_NON_REQUEST = 1  # waits for its response; times out with RequestTimedOut
+# Kinds of _OutgoingMessage
+_RETRANSMITTED = 0  # a CON message: retransmitted until ACK/RST
+_AWAITING_RESPONSE = 1  # a NON request: times out with RequestTimedOut
 
 
 class _Tracked:
     """A NON notification we sent, remembered so that a Reset to it reaches
-    its monitor; expires silently. Kept apart from :class:`_Outgoing`
+    its monitor; expires silently. Kept apart from :class:`_OutgoingMessage`
     because a server holds one per observation for EXCHANGE_LIFETIME: it
     is small, has no timer of its own (coarse expiry buckets), and is
     itself the function that stops the tracking (what
@@ -118,12 +115,12 @@ class _Tracked:
             table[self.key] = found  # (a newer message with the same MID)
 
 
-class _Outgoing:
+class _OutgoingMessage:
     """A message we sent and still care about (see the kinds above)."""
 
     __slots__ = ("data", "remote", "transmissions", "timeout", "monitor", "deadline", "start", "tuning", "kind")
 
-    def __init__(self, data, remote, timeout, monitor, deadline, start, tuning, kind=_CON):
+    def __init__(self, data, remote, timeout, monitor, deadline, start, tuning, kind=_RETRANSMITTED):
         self.data = data
         self.remote = remote
         self.transmissions = 1
@@ -184,7 +181,7 @@ class MessageLayer:
         # (deadline, (remote, mid)) for empty ACKs; constant delay -> FIFO
         self._empty_ack_queue: deque = deque()
 
-        # (remote, mid) -> _Outgoing
+        # (remote, mid) -> _OutgoingMessage
         self._outgoing: dict = {}
         # (remote, mid) -> _Tracked, and their expiry buckets (as for dedup)
         self._tracked: dict = {}
@@ -200,9 +197,11 @@ class MessageLayer:
         # remote -> [next MID] (a list: updated without another lookup)
         self._mids: dict = {}
 
-        # The earliest deadline added since take_added_deadline() was last
-        # called (lets the driver skip recomputing next_deadline()).
-        self._added: Optional[float] = None
+        self.added_deadline: Optional[float] = None
+        """The earliest deadline added since :meth:`take_added_deadline` was
+        last called. A driver reads it after each call into the core: while
+        it is None (as after most messages), the timer needs no change, and
+        reading it costs less than a call."""
 
     # --- introspection for tests and for the memory benchmark ----------------
 
@@ -217,15 +216,20 @@ class MessageLayer:
     # --- time ---------------------------------------------------------------------
 
     def _note(self, deadline: float) -> None:
-        added = self._added
+        added = self.added_deadline
         if added is None or deadline < added:
-            self._added = deadline
+            self.added_deadline = deadline
 
     def take_added_deadline(self) -> Optional[float]:
         """The earliest deadline added since the last call (None if none):
         a driver whose timer is armed no later than that needs no change."""
-        added, self._added = self._added, None
+        added, self.added_deadline = self.added_deadline, None
         return added
+
+    def replace_send(self, send: Callable[[bytes, object], None]) -> None:
+        """Put datagrams on the wire through ``send`` from now on: for a
+        driver whose transport exists only after the core does."""
+        self._send = send
 
     def next_deadline(self) -> Optional[float]:
         """The earliest time at which :meth:`handle_timer` has work to do."""
@@ -277,8 +281,8 @@ class MessageLayer:
             for handle in expired:
                 handle()
 
-    def _on_outgoing_deadline(self, key, state: _Outgoing, now: float) -> None:
-        if state.kind == _NON_REQUEST:
+    def _on_outgoing_deadline(self, key, state: _OutgoingMessage, now: float) -> None:
+        if state.kind == _AWAITING_RESPONSE:
             # A NON request whose response never came.
             del self._outgoing[key]
             self._notify(state.monitor, error.RequestTimedOut(
@@ -333,10 +337,7 @@ class MessageLayer:
 
         code = message.code
         assert code is not None, "decoded messages always have a code"
-        # (an incoming message's remote is always decided: skip the property)
-        remote = message._remote
-        if remote is None:
-            remote = message.remote
+        remote = message.remote
         key = (remote, message.mid)
         if code == EMPTY:
             if mtype is CON:
@@ -351,7 +352,7 @@ class MessageLayer:
 
         # (code.is_request() and code.is_response(), inlined: this is the
         # path of every message)
-        if 1 <= code < 32:
+        if REQUEST_START <= code < REQUEST_END:
             self._remember(key, _PROCESSING if mtype is CON else _NOTHING, mtype, now)
             if mtype is CON:
                 self._pending_ack[(remote, message.token)] = message.mid
@@ -361,7 +362,7 @@ class MessageLayer:
             self._deliver_request(message)
             return
 
-        if 64 <= code < 192:
+        if RESPONSE_START <= code < RESPONSE_END:
             if mtype is CON:
                 ack = _empty(ACK, message.mid)
                 self._remember(key, ack, CON, now)
@@ -448,7 +449,7 @@ class MessageLayer:
             if tracked is not None:
                 self._notify(tracked.monitor, error.ResetReceived("The peer answered with a Reset"))
                 return
-        if state is None or state.kind == _NON_REQUEST:
+        if state is None or state.kind == _AWAITING_RESPONSE:
             self.log.debug("Ignoring %s for unknown MID %d from %r", message.mtype, message.mid, message.remote)
             return
         del self._outgoing[key]
@@ -499,16 +500,14 @@ class MessageLayer:
         timeout) for the message, or None if there is nothing to stop.
         ``monitor(exc)`` is called when the message will not be processed
         (see interfaces.TokenInterface.send_message)."""
-        remote = message._remote
-        if remote is None:
-            remote = message.remote
+        remote = message.remote
         code = message.code
         if code is None:
             raise ValueError("Can not send a message without a code")
         # (code.is_response() and .is_request(), inlined here: this is the
         # path of every message sent)
-        is_request = 1 <= code < 32
-        if 64 <= code < 192:
+        is_request = REQUEST_START <= code < REQUEST_END
+        if RESPONSE_START <= code < RESPONSE_END:
             # (most responses to be sent are notifications, with no request
             # waiting for its ACK at all)
             request_mid = self._pending_ack.pop((remote, message.token), None) if self._pending_ack else None
@@ -538,10 +537,10 @@ class MessageLayer:
             return self._send_tracked(data, key, monitor, now + tuning.EXCHANGE_LIFETIME)
         if message.mtype is CON:
             timeout = tuning.ACK_TIMEOUT * self._rng.uniform(1, tuning.ACK_RANDOM_FACTOR)
-            state = _Outgoing(data, remote, timeout, monitor, now + timeout, now, tuning)
+            state = _OutgoingMessage(data, remote, timeout, monitor, now + timeout, now, tuning)
         elif message.mtype is NON and is_request:
             deadline = now + tuning.request_timeout
-            state = _Outgoing(None, remote, 0.0, monitor, deadline, now, tuning, _NON_REQUEST)
+            state = _OutgoingMessage(None, remote, 0.0, monitor, deadline, now, tuning, _AWAITING_RESPONSE)
         else:
             self._send(data, remote)
             return None
@@ -698,7 +697,7 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
             self._raw_send = send_bytes
             # (the message layer sends through it directly: one call less
             # for every message)
-            self._core._send = send_bytes
+            self._core.replace_send(send_bytes)
         return self
 
     @property
@@ -712,8 +711,8 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
 
     def _rearm(self) -> None:
         core = self._core
-        if core._added is None:
-            return  # (take_added_deadline() would say None; most messages add none)
+        if core.added_deadline is None:
+            return  # (most messages add no deadline)
         deadline = core.take_added_deadline()
         assert deadline is not None
         if self._timer is not None and self._timer_at <= deadline:
@@ -748,7 +747,7 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
     def dispatch_datagram(self, data: bytes, remote) -> None:
         core = self._core
         core.receive_datagram(data, remote, self._clock())
-        if core._added is not None:
+        if core.added_deadline is not None:
             self._rearm()
 
     def dispatch_message(self, message: Message) -> None:
@@ -769,7 +768,7 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
     # --- token layer side (interfaces.TokenInterface) -----------------------------------
 
     def send_message(self, message: Message, messageerror_monitor=None):
-        if _NO_RESPONSE in message.opt._options and message.code is not None and message.code.is_response():
+        if _NO_RESPONSE in message.opt and message.code is not None and message.code.is_response():
             # On a response, the option carries the request's wish (RFC 7967);
             # it is acted upon here and never sent.
             suppress = no_response_suppresses(message.opt.no_response, message.code)
@@ -780,7 +779,7 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
                 return None
         core = self._core
         stop = core.send_message(message, self._clock(), messageerror_monitor)
-        if core._added is not None:
+        if core.added_deadline is not None:
             self._rearm()
         return stop
 
@@ -795,7 +794,7 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
     async def fill_or_recognize_remote(self, message: Message) -> bool:
         if self.message_interface is None:
             return False
-        remote = message._remote
+        remote = message.remote
         if remote is not None and self.message_interface.recognize_remote(remote):
             return True
         resolved = await self.message_interface.determine_remote(message)

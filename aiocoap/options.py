@@ -16,7 +16,7 @@ Rules this module enforces:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Generic, Iterable, Optional, TypeVar, Union, overload
+from typing import Any, Callable, Collection, Generic, Iterable, KeysView, Optional, TypeVar, Union, overload
 
 from . import error
 from .numbers.contentformat import ContentFormat
@@ -247,10 +247,11 @@ class Options:
         rest of the message (the body)."""
         if type(rawdata) is not bytes:
             rawdata = bytes(rawdata)
-        return self._decode_from(rawdata, 0)
+        return self.decode_at(rawdata, 0)
 
-    def _decode_from(self, rawdata: bytes, pos: int) -> bytes:
-        """:meth:`decode` of ``rawdata[pos:]``, without copying it first."""
+    def decode_at(self, rawdata: bytes, pos: int) -> bytes:
+        """:meth:`decode` of ``rawdata[pos:]``, without copying it first
+        (the message codec starts the options after the header and token)."""
         options = self._options
         specs = _SPECS
         end = len(rawdata)
@@ -410,6 +411,34 @@ class Options:
     def __contains__(self, number) -> bool:
         return number in self._options
 
+    def numbers(self) -> KeysView[int]:
+        """The numbers of the options present, in no particular order (for
+        checks over all options, e.g. for unknown critical ones)."""
+        return self._options.keys()
+
+    def unprocessable_critical(self, recognized: "Collection[int]") -> Optional[int]:
+        """The number of a critical option that makes the message
+        unprocessable (RFC 7252 §5.4.1): one whose value violated its
+        format, or one not in ``recognized``; None if there is none."""
+        invalid = self._invalid
+        if invalid:
+            for bad, _ in invalid:
+                if bad & 1:
+                    return int(bad)
+        for number in self._options:
+            if number & 1 and number not in recognized:
+                return number
+        return None
+
+    def split_off(self, number: int) -> "tuple[Options, list[OptionType]]":
+        """A shallow copy (see :meth:`copy_shallow`) without the options of
+        ``number``, and those options: for handing a message on with one
+        option rewritten (a site strips the path its child sees)."""
+        new = Options.__new__(Options)
+        options = new._options = dict(self._options)
+        new._invalid = self._invalid
+        return new, options.pop(number, [])
+
     # --- typed views ---------------------------------------------------------
 
     uri_path: _ItemsView[str] = _ItemsView(_O.URI_PATH, "Iterable view on the URI_PATH option.")
@@ -488,15 +517,13 @@ class Options:
     )
     edhoc = _PresenceView(_O.EDHOC, "Presence of the EDHOC option.")
 
-    _view_names: frozenset[str]
 
-
-Options._view_names = frozenset(
+VIEW_NAMES = frozenset(
     name
     for name, value in vars(Options).items()
     if isinstance(value, (_SingleValueView, _ItemsView, _PresenceView))
 )
-"""Names of the typed views; they are also the option keyword arguments of
-the Message constructor."""
+"""Names of the typed views of :class:`Options`; they are also the option
+keyword arguments of the Message constructor."""
 
 del _O

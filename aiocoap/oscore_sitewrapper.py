@@ -136,7 +136,7 @@ class RequireOSCORE:
 
 
 def _is_protected(request: Message) -> bool:
-    return _OSCORE in request.opt._options
+    return _OSCORE in request.opt
 
 
 def _unprotected_error(code: Code, text: str) -> Message:
@@ -335,7 +335,7 @@ class OscoreSiteWrapper(interfaces.ObservableResource):
             return await verified.observation.first_response()
         return await self._render_verified(verified)
 
-    async def _render_plain(self, plain: Message, *, assemble: bool = True):
+    async def render_plain(self, plain: Message, *, assemble: bool = True):
         """Render a verified request on the inner site; errors become their
         responses."""
         inner = self._inner_site
@@ -356,7 +356,7 @@ class OscoreSiteWrapper(interfaces.ObservableResource):
             return Message(code=Code.INTERNAL_SERVER_ERROR)
 
     async def _render_verified(self, verified: _Verified):
-        response = await self._render_plain(verified.plain)
+        response = await self.render_plain(verified.plain)
         if response is NoResponse:
             return response
         if not isinstance(response, Message):
@@ -385,7 +385,7 @@ class OscoreSiteWrapper(interfaces.ObservableResource):
 
     # --- observations -------------------------------------------------------------------
 
-    def _protect_notification(self, verified: _Verified, response, is_last: bool):
+    def protect_notification(self, verified: _Verified, response, is_last: bool):
         """The protected form of a notification and whether it ends the
         observation; (None, False) if there is nothing to send."""
         if response is NoResponse:
@@ -426,7 +426,9 @@ class OscoreSiteWrapper(interfaces.ObservableResource):
             plain_request = plain_request.copy(block2=(0, False, szx))
         return blockwise.slice_response(plain_request, response)
 
-    def _track(self, observation: "_ProtectedObservation", active: bool) -> None:
+    def track_observation(self, observation: "_ProtectedObservation", active: bool) -> None:
+        """Note a protected observation as running (so that shutdown ends
+        it) or as ended."""
         if active:
             self._observations.add(observation)
         else:
@@ -446,12 +448,9 @@ class OscoreSiteWrapper(interfaces.ObservableResource):
 
 
 def _check_critical_options(request: Message, recognized) -> None:
-    for invalid, _ in request.opt.invalid_options:
-        if invalid & 1:
-            raise error.BadOption(f"Invalid critical option {int(invalid)}")
-    for number in request.opt._options:
-        if number & 1 and number not in recognized:
-            raise error.BadOption(f"Unsupported critical option {OptionNumber(number).name}")
+    number = request.opt.unprocessable_critical(recognized)
+    if number is not None:
+        raise error.BadOption(f"Unsupported critical option {OptionNumber(number).name}")
 
 
 class _ProtectedObservation:
@@ -483,7 +482,7 @@ class _ProtectedObservation:
         """Take the observation; ``cancellation_callback`` runs when it
         ends."""
         self.accepted = True
-        self._wrapper._track(self, True)
+        self._wrapper.track_observation(self, True)
 
         def ended():
             self.end()
@@ -514,8 +513,8 @@ class _ProtectedObservation:
 
     async def first_response(self):
         """Render and protect the response to the registration request."""
-        response = await self._wrapper._render_plain(self._verified.plain, assemble=False)
-        outer, final = self._wrapper._protect_notification(self._verified, response, False)
+        response = await self._wrapper.render_plain(self._verified.plain, assemble=False)
+        outer, final = self._wrapper.protect_notification(self._verified, response, False)
         if final:
             # Sent as the observation's last message; the ServerObservation
             # ends with it and ignores what is returned here.
@@ -524,7 +523,7 @@ class _ProtectedObservation:
 
     async def _rerender(self, is_last: bool) -> None:
         while True:
-            response = await self._wrapper._render_plain(self._verified.plain, assemble=False)
+            response = await self._wrapper.render_plain(self._verified.plain, assemble=False)
             self._deliver(response, is_last)
             if self._pending_trigger is None or self._ended:
                 return
@@ -533,7 +532,7 @@ class _ProtectedObservation:
     def _deliver(self, response, is_last: bool) -> None:
         if self._ended:
             return
-        outer, final = self._wrapper._protect_notification(self._verified, response, is_last)
+        outer, final = self._wrapper.protect_notification(self._verified, response, is_last)
         if outer is None:
             return
         self._real.trigger(outer, is_last=final)
@@ -542,7 +541,7 @@ class _ProtectedObservation:
         if self._ended:
             return
         self._ended = True
-        self._wrapper._track(self, False)
+        self._wrapper.track_observation(self, False)
         task, self._task = self._task, None
         if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()

@@ -16,7 +16,7 @@ and are logged, not delivered.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Union
 
 from .message import Message
 
@@ -39,55 +39,77 @@ class Event(NamedTuple):
 class Pipe:
     """One request and the events answering it."""
 
-    __slots__ = ("request", "log", "_callbacks", "_end_callbacks", "_ended", "__weakref__")
+    # (no __weakref__ and no flag of its own for the end: every slot counts,
+    # see _listeners)
+    __slots__ = ("request", "log", "_listeners", "_end_callbacks")
 
     def __init__(self, request: Message, log):
         self.request = request
         self.log = log
-        # Tuples, not lists: a pipe usually has one or two of each, and an
-        # observation keeps its pipe for a long time.
-        self._callbacks: tuple[Callable[[Event], bool], ...] = ()
-        self._end_callbacks: tuple[Callable[[], None], ...] = ()
-        self._ended = False
+        # The event callbacks: None, the one callback (a pipe nearly always
+        # has exactly one requester), or a tuple of two or more. An
+        # observation keeps its pipe for its whole life, and a tuple for a
+        # single callback would cost 48 bytes more per observation.
+        self._listeners: Union[None, Callable[[Event], bool], tuple[Callable[[Event], bool], ...]] = None
+        # The interest-end callbacks (a tuple: usually one or two); None once
+        # interest ended.
+        self._end_callbacks: Optional[tuple[Callable[[], None], ...]] = ()
 
     def __repr__(self):
-        state = "ended" if self._ended else f"{len(self._callbacks)} listener(s)"
+        state = "ended" if self._end_callbacks is None else f"{len(self._listener_tuple())} listener(s)"
         return f"<{type(self).__name__} for {self.request!r}, {state}>"
+
+    def _listener_tuple(self) -> tuple:
+        listeners = self._listeners
+        if listeners is None:
+            return ()
+        if type(listeners) is tuple:
+            return listeners
+        return (listeners,)
 
     @property
     def is_interested(self) -> bool:
         """True while a requester still listens."""
-        return bool(self._callbacks) and not self._ended
+        return self._listeners is not None and self._end_callbacks is not None
 
     def on_event(self, callback: Callable[[Event], bool]) -> Callable[[], None]:
         """Call ``callback(event)`` for every event. The callback returns
         True to stay registered, False to unregister itself. Returns a
         function that unregisters the callback (ending the interest if it
         was the last one)."""
-        self._callbacks += (callback,)
+        listeners = self._listeners
+        if listeners is None:
+            self._listeners = callback
+        else:
+            self._listeners = self._listener_tuple() + (callback,)
 
         def remove():
             if not self._discard_callback(callback):
                 return
-            if not self._callbacks:
+            if self._listeners is None:
                 self._end_interest()
 
         return remove
 
     def _discard_callback(self, callback) -> bool:
-        callbacks = list(self._callbacks)
+        listeners = list(self._listener_tuple())
         try:
-            callbacks.remove(callback)
+            listeners.remove(callback)
         except ValueError:
             return False
-        self._callbacks = tuple(callbacks)
+        if not listeners:
+            self._listeners = None
+        elif len(listeners) == 1:
+            self._listeners = listeners[0]
+        else:
+            self._listeners = tuple(listeners)
         return True
 
     def on_interest_end(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` once when no requester listens any more (after
         a final event, or when the last listener unregistered). Runs at once
         if that already happened."""
-        if self._ended:
+        if self._end_callbacks is None:
             callback()
         else:
             self._end_callbacks += (callback,)
@@ -95,6 +117,8 @@ class Pipe:
     def discard_interest_end(self, callback: Callable[[], None]) -> None:
         """Undo :meth:`on_interest_end` (if the callback is still
         registered)."""
+        if self._end_callbacks is None:
+            return
         callbacks = list(self._end_callbacks)
         try:
             callbacks.remove(callback)
@@ -103,11 +127,11 @@ class Pipe:
         self._end_callbacks = tuple(callbacks)
 
     def _end_interest(self):
-        if self._ended:
+        callbacks = self._end_callbacks
+        if callbacks is None:
             return
-        self._ended = True
-        self._callbacks = ()
-        callbacks, self._end_callbacks = self._end_callbacks, ()
+        self._end_callbacks = None
+        self._listeners = None
         for cb in callbacks:
             try:
                 cb()
@@ -115,11 +139,18 @@ class Pipe:
                 self.log.exception("Error in interest-end callback of %r", self)
 
     def add_event(self, event: Event) -> None:
-        if self._ended:
+        if self._end_callbacks is None:
             if event.exception is not None:
                 self.log.debug("Dropping late error for ended %r: %r", self, event.exception)
             return
-        for cb in self._callbacks:
+        listeners = self._listeners
+        if listeners is None:
+            callbacks: tuple = ()
+        elif type(listeners) is tuple:
+            callbacks = listeners
+        else:
+            callbacks = (listeners,)
+        for cb in callbacks:
             try:
                 keep = cb(event)
             except Exception:
@@ -127,7 +158,7 @@ class Pipe:
                 keep = False
             if not keep:
                 self._discard_callback(cb)
-        if event.is_last or not self._callbacks:
+        if event.is_last or self._listeners is None:
             self._end_interest()
 
     def add_response(self, response: Message, is_last: bool = False) -> None:

@@ -12,6 +12,12 @@ a resource tree.
   until a timeout.
 * :class:`ClientObservation` / :class:`ServerObservation` are the two ends
   of RFC 7641 observations.
+* :class:`BlockwiseRequest` (what ``Context.request`` returns by default)
+  and the server's blockwise state come from :mod:`aiocoap.blockwise`; the
+  base classes both kinds of request share (:class:`BaseRequest`,
+  :class:`BaseUnicastRequest`, :class:`ClientObservation`) from
+  ``aiocoap._requestbase``. Both are re-exported here, and neither imports
+  this module.
 
 Errors reach applications only as :mod:`aiocoap.error` exceptions; an
 exception inside a resource becomes a 5.00 response and one log line with
@@ -21,20 +27,21 @@ the traceback.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import weakref
-from typing import Any, Optional
+from typing import Any, Coroutine, Optional
 
 from . import error, interfaces
 from .message import Message, NoResponse, UndecidedRemote
-from .numbers.codes import Code
+from .numbers.codes import RESPONSE_START, SUCCESSFUL_END, Code
 from .numbers.constants import DEFAULT_TUNING, SHUTDOWN_TIMEOUT, TransportTuning
 from .numbers.optionnumbers import OptionNumber
 from .numbers.types import Type
-from .optiontypes import UintOption
 from .pipe import Event, Pipe, error_to_message
+from ._requestbase import BaseRequest, BaseUnicastRequest, ClientObservation
+from .blockwise import BlockwiseRequest, BlockwiseServer
+from .credentials import CredentialsMap
 from .tokenmanager import TokenManager
 from .util.asyncio import stepping
 
@@ -74,16 +81,6 @@ MULTICAST_REQUEST_TIMEOUT = 5.5
 leisure (5 s) plus a margin for the round trip."""
 
 
-def _bad_critical_option(request: Message, recognized) -> Optional[int]:
-    for number, _ in request.opt.invalid_options:
-        if number & 1:
-            return int(number)
-    for present in request.opt._options:
-        if present & 1 and present not in recognized:
-            return present
-    return None
-
-
 class Context(interfaces.RequestProvider):
     """Applications' entry point to the network
 
@@ -112,9 +109,9 @@ class Context(interfaces.RequestProvider):
         self.transport_tuning = transport_tuning
         self.recognized_critical_options = RECOGNIZED_CRITICAL_OPTIONS
         if client_credentials is None:
-            client_credentials = _new_credentials_map()
+            client_credentials = CredentialsMap()
         self.client_credentials = client_credentials
-        self.server_credentials = server_credentials or _new_credentials_map()
+        self.server_credentials = server_credentials or CredentialsMap()
         self.request_interfaces: list[interfaces.RequestInterface] = []
         self._tokenmanager = TokenManager(
             self.render_to_pipe, self.log, self.loop, client_credentials=self.client_credentials
@@ -126,9 +123,9 @@ class Context(interfaces.RequestProvider):
         self._route_cache: dict = {}
         self._route_cache_generation = getattr(self.client_credentials, "generation", 0)
         self._shutdown = False
-        self.blockwise = _new_blockwise_server(self.log)
+        self.blockwise = BlockwiseServer(self.log)
         """Server-side blockwise state (request reassembly, response
-        slicing); None while the blockwise module is unavailable."""
+        slicing)."""
         self.max_observations_per_peer = 1024
         self.max_observations_per_resource = 16384
         self.notification_con_interval = NOTIFICATION_CON_INTERVAL
@@ -274,12 +271,8 @@ class Context(interfaces.RequestProvider):
         """Serve OSCORE automatically when the server credentials contain
         OSCORE contexts: the site gets wrapped so that protected requests
         are unprotected, rendered and their responses protected."""
-        try:
-            from .oscore_sitewrapper import wrap_site_if_configured
-        except ModuleNotFoundError as e:  # pragma: no cover
-            if e.name != __package__ + ".oscore_sitewrapper":
-                raise
-            return
+        from .oscore_sitewrapper import wrap_site_if_configured
+
         wrapped = wrap_site_if_configured(self.serversite, self.server_credentials, self)
         if wrapped is not self.serversite:
             self.serversite = wrapped
@@ -310,12 +303,14 @@ class Context(interfaces.RequestProvider):
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=SHUTDOWN_TIMEOUT)
         self._route_cache.clear()
-        if self.blockwise is not None:
-            self.blockwise.shutdown()
+        self.blockwise.shutdown()
 
     # --- client side ---------------------------------------------------------------
 
-    def _spawn(self, coro, name=None) -> asyncio.Task:
+    def spawn_task(self, coro: Coroutine[Any, Any, Any], name: Optional[str] = None) -> asyncio.Task:
+        """Run ``coro`` as a task that ends with the context (it is
+        cancelled at shutdown); for the request objects built on the
+        context, such as :class:`BlockwiseRequest`."""
         task = self.loop.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -330,7 +325,7 @@ class Context(interfaces.RequestProvider):
         if request_message.transport_tuning is None and self.transport_tuning is not DEFAULT_TUNING:
             request_message.transport_tuning = self.transport_tuning
         if handle_blockwise:
-            return _blockwise.BlockwiseRequest(self, request_message)
+            return BlockwiseRequest(self, request_message)
         pipe = Pipe(request_message, self.log)
         result = Request(pipe, self.loop, self.log)
         if self._shutdown:
@@ -349,24 +344,25 @@ class Context(interfaces.RequestProvider):
             # a security context for): routes chosen before a change are stale.
             self._route_cache.clear()
             self._route_cache_generation = generation
-        cached = self._route_cache.get(message._target) if message._remote is None else None
+        target = message.remote
+        cached = self._route_cache.get(target) if isinstance(target, UndecidedRemote) else None
         if cached is not None:
             ri, remote = cached
             message.remote = remote
             ri.request(pipe)
             return
-        self._spawn(self._route(pipe), name="aiocoap request routing")
+        self.spawn_task(self._route(pipe), name="aiocoap request routing")
 
     async def _route(self, pipe: Pipe) -> None:
         message = pipe.request
-        target = message._target if message._remote is None else None
+        target = message.remote
         try:
             for ri in self.request_interfaces:
                 if await ri.fill_or_recognize_remote(message):
-                    if target is not None and _is_literal_target(target):
+                    if isinstance(target, UndecidedRemote) and target.is_ip_literal:
                         if len(self._route_cache) > 1024:
                             self._route_cache.clear()
-                        self._route_cache[target] = (ri, message._remote)
+                        self._route_cache[target] = (ri, message.remote)
                     ri.request(pipe)
                     return
             if message.remote is None:
@@ -420,13 +416,13 @@ class Context(interfaces.RequestProvider):
         site = self.serversite
         if site is None:
             raise error.NotFound("This endpoint serves no resources")
-        bad = _bad_critical_option(request, self.recognized_critical_options)
+        bad = request.opt.unprocessable_critical(self.recognized_critical_options)
         if bad is not None:
             # A site can process critical options itself (the OSCORE site
             # wrapper does the OSCORE option).
             extra = getattr(site, "recognized_critical_options", None)
             if extra:
-                bad = _bad_critical_option(request, self.recognized_critical_options | extra)
+                bad = request.opt.unprocessable_critical(self.recognized_critical_options | extra)
         if bad is not None:
             raise error.BadOption(f"Unsupported critical option {OptionNumber(bad).name}")
 
@@ -445,7 +441,7 @@ class Context(interfaces.RequestProvider):
                 await observation._first_render(site)
                 return
 
-        if self.blockwise is not None and await site.needs_blockwise_assembly(request):
+        if await site.needs_blockwise_assembly(request):
             response = await self.blockwise.render(request, site.render)
         else:
             response = await site.render(request)
@@ -486,16 +482,16 @@ class Context(interfaces.RequestProvider):
         if batch is None:
             batch = list(self._render_queue.items())
             self._render_queue = {}
-        progress = [0, False]  # index of the rendering in progress, handed over
+        progress = _BatchProgress()
         coro = self._render_batch(batch, progress)
         _, yielded = stepping.first_step(coro)
         if yielded is stepping.DONE:
             return
-        index = progress[0]
-        progress[1] = True
+        index = progress.index
+        progress.handed_over = True
         rest = batch[index + 1:]
         if rest:
-            self._spawn(self._render_observations(rest), name="aiocoap notifications")
+            self.spawn_task(self._render_observations(rest), name="aiocoap notifications")
         observation = batch[index][0]
         observation._render_task = asyncio.current_task()
         try:
@@ -506,25 +502,26 @@ class Context(interfaces.RequestProvider):
         if pending is not None:
             observation.trigger(is_last=pending)
 
-    async def _render_batch(self, batch, progress) -> None:
+    async def _render_batch(self, batch, progress: "_BatchProgress") -> None:
         """The renderings of :meth:`_render_observations`; after the one in
-        progress when it was handed over (``progress[1]``), it stops."""
+        progress when it was handed over (``progress.handed_over``), it
+        stops."""
         # One reading of the clock for the batch (it only decides when a
         # notification has to be confirmable, see _deliver).
         now = self.loop.time()
         for index, (observation, is_last) in enumerate(batch):
             if observation._ended:
                 continue
-            progress[0] = index
+            progress.index = index
             try:
                 response = await observation._render()
             except asyncio.CancelledError:
-                if progress[1]:
+                if progress.handed_over:
                     raise  # the observation ended while its rendering was suspended
                 continue  # the rendering gave up on its own
             except Exception as e:
                 response = error_to_message(observation._pipe, e)
-            if progress[1]:
+            if progress.handed_over:
                 observation._deliver_safely(response, is_last)
                 return
             try:
@@ -544,74 +541,20 @@ class Context(interfaces.RequestProvider):
         pipe.add_response(response, is_last=is_last)
 
 
-def _is_literal_target(target: UndecidedRemote) -> bool:
-    from .util import hostportsplit
-
-    try:
-        host, _ = hostportsplit(target.hostinfo)
-        ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    return True
-
-
-def _new_blockwise_server(log):
-    return _blockwise.BlockwiseServer(log)
-
-
-def _new_credentials_map():
-    try:
-        from .credentials import CredentialsMap
-    except ImportError:
-        return None
-    return CredentialsMap()
-
-
-_OBSERVE = OptionNumber.OBSERVE
 _new_tuple = tuple.__new__
 CON, NON = Type.CON, Type.NON
 
 
-class BaseRequest:
-    """Common mechanisms of :class:`Request` and :class:`MulticastRequest`"""
+class _BatchProgress:
+    """What :meth:`Context._render_batch` and the task stepping it share:
+    the index of the rendering in progress, and whether the rest of the
+    batch was handed to another task (then the batch ends after it)."""
 
+    __slots__ = ("index", "handed_over")
 
-class BaseUnicastRequest(BaseRequest):
-    """Offers the ``response_raising`` and ``response_nonraising``
-    alternatives to waiting for the ``response`` future, whose error states
-    are presented either as an unsuccessful response (eg. 4.04) or an
-    exception."""
-
-    response: asyncio.Future
-
-    @property
-    def response_raising(self):
-        """An awaitable that returns if a response comes in and is
-        successful, otherwise raises generic network exception or a
-        error.ResponseWrappingError for unsuccessful responses."""
-        return self._response_raising()
-
-    async def _response_raising(self):
-        response = await self.response
-        if not response.code.is_successful():
-            raise error.ResponseWrappingError(response)
-        return response
-
-    @property
-    def response_nonraising(self):
-        """An awaitable that rather returns a 500ish fabricated message (as a
-        proxy would return) instead of raising an exception."""
-        return self._response_nonraising()
-
-    async def _response_nonraising(self):
-        try:
-            return await self.response
-        except error.RenderableError as e:
-            return e.to_message()
-        except error.RequestTimedOut:
-            return Message(code=Code.GATEWAY_TIMEOUT)
-        except error.Error:
-            return Message(code=Code.SERVICE_UNAVAILABLE)
+    def __init__(self) -> None:
+        self.index = 0
+        self.handed_over = False
 
 
 class Request(interfaces.Request, BaseUnicastRequest):
@@ -625,6 +568,7 @@ class Request(interfaces.Request, BaseUnicastRequest):
         self.response.add_done_callback(self._response_cancellation_handler)
         if pipe.request.opt.observe == 0:
             self.observation: Optional[ClientObservation] = ClientObservation(self)
+            self.observation.on_cancel(pipe.stop_interest)
             # Where notifications go: the observation, or (see
             # BlockwiseRequest._relay) directly to whoever wraps this request.
             self._notify = self.observation.callback
@@ -661,7 +605,7 @@ class Request(interfaces.Request, BaseUnicastRequest):
             # A notification (the hot path of an observation): as below
             message = event.message
             code = message.code  # type: ignore[union-attr]  # (an event without exception has a message)
-            if code is not None and 64 <= code < 96 and message.opt._options.get(_OBSERVE):  # type: ignore[union-attr]
+            if code is not None and RESPONSE_START <= code < SUCCESSFUL_END and message.opt.observe is not None:  # type: ignore[union-attr]
                 self._notify(message)
             return True
         if event.exception is not None:
@@ -740,115 +684,6 @@ class MulticastRequest(BaseRequest):
             yield event.message
 
 
-class ClientObservation:
-    """An interface to observe notification updates arriving on a request.
-
-    It is populated with notifications and errors (including the end of the
-    observation) by its Request, and offers them through callbacks and
-    ``async for``."""
-
-    def __init__(self, request=None):
-        self._request = request
-        self.callbacks: list = []
-        self.errbacks: list = []
-        self.cancelled = False
-        self._on_cancel: list = []
-        self._latest_error: Optional[BaseException] = None
-        self._queues: list = []
-
-    def __repr__(self):
-        state = "cancelled" if self.cancelled else (
-            f"ended with {self._latest_error!r}" if self._latest_error is not None else "active"
-        )
-        return f"<{type(self).__name__} {state}>"
-
-    def register_callback(self, callback) -> None:
-        """Call the callback whenever a response to the message comes in, and
-        pass the response to it."""
-        if self.cancelled:
-            return
-        self.callbacks.append(callback)
-
-    def register_errback(self, callback) -> None:
-        """Call the callback whenever something goes wrong with the
-        observation, and pass an exception to the callback. After such a
-        callback is called, no more callbacks will be issued."""
-        if self.cancelled:
-            return
-        if self._latest_error is not None:
-            callback(self._latest_error)
-            return
-        self.errbacks.append(callback)
-
-    def callback(self, response) -> None:
-        """Notify all listeners of an incoming response"""
-        for c in self.callbacks:
-            c(response)
-        for q in self._queues:
-            q.put_nowait(("response", response))
-
-    def error(self, exception) -> None:
-        """Notify registered listeners that the observation went wrong. This
-        can only be called once."""
-        if self._latest_error is not None:
-            return
-        self._latest_error = exception
-        for c in self.errbacks:
-            c(exception)
-        for q in self._queues:
-            q.put_nowait(("error", exception))
-        self.callbacks = []
-        self.errbacks = []
-
-    def cancel(self) -> None:
-        """Cease to generate observation or error events. This will not
-        generate an error by itself."""
-        if self.cancelled:
-            return
-        self.cancelled = True
-        self.callbacks = []
-        self.errbacks = []
-        for q in self._queues:
-            q.put_nowait(("cancelled", None))
-        request = self._request
-        if request is not None:
-            request._pipe.stop_interest()
-        callbacks, self._on_cancel = self._on_cancel, []
-        for c in callbacks:
-            c()
-
-    def on_cancel(self, callback) -> None:
-        if self.cancelled:
-            callback()
-        else:
-            self._on_cancel.append(callback)
-
-    def __aiter__(self):
-        queue: asyncio.Queue = asyncio.Queue()
-        if self._latest_error is not None:
-            queue.put_nowait(("error", self._latest_error))
-        elif self.cancelled:
-            queue.put_nowait(("cancelled", None))
-        self._queues.append(queue)
-        return self._iterate(queue)
-
-    async def _iterate(self, queue):
-        try:
-            while True:
-                kind, value = await queue.get()
-                if kind == "response":
-                    yield value
-                elif kind == "cancelled":
-                    return
-                else:
-                    if isinstance(value, error.ObservationCancelled) and self.cancelled:
-                        return
-                    raise value
-        finally:
-            if queue in self._queues:
-                self._queues.remove(queue)
-
-
 class ServerObservation:
     """The server side of one observation: created when a request with
     Observe: 0 arrives, offered to the resource's add_observation, and (if
@@ -866,7 +701,8 @@ class ServerObservation:
         self._accepted = False
         self._cancellation_callback = None
         self._seq = 0
-        # The site that renders the notifications, and (see _route) the
+        # The site that renders the notifications, and (see
+        # route_notifications) the
         # resource it found for them.
         self._site: Any = None
         self._child: Any = None
@@ -896,20 +732,22 @@ class ServerObservation:
             self._context.log.debug("Ending observation: %s", reason)
         self._pipe.stop_interest()
 
-    def _route(self, child, remainder) -> None:
-        """Called by a :class:`~aiocoap.resource.Site` that is ``_site``:
-        notifications can be rendered by ``child`` directly, with the
-        request stripped to ``remainder`` as the site would strip it,
-        instead of looking the resource up again for every notification."""
-        self._child = child
-        self._remainder = remainder
+    def route_notifications(self, site, child, remainder) -> None:
+        """Called by a :class:`~aiocoap.resource.Site` that found the
+        observed resource ``child`` for the path ``remainder``: if the
+        notifications are rendered through that site, ``child`` renders them
+        directly, with the request stripped as the site would strip it,
+        instead of the site looking the resource up again for each one."""
+        if site is self._site:
+            self._child = child
+            self._remainder = remainder
 
     def _render(self):
         """A coroutine rendering the observed request again."""
         request = self._pipe.request
         child = self._child
         if child is not None:
-            return child.render(self._site._stripped(request, self._remainder))
+            return child.render(self._site.stripped_request(request, self._remainder))
         return self._site.render(request)
 
     async def _first_render(self, site) -> None:
@@ -929,20 +767,18 @@ class ServerObservation:
         code = response.code
         if code is None:
             code = response.code = Code.CONTENT
-        if not 64 <= code < 96 or is_last:  # (not code.is_successful())
+        if not RESPONSE_START <= code < SUCCESSFUL_END or is_last:
             response.opt.observe = None
             self._pipe.add_response(response, is_last=True)
             return
         seq = self._seq = (self._seq + 1) & 0xFFFFFF
-        response.opt._options[_OBSERVE] = [UintOption(_OBSERVE, seq)]
+        response.opt.observe = seq
         context = self._context
-        blockwise = context.blockwise
-        if blockwise is not None:
-            limit = self._unsliced
-            if limit is None:
-                limit = self._unsliced = blockwise.unsliced_limit(self._pipe.request)
-            if len(response.payload) > limit:
-                response = blockwise.slice_response(self._pipe.request, response)
+        limit = self._unsliced
+        if limit is None:
+            limit = self._unsliced = context.blockwise.unsliced_limit(self._pipe.request)
+        if len(response.payload) > limit:
+            response = context.blockwise.slice_response(self._pipe.request, response)
         if seq > 1 and response.mtype is None:
             if now is None:
                 now = context.loop.time()
@@ -989,7 +825,7 @@ class ServerObservation:
         context = self._context
         queue = context._render_queue
         if not queue:
-            context._spawn(context._render_observations(), name="aiocoap notifications")
+            context.spawn_task(context._render_observations(), name="aiocoap notifications")
         if is_last or self not in queue:
             queue[self] = is_last
 
@@ -1016,10 +852,3 @@ class ServerObservation:
                 callback()
             except Exception:
                 self._context.log.exception("Error in an observation's cancellation callback")
-
-
-# Imported last: blockwise builds on the request classes above. Only the
-# module is bound, so it does not matter which of the two is imported first.
-from . import blockwise as _blockwise  # noqa: E402
-
-BlockwiseRequest = _blockwise.BlockwiseRequest

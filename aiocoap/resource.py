@@ -46,7 +46,6 @@ from .message import Message, NoResponse
 from .numbers.codes import Code
 from .numbers.contentformat import ContentFormat
 from .numbers.optionnumbers import OptionNumber
-from .options import Options
 from .util.linkformat import SPACE_SEPARATED, Link, LinkFormat
 from .util.uri import quote_factory, sub_delims, unreserved
 
@@ -216,7 +215,7 @@ class Resource(_ExposesWellknownAttributes, interfaces.Resource):
 
         if response.code is None:
             response.code = _CODE_FOR_EMPTY.get(request.code, Code.CHANGED)
-        if _NO_RESPONSE in request.opt._options and response.opt.no_response is None:
+        if _NO_RESPONSE in request.opt and response.opt.no_response is None:
             response.opt.no_response = request.opt.no_response
         return response
 
@@ -539,21 +538,21 @@ class Site(interfaces.ObservableResource, PathCapable):
         return None, None
 
     @staticmethod
-    def _stripped(request: Message, remainder) -> Message:
-        """The request as a child sees it: a copy with the path replaced.
-        Only the path changes, so the copy shares the other options' value
+    def stripped_request(request: Message, remainder) -> Message:
+        """The request as a child sees it: a copy with the path replaced by
+        ``remainder`` (the request itself if that is None). Also used for
+        the notifications of an observation routed through the site (see
+        ServerObservation.route_notifications). Only the path changes, so the copy shares the other options' value
         lists with the original (the views assign new lists, never mutate
         them)."""
         if remainder is None:
             return request
-        # (This runs for every notification: the calls of opt.uri_path and
-        # opt.copy_shallow() are written out.)
+        # (This runs for every notification: the message copy is written
+        # out.)
         new = Message.__new__(Message)
         attributes = new.__dict__
         attributes.update(request.__dict__)
-        original = request.opt
-        options = original._options.copy()
-        paths = options.pop(_URI_PATH, None)
+        opt, paths = request.opt.split_off(_URI_PATH)
         if "_original_uri_path" not in attributes:
             if not paths:
                 attributes["_original_uri_path"] = ()
@@ -561,9 +560,6 @@ class Site(interfaces.ObservableResource, PathCapable):
                 attributes["_original_uri_path"] = (paths[0].value,)
             else:
                 attributes["_original_uri_path"] = tuple([o.value for o in paths])
-        opt = Options.__new__(Options)
-        opt._options = options
-        opt._invalid = original._invalid
         if remainder:
             opt.uri_path = remainder
         attributes["opt"] = opt
@@ -576,7 +572,7 @@ class Site(interfaces.ObservableResource, PathCapable):
         child, remainder = self._locate(request)
         if child is None:
             return None, None
-        return child, self._stripped(request, remainder)
+        return child, self.stripped_request(request, remainder)
 
     async def needs_blockwise_assembly(self, request: Message) -> bool:
         """Indicator to the protocol about whether it should assemble
@@ -589,7 +585,7 @@ class Site(interfaces.ObservableResource, PathCapable):
             return True
         if type(child).needs_blockwise_assembly is Resource.needs_blockwise_assembly:
             return True  # the default answer; no need to build the child's view
-        return await child.needs_blockwise_assembly(self._stripped(request, remainder))
+        return await child.needs_blockwise_assembly(self.stripped_request(request, remainder))
 
     async def render(self, request: Message):
         """Return a message that can be sent back to the requester, as
@@ -598,7 +594,7 @@ class Site(interfaces.ObservableResource, PathCapable):
         child, remainder = self._locate(request)
         if child is None:
             raise error.NotFound()
-        return await child.render(self._stripped(request, remainder))
+        return await child.render(self.stripped_request(request, remainder))
 
     async def add_observation(self, request: Message, serverobservation) -> None:
         """Before the incoming request is sent to :meth:`render`, the
@@ -618,12 +614,12 @@ class Site(interfaces.ObservableResource, PathCapable):
         add_observation = getattr(child, "add_observation", None)
         if add_observation is None:
             return
-        if getattr(serverobservation, "_site", None) is self:
-            # The library renders the notifications through this site: it
-            # can call the child directly, the way render() would (and the
-            # way an observable resource renders its own notifications).
-            serverobservation._route(child, remainder)
-        await add_observation(self._stripped(request, remainder), serverobservation)
+        route = getattr(serverobservation, "route_notifications", None)
+        if route is not None:
+            # (a ServerObservation of the library, not an application's
+            # stand-in)
+            route(self, child, remainder)
+        await add_observation(self.stripped_request(request, remainder), serverobservation)
 
     def add_resource(self, path, resource) -> None:
         """Make ``resource`` available at ``path``, a list (or tuple) of

@@ -31,13 +31,13 @@ Rules enforced here:
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from typing import Optional
+from typing import Callable, Optional
 
 from . import error, interfaces
 from .message import Message
-from .numbers.codes import Code
-from .numbers.optionnumbers import OptionNumber
+from .numbers.codes import RESPONSE_START, SUCCESSFUL_END, Code
 from .numbers.types import Type
 from .pipe import Event, Pipe
 from .util.asyncio import clock_of
@@ -45,9 +45,7 @@ from .util.asyncio import clock_of
 __all__ = ["TokenManager"]
 
 NON = Type.NON
-_OBSERVE = OptionNumber.OBSERVE
 _new_tuple = tuple.__new__
-_MAX_AGE = OptionNumber.MAX_AGE
 
 OBSERVE_FRESHNESS = 128.0
 """Seconds after which any notification counts as newer (RFC 7641 §3.4)."""
@@ -74,66 +72,95 @@ def notification_is_fresher(old_seq: int, old_time: float, new_seq: int, new_tim
     )
 
 
-class _Outgoing:
-    """Book-keeping of one request we sent (pipe None: a deregistration
-    whose answer is only accepted, not delivered)."""
+class _OutgoingRequest:
+    """Book-keeping of one request we sent. ``pipe`` is None for the
+    cancellation of an observation (a GET with Observe: 1), whose answer is
+    only accepted, not delivered."""
 
     __slots__ = (
         "pipe", "stop", "observing", "established", "last_seq", "last_time", "timer", "timer_at", "deadline", "ti",
     )
 
-    def __init__(self, pipe, observing, ti=None):
+    def __init__(self, pipe: Optional[Pipe], observing: bool, ti: interfaces.TokenInterface):
         self.pipe = pipe
-        self.stop = None
+        self.stop: Optional[Callable[[], None]] = None
         self.observing = observing
         self.established = False
         self.last_seq = 0
         self.last_time = 0.0
         # The re-registration timer (armed for timer_at) may fire before
         # ``deadline`` (a later notification moved it); it then re-arms itself.
-        self.timer = None
+        self.timer: Optional[asyncio.TimerHandle] = None
         self.timer_at = 0.0
         self.deadline = 0.0
         self.ti = ti
 
 
-class _Responder:
-    """Sends what the Context renders for one incoming request back through
-    the TokenInterface it came from: the response, or (for an observation)
-    the notifications. One small object instead of closures, since an
-    observation keeps it for its whole life.
+# An incoming request is served by up to three small objects, one per
+# callback the lower and upper layers want: the pipe's event sink
+# (_ResponseSender), and for an observation the monitor of its notifications
+# (_NotificationMonitor) and the hook that removes it from the table when
+# interest ends (_ObservationEntry). Separate slotted objects are smaller
+# than bound methods, and an observation keeps them for its whole life.
 
-    The responder itself is the one callable the others get, so that no
-    bound method object is kept per request (or created per notification):
-    the pipe calls it with an :class:`Event` (see :meth:`on_event`) and,
-    for an observation, without argument when interest ends
-    (:meth:`forget`); the message layer calls it with the exception that
-    ends a notification's exchange, e.g. a Reset (:meth:`end_observation`).
-    """
 
-    __slots__ = ("manager", "pipe", "ti", "key", "previous_stop", "response_remote")
+class _NotificationMonitor:
+    """The message layer's monitor of an observation's notifications: when
+    one fails (a Reset, retransmissions exhausted), the observer is gone,
+    and the observation ends. Also holds the function that stops the latest
+    notification's delivery, which the next one supersedes."""
 
-    def __init__(self, manager: "TokenManager", pipe: Pipe, ti, key):
-        self.manager = manager
+    __slots__ = ("pipe", "stop_latest")
+
+    def __init__(self, pipe: Pipe):
+        self.pipe = pipe
+        self.stop_latest: Optional[Callable[[], None]] = None
+
+    def __call__(self, exc: Exception) -> None:
+        pipe = self.pipe
+        pipe.log.debug("Observation by %r ends: %r", pipe.request.remote, exc)
+        pipe.stop_interest()
+
+
+class _ObservationEntry:
+    """Removes an incoming observation from the token layer's table when
+    its pipe's interest ends (unless a newer registration took its place)."""
+
+    # (the key is recomputed when it is needed, rather than kept: this
+    # object lives as long as the observation)
+    __slots__ = ("table", "pipe")
+
+    def __init__(self, table: dict, pipe: Pipe):
+        self.table = table
+        self.pipe = pipe
+
+    def __call__(self) -> None:
+        request = self.pipe.request
+        key = (request.token, request.remote)
+        table = self.table
+        if table.get(key) is self.pipe:
+            del table[key]
+
+
+class _ResponseSender:
+    """The event sink of an incoming request's pipe: sends what the Context
+    renders (the response, or an observation's notifications) back through
+    the TokenInterface the request came from."""
+
+    __slots__ = ("pipe", "ti", "response_remote", "monitor")
+
+    def __init__(self, pipe: Pipe, ti: interfaces.TokenInterface, monitor: Optional[_NotificationMonitor]):
         self.pipe = pipe
         self.ti = ti
-        self.key = key
-        self.previous_stop = None
         self.response_remote = None
+        self.monitor = monitor
 
-    def __call__(self, event=None):
-        if type(event) is not Event:
-            # (not an event: see the class documentation)
-            if event is None:
-                self.forget()
-            else:
-                self.end_observation(event)
-            return None
+    def __call__(self, event: Event) -> bool:
         request = self.pipe.request
         message = event.message
         if message is None:
             if event.exception is not None:
-                self.manager.log.error("Error rendering %r: %r", request, event.exception)
+                self.pipe.log.error("Error rendering %r: %r", request, event.exception)
                 message = Message(code=Code.INTERNAL_SERVER_ERROR)
             else:
                 no_response = getattr(self.ti, "no_response_for", None)
@@ -144,31 +171,23 @@ class _Responder:
         remote = self.response_remote
         if remote is None:
             remote = self.response_remote = request.remote.as_response_address()
-        message._remote = remote  # (an EndpointAddress: what the remote setter would do)
+        message.remote = remote
         if request.mtype is NON and message.mtype is None:
             message.mtype = NON
-        if self.previous_stop is not None:
+        monitor = self.monitor
+        if monitor is not None and monitor.stop_latest is not None:
             # A newer notification supersedes the previous one: stop
             # retransmitting it (RFC 7641 §4.5.2) and stop listening for a
             # Reset to it.
-            self.previous_stop()
-            self.previous_stop = None
+            monitor.stop_latest()
+            monitor.stop_latest = None
         if event.is_last:
             self.ti.send_message(message, None)
             return False
-        self.previous_stop = self.ti.send_message(message, self)
+        stop = self.ti.send_message(message, monitor)
+        if monitor is not None:
+            monitor.stop_latest = stop
         return True
-
-    on_event = __call__
-
-    def end_observation(self, exc) -> None:
-        self.manager.log.debug("Observation by %r ends: %r", self.pipe.request.remote, exc)
-        self.pipe.stop_interest()
-
-    def forget(self) -> None:
-        observations = self.manager._observations
-        if observations.get(self.key) is self.pipe:
-            del observations[self.key]
 
 
 class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
@@ -186,8 +205,8 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         self._clock = clock_of(loop)  # (loop.time, read for every notification)
         self.client_credentials = client_credentials
         self.token_interfaces: list[interfaces.TokenInterface] = []
-        self._outgoing: dict = {}  # (token, remote) -> _Outgoing
-        self._outgoing_multicast: dict = {}  # token -> _Outgoing
+        self._outgoing: dict = {}  # (token, remote) -> _OutgoingRequest
+        self._outgoing_multicast: dict = {}  # token -> _OutgoingRequest
         self._observations: dict = {}  # (token, remote) -> Pipe of an incoming observation
         self.reregister_observations = True
         """Re-register client observations whose freshness ran out."""
@@ -228,7 +247,7 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
             message.mtype = NON
         token = self._new_token(remote)
         message.token = token
-        state = _Outgoing(pipe, message.opt.observe == 0, ti)
+        state = _OutgoingRequest(pipe, message.opt.observe == 0, ti)
         key: object
         if multicast:
             key = token
@@ -253,7 +272,7 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         pipe.on_interest_end(on_interest_end)
         self._send(state, key, table, message)
 
-    def _send(self, state: _Outgoing, key, table, message: Message) -> None:
+    def _send(self, state: _OutgoingRequest, key, table, message: Message) -> None:
         pipe = state.pipe
 
         def monitor(exc):
@@ -272,17 +291,18 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
                 e = wrapped
             monitor(e)
 
-    def _deregister(self, key, old: _Outgoing) -> None:
+    def _deregister(self, key, old: _OutgoingRequest) -> None:
         """Send a GET with Observe: 1 for an observation nobody wants any
         more, accepting its answer (and late notifications) quietly."""
+        assert old.pipe is not None, "only established observations are cancelled"
         request = old.pipe.request
         cancellation = request.copy(mid=None, mtype=None if request.mtype is not NON else NON, observe=1)
-        sink = _Outgoing(None, False, old.ti)
+        sink = _OutgoingRequest(None, False, old.ti)
         self._outgoing[key] = sink
         self.log.debug("Cancelling observation of %r", request)
         self._send(sink, key, self._outgoing, cancellation)
 
-    def _reregister(self, key, state: _Outgoing) -> None:
+    def _reregister(self, key, state: _OutgoingRequest) -> None:
         state.timer = None
         if self._outgoing.get(key) is not state or not state.pipe.is_interested:
             return
@@ -294,14 +314,14 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         self.log.debug("Re-registering observation of %r", request)
         self._send(state, key, self._outgoing, again)
 
-    def _arm_reregistration(self, key, state: _Outgoing) -> None:
+    def _arm_reregistration(self, key, state: _OutgoingRequest) -> None:
         """(Re-)arm the re-registration timer for ``state.deadline``."""
         if state.timer is not None:
             state.timer.cancel()
         state.timer_at = state.deadline
         state.timer = self.loop.call_at(state.deadline, self._reregistration_due, key, state)
 
-    def _reregistration_due(self, key, state: _Outgoing) -> None:
+    def _reregistration_due(self, key, state: _OutgoingRequest) -> None:
         if state.timer_at < state.deadline:
             state.timer = None
             self._arm_reregistration(key, state)
@@ -311,9 +331,7 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
     # --- TokenManager (towards the transports) ---------------------------------------
 
     def process_response(self, response: Message) -> bool:
-        # (an incoming message's remote is always decided: skip the property)
-        remote = response._remote
-        key = (response.token, remote if remote is not None else response.remote)
+        key = (response.token, response.remote)
         state = self._outgoing.get(key)
         is_multicast = False
         if state is None:
@@ -334,13 +352,12 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
             return True
         code = response.code
         assert code is not None, "decoded messages always have a code"
-        options = response.opt._options
-        observe = options.get(_OBSERVE)
+        options = response.opt
+        seq = options.observe
         if is_multicast:
             is_last = False
-        elif observe and state.observing and 64 <= code < 96:  # (code.is_successful(), inlined)
+        elif seq is not None and state.observing and RESPONSE_START <= code < SUCCESSFUL_END:
             is_last = False
-            seq = observe[0].value
             now = self._clock()
             last_seq = state.last_seq
             if (
@@ -360,8 +377,8 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
                 # timer each time would dominate the cost of a notification,
                 # so a timer armed for earlier is kept, and re-arms itself
                 # when it fires (_reregistration_due).
-                max_age = options.get(_MAX_AGE)
-                deadline = state.deadline = now + (max_age[0].value if max_age else 60) + REREGISTRATION_MARGIN
+                max_age = options.max_age
+                deadline = state.deadline = now + (60 if max_age is None else max_age) + REREGISTRATION_MARGIN
                 if state.timer is None or state.timer_at > deadline:
                     self._arm_reregistration(key, state)
             elif state.timer is not None:
@@ -403,11 +420,12 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
             observe = None
 
         pipe = Pipe(request, self.log)
-        responder = _Responder(self, pipe, ti, key)
-        pipe.on_event(responder)
-        if observe is not None:
+        if observe is None:
+            pipe.on_event(_ResponseSender(pipe, ti, None))
+        else:
+            pipe.on_event(_ResponseSender(pipe, ti, _NotificationMonitor(pipe)))
             self._observations[key] = pipe
-            pipe.on_interest_end(responder)
+            pipe.on_interest_end(_ObservationEntry(self._observations, pipe))
         self._render_to_pipe(pipe)
 
     def dispatch_error(self, exception: Exception, remote) -> None:
@@ -415,7 +433,9 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
             state = self._outgoing.pop(key)
             if state.stop is not None:
                 state.stop()
-            state.pipe.add_exception(exception)
+                state.stop = None
+            if state.pipe is not None:  # (not the cancellation of an observation)
+                state.pipe.add_exception(exception)
         for key in [k for k in self._observations if k[1] == remote]:
             self._observations.pop(key).stop_interest()
 

@@ -6,9 +6,16 @@ demo server's clock, see server.py)."""
 
 import asyncio
 import logging
+import os
 import sys
 
-from aiocoap import GET, Context, Message
+# Run from a source checkout (./examples/NAME.py), the examples use the
+# aiocoap next to them, so they work without installing it.
+_CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if os.path.isfile(os.path.join(_CHECKOUT, "aiocoap", "__init__.py")):
+    sys.path.insert(0, _CHECKOUT)
+
+from aiocoap import GET, Context, Message  # noqa: E402
 
 logging.basicConfig(level=logging.INFO)
 

@@ -7,9 +7,16 @@ The payload is larger than 1 KiB, so the library sends it blockwise
 
 import asyncio
 import logging
+import os
 import sys
 
-from aiocoap import PUT, Context, Message
+# Run from a source checkout (./examples/NAME.py), the examples use the
+# aiocoap next to them, so they work without installing it.
+_CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if os.path.isfile(os.path.join(_CHECKOUT, "aiocoap", "__init__.py")):
+    sys.path.insert(0, _CHECKOUT)
+
+from aiocoap import PUT, Context, Message  # noqa: E402
 
 logging.basicConfig(level=logging.INFO)
 

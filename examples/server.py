@@ -21,11 +21,19 @@ import asyncio
 import datetime
 import ipaddress
 import logging
+import os
+import sys
 
-import aiocoap
-import aiocoap.resource as resource
-from aiocoap.numbers.contentformat import ContentFormat
-from aiocoap.util import hostportsplit
+# Run from a source checkout (./examples/NAME.py), the examples use the
+# aiocoap next to them, so they work without installing it.
+_CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if os.path.isfile(os.path.join(_CHECKOUT, "aiocoap", "__init__.py")):
+    sys.path.insert(0, _CHECKOUT)
+
+import aiocoap  # noqa: E402
+import aiocoap.resource as resource  # noqa: E402
+from aiocoap.numbers.contentformat import ContentFormat  # noqa: E402
+from aiocoap.util import hostportjoin, hostportsplit  # noqa: E402
 
 DEFAULT_PORT = 5683
 
@@ -149,12 +157,31 @@ def parse_bind(text):
             host, port = str(ipaddress.IPv6Address(text)), None
         except ValueError:
             raise argparse.ArgumentTypeError(f"invalid address {text!r}: {e}") from None
+    if port == 0:
+        # The server could not tell which port the system picked.
+        raise argparse.ArgumentTypeError("give a port number other than 0")
     return (host or None, DEFAULT_PORT if port is None else port)
+
+
+def where(bind):
+    """Where the server listens, and a first URI to try, for people"""
+    host, port = bind if bind is not None else (None, DEFAULT_PORT)
+    if host in (None, "::", "0.0.0.0"):
+        addresses = "all addresses" if host != "0.0.0.0" else "all IPv4 addresses"
+        try_host = "localhost"
+    else:
+        addresses = host
+        try_host = host
+    try_uri = f"coap://{hostportjoin(try_host, None if port == DEFAULT_PORT else port)}/.well-known/core"
+    return f"port {port} (UDP and TCP) of {addresses}", try_uri
 
 
 async def main(bind):
     root, clock = build_site()
     context = await aiocoap.Context.create_server_context(root, bind=bind)
+    listening, try_uri = where(bind)
+    print(f"The demo server listens on {listening}. Try: ./aiocoap-client {try_uri}", flush=True)
+    print("Stop it with Ctrl-C.", flush=True)
     try:
         # Serve until cancelled (Ctrl-C)
         await asyncio.get_running_loop().create_future()

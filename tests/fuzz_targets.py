@@ -446,6 +446,7 @@ def check_client_argv(argv: list) -> None:
     network, no files, no stdin): a request, --help/--version on stdout
     with status 0, or a one-line error on stderr and a non-zero status."""
     from aiocoap.cli import client
+    from aiocoap.cli._client_request import build_request
 
     out, err = io.StringIO(), io.StringIO()
     try:
@@ -453,7 +454,7 @@ def check_client_argv(argv: list) -> None:
             options = client.parse_commandline(argv)
             if options.interactive or (options.payload or "").startswith("@"):
                 return
-            client._build_request(options)
+            build_request(options)
     except SystemExit as e:
         _check_exit(e, out.getvalue(), err.getvalue())
         return

@@ -369,3 +369,27 @@ def test_plain_import_reaches_the_documented_modules():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
     assert done.stdout.strip() == b"ok", done.stderr.decode()
+
+
+# --- aiocoap 0.4.17 names of the tools' helper modules ------------------------------
+
+
+def test_prettyprint_and_contenttype_names_of_0_4_17():
+    from aiocoap.util import contenttype, prettyprint
+
+    assert prettyprint.MEDIATYPE_HEXDUMP == "text/vnd.aiocoap.hexdump"
+    assert params(prettyprint.lexer_for_mime) == [("mime", POS, EMPTY)]
+    assert params(prettyprint.pretty_print) == [("message", POS, EMPTY)]
+    assert params(contenttype.categorize) == [("contenttype", POS, EMPTY)]
+    infos, mime, text = prettyprint.pretty_print(message.Message(payload=b"\x00\x01"))
+    assert (infos, mime) == ([], prettyprint.MEDIATYPE_HEXDUMP)
+
+
+def test_linkformat_lexer_of_0_4_17():
+    pytest.importorskip("pygments")
+    from pygments.lexer import RegexLexer
+
+    from aiocoap.util.linkformat_pygments import LinkFormatLexer
+
+    assert issubclass(LinkFormatLexer, RegexLexer)
+    assert "application/link-format" in LinkFormatLexer.mimetypes

@@ -25,10 +25,12 @@ import sys
 import time
 
 import pytest
+from ports import free_udp_port
 
 from aiocoap import error
-from aiocoap.cli import client, common
+from aiocoap.cli import _client_request, client, common
 from aiocoap.message import Message, UndecidedRemote
+from aiocoap.proxy.client import ProxyForwarder
 from aiocoap.numbers import Code, ContentFormat, TransportTuning
 from aiocoap.numbers.types import ACK, CON, NON
 
@@ -172,7 +174,12 @@ def test_bad_transport_tuning(given, capsys):
 
 
 def _request(*args) -> Message:
-    return client._build_request(client.parse_commandline([*args]))
+    options = client.parse_commandline([*args])
+    request = _client_request.build_request(options)
+    proxy = _client_request.proxy_address(options)
+    if proxy is not None:
+        ProxyForwarder(proxy, None).rewrite(request)
+    return request
 
 
 def test_request_from_url_and_flags():
@@ -192,16 +199,47 @@ def test_request_observe():
 
 
 def test_request_via_proxy():
+    """The target goes into Proxy-Scheme and Uri-Host/-Port, as aiocoap's
+    ProxyForwarder puts it"""
     request = _request("--proxy", "127.0.0.1:5700", "coap://example.com/a?b")
-    assert request.opt.proxy_uri == "coap://example.com/a?b"
-    assert request.opt.uri_host is None
-    assert request.opt.uri_path == () and request.opt.uri_query == ()
+    assert request.opt.proxy_uri is None
+    assert request.opt.proxy_scheme == "coap"
+    assert (request.opt.uri_host, request.opt.uri_port) == ("example.com", None)
+    assert request.opt.uri_path == ("a",) and request.opt.uri_query == ("b",)
     assert request.remote == UndecidedRemote("coap", "127.0.0.1:5700")
-    request = _request("--proxy", "coap+tcp://[::1]:5700", "coap://example.com/")
+    request = _request("--proxy", "coap+tcp://[::1]:5700", "coap+tcp://[2001:db8::1]:1234/")
     assert request.remote == UndecidedRemote("coap+tcp", "[::1]:5700")
+    # (an IP literal in Uri-Host keeps its brackets, RFC 7252 §6.4)
+    assert (request.opt.proxy_scheme, request.opt.uri_host, request.opt.uri_port) == ("coap+tcp", "[2001:db8::1]", 1234)
+    # Schemes the client can not send itself can be given to a proxy
+    request = _request("--proxy", "127.0.0.1", "http://example.com/x")
+    assert (request.opt.proxy_scheme, request.opt.uri_host, request.opt.uri_path) == ("http", "example.com", ("x",))
+    for none in ("none", "-", ""):
+        request = _request("--proxy", none, "coap://example.com/a")
+        assert request.opt.proxy_scheme is None and request.remote == UndecidedRemote("coap", "example.com")
 
 
-@pytest.mark.parametrize("proxy", ["[::1", "host:port", ":5683"])
+def test_no_set_hostname():
+    assert _request("coap://localhost/x").opt.uri_host == "localhost"
+    assert _request("--no-set-hostname", "coap://localhost/x").opt.uri_host is None
+    assert _request("coap://127.0.0.1/x").opt.uri_host is None
+
+
+def test_payload_initial_szx():
+    request = _request("--payload-initial-szx", "2", "--payload", "x" * 100, "coap://h/")
+    assert request.opt.block1.size_exponent == 2 and request.opt.block1.block_number == 0
+    assert _request("coap://h/").opt.block1 is None
+
+
+@pytest.mark.parametrize("given", ["7", "-1", "x", "1.5"])
+def test_bad_payload_initial_szx(given, capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        client.parse_commandline(["--payload-initial-szx", given, "coap://h/"])
+    assert excinfo.value.code == 2
+    assert "size exponent" in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("proxy", ["[::1", "host:port", ":5683", "http://proxy.example", "coap://h/path"])
 def test_bad_proxy(proxy, capsys):
     with pytest.raises(SystemExit) as excinfo:
         _request("--proxy", proxy, "coap://example.com/")
@@ -230,6 +268,7 @@ def test_payload_missing_file(tmp_path, capsys):
 
 
 def test_json_payload_converted_to_cbor(tmp_path):
+    """JSON is a part of CBOR diagnostic notation"""
     cbor2 = pytest.importorskip("cbor2")
     value = {"temp": 21.5, "tags": ["a", None, True], "n": -3}
     text = json.dumps(value)
@@ -248,18 +287,46 @@ def test_json_payload_converted_to_cbor(tmp_path):
     assert request.payload == text.encode()
 
 
-def test_invalid_json_for_cbor(capsys):
-    pytest.importorskip("cbor2")
+@pytest.mark.parametrize(
+    "cf,text,expected",
+    [
+        ("application/cbor", "{1: h'cafe', \"t\": [1.5, true, null]}", "a201 42cafe 6174 83 f93e00 f5 f6"),
+        ("application/cbor", "1(1700000000)", "c1 1a6553f100"),
+        ("application/cbor", "[_ 1, 2]", "9f 01 02 ff"),
+        ("application/senml+cbor", "[{-2: 21.5}]", "81 a1 21 f94d60"),
+        ("application/cbor-seq", "1, \"a\", [2]", "01 6161 8102"),
+        # One array stands for its elements (as in aiocoap) ...
+        ("application/cbor-seq", "[1, \"a\", [2]]", "01 6161 8102"),
+        # ... so a sequence of one array is written as an array in an array
+        ("application/cbor-seq", "[[1, 2]]", "820102"),
+    ],
+)
+def test_diagnostic_notation_payloads(cf, text, expected):
+    request = _request("--content-format", cf, "--payload", text, "coap://h/")
+    assert request.payload.hex() == expected.replace(" ", "")
+
+
+@pytest.mark.parametrize("text", ["{nope", "[1, 2", "h'1'", "'unclosed", "{temp: 1}"])
+def test_invalid_diagnostic_notation(text, capsys):
     with pytest.raises(SystemExit) as excinfo:
-        _request("--content-format", "application/cbor", "--payload", "{nope", "coap://h/")
+        _request("--content-format", "application/cbor", "--payload", text, "coap://h/")
     assert excinfo.value.code == 1
-    assert "JSON" in _one_error_line(capsys.readouterr().err)
+    line = _one_error_line(capsys.readouterr().err)
+    assert "CBOR diagnostic notation" in line and "quotation marks" in line
 
 
 @pytest.mark.parametrize(
     "url, hint",
     [
-        ("localhost/time", "did you mean coap://localhost/time"),
+        ("localhost/time", "Must start with a scheme (eg. coap://) (did you mean coap://localhost/time?)"),
+        ("localhost:5683/time", "Must start with a scheme (eg. coap://) (did you mean coap://localhost:5683/time?)"),
+        ("[::1]:5683/time", "Must start with a scheme (eg. coap://) (did you mean coap://[::1]:5683/time?)"),
+        ("coap:/host/x", "no host (did you mean coap://host/x?)"),
+        ("coap:host/x", "no host (did you mean coap://host/x?)"),
+        ("coap//host/x", "did you mean coap://host/x?"),
+        ("coap+tcp:/host", "did you mean coap+tcp://host?"),
+        ("http://example.com/", "not a CoAP URI (http: is not a CoAP scheme)"),
+        ("urn:ietf:rfc:7252", "only be requested through a proxy"),
         ("coap://[::1/", "invalid URI"),
         ("coap://h/x#fragment", "fragment"),
         ("coap:///path", "no host"),
@@ -272,7 +339,31 @@ def test_malformed_uri(url, hint, capsys):
     line = _one_error_line(capsys.readouterr().err)
     assert hint.lower() in line.lower()
     assert url in line
+    if "did you mean" not in hint:
+        assert "did you mean" not in line
 
+
+@pytest.mark.parametrize(
+    "url,suggestion",
+    [
+        ("coap:/host/x", "coap://host/x"),
+        ("coap:host", "coap://host"),
+        ("COAP:/host/x", "coap://host/x"),
+        ("coaps+tcp:/h:1/x", "coaps+tcp://h:1/x"),
+        ("//host/x?q", "coap://host/x?q"),
+        ("host", "coap://host"),
+        ("host:1234", "coap://host:1234"),
+        ("coap:///x", None),
+        ("coap:/", None),
+        ("/x", None),
+        ("coap://host/x", None),
+        ("http://h/x", None),
+        ("mailto:someone", None),
+        ("coap:/[::1/x", None),
+    ],
+)
+def test_url_suggestions(url, suggestion):
+    assert _client_request.url_suggestion(url) == suggestion
 
 # --- aiocoap.cli.common (no network) ---------------------------------------------
 
@@ -283,6 +374,68 @@ def test_verbosity_levels():
     assert common.verbosity_to_level(0) == logging.WARNING
     assert common.verbosity_to_level(1) == logging.INFO
     assert common.verbosity_to_level(5) == logging.DEBUG
+    # The library one step behind a tool's own logger
+    assert [common.library_level(v) for v in (-2, -1, 0, 1, 2, 3)] == [
+        logging.CRITICAL + 1, logging.ERROR, logging.WARNING, logging.WARNING, logging.INFO, logging.DEBUG,
+    ]
+
+
+@pytest.fixture
+def restored_logging():
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers), logging.getLogger("coap").level)
+    yield
+    for handler in root.handlers:
+        if handler not in saved[1]:
+            root.removeHandler(handler)
+    root.setLevel(saved[0])
+    logging.getLogger("coap").setLevel(saved[2])
+    logging.getLogger("coap.aiocoap-client").setLevel(logging.NOTSET)
+    common.configure_logging.__globals__["_verbosity"] = 0
+
+
+def _shown(handler, logger: str, level: int, msg: str = "something") -> bool:
+    """Whether a record would be created and written by the tool's handler"""
+    log = logging.getLogger(logger)
+    if not log.isEnabledFor(level):
+        return False
+    record = log.makeRecord(logger, level, __file__, 0, msg, (), None)
+    return bool(handler.filter(record))
+
+
+def test_client_verbosity_as_aiocoap(restored_logging):
+    """-v: the client's own logger; -vv: the library's info; -vvv: its debug
+    output (aiocoap's staging, with the client logger named as there)"""
+    handler = [h for h in logging.getLogger().handlers if getattr(h, "_aiocoap_cli", False)]
+    client.configure_logging(0)
+    (handler,) = [h for h in logging.getLogger().handlers if getattr(h, "_aiocoap_cli", False)]
+    assert client.log.name == "coap.aiocoap-client"
+    assert not _shown(handler, "coap.aiocoap-client", logging.INFO)
+    assert _shown(handler, "coap", logging.WARNING)
+
+    client.configure_logging(1)
+    assert _shown(handler, "coap.aiocoap-client", logging.INFO)
+    assert not _shown(handler, "coap", logging.INFO)
+    assert not _shown(handler, "coap", logging.DEBUG, "Sending %r")
+    assert not _shown(handler, "coap.tcp", logging.DEBUG)
+    # Retransmissions are shown from -v on
+    assert _shown(handler, "coap", logging.DEBUG, "Retransmitting MID %d to %r (transmission %d)")
+    assert _shown(handler, "coap", logging.WARNING)
+
+    client.configure_logging(2)
+    assert _shown(handler, "coap", logging.INFO)
+    assert not _shown(handler, "coap", logging.DEBUG)
+    assert not _shown(handler, "coap.aiocoap-client", logging.DEBUG)
+
+    client.configure_logging(3)
+    assert _shown(handler, "coap", logging.DEBUG)
+    assert _shown(handler, "coap.aiocoap-client", logging.DEBUG)
+
+    client.configure_logging(-1)
+    assert not _shown(handler, "coap", logging.WARNING)
+    assert _shown(handler, "coap", logging.ERROR)
+    client.configure_logging(-2)
+    assert not _shown(handler, "coap", logging.CRITICAL)
 
 
 def test_configure_logging_installs_one_handler():
@@ -385,20 +538,6 @@ def test_credentials_file_errors(tmp_path, capsys):
 # --- a server to talk to --------------------------------------------------------
 
 
-def free_udp_port() -> int:
-    """A port number that is free on 127.0.0.1 for UDP and for TCP (servers
-    listen on both)"""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no port is free for both UDP and TCP")
 
 
 def _build_site():
@@ -425,6 +564,8 @@ def _build_site():
                 "content_format": request.opt.content_format,
                 "accept": request.opt.accept,
                 "observe": request.opt.observe,
+                "uri_host": request.opt.uri_host,
+                "block1": request.opt.block1 is not None,
             }
             return aiocoap.Message(
                 code=Code.CHANGED if request.code != Code.GET else Code.CONTENT,
@@ -448,8 +589,9 @@ def _build_site():
     class Counter(resource.ObservableResource):
         """Counts up and notifies every 50 ms while observed"""
 
-        def __init__(self):
+        def __init__(self, line_end="\n"):
             super().__init__()
+            self.line_end = line_end
             self.count = 0
             self.observers = 0
             self.handle = None
@@ -472,7 +614,15 @@ def _build_site():
                 self.handle = None
 
         async def render_get(self, request):
-            return aiocoap.Message(payload=f"n={self.count}\n".encode(), content_format=ContentFormat.TEXT)
+            return aiocoap.Message(payload=f"n={self.count}{self.line_end}".encode(), content_format=ContentFormat.TEXT)
+
+    class Created(resource.Resource):
+        """POST creates a resource (and tells where)"""
+
+        async def render_post(self, request):
+            return aiocoap.Message(
+                code=Code.CREATED, location_path=("items", "4 2"), location_query=("v=1", "a&b")
+            )
 
     site = resource.Site()
     site.add_resource(["text"], Text(b"hello world\n"))
@@ -493,14 +643,17 @@ def _build_site():
     site.add_resource(["garbled"], Garbled())
     counter = Counter()
     site.add_resource(["counter"], counter)
-    return site, counter
+    unterminated = Counter(line_end="")
+    site.add_resource(["counter-nonl"], unterminated)
+    site.add_resource(["created"], Created())
+    return site, (counter, unterminated)
 
 
 class RunningServer:
-    def __init__(self, context, base, counter):
+    def __init__(self, context, base, counters):
         self.context = context
         self.base = base
-        self.counter = counter
+        self.counter, self.unterminated = counters
 
     def uri(self, path: str) -> str:
         return self.base + path
@@ -510,13 +663,14 @@ class RunningServer:
 async def coap_server():
     from aiocoap import Context
 
-    site, counter = _build_site()
+    site, counters = _build_site()
     port = free_udp_port()
     context = await Context.create_server_context(site, bind=("127.0.0.1", port))
     try:
-        yield RunningServer(context, f"coap://127.0.0.1:{port}", counter)
+        yield RunningServer(context, f"coap://127.0.0.1:{port}", counters)
     finally:
-        counter.stop()
+        for counter in counters:
+            counter.stop()
         await context.shutdown()
 
 
@@ -685,7 +839,11 @@ async def test_json_to_cbor_on_the_wire():
             "-m", "POST", "--content-format", "60", "--payload", "not json", server.uri("/echo")
         )
         assert result.returncode == 1
-        assert "JSON" in _one_error_line(result.stderr)
+        assert "diagnostic notation" in _one_error_line(result.stderr)
+        result = await run_client(
+            "-m", "POST", "--content-format", "application/cbor-seq", "--payload", "1, h'00'", server.uri("/echo")
+        )
+        assert json.loads(result.stdout)["payload"] == "014100"
 
 
 @pytest.mark.core
@@ -762,7 +920,23 @@ async def test_verbose_and_quiet():
         result = await run_client("-v", server.uri("/text"))
         assert result.returncode == 0
         assert result.stdout == b"hello world\n"
-        assert "Sending request" in result.stderr and "Received response" in result.stderr
+        assert all(line.startswith("INFO:coap.aiocoap-client: ") for line in result.stderr.splitlines())
+        lines = [line.split(": ", 1)[1] for line in result.stderr.splitlines()]
+        # Each message: code, peer, type (and MID, token once sent), every
+        # option, the payload size and a hex dump
+        assert lines[:3] == ["GET to " + server.base + " (CON)", "- Uri-Path (11): 'text'", "No payload"]
+        assert re.fullmatch(r"2\.05 Content from coap://127\.0\.0\.1:\d+ \(ACK, MID \d+, token [0-9a-f]+\)", lines[3])
+        assert lines[3].split()[3] == server.base
+        assert lines[4:] == [
+            "- Content-Format (12): 0 (text/plain;charset=utf-8)",
+            "Payload: 12 bytes:",
+            "  00000000  68 65 6c 6c 6f 20 77 6f  72 6c 64 0a              |hello world.|",
+            "  0000000c",
+        ]
+        # Large payloads: the first VERBOSE_DUMP_LIMIT bytes are dumped
+        result = await run_client("-v", server.uri("/large"))
+        assert "Payload: 5001 bytes, the first 256 of them:" in result.stderr
+        assert "  00000100" in result.stderr and "  00000110" not in result.stderr
         result = await run_client("-q", "-q", server.uri("/forbidden"))
         assert result.returncode == 1
         assert "4.03 Forbidden" in result.stderr
@@ -844,7 +1018,7 @@ async def test_interrupted_request_exits_nonzero():
         while True:
             line = await asyncio.wait_for(process.stderr.readline(), 10)
             assert line, "the client ended before sending its request"
-            if b"Sending request" in line:
+            if b"GET to coap://" in line:
                 break
         process.send_signal(signal.SIGINT)
         out, err = await finish(process)
@@ -854,7 +1028,7 @@ async def test_interrupted_request_exits_nonzero():
 
 class FakeProxy(asyncio.DatagramProtocol):
     """Answers every confirmable request with a piggybacked response that
-    contains the Proxy-Uri it got"""
+    tells the proxy options it got"""
 
     def connection_made(self, transport):
         self.transport = transport
@@ -866,7 +1040,11 @@ class FakeProxy(asyncio.DatagramProtocol):
             mid=request.mid,
             token=request.token,
             code=Code.CONTENT,
-            payload=f"proxied {request.opt.proxy_uri}".encode(),
+            payload=(
+                f"proxied scheme={request.opt.proxy_scheme} host={request.opt.uri_host} "
+                f"port={request.opt.uri_port} path={'/'.join(request.opt.uri_path)} "
+                f"query={'&'.join(request.opt.uri_query)} uri={request.opt.proxy_uri}"
+            ).encode(),
         )
         self.transport.sendto(response.encode(), addr)
 
@@ -877,9 +1055,14 @@ async def test_proxy():
     transport, _ = await loop.create_datagram_endpoint(FakeProxy, local_addr=("127.0.0.1", 0))
     try:
         port = transport.get_extra_info("sockname")[1]
-        result = await run_client("--proxy", f"127.0.0.1:{port}", "coap://device.example/sensor?x=1")
+        result = await run_client("--proxy", f"127.0.0.1:{port}", "coap://device.example:61616/sensor?x=1")
         assert result.returncode == 0, result
-        assert result.stdout == b"proxied coap://device.example/sensor?x=1"
+        assert result.stdout == b"proxied scheme=coap host=device.example port=61616 path=sensor query=x=1 uri=None"
+        result = await run_client("--proxy", f"coap://127.0.0.1:{port}", "coap+tcp://[::1]/a/b")
+        assert result.stdout == b"proxied scheme=coap+tcp host=[::1] port=None path=a/b query= uri=None"
+        # A scheme the client does not support itself is fine for a proxy
+        result = await run_client("--proxy", f"127.0.0.1:{port}", "coaps://device.example/")
+        assert result.stdout == b"proxied scheme=coaps host=device.example port=None path= query= uri=None"
     finally:
         transport.close()
 
@@ -958,7 +1141,7 @@ async def test_failures_are_one_line_and_verbose_shows_traceback():
 async def test_unsupported_scheme():
     result = await run_client(QUICK, "http://127.0.0.1/")
     assert result.returncode == 1
-    assert "http:// is not a CoAP URI scheme" in _one_error_line(result.stderr)
+    assert "http: is not a CoAP scheme" in _one_error_line(result.stderr)
 
 
 # --- interactive mode --------------------------------------------------------
@@ -1102,7 +1285,7 @@ async def test_interactive_sigterm_at_prompt():
 async def test_server_context_from_arguments():
     from aiocoap import GET, Context
 
-    site, counter = _build_site()
+    site, counters = _build_site()
     port = free_udp_port()
     options = _server_parser().parse_args(["--bind", f"127.0.0.1:{port}"])
     server = await common.server_context_from_arguments(site, options)
@@ -1115,7 +1298,8 @@ async def test_server_context_from_arguments():
     finally:
         await client_context.shutdown()
         await server.shutdown()
-        counter.stop()
+        for counter in counters:
+            counter.stop()
 
 
 @pytest.mark.core
@@ -1245,17 +1429,21 @@ async def run_client_without(modules, *args) -> Result:
 
 @pytest.mark.core
 async def test_missing_prettyprint_modules():
-    result = await run_client_without(["pygments", "cbor2"], "--pretty-print", "coap://127.0.0.1:9/")
+    result = await run_client_without(["pygments", "cbor2"], "--pretty-print", "--color", "coap://127.0.0.1:9/")
     assert result.returncode == 1
     assert "aiocoap[prettyprint]" in _one_error_line(result.stderr)
-    result = await run_client_without(
-        ["cbor2"], "--content-format", "application/cbor", "--payload", "{}", "coap://127.0.0.1:9/"
-    )
-    assert result.returncode == 1
-    assert "cbor2" in _one_error_line(result.stderr)
-    # Without the modules, output is not pretty-printed by default, and
-    # that is no error
     async with coap_server() as server:
+        # Pretty printing and diagnostic notation payloads need no module
+        result = await run_client_without(["pygments", "cbor2"], "--pretty-print", server.uri("/json"))
+        assert (result.returncode, result.stdout, result.stderr) == (
+            0, b'{\n    "a": [\n        1,\n        2\n    ],\n    "b": "c"\n}', ""
+        )
+        result = await run_client_without(
+            ["cbor2"], "-m", "POST", "--content-format", "application/cbor", "--payload", "{1: 2}", server.uri("/echo")
+        )
+        assert json.loads(result.stdout)["payload"] == "a10102"
+        # Without the modules, output is not colored by default, and that
+        # is no error
         result = await run_client_without(["pygments", "cbor2"], server.uri("/json"))
         assert (result.returncode, result.stdout, result.stderr) == (0, b'{"a":[1,2],"b":"c"}', "")
 
@@ -1292,3 +1480,278 @@ async def test_blockwise_progress_on_a_terminal():
         shown = b"".join(terminal)
         assert b"receiving: 1024 bytes" in shown or b"receiving: 1024 of" in shown, shown
         assert shown.endswith(b"\r\x1b[K"), "the progress line is cleared at the end"
+
+
+# --- aiocoap 0.4.x behaviour ---------------------------------------------------------
+
+
+def test_help_describes_every_option_as_the_manual():
+    """Every option of the 0.4b2 manual (with its metavariable) and the 0.4.x
+    additions is there and described"""
+    parser = client.build_parser()
+    text = " ".join(parser.format_help().split())
+    for usage in [
+        "--non", "-m METHOD, --method METHOD", "--observe", "--observe-exec CMD", "--accept MIME",
+        "--proxy HOST[:PORT]", "--payload X", "--content-format MIME", "-v, --verbose", "-q, --quiet",
+        "--interactive", "--credentials CREDENTIALS", "--version", "--color, --no-color",
+        "--pretty-print, --no-pretty-print", "--no-set-hostname", "--payload-initial-szx SZX",
+    ]:
+        assert usage in text, usage
+    assert "CoAP address to fetch" in text
+    assert text.count("aiocoap-client is a simple command-line tool for interacting with CoAP servers") == 1
+    for action in parser._actions:
+        if action.help != argparse.SUPPRESS:
+            assert action.help and len(action.help) > 10, action.option_strings
+    for phrase in ["non-confirmable (NON)", 'default: "GET"', "standard input", "CBOR diagnostic notation",
+                   "Uri-Host", "retransmissions", "terminal"]:
+        assert phrase in text, phrase
+
+
+@pytest.mark.core
+async def test_location_of_a_created_resource():
+    async with coap_server() as server:
+        result = await run_client("-m", "POST", server.uri("/created"))
+        assert (result.returncode, result.stdout) == (0, b"")
+        assert result.stderr == "Location options indicate new resource: /items/4%202?v=1&a%26b\n"
+        result = await run_client("-q", "-m", "POST", server.uri("/created"))
+        assert (result.returncode, result.stderr) == (0, "")
+        result = await run_client_on_tty("--no-color", "-m", "POST", server.uri("/created"))
+        assert result.stderr.splitlines() == [
+            "Location options indicate new resource: /items/4%202?v=1&a%26b", "(2.01 Created, no payload)"
+        ]
+
+
+@pytest.mark.core
+async def test_hostname_and_initial_block_size_on_the_wire():
+    async with coap_server() as server:
+        url = server.uri("/echo").replace("127.0.0.1", "localhost")
+        try:
+            socket.getaddrinfo("localhost", 5683, socket.AF_INET)
+        except socket.gaierror:
+            pytest.skip("localhost does not resolve")
+        result = await run_client(url)
+        assert json.loads(result.stdout)["uri_host"] == "localhost"
+        result = await run_client("--no-set-hostname", url)
+        assert json.loads(result.stdout)["uri_host"] is None
+        # A 100 byte payload in 16 byte blocks still arrives whole
+        payload = "".join(chr(ord("a") + i % 26) for i in range(100))
+        result = await run_client("-v", "-m", "PUT", "--payload-initial-szx", "0", "--payload", payload, server.uri("/echo"))
+        assert bytes.fromhex(json.loads(result.stdout)["payload"]).decode() == payload
+        assert "- Block1 (27): " in result.stderr
+
+
+class DropFirst(asyncio.DatagramProtocol):
+    """A server that ignores the first transmission of every request and
+    answers the retransmission with 2.05 and "late" """
+
+    def __init__(self):
+        self.seen = set()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        request = Message.decode(data)
+        if request.mid not in self.seen:
+            self.seen.add(request.mid)
+            return
+        response = Message(mtype=ACK, mid=request.mid, token=request.token, code=Code.CONTENT, payload=b"late")
+        self.transport.sendto(response.encode(), addr)
+
+
+@pytest.mark.core
+async def test_verbose_shows_retransmissions():
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(DropFirst, local_addr=("127.0.0.1", 0))
+    try:
+        port = transport.get_extra_info("sockname")[1]
+        url = f"coap://127.0.0.1:{port}/x"
+        result = await run_client("-v", "--transport-tuning=ACK_TIMEOUT=0.1,MAX_RETRANSMIT=2", url)
+        assert (result.returncode, result.stdout) == (0, b"late"), result
+        retransmissions = [line for line in result.stderr.splitlines() if "Retransmitting" in line]
+        assert len(retransmissions) == 1 and "(transmission 2)" in retransmissions[0], result.stderr
+        # Other debug output of the library is not shown at -v
+        assert not [line for line in result.stderr.splitlines() if line.startswith("DEBUG:") and "Retransmitting" not in line]
+        result = await run_client("--transport-tuning=ACK_TIMEOUT=0.1,MAX_RETRANSMIT=2", url)
+        assert (result.returncode, result.stdout, result.stderr) == (0, b"late", "")
+    finally:
+        transport.close()
+
+
+@pytest.mark.core
+async def test_observe_output_a_script_can_split():
+    async with coap_server() as server:
+        process = await asyncio.create_subprocess_exec(
+            *CLIENT, "--observe", server.uri("/counter-nonl"),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            lines = [await asyncio.wait_for(process.stdout.readline(), 10) for _ in range(4)]
+        finally:
+            process.send_signal(signal.SIGINT)
+        out, err = await finish(process)
+        assert process.returncode == 0 and err == b""
+        for line in lines:
+            assert re.fullmatch(rb"n=\d+\n", line), lines
+        # On a terminal: every notification on a line of its own, and the
+        # remark about the missing newline once
+        master, slave = pty.openpty()
+        os.set_blocking(master, False)
+        process = await asyncio.create_subprocess_exec(
+            *CLIENT, "--observe", "--no-color", server.uri("/counter-nonl"),
+            stdin=asyncio.subprocess.DEVNULL, stdout=slave, stderr=asyncio.subprocess.PIPE,
+        )
+        os.close(slave)
+        shown = b""
+        try:
+            for _ in range(200):
+                await asyncio.sleep(0.02)
+                shown += _read_available(master)
+                if shown.count(b"\n") >= 4:
+                    break
+        finally:
+            process.send_signal(signal.SIGINT)
+            _, err = await finish(process)
+            os.close(master)
+        assert re.fullmatch(rb"(n=\d+\r\n){4,}", shown), shown
+        assert err.decode() == "(No newline at end of message)\n"
+
+
+@pytest.mark.parametrize("feature,extra,scheme", [("dtls", "tinydtls", "coaps"), ("ws", "ws", "coap+ws"),
+                                                  ("ws", "ws", "coaps+ws")])
+def test_schemes_this_version_lacks(feature, extra, scheme, monkeypatch, capsys):
+    """A transport missing from this version is reported as exactly that; a
+    missing third-party module names the extra; nothing missing, no error"""
+    from aiocoap import defaults
+
+    functions = dict(defaults.missing_module_functions)
+    monkeypatch.setattr(defaults, "missing_module_functions", functions)
+    url = f"{scheme}://127.0.0.1/"
+
+    functions[feature] = lambda: [f"aiocoap.transports.{feature}"]
+    with pytest.raises(SystemExit):
+        _request(url)
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"{scheme}:// " in line and "not supported by this version of aiocoap" in line
+    assert "install" not in line
+
+    functions[feature] = lambda: ["SomeModule"]
+    with pytest.raises(SystemExit):
+        _request(url)
+    line = _one_error_line(capsys.readouterr().err)
+    assert "SomeModule" in line and f"aiocoap[{extra}]" in line
+
+    functions[feature] = lambda: []
+    assert _request(url).remote == UndecidedRemote(scheme, "127.0.0.1")
+
+
+def test_scheme_support_follows_defaults():
+    """What this build reports, through the functions of aiocoap.defaults"""
+    from aiocoap import defaults
+
+    for scheme, function in [("coaps", defaults.dtls_missing_modules), ("coap+ws", defaults.ws_missing_modules)]:
+        message = _client_request.unsupported_scheme(scheme)
+        missing = function()
+        assert (message is None) == (not missing)
+        if any(m.startswith("aiocoap.") for m in missing):
+            assert "not supported by this version" in message
+
+
+def _network_error(errno_value):
+    cause = OSError(errno_value, os.strerror(errno_value))
+    e = error.NetworkError(str(cause))
+    e.__cause__ = cause
+    return e
+
+
+@pytest.mark.parametrize(
+    "url,errno_value,expected",
+    [
+        ("coap://[2001:db8::1]/", errno.ENETUNREACH, "lack of IPv6 connectivity"),
+        ("coap://192.0.2.1/", errno.ENETUNREACH, "lack of IPv4 connectivity"),
+        ("coap://example.invalid/", errno.ENETUNREACH, "lack of connectivity"),
+        ("coap://127.0.0.1:9/", errno.ECONNREFUSED, "port is not open"),
+        ("coap://192.0.2.1/", errno.EHOSTUNREACH, "offline or behind a firewall"),
+        ("coap://192.0.2.255/", errno.EACCES, "broadcast"),
+        ("coap://192.0.2.1/", errno.EIO, None),
+    ],
+)
+def test_network_hints(url, errno_value, expected):
+    request = Message(uri=url)
+    hint = _client_request.network_hint(_network_error(errno_value), request)
+    if expected is None:
+        assert hint is None
+    else:
+        assert expected in hint
+    assert _client_request.network_hint(error.RequestTimedOut(), request) is None
+
+
+class _FailingContext:
+    """A client context whose requests fail as a transport would (nothing
+    is sent anywhere)"""
+
+    def __init__(self, exception):
+        self.exception = exception
+        self.client_credentials = None
+
+    def request(self, message):
+        exception = self.exception
+
+        class Failed:
+            response = asyncio.get_running_loop().create_future()
+            observation = None
+
+        Failed.response.set_exception(exception)
+        return Failed()
+
+
+@pytest.mark.core
+async def test_unreachable_ipv6_host_in_process(capsys):
+    status = await client.single_request(["coap://[2001:db8::1]/"], _FailingContext(_network_error(errno.ENETUNREACH)))
+    assert status == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert "network error" in line and "lack of IPv6 connectivity" in line
+
+
+@pytest.mark.core
+async def test_in_process_against_a_local_server(capsys):
+    """single_request on an application's context, output on sys.stdout /
+    sys.stderr"""
+    from aiocoap import Context
+
+    async with coap_server() as server:
+        context = await Context.create_client_context()
+        try:
+            assert await client.single_request([server.uri("/text")], context) == 0
+            assert capsys.readouterr() == ("hello world\n", "")
+            assert await client.single_request(["--pretty-print", server.uri("/json")], context) == 0
+            assert capsys.readouterr().out == '{\n    "a": [\n        1,\n        2\n    ],\n    "b": "c"\n}'
+            assert await client.single_request(["-m", "POST", server.uri("/created")], context) == 0
+            assert "Location options indicate new resource: /items/4%202" in capsys.readouterr().err
+            assert await client.single_request([server.uri("/nonexistent")], context) == 1
+            assert capsys.readouterr().err.startswith("4.04 Not Found")
+            assert await client.single_request(["coap:/localhost/x"], context) == 1
+            assert "did you mean coap://localhost/x?" in _one_error_line(capsys.readouterr().err)
+            assert await client.single_request(["--payload-initial-szx", "9", "coap://h/"], context) == 2
+            _one_error_line(capsys.readouterr().err)
+        finally:
+            await context.shutdown()
+
+
+@pytest.mark.core
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--payload-initial-szx", "8", "coap://h/"],
+        ["--content-format", "application/cbor", "--payload", "{1:", "coap://h/"],
+        ["--proxy", "http://proxy/", "coap://h/"],
+        ["coap:/h/x"],
+        ["urn:x"],
+        ["-m", "PUT", "--payload", "@/nonexistent/file", "coap://h/"],
+        ["--accept", "text/no-such-type", "coap://h/"],
+    ],
+)
+async def test_cli_mistakes_are_one_line(args):
+    result = await run_client(*args)
+    assert result.returncode in (1, 2)
+    _one_error_line(result.stderr)

@@ -469,3 +469,13 @@ def test_undecided_remote_from_pathless_uri():
     for bad in ("coap://h/path", "coap://h?q", "coap:///", "coap://h#f"):
         with pytest.raises(error.MalformedUrlError):
             UndecidedRemote.from_pathless_uri(bad)
+
+
+def test_message_decode_does_not_depend_on_slicing():
+    original = Message(code=Code.CONTENT, mtype=1, mid=7, token=b"tok", observe=70000, max_age=5, payload=b"body")
+    data = original.encode()
+    decoded = Message.decode(data)
+    assert decoded.opt.observe == 70000 and decoded.opt.max_age == 5
+    assert decoded.payload == b"body" and decoded.token == b"tok"
+    assert decoded.encode() == data
+    assert Message.decode(bytearray(data)).encode() == data

@@ -717,7 +717,7 @@ async def test_server_memory_per_observation_is_bounded():
     observation, measured as RSS by benchmarks/bench_observe.py): Python
     allocations of the server per established NON observation, here
     including the memory net's per-datagram address objects and the
-    registration's deduplication entry. (4-5 KB before 2026-12.)"""
+    registration's deduplication entry."""
     net = MemoryNet(asyncio.get_running_loop())
     site = resource.Site()
     counter = Counter()

@@ -10,6 +10,8 @@ from aiocoap import error
 from aiocoap.numbers.contentformat import ContentFormat
 from aiocoap.numbers.optionnumbers import OptionNumber
 from aiocoap.optiontypes import BlockOption, OpaqueOption, StringOption, UintOption
+from aiocoap.message import Message
+from aiocoap.numbers.codes import Code
 from aiocoap.options import Options
 
 
@@ -495,3 +497,64 @@ def test_uint_options_encode_as_their_own_encode_says(number, value):
     assert encode(option) == bytes([(min(number, 13) if number < 269 else 14) << 4 | len(raw)]) + (
         b"" if number < 13 else bytes([number - 13]) if number < 269 else (number - 269).to_bytes(2, "big")
     ) + raw
+
+
+def test_no_invalid_options_share_one_read_only_list():
+    a = Message.decode(Message(code=Code.CONTENT, mtype=1, mid=1, observe=3, payload=b"x").encode())
+    b = Options()
+    assert a.opt.invalid_options == [] and not a.opt.invalid_options
+    assert a.opt.invalid_options is b.invalid_options
+    with pytest.raises(TypeError):
+        b.invalid_options.append((OptionNumber.OBSERVE, b""))
+    assert b.invalid_options == []
+
+
+def test_invalid_options_are_per_message_once_there():
+    opt = Options()
+    # Observe with 4 bytes is too long (0-3)
+    rest = opt.decode(bytes([0x64]) + b"\x01\x02\x03\x04" + b"\xffpayload")
+    assert rest == b"payload"
+    assert opt.invalid_options == [(OptionNumber.OBSERVE, b"\x01\x02\x03\x04")]
+    assert Options().invalid_options == []
+    copy = opt.copy()
+    assert copy.invalid_options == opt.invalid_options
+    assert copy.invalid_options is not opt.invalid_options
+    assert opt.copy_shallow().invalid_options is opt.invalid_options
+    replaced = Options()
+    replaced.invalid_options = [(OptionNumber.URI_PATH, b"\xff")]
+    assert replaced.invalid_options == [(OptionNumber.URI_PATH, b"\xff")]
+
+
+def test_numbers_lists_the_options_present():
+    opt = Options()
+    opt.uri_path = ["a", "b"]
+    opt.observe = 0
+    assert sorted(opt.numbers()) == [OptionNumber.OBSERVE, OptionNumber.URI_PATH]
+    assert OptionNumber.OBSERVE in opt and OptionNumber.ETAG not in opt
+
+
+def test_split_off_leaves_the_original_alone():
+    opt = Options()
+    opt.uri_path = ["a", "b"]
+    opt.accept = 50
+    rest, paths = opt.split_off(OptionNumber.URI_PATH)
+    assert [o.value for o in paths] == ["a", "b"]
+    assert rest.uri_path == () and rest.accept == 50
+    rest.uri_path = ["c"]
+    assert opt.uri_path == ("a", "b")
+    assert opt.split_off(OptionNumber.ETAG)[1] == []
+
+
+def test_unprocessable_critical():
+    opt = Options()
+    opt.uri_path = ["a"]
+    assert opt.unprocessable_critical({OptionNumber.URI_PATH}) is None
+    assert opt.unprocessable_critical(set()) == OptionNumber.URI_PATH
+    opt.observe = 1  # elective (even number)
+    assert opt.unprocessable_critical({OptionNumber.URI_PATH}) is None
+    bad_format = Options()
+    bad_format.decode(bytes([0xC3]) + b"\x01\x02\x03")  # Content-Format (elective): 3 bytes, max 2
+    assert bad_format.invalid_options and bad_format.unprocessable_critical(set()) is None
+    bad_port = Options()
+    bad_port.decode(bytes([0x73]) + b"\x01\x02\x03")  # Uri-Port: 3 bytes (max 2)
+    assert bad_port.unprocessable_critical({OptionNumber.URI_PORT}) == OptionNumber.URI_PORT

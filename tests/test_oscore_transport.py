@@ -1051,7 +1051,7 @@ async def test_request_to_an_address_made_elsewhere(tmp_path):
     async with Setup(tmp_path) as s:
         first = await s.request()
         address = OSCOREAddress(first.remote.security_context, first.remote.underlying_address)
-        assert address == first.remote and address._via is None
+        assert address == first.remote and address.via is None
         message = Message(code=Code.GET, uri_path=["store"])
         message.remote = address
         response = await asyncio.wait_for(s.client.request(message).response, TIMEOUT)

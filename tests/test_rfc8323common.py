@@ -302,6 +302,87 @@ def test_many_frames_in_one_buffer_are_parsed_in_place(monkeypatch):
     assert all(m.opt.uri_path == ("x",) for m in parsed[:: 997])
 
 
+# --- the pieces of the frame header -----------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(
+        st.integers(0, 70000),
+        st.sampled_from([12, 13, 268, 269, 65804, 65805, 0xFFFFFFFF + 65805]),
+    ),
+    st.integers(0, 15),
+)
+def test_encode_length_and_read_frame_header_agree(length, tkl):
+    nibble, extended = r.encode_length(length)
+    header = bytes(((nibble << 4) | tkl,)) + extended
+    assert r.read_frame_header(header) == (len(header), tkl, length)
+    assert r.read_frame_header(header[:-1]) is None or not extended
+    # the same at an offset into a larger buffer
+    assert r.read_frame_header(b"junk" + header + b"more", 4) == (len(header), tkl, length)
+
+
+def test_encode_length_out_of_range():
+    with pytest.raises(ValueError):
+        r.encode_length(0xFFFFFFFF + 65806)
+    with pytest.raises(ValueError):
+        r.encode_length(-1)
+
+
+# --- WebSocket framing (RFC 8323 §4.2) ---------------------------------------------
+
+
+def test_s4_2_websocket_message_has_no_length():
+    message = Message(code=Code.GET, token=b"\x12\x34", uri_path=["temperature"])
+    encoded = r.encode_ws_message(message)
+    assert encoded == bytes.fromhex("02 01 1234 bb") + b"temperature"
+    assert same_message(r.decode_ws_message(encoded), message)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(messages())
+def test_websocket_roundtrip(original):
+    encoded = r.encode_ws_message(original)
+    assert encoded[0] >> 4 == 0
+    decoded = r.decode_ws_message(encoded)
+    assert same_message(decoded, original)
+    assert decoded.mtype is None and decoded.mid is None
+    # the stream frame of the same message differs only in its length header
+    assert encode_message(original).endswith(encoded[1:])
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x00",  # no code
+        bytes.fromhex("10 01 00"),  # Len nibble set
+        bytes.fromhex("09 01") + b"123456789",  # TKL 9
+        bytes.fromhex("04 01 12"),  # token cut short
+        bytes.fromhex("00 01 ff"),  # payload marker without payload
+    ],
+)
+def test_decode_ws_rejects_malformed(data):
+    with pytest.raises(FramingError):
+        r.decode_ws_message(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_arbitrary_websocket_message_decodes_or_raises_framing_error(data):
+    try:
+        message = r.decode_ws_message(data)
+    except FramingError as e:
+        assert e.diagnostic
+        return
+    # The same content with a length header is the same message to the
+    # stream decoder.
+    tkl = data[0] & 0x0F
+    nibble, extended = r.encode_length(len(data) - 2 - tkl)
+    reframed = bytes(((nibble << 4) | tkl,)) + extended + data[1:]
+    assert same_message(decode_message(reframed), message)
+
+
 # --- signaling (RFC 8323 §5) -------------------------------------------------------
 
 

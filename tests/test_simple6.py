@@ -81,7 +81,7 @@ async def start(bind_host):
 async def test_request_and_response(host):
     server, server_manager, client, client_manager = await start(host)
     try:
-        port = server._sockname[1]
+        port = server.sockname[1]
         sent = await send(client, client_manager, f"coap://{uri_host(host)}:{port}/x", payload=b"ping")
         assert isinstance(sent.remote, Simple6EndpointAddress)
         assert sent.remote.hostinfo == f"{uri_host(host)}:{port}"
@@ -119,7 +119,7 @@ async def test_request_and_response(host):
 async def test_names_stay_names():
     server, server_manager, client, client_manager = await start("127.0.0.1")
     try:
-        port = server._sockname[1]
+        port = server.sockname[1]
         by_name = await send(client, client_manager, f"coap://localhost:{port}/")
         assert by_name.remote.hostinfo == f"localhost:{port}"
         by_literal = await client.determine_remote(request(f"coap://127.0.0.1:{port}/"))
@@ -147,7 +147,7 @@ async def test_port_unreachable():
         assert client_manager.reentrant_errors == 0
 
         # other peers are not affected
-        port = server._sockname[1]
+        port = server.sockname[1]
         await send(client, client_manager, f"coap://127.0.0.1:{port}/", mid=9)
         await server_manager.wait_for(lambda: server_manager.datagrams)
         response = Message(code=Code.CONTENT, mtype=Type.ACK, mid=9)
@@ -166,9 +166,9 @@ async def test_determine_remote():
         assert await client.determine_remote(request("coap+tcp://127.0.0.1/")) is None
         assert await client.determine_remote(request("coaps://127.0.0.1/")) is None
         assert await client.determine_remote(Message(code=Code.GET)) is None
-        bare = Message(code=Code.GET, uri_host="127.0.0.1", uri_port=server._sockname[1])
+        bare = Message(code=Code.GET, uri_host="127.0.0.1", uri_port=server.sockname[1])
         remote = await client.determine_remote(bare)
-        assert remote.hostinfo == f"127.0.0.1:{server._sockname[1]}"
+        assert remote.hostinfo == f"127.0.0.1:{server.sockname[1]}"
         bare.remote = remote
         assert await client.determine_remote(bare) is remote
         assert await server.determine_remote(bare) is None
@@ -190,7 +190,7 @@ async def test_determine_remote():
 async def test_concurrent_lookups_share_a_socket():
     server, server_manager, client, client_manager = await start("127.0.0.1")
     try:
-        uri = f"coap://127.0.0.1:{server._sockname[1]}/"
+        uri = f"coap://127.0.0.1:{server.sockname[1]}/"
         remotes = await asyncio.gather(*(client.determine_remote(request(uri)) for _ in range(5)))
         assert all(r is remotes[0] for r in remotes)
         assert len(client._sockets) == 1
@@ -203,13 +203,13 @@ async def test_concurrent_lookups_share_a_socket():
 async def test_socket_pool_is_bounded_and_evicted_peers_still_work():
     server, server_manager, client, client_manager = await start("127.0.0.1")
     try:
-        port = server._sockname[1]
+        port = server.sockname[1]
         first = await send(client, client_manager, f"coap://127.0.0.1:{port}/", mid=1)
         # Other peers (127.0.0.0/8 is all loopback) push it out of the pool.
         for i in range(simple6.MAX_SOCKETS + 5):
             await client.determine_remote(request(f"coap://127.0.0.{2 + i}:{port}/"))
         assert len(client._sockets) == simple6.MAX_SOCKETS
-        assert first.remote._key not in client._sockets
+        assert first.remote.peer_key not in client._sockets
         await server_manager.wait_for(lambda: len(server_manager.datagrams) == 1)
 
         # Sending to the evicted peer opens a socket again.
@@ -237,10 +237,10 @@ async def test_dual_stack_server():
     server = await MessageInterfaceSimpleServer.create_server((None, 0), manager, log, loop)
     client = await MessageInterfaceSimple6.create_client_transport_endpoint(FakeManager(), log, loop)
     try:
-        port = server._sockname[1]
+        port = server.sockname[1]
         hosts = ["127.0.0.1"] + (["[::1]"] if _ipv6_loopback_works() else [])
         for i, host in enumerate(hosts):
-            await send(client, client._ctx, f"coap://{host}:{port}/", mid=i)
+            await send(client, client.message_manager, f"coap://{host}:{port}/", mid=i)
             await manager.wait_for(lambda: len(manager.datagrams) == i + 1)
             assert manager.datagrams[i][1].hostinfo.startswith(host + ":")
     finally:
@@ -256,7 +256,7 @@ def _open_fds() -> int:
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd to count file descriptors")
 async def test_shutdown_releases_everything(no_warnings):
     server, server_manager, client, client_manager = await start("127.0.0.1")
-    port = server._sockname[1]
+    port = server.sockname[1]
     await send(client, client_manager, f"coap://127.0.0.1:{port}/")
     await client.shutdown()
     await server.shutdown()
@@ -264,11 +264,11 @@ async def test_shutdown_releases_everything(no_warnings):
     before = _open_fds()
     for i in range(100):
         server, server_manager, client, client_manager = await start("127.0.0.1")
-        port = server._sockname[1]
+        port = server.sockname[1]
         sent = await send(client, client_manager, f"coap://127.0.0.1:{port}/")
         if i % 2:
             # a socket being reopened while shutting down
-            client._sockets.pop(sent.remote._key).transport.close()
+            client._sockets.pop(sent.remote.peer_key).transport.close()
             client.send(sent)
         await client.shutdown()
         await server.shutdown()

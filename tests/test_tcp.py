@@ -3,7 +3,11 @@ on both ends, and hand-made peers (raw sockets speaking RFC 8323 framing)
 for what a well-behaved peer would never do.
 
 Timers are shortened through :class:`TcpTuning`; no test waits for a
-protocol timer at its default value.
+protocol timer at its default value. What the timers do, to the
+millisecond, is tested on a virtual clock in tests/test_rfc8323session.py;
+the timer tests here check that the asyncio adapter drives the session's
+timer (with timers of a tenth of a second) and that other connections are
+served meanwhile.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import socket
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aiocoap import error, resource
 from aiocoap.message import Message
@@ -22,13 +28,15 @@ from aiocoap.numbers.codes import Code
 from aiocoap.optiontypes import OpaqueOption, UintOption
 from aiocoap.protocol import Context
 from aiocoap.transports import rfc8323common as rfc
+from aiocoap.transports.rfc8323session import SessionState
+from aiocoap.transports import tcp
 from aiocoap.transports.tcp import DEFAULT_TCP_TUNING, TCPClient, TcpConnection, TCPServer, TcpTuning
 
 pytestmark = pytest.mark.core
 
 FAST = TcpTuning(
-    connect_timeout=3.0, csm_timeout=0.5, frame_timeout=0.3, idle_timeout=5.0,
-    ping_timeout=0.3, close_timeout=0.5,
+    connect_timeout=3.0, csm_timeout=0.1, frame_timeout=0.1, idle_timeout=5.0,
+    ping_timeout=0.1, close_timeout=0.5,
 )
 TIMEOUT = 5.0
 
@@ -362,7 +370,7 @@ async def test_observation_over_tcp():
             notification = await asyncio.wait_for(notifications.__anext__(), TIMEOUT)
             assert notification.payload == expected
         connection = first.remote
-        assert connection._outstanding  # a running observation keeps the connection busy
+        assert connection._session.pending_requests == 1  # a running observation keeps the connection busy
         observed.observation.cancel()
 
 
@@ -413,9 +421,9 @@ async def test_megabyte_bodies_use_bert_blocks():
         arrived = []
         process_request = server._tokenmanager.process_request
 
-        def counting(message):
+        def counting(message, ti=None):
             arrived.append(message)
-            process_request(message)
+            process_request(message, ti)
 
         server._tokenmanager.process_request = counting
         uri = f"coap+tcp://127.0.0.1:{server.port}/mb"
@@ -509,11 +517,23 @@ async def test_custody_pong_waits_for_earlier_responses():
 
 
 async def test_keepalive_pings_keep_a_quiet_connection():
-    async with tcp_server() as server, tcp_client(TcpTuning(ping_interval=0.05, ping_timeout=0.3)) as client:
-        response = await request(client, code=Code.GET, uri=f"coap+tcp://127.0.0.1:{server.port}/slow")
+    pings = []
+
+    async def counting_pings(peer):
+        peer.send(csm())
+        while True:
+            message = await peer.receive()
+            if message.code == Code.PING:
+                pings.append(time.monotonic())
+                peer.send(encode(rfc.Pong().to_message(token=message.token)))
+            elif message.code.is_request():
+                peer.send(encode(Message(code=Code.CONTENT, token=message.token)))
+
+    async with raw_server(counting_pings) as (port, _), tcp_client(TcpTuning(ping_interval=0.05, ping_timeout=0.3)) as client:
+        response = await request(client, code=Code.GET, uri=f"coap+tcp://127.0.0.1:{port}/x")
         connection = response.remote
-        await asyncio.sleep(0.5)  # several ping intervals: answered by Pongs
-        assert connection._state == 2 and connection in client.tcp._connections
+        await until(lambda: len(pings) >= 3)  # several ping intervals, answered by Pongs
+        assert connection.state is SessionState.OPEN and connection in client.tcp._connections
 
 
 async def test_unanswered_keepalive_ping_fails_pending_requests():
@@ -571,7 +591,7 @@ async def test_release_moves_new_requests_to_a_new_connection():
         uri = f"coap+tcp://127.0.0.1:{port}/x"
         first = await request(client, code=Code.GET, uri=uri)
         assert first.payload == b"first"
-        await until(lambda: first.remote._state == 0)  # closed once nothing was pending
+        await until(lambda: first.remote.state is SessionState.CLOSED)  # closed once nothing was pending
         second = await request(client, code=Code.GET, uri=uri, payload=b"second")
         assert second.payload == b"second"
         assert len(peers) == 2
@@ -621,7 +641,7 @@ async def test_server_sends_requests_to_the_client_on_its_connection():
         answer = await asyncio.wait_for(server.request(reverse, handle_blockwise=False).response, TIMEOUT)
         assert answer.code == Code.NOT_FOUND  # the client context serves no resources
         assert answer.remote is server_side
-        assert response.remote._state == 2
+        assert response.remote.state is SessionState.OPEN
 
 
 # --- misbehaving peers ---------------------------------------------------------
@@ -668,7 +688,8 @@ async def test_silent_peer_is_dropped_after_the_csm_timeout():
         started = time.monotonic()
         messages = await peer.receive_until_closed()
         assert [m.code for m in messages] == [Code.CSM, Code.ABORT]
-        assert 0.4 < time.monotonic() - started < 2
+        assert messages[-1].payload == b"no CSM received within 0.1 s"
+        assert time.monotonic() - started < 2
         await peer.close()
 
 
@@ -696,12 +717,12 @@ async def test_slowloris_is_closed_and_does_not_block_others():
         messages = await peer.receive_until_closed()
         assert messages[-1].code == Code.ABORT
         assert b"stalled" in messages[-1].payload
-        assert 0.25 < time.monotonic() - started < 2
+        assert time.monotonic() - started < 2
         await peer.close()
 
 
 async def test_trickling_frame_is_cut_at_the_frame_time_limit():
-    async with tcp_server(tuning=TcpTuning(frame_timeout=0.3, frame_time_limit=0.6)) as server:
+    async with tcp_server(tuning=TcpTuning(frame_timeout=0.2, frame_time_limit=0.3)) as server:
         peer = await RawPeer.connect(server.port)
         frame = encode(Message(code=Code.PUT, token=b"t", uri_path=["echo"], payload=b"p" * 200))
         peer.send(csm())
@@ -711,10 +732,10 @@ async def test_trickling_frame_is_cut_at_the_frame_time_limit():
             if receiving.done():
                 break
             peer.send(bytes([byte]))
-            await asyncio.sleep(0.05)  # always within the stall limit
+            await asyncio.sleep(0.02)  # always within the stall limit
         messages = await receiving
         assert messages[-1].code == Code.ABORT
-        assert b"not completed within 0.6 s" in messages[-1].payload
+        assert b"not completed within 0.3 s" in messages[-1].payload
         assert time.monotonic() - started < 2
         await peer.close()
 
@@ -766,7 +787,7 @@ async def test_closed_connection_reconnects_for_cached_routes():
     async with tcp_server() as server, tcp_client(TcpTuning(idle_timeout=0.1)) as client:
         uri = f"coap+tcp://127.0.0.1:{server.port}/echo"
         first = await request(client, code=Code.GET, uri=uri)
-        await until(lambda: first.remote._state == 0)  # idle close
+        await until(lambda: first.remote.state is SessionState.CLOSED)  # idle close
         await until(lambda: not server.tcp._connections)
         second = await request(client, code=Code.GET, uri=uri)
         assert second.code == Code.CONTENT
@@ -798,7 +819,7 @@ async def test_pool_is_bounded():
             assert len(client.tcp._connections) <= 2
         # all busy: the third one can not be opened
         slow = [client.request(Message(code=Code.GET, uri=f"coap+tcp://127.0.0.1:{s.port}/slow")) for s in servers[1:]]
-        await until(lambda: all(c._outstanding for c in client.tcp._connections))
+        await until(lambda: all(c._session.pending_requests for c in client.tcp._connections))
         with pytest.raises(error.NetworkError, match="Too many"):
             await request(client, code=Code.GET, uri=f"coap+tcp://127.0.0.1:{servers[0].port}/echo")
         for s in slow:
@@ -881,3 +902,35 @@ async def test_ipv6_loopback():
             assert server_side.uri_base_local == f"coap+tcp://[::1]:{port}"
     finally:
         await context.shutdown()
+
+
+# --- the framing helpers code written for aiocoap 0.4.17 imports ---------------------------
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    code=st.sampled_from([Code.GET, Code.CONTENT, Code.CSM, Code.PING]),
+    token=st.binary(max_size=8),
+    payload=st.binary(max_size=70000) | st.sampled_from([b"x" * 12, b"x" * 268, b"x" * 65804]),
+    path=st.lists(st.text(max_size=10), max_size=3),
+)
+def test_0_4_17_framing_helpers(code, token, payload, path):
+    message = Message(code=code, token=token, payload=payload, uri_path=path)
+    frame = tcp._serialize(message)
+    assert frame == rfc.encode_message(message)
+    offset, tkl, length = tcp._extract_message_size(frame)
+    assert (tkl, offset + tkl + length) == (len(token), len(frame))
+    assert frame[offset - 1] == code and frame[offset : offset + tkl] == token
+    nibble, extended = tcp._encode_length(length)
+    assert frame[0] >> 4 == nibble and frame[1 : 1 + len(extended)] == extended
+    assert tcp._extract_message_size(frame[: offset - 2]) is None or offset == 2
+    decoded = tcp._decode_message(frame)
+    assert (decoded.code, decoded.token, decoded.payload, decoded.opt.uri_path) == (code, token, payload, tuple(path))
+
+
+def test_0_4_17_module_constants():
+    from aiocoap.transports import tls
+
+    assert (tcp.COAP_PORT, tls.COAPS_PORT) == (5683, 5684)
+    assert issubclass(rfc.CloseConnection, Exception)
+    assert issubclass(TcpConnection, rfc.RFC8323Remote)

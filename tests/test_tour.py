@@ -27,6 +27,7 @@ import subprocess
 import sys
 
 import pytest
+from ports import free_udp_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOUR = os.path.join(ROOT, "doc", "guidedtour.rst")
@@ -57,20 +58,18 @@ def tour_commands() -> list[list[str]]:
     return commands
 
 
-def free_udp_port() -> int:
-    """A port number that is free on 127.0.0.1 for UDP and for TCP (servers
-    listen on both)"""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no port is free for both UDP and TCP")
+
+
+async def _interrupt(process) -> None:
+    """Stop a server process as Ctrl-C does (killing it if that fails)"""
+    if process.returncode is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        await asyncio.wait_for(process.wait(), 10)
+    except asyncio.TimeoutError:
+        process.kill()
+        await process.wait()
 
 
 @contextlib.asynccontextmanager
@@ -112,13 +111,7 @@ async def demo_server(tmp_path):
         yield port
     finally:
         await context.shutdown()
-        if process.returncode is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(process.wait(), 10)
-            except asyncio.TimeoutError:
-                process.kill()
-                await process.wait()
+        await _interrupt(process)
         log.close()
 
 
@@ -225,3 +218,55 @@ def test_docs_build_without_warnings(tmp_path):
         tools = f.read()
     # The options come from the argument parser itself
     assert "--observe-exec" in tools and "--no-pretty-print" in tools
+
+
+def _server_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("demo_server", SERVER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tour_shows_what_the_demo_server_says():
+    """The tour's first command shows the line the server prints without
+    --bind"""
+    listening, try_uri = _server_module().where(None)
+    said = f"The demo server listens on {listening}. Try: ./aiocoap-client {try_uri}"
+    assert try_uri == "coap://localhost/.well-known/core"
+    lines = _tour_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "$ ./examples/server.py")
+    assert [line.strip() for line in lines[start + 1 : start + 3]] == [said, "Stop it with Ctrl-C."]
+
+
+@pytest.mark.core
+async def test_demo_server_from_a_checkout(tmp_path):
+    """./examples/server.py and ./aiocoap-client work from the checkout
+    without aiocoap being installed (python -S: no site-packages), from any
+    directory, and the server says where it listens"""
+    for script in (SERVER, os.path.join(ROOT, "aiocoap-client")):
+        assert os.access(script, os.X_OK)
+        with open(script) as f:
+            assert f.readline().strip() == "#!/usr/bin/env python3"
+    port = free_udp_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-S", SERVER, "--bind", f"127.0.0.1:{port}",
+        cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        line = await asyncio.wait_for(process.stdout.readline(), 20)
+        assert line.decode() == (
+            f"The demo server listens on port {port} (UDP and TCP) of 127.0.0.1. "
+            f"Try: ./aiocoap-client coap://127.0.0.1:{port}/.well-known/core\n"
+        )
+        client = await asyncio.create_subprocess_exec(
+            sys.executable, "-S", os.path.join(ROOT, "aiocoap-client"), f"coap://127.0.0.1:{port}/.well-known/core",
+            cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(client.communicate(), 20)
+        assert (client.returncode, err) == (0, b"")
+        assert b"</time>;obs" in out
+    finally:
+        await _interrupt(process)
+    assert process.returncode == 0, await process.stderr.read()

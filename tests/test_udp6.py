@@ -111,7 +111,7 @@ async def test_request_and_response(host):
     exceptions = collect_loop_exceptions()
     server, server_manager, client, client_manager = await start_pair()
     try:
-        port = server._local_port
+        port = server.local_port
         sent = await send_request(client, client_manager, host, port, payload=b"ping")
         await server_manager.wait_for(lambda: server_manager.datagrams)
         data, remote = server_manager.datagrams[0]
@@ -119,7 +119,7 @@ async def test_request_and_response(host):
         assert incoming.payload == b"ping" and incoming.opt.uri_path == ("path",)
         assert remote.interface is server and server.recognize_remote(remote)
         assert not client.recognize_remote(remote)
-        assert remote.hostinfo == f"{uri_host(host)}:{client._local_port}"
+        assert remote.hostinfo == f"{uri_host(host)}:{client.local_port}"
         assert remote.hostinfo_local == f"{uri_host(host)}:{port}"
         assert remote.uri_base_local == f"coap://{uri_host(host)}:{port}"
         assert not remote.is_multicast and not remote.is_multicast_locally
@@ -150,13 +150,13 @@ async def test_response_from_the_address_the_request_went_to():
     # answer the client at 127.0.0.1 from 127.0.0.1 by itself.
     server, server_manager, client, client_manager = await start_pair()
     try:
-        port = server._local_port
+        port = server.local_port
         sent = await send_request(client, client_manager, "127.0.0.2", port)
         await server_manager.wait_for(lambda: server_manager.datagrams)
         data, remote = server_manager.datagrams[0]
-        assert remote.hostinfo == f"127.0.0.1:{client._local_port}"
+        assert remote.hostinfo == f"127.0.0.1:{client.local_port}"
         assert remote.hostinfo_local == f"127.0.0.2:{port}"
-        assert repr(remote) == f"<UDP6EndpointAddress [::ffff:127.0.0.1]:{client._local_port} with local address>"
+        assert repr(remote) == f"<UDP6EndpointAddress [::ffff:127.0.0.1]:{client.local_port} with local address>"
 
         response = Message(code=Code.CONTENT, mtype=Type.ACK, mid=1, token=b"\x00\x01")
         response.remote = remote.as_response_address()
@@ -185,7 +185,7 @@ async def test_port_unreachable_is_dispatched_and_reception_goes_on(host):
     exceptions = collect_loop_exceptions()
     server, server_manager, client, client_manager = await start_pair()
     try:
-        port = server._local_port
+        port = server.local_port
         nowhere = closed_port()
         for round_ in range(3):
             started = time.monotonic()
@@ -227,7 +227,7 @@ async def test_stale_icmp_error_reported_on_a_later_send():
         poller.register(client._transport.get_extra_info("socket").fileno(), 0)
         assert poller.poll(1000), "no ICMP error arrived"
 
-        await send_request(client, client_manager, "127.0.0.1", server._local_port, mid=2, payload=b"after")
+        await send_request(client, client_manager, "127.0.0.1", server.local_port, mid=2, payload=b"after")
         await server_manager.wait_for(lambda: server_manager.datagrams)
         assert Message.decode(server_manager.datagrams[0][0]).payload == b"after"
         await client_manager.wait_for(lambda: client_manager.errors)
@@ -259,7 +259,7 @@ async def test_queued_error_alongside_data():
         assert poller.poll(1000), "no ICMP error arrived"
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 111
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
-            target = ("127.0.0.1", client._local_port)
+            target = ("127.0.0.1", client.local_port)
             sender.sendto(b"first", target)
             assert poller.poll(1000)
             await client_manager.wait_for(lambda: client_manager.datagrams and client_manager.errors)
@@ -445,7 +445,7 @@ async def test_random_datagrams_are_all_delivered():
     rng = random.Random(7683)
     sent = []
     try:
-        target = ("127.0.0.1", server._local_port)
+        target = ("127.0.0.1", server.local_port)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
             for chunk in range(100):
                 for _ in range(100):
@@ -459,7 +459,7 @@ async def test_random_datagrams_are_all_delivered():
         assert len({remote for _, remote in server_manager.datagrams}) == 1
 
         # the socket keeps working for regular traffic
-        await send_request(client, client_manager, "127.0.0.1", server._local_port, payload=b"still there")
+        await send_request(client, client_manager, "127.0.0.1", server.local_port, payload=b"still there")
         await server_manager.wait_for(lambda: len(server_manager.datagrams) == len(sent) + 1)
         assert Message.decode(server_manager.datagrams[-1][0]).payload == b"still there"
     finally:
@@ -509,7 +509,7 @@ async def test_server_bound_to_a_single_address():
     try:
         sockname = server._transport.get_extra_info("sockname")
         assert sockname[0] == "::ffff:127.0.0.1"
-        await send_request(client, client._ctx, "127.0.0.1", sockname[1])
+        await send_request(client, client._message_manager, "127.0.0.1", sockname[1])
         await manager.wait_for(lambda: manager.datagrams)
     finally:
         await client.shutdown()
@@ -530,7 +530,7 @@ def _pktinfo(address: str, ifindex: int = 0) -> bytes:
 
 
 class _Interface:
-    _local_port = 5683
+    local_port = 5683
 
 
 def test_address_properties():
@@ -635,7 +635,7 @@ async def main():
     # the default bind: all addresses, port 5683, groups joined
     server = await MessageInterfaceUDP6.create_server_transport_endpoint(server_manager, log, loop, (None, None))
     client = await MessageInterfaceUDP6.create_client_transport_endpoint(client_manager, log, loop)
-    results = {"server_port": server._local_port}
+    results = {"server_port": server.local_port}
     for uri in sys.argv[1:]:
         request = Message(code=Code.GET, mtype=Type.NON, mid=1, token=b"t", uri=uri)
         request.remote = await client.determine_remote(request)

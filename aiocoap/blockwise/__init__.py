@@ -13,7 +13,9 @@ modules, ``_client`` and ``_server``, do not import asyncio):
   count, bytes and time.
 
 :class:`BlockwiseRequest` (what ``Context.request`` returns) and
-:class:`BlockwiseServer` (``Context.blockwise``) are the asyncio glue.
+:class:`BlockwiseServer` (``Context.blockwise``) are the asyncio glue. The
+dependency goes one way: :mod:`aiocoap.protocol` builds on this package,
+which uses the Context it is given and imports nothing from protocol.
 
 Rules the client follows:
 
@@ -66,12 +68,11 @@ level (with the traceback) only for exceptions that are bugs.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from typing import Optional
 
 from .. import error, interfaces
-from ..message import Message
-from ..util import hostportsplit
+from .._requestbase import BaseUnicastRequest, ClientObservation
+from ..message import Message, UndecidedRemote
 from ._client import MAX_RESTARTS, ClientTransfer, new_request_tag
 from ._common import BERT_UNIT, BLOCK1, BLOCK2, CONTINUE, SIZE2, TOO_LARGE, remote_max_exp, single_message_limit
 from ._server import DEFAULT_MAX_BODY_SIZE, RenderJob, ServerBlockwiseState, body_etag
@@ -121,7 +122,7 @@ class BlockwiseServer:
         """Answer ``request`` by calling ``render`` (the site's render) on
         the reassembled request once all of its blocks are there, and cut
         the result into blocks."""
-        options = request.opt._options
+        options = request.opt
         if BLOCK1 not in options and BLOCK2 not in options and SIZE2 not in options:
             response = await render(request)
             if type(response) is not Message or len(response.payload) <= 1024 and remote_max_exp(request.remote) >= 6:
@@ -139,7 +140,7 @@ class BlockwiseServer:
         """The payload length up to which :meth:`slice_response` returns
         responses to ``request`` unchanged (-1: it always has a look). Fixed
         for a request, so an observation asks once."""
-        options = request.opt._options
+        options = request.opt
         if BLOCK2 in options or SIZE2 in options:
             return -1
         return single_message_limit(request.remote)
@@ -188,9 +189,6 @@ class BlockwiseServer:
         self._reschedule(loop)
 
 
-from ..protocol import BaseUnicastRequest, ClientObservation  # noqa: E402  (protocol imports this module at its end)
-
-
 class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[misc]  # (as protocol.Request)
     """A request that sends and receives bodies of any size, using
     blockwise transfer (RFC 7959) where they do not fit one message.
@@ -216,8 +214,8 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
         # Later messages of the transfer go to the same target; for an IP
         # literal, leaving them unrouted lets the Context use its route
         # cache instead of routing each block (a task per block) again.
-        target = app_request._target if app_request._remote is None else None
-        self._target = target if target is not None and _is_ip_literal(target.hostinfo) else None
+        target = app_request.remote
+        self._target = target if isinstance(target, UndecidedRemote) and target.is_ip_literal else None
         self._progress_callbacks: list = []
         self.observation: Optional[ClientObservation] = None
         if app_request.opt.observe == 0:
@@ -226,7 +224,7 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
             self._observation.on_cancel(self._observation_cancelled)
         self.response.add_done_callback(self._response_cancellation_handler)
 
-        options = app_request.opt._options
+        options = app_request.opt
         if (
             BLOCK1 not in options
             and BLOCK2 not in options
@@ -235,7 +233,7 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
             sub = self._send(app_request)
             sub.response.add_done_callback(self._first_response)
         else:
-            self._task = protocol._spawn(self._run(None), name="aiocoap blockwise request")
+            self._task = protocol.spawn_task(self._run(None), name="aiocoap blockwise request")
 
     def __repr__(self):
         return f"<{type(self).__name__} for {self.app_request!r}>"
@@ -270,14 +268,14 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
         if (block2 is None or not block2.more and block2.block_number == 0) and code != TOO_LARGE and code != CONTINUE:
             self._set_response(response)
             return
-        self._task = self.protocol._spawn(self._run(response), name="aiocoap blockwise request")
+        self._task = self.protocol.spawn_task(self._run(response), name="aiocoap blockwise request")
 
     async def _run(self, first_response: Optional[Message]) -> None:
         request = self.app_request
         try:
             message: Optional[Message]
             if first_response is None:
-                if request._remote is None:
+                if _undecided(request.remote):
                     await self.protocol.find_remote_and_interface(request)
                 transfer = self._transfer()
                 message = transfer.first_request()
@@ -373,7 +371,7 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
             # A newer state supersedes the one still being completed.
             self._notification_task.cancel()
             self._notification_task = None
-        if BLOCK2 not in message.opt._options:
+        if BLOCK2 not in message.opt:
             message.request = self.app_request  # type: ignore[assignment]  # (declared None in message.py)
             self._observation.callback(message)
             return
@@ -382,7 +380,7 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
             message.request = self.app_request  # type: ignore[assignment]  # (declared None in message.py)
             self._observation.callback(message)
             return
-        self._notification_task = self.protocol._spawn(
+        self._notification_task = self.protocol.spawn_task(
             self._complete_notification(message), name="aiocoap blockwise notification"
         )
 
@@ -425,17 +423,13 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
             self._relayed.cancel()
 
 
-def _is_ip_literal(hostinfo: str) -> bool:
-    try:
-        host, _ = hostportsplit(hostinfo)
-        ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    return True
-
-
 def _known_limit(message: Message) -> int:
     """The largest body that surely goes as one message to the message's
     destination (1024 bytes while the remote is not resolved yet)."""
-    remote = message._remote
-    return 1024 if remote is None else single_message_limit(remote)
+    remote = message.remote
+    return 1024 if _undecided(remote) else single_message_limit(remote)
+
+
+def _undecided(remote) -> bool:
+    """Whether a message with this remote still has to be routed."""
+    return remote is None or isinstance(remote, UndecidedRemote)

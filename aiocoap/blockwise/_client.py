@@ -11,10 +11,8 @@ from typing import Callable, Optional
 from .. import error
 from ..message import Message
 from ..numbers.codes import Code
-from ..numbers.optionnumbers import OptionNumber
-from ..optiontypes import BlockOption
 from ._common import (
-    BERT_UNIT, BLOCK1, BLOCK2, CONTINUE, ETAG, TOO_LARGE, BlockwiseTuple,
+    BERT_UNIT, CONTINUE, TOO_LARGE, BlockwiseTuple,
     block_start, block_unit, successful,
 )
 
@@ -171,7 +169,7 @@ class ClientTransfer:
         else:
             msg = self._derive(payload)
         block = BlockwiseTuple(offset // block_unit(szx), more, szx)
-        msg.opt._options[BLOCK1] = [BlockOption(OptionNumber.BLOCK1, block)]
+        msg.opt.block1 = block
         if offset == 0:
             msg.opt.size1 = len(body)
         self._sent = (block, len(payload))
@@ -193,7 +191,7 @@ class ClientTransfer:
             opts.size1 = None
             opts.observe = None
         msg = template.copy()
-        msg.opt._options[BLOCK2] = [BlockOption(OptionNumber.BLOCK2, BlockwiseTuple(offset // block_unit(szx), False, szx))]
+        msg.opt.block2 = BlockwiseTuple(offset // block_unit(szx), False, szx)
         return msg
 
     # --- processing responses -----------------------------------------------
@@ -218,8 +216,7 @@ class ClientTransfer:
             return self.continue_download(response)
 
         sent, _ = self._sent
-        found = response.opt._options.get(BLOCK1)
-        answer = found[0].value if found else None
+        answer = response.opt.block1
         if code == CONTINUE or (sent.more and successful(code)):
             # 2.31, or a 2.xx of a server that acts on every block
             if not sent.more:
@@ -299,13 +296,11 @@ class ClientTransfer:
             self.response = response
             self._phase = "done"
             return None
-        options = response.opt._options
-        found = options.get(BLOCK2)
-        if not found:
+        options = response.opt
+        block = options.block2
+        if block is None:
             raise error.MissingBlock2Option("a later block of the response lacks the Block2 option")
-        block = found[0].value
-        found = options.get(ETAG)
-        if (found[0].value if found else None) != self._etag:
+        if options.etag != self._etag:
             raise error.ResourceChanged("the ETag changed between blocks")
         body = self._body2
         offset = self._expected2 + len(body)

@@ -13,8 +13,6 @@ from typing import Optional, Union
 from ..message import Message
 from ..numbers.codes import Code
 from ..numbers.constants import EXCHANGE_LIFETIME
-from ..numbers.optionnumbers import OptionNumber
-from ..optiontypes import BlockOption
 from ._common import (
     BERT_UNIT, BLOCK1, BLOCK2, CONTINUE, OBSERVE, REQUEST_TAG, SIZE1, SIZE2,
     BlockwiseTuple, bert_chunk, block_start, remote_max_exp, single_message_limit, successful,
@@ -73,14 +71,13 @@ def _transfer_key(request: Message, with_payload: bool) -> tuple:
     """Code, options and (for FETCH) payload that make blocks belong to one
     transfer: everything in the cache key except the transfer options."""
     items = []
-    options = request.opt._options
-    for number in sorted(options):
+    for option in request.opt.option_list():
+        number = option.number
         if number in _TRANSFER_OPTIONS:
             continue
         if not number & 2 and number & 0x1E == 0x1C:  # NoCacheKey
             continue
-        for option in options[number]:
-            items.append((number, option.encode()))
+        items.append((int(number), option.encode()))
     payload = request.payload if with_payload and request.code == Code.FETCH else b""
     return (request.code, tuple(items), payload)
 
@@ -88,9 +85,9 @@ def _transfer_key(request: Message, with_payload: bool) -> tuple:
 def _strip_transfer_options(request: Message, payload: bytes) -> Message:
     stripped = request.copy()
     stripped.payload = payload
-    options = stripped.opt._options
+    options = stripped.opt
     for number in (BLOCK1, BLOCK2, SIZE1, SIZE2):
-        options.pop(number, None)
+        options.delete_option(number)
     return stripped
 
 
@@ -238,21 +235,17 @@ class ServerBlockwiseState:
         job of rendering the (reassembled) request."""
         if now >= self._check_at:
             self.expire(now)
-        options = request.opt._options
-        found = options.get(BLOCK1)
-        block1 = found[0].value if found else None
-        found = options.get(BLOCK2)
-        block2 = found[0].value if found else None
+        options = request.opt
+        block1 = options.block1
+        block2 = options.block2
         remote = request.remote
         if (
             (block1 is not None and block1.size_exponent == 7)
             or (block2 is not None and block2.size_exponent == 7)
         ) and remote_max_exp(remote) < 7:
             return _error(Code.BAD_REQUEST, "BERT block size is not available on this transport")
-        found = options.get(SIZE2)
-        want_size2 = found is not None and found[0].value == 0
-        found = options.get(REQUEST_TAG)
-        tag = tuple(o.value for o in found) if found else ()
+        want_size2 = options.size2 == 0
+        tag = options.request_tag
         if block1 is not None:
             if block2 is not None and block2.block_number != 0:
                 return _error(Code.BAD_REQUEST, "Block2 other than 0 with Block1")
@@ -363,7 +356,7 @@ class ServerBlockwiseState:
         if response.code is None:
             response.code = Code.CONTENT  # as the Context would send it
         opts = response.opt
-        if BLOCK2 in opts._options:
+        if BLOCK2 in opts:
             # The resource cut its response itself.
             if job.block1 is not None and opts.block1 is None:
                 opts.block1 = job.block1
@@ -406,7 +399,7 @@ class ServerBlockwiseState:
         the size."""
         if not isinstance(response, Message):
             return False
-        options = request.opt._options
+        options = request.opt
         return (
             BLOCK2 in options
             or SIZE2 in options
@@ -436,7 +429,7 @@ class ServerBlockwiseState:
         template.payload = b""
         topts = template.opt
         for number in (BLOCK1, SIZE1, SIZE2, OBSERVE):
-            topts._options.pop(number, None)
+            topts.delete_option(number)
         if template.code == Code.CONTENT and topts.etag is None:
             topts.etag = body_etag(body)
         alias = (remote, key)
@@ -487,7 +480,7 @@ class ServerBlockwiseState:
         end = start + chunk
         message = entry.template.copy()
         message.payload = body[start:end]
-        message.opt._options[BLOCK2] = [BlockOption(OptionNumber.BLOCK2, BlockwiseTuple(number, end < total, szx))]
+        message.opt.block2 = BlockwiseTuple(number, end < total, szx)
         if want_size2:
             message.opt.size2 = total
         return message

@@ -5,14 +5,22 @@ It sends one request (or, with ``--interactive``, one request per line typed
 at its prompt) and shows the response. Output follows these rules:
 
 * A successful (2.xx) response's payload goes to stdout. When stdout is not
-  a terminal, the payload is written exactly as received; on a terminal (or
-  with ``--pretty-print``), known content formats are reformatted (eg. CBOR
-  shown in a JSON-like notation) and, with color, highlighted.
+  a terminal, the payload is written exactly as received (the notifications
+  of an observation are each ended with a line feed); on a terminal (or
+  with ``--pretty-print``), known content formats are reformatted (JSON
+  indented, CBOR in diagnostic notation, binary data as a hex dump) and,
+  with color, highlighted.
 * Any other response code goes to stderr as ``4.04 Not Found``, followed by
-  the diagnostic payload.
+  the diagnostic payload; a response with Location-* options gets the line
+  ``Location options indicate new resource: /path`` on stderr.
+* ``-v`` shows every message sent and received (code, peer address, type,
+  message ID, token, options, payload size and a hex dump) and the
+  retransmissions; ``-vv`` adds the library's information, ``-vvv`` its
+  debug output.
 * Failures that prevent getting a response (name resolution, timeouts,
-  network errors, bad URIs or arguments, missing optional modules) are one
-  line on stderr; ``-v`` adds the traceback.
+  network errors, bad URIs or arguments, missing optional modules, URI
+  schemes this version does not support) are one line on stderr, with a
+  hint where one is known; ``-v`` adds the traceback.
 * The exit status is 0 if the (last) response was successful, 2 for
   command line usage errors, and 1 for everything else. A request that is
   interrupted before its response arrived exits with 130 (SIGINT) or 143
@@ -24,9 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
-import re
 import shlex
 import signal
 import sys
@@ -34,12 +40,29 @@ import threading
 from typing import Any, Callable, Optional, Sequence
 
 from .. import error, meta
-from ..message import Message, UndecidedRemote
 from ..numbers import Code, ContentFormat, TransportTuning
-from ..numbers.types import CON, NON
-from ..util import hostportsplit
+from ..proxy.client import ProxyForwarder
 from ..util.cli import ActionNoYes
 from . import common
+from ._client_request import (
+    PROG,
+    build_request,
+    proxy_address,
+    describe_failure,
+    fail,
+    failure_text,
+    missing_modules_text,
+)
+from ._client_output import (
+    FirstVerbosityFilter,
+    Output,
+    Progress,
+    isatty,
+    log,
+    log_message,
+    pygments_missing,
+    run_observe_exec,
+)
 
 __all__ = [
     "build_parser",
@@ -50,14 +73,13 @@ __all__ = [
     "sync_main",
 ]
 
-log = logging.getLogger("aiocoap-client")
-
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 _EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
-PROG = "aiocoap-client"
+LIBRARY_LOGGER = "coap"
+"""The logger of the client context (aiocoap's name for it)."""
 
 
 # --- argument parsing --------------------------------------------------------
@@ -97,6 +119,13 @@ def _content_format(text: str) -> ContentFormat:
             f"{text!r} is not a media type with a registered Content-Format "
             "(give the number instead)"
         ) from None
+
+
+def _size_exponent(text: str) -> int:
+    """argparse type of --payload-initial-szx"""
+    if not text.isdigit() or not 0 <= int(text) <= 6:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a block size exponent (0 to 6)")
+    return int(text)
 
 
 def _transport_tuning(text: str) -> TransportTuning:
@@ -140,68 +169,88 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         type=_method,
         default="GET",
-        help='Request method to use, by name or number (default: "GET")',
+        help='Name or number of the request method to use (default: "GET")',
     )
     p.add_argument(
         "--observe",
         action="store_true",
-        help="Register an observation on the resource and show every notification",
+        help="Register an observation on the resource, and show every notification",
     )
     p.add_argument(
         "--observe-exec",
         metavar="CMD",
-        help="Run the shell command CMD whenever the observed resource changes, "
+        help="Run the program CMD whenever the observed resource changes, "
         "with the new representation on its standard input (implies --observe)",
     )
     p.add_argument(
         "--accept",
         metavar="MIME",
         type=_content_format,
-        help="Content format to ask for (media type or number)",
+        help="Content format to request (media type or number)",
     )
     p.add_argument(
         "--proxy",
         metavar="HOST[:PORT]",
-        help="Send the request to this forward proxy, which relays it to the URL",
+        help="Relay the CoAP request to a proxy for execution: HOST[:PORT] of a "
+        "CoAP proxy, or a URI like coap+tcp://HOST:PORT; none (or -) for no proxy",
     )
     p.add_argument(
         "--payload",
         metavar="X",
-        help="Send X as request payload (eg. with a PUT). An X of the form @FILE "
-        "sends the content of FILE; @- reads the payload from standard input. "
-        "Payloads given directly may get converted, see --content-format.",
+        help="Send X as request payload (eg. with a PUT). If X starts with an '@', "
+        "the rest is the name of a file to read the payload from; '@-' reads it "
+        "from standard input. Payloads given directly may get converted, see "
+        "--content-format.",
+    )
+    p.add_argument(
+        "--payload-initial-szx",
+        metavar="SZX",
+        type=_size_exponent,
+        help="Size exponent of the first block when the payload is sent in "
+        "blocks: blocks of 2**(SZX+4) bytes, from 0 (16 bytes) to 6 (1024 bytes)",
     )
     p.add_argument(
         "--content-format",
         metavar="MIME",
         type=_content_format,
-        help="Content format of the --payload data (media type or number). If it "
-        "is CBOR-based and the payload is not a file, the payload is read as JSON "
-        "and sent as CBOR.",
+        help="Content format of the --payload data (media type or number). If "
+        "it is a CBOR based format and --payload is not a file, the payload is "
+        "read as CBOR diagnostic notation (JSON is a part of it) and sent as "
+        "CBOR; a CBOR sequence is written as comma separated items, or as one "
+        "array of them.",
+    )
+    p.add_argument(
+        "--no-set-hostname",
+        dest="set_hostname",
+        action="store_false",
+        help="Do not send the host name of the URL in a Uri-Host option (an IP "
+        "address is never sent in it)",
     )
     p.add_argument(
         "-v",
         "--verbose",
         action="count",
         default=0,
-        help="Show more diagnostic output (repeat for even more)",
+        help="Increase the debug output: -v shows the messages sent and received "
+        "and the retransmissions, -vv the library's information, -vvv its "
+        "debug output",
     )
     p.add_argument(
         "-q",
         "--quiet",
         action="count",
         default=0,
-        help="Show less diagnostic output",
+        help="Decrease the debug output",
     )
     p.add_argument(
         "--interactive",
         action="store_true",
-        help="Enter interactive mode: read one command line per request from a prompt",
+        help="Enter interactive mode: one request per command line typed at a prompt",
     )
     p.add_argument(
         "--credentials",
         metavar="CREDENTIALS",
-        help="Load credentials (for coaps://, OSCORE, ...) from the given JSON file",
+        help="Load credentials to use (for coaps://, OSCORE, ...) from the given JSON file",
     )
     p.add_argument(
         "--version",
@@ -212,15 +261,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--color",
         action=ActionNoYes,
         default=None,
-        help="Color the output (default: on if stdout is a terminal and the "
-        "modules of the prettyprint extra are installed)",
+        help="Color the output (default: on if stdout is a terminal and all "
+        "required modules, those of the prettyprint extra, are installed)",
     )
     p.add_argument(
         "--pretty-print",
         action=ActionNoYes,
         default=None,
-        help="Reformat known content formats for reading (default: on if stdout "
-        "is a terminal and the modules of the prettyprint extra are installed)",
+        help="Pretty-print known content formats (default: on if stdout is a terminal)",
     )
     # For tests and experiments: shortens or lengthens the retransmission
     # timing of the request, eg. ACK_TIMEOUT=0.1,MAX_RETRANSMIT=1.
@@ -262,368 +310,34 @@ def parse_commandline(args: Sequence[str]) -> argparse.Namespace:
 
 def configure_logging(verbosity: int) -> None:
     """Set up logging to stderr for the given verbosity (number of -v minus
-    number of -q; 0 shows warnings and errors)."""
-    common.configure_logging(verbosity)
-
-
-# --- building the request ----------------------------------------------------
-
-
-def _fail(message: Any, *, exitcode: int = EXIT_FAILURE):
-    common.fail(message, exitcode=exitcode, prog=PROG)
-
-
-def _is_cbor_based(cf: ContentFormat) -> bool:
-    media_type = cf.media_type
-    if media_type is None or cf.encoding != "identity":
-        return False
-    base = media_type.split(";", 1)[0]
-    return base == "application/cbor" or base.endswith("+cbor")
-
-
-def _read_payload(options: argparse.Namespace) -> Optional[bytes]:
-    spec = options.payload
-    if spec is None:
-        return None
-    if spec.startswith("@"):
-        filename = spec[1:]
-        if filename == "-":
-            return sys.stdin.buffer.read()
-        try:
-            with open(filename, "rb") as f:
-                return f.read()
-        except OSError as e:
-            _fail(f"cannot read payload file {filename!r}: {e.strerror or e}")
-    # The bytes as given on the command line, also where they are not UTF-8
-    # (Python decoded them with surrogateescape).
-    data = spec.encode("utf-8", "surrogateescape")
-    cf = options.content_format
-    if cf is not None and _is_cbor_based(cf):
-        try:
-            import cbor2
-        except ImportError:
-            _fail(_missing_modules_text("prettyprint", ["cbor2"], "JSON to CBOR conversion"))
-        try:
-            value = json.loads(data.decode("utf-8"))
-        except (ValueError, RecursionError) as e:
-            reason = e if isinstance(e, ValueError) else "nested too deeply"
-            _fail(
-                f"--payload is not valid JSON ({reason}), which is needed for the "
-                f"conversion to {cf.media_type}; give it as @FILE to send it unconverted"
-            )
-        data = cbor2.dumps(value)
-    return data
-
-
-def _missing_modules_text(extra: str, modules: Sequence[str], feature: str) -> str:
-    try:
-        from ..defaults import missing_module_message
-    except ImportError:
-        return (
-            f"{feature} needs the module(s) {', '.join(modules)}; "
-            f"install aiocoap[{extra}]"
-        )
-    return missing_module_message(extra, modules)
-
-
-def _build_request(options: argparse.Namespace) -> Message:
-    request = Message(
-        code=options.method,
-        mtype=NON if options.non else CON,
-        transport_tuning=options.transport_tuning,
-    )
-    try:
-        request.set_request_uri(options.url)
-    except ValueError as e:
-        text = str(e)
-        if options.url not in text:
-            text = f"invalid URI {options.url!r}: {text}"
-        if isinstance(e, error.IncompleteUrlError) and "://" not in options.url:
-            text += f" (did you mean coap://{options.url}?)"
-        _fail(text)
-
-    if options.proxy is not None:
-        # The proxy gets the whole target URI in Proxy-Uri (RFC 7252
-        # Section 5.10.2), so the Uri-* options must not be sent along.
-        request.opt.uri_host = None
-        request.opt.uri_port = None
-        request.opt.uri_path = ()
-        request.opt.uri_query = ()
-        request.opt.proxy_uri = options.url
-        request.remote = _proxy_remote(options.proxy)
-
-    if options.accept is not None:
-        request.opt.accept = options.accept
-    if options.content_format is not None:
-        request.opt.content_format = options.content_format
-    payload = _read_payload(options)
-    if payload is not None:
-        request.payload = payload
-    if options.observe:
-        request.opt.observe = 0
-    return request
-
-
-def _proxy_remote(proxy: str) -> UndecidedRemote:
-    if "://" in proxy:
-        try:
-            return UndecidedRemote.from_pathless_uri(proxy)
-        except ValueError as e:
-            _fail(f"invalid --proxy: {e}")
-    try:
-        host, _port = hostportsplit(proxy)
-    except ValueError as e:
-        _fail(f"invalid --proxy {proxy!r}: {e}")
-    if not host:
-        _fail(f"invalid --proxy {proxy!r}: no host given")
-    return UndecidedRemote("coap", proxy)
-
-
-# --- presenting responses ----------------------------------------------------
-
-_ANSI = {"red": "\x1b[31m", "green": "\x1b[32m"}
-_ANSI_RESET = "\x1b[0m"
-
-
-class _Output:
-    """How responses are shown (decided once per request from the options
-    and whether stdout is a terminal)"""
-
-    def __init__(self, options: argparse.Namespace):
-        self.quiet = options.quiet > 0
-        tty = _isatty(sys.stdout)
-        missing = _prettyprint_missing()
-        self.pretty = options.pretty_print
-        if self.pretty is None:
-            self.pretty = tty and not missing
-        elif self.pretty and missing:
-            _fail(_missing_modules_text("prettyprint", missing, "--pretty-print"))
-        self.color = options.color
-        if self.color is None:
-            self.color = tty and not missing
-        elif self.color and self.pretty and missing:
-            _fail(_missing_modules_text("prettyprint", missing, "--color"))
-
-    def colored(self, text: str, color: str) -> str:
-        if not self.color:
-            return text
-        return _ANSI[color] + text + _ANSI_RESET
-
-    def info(self, text: str) -> None:
-        """A line of information about the response (stderr, not if quiet)"""
-        if not self.quiet:
-            _flush_stdout()
-            print(self.colored(text, "green"), file=sys.stderr, flush=True)
-
-    def present(self, message: Message) -> None:
-        """Show a successful message's payload on stdout, or an unsuccessful
-        one's code and diagnostic payload on stderr."""
-        diagnostic = message.code is not None and not Code(message.code).is_successful()
-        if diagnostic:
-            _flush_stdout()
-            print(self.colored(str(message.code), "red"), file=sys.stderr, flush=True)
-            file = sys.stderr
-        else:
-            file = sys.stdout
-            if not message.payload and _isatty(file):
-                self.info(f"({message.code}, no payload)")
-        if not message.payload:
-            return
-
-        payload = message.payload
-        if self.pretty:
-            infos, lexer, text = _pretty_print(message)
-            for line in infos:
-                self.info(line)
-            ends_with_newline = text.endswith("\n")
-            # Only a payload shown as it is can be said to lack a newline;
-            # reformatted output just gets its line ended.
-            verbatim = text.encode("utf-8", "surrogateescape") == payload
-            if self.color:
-                text = _colorize(text, lexer)
-            file.write(text)
-            file.flush()
-        elif diagnostic:
-            # Meant to be UTF-8 text for humans (RFC 7252 Section 5.5.2);
-            # whatever else it holds must not reach the terminal as control
-            # sequences.
-            text = _defang(payload.decode("utf-8", "backslashreplace"))
-            ends_with_newline = text.endswith("\n")
-            verbatim = True
-            file.write(text)
-            file.flush()
-        else:
-            ends_with_newline = payload.endswith(b"\n")
-            verbatim = True
-            buffer = getattr(file, "buffer", None)
-            if buffer is not None:
-                file.flush()
-                buffer.write(payload)
-                buffer.flush()
-            else:
-                file.write(payload.decode("utf-8", "replace"))
-                file.flush()
-
-        if ends_with_newline:
-            return
-        if diagnostic:
-            # An error description for humans: always a complete line
-            file.write("\n")
-            file.flush()
-        elif _isatty(file):
-            # Keep the shell prompt (or the next notification) from starting
-            # mid-line.
-            file.write("\n")
-            file.flush()
-            if verbatim and not self.quiet:
-                print("(No newline at end of message)", file=sys.stderr, flush=True)
-
-
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def _defang(text: str) -> str:
-    """Escape the control characters of text (but line feeds and tabs)"""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-
-
-class _Progress:
-    """A one-line display of a blockwise download's progress on stderr
-    (only used when that is a terminal)."""
-
-    def __init__(self):
-        self.shown = False
-
-    def update(self, received: int, total: Optional[int]) -> None:
-        text = f"{received} of {total} bytes" if total else f"{received} bytes"
-        if total:
-            text += f" ({100 * received // total} %)"
-        print(f"\r\x1b[Kreceiving: {text}", end="", file=sys.stderr, flush=True)
-        self.shown = True
-
-    def clear(self) -> None:
-        if self.shown:
-            print("\r\x1b[K", end="", file=sys.stderr, flush=True)
-            self.shown = False
-
-
-def _isatty(file) -> bool:
-    try:
-        return file.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-def _flush_stdout() -> None:
-    with contextlib.suppress(ValueError, OSError):
-        sys.stdout.flush()
-
-
-def _prettyprint_missing() -> list:
-    try:
-        from ..defaults import prettyprint_missing_modules
-    except ImportError:
-        return ["aiocoap.defaults"]
-    return list(prettyprint_missing_modules() or [])
-
-
-def _pretty_print(message: Message):
-    from ..util.prettyprint import pretty_print
-
-    return pretty_print(message)
-
-
-def _colorize(text: str, lexer: str) -> str:
-    from ..util.prettyprint import colorize
-
-    return colorize(text, lexer, color=True)
-
-
-async def _run_observe_exec(command: str, message: Message) -> None:
-    """Run --observe-exec's command with the message payload on its stdin,
-    waiting for it to finish (so notifications are handled in order)"""
-    # Creating the process is not interrupted by cancellation: asyncio (as
-    # of Python 3.11) can wait forever for a process whose creation was
-    # cancelled. A cancellation takes effect once the process exists.
-    creation = asyncio.ensure_future(
-        asyncio.create_subprocess_shell(command, stdin=asyncio.subprocess.PIPE)
-    )
-    try:
-        process = await asyncio.shield(creation)
-    except asyncio.CancelledError:
-        while not creation.done():
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(creation)
-        if not creation.cancelled() and creation.exception() is None:
-            await _stop_process(creation.result())
-        raise
-    except OSError as e:
-        _fail(f"cannot run --observe-exec command {command!r}: {e.strerror or e}")
-    try:
-        await process.communicate(message.payload)
-    except asyncio.CancelledError:
-        await _stop_process(process)
-        raise
-    if process.returncode:
-        log.warning("--observe-exec command exited with status %d", process.returncode)
-
-
-async def _stop_process(process) -> None:
-    """End a command started for --observe-exec early"""
-    # Closing our end of its stdin first matters: commands started by the
-    # shell may still read from it, and (on some Python versions) waiting
-    # for the process only ends once all its pipes are closed.
-    process.stdin.close()
-    with contextlib.suppress(ProcessLookupError):
-        process.terminate()
-    try:
-        await asyncio.wait_for(process.wait(), 2)
-    except asyncio.TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
+    number of -q), with aiocoap's levels: 0 shows warnings and errors, 1
+    adds the client's own information (the messages it sends and receives)
+    and the retransmissions, 2 the library's information, 3 its debug
+    output; -1 shows only errors, -2 nothing."""
+    handler = common.configure_logging(verbosity, tool_logger=log.name)
+    library = logging.getLogger(LIBRARY_LOGGER)
+    for existing in [f for f in handler.filters if isinstance(f, FirstVerbosityFilter)]:
+        handler.removeFilter(existing)
+    if verbosity == 1:
+        # The retransmissions are debug output of the message layer.
+        library.setLevel(logging.DEBUG)
+        handler.addFilter(FirstVerbosityFilter())
+    else:
+        library.setLevel(logging.NOTSET)
 
 
 # --- running requests --------------------------------------------------------
 
 
-def _describe_failure(e: BaseException) -> str:
-    """The one-line description of an exception that ended a request"""
-    text = str(e)
-    if isinstance(e, error.ResolutionError):
-        return f"name resolution failed: {text}" if text else "name resolution failed"
-    if isinstance(e, error.RequestTimedOut):
-        return f"request timed out ({text})" if text else "request timed out"
-    if isinstance(e, error.NetworkError):
-        return f"network error: {text}" if text else "network error"
-    if isinstance(e, error.NotObservable):
-        return "the server did not accept the observation"
-    if isinstance(e, error.LibraryShutdown):
-        return "the client was shut down before a response arrived"
-    if isinstance(e, error.Error):
-        return f"{type(e).__name__}: {text}" if text else type(e).__name__
-    if isinstance(e, OSError):
-        return f"system error: {e.strerror or e}"
-    return f"unexpected {type(e).__name__}: {text}" if text else f"unexpected {type(e).__name__}"
-
-
-def _scheme_hint(request: Message, e: BaseException) -> str:
-    """Extra advice for a request that could not be sent because the
-    transport for its URI scheme is missing"""
-    if not isinstance(e, error.NetworkError) or isinstance(e, error.ResolutionError):
-        return ""
-    scheme = getattr(request.remote, "scheme", None)
-    if scheme == "coaps":
-        try:
-            from ..defaults import dtls_missing_modules
-        except ImportError:
-            return ""
-        missing = dtls_missing_modules()
-        if missing:
-            return " (" + _missing_modules_text("tinydtls", missing, "coaps://") + ")"
-    elif scheme not in ("coap", "coaps", "coap+tcp", "coaps+tcp", "coap+ws", "coaps+ws"):
-        return f" ({scheme}:// is not a CoAP URI scheme)"
-    return ""
+def _output_for(options: argparse.Namespace) -> Output:
+    tty = isatty(sys.stdout)
+    pretty = options.pretty_print if options.pretty_print is not None else tty
+    color = options.color
+    if color is None:
+        color = tty and not pygments_missing()
+    elif color and pretty and pygments_missing():
+        fail(missing_modules_text("prettyprint", ["pygments"], "--color"))
+    return Output(quiet=options.quiet > 0, pretty=pretty, color=color, observing=options.observe)
 
 
 async def _request_main(
@@ -634,20 +348,23 @@ async def _request_main(
     """Run one request described by the parsed options; return the exit
     status, raise SystemExit for reported failures and CancelledError if
     interrupted before the (first) response"""
-    output = _Output(options)
+    output = _output_for(options)
     if options.credentials is not None:
         common.load_credentials_into(
             getattr(context, "client_credentials", None), options.credentials, prog=PROG
         )
-    request_message = _build_request(options)
-    log.info("Sending request %r", request_message)
+    request_message = build_request(options)
+    proxy = proxy_address(options)
 
     try:
+        if proxy is not None:
+            ProxyForwarder(proxy, context).rewrite(request_message)
+        log_message(request_message, "to")
         request = context.request(request_message)
     except (error.Error, OSError, ValueError) as e:
-        _fail(_describe_failure(e))
+        fail(failure_text(e, request_message))
 
-    progress = _Progress() if not options.quiet and _isatty(sys.stderr) else None
+    progress = Progress() if not options.quiet and isatty(sys.stderr) else None
     if progress is not None and hasattr(request, "on_progress"):
         request.on_progress(progress.update)
     try:
@@ -657,14 +374,14 @@ async def _request_main(
             request.observation.cancel()
         raise
     except (error.Error, OSError, ValueError) as e:
-        _fail(_describe_failure(e) + _scheme_hint(request_message, e))
+        fail(failure_text(e, request_message))
     finally:
         if progress is not None:
             progress.clear()
-    log.info("Received response %r", response)
+    log_message(response, "from")
 
     if options.observe_exec is not None and Code(response.code).is_successful():
-        await _run_observe_exec(options.observe_exec, response)
+        await run_observe_exec(options.observe_exec, response, fail)
     else:
         output.present(response)
     if not Code(response.code).is_successful():
@@ -674,20 +391,20 @@ async def _request_main(
 
     if response.opt.observe is None:
         request.observation.cancel()
-        _fail(_describe_failure(error.NotObservable()))
+        fail(describe_failure(error.NotObservable()))
     return await _follow_observation(options, request, output, on_observing)
 
 
-async def _follow_observation(options, request, output: _Output, on_observing) -> int:
+async def _follow_observation(options, request, output: Output, on_observing) -> int:
     observation = request.observation
     if on_observing is not None:
         on_observing()
     try:
         async for notification in observation:
-            log.info("Received notification %r", notification)
+            log_message(notification, "from")
             successful = Code(notification.code).is_successful()
             if options.observe_exec is not None and successful:
-                await _run_observe_exec(options.observe_exec, notification)
+                await run_observe_exec(options.observe_exec, notification, fail)
             else:
                 output.present(notification)
             if not successful:
@@ -701,7 +418,7 @@ async def _follow_observation(options, request, output: _Output, on_observing) -
         return EXIT_OK
     except (error.Error, OSError) as e:
         observation.cancel()
-        _fail(_describe_failure(e))
+        fail(describe_failure(e))
     output.info("(The observation ended)")
     return EXIT_OK
 
@@ -735,9 +452,9 @@ async def _create_context():
     try:
         return await Context.create_client_context()
     except (error.Error, OSError) as e:
-        _fail(f"cannot create a CoAP client: {_describe_failure(e)}")
+        fail(f"cannot create a CoAP client: {describe_failure(e)}")
     except ImportError as e:
-        _fail(f"cannot create a CoAP client: a module it needs is missing ({e})")
+        fail(f"cannot create a CoAP client: a module it needs is missing ({e})")
 
 
 @contextlib.contextmanager

@@ -9,7 +9,10 @@ Rules the tools follow through these helpers:
   The traceback is shown only when the program runs verbosely (``-v``).
 * Verbosity counts up from 0 (warnings and errors are shown); each ``-v``
   adds detail (1: info, 2 and more: debug), each ``-q`` removes some
-  (-1: only errors, -2 and less: nothing).
+  (-1: only errors, -2 and less: nothing). A tool that has a logger of its
+  own gets aiocoap's staging instead (see :func:`configure_logging`): the
+  first ``-v`` shows the tool's information, the second the library's, the
+  third the library's debug output.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __all__ = [
     "extract_server_arguments",
     "configure_logging",
     "verbosity_to_level",
+    "library_level",
     "fail",
     "load_credentials_file",
     "load_credentials_into",
@@ -66,22 +70,49 @@ def verbosity_to_level(verbosity: int) -> int:
     return logging.DEBUG
 
 
-def configure_logging(verbosity: int, *, name: Optional[str] = None) -> None:
+def library_level(verbosity: int) -> int:
+    """The logging level of the library (everything but the tool's own
+    logger) for a tool with a logger of its own: as :func:`verbosity_to_level`
+    gives it, but one step behind for positive verbosities (1: warnings,
+    2: info, 3 and more: debug)."""
+    return verbosity_to_level(verbosity - 1 if verbosity > 0 else verbosity)
+
+
+def configure_logging(
+    verbosity: int, *, name: Optional[str] = None, tool_logger: Optional[str] = None
+) -> logging.Handler:
     """Set up logging for a command line tool.
 
-    Messages go to stderr as ``LEVEL:logger:message``; the level follows
-    the verbosity (see the module description). The verbosity is also
-    remembered for :func:`fail`, which shows tracebacks only when it is
-    positive."""
+    Messages go to stderr as ``LEVEL:logger:message``. Without
+    ``tool_logger``, the level of the logger ``name`` (by default the root
+    logger) follows :func:`verbosity_to_level`. With it, everything gets
+    :func:`library_level`, except that the tool's own logger of that name
+    shows its information from verbosity 1 on (so ``-v`` shows what the
+    tool says, ``-vv`` what the library says as well, ``-vvv`` all debug
+    output).
+
+    The verbosity is also remembered for :func:`fail`, which shows
+    tracebacks only when it is positive. Returns the handler that writes to
+    stderr (installed once, however often this is called)."""
     global _verbosity
     _verbosity = verbosity
     root = logging.getLogger(name)
-    if not any(getattr(h, "_aiocoap_cli", False) for h in root.handlers):
+    for handler in root.handlers:
+        if getattr(handler, "_aiocoap_cli", False):
+            break
+    else:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s:%(name)s: %(message)s"))
         handler._aiocoap_cli = True  # type: ignore[attr-defined]
         root.addHandler(handler)
-    root.setLevel(verbosity_to_level(verbosity))
+    if tool_logger is None:
+        root.setLevel(verbosity_to_level(verbosity))
+        return handler
+    else:
+        level = library_level(verbosity)
+        root.setLevel(level)
+        logging.getLogger(tool_logger).setLevel(min(level, logging.INFO) if verbosity > 0 else level)
+    return handler
 
 
 def _prog() -> str:

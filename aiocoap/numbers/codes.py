@@ -14,6 +14,16 @@ __all__ = ["Code"]
 # Printable names that title-casing the constant name would get wrong.
 _PRINTABLE = {7: "iPATCH"}
 
+# The ranges of the code classes (RFC 7252 §12.1, RFC 8323 §11.1), as
+# half-open intervals of the code's integer value. The Code methods below
+# test them; code on a per-message path compares plain ints against these
+# names directly (``REQUEST_START <= code < REQUEST_END``), which saves the
+# method call.
+REQUEST_START, REQUEST_END = 1, 32  # 0.01 .. 0.31
+RESPONSE_START, RESPONSE_END = 64, 192  # 2.00 .. 5.31
+SUCCESSFUL_END = 96  # 2.00 .. 2.31 (starting at RESPONSE_START)
+SIGNALING_START = 224  # 7.00 .. 7.31
+
 
 class Code(ExtensibleIntEnum):
     """Value for the CoAP "Code" field.
@@ -78,19 +88,19 @@ class Code(ExtensibleIntEnum):
 
     def is_request(self) -> bool:
         """True if the code is in the request code range"""
-        return 1 <= self < 32
+        return REQUEST_START <= self < REQUEST_END
 
     def is_response(self) -> bool:
         """True if the code is in the response code range"""
-        return 64 <= self < 192
+        return RESPONSE_START <= self < RESPONSE_END
 
     def is_signalling(self) -> bool:
         """True if the code is in the signaling (7.xx, RFC 8323) range"""
-        return self >= 224
+        return self >= SIGNALING_START
 
     def is_successful(self) -> bool:
         """True if the code is in the successful subrange of the response code range"""
-        return 64 <= self < 96
+        return RESPONSE_START <= self < SUCCESSFUL_END
 
     def can_have_payload(self) -> bool:
         """True if a message with that code can carry a payload. This is not

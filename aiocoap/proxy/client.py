@@ -57,7 +57,21 @@ class ProxyForwarder(interfaces.RequestProvider):
         """Send ``message`` (which must have its destination set through
         its URI, not a concrete remote) through the proxy; returns what the
         context's ``request`` returns, with the same keyword arguments."""
+        return self.context.request(self.rewrite(message), **kwargs)
+
+    def rewrite(self, message: Message) -> Message:
+        """Put ``message`` into the proxy form and address it to the proxy
+        (what :meth:`request` does before sending): its destination goes
+        into Proxy-Scheme, Uri-Host and Uri-Port, path and query stay in
+        their options. A message that already carries a Proxy-Uri and no
+        destination is only addressed to the proxy.
+
+        Raises ValueError for a message with a concrete remote (its
+        destination must be given as a URI)."""
         target = message.remote
+        if target is None and message.opt.proxy_uri is not None:
+            message.remote = self.proxy_address
+            return message
         if not isinstance(target, UndecidedRemote):
             raise ValueError(
                 "The message already has a concrete remote; give its destination "
@@ -74,4 +88,4 @@ class ProxyForwarder(interfaces.RequestProvider):
             message.opt.uri_port = port
         message.opt.proxy_scheme = target.scheme
         message.remote = self.proxy_address
-        return self.context.request(message, **kwargs)
+        return message

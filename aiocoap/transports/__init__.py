@@ -22,7 +22,8 @@ The available transports are:
 * ``simplesocketserver``: server-only UDP bound to one address; portable.
 * ``generic_udp``: not a transport itself, the code the simple UDP
   transports share.
-* ``tcp`` / ``tls``: CoAP over TCP and TLS (RFC 8323), framing in
+* ``tcp`` / ``tls``: CoAP over TCP and TLS (RFC 8323): asyncio adapters
+  over the sans-I/O session of ``rfc8323session``, framing in
   ``rfc8323common``.
 * ``tinydtls`` / ``tinydtls_server``: CoAP over DTLS (coaps://).
 * ``oscore``: OSCORE (RFC 8613) on top of any of the above.

@@ -185,13 +185,14 @@ class GenericMessageInterface(interfaces.MessageInterface):
     Subclasses provide :meth:`recognize_remote`, ``_make_remote(host,
     port)`` (an awaitable giving the EndpointAddress for a host and port)
     and ``_close_sockets()`` (an awaitable that closes everything).
-    Their addresses have a ``_send(data)`` method that raises OSError on
+    Their addresses have a ``send_datagram(data)`` method that raises OSError on
     failure."""
 
     def __init__(self, ctx: interfaces.MessageManager, log, loop):
-        self._ctx = ctx
-        self._log = log
-        self._loop = loop
+        self.message_manager = ctx
+        """The message layer this interface reports to."""
+        self.log = log
+        self.loop = loop
         self._shut_down = False
 
     def send(self, message) -> None:
@@ -204,13 +205,16 @@ class GenericMessageInterface(interfaces.MessageInterface):
         if self._shut_down:
             return
         try:
-            remote._send(data)
+            remote.send_datagram(data)
         except OSError as exc:
-            self._loop.call_soon(self._dispatch_error, exc, remote)
+            self.loop.call_soon(self.report_error, exc, remote)
 
-    def _dispatch_error(self, exc: Exception, remote: Any) -> None:
+    def report_error(self, exc: Exception, remote: Any) -> None:
+        """Hand an error for ``remote`` to the message layer (unless shut
+        down); the transport's protocols call it soon rather than from
+        within a send."""
         if not self._shut_down:
-            self._ctx.dispatch_error(exc, remote)
+            self.message_manager.dispatch_error(exc, remote)
 
     async def determine_remote(self, request):
         """Return a value suitable for the message's remote property based

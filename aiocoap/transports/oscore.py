@@ -118,10 +118,10 @@ class OSCOREAddress(_OSCOREAddress, interfaces.EndpointAddress):
     addresses are equal when they have the same security context (the very
     object) and equal underlying addresses."""
 
-    # The request interface that carries the protected messages, when this
-    # address came out of TransportOSCORE.fill_or_recognize_remote; not part
-    # of the address' identity.
-    _via: Optional[interfaces.RequestInterface] = None
+    via: Optional[interfaces.RequestInterface] = None
+    """The request interface that carries the protected messages, when this
+    address came out of :meth:`TransportOSCORE.fill_or_recognize_remote`;
+    not part of the address' identity."""
 
     def __repr__(self):
         return f"<{type(self).__name__} via {self.underlying_address!r} with {self.security_context!r}>"
@@ -243,7 +243,7 @@ class TransportOSCORE(interfaces.RequestProvider, interfaces.RequestInterface):
                 continue
             if await ri.fill_or_recognize_remote(message):
                 address = OSCOREAddress(secctx, message.remote)
-                address._via = ri
+                address.via = ri
                 message.remote = address
                 self._used_contexts[id(secctx)] = secctx
                 return True
@@ -263,7 +263,19 @@ class TransportOSCORE(interfaces.RequestProvider, interfaces.RequestInterface):
             return
         _Exchange(self, request, address).start()
 
-    def _route(self, outer_pipe: Pipe) -> None:
+    @property
+    def shut_down(self) -> bool:
+        """True once :meth:`shutdown` was called."""
+        return self._shut_down
+
+    def observation_started(self, exchange: "_Exchange") -> None:
+        """Keep track of an observation (so that shutdown stops it)."""
+        self._observations.add(exchange)
+
+    def observation_ended(self, exchange: "_Exchange") -> None:
+        self._observations.discard(exchange)
+
+    def route_protected(self, outer_pipe: Pipe) -> None:
         """Send a protected request whose address did not come from
         :meth:`fill_or_recognize_remote` (so no interface is known yet)."""
         task = self.loop.create_task(self._route_async(outer_pipe), name="aiocoap OSCORE routing")
@@ -346,7 +358,7 @@ class _Exchange:
     def start(self) -> None:
         self.pipe.on_interest_end(self._interest_ended)
         if self.observing:
-            self.transport._observations.add(self)
+            self.transport.observation_started(self)
         self._send(self.pipe.request)
 
     def _send(self, plain: Message) -> None:
@@ -373,9 +385,9 @@ class _Exchange:
         outer_pipe.on_event(on_event)
         if previous is not None:
             previous.stop_interest()
-        via = self.address._via
+        via = self.address.via
         if via is None:
-            self.transport._route(outer_pipe)
+            self.transport.route_protected(outer_pipe)
         else:
             via.request(outer_pipe)
 
@@ -452,7 +464,7 @@ class _Exchange:
 
     def _reregister(self) -> None:
         self.timer = None
-        if not self.pipe.is_interested or self.transport._shut_down:
+        if not self.pipe.is_interested or self.transport.shut_down:
             return
         self.pipe.log.debug("No notification within its freshness; registering the observation anew")
         self.echo_retried = False
@@ -460,7 +472,7 @@ class _Exchange:
 
     def _interest_ended(self) -> None:
         self.cancel_timer()
-        self.transport._observations.discard(self)
+        self.transport.observation_ended(self)
         outer, self.outer = self.outer, None
         if outer is not None:
             outer.stop_interest()

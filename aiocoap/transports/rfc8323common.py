@@ -1,17 +1,22 @@
-"""The RFC 8323 wire format shared by the CoAP-over-TCP and -TLS transports:
-length-prefixed framing (§3.2), the stream parser that cuts a byte stream
-into messages, and the signaling messages of §5 (CSM, Ping, Pong, Release,
-Abort).
+"""The RFC 8323 wire format shared by the CoAP-over-TCP, -TLS and
+-WebSockets transports: length-prefixed framing (§3.2), the stream parser
+that cuts a byte stream into messages, the WebSocket message format (§4.2),
+and the signaling messages of §5 (CSM, Ping, Pong, Release, Abort); also
+the base class of the remotes of those transports (:class:`RFC8323Remote`)
+and the exception that ends a connection (:class:`CloseConnection`), under
+the names aiocoap 0.4.17 has for them.
 
 This module does no I/O and keeps no connection state beyond what a parser
-has buffered; the transports in :mod:`aiocoap.transports.tcp` and
-:mod:`aiocoap.transports.tls` feed it bytes and act on what it returns.
+has buffered; the session core of
+:mod:`aiocoap.transports.rfc8323session` feeds it bytes and acts on what
+it returns.
 
 Rules this module enforces:
 
-* :func:`decode_message` and :meth:`StreamParser.feed` raise nothing but
-  :class:`aiocoap.error.UnparsableMessage` (the parser: its subclass
-  :class:`FramingError`) for any input. A :class:`FramingError` means the
+* :func:`decode_message`, :func:`decode_ws_message` and
+  :meth:`StreamParser.feed` raise nothing but
+  :class:`aiocoap.error.UnparsableMessage` (the parser and the WebSocket
+  decoder: its subclass :class:`FramingError`) for any input. A :class:`FramingError` means the
   stream can not be resynchronized; the connection is to be aborted with the
   error's ``diagnostic`` as Abort payload (:meth:`Abort.from_error`).
 * A frame whose Len field (options, payload marker and payload) exceeds the
@@ -38,13 +43,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
 
-from .. import error
+from .. import error, interfaces
 from ..message import Message
 from ..numbers.codes import Code
 from ..numbers.optionnumbers import OptionNumber
 from ..optiontypes import OpaqueOption, OptionType, StringOption, UintOption
+
+if TYPE_CHECKING:
+    from .rfc8323session import RFC8323Session
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -53,12 +61,19 @@ __all__ = [
     "DEFAULT_PORT_TCP",
     "DEFAULT_PORT_TLS",
     "DEFAULT_PORTS",
+    "CloseConnection",
+    "RFC8323Remote",
+    "describe_remote",
     "FramingError",
     "MessageTooLarge",
     "BadSignalingOption",
     "BadCSMOption",
+    "encode_length",
+    "read_frame_header",
     "encode_message",
     "decode_message",
+    "encode_ws_message",
+    "decode_ws_message",
     "StreamParser",
     "CSM",
     "Ping",
@@ -161,7 +176,173 @@ class BadCSMOption(BadSignalingOption):
         super().__init__(number, Code.CSM)
 
 
+class CloseConnection(Exception):
+    """Raised inside the processing of an RFC 8323 connection to end it.
+
+    ``args[0]`` (``reason``) is the exception the requests still pending on
+    the connection fail with; ``abort``, if not None, is the
+    :class:`Abort` to send to the peer before closing; ``hard`` asks to cut
+    the connection without writing anything more. The session core of
+    :mod:`aiocoap.transports.rfc8323session` catches it where it processes
+    input and closes the connection; nothing else needs to log it."""
+
+    def __init__(self, reason: Exception, abort: Optional["Abort"] = None, hard: bool = False):
+        super().__init__(reason)
+        self.reason = reason
+        self.abort = abort
+        self.hard = hard
+
+
+# --- remotes -------------------------------------------------------------------
+
+
+def describe_remote(remote: interfaces.EndpointAddress) -> str:
+    """How log lines and error texts name the peer of a connection:
+    ``scheme://hostinfo``."""
+    return f"{remote.scheme}://{remote.hostinfo}"
+
+
+class RFC8323Remote(interfaces.EndpointAddress):
+    """Base class of the remotes of the RFC 8323 transports (TCP, TLS,
+    WebSockets): one connection to one peer, whose block sizes follow the
+    CSM that peer sent.
+
+    A subclass provides ``scheme``, ``hostinfo`` and ``hostinfo_local``, and
+    keeps the :class:`~aiocoap.transports.rfc8323session.RFC8323Session` of
+    its current connection in ``_session`` (None before the first one).
+    ``local_is_server`` tells which side accepted the connection: only the
+    accepting side has an address that can be put into a URI."""
+
+    is_multicast = False
+    is_multicast_locally = False
+    reliable_transport = True
+
+    def __init__(self, *, local_is_server: bool = False) -> None:
+        self._local_is_server = local_is_server
+        self._session: Optional[RFC8323Session] = None
+
+    @property
+    def uri_base(self) -> str:
+        if self._local_is_server:
+            raise error.AnonymousHost(
+                f"The client side of a {self.scheme} connection can not be expressed as a URI"
+            )
+        return f"{self.scheme}://{self.hostinfo}"
+
+    @property
+    def uri_base_local(self) -> str:
+        if not self._local_is_server:
+            raise error.AnonymousHost(
+                f"The local side of a {self.scheme} client connection (ephemeral port) "
+                "can not be expressed as a URI"
+            )
+        return f"{self.scheme}://{self.hostinfo_local}"
+
+    @property
+    def maximum_block_size_exp(self) -> int:  # type: ignore[override]
+        """Block size exponent for messages to the peer (7: BERT), from the
+        peer's CSM (the RFC 8323 defaults before it arrived)."""
+        session = self._session
+        if session is None:
+            return maximum_block_size_exp(DEFAULT_MAX_MESSAGE_SIZE, False)
+        return session.maximum_block_size_exp
+
+    @property
+    def maximum_payload_size(self) -> int:  # type: ignore[override]
+        session = self._session
+        if session is None:
+            return maximum_payload_size(DEFAULT_MAX_MESSAGE_SIZE, False)
+        return session.maximum_payload_size
+
+    @property
+    def peer_max_message_size(self) -> int:
+        """The Max-Message-Size the peer announced (1152 until its CSM)."""
+        session = self._session
+        return DEFAULT_MAX_MESSAGE_SIZE if session is None else session.peer_csm.max_message_size
+
+    def abort(self, errormessage: Optional[str] = None, bad_csm_option: Optional[int] = None) -> None:
+        """Send a 7.05 Abort (with the diagnostic ``errormessage`` and, if
+        given, the Bad-CSM-Option) and close the connection. Pending requests
+        fail with :class:`aiocoap.error.NetworkError`. Does nothing when the
+        connection is not established."""
+        if self._session is not None:
+            self._session.abort(errormessage or "", bad_csm_option)
+
+
 # --- framing -----------------------------------------------------------------
+
+
+def encode_length(length: int) -> tuple[int, bytes]:
+    """The Len nibble and the extended length bytes that announce a Len
+    (options, payload marker and payload) of ``length`` bytes in an RFC 8323
+    §3.2 frame header.
+
+    >>> encode_length(12)
+    (12, b'')
+    >>> encode_length(13)
+    (13, b'\\x00')
+    >>> encode_length(300)
+    (14, b'\\x00\\x1f')
+    >>> encode_length(65805)
+    (15, b'\\x00\\x00\\x00\\x00')
+
+    Raises ValueError for a length no frame can announce."""
+    if length < 13:
+        if length < 0:
+            raise ValueError("negative length")
+        return length, b""
+    if length < 269:
+        return 13, bytes((length - 13,))
+    if length < 65805:
+        return 14, (length - 269).to_bytes(2, "big")
+    if length <= _MAX_LEN:
+        return 15, (length - 65805).to_bytes(4, "big")
+    raise ValueError("message too long for an RFC 8323 frame")
+
+
+def read_frame_header(data: BytesLike, pos: int = 0, end: Optional[int] = None) -> Optional[tuple[int, int, int]]:
+    """Read the RFC 8323 §3.2 frame header that starts at ``data[pos]``
+    (``end`` defaults to the length of ``data``): the number of bytes of the
+    Len/TKL byte and the extended length (the Code byte follows them), the
+    token length TKL and the Len value. None while those bytes are not all
+    there. A TKL above 8 is returned as it is (decoding rejects it).
+
+    >>> read_frame_header(bytes.fromhex("c2 01 1234"))
+    (1, 2, 12)
+    >>> read_frame_header(bytes.fromhex("d0 ff"))
+    (2, 0, 268)
+    >>> read_frame_header(bytes.fromhex("e0 00")) is None
+    True
+    """
+    if end is None:
+        end = len(data)
+    if pos >= end:
+        return None
+    first = data[pos]
+    nibble = first >> 4
+    if nibble < 13:
+        return 1, first & 0x0F, nibble
+    extra = _EXT_BYTES[nibble]
+    if end - pos <= extra:
+        return None
+    return 1 + extra, first & 0x0F, int.from_bytes(data[pos + 1 : pos + 1 + extra], "big") + _EXT_OFFSET[nibble]
+
+
+_RESERVED_TKL = "token length 9-15 is reserved"
+
+
+def _body(message: Message) -> tuple[int, bytes, bytes, bytes]:
+    """Code, token, encoded options and payload of a message to be framed;
+    raises TypeError without a code, ValueError for a token above 8
+    bytes. (:func:`encode_message`, on every message's path, does the same
+    inline.)"""
+    code = message.code
+    if code is None:
+        raise TypeError("a message needs a code to be encoded")
+    token = message.token
+    if len(token) > 8:
+        raise ValueError("token longer than 8 bytes")
+    return code, token, message.opt.encode(), message.payload
 
 
 def encode_message(message: Message) -> bytes:
@@ -183,46 +364,35 @@ def encode_message(message: Message) -> bytes:
     if length < 13:
         header = bytes(((length << 4) | tkl, code))
     elif length < 269:
+        # (encode_length's second case, inlined: most messages with a
+        # payload are this long)
         header = bytes((0xD0 | tkl, length - 13, code))
-    elif length < 65805:
-        extended = length - 269
-        header = bytes((0xE0 | tkl, extended >> 8, extended & 0xFF, code))
-    elif length <= _MAX_LEN:
-        header = b"".join(
-            (bytes((0xF0 | tkl,)), (length - 65805).to_bytes(4, "big"), bytes((code,)))
-        )
     else:
-        raise ValueError("message too long for an RFC 8323 frame")
+        nibble, extended = encode_length(length)
+        header = b"".join((bytes(((nibble << 4) | tkl,)), extended, bytes((code,))))
     if payload:
         return b"".join((header, token, options, b"\xff", payload))
     return b"".join((header, token, options))
 
 
-def _read_header(data, pos: int, end: int) -> Optional[tuple[int, int, int]]:
-    """Read the frame header at ``data[pos]``: (length of the Len/TKL and
-    extended length bytes, TKL, Len), or None while those bytes are not all
-    there. The Code byte is not part of what this reads."""
-    if pos >= end:
-        return None
-    first = data[pos]
-    tkl = first & 0x0F
-    if tkl > 8:
-        raise FramingError("token length 9-15 is reserved")
-    nibble = first >> 4
-    if nibble < 13:
-        return 1, tkl, nibble
-    extra = _EXT_BYTES[nibble]
-    if end - pos <= extra:
-        return None
-    return 1 + extra, tkl, int.from_bytes(data[pos + 1 : pos + 1 + extra], "big") + _EXT_OFFSET[nibble]
+def encode_ws_message(message: Message) -> bytes:
+    """Serialize a message for CoAP over WebSockets (RFC 8323 §4.2): the
+    frame layout of :func:`encode_message` with the Len nibble 0 and no
+    extended length, since the WebSocket frame delimits the message.
+
+    >>> encode_ws_message(Message(code=Code.GET, token=b"\\x01", uri_path=["a"])).hex()
+    '010101b161'
+
+    Raises like :func:`encode_message`."""
+    code, token, options, payload = _body(message)
+    header = bytes((len(token), code))
+    if payload:
+        return b"".join((header, token, options, b"\xff", payload))
+    return b"".join((header, token, options))
 
 
-_code_of = Code._value2member_map_.get
-
-
-def _build(code_number: int, token, rest) -> Message:
-    code = _code_of(code_number)
-    message = Message(code=code if code is not None else Code(code_number), token=bytes(token))
+def _build(code_number: int, token: BytesLike, rest: BytesLike) -> Message:
+    message = Message(code=code_number, token=bytes(token))
     if rest:
         message.payload = message.opt.decode(rest)
     return message
@@ -235,16 +405,43 @@ def decode_message(frame: BytesLike) -> Message:
     including bytes beyond or missing from the announced length, raises
     :class:`aiocoap.error.UnparsableMessage`."""
     end = len(frame)
-    header = _read_header(frame, 0, end)
+    header = read_frame_header(frame, 0, end)
     if header is None:
         raise FramingError("frame truncated in the length field")
     hlen, tkl, length = header
+    if tkl > 8:
+        raise FramingError(_RESERVED_TKL)
     if hlen + 1 + tkl + length != end:
         raise FramingError(
             f"frame of {end} bytes does not match the announced length {length}"
         )
     body = hlen + 1 + tkl
     return _build(frame[hlen], frame[hlen + 1 : body], frame[body:])
+
+
+def decode_ws_message(frame: BytesLike) -> Message:
+    """Parse the content of one WebSocket binary frame as a CoAP message
+    (RFC 8323 §4.2: the Len nibble is 0 and there is no extended length).
+
+    The resulting message has no type and no message ID. Any malformation,
+    a nonzero Len nibble included, raises
+    :class:`aiocoap.error.UnparsableMessage` (a :class:`FramingError`)."""
+    if len(frame) < 2:
+        raise FramingError("WebSocket message shorter than 2 bytes")
+    first = frame[0]
+    if first >> 4:
+        raise FramingError("Len field is not 0 in a WebSocket message")
+    tkl = first & 0x0F
+    if tkl > 8:
+        raise FramingError(_RESERVED_TKL)
+    if len(frame) < 2 + tkl:
+        raise FramingError("WebSocket message truncated in the token")
+    try:
+        return _build(frame[1], frame[2 : 2 + tkl], frame[2 + tkl :])
+    except FramingError:
+        raise
+    except error.UnparsableMessage as e:
+        raise FramingError(str(e) or "malformed options") from e
 
 
 class StreamParser:
@@ -271,7 +468,7 @@ class StreamParser:
         # of the buffer once its length header is complete.
         self._header: Optional[tuple[int, int, int]] = None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = f"error {self.error.diagnostic!r}" if self.error else f"{len(self._buffer)} bytes pending"
         return f"<{type(self).__name__} max {self.max_message_size}, {state}>"
 
@@ -303,10 +500,12 @@ class StreamParser:
             header = self._header
             while True:
                 if header is None:
-                    parsed = _read_header(buf, pos, end)
+                    parsed = read_frame_header(buf, pos, end)
                     if parsed is None:
                         break
                     hlen, tkl, length = parsed
+                    if tkl > 8:
+                        raise FramingError(_RESERVED_TKL)
                     if length > self.max_message_size:
                         raise MessageTooLarge(length, self.max_message_size)
                     header = (hlen, tkl, hlen + 1 + tkl + length)

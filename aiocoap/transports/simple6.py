@@ -65,8 +65,9 @@ class Simple6EndpointAddress(interfaces.EndpointAddress):
         self._port = port
         self.sockaddr = sockaddr
         self.interface = interface
-        self._key = (host, port)
-        self._hash = hash(self._key)
+        self.peer_key = (host, port)
+        """(host, port) as requested: what the interface keys its sockets by."""
+        self._hash = hash(self.peer_key)
 
     def __hash__(self) -> int:
         return self._hash
@@ -76,13 +77,13 @@ class Simple6EndpointAddress(interfaces.EndpointAddress):
             return True
         if not isinstance(other, Simple6EndpointAddress):
             return NotImplemented
-        return self._key == other._key and self.interface is other.interface
+        return self.peer_key == other.peer_key and self.interface is other.interface
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {hostportjoin(self._host, self._port)}>"
 
-    def _send(self, data: bytes) -> None:
-        self.interface._send_to(self, data)
+    def send_datagram(self, data: bytes) -> None:
+        self.interface.send_to(self, data)
 
     @property
     def hostinfo(self) -> str:
@@ -101,7 +102,7 @@ class Simple6EndpointAddress(interfaces.EndpointAddress):
 
         Raises :class:`aiocoap.error.AnonymousHost` while no socket is
         open."""
-        sockname = self.interface._sockname(self)
+        sockname = self.interface.sockname_towards(self)
         if sockname is None:
             raise error.AnonymousHost("No socket is open towards this peer")
         host = sockname[0]
@@ -132,21 +133,21 @@ class _PeerProtocol(asyncio.DatagramProtocol):
     def __init__(self, interface: "MessageInterfaceSimple6", remote: Simple6EndpointAddress):
         self.interface = interface
         self.remote = remote
-        self.closed = interface._loop.create_future()
+        self.closed = interface.loop.create_future()
 
     def connection_made(self, transport) -> None:
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr) -> None:
-        self.interface._ctx.dispatch_datagram(data, self.remote)
+        self.interface.message_manager.dispatch_datagram(data, self.remote)
 
     def error_received(self, exc: Exception) -> None:
         # asyncio calls this from within sendto() too; never re-enter the
         # message layer from its own send call.
-        self.interface._loop.call_soon(self.interface._dispatch_error, exc, self.remote)
+        self.interface.loop.call_soon(self.interface.report_error, exc, self.remote)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
-        self.interface._socket_closed(self)
+        self.interface.socket_closed(self)
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -180,7 +181,7 @@ class MessageInterfaceSimple6(GenericMessageInterface):
         if existing is not None:
             self._sockets.move_to_end(key)
             return existing.remote
-        sockaddr = await resolve(self._loop, host, port, 0)
+        sockaddr = await resolve(self.loop, host, port, 0)
         remote = Simple6EndpointAddress(host, port, sockaddr, self)
         try:
             protocol = await self._connect(remote)
@@ -196,17 +197,17 @@ class MessageInterfaceSimple6(GenericMessageInterface):
         return await asyncio.shield(self._start_opening(remote))
 
     def _start_opening(self, remote: Simple6EndpointAddress) -> asyncio.Task:
-        task = self._opening.get(remote._key)
+        task = self._opening.get(remote.peer_key)
         if task is None:
-            task = self._loop.create_task(self._open(remote))
-            self._opening[remote._key] = task
+            task = self.loop.create_task(self._open(remote))
+            self._opening[remote.peer_key] = task
             task.add_done_callback(functools.partial(self._opened, remote))
         return task
 
     async def _open(self, remote: Simple6EndpointAddress) -> _PeerProtocol:
         if self._shut_down:
             raise error.LibraryShutdown("The transport was shut down")
-        existing = self._sockets.get(remote._key)
+        existing = self._sockets.get(remote.peer_key)
         if existing is not None:
             return existing
         family = socket.AF_INET6 if len(remote.sockaddr) == 4 else socket.AF_INET
@@ -214,7 +215,7 @@ class MessageInterfaceSimple6(GenericMessageInterface):
         try:
             sock.setblocking(False)
             sock.connect(remote.sockaddr)
-            _, protocol = await self._loop.create_datagram_endpoint(
+            _, protocol = await self.loop.create_datagram_endpoint(
                 lambda: _PeerProtocol(self, remote), sock=sock
             )
         except BaseException:
@@ -224,44 +225,49 @@ class MessageInterfaceSimple6(GenericMessageInterface):
         if self._shut_down:
             protocol.transport.close()
             raise error.LibraryShutdown("The transport was shut down")
-        self._sockets[remote._key] = protocol
-        self._log.debug("Opened socket for %r", remote)
+        self._sockets[remote.peer_key] = protocol
+        self.log.debug("Opened socket for %r", remote)
         while len(self._sockets) > MAX_SOCKETS:
             _, oldest = self._sockets.popitem(last=False)
-            self._log.debug("Closing least recently used socket for %r", oldest.remote)
+            self.log.debug("Closing least recently used socket for %r", oldest.remote)
             oldest.transport.close()
         return protocol
 
     def _opened(self, remote: Simple6EndpointAddress, task: asyncio.Task) -> None:
-        del self._opening[remote._key]
-        waiting = self._waiting.pop(remote._key, ())
+        del self._opening[remote.peer_key]
+        waiting = self._waiting.pop(remote.peer_key, ())
         if task.cancelled():
             return
         exc = task.exception()
         if exc is not None:
             if waiting and isinstance(exc, Exception):
-                self._dispatch_error(exc, remote)
+                self.report_error(exc, remote)
             return
         protocol = task.result()
         for data in waiting:
             self._send_on(protocol, data)
 
-    def _socket_closed(self, protocol: _PeerProtocol) -> None:
+    def socket_closed(self, protocol: _PeerProtocol) -> None:
+        """A peer's socket closed (called by its protocol)."""
         self._all_protocols.discard(protocol)
-        key = protocol.remote._key
+        key = protocol.remote.peer_key
         if self._sockets.get(key) is protocol:
             del self._sockets[key]
 
-    def _sockname(self, remote: Simple6EndpointAddress):
-        protocol = self._sockets.get(remote._key)
+    def sockname_towards(self, remote: Simple6EndpointAddress) -> Optional[tuple]:
+        """The local address of the socket open towards ``remote`` (None
+        while there is none)."""
+        protocol = self._sockets.get(remote.peer_key)
         if protocol is None:
             return None
         return protocol.transport.get_extra_info("sockname")
 
     # --- sending -------------------------------------------------------------
 
-    def _send_to(self, remote: Simple6EndpointAddress, data: bytes) -> None:
-        key = remote._key
+    def send_to(self, remote: Simple6EndpointAddress, data: bytes) -> None:
+        """Send a datagram to one of this interface's addresses (opening its
+        socket first if needed)."""
+        key = remote.peer_key
         protocol = self._sockets.get(key)
         if protocol is not None:
             self._sockets.move_to_end(key)

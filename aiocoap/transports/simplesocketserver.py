@@ -59,8 +59,8 @@ class SimpleServerEndpointAddress(SockaddrAddress):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {hostportjoin(self.sockaddr[0], self.sockaddr[1])}>"
 
-    def _send(self, data: bytes) -> None:
-        self.interface._transport.sendto(data, self.sockaddr)
+    def send_datagram(self, data: bytes) -> None:
+        self.interface.sendto(data, self.sockaddr)
 
     @property
     def hostinfo(self) -> str:
@@ -75,7 +75,7 @@ class SimpleServerEndpointAddress(SockaddrAddress):
     def hostinfo_local(self) -> str:
         """The address the server is bound to (which is only meaningful if
         it was bound to a single address)."""
-        host, port = self.interface._sockname[:2]
+        host, port = self.interface.sockname[:2]
         return hostportjoin(_plain(host), None if port == COAP_PORT else port)
 
     @property
@@ -86,12 +86,11 @@ class SimpleServerEndpointAddress(SockaddrAddress):
 class _ServerProtocol(asyncio.DatagramProtocol):
     def __init__(self, interface: "MessageInterfaceSimpleServer"):
         self.interface = interface
-        self.closed = interface._loop.create_future()
+        self.closed = interface.loop.create_future()
         self._remotes: dict = {}
 
     def connection_made(self, transport) -> None:
-        self.interface._transport = transport
-        self.interface._sockname = transport.get_extra_info("sockname")
+        self.interface.connected(transport)
 
     def datagram_received(self, data: bytes, addr) -> None:
         remotes = self._remotes
@@ -101,10 +100,10 @@ class _ServerProtocol(asyncio.DatagramProtocol):
             if len(remotes) >= 512:
                 del remotes[next(iter(remotes))]
             remotes[addr] = remote
-        self.interface._ctx.dispatch_datagram(data, remote)
+        self.interface.message_manager.dispatch_datagram(data, remote)
 
     def error_received(self, exc: Exception) -> None:
-        self.interface._log.debug("Socket error (not attributable to a remote): %s", exc)
+        self.interface.log.debug("Socket error (not attributable to a remote): %s", exc)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self._remotes.clear()
@@ -122,7 +121,18 @@ class MessageInterfaceSimpleServer(GenericMessageInterface):
     def __init__(self, ctx: interfaces.MessageManager, log, loop):
         super().__init__(ctx, log, loop)
         self._protocol: Optional[_ServerProtocol] = None
-        self._sockname: tuple = ("::", 0)
+        self.sockname: tuple = ("::", 0)
+        """The address the socket is bound to (once it is)."""
+
+    def connected(self, transport: asyncio.DatagramTransport) -> None:
+        """The socket is up (called by its protocol's connection_made)."""
+        self._transport = transport
+        self.sockname = transport.get_extra_info("sockname")
+
+    def sendto(self, data: bytes, sockaddr: tuple) -> None:
+        """Put a datagram on the wire (for this interface's addresses);
+        raises OSError like the socket does."""
+        self._transport.sendto(data, sockaddr)
 
     @classmethod
     async def create_server(cls, bind, ctx: interfaces.MessageManager, log, loop) -> "MessageInterfaceSimpleServer":
@@ -148,9 +158,9 @@ class MessageInterfaceSimpleServer(GenericMessageInterface):
             except OSError as e:
                 if host == "::":
                     raise
-                self._log.debug("No IPv6 socket available (%s); serving IPv4 only", e)
+                self.log.debug("No IPv6 socket available (%s); serving IPv4 only", e)
                 return self._socket(socket.AF_INET, ("0.0.0.0", port), dualstack=False)
-        sockaddr = await resolve(self._loop, host, port, 0, flags=socket.AI_PASSIVE)
+        sockaddr = await resolve(self.loop, host, port, 0, flags=socket.AI_PASSIVE)
         family = socket.AF_INET6 if len(sockaddr) == 4 else socket.AF_INET
         return self._socket(family, sockaddr, dualstack=False)
 
@@ -174,10 +184,10 @@ class MessageInterfaceSimpleServer(GenericMessageInterface):
         return isinstance(remote, SimpleServerEndpointAddress) and remote.interface is self
 
     async def _make_remote(self, host: str, port: int) -> SimpleServerEndpointAddress:
-        if len(self._sockname) == 4:
-            sockaddr = await resolve(self._loop, host, port, socket.AF_INET6, flags=socket.AI_V4MAPPED)
+        if len(self.sockname) == 4:
+            sockaddr = await resolve(self.loop, host, port, socket.AF_INET6, flags=socket.AI_V4MAPPED)
         else:
-            sockaddr = await resolve(self._loop, host, port, socket.AF_INET)
+            sockaddr = await resolve(self.loop, host, port, socket.AF_INET)
         return SimpleServerEndpointAddress(sockaddr, self)
 
     async def _close_sockets(self) -> None:

@@ -3,160 +3,151 @@
 connection pool (:class:`TCPClient`, ``tcpclient``).
 
 Each TCP connection is one :class:`TcpConnection`: the asyncio protocol of
-the socket and, at the same time, the remote (an
-:class:`aiocoap.interfaces.EndpointAddress`) of every message exchanged on
-it. There is no message layer: messages have neither type nor message ID,
-requests go to :meth:`TokenManager.process_request` and responses to
-:meth:`TokenManager.process_response` as they arrive. Framing and signaling
-are done by :mod:`aiocoap.transports.rfc8323common`; this module moves the
-bytes and keeps per-connection state.
+the socket, the remote (an :class:`aiocoap.interfaces.EndpointAddress`) of
+every message exchanged on it, and the asyncio adapter of the
+:class:`~aiocoap.transports.rfc8323session.RFC8323Session` that holds the
+protocol rules (CSM, Max-Message-Size, Ping/Pong, Release, Abort, the
+timers; listed in :mod:`aiocoap.transports.rfc8323session`). There is no
+message layer: messages have neither type nor message ID, requests go to
+:meth:`TokenManager.process_request` and responses to
+:meth:`TokenManager.process_response` as they arrive.
 
-Rules enforced here:
+What this module does beside the session:
 
-* Each side's first message is its CSM. We send ours on connecting; requests
-  wait (queued, bounded by the callers) until the peer's CSM arrived, and a
-  peer that sends anything else first, sends no CSM within
-  :attr:`TcpTuning.csm_timeout`, or breaks the framing gets a 7.05 Abort
-  with a diagnostic and is disconnected.
-* Max-Message-Size holds both ways: the parser rejects frames above the size
-  we announced (:attr:`TcpTuning.max_message_size`), and nothing larger than
-  the peer's announced size is sent (a request fails with
-  :class:`aiocoap.error.NetworkError`, a response is replaced by a 5.00).
-  Block-wise sizes derive from the peer's CSM
-  (:attr:`TcpConnection.maximum_block_size_exp`, 7 meaning BERT).
-* A partial frame that stalls for :attr:`TcpTuning.frame_timeout`, or is
-  not complete :attr:`TcpTuning.frame_time_limit` after its first byte
-  (slowloris), gets the connection aborted; other connections are
-  unaffected.
+* It moves the bytes: received data goes to the session with
+  ``loop.time()``; the frames the session writes in one event loop
+  iteration are joined into one socket write. Its ``backlog`` (frames not
+  yet handed to the socket, plus the socket's buffer while the peer makes
+  asyncio pause writing) is what the session holds against
+  :attr:`TcpTuning.write_buffer_limit`.
+* One ``loop.call_at`` timer per connection, at the session's next
+  deadline.
 * When a connection ends, every request pending on it fails at once with
   :class:`aiocoap.error.NetworkError` (the token manager's
-  ``dispatch_error``), server-side observations on it end.
+  ``dispatch_error``), server-side observations on it end. A socket closed
+  from our side may flush for :attr:`TcpTuning.close_timeout` before it is
+  cut.
 * Client connections are pooled per (host, port) of the URI, bounded in
-  number (:attr:`TcpTuning.max_connections`; idle ones are evicted first)
-  and closed after :attr:`TcpTuning.idle_timeout` without pending exchanges.
-  A client connection object that was closed comes back to life when a
-  request is sent to it again (routes cached by the Context keep working).
-* A Release stops new requests from being routed to the connection; it is
-  closed once its pending exchanges are done. A Hold-Off in it keeps us from
-  reconnecting to that peer for the given time.
-* Pings are answered with Pongs carrying the Ping's token (held back until
-  earlier requests are answered when the Ping asks for custody). Keepalive
-  Pings go out after :attr:`TcpTuning.ping_interval` of silence (off by
-  default); no answer within :attr:`TcpTuning.ping_timeout` ends the
-  connection.
-* Outgoing frames of one event loop iteration are coalesced into one write.
-  What is buffered for a connection is bounded by
-  :attr:`TcpTuning.write_buffer_limit` (the socket's buffer included, so
-  pause_writing from a peer that does not read is respected): a request
-  beyond it fails, a response beyond it aborts the connection.
+  number (:attr:`TcpTuning.max_connections`; idle ones are evicted first).
+  A client connection object that was closed comes back to life (with a new
+  session) when a request is sent to it again, so routes cached by the
+  Context keep working. A peer's Release takes the connection out of the
+  pool; a Hold-Off in it keeps us from reconnecting to that peer for the
+  given time.
+* A server keeps at most :attr:`TcpTuning.max_server_connections`
+  connections; one more is answered with an Abort.
 
-Log levels: debug for per-message events (unmatched responses, ignored
-messages), info for connections opened/closed for protocol reasons, warning
-for peers that violate the protocol or exceed limits.
+The framing helpers of aiocoap's ``transports.tcp`` module
+(:func:`_extract_message_size`, :func:`_decode_message`,
+:func:`_encode_length`, :func:`_serialize`) are kept for code that imports
+them; they are thin wrappers around :mod:`aiocoap.transports.rfc8323common`.
+
+Log levels: debug for per-message events, info for connections opened or
+closed for protocol reasons, warning for peers that violate the protocol or
+exceed limits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import math
+import logging
 import socket
 import ssl
-from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, cast
 
 from .. import defaults, error, interfaces
-from .generic_udp import split_hostinfo
 from ..message import Message, UndecidedRemote
-from ..numbers.codes import Code
+from ..numbers.constants import COAP_PORT
 from ..util import hostportjoin
+from ..util.asyncio import clock_of
+from ..util.asyncio.timer import DeadlineTimer
 from . import rfc8323common as rfc
+from .generic_udp import split_hostinfo
+from .rfc8323session import (
+    CLOSED,
+    DEFAULT_SESSION_TUNING,
+    OPEN,
+    RFC8323Session,
+    SessionState,
+    SessionTuning,
+    StreamFramer,
+)
 
-__all__ = ["TcpConnection", "TCPServer", "TCPClient", "TcpTuning", "DEFAULT_TCP_TUNING"]
+if TYPE_CHECKING:
+    from . import TransportEntry, TransportSetup
 
+__all__ = ["TcpConnection", "TCPServer", "TCPClient", "TcpTuning", "DEFAULT_TCP_TUNING", "COAP_PORT"]
 
-@dataclass(frozen=True)
-class TcpTuning:
-    """Limits and timers of the RFC 8323 transports (TCP and TLS).
+TcpTuning = SessionTuning
+"""Limits and timers of the RFC 8323 transports (TCP and TLS): the
+:class:`~aiocoap.transports.rfc8323session.SessionTuning` of their
+sessions."""
 
-    An interface reads its ``tuning`` attribute whenever it sets up a
-    connection, so assigning a new instance to a running
-    :class:`TCPServer` / :class:`TCPClient` affects the connections made
-    after that (this is how tests shorten the timers)."""
+DEFAULT_TCP_TUNING = DEFAULT_SESSION_TUNING
 
-    max_message_size: int = 1024 * 1024 + 128
-    """Max-Message-Size we announce: the largest frame we accept (RFC 8323
-    §5.3.1). Above 1152 and with block_wise_transfer, peers can send BERT
-    blocks of up to 1 MiB. It is also the most a connection buffers of an
-    incomplete frame, so memory held for peers stays below
-    ``max_server_connections`` times this."""
-
-    block_wise_transfer: bool = True
-    """Announce Block-Wise-Transfer (and use BERT towards peers that do)."""
-
-    connect_timeout: float = 20.0
-    """Seconds to establish a TCP connection (and TLS handshake)."""
-
-    csm_timeout: float = 10.0
-    """Seconds after connecting within which the peer's CSM must arrive."""
-
-    frame_timeout: float = 20.0
-    """Seconds a partially received frame may stall (no bytes arriving)
-    before the connection is aborted (protection against slowloris
-    peers)."""
-
-    frame_time_limit: float = 300.0
-    """Seconds within which a frame must be complete once its first byte
-    arrived, however steadily it trickles in."""
-
-    idle_timeout: Optional[float] = 60.0
-    """Seconds after which a client connection with no pending exchanges is
-    closed (None: never)."""
-
-    ping_interval: Optional[float] = None
-    """Seconds of silence from the peer after which a keepalive Ping is sent
-    (None: no keepalive)."""
-
-    ping_timeout: float = 10.0
-    """Seconds to wait for any answer to a keepalive Ping before giving the
-    connection up."""
-
-    max_connections: int = 64
-    """Client connections open at the same time (per TCPClient)."""
-
-    max_server_connections: int = 1000
-    """Incoming connections a server keeps at the same time; more are
-    answered with an Abort."""
-
-    write_buffer_limit: int = 4 * 1024 * 1024
-    """Bytes that may wait for a connection's socket to take them."""
-
-    close_timeout: float = 2.0
-    """Seconds a closing connection may take to flush before it is cut."""
+Monitor = Callable[[Exception], None]
+SockAddr = tuple[Any, ...]
+PoolKey = tuple[str, int]
+ServerT = TypeVar("ServerT", bound="TCPServer")
+ClientT = TypeVar("ClientT", bound="TCPClient")
 
 
-DEFAULT_TCP_TUNING = TcpTuning()
+# --- the framing helpers aiocoap's transports.tcp module has -------------------------
 
-_INF = math.inf
 
-# Connection states
-_CLOSED = 0  # no socket (never connected, or lost)
-_CONNECTING = 1  # socket up (or being set up), the peer's CSM not yet seen
-_OPEN = 2  # the peer's CSM arrived: requests flow
+def _extract_message_size(data: bytes) -> Optional[tuple[int, int, int]]:
+    """Where the parts of the RFC 8323 frame at the start of ``data`` are:
+    ``(token offset, TKL, Len)``, or None while ``data`` is too short to
+    tell. The token starts at ``token offset`` (after the length bytes and
+    the Code); the frame is ``token offset + TKL + Len`` bytes long.
 
-# Values of TcpConnection._outstanding: what is pending for a token we sent.
-_PLAIN = 0  # a request waiting for its response
-_OBSERVE = 1  # an observe registration waiting for its first response
-_OBSERVING = 2  # a running observation (ends with a final notification)
+    >>> _extract_message_size(bytes.fromhex("c2 01 1234 bb") + b"temperature")
+    (2, 2, 12)
+    >>> _extract_message_size(bytes.fromhex("d1 10 45 01"))
+    (3, 1, 29)
+    >>> _extract_message_size(b"\\xd1") is None
+    True
+    """
+    header = rfc.read_frame_header(data)
+    if header is None:
+        return None
+    length_bytes, tkl, length = header
+    return length_bytes + 1, tkl, length
 
-_CODE_EMPTY = 0
-_REQUEST_END = 32  # request codes are 0.01-0.31
-_RESPONSE_START = 64  # response codes are 2.00-5.31
-_RESPONSE_END = 192
-_SUCCESS_END = 96
-_SIGNALING_START = 224
 
-_DEFAULT_PEER_CSM = rfc.CSM()
+def _decode_message(data: bytes) -> Message:
+    """Decode one complete RFC 8323 frame; raises
+    :class:`aiocoap.error.UnparsableMessage` if it is not exactly one.
+
+    >>> message = _decode_message(bytes.fromhex("c2 01 1234 bb") + b"temperature")
+    >>> message.code, message.token, message.opt.uri_path
+    (<Request Code 1 "GET">, b'\\x124', ('temperature',))
+    """
+    return rfc.decode_message(data)
+
+
+def _encode_length(length: int) -> tuple[int, bytes]:
+    """The Len nibble and extended length bytes announcing ``length``.
+
+    >>> _encode_length(5), _encode_length(100), _encode_length(70000)
+    ((5, b''), (13, b'W'), (15, b'\\x00\\x00\\x10c'))
+    """
+    return rfc.encode_length(length)
+
+
+def _serialize(msg: Message) -> bytes:
+    """Encode a message as one RFC 8323 frame (its type and message ID are
+    not part of it).
+
+    >>> from aiocoap.numbers.codes import Code
+    >>> _serialize(Message(code=Code.CONTENT, token=b"\\x01", payload=b"hi")).hex()
+    '314501ff6869'
+    """
+    return rfc.encode_message(msg)
+
+
+# --- connections ------------------------------------------------------------------------
 
 
 def _strip_mapped(host: str) -> str:
@@ -181,72 +172,60 @@ def _describe_ssl_error(exc: ssl.SSLError) -> str:
     return reason.replace("_", " ").lower() if reason.isupper() else reason
 
 
-class TcpConnection(asyncio.Protocol, interfaces.EndpointAddress):
-    """One RFC 8323 connection: the asyncio protocol of its socket, and the
-    remote of the messages exchanged over it.
+class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
+    """One RFC 8323 connection: the asyncio protocol of its socket, the
+    remote of the messages exchanged over it, and the driver of its
+    :class:`~aiocoap.transports.rfc8323session.RFC8323Session`.
 
     Server side connections are created by :class:`TCPServer` for each
     accepted socket (``hostinfo`` None: the peer's address describes it);
     client side ones by :class:`TCPClient` for a URI authority
-    (``hostinfo``). Applications get them as ``message.remote`` and compare
-    them by identity."""
+    (``hostinfo``), with a new session each time they (re)connect.
+    Applications get them as ``message.remote`` and compare them by
+    identity."""
 
-    is_multicast = False
-    is_multicast_locally = False
-    reliable_transport = True
-
-    def __init__(self, ctx, log, loop, *, hostinfo=None):
-        self._ctx = ctx
+    def __init__(
+        self,
+        interface: "_TCPPooling",
+        log: logging.Logger,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        hostinfo: Optional[str] = None,
+        key: PoolKey = ("", 0),
+    ) -> None:
+        rfc.RFC8323Remote.__init__(self, local_is_server=hostinfo is None)
+        self._interface = interface
         self.log = log
         self.loop = loop
         self._hostinfo = hostinfo
-        self._local_is_server = hostinfo is None
-        # Set by TCPClient for connections it opens.
-        self._key: tuple = ()
-        self._host: Optional[str] = None
-        self._port: Optional[int] = None
-        self._connect_task: Optional[asyncio.Task] = None
+        # (host, port) a client connection connects to, its key in the pool
+        self._key = key
+        self._connect_task: Optional[asyncio.Task[None]] = None
 
         self._transport: Optional[asyncio.Transport] = None
-        self._state = _CLOSED
-        self._released = False
-        self._tuning: TcpTuning = ctx.tuning
-        self._parser: Optional[rfc.StreamParser] = None
-        self._peer_csm: Optional[rfc.CSM] = None
-        self._peername: Optional[tuple] = None
-        self._sockname: Optional[tuple] = None
-        self._ready: Optional[asyncio.Future] = None
+        self._peername: Optional[SockAddr] = None
+        self._sockname: Optional[SockAddr] = None
+        self._ready: Optional[asyncio.Future[None]] = None
+        self._clock = interface._clock
 
         self._out: list[bytes] = []
         self._out_bytes = 0
         self._flush_handle: Optional[asyncio.Handle] = None
         self._paused = False
-        # Messages waiting for the peer's CSM: (message, monitor)
-        self._queue: list[tuple[Message, Optional[Callable]]] = []
-        self._outstanding: dict[bytes, int] = {}
-        self._incoming: set[bytes] = set()
-        # Custody Pongs held back: [tokens still unanswered, Ping token]
-        self._held_pongs: list[list] = []
 
-        self._timer: Optional[asyncio.TimerHandle] = None
-        self._timer_at = _INF
-        self._connected_at = 0.0
-        self._last_rx = 0.0
-        self._quiet_since = 0.0
-        self._frame_started: Optional[float] = None
-        self._ping_deadline: Optional[float] = None
+        self._timer = DeadlineTimer(loop, self._on_timer)
 
     # --- EndpointAddress ---------------------------------------------------------
 
     @property
     def scheme(self) -> str:
-        return self._ctx._scheme
+        return self._interface._scheme
 
-    def _format(self, sockaddr) -> str:
+    def _format(self, sockaddr: Optional[SockAddr]) -> str:
         if not sockaddr:
             return ""
         host, port = _strip_mapped(sockaddr[0]), sockaddr[1]
-        return hostportjoin(host, None if port == self._ctx._default_port else port)
+        return hostportjoin(host, None if port == self._interface._default_port else port)
 
     @property
     def hostinfo(self) -> str:
@@ -259,44 +238,15 @@ class TcpConnection(asyncio.Protocol, interfaces.EndpointAddress):
         return self._format(self._sockname)
 
     @property
-    def uri_base(self) -> str:
-        if self._local_is_server:
-            raise error.AnonymousHost(
-                f"The client side of a {self.scheme} connection can not be expressed as a URI"
-            )
-        return f"{self.scheme}://{self.hostinfo}"
+    def state(self) -> SessionState:
+        """The state of the current session (CLOSED when there is none)."""
+        session = self._session
+        return CLOSED if session is None else session.state
 
-    @property
-    def uri_base_local(self) -> str:
-        if not self._local_is_server:
-            raise error.AnonymousHost(
-                f"The local side of a {self.scheme} client connection (ephemeral port) "
-                "can not be expressed as a URI"
-            )
-        return f"{self.scheme}://{self.hostinfo_local}"
-
-    @property
-    def maximum_block_size_exp(self) -> int:  # type: ignore[override]
-        csm = self._peer_csm or _DEFAULT_PEER_CSM
-        return rfc.maximum_block_size_exp(
-            csm.max_message_size, csm.block_wise_transfer and self._tuning.block_wise_transfer
-        )
-
-    @property
-    def maximum_payload_size(self) -> int:  # type: ignore[override]
-        csm = self._peer_csm or _DEFAULT_PEER_CSM
-        return rfc.maximum_payload_size(
-            csm.max_message_size, csm.block_wise_transfer and self._tuning.block_wise_transfer
-        )
-
-    @property
-    def peer_max_message_size(self) -> int:
-        """The Max-Message-Size the peer announced (1152 until its CSM)."""
-        return (self._peer_csm or _DEFAULT_PEER_CSM).max_message_size
-
-    def __repr__(self):
-        state = ("closed", "connecting", "open")[self._state]
-        if self._released and self._state:
+    def __repr__(self) -> str:
+        session = self._session
+        state = self.state.name.lower()
+        if session is not None and session.released and session.state is not CLOSED:
             state += ", released"
         if self._local_is_server:
             where = f"from {self.scheme}://{self.hostinfo} to {self.hostinfo_local}"
@@ -304,33 +254,76 @@ class TcpConnection(asyncio.Protocol, interfaces.EndpointAddress):
             where = f"to {self.scheme}://{self.hostinfo}"
         return f"<{type(self).__name__} {where}, {state}>"
 
+    # --- the session -------------------------------------------------------------
+
+    def _new_session(self) -> RFC8323Session:
+        interface = self._interface
+        tuning = interface.tuning
+        tman = interface._tman
+        session = self._session = RFC8323Session(
+            framer=StreamFramer(tuning.max_message_size),
+            write=self._write,
+            backlog=self._backlog,
+            deliver_request=functools.partial(tman.process_request, ti=interface),
+            deliver_response=tman.process_response,
+            remote=self,
+            log=self.log,
+            tuning=tuning,
+            idle_close=not self._local_is_server,
+            on_ready=self._session_ready,
+            on_release=self._session_released,
+            on_close=self._detach,
+        )
+        return session
+
+    def _session_ready(self) -> None:
+        ready = self._ready
+        if ready is not None and not ready.done():
+            ready.set_result(None)
+
+    def _session_released(self, hold_off: Optional[int]) -> None:
+        if hold_off:
+            self._interface._hold_off_peer(self, hold_off)
+        self._interface._connection_released(self)
+
+    def _rearm(self, session: RFC8323Session) -> None:
+        """Move the timer earlier if the session added an earlier deadline
+        (callers check ``session.added_deadline`` first: mostly there is
+        none)."""
+        self._timer.arm_before(session.take_added_deadline())
+
+    def _on_timer(self) -> None:
+        session = self._session
+        if session is None:
+            return
+        session.handle_timer(self._clock())
+        session.take_added_deadline()  # superseded by the full computation
+        if self._session is session:
+            self._timer.arm_before(session.next_deadline())
+
     # --- asyncio.Protocol --------------------------------------------------------
 
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
-        self._state = _CONNECTING
-        self._released = False
-        tuning = self._tuning = self._ctx.tuning
-        self._parser = rfc.StreamParser(tuning.max_message_size)
-        self._peer_csm = None
         self._paused = False
         self._peername = transport.get_extra_info("peername")
         self._sockname = transport.get_extra_info("sockname")
-        now = self.loop.time()
-        self._connected_at = self._last_rx = self._quiet_since = now
-        self._frame_started = None
-        self._ping_deadline = None
-        transport.write(self._ctx._csm_frame())
-        self._arm(now + tuning.csm_timeout)
-        self._ctx._connection_made(self)
+        session = self._session
+        if session is None or session.started or session.state is CLOSED:
+            session = self._new_session()
+        session.start(self._clock())
+        self._rearm(session)
+        self._interface._connection_made(self)
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Optional[Exception]) -> None:
         if self._transport is None:
             return
-        where = self._describe()
-        if exc is None and self._peer_csm is None:
+        where = rfc.describe_remote(self)
+        session = self._session
+        if exc is None and (session is None or not session.csm_received):
             reason = error.NetworkError(
-                f"Connection {where} was closed by the peer before it sent a CSM{self._ctx._early_close_hint}"
+                f"Connection {where} was closed by the peer before it sent a CSM{self._interface._early_close_hint}"
             )
         elif exc is None:
             reason = error.NetworkError(f"Connection {where} was closed by the peer")
@@ -344,9 +337,10 @@ class TcpConnection(asyncio.Protocol, interfaces.EndpointAddress):
             reason.__cause__ = exc
         self._lost(reason)
 
-    def eof_received(self):
-        if self._parser is not None and self._parser.buffered:
-            self.log.info("Peer %s closed its side in the middle of a message", self._describe())
+    def eof_received(self) -> None:
+        session = self._session
+        if session is not None and session.buffered:
+            self.log.info("Peer %s closed its side in the middle of a message", rfc.describe_remote(self))
         # Returning None lets the transport close.
         return None
 
@@ -356,256 +350,57 @@ class TcpConnection(asyncio.Protocol, interfaces.EndpointAddress):
     def resume_writing(self) -> None:
         self._paused = False
 
-    def data_received(self, data) -> None:
-        parser = self._parser
-        if parser is None:
+    def data_received(self, data: bytes) -> None:
+        session = self._session
+        if self._transport is None or session is None:
             return
-        now = self.loop.time()
-        self._last_rx = now
-        self._ping_deadline = None
-        try:
-            messages = parser.feed(data)
-        except rfc.FramingError as e:
-            for message in e.messages:
-                if self._parser is not parser:
-                    return
-                self._process(message)
-            if self._parser is parser:
-                self._violation(rfc.Abort.from_error(e))
-            return
-        for message in messages:
-            if self._parser is not parser:
-                return  # closed while processing
-            self._process(message)
-        if parser.buffered:
-            if messages or self._frame_started is None:
-                self._frame_started = now
-                self._arm(now + self._tuning.frame_timeout)
-        else:
-            self._frame_started = None
+        session.receive_data(data, self._clock())
+        if session.added_deadline is not None:
+            self._rearm(session)
 
-    # --- incoming messages -------------------------------------------------------
+    # --- sending -------------------------------------------------------------------
 
-    def _process(self, message: Message) -> None:
-        code: int = message.code  # type: ignore[assignment]  # decoded messages have one
-        if self._peer_csm is None and code != Code.CSM:
-            self._violation(rfc.Abort(diagnostic="first message was not a CSM"))
-            return
-        message.remote = self
-        try:
-            if code >= _SIGNALING_START:
-                self._process_signaling(message)
-            elif _CODE_EMPTY < code < _REQUEST_END:
-                self._incoming.add(message.token)
-                self._ctx._tman.process_request(message)
-            elif _RESPONSE_START <= code < _RESPONSE_END:
-                self._process_response(message)
-            elif code == _CODE_EMPTY:
-                pass  # RFC 8323 §3.4: empty messages are ignored
-            else:
-                self.log.debug("Ignoring message with unassigned code class: %r", message)
-        except Exception:
-            self.log.exception("Error processing %r", message)
-
-    def _process_response(self, message: Message) -> None:
-        token = message.token
-        kind = self._outstanding.get(token)
-        if kind:  # an observation
-            code: int = message.code  # type: ignore[assignment]
-            final = not (_RESPONSE_START <= code < _SUCCESS_END) or message.opt.observe is None
-            if not final:
-                self._outstanding[token] = _OBSERVING
-            elif kind == _OBSERVING:
-                self._forget(token)
-            # A final first response is forgotten by the stop callable the
-            # token manager calls.
-        if not self._ctx._tman.process_response(message):
-            self.log.debug("Dropping response that matches no request: %r", message)
-
-    def _process_signaling(self, message: Message) -> None:
-        try:
-            signal = rfc.parse_signaling(message, self._peer_csm)
-        except rfc.BadSignalingOption as e:
-            self._violation(rfc.Abort.from_error(e))
-            return
-        if isinstance(signal, rfc.CSM):
-            first = self._peer_csm is None
-            self._peer_csm = signal
-            if first:
-                self._on_ready()
-        elif isinstance(signal, rfc.Ping):
-            if signal.custody and self._incoming:
-                self._held_pongs.append([set(self._incoming), message.token])
-            else:
-                self._write_signal(rfc.Pong(custody=signal.custody).to_message(token=message.token))
-        elif isinstance(signal, rfc.Pong):
-            pass  # receiving it already counted as a sign of life
-        elif isinstance(signal, rfc.Release):
-            self._on_release(signal)
-        elif isinstance(signal, rfc.Abort):
-            text = f": {signal.diagnostic}" if signal.diagnostic else ""
-            self.log.info("Peer %s aborted the connection%s", self._describe(), text)
-            self._detach(error.NetworkError(f"Peer {self._describe()} aborted the connection{text}"))
-        else:
-            self.log.debug("Ignoring unknown signaling message %r", message)
-
-    def _on_ready(self) -> None:
-        self._state = _OPEN
-        now = self.loop.time()
-        self._quiet_since = now
-        ready = self._ready
-        if ready is not None and not ready.done():
-            ready.set_result(None)
-        queue, self._queue = self._queue, []
-        for message, monitor in queue:
-            if self._state != _OPEN:
-                break
-            self._send_now(message, monitor, tracked=True)
-        tuning = self._tuning
-        if tuning.ping_interval is not None:
-            self._arm(self._last_rx + tuning.ping_interval)
-        self._became_quiet()
-
-    def _on_release(self, release: rfc.Release) -> None:
-        self.log.info("Peer %s released the connection", self._describe())
-        if release.hold_off:
-            self._ctx._hold_off_peer(self, release.hold_off)
-        self._released = True
-        self._ctx._connection_released(self)
-        self._became_quiet()
-
-    # --- outgoing messages -------------------------------------------------------
-
-    def _send(self, message: Message, monitor) -> Optional[Callable[[], None]]:
+    def _send(self, message: Message, monitor: Optional[Monitor]) -> Optional[Callable[[], None]]:
         """Send a message on this connection (the TokenInterface's
-        send_message lands here)."""
-        if self._state == _OPEN:
-            return self._send_now(message, monitor)
-        code: int = message.code  # type: ignore[assignment]  # the token layer sends none without
-        is_request = _CODE_EMPTY < code < _REQUEST_END
-        if self._state == _CLOSED and self._connect_task is None:
-            if not is_request:
-                self.log.debug("Dropping %r: connection %s is closed", message, self._describe())
+        send_message lands here); returns the stop callable of a request."""
+        session = self._session
+        if session is None or session.state is CLOSED:
+            code = message.code
+            if code is None or not code.is_request():
+                self.log.debug("Dropping %r: connection %s is closed", message, rfc.describe_remote(self))
                 return None
-            if not self._ctx._revive(self, monitor):
+            if not self._interface._revive(self, monitor):
                 return None
-        self._queue.append((message, monitor))
-        if is_request:
-            return self._track(message)
+            session = self._session
+            assert session is not None
+        tracked = session.send(message, self._clock(), monitor)
+        if session.added_deadline is not None:
+            self._rearm(session)
+        if tracked:
+            return functools.partial(self._request_done, session, message.token)
         return None
 
-    def _track(self, message: Message) -> Callable[[], None]:
-        token = message.token
-        self._outstanding[token] = _OBSERVE if message.opt.observe == 0 else _PLAIN
-        return functools.partial(self._stopped, token)
+    def _request_done(self, session: RFC8323Session, token: bytes) -> None:
+        session.request_done(token, self._clock())
+        if session.added_deadline is not None and session is self._session:
+            self._rearm(session)
 
-    def _send_now(self, message: Message, monitor, tracked: bool = False) -> Optional[Callable[[], None]]:
-        try:
-            frame = rfc.encode_message(message)
-        except (TypeError, ValueError) as e:
-            self._refuse(message, monitor, f"Message can not be sent over {self.scheme}: {e}")
-            return None
-        code: int = message.code  # type: ignore[assignment]  # encode_message checked it
-        is_request = _CODE_EMPTY < code < _REQUEST_END
-        limit = (self._peer_csm or _DEFAULT_PEER_CSM).max_message_size
-        if len(frame) > limit:
-            if is_request:
-                self._refuse(
-                    message, monitor,
-                    f"Message of {len(frame)} bytes exceeds the Max-Message-Size {limit} of {self._describe()}",
-                )
-                return None
-            self.log.warning(
-                "Response of %d bytes exceeds the Max-Message-Size %d of %s; sending 5.00 instead",
-                len(frame), limit, self._describe(),
-            )
-            frame = rfc.encode_message(Message(
-                code=Code.INTERNAL_SERVER_ERROR, token=message.token,
-                payload=b"Response exceeds the client's Max-Message-Size",
-            ))
-        if not self._write(frame):
-            if is_request:
-                self._refuse(message, monitor, f"Send buffer of connection {self._describe()} is full")
-                return None
-            self.log.warning("Peer %s does not read what is sent to it; aborting", self._describe())
-            self._detach(error.NetworkError(f"Peer {self._describe()} stopped reading"), hard=True)
-            return None
-        if is_request:
-            return None if tracked else self._track(message)
-        if self._incoming:
-            self._answered(message.token)
-        return None
+    def _no_response(self, token: bytes) -> None:
+        session = self._session
+        if session is not None:
+            session.no_response_for(token, self._clock())
+            if session.added_deadline is not None:
+                self._rearm(session)
 
-    def _refuse(self, message: Message, monitor, text: str) -> None:
-        if self._outstanding.pop(message.token, None) is not None and not self._outstanding:
-            self._became_quiet()
-        if monitor is not None:
-            monitor(error.NetworkError(text))
-        else:
-            self.log.warning("Not sending %r: %s", message, text)
-        return None
+    def _backlog(self) -> int:
+        if self._paused and self._transport is not None:
+            return self._out_bytes + self._transport.get_write_buffer_size()
+        return self._out_bytes
 
-    def _answered(self, token: bytes) -> None:
-        incoming = self._incoming
-        if token not in incoming:
-            return
-        incoming.discard(token)
-        if self._held_pongs:
-            still_held = []
-            for entry in self._held_pongs:
-                entry[0].discard(token)
-                if entry[0]:
-                    still_held.append(entry)
-                else:
-                    self._write_signal(rfc.Pong(custody=True).to_message(token=entry[1]))
-            self._held_pongs = still_held
-        if not incoming:
-            self._became_quiet()
-
-    def _stopped(self, token: bytes) -> None:
-        """The token manager needs no more of the request with ``token`` (it
-        got a response, or the requester lost interest)."""
-        if self._outstanding.get(token, _OBSERVING) != _OBSERVING:
-            self._forget(token)
-
-    def _forget(self, token: bytes) -> None:
-        outstanding = self._outstanding
-        if outstanding.pop(token, None) is not None and not outstanding:
-            self._became_quiet()
-
-    def _became_quiet(self) -> None:
-        if self._outstanding or self._incoming or self._queue or self._transport is None:
-            return
-        if self._released:
-            self._detach(None)
-            return
-        now = self.loop.time()
-        self._quiet_since = now
-        idle = self._tuning.idle_timeout
-        if idle is not None and not self._local_is_server and self._state == _OPEN:
-            self._arm(now + idle)
-
-    def _write(self, frame: bytes) -> bool:
-        """Queue a frame for the next flush; False if that would exceed the
-        write buffer limit."""
-        out_bytes = self._out_bytes + len(frame)
-        limit = self._tuning.write_buffer_limit
-        if out_bytes > limit or (
-            self._paused
-            and self._transport is not None
-            and out_bytes + self._transport.get_write_buffer_size() > limit
-        ):
-            return False
-        self._out.append(frame)
-        self._out_bytes = out_bytes
-        if self._flush_handle is None:
-            self._flush_handle = self.loop.call_soon(self._flush)
-        return True
-
-    def _write_signal(self, message: Message) -> None:
+    def _write(self, frame: bytes) -> None:
+        """Queue a frame for the write at the end of this loop iteration."""
         if self._transport is None:
             return
-        frame = rfc.encode_message(message)
         self._out.append(frame)
         self._out_bytes += len(frame)
         if self._flush_handle is None:
@@ -622,36 +417,11 @@ class TcpConnection(asyncio.Protocol, interfaces.EndpointAddress):
 
     # --- closing -----------------------------------------------------------------
 
-    def _describe(self) -> str:
-        return f"{self.scheme}://{self.hostinfo}"
-
-    def abort(self, errormessage=None, bad_csm_option=None) -> None:
-        """Send a 7.05 Abort (with the diagnostic ``errormessage`` and, if
-        given, the Bad-CSM-Option) and close the connection. Pending requests
-        fail with :class:`aiocoap.error.NetworkError`."""
-        diagnostic = errormessage or ""
-        if self._transport is None:
-            return
-        self._write_signal(rfc.Abort(bad_csm_option=bad_csm_option, diagnostic=diagnostic).to_message())
-        self._detach(error.NetworkError(
-            f"Connection {self._describe()} aborted locally" + (f": {diagnostic}" if diagnostic else "")
-        ))
-
-    def _violation(self, abort: rfc.Abort) -> None:
-        """The peer broke the protocol: tell it why, and disconnect."""
-        if self._transport is None:
-            return
-        self.log.warning("Aborting connection %s: %s", self._describe(), abort.diagnostic)
-        self._write_signal(abort.to_message())
-        self._detach(error.NetworkError(
-            f"Connection {self._describe()} aborted: peer violated the protocol ({abort.diagnostic})"
-        ))
-
     def _detach(self, reason: Optional[Exception], hard: bool = False) -> None:
         """End the connection from our side, now: the transport is handed to
         a :class:`_Closer` that flushes (unless ``hard``) and closes it,
         while this object becomes closed at once (and, on the client side,
-        can be connected again)."""
+        can be connected again). This is the session's ``on_close``."""
         transport = self._transport
         if transport is None:
             return
@@ -660,41 +430,31 @@ class TcpConnection(asyncio.Protocol, interfaces.EndpointAddress):
             self._out_bytes = 0
         else:
             self._flush()
-        closer = _Closer(self._ctx, transport)
+        closer = _Closer(self._interface, transport)
         transport.set_protocol(closer)
         if hard:
             transport.abort()
         else:
             transport.close()
-            closer.arm(self._tuning.close_timeout)
+            closer.arm(self._interface.tuning.close_timeout)
         if reason is None:
-            reason = error.NetworkError(f"Connection {self._describe()} was closed")
+            reason = error.NetworkError(f"Connection {rfc.describe_remote(self)} was closed")
         self._lost(reason)
 
     def _lost(self, reason: Exception) -> None:
         """The connection is gone: fail what waited for it."""
-        was_open = self._state == _OPEN
-        self._state = _CLOSED
+        if self._session is not None:
+            self._session.connection_lost(reason)
         self._transport = None
-        self._parser = None
         self._out = []
         self._out_bytes = 0
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = _INF
-        self._queue = []
-        self._outstanding.clear()
-        self._incoming.clear()
-        self._held_pongs = []
+        self._timer.cancel()
         self._fail_ready(reason)
-        if was_open:
-            self.log.debug("Connection %r ended: %s", self, reason)
-        self._ctx._connection_lost(self)
-        self._ctx._tman.dispatch_error(reason, self)
+        self._interface._connection_lost(self)
+        self._interface._tman.dispatch_error(reason, self)
 
     def _fail_ready(self, exc: Exception) -> None:
         ready = self._ready
@@ -702,6 +462,14 @@ class TcpConnection(asyncio.Protocol, interfaces.EndpointAddress):
             ready.set_exception(exc)
             # Waiters retrieve it; an unawaited failure is not worth a log line.
             ready.exception()
+
+    def _idle_since(self) -> Optional[float]:
+        """Since when the connection is open with nothing pending (None
+        if it is not)."""
+        session = self._session
+        if session is None or session.state is not OPEN or not session.is_idle:
+            return None
+        return session.quiet_since
 
     def _shutdown(self) -> None:
         reason = error.LibraryShutdown("Transport shut down")
@@ -712,109 +480,41 @@ class TcpConnection(asyncio.Protocol, interfaces.EndpointAddress):
         else:
             self._fail_ready(reason)
 
-    def _is_idle(self) -> bool:
-        return not self._outstanding and not self._incoming and not self._queue
-
-    # --- timers ------------------------------------------------------------------
-
-    def _arm(self, when: float) -> None:
-        if when < self._timer_at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_at = when
-            self._timer = self.loop.call_at(when, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = _INF
-        if self._transport is None:
-            return
-        now = self.loop.time()
-        tuning = self._tuning
-        upcoming = _INF
-        if self._peer_csm is None:
-            deadline = self._connected_at + tuning.csm_timeout
-            if now >= deadline:
-                self._violation(rfc.Abort(diagnostic=f"no CSM received within {tuning.csm_timeout:g} s"))
-                return
-            upcoming = deadline
-        if self._frame_started is not None:
-            stalled = self._last_rx + tuning.frame_timeout
-            limit = self._frame_started + tuning.frame_time_limit
-            if now >= stalled:
-                self._violation(rfc.Abort(diagnostic=f"message stalled for {tuning.frame_timeout:g} s"))
-                return
-            if now >= limit:
-                self._violation(rfc.Abort(
-                    diagnostic=f"message not completed within {tuning.frame_time_limit:g} s"
-                ))
-                return
-            upcoming = min(upcoming, stalled, limit)
-        if self._ping_deadline is not None:
-            if now >= self._ping_deadline:
-                self.log.info("Peer %s did not answer a Ping; closing", self._describe())
-                self._detach(error.NetworkError(
-                    f"Peer {self._describe()} did not answer a Ping within {tuning.ping_timeout:g} s"
-                ), hard=True)
-                return
-            upcoming = min(upcoming, self._ping_deadline)
-        elif tuning.ping_interval is not None and self._peer_csm is not None:
-            deadline = self._last_rx + tuning.ping_interval
-            if now >= deadline:
-                self._write_signal(rfc.Ping().to_message())
-                self._ping_deadline = deadline = now + tuning.ping_timeout
-            upcoming = min(upcoming, deadline)
-        if (
-            tuning.idle_timeout is not None
-            and not self._local_is_server
-            and self._state == _OPEN
-            and self._is_idle()
-        ):
-            deadline = self._quiet_since + tuning.idle_timeout
-            if now >= deadline:
-                self.log.debug("Closing idle connection %s", self._describe())
-                self._ctx._connection_released(self)
-                self._detach(None)
-                return
-            upcoming = min(upcoming, deadline)
-        if upcoming < _INF:
-            self._arm(upcoming)
-
 
 class _Closer(asyncio.Protocol):
     """Takes over the transport of a connection we closed, until the socket
     is really gone; cuts it if flushing takes longer than allowed."""
 
-    def __init__(self, ctx, transport):
-        self._ctx = ctx
-        self._transport = transport
+    def __init__(self, interface: "_TCPPooling", transport: asyncio.Transport) -> None:
+        self._interface = interface
+        self._transport: Optional[asyncio.Transport] = transport
         self._timer: Optional[asyncio.TimerHandle] = None
-        ctx._closers.add(self)
+        interface._closers.add(self)
 
     def arm(self, timeout: float) -> None:
         if self._transport is not None:
-            self._timer = self._ctx.loop.call_later(timeout, self._cut)
+            self._timer = self._interface.loop.call_later(timeout, self._cut)
 
     def _cut(self) -> None:
         self._timer = None
         if self._transport is not None:
             self._transport.abort()
 
-    def data_received(self, data) -> None:
+    def data_received(self, data: bytes) -> None:
         pass
 
-    def eof_received(self):
+    def eof_received(self) -> None:
         return None
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Optional[Exception]) -> None:
         self._transport = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._ctx._closer_done(self)
+        self._interface._closer_done(self)
 
 
-class _TCPPooling:
+class _TCPPooling(interfaces.TokenInterface):
     """What TCPServer and TCPClient share: the scheme, the tuning, the set of
     live connections, sending, and shutting down."""
 
@@ -822,38 +522,39 @@ class _TCPPooling:
     _default_port = rfc.DEFAULT_PORT_TCP
     _early_close_hint = ""
 
-    def __init__(self, tman: interfaces.TokenManager, log, loop, tuning: Optional[TcpTuning] = None):
+    def __init__(
+        self,
+        tman: interfaces.TokenManager,
+        log: logging.Logger,
+        loop: asyncio.AbstractEventLoop,
+        tuning: Optional[TcpTuning] = None,
+    ) -> None:
         self._tman = tman
         self.log = log
         self.loop = loop
+        self._clock = clock_of(loop)
         self.tuning = tuning or DEFAULT_TCP_TUNING
         self._connections: set[TcpConnection] = set()
         self._closers: set[_Closer] = set()
         self._shut = False
-        self._csm_cache: tuple = (None, b"")
-        self._drained: Optional[asyncio.Future] = None
-
-    def _csm_frame(self) -> bytes:
-        tuning = self.tuning
-        key = (tuning.max_message_size, tuning.block_wise_transfer)
-        if self._csm_cache[0] != key:
-            csm = rfc.CSM(max_message_size=tuning.max_message_size, block_wise_transfer=tuning.block_wise_transfer)
-            self._csm_cache = (key, rfc.encode_message(csm.to_message()))
-        return self._csm_cache[1]
+        self._drained: Optional[asyncio.Future[None]] = None
 
     # --- TokenInterface ----------------------------------------------------------
 
-    def recognize_remote(self, remote) -> bool:
-        return isinstance(remote, TcpConnection) and remote._ctx is self
+    def recognize_remote(self, remote: object) -> bool:
+        return isinstance(remote, TcpConnection) and remote._interface is self
 
-    def send_message(self, message: Message, messageerror_monitor=None) -> Optional[Callable[[], None]]:
-        return message.remote._send(message, messageerror_monitor)
+    def send_message(
+        self, message: Message, messageerror_monitor: Optional[Monitor] = None
+    ) -> Optional[Callable[[], None]]:
+        remote: TcpConnection = message.remote
+        return remote._send(message, messageerror_monitor)
 
-    def no_response_for(self, remote, token: bytes) -> None:
+    def no_response_for(self, remote: object, token: bytes) -> None:
         """The token manager's notice that a request will not be answered
         (No-Response); it no longer holds back custody Pongs."""
-        if isinstance(remote, TcpConnection) and remote._incoming:
-            remote._answered(token)
+        if isinstance(remote, TcpConnection):
+            remote._no_response(token)
 
     # --- connection bookkeeping --------------------------------------------------
 
@@ -879,11 +580,11 @@ class _TCPPooling:
     def _hold_off_peer(self, connection: TcpConnection, seconds: int) -> None:
         """The peer asked us not to reconnect for a while."""
 
-    def _revive(self, connection: TcpConnection, monitor) -> bool:
+    def _revive(self, connection: TcpConnection, monitor: Optional[Monitor]) -> bool:
         """A request was sent to a closed connection: reconnect it if this
         side can, else fail the request (False)."""
         if monitor is not None:
-            monitor(error.NetworkError(f"Connection {connection._describe()} is closed"))
+            monitor(error.NetworkError(f"Connection {rfc.describe_remote(connection)} is closed"))
         return False
 
     async def shutdown(self) -> None:
@@ -913,22 +614,30 @@ class TCPServer(_TCPPooling, interfaces.TokenInterface):
     (transport name ``tcpserver``). Responses, notifications and requests of
     our own go out on the connection the remote names."""
 
-    def __init__(self, tman, log, loop, tuning=None):
-        super().__init__(tman, log, loop, tuning)
-        self.server: Optional[asyncio.AbstractServer] = None
+    server: Optional[asyncio.Server] = None
+    """The listening server (set by :meth:`create_server`)."""
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         where = ""
         if self.server is not None and self.server.sockets:
             where = " on " + ", ".join(self._format_sockname(s.getsockname()) for s in self.server.sockets)
         return f"<{type(self).__name__}{where} with {len(self._connections)} connection(s)>"
 
     @staticmethod
-    def _format_sockname(sockname) -> str:
+    def _format_sockname(sockname: SockAddr) -> str:
         return hostportjoin(_strip_mapped(sockname[0]), sockname[1])
 
     @classmethod
-    async def create_server(cls, bind, tman: interfaces.TokenManager, log, loop, *, _server_context=None, tuning=None):
+    async def create_server(
+        cls: type[ServerT],
+        bind: Optional[tuple[Optional[str], Optional[int]]],
+        tman: interfaces.TokenManager,
+        log: logging.Logger,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        _server_context: Optional[ssl.SSLContext] = None,
+        tuning: Optional[TcpTuning] = None,
+    ) -> ServerT:
         """Listen on ``bind`` ((host, port); None for any address / the
         default port, port 0 for an ephemeral one). With ``_server_context``
         (an :class:`ssl.SSLContext`) connections are TLS."""
@@ -936,7 +645,7 @@ class TCPServer(_TCPPooling, interfaces.TokenInterface):
         host, port = bind if bind is not None else (None, None)
         if port is None:
             port = self._default_port
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if _server_context is not None:
             kwargs["ssl"] = _server_context
             kwargs["ssl_handshake_timeout"] = self.tuning.connect_timeout
@@ -954,12 +663,12 @@ class TCPServer(_TCPPooling, interfaces.TokenInterface):
         if self._shut:
             connection.abort("server shutting down")
         elif len(self._connections) > self.tuning.max_server_connections:
-            self.log.warning("Too many connections; refusing %s", connection._describe())
+            self.log.warning("Too many connections; refusing %s", rfc.describe_remote(connection))
             connection.abort("too many connections")
 
     async def fill_or_recognize_remote(self, message: Message) -> bool:
         remote = message.remote
-        return isinstance(remote, TcpConnection) and remote._ctx is self
+        return isinstance(remote, TcpConnection) and remote._interface is self
 
     async def shutdown(self) -> None:
         if self._shut:
@@ -976,27 +685,35 @@ class TCPClient(_TCPPooling, interfaces.TokenInterface):
     (transport name ``tcpclient``) and keeps them in a pool: one usable
     connection per (host, port), reused by later requests."""
 
-    def __init__(self, tman, log, loop, tuning=None):
-        super().__init__(tman, log, loop, tuning)
-        self._pool: dict[tuple, TcpConnection] = {}
-        self._hold_offs: dict[tuple, float] = {}
-        self._connect_tasks: set[asyncio.Task] = set()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pool: dict[PoolKey, TcpConnection] = {}
+        self._hold_offs: dict[PoolKey, float] = {}
+        self._connect_tasks: set[asyncio.Task[None]] = set()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} with {len(self._pool)} pooled connection(s)>"
 
     @classmethod
-    async def create_client_transport(cls, tman: interfaces.TokenManager, log, loop, *, tuning=None):
+    async def create_client_transport(
+        cls: type[ClientT],
+        tman: interfaces.TokenManager,
+        log: logging.Logger,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        tuning: Optional[TcpTuning] = None,
+    ) -> ClientT:
         return cls(tman, log, loop, tuning)
 
-    def _connection_kwargs(self, connection: TcpConnection, message: Optional[Message]) -> dict:
-        """Extra arguments to loop.create_connection (TLS adds its own)."""
+    def _connection_kwargs(self, connection: TcpConnection, host: str, message: Optional[Message]) -> dict[str, Any]:
+        """Extra arguments to loop.create_connection for a connection to
+        ``host`` (TLS adds its own)."""
         return {}
 
     async def fill_or_recognize_remote(self, message: Message) -> bool:
         remote = message.remote
         if isinstance(remote, TcpConnection):
-            return remote._ctx is self
+            return remote._interface is self
         if not isinstance(remote, UndecidedRemote) or remote.scheme != self._scheme:
             return False
         connection = await self._connection_for(remote.hostinfo, message)
@@ -1015,19 +732,16 @@ class TCPClient(_TCPPooling, interfaces.TokenInterface):
             self._make_room()
             connection = TcpConnection(
                 self, self.log, self.loop,
-                hostinfo=hostportjoin(host, None if port == self._default_port else port),
+                hostinfo=hostportjoin(host, None if port == self._default_port else port), key=key,
             )
-            connection._key = key
-            connection._host = host
-            connection._port = port
             self._pool[key] = connection
             self._start_connecting(connection, message)
-        if connection._state != _OPEN:
+        if connection.state is not OPEN:
             assert connection._ready is not None
             await asyncio.shield(connection._ready)
         return connection
 
-    def _check_hold_off(self, key) -> None:
+    def _check_hold_off(self, key: PoolKey) -> None:
         until = self._hold_offs.get(key)
         if until is not None:
             remaining = until - self.loop.time()
@@ -1041,18 +755,18 @@ class TCPClient(_TCPPooling, interfaces.TokenInterface):
         live = len(self._connections) + len(self._connect_tasks)
         if live < self.tuning.max_connections:
             return
-        idle = [c for c in self._connections if c._state == _OPEN and c._is_idle()]
+        idle = [(since, c) for c in self._connections if (since := c._idle_since()) is not None]
         if not idle:
             raise error.NetworkError(
                 f"Too many {self._scheme} connections open ({live}); none of them is idle"
             )
-        victim = min(idle, key=lambda c: c._quiet_since)
+        victim = min(idle, key=lambda entry: entry[0])[1]
         self.log.debug("Closing idle connection %r to make room", victim)
         self._connection_released(victim)
         victim._detach(None)
 
     def _start_connecting(self, connection: TcpConnection, message: Optional[Message]) -> None:
-        connection._state = _CLOSED
+        connection._new_session()
         connection._ready = self.loop.create_future()
         task = self.loop.create_task(self._connect(connection, message), name=f"aiocoap {self._scheme} connect")
         connection._connect_task = task
@@ -1060,11 +774,12 @@ class TCPClient(_TCPPooling, interfaces.TokenInterface):
         task.add_done_callback(self._connect_tasks.discard)
 
     async def _connect(self, connection: TcpConnection, message: Optional[Message]) -> None:
+        host, port = connection._key
         try:
             try:
-                kwargs = self._connection_kwargs(connection, message)
+                kwargs = self._connection_kwargs(connection, host, message)
                 await asyncio.wait_for(
-                    self.loop.create_connection(lambda: connection, connection._host, connection._port, **kwargs),
+                    self.loop.create_connection(lambda: connection, host, port, **kwargs),
                     self.tuning.connect_timeout,
                 )
             except asyncio.TimeoutError:
@@ -1073,7 +788,7 @@ class TCPClient(_TCPPooling, interfaces.TokenInterface):
                 ) from None
             except socket.gaierror as e:
                 raise error.ResolutionError(
-                    f"No address found for {connection._host}: {e.strerror or e}"
+                    f"No address found for {host}: {e.strerror or e}"
                 ) from e
             except ssl.SSLError as e:
                 raise error.NetworkError(
@@ -1099,18 +814,16 @@ class TCPClient(_TCPPooling, interfaces.TokenInterface):
         self.log.debug("Connecting %r failed: %s", connection, exc)
         if self._pool.get(connection._key) is connection:
             del self._pool[connection._key]
-        connection._queue = []
-        connection._outstanding.clear()
+        if connection._session is not None:
+            connection._session.connection_lost(exc)
         connection._fail_ready(exc)
         self._tman.dispatch_error(exc, connection)
 
-    def _revive(self, connection: TcpConnection, monitor) -> bool:
+    def _revive(self, connection: TcpConnection, monitor: Optional[Monitor]) -> bool:
         if self._shut:
             if monitor is not None:
                 monitor(error.LibraryShutdown("Transport shut down"))
             return False
-        if connection._connect_task is not None:
-            return True  # already reconnecting
         try:
             self._check_hold_off(connection._key)
             self._make_room()
@@ -1153,9 +866,10 @@ class TCPClient(_TCPPooling, interfaces.TokenInterface):
         await self._wait_drained()
 
 
-async def load(entry, setup) -> None:
+async def load(entry: "TransportEntry", setup: "TransportSetup") -> None:
     """Attach the client (``tcpclient``) or server (``tcpserver``) side to a
     context (see :data:`aiocoap.transports.TRANSPORTS`)."""
+    interface: TCPServer | TCPClient
     if entry.server:
         interface = await TCPServer.create_server(setup.server_bind, setup.tokenmanager, setup.log, setup.loop)
     else:

@@ -2,9 +2,10 @@
 5684), as a server (:class:`TLSServer`, transport name ``tlsserver``) and a
 client (:class:`TLSClient`, ``tlsclient``), on Python's :mod:`ssl` module.
 
-Everything above the TLS layer (framing, CSM, pooling, timers) is the TCP
-transport of :mod:`aiocoap.transports.tcp`; this module only supplies the
-TLS contexts. Rules:
+Everything above the TLS layer is the TCP transport of
+:mod:`aiocoap.transports.tcp` (pooling, the asyncio adapter) and the RFC
+8323 session below it (framing, CSM, signaling, timers); this module only
+supplies the TLS contexts. Rules:
 
 * Both sides offer the ALPN protocol ``coap`` (RFC 8323 §4.1), which is set
   on every context used here.
@@ -24,14 +25,21 @@ TLS contexts. Rules:
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import ssl
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
+from .. import interfaces
 from ..message import Message
+from ..numbers.constants import COAPS_PORT
 from . import rfc8323common as rfc
-from .tcp import TCPClient, TcpConnection, TCPServer
+from .tcp import TCPClient, TcpConnection, TCPServer, TcpTuning
 
-__all__ = ["TLSServer", "TLSClient"]
+if TYPE_CHECKING:
+    from . import TransportEntry, TransportSetup
+
+__all__ = ["TLSServer", "TLSClient", "COAPS_PORT"]
 
 ALPN_PROTOCOL = "coap"
 """The ALPN protocol ID of CoAP over TLS (RFC 8323 §8.6)."""
@@ -49,30 +57,36 @@ class TLSServer(_TLSMixin, TCPServer):
     """Accepts CoAP-over-TLS connections (see :class:`TCPServer`)."""
 
     @classmethod
-    async def create_server(cls, bind, tman, log, loop, server_context, *, tuning=None):
+    async def create_server(  # type: ignore[override]  # the SSL context is required here
+        cls,
+        bind: Optional[tuple[Optional[str], Optional[int]]],
+        tman: interfaces.TokenManager,
+        log: logging.Logger,
+        loop: asyncio.AbstractEventLoop,
+        server_context: ssl.SSLContext,
+        *,
+        tuning: Optional[TcpTuning] = None,
+    ) -> "TLSServer":
         """Listen on ``bind`` ((host, port), None for any address / port
         5684) with the TLS settings of ``server_context`` (an
         :class:`ssl.SSLContext` with the server's certificate loaded)."""
         if not isinstance(server_context, ssl.SSLContext):
             raise TypeError("TLSServer needs an ssl.SSLContext as server_context")
         server_context.set_alpn_protocols([ALPN_PROTOCOL])
-        return await super().create_server(
-            bind, tman, log, loop, _server_context=server_context, tuning=tuning
-        )
+        return await super().create_server(bind, tman, log, loop, _server_context=server_context, tuning=tuning)
 
 
 class TLSClient(_TLSMixin, TCPClient):
     """Opens CoAP-over-TLS connections for ``coaps+tcp://`` URIs (see
     :class:`TCPClient`)."""
 
-    def __init__(self, tman, log, loop, tuning=None):
-        super().__init__(tman, log, loop, tuning)
-        self._default_context: Optional[ssl.SSLContext] = None
+    # (created when a request needs it)
+    _default_context: Optional[ssl.SSLContext] = None
 
     def _ssl_context(self, connection: TcpConnection, message: Optional[Message]) -> ssl.SSLContext:
         credentials = getattr(self._tman, "client_credentials", None)
         lookup = getattr(credentials, "ssl_client_context", None)
-        context = None
+        context: Optional[ssl.SSLContext] = None
         if lookup is not None:
             uri = None
             if message is not None:
@@ -89,19 +103,20 @@ class TLSClient(_TLSMixin, TCPClient):
         context.set_alpn_protocols([ALPN_PROTOCOL])
         return context
 
-    def _connection_kwargs(self, connection: TcpConnection, message: Optional[Message]) -> dict:
+    def _connection_kwargs(self, connection: TcpConnection, host: str, message: Optional[Message]) -> dict[str, Any]:
         return {
             "ssl": self._ssl_context(connection, message),
-            "server_hostname": connection._host,
+            "server_hostname": host,
             "ssl_handshake_timeout": self.tuning.connect_timeout,
         }
 
 
-async def load(entry, setup) -> None:
+async def load(entry: "TransportEntry", setup: "TransportSetup") -> None:
     """Attach the client (``tlsclient``) or server (``tlsserver``) side to a
     context (see :data:`aiocoap.transports.TRANSPORTS`). The server listens
     only when the context was given an SSL context, next to the TCP port
     when that is explicit."""
+    interface: TLSServer | TLSClient
     if entry.server:
         if setup.ssl_context is None:
             return

@@ -39,7 +39,7 @@ import os
 import socket
 import struct
 from collections import namedtuple
-from typing import Optional
+from typing import Callable, Optional
 
 from .. import defaults, error, interfaces
 from ..message import UndecidedRemote
@@ -191,7 +191,7 @@ class UDP6EndpointAddress(SockaddrAddress):
             link_local_group = packed[0] == 0xFF and packed[1] & 0x0F == 0x02
             if ifindex and (link_local or link_local_group):
                 host = f"{host}%{_zone_name(ifindex)}"
-        port = self.interface._local_port
+        port = self.interface.local_port
         return hostportjoin(host, None if port == COAP_PORT else port)
 
     @property
@@ -262,11 +262,13 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
     before this is done; handled by ``create_..._context``)"""
 
     def __init__(self, ctx: interfaces.MessageManager, log, loop):
-        self._ctx = ctx
+        self._message_manager = ctx
         self.log = log
         self.loop = loop
         self._transport: Optional[RecvmsgSelectorDatagramTransport] = None
-        self._local_port: Optional[int] = None
+        self.local_port: Optional[int] = None
+        """The port the socket is bound to (once it is)."""
+        self._sendmsg: Optional[Callable[..., int]] = None
         self._addresses: dict = {}
         self.ready = loop.create_future()
         self._closed = loop.create_future()
@@ -348,7 +350,10 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
         """Implementation of the DatagramProtocol interface, called by the
         transport."""
         self._transport = transport
-        self._local_port = transport.get_extra_info("sockname")[1]
+        self.local_port = transport.get_extra_info("sockname")[1]
+        # (the first attempt of every send goes to the socket directly, as
+        # the transport's send_failed documents; see send_bytes)
+        self._sendmsg = transport.get_extra_info("socket").sendmsg
         ready = self.ready
         if ready is not None and not ready.done():
             ready.set_result(True)
@@ -368,7 +373,7 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
             if len(addresses) >= _ADDRESS_CACHE_SIZE:
                 del addresses[next(iter(addresses))]
             addresses[key] = remote
-        self._ctx.dispatch_datagram(data, remote)
+        self._message_manager.dispatch_datagram(data, remote)
 
     def datagram_errqueue_received(self, data: bytes, ancdata: list, flags: int, address: tuple) -> None:
         """Called when some data is received from the error queue: an ICMP
@@ -383,7 +388,7 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
                 self.log.debug("Path MTU to %s is smaller than a datagram sent (%r)", address, err)
                 continue
             exc = OSError(err.ee_errno, os.strerror(err.ee_errno))
-            self._ctx.dispatch_error(exc, UDP6EndpointAddress(address, self))
+            self._message_manager.dispatch_error(exc, UDP6EndpointAddress(address, self))
 
     def error_received(self, exc: Exception) -> None:
         """Implementation of the DatagramProtocol interface, called by the
@@ -397,6 +402,7 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
         The argument is an exception object or None (the latter meaning a
         regular EOF is received or the connection was aborted or closed)."""
         self._addresses.clear()
+        self._sendmsg = None
         if not self._closed.done():
             self._closed.set_result(None)
 
@@ -409,28 +415,26 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
     def send_bytes(self, data: bytes, remote) -> None:
         """Send an encoded message to a remote of this interface (the message
         layer's path: it has the bytes already)."""
-        transport = self._transport
-        if transport is None:
-            self.log.debug("Dropping datagram sent before the transport was ready to %r", remote)
+        sendmsg = self._sendmsg
+        if sendmsg is None:
+            self.log.debug("Dropping datagram to %r: the transport is not open", remote)
             return
         pktinfo = remote.pktinfo
         ancdata = () if pktinfo is None else [(_SOL_IPV6, _IPV6_PKTINFO, pktinfo)]
         try:
-            if transport._closing:
-                transport.sendmsg(data, ancdata, 0, remote.sockaddr)  # (which drops it)
-                return
             try:
-                # (transport.sendmsg, inlined: this is the path of every
-                # datagram sent)
-                transport._sock.sendmsg((data,), ancdata, 0, remote.sockaddr)
+                # (transport.sendmsg, without its checks and calls: this is
+                # the path of every datagram sent)
+                sendmsg((data,), ancdata, 0, remote.sockaddr)
             except OSError as first:
-                transport.send_failed(first, data, ancdata, 0, remote.sockaddr)
+                assert self._transport is not None
+                self._transport.send_failed(first, data, ancdata, 0, remote.sockaddr)
         except OSError as exc:
             self.loop.call_soon(self._dispatch_send_error, exc, remote)
 
     def _dispatch_send_error(self, exc: Exception, remote: UDP6EndpointAddress) -> None:
         if self._transport is not None and not self._transport.is_closing():
-            self._ctx.dispatch_error(exc, remote)
+            self._message_manager.dispatch_error(exc, remote)
 
     def recognize_remote(self, remote) -> bool:
         return isinstance(remote, UDP6EndpointAddress) and remote.interface is self
@@ -460,11 +464,12 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
         destructed by means of ref-counting or a garbage collector run."""
         if self._transport is None:
             return
+        self._sendmsg = None
         self._transport.close()
         await self._closed
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} on port {self._local_port}>"
+        return f"<{type(self).__name__} on port {self.local_port}>"
 
 
 async def load(entry, setup) -> None:

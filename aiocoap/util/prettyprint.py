@@ -1,126 +1,123 @@
 """Human-readable rendering of message payloads, as aiocoap-client shows them.
 
-:func:`pretty_print` turns a message into information lines, a syntax hint
-and a text: JSON is re-indented, CBOR (and CBOR sequences) are shown in
-diagnostic notation, link-format gets one link per line, text is shown as
-it is and everything else as a hex dump. :func:`colorize` then adds
-terminal colors for the hint.
+:func:`pretty_print` turns a message into information lines, a media type
+for syntax highlighting and a text: JSON is indented by four spaces, CBOR
+(and CBOR sequences) are shown in diagnostic notation
+(:mod:`aiocoap.util.edn`), link-format gets one link per line, text is
+shown as it is and everything else as a hex dump (media type
+:data:`MEDIATYPE_HEXDUMP`). :func:`lexer_for_mime` finds the pygments lexer
+for such a media type, and :func:`colorize` applies it for a terminal.
 
 Rules this module keeps:
 
-* It never raises on payload content: whatever does not parse as its
-  declared format becomes an information line plus a hex dump.
-* The optional modules (``cbor2`` for CBOR, ``pygments`` for colors) are
-  imported only when needed; without them the output is plain (CBOR then
-  falls back to the hex dump), and importing this module works regardless.
+* It never raises on payload content: what does not parse as its declared
+  format is shown as text with an information line if it is text, else as
+  a hex dump.
+* Rendering needs no optional module. Only the colors need pygments (the
+  ``prettyprint`` extra), which is imported when they are asked for.
 * Control characters other than tab, line feed and carriage return never
   reach the output unescaped, so a peer can not send terminal escape
   sequences through it.
+* The content format is the message's own, or (as aiocoap does) the
+  Accept option of the request it answers if it has none.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import math
 import re
 import zlib
-from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
 from ..numbers.contentformat import ContentFormat
+from . import contenttype, edn
 
-__all__ = ["pretty_print", "lexer_for", "colorize", "hexdump"]
+__all__ = [
+    "pretty_print",
+    "lexer_for_mime",
+    "colorize",
+    "hexdump",
+    "MEDIATYPE_HEXDUMP",
+    "MEDIATYPE_CBOR_DIAGNOSTIC",
+]
 
-# Hints that are not pygments lexer names but implemented here.
-LINK_FORMAT_HINT = "link-format"
-CBOR_DIAG_HINT = "cbor-diag"
-HEXDUMP_HINT = "hexdump"
+MEDIATYPE_HEXDUMP = "text/vnd.aiocoap.hexdump"
+"""Media type :func:`pretty_print` gives for a hex dump (lines as
+``hexdump -C`` prints them)."""
+
+MEDIATYPE_CBOR_DIAGNOSTIC = "application/cbor-diagnostic"
+"""Media type :func:`pretty_print` gives for CBOR shown in diagnostic
+notation."""
 
 # Upper bound for inflating deflate-coded payloads (protects against
 # decompression bombs).
 MAX_INFLATED_SIZE = 16 * 1024 * 1024
 
-# Deeper CBOR nesting is shown as a hex dump rather than risking the
-# interpreter's recursion limit.
-_MAX_CBOR_DEPTH = 200
-
-# Tags that cbor2 would turn into Python objects (dates, decimals, UUIDs,
-# sets, ...); they are kept as plain tags so that the output shows what was
-# on the wire. Bignums (2, 3) stay integers, and the string-reference and
-# shared-value tags (25, 256, 28, 29) are left to cbor2 because they affect
-# decoding itself.
-_RAW_TAGS = (0, 1, 4, 5, 30, 35, 36, 37, 52, 54, 100, 258, 260, 261, 1004, 55799)
-
-_TEXT_HINTS = {
-    "text/css": "css",
-    "text/html": "html",
-    "application/javascript": "javascript",
-}
-
-_CBOR_SUBTYPES = frozenset(
-    {"cbor", "cwt", "cose", "cose-key", "cose-key-set", "multipart-core"}
-)
+_JSON_INDENT = 4
 
 
 class _NotDecodable(Exception):
     """The payload does not parse as the format it is declared to be in."""
 
 
-class _MissingModule(Exception):
-    """An optional module needed for the rendering is not installed."""
-
-
 def pretty_print(message: Any) -> tuple[list[str], str, str]:
     """Render a message's payload for display.
 
-    Returns ``(info, hint, text)``: lines about the rendering itself (eg.
-    that the payload was not valid JSON), a pygments lexer name (or one of
-    the extra names :func:`lexer_for` knows, or ``""``) suitable for
-    :func:`colorize`, and the text to show.
+    Returns ``(infos, mime, text)``: lines about the rendering itself (eg.
+    that the payload was not valid JSON), the media type of ``text`` for
+    syntax highlighting (see :func:`lexer_for_mime`; it tells how the text
+    looks, not what the payload was), and the text to show.
 
     >>> from aiocoap import Message
     >>> pretty_print(Message(payload=b'{"a":[1,2]}', content_format=50))
-    ([], 'json', '{\\n  "a": [\\n    1,\\n    2\\n  ]\\n}')
+    ([], 'application/json', '{\\n    "a": [\\n        1,\\n        2\\n    ]\\n}')
     """
     try:
         payload = bytes(message.payload or b"")
     except Exception as e:
-        return [f"Payload is not available ({type(e).__name__})"], "", ""
+        return [f"Payload is not available ({type(e).__name__})"], "text/plain", ""
     try:
-        content_format = message.opt.content_format
-        return _render(payload, content_format)
+        return _render(payload, _content_format_of(message))
     except Exception as e:
         # Everything expected is handled below; this keeps an unforeseen
         # failure from taking the client down with it.
         return (
             [f"Payload could not be pretty-printed ({type(e).__name__}: {e})"],
-            HEXDUMP_HINT,
+            MEDIATYPE_HEXDUMP,
             hexdump(payload),
         )
 
 
+def _content_format_of(message: Any) -> Optional[int]:
+    content_format = message.opt.content_format
+    if content_format is None:
+        request = getattr(message, "request", None)
+        if request is not None:
+            content_format = request.opt.accept
+    return content_format
+
+
 def _render(payload: bytes, content_format: Optional[int]) -> tuple[list[str], str, str]:
     if not payload:
-        return [], "", ""
+        return [], "text/plain", ""
     if content_format is None:
         return _render_unlabelled(payload)
     cf = ContentFormat(content_format)
     if not cf.is_known():
-        return [f"Unknown Content-Format {int(cf)}, showing raw bytes"], HEXDUMP_HINT, hexdump(payload)
+        return [f"Unknown Content-Format {int(cf)}, showing raw bytes"], MEDIATYPE_HEXDUMP, hexdump(payload)
 
     info: list[str] = []
     if cf.encoding == "deflate":
         try:
             inflated = _inflate(payload)
         except _NotDecodable as e:
-            return [f"Payload is not valid deflate data ({e})"], HEXDUMP_HINT, hexdump(payload)
+            return [f"Payload is not valid deflate data ({e})"], MEDIATYPE_HEXDUMP, hexdump(payload)
         info.append(f"Inflated {len(payload)} bytes of deflate-coded payload to {len(inflated)} bytes")
         payload = inflated
     elif cf.encoding != "identity":
         return (
             [f"Content coding {cf.encoding!r} is not supported, showing raw bytes"],
-            HEXDUMP_HINT,
+            MEDIATYPE_HEXDUMP,
             hexdump(payload),
         )
 
@@ -128,31 +125,33 @@ def _render(payload: bytes, content_format: Optional[int]) -> tuple[list[str], s
     assert media_type is not None
     full_type = media_type.split(";", 1)[0].strip().lower()
     main, _, subtype = full_type.partition("/")
+    category = contenttype.categorize(full_type)
 
-    renderer: Callable[[bytes], tuple[str, str]]
-    if full_type == "application/link-format":
-        renderer, label = _render_link_format, "link-format"
-    elif subtype == "json" or subtype.endswith("+json"):
-        renderer, label = _render_json, "JSON"
-    elif subtype == "cbor-seq" or subtype.endswith("+cbor-seq"):
-        renderer, label = _render_cbor_seq, "a CBOR sequence"
-    elif subtype in _CBOR_SUBTYPES or subtype.endswith("+cbor"):
-        renderer, label = _render_cbor, "CBOR"
+    renderer: Callable[[bytes], str]
+    if category == "link-format":
+        renderer, mime, label = _render_link_format, "application/link-format", "link-format"
+    elif category == "json":
+        renderer, mime, label = _render_json, "application/json", "JSON"
+    elif category == "cbor-seq":
+        renderer, mime, label = _render_cbor_seq, MEDIATYPE_CBOR_DIAGNOSTIC, "a CBOR sequence"
+    elif category == "cbor" or subtype in ("cwt", "cose", "cose-key", "cose-key-set", "multipart-core"):
+        renderer, mime, label = _render_cbor, MEDIATYPE_CBOR_DIAGNOSTIC, "CBOR"
     elif main == "text" or subtype in ("xml", "javascript") or subtype.endswith("+xml"):
-        text_hint = _TEXT_HINTS.get(full_type, "xml" if subtype.endswith("xml") else "")
-        renderer, label = (lambda data: (text_hint, _render_text(data))), "text"
+        renderer, mime, label = _render_text, full_type, "text"
     else:
-        return info, HEXDUMP_HINT, hexdump(payload)
+        return info, MEDIATYPE_HEXDUMP, hexdump(payload)
 
     try:
-        hint, text = renderer(payload)
+        return info, mime, renderer(payload)
     except _NotDecodable as e:
-        info.append(f"Payload is not valid {label} ({e}), showing raw bytes")
-        return info, HEXDUMP_HINT, hexdump(payload)
-    except _MissingModule as e:
-        info.append(f"Module {e} is not installed, showing raw bytes")
-        return info, HEXDUMP_HINT, hexdump(payload)
-    return info, hint, text
+        problem = f"Payload is not valid {label} ({e})"
+    if mime != MEDIATYPE_CBOR_DIAGNOSTIC:
+        # Text that is merely malformed is more readable as it is than dumped.
+        try:
+            return info + [problem + ", shown as it is"], "text/plain", _render_text(payload)
+        except _NotDecodable:
+            pass
+    return info + [problem + ", showing raw bytes"], MEDIATYPE_HEXDUMP, hexdump(payload)
 
 
 def _render_unlabelled(payload: bytes) -> tuple[list[str], str, str]:
@@ -160,10 +159,10 @@ def _render_unlabelled(payload: bytes) -> tuple[list[str], str, str]:
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
-        return [], HEXDUMP_HINT, hexdump(payload)
+        return [], MEDIATYPE_HEXDUMP, hexdump(payload)
     if _UNSAFE_CONTROL.search(text):
-        return [], HEXDUMP_HINT, hexdump(payload)
-    return [], "", text
+        return [], MEDIATYPE_HEXDUMP, hexdump(payload)
+    return [], "text/plain", text
 
 
 def _inflate(payload: bytes) -> bytes:
@@ -203,17 +202,11 @@ def _defang(text: str, escape: str = "\\x{:02x}") -> str:
     return _UNSAFE_CONTROL.sub(lambda m: escape.format(ord(m.group())), text)
 
 
-def _json_string(text: str) -> str:
-    """A JSON string literal of text that is safe to print (json.dumps
-    escapes C0 controls already; DEL and C1 get escaped here)."""
-    return _defang(json.dumps(text, ensure_ascii=False), "\\u{:04x}")
-
-
 def _render_text(payload: bytes) -> str:
     return _defang(_decode_utf8(payload))
 
 
-def _render_json(payload: bytes) -> tuple[str, str]:
+def _render_json(payload: bytes) -> str:
     text = _decode_utf8(payload)
     try:
         value = json.loads(text)
@@ -221,7 +214,12 @@ def _render_json(payload: bytes) -> tuple[str, str]:
         raise _NotDecodable(str(e)) from None
     except RecursionError:
         raise _NotDecodable("nested too deeply") from None
-    return "json", _defang(json.dumps(value, indent=2, ensure_ascii=False), "\\u{:04x}")
+    try:
+        formatted = json.dumps(value, indent=_JSON_INDENT, ensure_ascii=False)
+    except RecursionError:
+        raise _NotDecodable("nested too deeply") from None
+    # json.dumps escapes C0 controls already; DEL and C1 get escaped here.
+    return _defang(formatted, "\\u{:04x}")
 
 
 # Link-format (RFC 6690 §2): links separated by commas, each a URI reference
@@ -235,7 +233,7 @@ _LINK_RE = re.compile(
 )
 
 
-def _render_link_format(payload: bytes) -> tuple[str, str]:
+def _render_link_format(payload: bytes) -> str:
     text = _decode_utf8(payload)
     links = []
     pos = 0
@@ -250,147 +248,29 @@ def _render_link_format(payload: bytes) -> tuple[str, str]:
         if text[pos] != ",":
             raise _NotDecodable(f"unexpected {text[pos]!r} at character {pos}")
         pos += 1
-    return LINK_FORMAT_HINT, _defang(",\n".join(links))
+    return _defang(",\n".join(links))
 
 
-def _cbor_items(payload: bytes, sequence: bool) -> list[Any]:
+def _render_cbor(payload: bytes) -> str:
     try:
-        import cbor2
-    except ImportError:
-        raise _MissingModule("cbor2") from None
+        return edn.cbor_to_edn(payload)
+    except edn.CBORError as e:
+        raise _NotDecodable(str(e)) from None
 
-    stream = io.BytesIO(payload)
-    raw_tags = {tag: (lambda value, *_, tag=tag: cbor2.CBORTag(tag, value)) for tag in _RAW_TAGS}
+
+def _render_cbor_seq(payload: bytes) -> str:
     try:
-        decoder = cbor2.CBORDecoder(stream, semantic_decoders=raw_tags)
-    except TypeError:
-        # cbor2 before 6 can not be told to leave tags alone; its Python
-        # objects are rendered as well as possible instead.
-        decoder = cbor2.CBORDecoder(stream)
-
-    items = []
-    while stream.tell() < len(payload):
-        try:
-            items.append(decoder.decode())
-        except RecursionError:
-            raise _NotDecodable("nested too deeply") from None
-        except Exception as e:
-            # cbor2 reports malformed input through CBORDecodeError, but
-            # also lets ValueError/TypeError/OverflowError out of semantic
-            # decoding.
-            raise _NotDecodable(str(e)) from None
-        if not sequence:
-            break
-    trailing = len(payload) - stream.tell()
-    if trailing:
-        raise _NotDecodable(f"{trailing} byte(s) of trailing data")
-    return items
-
-
-def _render_cbor(payload: bytes) -> tuple[str, str]:
-    (item,) = _cbor_items(payload, sequence=False)
-    return CBOR_DIAG_HINT, _diagnostic(item)
-
-
-def _render_cbor_seq(payload: bytes) -> tuple[str, str]:
-    items = _cbor_items(payload, sequence=True)
-    return CBOR_DIAG_HINT, ",\n".join(_diagnostic(item) for item in items)
-
-
-def _diagnostic(item: Any) -> str:
-    """Show a decoded CBOR item in diagnostic notation (RFC 8949 §8),
-    indented like JSON."""
-    out: list[str] = []
-    _write_diagnostic(item, out, 0, 0)
-    return "".join(out)
-
-
-def _write_diagnostic(item: Any, out: list[str], depth: int, nesting: int) -> None:
-    # depth is the indentation level; nesting also counts tags, which do
-    # not indent.
-    if nesting > _MAX_CBOR_DEPTH:
-        raise _NotDecodable("nested too deeply")
-    import cbor2  # present: the item came from it
-
-    indent = "\n" + "  " * (depth + 1)
-    # cbor2's own types first: depending on the version, simple values are
-    # tuples and tags or frozen maps may look like other containers.
-    if isinstance(item, cbor2.CBORTag):
-        out.append(f"{item.tag}(")
-        _write_diagnostic(item.value, out, depth, nesting + 1)
-        out.append(")")
-    elif isinstance(item, cbor2.CBORSimpleValue):
-        out.append(f"simple({item.value})")
-    elif item is cbor2.undefined:
-        out.append("undefined")
-    elif item is None:
-        out.append("null")
-    elif item is True or item is False:
-        out.append("true" if item else "false")
-    elif isinstance(item, int):
-        out.append(str(int(item)))
-    elif isinstance(item, float):
-        if math.isnan(item):
-            out.append("NaN")
-        elif math.isinf(item):
-            out.append("Infinity" if item > 0 else "-Infinity")
-        else:
-            out.append(repr(item))
-    elif isinstance(item, str):
-        out.append(_json_string(item))
-    elif isinstance(item, (bytes, bytearray, memoryview)):
-        out.append(f"h'{bytes(item).hex()}'")
-    elif isinstance(item, (list, tuple)):
-        if not item:
-            out.append("[]")
-            return
-        out.append("[")
-        for i, element in enumerate(item):
-            out.append(indent if i == 0 else "," + indent)
-            _write_diagnostic(element, out, depth + 1, nesting + 1)
-        out.append("\n" + "  " * depth + "]")
-    elif isinstance(item, Mapping):
-        if not item:
-            out.append("{}")
-            return
-        out.append("{")
-        for i, (key, value) in enumerate(item.items()):
-            out.append(indent if i == 0 else "," + indent)
-            _write_diagnostic(key, out, depth + 1, nesting + 1)
-            out.append(": ")
-            _write_diagnostic(value, out, depth + 1, nesting + 1)
-        out.append("\n" + "  " * depth + "}")
-    elif isinstance(item, (set, frozenset)):
-        out.append("258(")
-        _write_diagnostic(list(item), out, depth, nesting + 1)
-        out.append(")")
-    else:
-        _write_legacy_object(item, out, depth, nesting)
-
-
-def _write_legacy_object(item: Any, out: list[str], depth: int, nesting: int) -> None:
-    """Render the Python objects an older cbor2 makes of well-known tags
-    back into tag form, as far as that can be told from the object."""
-    import datetime
-    import uuid
-
-    if isinstance(item, datetime.datetime):
-        out.append(f'0("{item.isoformat()}")')
-    elif isinstance(item, datetime.date):
-        out.append(f'1004("{item.isoformat()}")')
-    elif isinstance(item, uuid.UUID):
-        out.append(f"37(h'{item.bytes.hex()}')")
-    else:
-        # No better representation is known; a comment names the type.
-        out.append(f"/{type(item).__name__}/ ")
-        _write_diagnostic(str(item), out, depth, nesting)
+        return edn.cbor_to_edn(payload, sequence=True)
+    except edn.CBORError as e:
+        raise _NotDecodable(str(e)) from None
 
 
 def hexdump(data: bytes) -> str:
     """Show bytes like ``hexdump -C`` does: offset, 16 bytes in hex, and
-    the printable ASCII characters among them.
+    the printable ASCII characters among them, then the total length; every
+    line ends with a line feed.
 
-    >>> print(hexdump(b"Hello, CoAP world!"))
+    >>> print(hexdump(b"Hello, CoAP world!"), end="")
     00000000  48 65 6c 6c 6f 2c 20 43  6f 41 50 20 77 6f 72 6c  |Hello, CoAP worl|
     00000010  64 21                                             |d!|
     00000012
@@ -402,108 +282,117 @@ def hexdump(data: bytes) -> str:
         left = " ".join(hexes[:8])
         right = " ".join(hexes[8:])
         printable = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in chunk)
-        lines.append(f"{offset:08x}  {left:<23}  {right:<23}  |{printable}|")
-    lines.append(f"{len(data):08x}")
-    return "\n".join(lines)
+        lines.append(f"{offset:08x}  {left:<23}  {right:<23}  |{printable}|\n")
+    lines.append(f"{len(data):08x}\n")
+    return "".join(lines)
 
 
-_custom_lexer_classes: Optional[dict[str, type]] = None
+_cbor_diag_lexer_class: Optional[type] = None
 
 
-def _custom_lexers() -> dict[str, type]:
-    """Build (once) the pygments lexers for the hints pygments lacks."""
-    global _custom_lexer_classes
-    if _custom_lexer_classes is not None:
-        return _custom_lexer_classes
+def _cbor_diag_lexer() -> type:
+    """Build (once) the pygments lexer for diagnostic notation, which
+    pygments lacks."""
+    global _cbor_diag_lexer_class
+    if _cbor_diag_lexer_class is not None:
+        return _cbor_diag_lexer_class
 
     from pygments.lexer import RegexLexer, bygroups
     from pygments.token import (
-        Comment, Keyword, Name, Number, Operator, Punctuation, String, Text, Whitespace,
+        Comment, Keyword, Name, Number, Operator, Punctuation, String, Whitespace,
     )
 
     quoted = r'"(?:[^"\\]|\\.)*"'
-
-    class LinkFormatLexer(RegexLexer):
-        """RFC 6690 link-format, as printed one link per line."""
-
-        name = "CoRE link format"
-        aliases = [LINK_FORMAT_HINT]
-        tokens = {
-            "root": [
-                (r"<[^>]*>", Name.Tag),
-                (r"(;)(\s*)([^;=,\s]+)", bygroups(Punctuation, Whitespace, Name.Attribute)),
-                (rf"(=)(\s*)({quoted})", bygroups(Operator, Whitespace, String.Double)),
-                (r"(=)(\s*)([^;,\s]*)", bygroups(Operator, Whitespace, String)),
-                (r",", Punctuation),
-                (r"\s+", Whitespace),
-                (r".", Text),
-            ]
-        }
+    indicator = r"(?:_[0-3i]?)?"
 
     class CborDiagLexer(RegexLexer):
-        """CBOR diagnostic notation as produced by :func:`pretty_print`."""
+        """CBOR diagnostic notation as produced by :mod:`aiocoap.util.edn`."""
 
         name = "CBOR diagnostic notation"
-        aliases = [CBOR_DIAG_HINT]
+        aliases = ["cbor-diag", "edn"]
+        mimetypes = [MEDIATYPE_CBOR_DIAGNOSTIC]
         tokens = {
             "root": [
                 (r"\s+", Whitespace),
-                (rf"({quoted})(\s*)(:)", bygroups(Name.Tag, Whitespace, Punctuation)),
-                (quoted, String.Double),
-                (r"h'[0-9a-fA-F]*'", String.Other),
                 (r"/[^/]*/", Comment),
-                (r"\d+(?=\()", Name.Decorator),
+                (r"#[^\n]*", Comment.Single),
+                (rf"({quoted}{indicator})(\s*)(:)", bygroups(Name.Tag, Whitespace, Punctuation)),
+                (quoted + indicator, String.Double),
+                (r"(?:h|b64|b32|h32)?'[^']*'" + indicator, String.Other),
+                (r"\d+" + indicator + r"(?=\()", Name.Decorator),
                 (r"simple(?=\()", Keyword),
                 (r"(?:true|false|null|undefined)\b", Keyword.Constant),
-                (r"-?Infinity\b|NaN\b", Number.Float),
-                (r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)", Number.Float),
-                (r"-?\d+\.\d+", Number.Float),
-                (r"-?\d+", Number.Integer),
+                (r"-?Infinity" + indicator + r"|NaN" + indicator, Number.Float),
+                (r"-?\d+(?:\.\d+)?[eE][+-]?\d+" + indicator, Number.Float),
+                (r"-?\d+\.\d+" + indicator, Number.Float),
+                (r"-?\d+" + indicator, Number.Integer),
+                (r"[\[{(]_[0-3]?|<<|>>", Operator),
                 (r"[{}\[\](),:]", Punctuation),
-                (r".", Text),
             ]
         }
 
-    _custom_lexer_classes = {LINK_FORMAT_HINT: LinkFormatLexer, CBOR_DIAG_HINT: CborDiagLexer}
-    return _custom_lexer_classes
+    _cbor_diag_lexer_class = CborDiagLexer
+    return CborDiagLexer
 
 
-def lexer_for(content_type_hint: str) -> Optional[Any]:
-    """Return a pygments lexer for a hint from :func:`pretty_print`.
+def lexer_for_mime(mime: str) -> Any:
+    """Return a pygments lexer for text of the media type ``mime`` (as
+    :func:`pretty_print` gives it).
 
-    None if the hint is empty, names no lexer, or pygments is not
-    installed."""
-    if not content_type_hint:
-        return None
+    Besides the media types pygments knows, this covers
+    :data:`MEDIATYPE_HEXDUMP`, :data:`MEDIATYPE_CBOR_DIAGNOSTIC`,
+    ``application/link-format`` and types with a structured syntax suffix
+    (``application/senml+json`` is highlighted as JSON). Parameters are
+    ignored.
+
+    Raises ``pygments.util.ClassNotFound`` if there is no lexer for it (also
+    for plain text, which is not highlighted), and ImportError (naming the
+    extra to install) if pygments is not installed."""
     try:
-        from pygments.lexers import get_lexer_by_name
+        from pygments.lexers import HexdumpLexer, get_lexer_for_mimetype
         from pygments.util import ClassNotFound
-    except ImportError:
-        return None
-    custom = _custom_lexers().get(content_type_hint)
-    if custom is not None:
-        return custom()
+    except ImportError as e:
+        raise ImportError(f"Syntax highlighting needs pygments ({e}); install aiocoap[prettyprint]") from e
+
+    base = mime.split(";", 1)[0].strip().lower()
+    if base == MEDIATYPE_HEXDUMP:
+        return HexdumpLexer()
+    if base == MEDIATYPE_CBOR_DIAGNOSTIC:
+        return _cbor_diag_lexer()()
+    if base == "application/link-format":
+        from .linkformat_pygments import LinkFormatLexer
+
+        return LinkFormatLexer()
+    if base == "text/plain":
+        raise ClassNotFound("plain text is not highlighted")
     try:
-        return get_lexer_by_name(content_type_hint)
+        return get_lexer_for_mimetype(base)
     except ClassNotFound:
-        return None
+        main, _, subtype = base.partition("/")
+        if "+" not in subtype:
+            raise
+        suffix = subtype.rsplit("+", 1)[1]
+        return get_lexer_for_mimetype(f"{main}/{suffix}")
 
 
-def colorize(text: str, lexer_name: str, color: bool = True) -> str:
-    """Add terminal (256 color) highlighting to text from
-    :func:`pretty_print`.
+def colorize(text: str, mime: str, color: bool = True) -> str:
+    """Add terminal (256 color) highlighting to text of the media type
+    ``mime`` (eg. from :func:`pretty_print`).
 
     Returns the text unchanged if ``color`` is false, there is no lexer for
-    the hint, or pygments is not installed."""
+    the media type, or pygments is not installed. The line structure is
+    kept: a text without a final line feed gets none."""
     if not color or not text:
-        return text
-    lexer = lexer_for(lexer_name)
-    if lexer is None:
         return text
     try:
         from pygments import highlight
         from pygments.formatters import Terminal256Formatter
+        from pygments.util import ClassNotFound
     except ImportError:
+        return text
+    try:
+        lexer = lexer_for_mime(mime)
+    except ClassNotFound:
         return text
     result = highlight(text, lexer, Terminal256Formatter())
     # pygments terminates the last line; keep the caller's line structure.

@@ -1,0 +1,277 @@
+#!/usr/bin/env python3
+"""aiocoap-fileserver speed: a 10 MiB download (Block2, 1024 byte blocks,
+one block after the other) and small-file requests per second, for this
+tree's file server and for aiocoap 0.4.17's, in one run; plus the server's
+peak RSS during the download.
+
+Both servers run as subprocesses on a free loopback port, serving the same
+temporary directory: ours as ``aiocoap-fileserver`` of this checkout (this
+repository on ``PYTHONPATH``), theirs as ``python -m aiocoap.cli.fileserver``
+under the reference interpreter of ``_reference.py`` (no ``PYTHON*``
+variables, an empty working directory). The clients import no aiocoap:
+
+* the download is fetched by a raw UDP client here (CON GET with Block2
+  for block 0, 1, 2, ... until the More bit is clear), which checks the
+  SHA-256 of what arrived; the time of the whole transfer is measured,
+  best and median of ``--rounds``; the server's CPU time per block and its
+  peak RSS (VmHWM from /proc) after the transfers are reported;
+* with ``--libcoap-client``, the download is also timed with libcoap's
+  ``coap-client-notls -b 1024`` (a C client, so that the time is nearly
+  all server);
+* the small-file rate is ``loadgen.py`` (CON, a window of 32 over 4
+  sockets) against ``GET /small.txt`` (33 bytes); requests not answered
+  within a second count as lost (and are reported), not towards the rate.
+
+    python3 benchmarks/bench_fileserver.py                 # ours and theirs
+    python3 benchmarks/bench_fileserver.py --rounds 5 --duration 5
+    python3 benchmarks/bench_fileserver.py --only ours --json
+    python3 benchmarks/bench_fileserver.py --libcoap-client   # also with libcoap's client
+
+Run it under ``flock /tmp/aiocoap-bench.lock`` so benchmarks never overlap.
+Targets: ours at least 3x theirs in download time and in small-file
+requests/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import shutil
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import _servers  # noqa: E402  (siblings, importable from any cwd)
+import loadgen  # noqa: E402
+
+HOST = "127.0.0.1"
+SMALL = b"Hello from the benchmark resource"
+BLOCK2 = 23
+LIBCOAP_CLIENT = "coap-client-notls"
+_HEADER = struct.Struct("!BBHI")
+
+
+def make_tree(directory: Path, size: int) -> str:
+    """The served files; returns the SHA-256 of the large one."""
+    (directory / "small.txt").write_bytes(SMALL)
+    digest = hashlib.sha256()
+    rng = random.Random(1)
+    with open(directory / "big.bin", "wb") as f:
+        left = size
+        while left:
+            chunk = rng.randbytes(min(left, 1 << 16))
+            digest.update(chunk)
+            f.write(chunk)
+            left -= len(chunk)
+    return digest.hexdigest()
+
+
+def _uint(value: int) -> bytes:
+    return value.to_bytes((value.bit_length() + 7) // 8, "big")
+
+
+def _options_after_path(data: bytes, start: int) -> tuple[dict, bytes]:
+    """Options (number -> last value) and payload of a message whose
+    options start at ``start``."""
+    options = {}
+    number = 0
+    i = start
+    while i < len(data) and data[i] != 0xFF:
+        first = data[i]
+        i += 1
+        fields = []
+        for nibble in (first >> 4, first & 0x0F):
+            if nibble == 13:
+                fields.append(data[i] + 13)
+                i += 1
+            elif nibble == 14:
+                fields.append(struct.unpack_from("!H", data, i)[0] + 269)
+                i += 2
+            else:
+                fields.append(nibble)
+        number += fields[0]
+        options[number] = data[i:i + fields[1]]
+        i += fields[1]
+    return options, data[i + 1:] if i < len(data) else b""
+
+
+def download(port: int, path: str, timeout: float = 1.0) -> tuple[float, str, int]:
+    """Fetch ``path`` block by block (szx 6) over one fresh socket; returns
+    (seconds, SHA-256 hex, blocks)."""
+    digest = hashlib.sha256()
+    uri_path = loadgen.encode_uri_path(path)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect((HOST, port))
+        sock.settimeout(timeout)
+        mid = random.getrandbits(16)
+        token = random.getrandbits(32)
+        number = 0
+        start = time.perf_counter()
+        while True:
+            value = _uint(number << 4 | 6)
+            request = (_HEADER.pack(0x44, 0x01, mid, token) + uri_path
+                       + bytes([(BLOCK2 - 11) << 4 | len(value)]) + value)
+            for _ in range(4):
+                sock.send(request)
+                try:
+                    while True:
+                        data = sock.recv(2048)
+                        if struct.unpack_from("!H", data, 2)[0] == mid:
+                            break
+                except socket.timeout:
+                    continue
+                break
+            else:
+                raise RuntimeError(f"block {number} was not answered")
+            if data[1] != 0x45:
+                raise RuntimeError(f"block {number}: {loadgen.code_string(data[1])}")
+            options, payload = _options_after_path(data, 4 + (data[0] & 0x0F))
+            digest.update(payload)
+            block2 = int.from_bytes(options.get(BLOCK2, b""), "big")
+            mid = (mid + 1) & 0xFFFF
+            if not block2 & 0x08:
+                break
+            number += 1
+        return time.perf_counter() - start, digest.hexdigest(), number + 1
+
+
+def download_with_libcoap(port: int, path: str, expected: str) -> float:
+    """Fetch ``path`` with libcoap's ``coap-client-notls -b 1024`` (a C
+    client, so the figure is nearly all server); returns the seconds."""
+    with tempfile.NamedTemporaryFile(prefix="bench-fileserver-") as out:
+        start = time.perf_counter()
+        subprocess.run([LIBCOAP_CLIENT, "-b", "1024", "-B", "120", "-o", out.name, f"coap://{HOST}:{port}{path}"],
+                       check=True, capture_output=True, timeout=300)
+        seconds = time.perf_counter() - start
+        with open(out.name, "rb") as f:
+            if hashlib.sha256(f.read()).hexdigest() != expected:
+                raise RuntimeError("the libcoap download arrived wrong")
+    return seconds
+
+
+def rss_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def start_fileserver(which: str, root: Path) -> _servers.ServerProcess:
+    port = _servers.free_port(HOST)
+    if which == "ours":
+        python, env, cwd = _servers.ours_env()
+        argv = [python, str(_servers.REPO / "aiocoap-fileserver")]
+    else:
+        python, env, cwd = _servers.theirs_env()
+        argv = [python, "-I", "-m", "aiocoap.cli.fileserver"]
+    argv += ["--bind", f"{HOST}:{port}", str(root)]
+    # (the servers answer GET /bench with 4.04, which tells that they are up)
+    return _servers.start_process(f"fileserver-{which}", argv, env, cwd, HOST, port, False, 30.0)
+
+
+def measure(which: str, root: Path, expected: str, args) -> dict:
+    with start_fileserver(which, root) as server:
+        pid = server.process.pid
+        baseline = rss_kib(pid, "VmRSS")
+        times = []
+        cpu_before = server.cpu_seconds()
+        blocks = 0
+        for _ in range(args.rounds):
+            seconds, digest, blocks = download(server.port, "/big.bin")
+            if digest != expected:
+                raise RuntimeError(f"{which}: the download arrived wrong")
+            times.append(seconds)
+        cpu = (server.cpu_seconds() - cpu_before) / args.rounds
+        peak = rss_kib(pid, "VmHWM")
+        libcoap = None
+        if args.libcoap_client and shutil.which(LIBCOAP_CLIENT):
+            libcoap = min(download_with_libcoap(server.port, "/big.bin", expected) for _ in range(args.rounds))
+        rates = []
+        cpu_before = server.cpu_seconds()
+        completed = lost = 0
+        for _ in range(args.load_rounds):
+            result = loadgen.run(HOST, server.port, "/small.txt", "CON", duration=args.duration,
+                                 window=32, sockets=4, warmup=0.5)
+            if set(result["codes"]) != {"2.05"}:
+                raise RuntimeError(f"{which}: small-file requests got {result['codes']}")
+            rates.append(result["requests_per_s"])
+            completed += result["completed"]
+            lost += result["lost"]
+        small_cpu = (server.cpu_seconds() - cpu_before) / max(1, completed)
+    return {
+        "download_s_best": min(times),
+        "download_s_median": statistics.median(times),
+        "download_cpu_us_per_block": cpu / blocks * 1e6,
+        "blocks": blocks,
+        "rss_baseline_kib": baseline,
+        "rss_peak_kib": peak,
+        "small_rps_best": max(rates),
+        "small_rps_median": statistics.median(rates),
+        "small_cpu_us_per_request": small_cpu * 1e6,
+        "small_lost": lost,
+        "download_libcoap_s_best": libcoap,
+    }
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=10 << 20, help="bytes of the large file")
+    parser.add_argument("--rounds", type=int, default=3, help="downloads per server")
+    parser.add_argument("--load-rounds", type=int, default=2, help="small-file load runs per server")
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds per small-file load run")
+    parser.add_argument("--only", choices=("ours", "theirs"))
+    parser.add_argument("--libcoap-client", action="store_true",
+                        help="also time the download with libcoap's coap-client-notls (after the peak RSS is taken)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+
+    root = Path(tempfile.mkdtemp(prefix="bench-fileserver-"))
+    try:
+        expected = make_tree(root, args.size)
+        report = {"size": args.size, "rounds": args.rounds, "load_rounds": args.load_rounds,
+                  "duration": args.duration}
+        for which in ("ours", "theirs"):
+            if args.only in (None, which):
+                report[which] = measure(which, root, expected, args)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    if args.json:
+        print(json.dumps(report))
+        return
+    print(f"{args.size / (1 << 20):.0f} MiB download in 1024 byte blocks ({args.rounds} rounds), "
+          f"small file: CON, window 32, {args.load_rounds} x {args.duration:.0f} s")
+    print(f"{'':7} {'best s':>7} {'median s':>9} {'CPU us/block':>13} {'peak RSS':>9} {'growth':>7}"
+          f" {'small req/s':>12} {'CPU us/req':>11} {'lost':>5}")
+    for which in ("ours", "theirs"):
+        if which in report:
+            r = report[which]
+            print(f"{which:7} {r['download_s_best']:7.2f} {r['download_s_median']:9.2f}"
+                  f" {r['download_cpu_us_per_block']:13.1f} {r['rss_peak_kib'] / 1024:7.1f}Mi"
+                  f" {(r['rss_peak_kib'] - r['rss_baseline_kib']) / 1024:5.1f}Mi"
+                  f" {r['small_rps_best']:12.0f} {r['small_cpu_us_per_request']:11.1f} {r['small_lost']:5d}")
+    if "ours" in report and "theirs" in report:
+        ours, theirs = report["ours"], report["theirs"]
+        print("ours over theirs (target >= 3x): "
+              f"download {theirs['download_s_best'] / ours['download_s_best']:.2f}x, "
+              f"small-file requests/s {ours['small_rps_best'] / theirs['small_rps_best']:.2f}x "
+              f"(CPU per block {theirs['download_cpu_us_per_block'] / ours['download_cpu_us_per_block']:.2f}x, "
+              f"per request {theirs['small_cpu_us_per_request'] / ours['small_cpu_us_per_request']:.2f}x)")
+        if ours["download_libcoap_s_best"] and theirs["download_libcoap_s_best"]:
+            print(f"download with coap-client-notls: ours {ours['download_libcoap_s_best']:.2f} s, "
+                  f"theirs {theirs['download_libcoap_s_best']:.2f} s, "
+                  f"{theirs['download_libcoap_s_best'] / ours['download_libcoap_s_best']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
