@@ -27,13 +27,14 @@ _OPTIONS = [
     "--proxy", "--payload", "--content-format", "-v", "-vv", "--verbose", "-q", "--quiet",
     "--interactive", "--credentials", "--version", "--color", "--no-color", "--pretty-print",
     "--no-pretty-print", "--transport-tuning", "--pay", "--no-c", "--", "-", "-x", "--bogus",
+    "--no-set-hostname", "--payload-initial-szx",
 ]
 _VALUES = [
     "GET", "put", "FETCH", "iPATCH", "0", "1", "31", "32", "69", "²", "text/plain", "application/cbor",
     "application/senml+cbor", "application/json", "50", "65536", "hello", "@-", "[1, 2]",
     '{"a": [1, {"b": null}]}', "1e999", "ACK_TIMEOUT=0.1,MAX_RETRANSMIT=1", "ACK_TIMEOUT=nan",
     "NO_SUCH=1", "ACK_TIMEOUT=-1", "ACK_TIMEOUT=1e400", "p:1", "[::1]:99999", "coap://proxy",
-    "http://x", "",
+    "http://x", "", "-1", "7", "[1, h'00']", "<<1>>", "(_ 'a', 'b')", "{1: 2}", "\"t\"",
 ]
 _hosts = st.sampled_from(
     ["localhost", "127.0.0.1", "[::1]", "[fe80::1%25eth0]", "[::1", "h\u00e4st", "xn--", "a..b", "", "[]", "1.2.3.4.5"]
