@@ -119,14 +119,13 @@ _leaves = st.one_of(
     st.builds(lambda v: {"unknown-kind": v}, _json_scalars),
     _json_scalars,
 )
-_credentials = st.recursive(
-    _leaves,
-    lambda inner: st.one_of(
-        st.builds(lambda items: {"any-of": items}, st.lists(inner, max_size=3)),
-        st.builds(lambda items: {"all-of": items}, st.lists(inner, max_size=3)),
-        st.lists(inner, max_size=2),
-    ),
-    max_leaves=6,
+_credentials = st.deferred(
+    lambda: st.one_of(
+        _leaves,
+        st.builds(lambda items: {"any-of": items}, st.lists(_credentials, max_size=3)),
+        st.builds(lambda items: {"all-of": items}, st.lists(_credentials, max_size=3)),
+        st.lists(_credentials, max_size=2),
+    )
 )
 _keys = st.sampled_from(["coap://h/*", "coaps://h/x", "coap://[::1]/*", "*", "", ":label", "coap://alias/*"])
 _references = _keys.map(lambda k: ":" + k)

@@ -4,7 +4,7 @@ the stream parser and the signaling messages."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aiocoap import error
