@@ -473,6 +473,18 @@ def _check_exit(e: SystemExit, out: str, err: str) -> None:
     assert len(lines) == 1 or lines[0] == "Traceback (most recent call last):", err
 
 
+LAZY_MODULES = (
+    "aiocoap.cli.client",
+    "aiocoap.cli._client_request",
+    "aiocoap.util.edn",
+    "aiocoap.credentials",
+    "aiocoap.oscore",
+    "aiocoap._oscore.contexts",
+    "aiocoap._oscore.filesystem",
+)
+"""Modules that targets import on first use (optional extras); a coverage
+guided fuzzer imports them up front to instrument them."""
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "udp-message": udp_message,
     "rfc8323-stream": rfc8323_stream,
