@@ -32,12 +32,15 @@ extras_require = {
         "hypothesis >= 6",
         "uvloop; platform_system != 'Windows'",
     ],
+    # the coverage guided engine of tools/fuzz-long (which falls back to
+    # hypothesis without it)
+    "fuzz": ["atheris; platform_system == 'Linux'"],
 }
 extras_require["all"] = sorted(
     {
         dep
         for name, deps in extras_require.items()
-        if name not in ("docs", "test")
+        if name not in ("docs", "test", "fuzz")
         for dep in deps
     }
 )

@@ -311,7 +311,10 @@ class CredentialsMap(dict):
                     raise CredentialsLoadError(f"{key}: a string value must be a reference starting with ':'")
                 staged[key] = value
             else:
-                staged[key] = _item(value, key, base_directory)
+                try:
+                    staged[key] = _item(value, key, base_directory)
+                except RecursionError:
+                    raise CredentialsLoadError(f"{key}: credentials nested too deeply") from None
         combined = dict(self)
         combined.update(staged)
         for key in staged:
@@ -325,8 +328,10 @@ class CredentialsMap(dict):
                 data = json.load(f)
         except OSError as e:
             raise CredentialsLoadError(f"Can not read credentials file {filename}: {e.strerror}") from None
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CredentialsLoadError(f"Credentials file {filename} is not valid JSON: {e}") from None
+        except RecursionError:
+            raise CredentialsLoadError(f"Credentials file {filename} is nested too deeply") from None
         self.load_from_dict(data, base_directory=os.path.dirname(os.path.abspath(filename)))
 
     @staticmethod

@@ -31,7 +31,7 @@ __all__ = [
     "get_default_clienttransports", "get_default_servertransports",
     "oscore_missing_modules", "linkheader_missing_modules",
     "prettyprint_missing_modules", "dtls_missing_modules", "ws_missing_modules",
-    "missing_module_message", "missing_module_functions",
+    "missing_module_message", "missing_module_functions", "has_reuse_port",
 ]
 
 _FEATURES = {
@@ -126,6 +126,20 @@ def missing_module_message(extra: str, modules: Iterable[str]) -> str:
     """
     feature = _FEATURES.get(extra, f"This feature ({extra})")
     return f"{feature} requires the optional module(s) {', '.join(modules)}; install aiocoap[{extra}]"
+
+
+def has_reuse_port(*, use_env: bool = True) -> bool:
+    """Whether the platform offers SO_REUSEPORT (several sockets bound to the
+    same port, e.g. several servers of one multicast group on one host).
+    The environment variable ``AIOCOAP_REUSE_PORT`` (``1`` or ``0``)
+    overrides the answer unless ``use_env`` is false."""
+    if use_env:
+        setting = os.environ.get("AIOCOAP_REUSE_PORT")
+        if setting:
+            if setting not in ("0", "1"):
+                raise ValueError(f"AIOCOAP_REUSE_PORT must be 0 or 1, not {setting!r}")
+            return setting == "1"
+    return hasattr(socket, "SO_REUSEPORT")
 
 
 def _ssl_present() -> bool:

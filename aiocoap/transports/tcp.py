@@ -56,7 +56,7 @@ import socket
 import ssl
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, cast
 
-from .. import error, interfaces
+from .. import defaults, error, interfaces
 from ..message import Message, UndecidedRemote
 from ..numbers.constants import COAP_PORT
 from ..util import hostportjoin
@@ -650,7 +650,8 @@ class TCPServer(_TCPPooling, interfaces.TokenInterface):
             kwargs["ssl"] = _server_context
             kwargs["ssl_handshake_timeout"] = self.tuning.connect_timeout
         self.server = await loop.create_server(
-            self._new_connection, host, port, reuse_address=True, **kwargs
+            self._new_connection, host, port, reuse_address=True,
+            reuse_port=defaults.has_reuse_port(), **kwargs
         )
         return self
 
