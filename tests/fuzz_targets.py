@@ -425,9 +425,9 @@ def credentials_json(data: bytes) -> None:
         assert not credentials
         return
     for uri in ("coap://localhost/x", "coaps://[::1]/", "coaps+tcp://h/"):
-        credentials.find_dtls_psk(uri)
+        credentials.find_dtls_client_psk(uri)
     for pattern in list(credentials):
-        credentials.find_dtls_psk(pattern.rstrip("*"))
+        credentials.find_dtls_client_psk(pattern.rstrip("*"))
 
 
 # --- aiocoap-client's command line -----------------------------------------------------

@@ -183,7 +183,7 @@ class DTLSServerAddress(interfaces.EndpointAddress):
         epoch = f" epoch {self._session.epoch}" if self._session is not None else ""
         return f"<{type(self).__name__} {self.hostinfo}{epoch} claims {self.authenticated_claims!r}>"
 
-    def _send(self, data: bytes) -> None:
+    def send_datagram(self, data: bytes) -> None:
         self._interface._engine.send(self, data)
 
     @property
@@ -217,10 +217,10 @@ class GoingThroughMessageDecryption(SessionDriver):
 
     def __init__(self, plaintext_interface: "MessageInterfaceTinyDTLSServer"):
         self._interface = plaintext_interface
-        self._log = plaintext_interface._log
-        self._mman = plaintext_interface._ctx
+        self._log = plaintext_interface.log
+        self._mman = plaintext_interface.message_manager
         self._store = SecurityStore(plaintext_interface._server_credentials)
-        self._start_driver(plaintext_interface._loop, SessionTable(close=self._session_closed, log=self._log, server=True))
+        self._start_driver(plaintext_interface.loop, SessionTable(close=self._session_closed, log=self._log, server=True))
         self._dtls: Any = new_dtls_context(
             read=self._read, write=self._write, event=self._event,
             pskId=b"server", pskStore=self._store,
@@ -459,7 +459,7 @@ class GoingThroughMessageDecryption(SessionDriver):
 class _ServerProtocol(RecvmsgDatagramProtocol):
     def __init__(self, interface: "MessageInterfaceTinyDTLSServer"):
         self.interface = interface
-        self.closed = interface._loop.create_future()
+        self.closed = interface.loop.create_future()
 
     def connection_made(self, transport) -> None:
         interface = self.interface
@@ -474,7 +474,7 @@ class _ServerProtocol(RecvmsgDatagramProtocol):
         self.interface._engine.datagram_received(data, address)
 
     def error_received(self, exc: Exception) -> None:
-        self.interface._log.debug("DTLS server socket error (not attributable to a session): %s", exc)
+        self.interface.log.debug("DTLS server socket error (not attributable to a session): %s", exc)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         if not self.closed.done():
