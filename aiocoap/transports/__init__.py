@@ -25,6 +25,9 @@ The available transports are:
 * ``tcp`` / ``tls``: CoAP over TCP and TLS (RFC 8323): asyncio adapters
   over the sans-I/O session of ``rfc8323session``, framing in
   ``rfc8323common``.
+* ``ws``: CoAP over WebSockets (RFC 8323 §4, coap+ws:// and coaps+ws://),
+  client and server in one, on the same session core (needs the
+  ``websockets`` package: ``aiocoap[ws]``).
 * ``tinydtls`` / ``tinydtls_server``: CoAP over DTLS (coaps://).
 * ``oscore``: OSCORE (RFC 8613) on top of any of the above.
 """
@@ -153,6 +156,7 @@ TRANSPORTS = dict(
         _entry("tcpserver", "tcp", ("coap+tcp",), client=False, server=True),
         _entry("tlsclient", "tls", ("coaps+tcp",), client=True, server=False),
         _entry("tlsserver", "tls", ("coaps+tcp",), client=False, server=True),
+        _entry("ws", "ws", ("coap+ws", "coaps+ws"), client=True, server=True, extra="ws"),
     )
 )
 """Every transport a Context can load, by the name applications use (in
