@@ -65,7 +65,6 @@ class End:
     def __init__(self, name, net, *, tuning=TUNING, idle_close=False, framer=StreamFramer):
         self.name = name
         self.net = net
-        self.framer_class = framer
         self.remote = Remote(name, local_is_server=not idle_close)
         self.written = []  # frames, in order
         self.requests = []
