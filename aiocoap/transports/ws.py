@@ -685,8 +685,20 @@ class WSRemote(asyncio.Protocol, rfc.RFC8323Remote):
         self._flush_handle = None
         self._out_bytes = 0
         chunks = self._connection.data_to_send()
-        if chunks and self._transport is not None:
-            _put(self._transport, chunks)
+        transport = self._transport
+        if not chunks or transport is None:
+            return
+        _put(transport, chunks)
+        if self._paused and transport.get_write_buffer_size() > self._pool.tuning.write_buffer_limit:
+            # What the session writes is held against the limit before it is
+            # written; this catches what websockets answers on its own (Pongs
+            # to a flood of Pings from a peer that reads nothing).
+            self._pool._troubles.note(
+                "peers that did not read", False, "Peer %s does not read what is sent to it", self.hostinfo,
+            )
+            self._detach(
+                error.NetworkError(f"Peer {rfc.describe_remote(self)} stopped reading"), hard=True, close_code=None,
+            )
 
     # --- closing -----------------------------------------------------------------
 
