@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""CoAP over WebSockets (RFC 8323 §4) speed of this tree's aiocoap against
+the reference aiocoap, both ends of each pair run by the same
+implementation in separate processes on loopback (the server bound to
+127.0.0.1:P with only the ``ws`` transport, so both listen on P + 3000):
+
+* ``window``: requests per second over one WebSocket with ``--window``
+  (16) GETs of a 33-byte resource in flight for ``--duration`` seconds;
+* ``bert``: ``--mib-rounds`` GETs of a 1 MiB resource, reported as MiB/s.
+
+The resources, the CPU accounting and the port wait are those of
+``bench_tcp.py``. Run from anywhere::
+
+    python3 benchmarks/bench_ws.py                     # ours and theirs, ratios
+    python3 benchmarks/bench_ws.py --only ours --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_tcp import MIB, _cpu_both, _site, _wait_for_port  # noqa: E402
+
+WS_PORT_OFFSET = 3000  # where aiocoap (both) puts WebSockets next to a bound port
+
+
+async def _serve(port: int) -> None:
+    import aiocoap
+
+    context = await aiocoap.Context.create_server_context(_site(), bind=("127.0.0.1", port), transports=["ws"])
+    print("ready", flush=True)
+    try:
+        await asyncio.get_running_loop().create_future()
+    finally:
+        await context.shutdown()
+
+
+async def _measure(port: int, server_pid: int, window: int, duration: float, mib_rounds: int) -> dict:
+    import aiocoap
+
+    context = await aiocoap.Context.create_client_context(transports=["ws"])
+    base = f"coap+ws://127.0.0.1:{port + WS_PORT_OFFSET}"
+    try:
+        async def get(path):
+            response = await context.request(aiocoap.Message(code=aiocoap.GET, uri=base + path)).response
+            if response.code != aiocoap.CONTENT:
+                raise RuntimeError(f"unexpected {response}")
+            return response
+
+        for _ in range(200):
+            await get("/bench")
+
+        done = 0
+        stop = time.perf_counter() + duration
+
+        async def worker():
+            nonlocal done
+            while time.perf_counter() < stop:
+                await get("/bench")
+                done += 1
+
+        cpu = _cpu_both(server_pid)
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(window)))
+        elapsed = time.perf_counter() - started
+        cpu = _cpu_both(server_pid) - cpu
+        result = {"window": {"in_flight": window, "requests": done, "seconds": elapsed,
+                             "requests_per_s": done / elapsed, "cpu_us_per_request": cpu / done * 1e6}}
+
+        first = await get("/mib")
+        if len(first.payload) != MIB:
+            raise RuntimeError(f"1 MiB resource returned {len(first.payload)} bytes")
+        cpu = _cpu_both(server_pid)
+        started = time.perf_counter()
+        for _ in range(mib_rounds):
+            if len((await get("/mib")).payload) != MIB:
+                raise RuntimeError("short 1 MiB body")
+        elapsed = time.perf_counter() - started
+        cpu = _cpu_both(server_pid) - cpu
+        result["bert"] = {
+            "rounds": mib_rounds, "seconds": elapsed, "mib_per_s": mib_rounds / elapsed,
+            "cpu_ms_per_mib": cpu / mib_rounds * 1e3,
+            "block_size_exp": getattr(first.remote, "maximum_block_size_exp", None),
+        }
+        return result
+    finally:
+        await context.shutdown()
+
+
+def run_pair(name: str, args) -> dict:
+    import _servers
+
+    python, env, cwd = _servers.ours_env() if name == "ours" else _servers.theirs_env(args.ref_python)
+    port = _servers.free_port()
+    script = str(Path(__file__).resolve())
+    server = subprocess.Popen(
+        [python, script, "--serve", str(port)], env=env, cwd=cwd,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_for_port(port + WS_PORT_OFFSET, server)
+        client = subprocess.run(
+            [python, script, "--client", str(port), "--server-pid", str(server.pid), "--window", str(args.window),
+             "--duration", str(args.duration), "--mib-rounds", str(args.mib_rounds)],
+            env=env, cwd=cwd, capture_output=True, text=True, timeout=300,
+        )
+        if client.returncode != 0:
+            raise RuntimeError(f"{name} client failed:\n{client.stderr}")
+        return json.loads(client.stdout.strip().splitlines()[-1])
+    finally:
+        server.terminate()
+        try:
+            server.wait(5)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--client", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--server-pid", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating runs per implementation; the best of each is reported")
+    parser.add_argument("--window", type=int, default=16, help="requests in flight")
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds of the window run")
+    parser.add_argument("--mib-rounds", type=int, default=10, help="1 MiB GETs")
+    parser.add_argument("--only", choices=("ours", "theirs"), help="measure one implementation")
+    parser.add_argument("--ref-python", default=None, help="interpreter of the reference aiocoap")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+
+    if args.serve is not None:
+        asyncio.run(_serve(args.serve))
+        return
+    if args.client is not None:
+        result = asyncio.run(_measure(args.client, args.server_pid, args.window, args.duration, args.mib_rounds))
+        print(json.dumps(result))
+        return
+
+    names = [args.only] if args.only else ["ours", "theirs"]
+    runs: dict = {name: [] for name in names}
+    for _ in range(args.rounds):
+        for name in names:
+            runs[name].append(run_pair(name, args))
+    # The machine is shared: the best run of each is the least disturbed.
+    best = {
+        name: {
+            "window": max((r["window"] for r in results), key=lambda w: w["requests_per_s"]),
+            "bert": max((r["bert"] for r in results), key=lambda b: b["mib_per_s"]),
+            "cpu_us_per_request": min(r["window"]["cpu_us_per_request"] for r in results),
+            "cpu_ms_per_mib": min(r["bert"]["cpu_ms_per_mib"] for r in results),
+        }
+        for name, results in runs.items()
+    }
+    if args.json:
+        print(json.dumps({"best": best, "runs": runs}))
+        return
+    for name, result in best.items():
+        window, bert = result["window"], result["bert"]
+        print(f"{name:6s}  {window['requests_per_s']:8,.0f} req/s with {window['in_flight']} in flight "
+              f"({result['cpu_us_per_request']:5.0f} us CPU/request)   "
+              f"1 MiB GET: {bert['mib_per_s']:6.1f} MiB/s ({result['cpu_ms_per_mib']:5.1f} ms CPU/MiB, "
+              f"block size exponent {bert['block_size_exp']})")
+    if len(best) == 2:
+        ours, theirs = best["ours"], best["theirs"]
+        print(f"ratio   {ours['window']['requests_per_s'] / theirs['window']['requests_per_s']:8.2f}x req/s "
+              f"(target >= 3x) {theirs['cpu_us_per_request'] / ours['cpu_us_per_request']:6.2f}x less CPU   "
+              f"{ours['bert']['mib_per_s'] / theirs['bert']['mib_per_s']:6.2f}x MiB/s "
+              f"{theirs['cpu_ms_per_mib'] / ours['cpu_ms_per_mib']:6.2f}x less CPU")
+
+
+if __name__ == "__main__":
+    main()
