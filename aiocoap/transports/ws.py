@@ -333,7 +333,7 @@ class WSRemote(asyncio.Protocol, rfc.RFC8323Remote):
         self._close_code = _NORMAL_CLOSURE
 
         # fragments of a binary message so far
-        self._fragments: list[bytes] = []
+        self._fragments: list[Union[bytes, bytearray, memoryview]] = []
         self._fragment_bytes = 0
         # bytes handed to the websockets protocol since the last write
         self._out_bytes = 0
@@ -451,7 +451,7 @@ class WSRemote(asyncio.Protocol, rfc.RFC8323Remote):
         self._timer.set(self._clock() + pool.tuning.connect_timeout)
         pool._connections.add(self)
         if not self._local_is_server:
-            connection = self._connection
+            connection = cast(ClientProtocol, self._connection)
             connection.send_request(connection.connect())
             self._flush()
 
@@ -576,7 +576,7 @@ class WSRemote(asyncio.Protocol, rfc.RFC8323Remote):
             self._detach(reason, hard=False, close_code=None)
             return
         exc = cast(BaseException, connection.handshake_exc)
-        if self._local_is_server:
+        if isinstance(connection, ServerProtocol):
             chunks = connection.data_to_send()
             if chunks == [SEND_EOF]:
                 # websockets closes without a word on a request it can not
