@@ -116,7 +116,8 @@ from ..util.asyncio import clock_of
 from ..util.asyncio.timer import DeadlineTimer
 from . import rfc8323common as rfc
 from .generic_udp import split_hostinfo
-from .rfc8323session import CLOSED, OPEN, RFC8323Session, SessionState, SessionTuning, WebSocketFramer
+from .rfc8323adapter import HoldOffs, SessionDriver, client_ssl_context, idle_victim, strip_mapped
+from .rfc8323session import OPEN, RFC8323Session, SessionTuning, WebSocketFramer
 
 if TYPE_CHECKING:
     from . import TransportEntry, TransportSetup
@@ -183,10 +184,6 @@ _NORMAL_CLOSURE, _GOING_AWAY, _UNSUPPORTED_DATA = 1000, 1001, 1003
 
 
 # --- helpers ------------------------------------------------------------------------
-
-
-def _strip_mapped(host: str) -> str:
-    return host[7:] if host.startswith("::ffff:") and "." in host else host
 
 
 def _as_hostinfo(value: HostInfo) -> Optional[str]:
@@ -283,7 +280,7 @@ class _Troubles:
 # --- one connection -----------------------------------------------------------------------
 
 
-class WSRemote(asyncio.Protocol, rfc.RFC8323Remote):
+class WSRemote(SessionDriver, asyncio.Protocol):
     """One CoAP-over-WebSockets connection: the asyncio protocol of its
     socket, the remote of every message exchanged on it, and the driver of
     its websockets protocol (``connection``: a ``ServerProtocol`` on the
@@ -312,7 +309,7 @@ class WSRemote(asyncio.Protocol, rfc.RFC8323Remote):
         local_hostinfo: HostInfo = None,
         remote_hostinfo: HostInfo = None,
     ) -> None:
-        rfc.RFC8323Remote.__init__(self, local_is_server=isinstance(connection, ServerProtocol))
+        SessionDriver.__init__(self, local_is_server=isinstance(connection, ServerProtocol))
         self._pool = pool
         self._connection = connection
         self.loop = loop
@@ -343,11 +340,9 @@ class WSRemote(asyncio.Protocol, rfc.RFC8323Remote):
 
     # --- EndpointAddress ---------------------------------------------------------
 
-    def _format(self, sockaddr: Optional[SockAddr]) -> str:
-        if not sockaddr:
-            return ""
-        port = sockaddr[1]
-        return hostportjoin(_strip_mapped(sockaddr[0]), None if port == DEFAULT_PORTS[self.scheme] else port)
+    @property
+    def _uri_default_port(self) -> int:
+        return DEFAULT_PORTS[self.scheme]
 
     @property
     def hostinfo(self) -> str:
@@ -361,56 +356,23 @@ class WSRemote(asyncio.Protocol, rfc.RFC8323Remote):
             return self._local_hostinfo
         return self._format(self._sockname)
 
-    @property
-    def state(self) -> SessionState:
-        """The state of the current session (CLOSED when there is none)."""
-        session = self._session
-        return CLOSED if session is None else session.state
-
-    def __repr__(self) -> str:
-        session = self._session
-        state = self.state.name.lower()
-        if session is None and self._transport is not None:
-            state = "handshaking"
-        elif session is not None and session.released and session.state is not CLOSED:
-            state += ", released"
-        if self._local_is_server:
-            where = f"from {self.scheme}://{self.hostinfo} to {self.hostinfo_local}"
-        else:
-            where = f"to {self.scheme}://{self.hostinfo}"
-        return f"<{type(self).__name__} {where}, {state}>"
+    def _state_text(self) -> str:
+        if self._session is None and self._transport is not None:
+            return "handshaking"
+        return super()._state_text()
 
     # --- the session -------------------------------------------------------------
 
     def _new_session(self) -> RFC8323Session:
         pool = self._pool
         tuning = pool.tuning
-        tman = pool._tman
-        self._session = RFC8323Session(
-            framer=WebSocketFramer(tuning.max_message_size, pending=self._pending),
-            write=self._write,
-            backlog=self._backlog,
-            deliver_request=functools.partial(tman.process_request, ti=pool),
-            deliver_response=tman.process_response,
-            remote=self,
-            log=self.log,
-            tuning=tuning,
-            idle_close=not self._local_is_server,
-            on_ready=self._session_ready,
-            on_release=self._session_released,
-            on_close=self._session_closed,
-        )
-        return self._session
+        framer = WebSocketFramer(tuning.max_message_size, pending=self._pending)
+        return self._open_session(framer, self._write, pool, pool._tman, tuning, self._session_closed)
 
     def _pending(self) -> int:
         """Bytes held of a CoAP message not received completely: part of a
         WebSocket frame (in websockets' reader) or fragments so far."""
         return len(self._connection.reader.buffer) + self._fragment_bytes
-
-    def _session_ready(self) -> None:
-        ready = self._ready
-        if ready is not None and not ready.done():
-            ready.set_result(None)
 
     def _session_released(self, hold_off: Optional[int]) -> None:
         self._pool._released(self, hold_off)
@@ -418,20 +380,12 @@ class WSRemote(asyncio.Protocol, rfc.RFC8323Remote):
     def _session_closed(self, reason: Exception, hard: bool) -> None:
         self._detach(reason, hard, self._close_code)
 
-    def _rearm(self, session: RFC8323Session) -> None:
-        self._timer.arm_before(session.take_added_deadline())
-
     def _on_timer(self) -> None:
         session = self._session
         if self._transport is not None and (session is None or not session.started):
             self._handshake_failed(f"WebSocket handshake not done within {self._pool.tuning.connect_timeout:g} s")
             return
-        if session is None:
-            return
-        session.handle_timer(self._clock())
-        session.take_added_deadline()  # superseded by the full computation
-        if self._session is session:
-            self._timer.set(session.next_deadline())
+        self._drive_timer()
 
     # --- asyncio.Protocol --------------------------------------------------------
 
@@ -625,50 +579,10 @@ class WSRemote(asyncio.Protocol, rfc.RFC8323Remote):
         # returning None lets the transport close (connection_lost follows).
         return None
 
-    def pause_writing(self) -> None:
-        self._paused = True
-
-    def resume_writing(self) -> None:
-        self._paused = False
-
     # --- sending -------------------------------------------------------------------
 
-    def _send(self, message: Message, monitor: Optional[Monitor]) -> Optional[Callable[[], None]]:
-        """Send a message on this connection (WSPool.send_message lands
-        here); returns the stop callable of a request."""
-        session = self._session
-        if session is None or session.state is CLOSED:
-            code = message.code
-            if code is None or not code.is_request():
-                self.log.debug("Dropping %r: connection %s is closed", message, rfc.describe_remote(self))
-                return None
-            if not self._pool._revive(self, monitor):
-                return None
-            session = self._session
-            assert session is not None
-        tracked = session.send(message, self._clock(), monitor)
-        if session.added_deadline is not None:
-            self._rearm(session)
-        if tracked:
-            return functools.partial(self._request_done, session, message.token)
-        return None
-
-    def _request_done(self, session: RFC8323Session, token: bytes) -> None:
-        session.request_done(token, self._clock())
-        if session.added_deadline is not None and session is self._session:
-            self._rearm(session)
-
-    def _no_response(self, token: bytes) -> None:
-        session = self._session
-        if session is not None:
-            session.no_response_for(token, self._clock())
-            if session.added_deadline is not None:
-                self._rearm(session)
-
-    def _backlog(self) -> int:
-        if self._paused and self._transport is not None:
-            return self._out_bytes + self._transport.get_write_buffer_size()
-        return self._out_bytes
+    def _revive(self, monitor: Optional[Monitor]) -> bool:
+        return self._pool._revive(self, monitor)
 
     def _write(self, message: bytes) -> None:
         """Send one CoAP message as a binary WebSocket message, written at
@@ -743,21 +657,6 @@ class WSRemote(asyncio.Protocol, rfc.RFC8323Remote):
         self._pool._connection_lost(self)
         if session is not None:
             self._pool._tman.dispatch_error(reason, self)
-
-    def _fail_ready(self, exc: Exception) -> None:
-        ready = self._ready
-        if ready is not None and not ready.done():
-            ready.set_exception(exc)
-            # Waiters retrieve it; an unawaited failure is not worth a log line.
-            ready.exception()
-
-    def _idle_since(self) -> Optional[float]:
-        """Since when the connection is open with nothing pending (None if
-        it is not)."""
-        session = self._session
-        if session is None or session.state is not OPEN or not session.is_idle:
-            return None
-        return session.quiet_since
 
     def _shutdown(self) -> None:
         reason = error.LibraryShutdown("Transport shut down")
@@ -852,7 +751,7 @@ class WSPool(interfaces.TokenInterface):
         self._client_credentials: Any = None
         self._default_ssl_context: Optional[ssl.SSLContext] = None
         self._pool: dict[PoolKey, WSRemote] = {}
-        self._hold_offs: dict[PoolKey, float] = {}
+        self._hold_offs = HoldOffs(self._clock)
         self._connect_tasks: set[asyncio.Task[None]] = set()
         # remotes with a socket, and sockets in their closing handshake
         self._connections: set[WSRemote] = set()
@@ -867,7 +766,7 @@ class WSPool(interfaces.TokenInterface):
 
     def __repr__(self) -> str:
         where = "".join(
-            f" {scheme} on {', '.join(hostportjoin(_strip_mapped(s.getsockname()[0]), s.getsockname()[1]) for s in server.sockets)}"
+            f" {scheme} on {', '.join(hostportjoin(strip_mapped(s.getsockname()[0]), s.getsockname()[1]) for s in server.sockets)}"
             for scheme, server in self.servers.items()
         )
         return f"<{type(self).__name__}{where} with {len(self._connections)} connection(s)>"
@@ -940,7 +839,7 @@ class WSPool(interfaces.TokenInterface):
         """Count a connection the server accepted against the caps; False
         (after noting why) if it is one too many."""
         peer = remote._peername
-        host = _strip_mapped(peer[0]) if peer else ""
+        host = strip_mapped(peer[0]) if peer else ""
         tuning = self.tuning
         if self._shut:
             why = "server shutting down"
@@ -1001,7 +900,7 @@ class WSPool(interfaces.TokenInterface):
         key = PoolKey(scheme, hostportjoin(host.lower(), None if port == DEFAULT_PORTS[scheme] else port))
         remote = self._pool.get(key)
         if remote is None:
-            self._check_hold_off(key)
+            self._hold_offs.check(key, f"{key.scheme}://{key.hostinfo}")
             self._make_room()
             remote = WSRemote(self, self._client_protocol(key), self.loop, self.log, scheme=scheme, remote_hostinfo=key.hostinfo)
             self._pool[key] = remote
@@ -1020,28 +919,16 @@ class WSPool(interfaces.TokenInterface):
             logger=self._ws_log,
         )
 
-    def _check_hold_off(self, key: PoolKey) -> None:
-        until = self._hold_offs.get(key)
-        if until is None:
-            return
-        remaining = until - self._clock()
-        if remaining <= 0:
-            del self._hold_offs[key]
-            return
-        raise error.NetworkError(
-            f"{key.scheme}://{key.hostinfo} asked not to be contacted for another {remaining:.0f} s"
-        )
-
     def _make_room(self) -> None:
         """Close the connection idle the longest if the pool is full; fail
         if none is idle."""
-        live = len([r for r in self._connections if not r._local_is_server]) + len(self._connect_tasks)
+        clients = [r for r in self._connections if not r._local_is_server]
+        live = len(clients) + len(self._connect_tasks)
         if live < self.tuning.max_connections:
             return
-        idle = [(since, r) for r in self._connections if (since := r._idle_since()) is not None and not r._local_is_server]
-        if not idle:
+        victim = idle_victim(clients)
+        if victim is None:
             raise error.NetworkError(f"Too many WebSocket connections open ({live}); none of them is idle")
-        victim = min(idle, key=lambda entry: entry[0])[1]
         self.log.debug("Closing idle connection %r to make room", victim)
         self._unpool(victim)
         victim._detach(None, hard=False, close_code=_NORMAL_CLOSURE)
@@ -1055,23 +942,13 @@ class WSPool(interfaces.TokenInterface):
         task.add_done_callback(self._connect_tasks.discard)
 
     def _client_ssl_context(self, remote: WSRemote, message: Optional[Message]) -> ssl.SSLContext:
-        lookup = getattr(self._client_credentials, "ssl_client_context", None)
-        context: Optional[ssl.SSLContext] = None
-        if lookup is not None:
-            uri = None
-            if message is not None:
-                try:
-                    uri = message.get_request_uri()
-                except (ValueError, TypeError):
-                    uri = None
-            context = lookup(uri or remote.uri_base + "/")
-        if context is None:
-            if self._default_ssl_context is None:
-                self._default_ssl_context = ssl.create_default_context()
-                self._default_ssl_context.set_alpn_protocols([_HTTP_ALPN])
-            return self._default_ssl_context
-        context.set_alpn_protocols([_HTTP_ALPN])
-        return context
+        context = client_ssl_context(self._client_credentials, message, remote.uri_base + "/", _HTTP_ALPN)
+        if context is not None:
+            return context
+        if self._default_ssl_context is None:
+            self._default_ssl_context = ssl.create_default_context()
+            self._default_ssl_context.set_alpn_protocols([_HTTP_ALPN])
+        return self._default_ssl_context
 
     async def _connect(self, remote: WSRemote, message: Optional[Message]) -> None:
         scheme, hostinfo = remote._poolkey
@@ -1120,7 +997,7 @@ class WSPool(interfaces.TokenInterface):
                 raise error.LibraryShutdown("Transport shut down")
             if remote._local_is_server:
                 raise error.NetworkError(f"Connection {rfc.describe_remote(remote)} is closed")
-            self._check_hold_off(remote._poolkey)
+            self._hold_offs.check(remote._poolkey, remote.uri_base)
             self._make_room()
         except error.Error as e:
             if monitor is not None:
@@ -1141,10 +1018,7 @@ class WSPool(interfaces.TokenInterface):
             return
         self._unpool(remote)
         if hold_off:
-            now = self._clock()
-            if len(self._hold_offs) > 1024:
-                self._hold_offs = {k: v for k, v in self._hold_offs.items() if v > now}
-            self._hold_offs[remote._poolkey] = now + hold_off
+            self._hold_offs.add(remote._poolkey, hold_off)
 
     # --- bookkeeping and shutdown ------------------------------------------------------
 
