@@ -11,6 +11,9 @@ way.
   connection), the future a client waits on until the peer's CSM arrived,
   the write backlog the session holds against its limit, and when the
   connection became idle.
+* :class:`DriverInterface` is the base of their token interfaces: sending
+  through the connection a message's remote names, and waiting on
+  shutdown until every socket is closed.
 * :class:`HoldOffs` remembers the peers that asked (in a Release) not to
   be contacted for a while, bounded in number.
 * :func:`idle_victim` picks the connection to close when a client pool is
@@ -34,7 +37,7 @@ from ..util.asyncio.timer import DeadlineTimer
 from . import rfc8323common as rfc
 from .rfc8323session import CLOSED, OPEN, Framer, RFC8323Session, SessionState, SessionTuning
 
-__all__ = ["SessionDriver", "HoldOffs", "idle_victim", "strip_mapped", "client_ssl_context"]
+__all__ = ["SessionDriver", "DriverInterface", "HoldOffs", "idle_victim", "strip_mapped", "client_ssl_context"]
 
 Monitor = Callable[[Exception], None]
 SockAddr = tuple[Any, ...]
@@ -240,6 +243,56 @@ class SessionDriver(rfc.RFC8323Remote):
         if session is None or session.state is not OPEN or not session.is_idle:
             return None
         return session.quiet_since
+
+
+class DriverInterface(interfaces.TokenInterface):
+    """The token interface side of an RFC 8323 transport.
+
+    A subclass keeps ``loop``, ``log``, ``tuning``, ``_connections`` (the
+    connections with a socket), ``_closers`` (sockets finishing their close
+    after their connection ended) and ``_drained`` (None), and calls
+    :meth:`_check_drained` whenever one of the first two shrinks."""
+
+    loop: asyncio.AbstractEventLoop
+    log: logging.Logger
+    tuning: SessionTuning
+    _connections: set[Any]
+    _closers: set[Any]
+    _drained: Optional["asyncio.Future[None]"]
+
+    def send_message(
+        self, message: Message, messageerror_monitor: Optional[Monitor] = None
+    ) -> Optional[Callable[[], None]]:
+        remote: SessionDriver = message.remote
+        return remote._send(message, messageerror_monitor)
+
+    def no_response_for(self, remote: object, token: bytes) -> None:
+        """The token manager's notice that a request will not be answered
+        (No-Response); it no longer holds back custody Pongs."""
+        if isinstance(remote, SessionDriver):
+            remote._no_response(token)
+
+    def _closer_done(self, closer: Any) -> None:
+        self._closers.discard(closer)
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        drained = self._drained
+        if drained is not None and not self._connections and not self._closers and not drained.done():
+            drained.set_result(None)
+
+    async def _wait_drained(self) -> None:
+        """Wait until every socket of ours is closed (each closing one is
+        cut after the close timeout at the latest)."""
+        if not self._connections and not self._closers:
+            return
+        self._drained = self.loop.create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._drained), self.tuning.close_timeout + 1.0)
+        except asyncio.TimeoutError:
+            self.log.warning(
+                "%d socket(s) did not close on shutdown", len(self._connections) + len(self._closers)
+            )
 
 
 def idle_victim(connections: Iterable[Driver]) -> Optional[Driver]:

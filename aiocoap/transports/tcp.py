@@ -63,7 +63,7 @@ from ..util.asyncio import clock_of
 from ..util.asyncio.timer import DeadlineTimer
 from . import rfc8323common as rfc
 from .generic_udp import split_hostinfo
-from .rfc8323adapter import HoldOffs, SessionDriver, idle_victim, strip_mapped
+from .rfc8323adapter import DriverInterface, HoldOffs, SessionDriver, idle_victim, strip_mapped
 from .rfc8323session import (
     CLOSED,
     DEFAULT_SESSION_TUNING,
@@ -403,7 +403,7 @@ class _Closer(asyncio.Protocol):
         self._interface._closer_done(self)
 
 
-class _TCPPooling(interfaces.TokenInterface):
+class _TCPPooling(DriverInterface):
     """What TCPServer and TCPClient share: the scheme, the tuning, the set of
     live connections, sending, and shutting down."""
 
@@ -433,18 +433,6 @@ class _TCPPooling(interfaces.TokenInterface):
     def recognize_remote(self, remote: object) -> bool:
         return isinstance(remote, TcpConnection) and remote._interface is self
 
-    def send_message(
-        self, message: Message, messageerror_monitor: Optional[Monitor] = None
-    ) -> Optional[Callable[[], None]]:
-        remote: TcpConnection = message.remote
-        return remote._send(message, messageerror_monitor)
-
-    def no_response_for(self, remote: object, token: bytes) -> None:
-        """The token manager's notice that a request will not be answered
-        (No-Response); it no longer holds back custody Pongs."""
-        if isinstance(remote, TcpConnection):
-            remote._no_response(token)
-
     # --- connection bookkeeping --------------------------------------------------
 
     def _connection_made(self, connection: TcpConnection) -> None:
@@ -453,15 +441,6 @@ class _TCPPooling(interfaces.TokenInterface):
     def _connection_lost(self, connection: TcpConnection) -> None:
         self._connections.discard(connection)
         self._check_drained()
-
-    def _closer_done(self, closer: _Closer) -> None:
-        self._closers.discard(closer)
-        self._check_drained()
-
-    def _check_drained(self) -> None:
-        drained = self._drained
-        if drained is not None and not self._connections and not self._closers and not drained.done():
-            drained.set_result(None)
 
     def _connection_released(self, connection: TcpConnection) -> None:
         """The connection takes no new requests (peer's Release, idle)."""
@@ -483,19 +462,6 @@ class _TCPPooling(interfaces.TokenInterface):
         for connection in list(self._connections):
             connection._shutdown()
         await self._wait_drained()
-
-    async def _wait_drained(self) -> None:
-        """Wait until every socket of ours is closed (each closing one is
-        cut after the close timeout at the latest)."""
-        if not self._connections and not self._closers:
-            return
-        self._drained = self.loop.create_future()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._drained), self.tuning.close_timeout + 1.0)
-        except asyncio.TimeoutError:
-            self.log.warning(
-                "%d socket(s) did not close on shutdown", len(self._connections) + len(self._closers)
-            )
 
 
 class TCPServer(_TCPPooling, interfaces.TokenInterface):

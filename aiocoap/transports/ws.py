@@ -116,7 +116,7 @@ from ..util.asyncio import clock_of
 from ..util.asyncio.timer import DeadlineTimer
 from . import rfc8323common as rfc
 from .generic_udp import split_hostinfo
-from .rfc8323adapter import HoldOffs, SessionDriver, client_ssl_context, idle_victim, strip_mapped
+from .rfc8323adapter import DriverInterface, HoldOffs, SessionDriver, client_ssl_context, idle_victim, strip_mapped
 from .rfc8323session import OPEN, RFC8323Session, SessionTuning, WebSocketFramer
 
 if TYPE_CHECKING:
@@ -732,7 +732,7 @@ class _Closing(asyncio.Protocol):
 # --- the token interface ---------------------------------------------------------------
 
 
-class WSPool(interfaces.TokenInterface):
+class WSPool(DriverInterface):
     """The ``ws`` transport: CoAP over WebSockets as a client (a pool of
     connections, one per :class:`PoolKey`) and, in a server context, as a
     server (see the module description for the ports). Create it with
@@ -879,18 +879,6 @@ class WSPool(interfaces.TokenInterface):
         message.remote = await self._connection_for(remote.scheme, remote.hostinfo, message)
         return True
 
-    def send_message(
-        self, message: Message, messageerror_monitor: Optional[Monitor] = None
-    ) -> Optional[Callable[[], None]]:
-        remote: WSRemote = message.remote
-        return remote._send(message, messageerror_monitor)
-
-    def no_response_for(self, remote: object, token: bytes) -> None:
-        """The token manager's notice that a request will not be answered
-        (No-Response); it no longer holds back custody Pongs."""
-        if isinstance(remote, WSRemote):
-            remote._no_response(token)
-
     # --- client connections ---------------------------------------------------------
 
     async def _connection_for(self, scheme: str, hostinfo: str, message: Optional[Message] = None) -> WSRemote:
@@ -1028,15 +1016,6 @@ class WSPool(interfaces.TokenInterface):
             self._unpool(remote)
         self._check_drained()
 
-    def _closer_done(self, closing: _Closing) -> None:
-        self._closers.discard(closing)
-        self._check_drained()
-
-    def _check_drained(self) -> None:
-        drained = self._drained
-        if drained is not None and not self._connections and not self._closers and not drained.done():
-            drained.set_result(None)
-
     async def shutdown(self) -> None:
         """Stop listening, close every connection (WebSocket close code
         1001) and wait until their sockets are closed; requests pending on
@@ -1054,12 +1033,7 @@ class WSPool(interfaces.TokenInterface):
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         self._pool.clear()
-        if self._connections or self._closers:
-            self._drained = self.loop.create_future()
-            try:
-                await asyncio.wait_for(asyncio.shield(self._drained), self.tuning.close_timeout + 1.0)
-            except asyncio.TimeoutError:
-                self.log.warning("%d WebSocket(s) did not close on shutdown", len(self._connections) + len(self._closers))
+        await self._wait_drained()
         for server in self.servers.values():
             await server.wait_closed()
 
