@@ -24,10 +24,11 @@ The available transports are:
   transports share.
 * ``tcp`` / ``tls``: CoAP over TCP and TLS (RFC 8323): asyncio adapters
   over the sans-I/O session of ``rfc8323session``, framing in
-  ``rfc8323common``.
+  ``rfc8323common``, what the adapters share in ``rfc8323adapter``.
 * ``ws``: CoAP over WebSockets (RFC 8323 §4, coap+ws:// and coaps+ws://),
   client and server in one, on the same session core (needs the
-  ``websockets`` package: ``aiocoap[ws]``).
+  ``websockets`` package: ``aiocoap[ws]``); its connections are in
+  ``wsconnection``.
 * ``tinydtls`` / ``tinydtls_server``: CoAP over DTLS (coaps://).
 * ``oscore``: OSCORE (RFC 8613) on top of any of the above.
 """
