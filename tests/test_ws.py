@@ -35,6 +35,9 @@ from aiocoap.transports import ws  # noqa: E402
 from aiocoap.transports.rfc8323session import SessionState  # noqa: E402
 from aiocoap.transports.ws import PoolKey, WSPool, WSRemote, WSTuning  # noqa: E402
 
+# the resources of the TCP tests serve here too
+from test_tcp import Clock, Echo, Megabytes  # noqa: E402
+
 pytestmark = pytest.mark.core
 
 FAST = WSTuning(
@@ -45,31 +48,6 @@ TIMEOUT = 5.0
 
 
 # --- resources ----------------------------------------------------------------
-
-
-class Echo(resource.Resource):
-    """Answers every method with what it got."""
-
-    async def render_get(self, request):
-        return Message(payload=b"GET " + request.payload)
-
-    async def render_post(self, request):
-        return Message(code=Code.CREATED, payload=request.payload[::-1])
-
-    async def render_put(self, request):
-        return Message(code=Code.CHANGED, payload=request.payload)
-
-    async def render_delete(self, request):
-        return Message(code=Code.DELETED)
-
-    async def render_fetch(self, request):
-        return Message(payload=b"FETCH " + request.payload)
-
-    async def render_patch(self, request):
-        return Message(code=Code.CHANGED, payload=b"PATCH " + request.payload)
-
-    async def render_ipatch(self, request):
-        return Message(code=Code.CHANGED, payload=b"iPATCH " + request.payload)
 
 
 class Slow(resource.Resource):
@@ -91,29 +69,6 @@ class Remotes(resource.Resource):
     async def render_get(self, request):
         self.seen.append(request.remote)
         return Message(payload=request.remote.hostinfo.encode())
-
-
-class Clock(resource.ObservableResource):
-    def __init__(self):
-        super().__init__()
-        self.value = 0
-
-    def tick(self):
-        self.value += 1
-        self.updated_state()
-
-    async def render_get(self, request):
-        return Message(payload=str(self.value).encode())
-
-
-class Megabytes(resource.Resource):
-    payload = bytes(range(256)) * 4096 * 3
-
-    async def render_get(self, request):
-        return Message(payload=self.payload)
-
-    async def render_put(self, request):
-        return Message(code=Code.CHANGED, payload=b"%d" % len(request.payload))
 
 
 class Located(resource.Resource):
@@ -359,16 +314,22 @@ async def test_observation():
         await until(lambda: first.remote._session.pending_requests == 0)
 
 
+def requests_arriving(server):
+    """The list of the requests the server's token manager gets from now on."""
+    arrived = []
+    process_request = server._tokenmanager.process_request
+
+    def counting(message, ti=None):
+        arrived.append(message)
+        process_request(message, ti)
+
+    server._tokenmanager.process_request = counting
+    return arrived
+
+
 async def test_megabyte_bodies_use_bert_blocks():
     async with ws_server() as server, ws_client() as client:
-        arrived = []
-        process_request = server._tokenmanager.process_request
-
-        def counting(message, ti=None):
-            arrived.append(message)
-            process_request(message, ti)
-
-        server._tokenmanager.process_request = counting
+        arrived = requests_arriving(server)
         uri = f"coap+ws://127.0.0.1:{server.port}/mb"
         response = await request(client, code=Code.GET, uri=uri)
         assert response.payload == Megabytes.payload
@@ -380,14 +341,7 @@ async def test_megabyte_bodies_use_bert_blocks():
     # 64 KiB BERT blocks where both announce 64 KiB + 128
     smaller = WSTuning(max_message_size=64 * 1024 + 128)
     async with ws_server(tuning=smaller) as server, ws_client(smaller) as client:
-        arrived = []
-        process_request = server._tokenmanager.process_request
-
-        def counting(message, ti=None):
-            arrived.append(message)
-            process_request(message, ti)
-
-        server._tokenmanager.process_request = counting
+        arrived = requests_arriving(server)
         uri = f"coap+ws://127.0.0.1:{server.port}/mb"
         response = await request(client, code=Code.PUT, uri=uri, payload=bytes(300000))
         assert (response.code, response.payload) == (Code.CHANGED, b"300000")
