@@ -488,15 +488,24 @@ class WSRemote(SessionDriver, asyncio.Protocol):
         return self._pool._revive(self, monitor)
 
     def _write(self, message: bytes) -> None:
-        """Send one CoAP message as a binary WebSocket message, written at
-        the end of this loop iteration together with what else is due."""
+        """Send one CoAP message as a binary WebSocket message.
+
+        The first message of a loop iteration is written at once, those
+        that follow in the same iteration together at its end: joining
+        them saves system calls and parsing at the peer, while the first
+        one lets the peer start on its work without waiting for the whole
+        batch (which would keep the two ends taking turns rather than
+        working at the same time)."""
         connection = self._connection
         if self._transport is None or connection.state is not _WS_OPEN:
             return
         connection.send_binary(message)
-        self._out_bytes += len(message)
         if self._flush_handle is None:
+            _put(self._transport, connection.data_to_send())
+            # (the flush also checks whether the peer reads what it gets)
             self._flush_handle = self.loop.call_soon(self._flush)
+        else:
+            self._out_bytes += len(message)
 
     def _flush(self) -> None:
         self._flush_handle = None
