@@ -832,3 +832,35 @@ async def test_contexts_come_and_go_without_leaks():
         await until(lambda: not server.ws._connections and not server.ws._closers)
         assert fds() <= before + 2
         assert server.ws._accepted == 0 and not server.ws._per_host
+
+
+# --- aiocoap 0.4.17's names ----------------------------------------------------------------
+
+
+def test_0_4_17_names_and_signatures():
+    import inspect
+
+    assert list(inspect.signature(WSPool).parameters) == ["tman", "log", "loop"]
+    parameters = inspect.signature(WSRemote).parameters
+    assert list(parameters) == ["pool", "connection", "loop", "log", "scheme", "local_hostinfo", "remote_hostinfo"]
+    assert parameters["scheme"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert parameters["local_hostinfo"].default is None and parameters["remote_hostinfo"].default is None
+    assert PoolKey._fields == ("scheme", "hostinfo")
+    assert ws.is_pyodide is False
+    creating = inspect.signature(WSPool.create_transport).parameters
+    assert {"client_credentials", "server_bind", "server_context"} <= set(creating)
+    from aiocoap import defaults
+
+    assert defaults.ws_missing_modules() == []
+
+
+async def test_remote_made_the_0_4_x_way_with_address_tuples():
+    async with ws_client() as client:
+        pool = client.ws
+        remote = WSRemote(
+            pool, pool._client_protocol(PoolKey("coap+ws", "example.com")), pool.loop, pool.log,
+            scheme="coap+ws", remote_hostinfo=("example.com", None),
+        )
+        assert remote.hostinfo == "example.com" and remote.uri_base == "coap+ws://example.com"
+        assert remote.maximum_block_size_exp == 6  # before any CSM: 1152 bytes
+        assert repr(remote) == "<WSRemote to coap+ws://example.com, closed>"
