@@ -101,56 +101,57 @@ async def _measure(port: int, server_pid: int, window: int, duration: float, mib
 
 
 def run_pair(name: str, args) -> dict:
+    """Start the server of implementation ``name`` (``ours`` or
+    ``theirs``), run the client against it, and return what it measured."""
+    import tempfile
+
     import _servers
 
     python, env, cwd = _servers.ours_env() if name == "ours" else _servers.theirs_env(args.ref_python)
     port = _servers.free_port()
     script = str(Path(__file__).resolve())
-    server = subprocess.Popen(
-        [python, script, "--serve", str(port)], env=env, cwd=cwd,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    try:
-        _wait_for_port(port + WS_PORT_OFFSET, server)
-        client = subprocess.run(
-            [python, script, "--client", str(port), "--server-pid", str(server.pid), "--window", str(args.window),
-             "--duration", str(args.duration), "--mib-rounds", str(args.mib_rounds)],
-            env=env, cwd=cwd, capture_output=True, text=True, timeout=300,
-        )
+    with tempfile.NamedTemporaryFile(prefix=f"bench-ws-{name}-", suffix=".log", delete=False) as log:
+        process = subprocess.Popen([python, script, "--serve", str(port)], env=env, cwd=cwd,
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+    with _servers.ServerProcess(name, process, "127.0.0.1", port + WS_PORT_OFFSET, Path(log.name)) as server:
+        _wait_for_port(server.port, process)
+        options = {"--client": port, "--server-pid": process.pid, "--window": args.window,
+                   "--duration": args.duration, "--mib-rounds": args.mib_rounds}
+        argv = [python, script] + [str(item) for pair in options.items() for item in pair]
+        client = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
         if client.returncode != 0:
-            raise RuntimeError(f"{name} client failed:\n{client.stderr}")
+            raise RuntimeError(f"{name} client failed:\n{client.stderr}\nserver:\n{server.log()}")
         return json.loads(client.stdout.strip().splitlines()[-1])
-    finally:
-        server.terminate()
-        try:
-            server.wait(5)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+
+
+# (option, type, default, help) of the driver; --serve, --client and
+# --server-pid are how it starts the two halves of a pair
+_OPTIONS = [
+    ("--rounds", int, 3, "alternating runs per implementation; the best of each is reported"),
+    ("--window", int, 16, "requests in flight"),
+    ("--duration", float, 4.0, "seconds of the window run"),
+    ("--mib-rounds", int, 10, "1 MiB GETs"),
+    ("--ref-python", str, None, "interpreter of the reference aiocoap"),
+]
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
-    parser.add_argument("--client", type=int, metavar="PORT", help=argparse.SUPPRESS)
-    parser.add_argument("--server-pid", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="alternating runs per implementation; the best of each is reported")
-    parser.add_argument("--window", type=int, default=16, help="requests in flight")
-    parser.add_argument("--duration", type=float, default=4.0, help="seconds of the window run")
-    parser.add_argument("--mib-rounds", type=int, default=10, help="1 MiB GETs")
+    for option, kind, default, text in _OPTIONS:
+        parser.add_argument(option, type=kind, default=default, help=text)
+    for internal in ("--serve", "--client", "--server-pid"):
+        parser.add_argument(internal, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--only", choices=("ours", "theirs"), help="measure one implementation")
-    parser.add_argument("--ref-python", default=None, help="interpreter of the reference aiocoap")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
 
     if args.serve is not None:
-        asyncio.run(_serve(args.serve))
-        return
+        return asyncio.run(_serve(args.serve))
     if args.client is not None:
-        result = asyncio.run(_measure(args.client, args.server_pid, args.window, args.duration, args.mib_rounds))
-        print(json.dumps(result))
-        return
+        print(json.dumps(asyncio.run(
+            _measure(args.client, args.server_pid, args.window, args.duration, args.mib_rounds)
+        )))
+        return None
 
     names = [args.only] if args.only else ["ours", "theirs"]
     runs: dict = {name: [] for name in names}
