@@ -56,14 +56,17 @@ def strip_mapped(host: str) -> str:
 class SessionDriver(rfc.RFC8323Remote):
     """The session-driving half of an RFC 8323 connection object.
 
-    A subclass sets, before using these methods: ``log``, ``_clock`` (the
-    loop's clock), ``_timer`` (a :class:`DeadlineTimer` calling its
-    ``_on_timer``), ``_transport`` (the asyncio transport while connected),
-    ``_peername`` / ``_sockname`` (the socket's addresses, None before
-    connecting), ``_paused`` (asyncio paused writing), ``_out_bytes`` (bytes written but
-    not yet handed to the transport) and ``_ready`` (a future while a
-    client connection is being set up); it keeps its session in
-    ``_session`` and provides :meth:`_revive`. It names this class before
+    The attributes it keeps for its subclass (set up by ``__init__``):
+    ``loop``, ``log``, ``_clock`` (the loop's clock), ``_timer`` (a
+    :class:`DeadlineTimer` calling the subclass's ``_on_timer``),
+    ``_transport`` (the asyncio transport while connected), ``_peername``
+    / ``_sockname`` (the socket's addresses, None before connecting),
+    ``_paused`` (asyncio paused writing), ``_out_bytes`` (bytes written but
+    not yet handed to the transport, which the subclass counts),
+    ``_flush_handle`` (the subclass's pending write), ``_ready`` (a future
+    while a client connection is being set up) and ``_connect_task``. The
+    subclass keeps its session in ``_session`` and provides
+    :meth:`_revive`. It names this class before
     :class:`asyncio.Protocol` among its bases, so that the flow control
     methods here are the ones asyncio calls."""
 
@@ -76,6 +79,31 @@ class SessionDriver(rfc.RFC8323Remote):
     _paused: bool
     _out_bytes: int
     _ready: Optional["asyncio.Future[None]"]
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        log: logging.Logger,
+        clock: Callable[[], float],
+        *,
+        local_is_server: bool,
+    ) -> None:
+        rfc.RFC8323Remote.__init__(self, local_is_server=local_is_server)
+        self.loop = loop
+        self.log = log
+        self._clock = clock
+        self._transport = None
+        self._peername = None
+        self._sockname = None
+        self._paused = False
+        self._out_bytes = 0
+        self._flush_handle: Optional[asyncio.Handle] = None
+        self._ready = None
+        self._connect_task: Optional["asyncio.Task[None]"] = None
+        self._timer = DeadlineTimer(loop, self._on_timer)
+
+    def _on_timer(self) -> None:
+        raise NotImplementedError
 
     @property
     def state(self) -> SessionState:

@@ -60,7 +60,6 @@ from ..message import Message, UndecidedRemote
 from ..numbers.constants import COAP_PORT
 from ..util import hostportjoin
 from ..util.asyncio import clock_of
-from ..util.asyncio.timer import DeadlineTimer
 from . import rfc8323common as rfc
 from .generic_udp import split_hostinfo
 from .rfc8323adapter import DriverInterface, HoldOffs, SessionDriver, idle_victim, strip_mapped
@@ -186,27 +185,12 @@ class TcpConnection(SessionDriver, asyncio.Protocol):
         hostinfo: Optional[str] = None,
         key: PoolKey = ("", 0),
     ) -> None:
-        SessionDriver.__init__(self, local_is_server=hostinfo is None)
+        SessionDriver.__init__(self, loop, log, interface._clock, local_is_server=hostinfo is None)
         self._interface = interface
-        self.log = log
-        self.loop = loop
         self._hostinfo = hostinfo
         # (host, port) a client connection connects to, its key in the pool
         self._key = key
-        self._connect_task: Optional[asyncio.Task[None]] = None
-
-        self._transport: Optional[asyncio.Transport] = None
-        self._peername: Optional[SockAddr] = None
-        self._sockname: Optional[SockAddr] = None
-        self._ready: Optional[asyncio.Future[None]] = None
-        self._clock = interface._clock
-
         self._out: list[bytes] = []
-        self._out_bytes = 0
-        self._flush_handle: Optional[asyncio.Handle] = None
-        self._paused = False
-
-        self._timer = DeadlineTimer(loop, self._on_timer)
 
     # --- EndpointAddress ---------------------------------------------------------
 

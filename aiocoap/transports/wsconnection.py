@@ -30,7 +30,6 @@ except ImportError as _e:  # pragma: no cover (the extra is installed in CI)
 
 from .. import error
 from ..util import hostportjoin, hostportsplit
-from ..util.asyncio.timer import DeadlineTimer
 from . import rfc8323common as rfc
 from .rfc8323adapter import SessionDriver
 from .rfc8323session import RFC8323Session, WebSocketFramer
@@ -212,34 +211,19 @@ class WSRemote(SessionDriver, asyncio.Protocol):
         local_hostinfo: HostInfo = None,
         remote_hostinfo: HostInfo = None,
     ) -> None:
-        SessionDriver.__init__(self, local_is_server=isinstance(connection, ServerProtocol))
+        SessionDriver.__init__(self, loop, log, pool._clock, local_is_server=isinstance(connection, ServerProtocol))
         self._pool = pool
         self._connection = connection
-        self.loop = loop
-        self.log = log
         self.scheme = scheme
         self._local_hostinfo = _as_hostinfo(local_hostinfo)
         self._remote_hostinfo = _as_hostinfo(remote_hostinfo)
         self._poolkey = PoolKey(scheme, self._remote_hostinfo)
-        self._clock = pool._clock
-
-        self._transport: Optional[asyncio.Transport] = None
-        self._peername: Optional[SockAddr] = None
-        self._sockname: Optional[SockAddr] = None
         # the address counted against the server's per-host cap, while counted
         self._counted_host: Optional[str] = None
-        self._ready: Optional[asyncio.Future[None]] = None
-        self._connect_task: Optional[asyncio.Task[None]] = None
         self._close_code = NORMAL_CLOSURE
-
         # fragments of a binary message so far
         self._fragments: list[Union[bytes, bytearray, memoryview]] = []
         self._fragment_bytes = 0
-        # bytes handed to the websockets protocol since the last write
-        self._out_bytes = 0
-        self._flush_handle: Optional[asyncio.Handle] = None
-        self._paused = False
-        self._timer = DeadlineTimer(loop, self._on_timer)
 
     # --- EndpointAddress ---------------------------------------------------------
 
