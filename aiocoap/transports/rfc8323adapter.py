@@ -101,6 +101,10 @@ class SessionDriver(rfc.RFC8323Remote):
         self._ready = None
         self._connect_task: Optional["asyncio.Task[None]"] = None
         self._timer = DeadlineTimer(loop, self._on_timer)
+        # what the ends are called where the socket addresses are not the
+        # names to use (the authority a client connects to, ...)
+        self._remote_hostinfo: Optional[str] = None
+        self._local_hostinfo: Optional[str] = None
 
     def _on_timer(self) -> None:
         raise NotImplementedError
@@ -125,6 +129,18 @@ class SessionDriver(rfc.RFC8323Remote):
             return ""
         port = sockaddr[1]
         return hostportjoin(strip_mapped(sockaddr[0]), None if port == self._uri_default_port else port)
+
+    @property
+    def hostinfo(self) -> str:
+        if self._remote_hostinfo is not None:
+            return self._remote_hostinfo
+        return self._format(self._peername)
+
+    @property
+    def hostinfo_local(self) -> str:
+        if self._local_hostinfo is not None:
+            return self._local_hostinfo
+        return self._format(self._sockname)
 
     def _state_text(self) -> str:
         session = self._session

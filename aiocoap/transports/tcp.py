@@ -187,7 +187,7 @@ class TcpConnection(SessionDriver, asyncio.Protocol):
     ) -> None:
         SessionDriver.__init__(self, loop, log, interface._clock, local_is_server=hostinfo is None)
         self._interface = interface
-        self._hostinfo = hostinfo
+        self._remote_hostinfo = hostinfo
         # (host, port) a client connection connects to, its key in the pool
         self._key = key
         self._out: list[bytes] = []
@@ -201,16 +201,6 @@ class TcpConnection(SessionDriver, asyncio.Protocol):
     @property
     def _uri_default_port(self) -> int:
         return self._interface._default_port
-
-    @property
-    def hostinfo(self) -> str:
-        if self._hostinfo is not None:
-            return self._hostinfo
-        return self._format(self._peername)
-
-    @property
-    def hostinfo_local(self) -> str:
-        return self._format(self._sockname)
 
     # --- the session -------------------------------------------------------------
 

@@ -231,18 +231,6 @@ class WSRemote(SessionDriver, asyncio.Protocol):
     def _uri_default_port(self) -> int:
         return DEFAULT_PORTS[self.scheme]
 
-    @property
-    def hostinfo(self) -> str:
-        if self._remote_hostinfo is not None:
-            return self._remote_hostinfo
-        return self._format(self._peername)
-
-    @property
-    def hostinfo_local(self) -> str:
-        if self._local_hostinfo is not None:
-            return self._local_hostinfo
-        return self._format(self._sockname)
-
     def _state_text(self) -> str:
         if self._session is None and self._transport is not None:
             return "handshaking"
