@@ -24,6 +24,7 @@ extras_require = {
     "tinydtls": ["DTLSSocket >= 0.1.11"],
     "prettyprint": ["pygments >= 2.1", "cbor2", "LinkHeader"],
     "fileserver": ["watchfiles"],
+    "ws": ["websockets >= 13"],
     "docs": ["sphinx >= 5", "sphinx-argparse"],
     "test": [
         "pytest >= 7",

@@ -214,9 +214,10 @@ def get_default_clienttransports(*, loop: Optional[asyncio.AbstractEventLoop] = 
 
     By default, OSCORE and a DTLS mechanism are picked if the required
     modules are available, TCP and TLS (if the ssl module is there) are
-    always included, and a UDP transport is selected depending on whether
-    the full ``udp6`` transport is known to work (on this platform, and with
-    the given event loop); ``simple6`` is the fallback."""
+    always included, WebSockets (``ws``) where the ``websockets`` module
+    is, and a UDP transport is selected depending on whether the full
+    ``udp6`` transport is known to work (on this platform, and with the
+    given event loop); ``simple6`` is the fallback."""
     explicit = _from_environment("AIOCOAP_CLIENT_TRANSPORT")
     if explicit is not None:
         return explicit
@@ -228,6 +229,8 @@ def get_default_clienttransports(*, loop: Optional[asyncio.AbstractEventLoop] = 
     names.append("tcpclient")
     if _ssl_present():
         names.append("tlsclient")
+    if not ws_missing_modules():
+        names.append("ws")
     names.append("udp6" if _udp6_usable(loop) else "simple6")
     return names
 
@@ -240,7 +243,8 @@ def get_default_servertransports(*, loop: Optional[asyncio.AbstractEventLoop] = 
     it is read as a colon separated list of transport names.
 
     By default, the server and client sides of OSCORE, DTLS (if the
-    required modules are available), TCP and TLS are picked, and a UDP
+    required modules are available), TCP, TLS and WebSockets (where the
+    ``websockets`` module is) are picked, and a UDP
     transport is selected depending on whether the full ``udp6`` transport
     is known to work. Both a ``simple6`` and a ``simplesocketserver`` are
     selected when ``udp6`` is not available, and the ``simple6`` is used for
@@ -263,6 +267,8 @@ def get_default_servertransports(*, loop: Optional[asyncio.AbstractEventLoop] = 
     names.extend(("tcpserver", "tcpclient"))
     if _ssl_present():
         names.extend(("tlsserver", "tlsclient"))
+    if not ws_missing_modules():
+        names.append("ws")
     if _udp6_usable(loop):
         names.append("udp6")
     else:

@@ -73,6 +73,22 @@ def test_defaults_on_this_machine(clean_env):
     assert "tcpclient" in client and "tcpclient" in server
     assert "tcpserver" in server and "tcpserver" not in client
     assert ("tlsclient" in client) == (importlib.util.find_spec("_ssl") is not None)
+    # WebSockets (client and server in one transport) where websockets is
+    has_ws = importlib.util.find_spec("websockets") is not None
+    assert ("ws" in client) == has_ws and ("ws" in server) == has_ws
+    assert defaults.ws_missing_modules() == ([] if has_ws else ["websockets"])
+
+
+def test_ws_follows_its_module(clean_env, monkeypatch):
+    monkeypatch.setattr(defaults, "ws_missing_modules", lambda: ["websockets"])
+    assert "ws" not in defaults.get_default_clienttransports()
+    assert "ws" not in defaults.get_default_servertransports()
+    monkeypatch.setattr(defaults, "ws_missing_modules", lambda: [])
+    client = defaults.get_default_clienttransports()
+    server = defaults.get_default_servertransports()
+    # before the UDP transport, which comes last
+    assert client.index("ws") == len(client) - 2
+    assert server.index("ws") < server.index("udp6" if "udp6" in server else "simple6")
 
 
 def test_without_udp6(clean_env, monkeypatch):
