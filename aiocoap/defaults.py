@@ -214,20 +214,23 @@ def get_default_clienttransports(*, loop: Optional[asyncio.AbstractEventLoop] = 
 
     By default, OSCORE and a DTLS mechanism are picked if the required
     modules are available, TCP and TLS (if the ssl module is there) are
-    always included, and a UDP transport is selected depending on whether
-    the full ``udp6`` transport is known to work (on this platform, and with
-    the given event loop); ``simple6`` is the fallback."""
+    always included, WebSockets (``ws``) where the ``websockets`` module
+    is, and a UDP transport is selected depending on whether the full
+    ``udp6`` transport is known to work (on this platform, and with the
+    given event loop); ``simple6`` is the fallback."""
     explicit = _from_environment("AIOCOAP_CLIENT_TRANSPORT")
     if explicit is not None:
         return explicit
     names = []
     if not oscore_missing_modules():
         names.append("oscore")
-    # (DTLS transports are not part of this release, so they are not listed
-    # even where DTLSSocket is installed.)
+    if not dtls_missing_modules():
+        names.append("tinydtls")
     names.append("tcpclient")
     if _ssl_present():
         names.append("tlsclient")
+    if not ws_missing_modules():
+        names.append("ws")
     names.append("udp6" if _udp6_usable(loop) else "simple6")
     return names
 
@@ -240,23 +243,36 @@ def get_default_servertransports(*, loop: Optional[asyncio.AbstractEventLoop] = 
     it is read as a colon separated list of transport names.
 
     By default, the server and client sides of OSCORE, DTLS (if the
-    required modules are available), TCP and TLS are picked, and a UDP
+    required modules are available), TCP, TLS and WebSockets (where the
+    ``websockets`` module is) are picked, and a UDP
     transport is selected depending on whether the full ``udp6`` transport
     is known to work. Both a ``simple6`` and a ``simplesocketserver`` are
     selected when ``udp6`` is not available, and the ``simple6`` is used for
     any outgoing requests, which the ``simplesocketserver`` could serve but
-    is worse at."""
+    is worse at.
+
+    The DTLS server (``tinydtls_server``) comes after the UDP transport, so
+    that it listens next to an explicitly bound UDP port; it only listens
+    when the context's server credentials have DTLS entries (decided when
+    the context loads it)."""
     explicit = _from_environment("AIOCOAP_SERVER_TRANSPORT")
     if explicit is not None:
         return explicit
     names = []
     if not oscore_missing_modules():
         names.append("oscore")
+    dtls = not dtls_missing_modules()
+    if dtls:
+        names.append("tinydtls")
     names.extend(("tcpserver", "tcpclient"))
     if _ssl_present():
         names.extend(("tlsserver", "tlsclient"))
+    if not ws_missing_modules():
+        names.append("ws")
     if _udp6_usable(loop):
         names.append("udp6")
     else:
         names.extend(("simple6", "simplesocketserver"))
+    if dtls:
+        names.append("tinydtls_server")
     return names
