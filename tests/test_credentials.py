@@ -122,24 +122,24 @@ def test_aiocoap_style_label_references():
         "coaps://a/*": ":client",
         "coaps://b/*": ":coaps://a/*",
     })
-    assert m.find_dtls_psk("coaps://a/x") == (b"k", b"i")
-    assert m.find_dtls_psk("coaps://b/x") == (b"k", b"i")
+    assert m.find_dtls_client_psk("coaps://a/x") == (b"i", b"k")
+    assert m.find_dtls_client_psk("coaps://b/x") == (b"i", b"k")
 
 
 def test_credential_reference_objects_are_followed_at_lookup():
     m = CredentialsMap()
     m.load_from_dict({":psk": {"dtls": {"psk": b"k", "client-identity": b"i"}}})
     m["coaps://h/*"] = CredentialReference(":psk", m)
-    assert m.find_dtls_psk("coaps://h/x") == (b"k", b"i")
+    assert m.find_dtls_client_psk("coaps://h/x") == (b"i", b"k")
     assert m["coaps://h/*"].client_identity == b"i"  # attributes of the target
     m.load_from_dict({":psk": {"dtls": {"psk": b"new", "client-identity": b"i"}}})
-    assert m.find_dtls_psk("coaps://h/x") == (b"new", b"i")  # follows the key, not the old object
+    assert m.find_dtls_client_psk("coaps://h/x") == (b"i", b"new")  # follows the key, not the old object
     with pytest.raises(CredentialsLoadError):
         CredentialReference("psk", m)
     m["coaps://loop/*"] = CredentialReference(":loop", m)
     m[":loop"] = CredentialReference(":coaps://loop/*", m)
     with pytest.raises(CredentialsLoadError, match="cycle"):
-        m.find_dtls_psk("coaps://loop/x")
+        m.find_dtls_client_psk("coaps://loop/x")
 
 
 def test_tlscert_is_a_trust_anchor(tmp_path):

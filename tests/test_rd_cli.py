@@ -208,10 +208,15 @@ def test_cli_database_in_use(tmp_path):
     port = free_port()
     first = start_rd(database, port)
     try:
-        deadline = time.monotonic() + 15
-        while not database.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)
+        # Serving implies the exclusive lock is held (it is taken before
+        # the server binds); a fixed sleep raced with slow start-ups.
+        async def serving():
+            client = await Context.create_client_context()
+            try:
+                await wait_until_serving(client, f"coap://127.0.0.1:{port}", first)
+            finally:
+                await client.shutdown()
+        asyncio.run(serving())
         result = _run_cli("--bind", f"127.0.0.1:{free_port()}", "--database", str(database))
         assert result.returncode != 0
         assert result.stderr.strip().splitlines() == [
