@@ -16,7 +16,10 @@ What this module does beside the session:
 
 * It moves the bytes: received data goes to the session with
   ``loop.time()``; the frames the session writes in one event loop
-  iteration are joined into one socket write. Its ``backlog`` (frames not
+  iteration are joined into socket writes of up to 16 frames
+  (:class:`~aiocoap.transports.rfc8323session.WriteBatcher`: few system
+  calls, but the peer starts on the first frames while later ones are
+  still being produced). Its ``backlog`` (frames not
   yet handed to the socket, plus the socket's buffer while the peer makes
   asyncio pause writing) is what the session holds against
   :attr:`TcpTuning.write_buffer_limit`.
@@ -72,6 +75,7 @@ from .rfc8323session import (
     SessionState,
     SessionTuning,
     StreamFramer,
+    WriteBatcher,
 )
 
 if TYPE_CHECKING:
@@ -208,8 +212,7 @@ class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
         self._ready: Optional[asyncio.Future[None]] = None
         self._clock = interface._clock
 
-        self._out: list[bytes] = []
-        self._out_bytes = 0
+        self._batch = WriteBatcher()
         self._flush_handle: Optional[asyncio.Handle] = None
         self._paused = False
 
@@ -394,26 +397,28 @@ class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
 
     def _backlog(self) -> int:
         if self._paused and self._transport is not None:
-            return self._out_bytes + self._transport.get_write_buffer_size()
-        return self._out_bytes
+            return self._batch.bytes + self._transport.get_write_buffer_size()
+        return self._batch.bytes
 
     def _write(self, frame: bytes) -> None:
-        """Queue a frame for the write at the end of this loop iteration."""
-        if self._transport is None:
+        """Write a frame: with the others of this loop iteration at its
+        end, or at once with those before it when they fill a chunk (see
+        :class:`~aiocoap.transports.rfc8323session.WriteBatcher`)."""
+        transport = self._transport
+        if transport is None:
             return
-        self._out.append(frame)
-        self._out_bytes += len(frame)
-        if self._flush_handle is None:
+        chunk = self._batch.add(frame)
+        if chunk is not None:
+            transport.write(chunk)
+        elif self._flush_handle is None:
             self._flush_handle = self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_handle = None
-        out = self._out
-        if not out or self._transport is None:
-            return
-        self._out = []
-        self._out_bytes = 0
-        self._transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if self._transport is not None:
+            chunk = self._batch.take()
+            if chunk is not None:
+                self._transport.write(chunk)
 
     # --- closing -----------------------------------------------------------------
 
@@ -426,8 +431,7 @@ class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
         if transport is None:
             return
         if hard:
-            self._out = []
-            self._out_bytes = 0
+            self._batch.clear()
         else:
             self._flush()
         closer = _Closer(self._interface, transport)
@@ -446,8 +450,7 @@ class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
         if self._session is not None:
             self._session.connection_lost(reason)
         self._transport = None
-        self._out = []
-        self._out_bytes = 0
+        self._batch.clear()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
