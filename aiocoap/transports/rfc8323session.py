@@ -51,6 +51,8 @@ Rules the session enforces:
   size we announced; nothing larger than the peer's announced size is sent
   (a request fails through its monitor with
   :class:`aiocoap.error.NetworkError`, a response is replaced by a 5.00).
+  A peer announcing less than :data:`MIN_PEER_MAX_MESSAGE_SIZE` is
+  aborted (Bad-CSM-Option: Max-Message-Size).
 * A partial frame that stalls for :attr:`SessionTuning.frame_timeout`, or
   that is not complete :attr:`SessionTuning.frame_time_limit` after it
   started, ends the connection with an Abort (slowloris). With a
@@ -82,10 +84,11 @@ Rules the session enforces:
   session.
 
 Log levels: debug for per-message events (unmatched responses, ignored
-messages) and for sessions ending, info for connections ended by the peer
-or for lack of an answer, warning for peers that violate the protocol or
-exceed limits. (Rate limiting those warnings is the transport's business
-once many peers are involved.)
+messages) and for sessions ending. Everything a peer can cause is counted
+in a :class:`PeerLog` (shared by all sessions of a transport): each event
+at debug, and per kind at most one line a minute with the count of the
+others, at info for connections ended by the peer or for lack of an
+answer, at warning for peers that violate the protocol or exceed limits.
 """
 
 from __future__ import annotations
@@ -99,6 +102,7 @@ from typing import Callable, Optional, Protocol
 from .. import error, interfaces
 from ..message import Message
 from ..numbers.codes import Code
+from ..util.logsummary import LogSummary
 from . import rfc8323common as rfc
 
 __all__ = [
@@ -109,6 +113,8 @@ __all__ = [
     "WriteBatcher",
     "WebSocketFramer",
     "SessionState",
+    "PeerLog",
+    "MIN_PEER_MAX_MESSAGE_SIZE",
     "RFC8323Session",
 ]
 
@@ -302,6 +308,40 @@ class WebSocketFramer:
 # --- the session ---------------------------------------------------------------------
 
 
+class PeerLog:
+    """The log lines peers can cause, each kind rate-limited
+    (:class:`~aiocoap.util.logsummary.LogSummary`: one line at its level
+    per minute with the count of the others, every event at debug).
+
+    A transport makes one for all its connections and passes it to each
+    session, so that a thousand misbehaving connections give one line a
+    minute per kind, not a thousand."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        self.violation = LogSummary(log, logging.WARNING)
+        """Protocol violations and exceeded limits that end a connection
+        with an Abort (no CSM in time, broken framing, stalled or too slow
+        messages, a Max-Message-Size below :data:`MIN_PEER_MAX_MESSAGE_SIZE`)."""
+        self.oversized = LogSummary(log, logging.WARNING)
+        """Responses larger than the peer's Max-Message-Size (replaced by a
+        5.00)."""
+        self.not_reading = LogSummary(log, logging.WARNING)
+        """Peers that do not take what is written to them."""
+        self.ended = LogSummary(log, logging.INFO)
+        """Connections the peer released, aborted or let fall silent."""
+        self.refused = LogSummary(log, logging.WARNING)
+        """Connections a server refused or closed at its caps (the
+        transport's)."""
+
+
+MIN_PEER_MAX_MESSAGE_SIZE = 64
+"""The smallest Max-Message-Size a peer may announce. RFC 8323 gives no
+bound of its own; below this not even a response carrying the smallest
+block (16 bytes, RFC 7959) with its options fits, and every response to
+such a peer would be a 5.00: a peer announcing less is aborted with the
+option in Bad-CSM-Option."""
+
+
 class SessionState(enum.IntEnum):
     """Where a session is in its life."""
 
@@ -389,6 +429,9 @@ class RFC8323Session:
         itself: the transport closes the connection (at once if ``hard``,
         else after writing what was written) and fails what waited for it
         with ``reason``.
+    :param peer_log: where lines about the peer's misbehaviour go,
+        rate-limited (shared by a transport's sessions; default: one of
+        its own).
     """
 
     def __init__(
@@ -406,6 +449,7 @@ class RFC8323Session:
         on_ready: Callable[[], None] = lambda: None,
         on_release: Callable[[Optional[int]], None] = lambda hold_off: None,
         on_close: Callable[[Exception, bool], None] = lambda reason, hard: None,
+        peer_log: Optional[PeerLog] = None,
     ) -> None:
         self._framer = framer
         self._encode = framer.encode
@@ -415,6 +459,7 @@ class RFC8323Session:
         self._deliver_response = deliver_response
         self._remote = remote
         self.log = log
+        self._peer_log = peer_log if peer_log is not None else PeerLog(log)
         self.tuning = tuning
         self._idle_timeout = tuning.idle_timeout if idle_close else None
         self._on_ready = on_ready
@@ -560,16 +605,16 @@ class RFC8323Session:
         tuning = self.tuning
         try:
             if self._peer_csm is None and now >= self._connected_at + tuning.csm_timeout:
-                raise self._violation(f"no CSM received within {tuning.csm_timeout:g} s")
+                raise self._violation(f"no CSM received within {tuning.csm_timeout:g} s", now)
             if self._frame_started is not None:
                 if now >= self._last_rx + tuning.frame_timeout:
-                    raise self._violation(f"message stalled for {tuning.frame_timeout:g} s")
+                    raise self._violation(f"message stalled for {tuning.frame_timeout:g} s", now)
                 if now >= self._frame_started + tuning.frame_time_limit:
-                    raise self._violation(f"message not completed within {tuning.frame_time_limit:g} s")
+                    raise self._violation(f"message not completed within {tuning.frame_time_limit:g} s", now)
             if self._ping_deadline is not None:
                 if now >= self._ping_deadline:
                     where = rfc.describe_remote(self._remote)
-                    self.log.info("Peer %s did not answer a Ping; closing", where)
+                    self._peer_log.ended.log(now, "Peer %s did not answer a Ping; closing", where)
                     raise rfc.CloseConnection(
                         error.NetworkError(f"Peer {where} did not answer a Ping within {tuning.ping_timeout:g} s"),
                         hard=True,
@@ -646,11 +691,11 @@ class RFC8323Session:
         self._end(closing.reason)
         self._on_close(closing.reason, closing.hard)
 
-    def _violation(self, diagnostic: str, abort: Optional[rfc.Abort] = None) -> rfc.CloseConnection:
+    def _violation(self, diagnostic: str, now: float, abort: Optional[rfc.Abort] = None) -> rfc.CloseConnection:
         """The peer broke the protocol: what to raise to tell it why, and
         disconnect."""
         where = rfc.describe_remote(self._remote)
-        self.log.warning("Aborting connection %s: %s", where, diagnostic)
+        self._peer_log.violation.log(now, "Aborting connection %s: %s", where, diagnostic)
         return rfc.CloseConnection(
             error.NetworkError(f"Connection {where} aborted: peer violated the protocol ({diagnostic})"),
             abort=abort if abort is not None else rfc.Abort(diagnostic=diagnostic),
@@ -683,7 +728,7 @@ class RFC8323Session:
                     self._process(message, now)
                     if self.state is CLOSED:
                         return
-                raise self._violation(e.diagnostic, rfc.Abort.from_error(e))
+                raise self._violation(e.diagnostic, now, rfc.Abort.from_error(e))
             for message in messages:
                 self._process(message, now)
                 if self.state is CLOSED:
@@ -702,7 +747,7 @@ class RFC8323Session:
     def _process(self, message: Message, now: float) -> None:
         code: Code = message.code  # type: ignore[assignment]  # decoded messages have one
         if self._peer_csm is None and code != Code.CSM:
-            raise self._violation("first message was not a CSM")
+            raise self._violation("first message was not a CSM", now)
         message.remote = self._remote
         handling = _HANDLING[code]
         if handling == _REQUEST:
@@ -749,8 +794,15 @@ class RFC8323Session:
         try:
             signal = rfc.parse_signaling(message, self._peer_csm)
         except rfc.BadSignalingOption as e:
-            raise self._violation(e.diagnostic, rfc.Abort.from_error(e))
+            raise self._violation(e.diagnostic, now, rfc.Abort.from_error(e))
         if isinstance(signal, rfc.CSM):
+            if signal.max_message_size < MIN_PEER_MAX_MESSAGE_SIZE:
+                diagnostic = (
+                    f"Max-Message-Size {signal.max_message_size} is below {MIN_PEER_MAX_MESSAGE_SIZE}"
+                )
+                raise self._violation(
+                    diagnostic, now, rfc.Abort(bad_csm_option=rfc.CSM_MAX_MESSAGE_SIZE, diagnostic=diagnostic)
+                )
             first = self._peer_csm is None
             self._peer_csm = signal
             self._set_block_sizes()
@@ -764,14 +816,14 @@ class RFC8323Session:
         elif isinstance(signal, rfc.Pong):
             pass  # receiving it already counted as a sign of life
         elif isinstance(signal, rfc.Release):
-            self.log.info("Peer %s released the connection", rfc.describe_remote(self._remote))
+            self._peer_log.ended.log(now, "Peer %s released the connection", rfc.describe_remote(self._remote))
             self._on_release(signal.hold_off or None)
             self._released = True
             self._became_quiet(now)
         elif isinstance(signal, rfc.Abort):
             where = rfc.describe_remote(self._remote)
             text = f": {signal.diagnostic}" if signal.diagnostic else ""
-            self.log.info("Peer %s aborted the connection%s", where, text)
+            self._peer_log.ended.log(now, "Peer %s aborted the connection%s", where, text)
             raise rfc.CloseConnection(error.NetworkError(f"Peer {where} aborted the connection{text}"))
         else:
             self.log.debug("Ignoring unknown signaling message %r", message)
@@ -837,8 +889,8 @@ class RFC8323Session:
                     message, monitor, f"Message of {len(frame)} bytes exceeds the Max-Message-Size {limit} of {where}", now
                 )
                 return False
-            self.log.warning(
-                "Response of %d bytes exceeds the Max-Message-Size %d of %s; sending 5.00 instead",
+            self._peer_log.oversized.log(
+                now, "Response of %d bytes exceeds the Max-Message-Size %d of %s; sending 5.00 instead",
                 len(frame), limit, where,
             )
             frame = self._encode(Message(
@@ -850,7 +902,7 @@ class RFC8323Session:
             if is_request:
                 self._refuse(message, monitor, f"Send buffer of connection {where} is full", now)
                 return False
-            self.log.warning("Peer %s does not read what is sent to it; aborting", where)
+            self._peer_log.not_reading.log(now, "Peer %s does not read what is sent to it; aborting", where)
             self._close(rfc.CloseConnection(error.NetworkError(f"Peer {where} stopped reading"), hard=True))
             return False
         self._write(frame)

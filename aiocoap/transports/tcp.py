@@ -71,6 +71,7 @@ from .rfc8323session import (
     CLOSED,
     DEFAULT_SESSION_TUNING,
     OPEN,
+    PeerLog,
     RFC8323Session,
     SessionState,
     SessionTuning,
@@ -276,6 +277,7 @@ class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
             on_ready=self._session_ready,
             on_release=self._session_released,
             on_close=self._detach,
+            peer_log=interface.peer_log,
         )
         return session
 
@@ -537,6 +539,8 @@ class _TCPPooling(interfaces.TokenInterface):
         self.loop = loop
         self._clock = clock_of(loop)
         self.tuning = tuning or DEFAULT_TCP_TUNING
+        self.peer_log = PeerLog(log)
+        """The rate-limited log lines about peers, shared by all connections."""
         self._connections: set[TcpConnection] = set()
         self._closers: set[_Closer] = set()
         self._shut = False
@@ -665,7 +669,7 @@ class TCPServer(_TCPPooling, interfaces.TokenInterface):
         if self._shut:
             connection.abort("server shutting down")
         elif len(self._connections) > self.tuning.max_server_connections:
-            self.log.warning("Too many connections; refusing %s", rfc.describe_remote(connection))
+            self.peer_log.refused.log(self._clock(), "Too many connections; refusing %s", rfc.describe_remote(connection))
             connection.abort("too many connections")
 
     async def fill_or_recognize_remote(self, message: Message) -> bool:
