@@ -24,6 +24,7 @@ extras_require = {
     "tinydtls": ["DTLSSocket >= 0.1.11"],
     "prettyprint": ["pygments >= 2.1", "cbor2", "LinkHeader"],
     "fileserver": ["watchfiles"],
+    "ws": ["websockets >= 13"],
     "docs": ["sphinx >= 5", "sphinx-argparse"],
     "test": [
         "pytest >= 7",
@@ -32,12 +33,15 @@ extras_require = {
         "hypothesis >= 6",
         "uvloop; platform_system != 'Windows'",
     ],
+    # the coverage guided engine of tools/fuzz-long (which falls back to
+    # hypothesis without it)
+    "fuzz": ["atheris; platform_system == 'Linux'"],
 }
 extras_require["all"] = sorted(
     {
         dep
         for name, deps in extras_require.items()
-        if name not in ("docs", "test")
+        if name not in ("docs", "test", "fuzz")
         for dep in deps
     }
 )
@@ -57,6 +61,7 @@ setup(
         "console_scripts": [
             "aiocoap-client = aiocoap.cli.client:sync_main",
             "aiocoap-proxy = aiocoap.cli.proxy:sync_main",
+            "aiocoap-rd = aiocoap.cli.rd:sync_main",
             "aiocoap-fileserver = aiocoap.cli.fileserver:sync_main",
         ]
     },

@@ -93,7 +93,14 @@ class _Credential:
 
 
 class DTLS(_Credential):
-    """A pre-shared key for CoAP over DTLS (coaps://)."""
+    """A pre-shared key and the identity it belongs to, for CoAP over DTLS
+    (coaps://).
+
+    In client credentials (keyed by a ``coaps://`` URI pattern) the client
+    presents ``client_identity`` and proves it knows ``psk``. In server
+    credentials (keyed by a label starting with ``:``) it is a client the
+    server accepts: looked up by the identity the client presents, and the
+    label becomes the session's ``authenticated_claims``."""
 
     kind = "dtls"
 
@@ -103,6 +110,10 @@ class DTLS(_Credential):
 
     def __repr__(self):
         return f"<DTLS identity {self.client_identity!r}>"
+
+    def as_dtls_psk(self) -> "tuple[bytes, bytes]":
+        """The (identity, key) pair a DTLS stack takes."""
+        return (self.client_identity, self.psk)
 
     @classmethod
     def from_item(cls, data, where, base):
@@ -300,7 +311,10 @@ class CredentialsMap(dict):
                     raise CredentialsLoadError(f"{key}: a string value must be a reference starting with ':'")
                 staged[key] = value
             else:
-                staged[key] = _item(value, key, base_directory)
+                try:
+                    staged[key] = _item(value, key, base_directory)
+                except RecursionError:
+                    raise CredentialsLoadError(f"{key}: credentials nested too deeply") from None
         combined = dict(self)
         combined.update(staged)
         for key in staged:
@@ -314,8 +328,10 @@ class CredentialsMap(dict):
                 data = json.load(f)
         except OSError as e:
             raise CredentialsLoadError(f"Can not read credentials file {filename}: {e.strerror}") from None
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CredentialsLoadError(f"Credentials file {filename} is not valid JSON: {e}") from None
+        except RecursionError:
+            raise CredentialsLoadError(f"Credentials file {filename} is nested too deeply") from None
         self.load_from_dict(data, base_directory=os.path.dirname(os.path.abspath(filename)))
 
     @staticmethod
@@ -369,10 +385,21 @@ class CredentialsMap(dict):
         found = self._find(uri, OSCORE)
         return found.security_context if found is not None else None
 
-    def find_dtls_psk(self, uri: str) -> Optional[tuple[bytes, bytes]]:
-        """(psk, client identity) for a coaps:// URI, or None."""
+    def find_dtls_client_psk(self, uri: str) -> Optional[tuple[bytes, bytes]]:
+        """Client side of DTLS: the (identity, psk) to present for a
+        ``coaps://`` URI (from a DTLS entry, or the DTLS member of an
+        ``any-of`` entry, whose pattern matches), or None."""
         found = self._find(uri, DTLS)
-        return (found.psk, found.client_identity) if isinstance(found, DTLS) else None
+        return found.as_dtls_psk() if isinstance(found, DTLS) else None
+
+    def find_dtls_psk(self, identity: bytes) -> tuple[bytes, str]:
+        """Server side of DTLS: the (psk, label) of the entry whose
+        ``client-identity`` is ``identity``; raises KeyError if there is
+        none. (Client-side lookups go by URI: :meth:`credentials_from_request`.)"""
+        for label, item in self.items():
+            if isinstance(item, DTLS) and item.client_identity == identity:
+                return (item.psk, label)
+        raise KeyError(identity)
 
     def ssl_client_context(self, uri: str) -> Optional[ssl.SSLContext]:
         """An SSLContext for a coaps+tcp:// URI if TLS material is

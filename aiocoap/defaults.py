@@ -31,7 +31,7 @@ __all__ = [
     "get_default_clienttransports", "get_default_servertransports",
     "oscore_missing_modules", "linkheader_missing_modules",
     "prettyprint_missing_modules", "dtls_missing_modules", "ws_missing_modules",
-    "missing_module_message", "missing_module_functions",
+    "missing_module_message", "missing_module_functions", "has_reuse_port",
 ]
 
 _FEATURES = {
@@ -128,6 +128,20 @@ def missing_module_message(extra: str, modules: Iterable[str]) -> str:
     return f"{feature} requires the optional module(s) {', '.join(modules)}; install aiocoap[{extra}]"
 
 
+def has_reuse_port(*, use_env: bool = True) -> bool:
+    """Whether the platform offers SO_REUSEPORT (several sockets bound to the
+    same port, e.g. several servers of one multicast group on one host).
+    The environment variable ``AIOCOAP_REUSE_PORT`` (``1`` or ``0``)
+    overrides the answer unless ``use_env`` is false."""
+    if use_env:
+        setting = os.environ.get("AIOCOAP_REUSE_PORT")
+        if setting:
+            if setting not in ("0", "1"):
+                raise ValueError(f"AIOCOAP_REUSE_PORT must be 0 or 1, not {setting!r}")
+            return setting == "1"
+    return hasattr(socket, "SO_REUSEPORT")
+
+
 def _ssl_present() -> bool:
     return not _missing(("_ssl",))
 
@@ -200,20 +214,23 @@ def get_default_clienttransports(*, loop: Optional[asyncio.AbstractEventLoop] = 
 
     By default, OSCORE and a DTLS mechanism are picked if the required
     modules are available, TCP and TLS (if the ssl module is there) are
-    always included, and a UDP transport is selected depending on whether
-    the full ``udp6`` transport is known to work (on this platform, and with
-    the given event loop); ``simple6`` is the fallback."""
+    always included, WebSockets (``ws``) where the ``websockets`` module
+    is, and a UDP transport is selected depending on whether the full
+    ``udp6`` transport is known to work (on this platform, and with the
+    given event loop); ``simple6`` is the fallback."""
     explicit = _from_environment("AIOCOAP_CLIENT_TRANSPORT")
     if explicit is not None:
         return explicit
     names = []
     if not oscore_missing_modules():
         names.append("oscore")
-    # (DTLS transports are not part of this release, so they are not listed
-    # even where DTLSSocket is installed.)
+    if not dtls_missing_modules():
+        names.append("tinydtls")
     names.append("tcpclient")
     if _ssl_present():
         names.append("tlsclient")
+    if not ws_missing_modules():
+        names.append("ws")
     names.append("udp6" if _udp6_usable(loop) else "simple6")
     return names
 
@@ -226,23 +243,36 @@ def get_default_servertransports(*, loop: Optional[asyncio.AbstractEventLoop] = 
     it is read as a colon separated list of transport names.
 
     By default, the server and client sides of OSCORE, DTLS (if the
-    required modules are available), TCP and TLS are picked, and a UDP
+    required modules are available), TCP, TLS and WebSockets (where the
+    ``websockets`` module is) are picked, and a UDP
     transport is selected depending on whether the full ``udp6`` transport
     is known to work. Both a ``simple6`` and a ``simplesocketserver`` are
     selected when ``udp6`` is not available, and the ``simple6`` is used for
     any outgoing requests, which the ``simplesocketserver`` could serve but
-    is worse at."""
+    is worse at.
+
+    The DTLS server (``tinydtls_server``) comes after the UDP transport, so
+    that it listens next to an explicitly bound UDP port; it only listens
+    when the context's server credentials have DTLS entries (decided when
+    the context loads it)."""
     explicit = _from_environment("AIOCOAP_SERVER_TRANSPORT")
     if explicit is not None:
         return explicit
     names = []
     if not oscore_missing_modules():
         names.append("oscore")
+    dtls = not dtls_missing_modules()
+    if dtls:
+        names.append("tinydtls")
     names.extend(("tcpserver", "tcpclient"))
     if _ssl_present():
         names.extend(("tlsserver", "tlsclient"))
+    if not ws_missing_modules():
+        names.append("ws")
     if _udp6_usable(loop):
         names.append("udp6")
     else:
         names.extend(("simple6", "simplesocketserver"))
+    if dtls:
+        names.append("tinydtls_server")
     return names

@@ -139,6 +139,16 @@ class EndpointAddress(metaclass=abc.ABCMeta):
     """True for transports (TCP, TLS) that need no message layer: no
     retransmission, no deduplication, no observe reordering."""
 
+    session_ended = False
+    """True for the address of a security session (DTLS) that is over:
+    messages are not sent to it any more, and a route that remembered it
+    has to be decided anew (the next session is a different address)."""
+
+    route_per_uri = False
+    """True where the address was chosen for the request's whole URI, not
+    just its host and port (DTLS credentials can depend on the path): the
+    Context then does not reuse it for other requests to the same host."""
+
     authenticated_claims: tuple = ()
     """What the security layer (OSCORE, DTLS, TLS) established about the
     peer; empty for unprotected exchanges."""

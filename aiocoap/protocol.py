@@ -348,9 +348,12 @@ class Context(interfaces.RequestProvider):
         cached = self._route_cache.get(target) if isinstance(target, UndecidedRemote) else None
         if cached is not None:
             ri, remote = cached
-            message.remote = remote
-            ri.request(pipe)
-            return
+            if not remote.session_ended:
+                message.remote = remote
+                ri.request(pipe)
+                return
+            # (a security session ended: the next one is a new remote)
+            del self._route_cache[target]
         self.spawn_task(self._route(pipe), name="aiocoap request routing")
 
     async def _route(self, pipe: Pipe) -> None:
@@ -359,7 +362,7 @@ class Context(interfaces.RequestProvider):
         try:
             for ri in self.request_interfaces:
                 if await ri.fill_or_recognize_remote(message):
-                    if isinstance(target, UndecidedRemote) and target.is_ip_literal:
+                    if isinstance(target, UndecidedRemote) and target.is_ip_literal and not message.remote.route_per_uri:
                         if len(self._route_cache) > 1024:
                             self._route_cache.clear()
                         self._route_cache[target] = (ri, message.remote)

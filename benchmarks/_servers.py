@@ -192,20 +192,45 @@ def libcoap_server_binary() -> str | None:
     return shutil.which(LIBCOAP_SERVER)
 
 
-def _put(host: str, port: int, path: str, payload: bytes, timeout: float = 2.0) -> str:
-    """Raw CON PUT; returns the response code."""
+def raw_request(host: str, port: int, method: int, path: str, payload: bytes = b"",
+                timeout: float = 2.0) -> bytes:
+    """One CON request from a raw socket; returns the piggybacked response
+    datagram (see :func:`payload_of`)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     mid = random.getrandbits(16)
-    message = (struct.pack("!BBHI", 0x44, 0x03, mid, random.getrandbits(32))
-               + loadgen.encode_uri_path(path) + b"\xff" + payload)
+    message = (struct.pack("!BBHI", 0x44, method, mid, random.getrandbits(32))
+               + loadgen.encode_uri_path(path) + (b"\xff" + payload if payload else b""))
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)
         sock.connect((host, port))
         sock.send(message)
         while True:
-            data = sock.recv(2048)
+            data = sock.recv(65536)
             if len(data) >= 4 and struct.unpack_from("!H", data, 2)[0] == mid:
-                return loadgen.code_string(data[1])
+                return data
+
+
+def payload_of(datagram: bytes) -> bytes:
+    """The payload of a CoAP datagram (after the token and the options)."""
+    pos = 4 + (datagram[0] & 0x0F)
+    while pos < len(datagram):
+        if datagram[pos] == 0xFF:
+            return datagram[pos + 1 :]
+        delta, length = datagram[pos] >> 4, datagram[pos] & 0x0F
+        pos += 1 + (1 if delta == 13 else 2 if delta == 14 else 0)
+        if length == 13:
+            length = datagram[pos] + 13
+            pos += 1
+        elif length == 14:
+            length = int.from_bytes(datagram[pos : pos + 2], "big") + 269
+            pos += 2
+        pos += length
+    return b""
+
+
+def _put(host: str, port: int, path: str, payload: bytes, timeout: float = 2.0) -> str:
+    """Raw CON PUT; returns the response code."""
+    return loadgen.code_string(raw_request(host, port, 0x03, path, payload, timeout)[1])
 
 
 def start_libcoap_server(host: str = HOST, timeout: float = 10.0) -> ServerProcess:

@@ -5,6 +5,11 @@
   the core and interop tests a second time that way).
 * After each async test, tasks still pending on its loop fail the test: a
   context that was shut down must not leave work behind.
+* hypothesis runs without time limits per example and without its
+  "generation is slow" health check: the suite runs in parallel on shared
+  machines (CI), where wall-clock time says nothing about the code. The
+  number of examples is each test's own (see ``tests/fuzzing.py`` for the
+  fuzz budget).
 """
 
 from __future__ import annotations
@@ -16,6 +21,12 @@ import os
 import warnings
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "aiocoap", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("aiocoap")
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

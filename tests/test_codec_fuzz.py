@@ -10,48 +10,20 @@
 
 import random
 
-from hypothesis import HealthCheck, example, given, settings, strategies as st
+import pytest
+from hypothesis import example, given, strategies as st
 
-from aiocoap import error
 from aiocoap.message import Message
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.optionnumbers import OptionNumber
 from aiocoap.numbers.types import Type
 from aiocoap.optiontypes import BlockOption, OpaqueOption, StringOption, UintOption
+from fuzz_targets import decode_datagram as check_decode
+from fuzzing import fuzz_settings, mutate, mutation
 
-FUZZ = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+pytestmark = pytest.mark.fuzz
 
-
-def fields(message):
-    return (
-        message.mtype,
-        message.code,
-        message.mid,
-        message.token,
-        [(int(o.number), type(o), o.value) for o in message.opt.option_list()],
-        message.payload,
-    )
-
-
-def check_decode(raw):
-    """Decode ``raw``; if it is a message, check it is a fixpoint of
-    encode/decode. Return the message or None."""
-    try:
-        message = Message.decode(raw)
-    except error.UnparsableMessage:
-        return None
-    assert isinstance(message, Message)
-    assert isinstance(message.mtype, Type)
-    assert isinstance(message.code, Code)
-    assert 0 <= message.mid <= 0xFFFF
-    assert len(message.token) <= 8
-    if message.code == Code.EMPTY:
-        assert message.token == b"" and message.payload == b"" and not message.opt.option_list()
-    encoded = message.encode()
-    again = Message.decode(encoded)
-    assert fields(again) == fields(message)
-    assert again.encode() == encoded
-    return message
+FUZZ = fuzz_settings(2000)
 
 
 # --- (a) arbitrary bytes -----------------------------------------------------------
@@ -126,7 +98,7 @@ def messages(draw):
     return message
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@fuzz_settings(400)
 @given(messages())
 def test_valid_messages_round_trip(message):
     raw = message.encode()
@@ -142,7 +114,7 @@ def test_valid_messages_round_trip(message):
     assert decoded.encode() == raw
 
 
-@settings(max_examples=200, deadline=None)
+@fuzz_settings(200)
 @given(mtype=st.sampled_from(list(Type)), mid=st.integers(0, 0xFFFF))
 def test_empty_messages_round_trip(mtype, mid):
     raw = Message(mtype=mtype, mid=mid, code=Code.EMPTY).encode()
@@ -198,33 +170,6 @@ def _corpus(count=80):
 
 CORPUS = _corpus()
 
-mutation = st.tuples(
-    st.sampled_from(["flip", "insert", "delete", "truncate", "replace"]),
-    st.integers(0, 10**6),
-    st.integers(0, 255),
-)
-
-
-def mutate(raw, mutations):
-    data = bytearray(raw)
-    for kind, position, byte in mutations:
-        if kind == "insert":
-            data.insert(position % (len(data) + 1), byte)
-            continue
-        if not data:
-            continue
-        index = position % len(data)
-        if kind == "flip":
-            data[index] ^= 1 << (byte % 8)
-        elif kind == "replace":
-            data[index] = byte
-        elif kind == "delete":
-            del data[index]
-        else:
-            del data[index:]
-    return bytes(data)
-
-
 def test_corpus_is_valid():
     for raw in CORPUS:
         assert check_decode(raw).encode() == raw
@@ -241,7 +186,7 @@ def test_mutated_messages(raw, mutations):
     check_decode(mutate(raw, mutations))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@fuzz_settings(150)
 @given(messages(), st.lists(mutation, min_size=1, max_size=4))
 def test_mutated_generated_messages(message, mutations):
     check_decode(mutate(message.encode(), mutations))

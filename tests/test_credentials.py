@@ -14,8 +14,8 @@ from aiocoap.numbers.codes import Code
 def test_manual_example_with_python_bytes():
     m = CredentialsMap()
     m.load_from_dict({"coaps://localhost/*": {"dtls": {"psk": b"secretPSK", "client-identity": b"client_Identity"}}})
-    assert m.find_dtls_psk("coaps://localhost/x") == (b"secretPSK", b"client_Identity")
-    assert m.find_dtls_psk("coaps://other/x") is None
+    assert m.find_dtls_client_psk("coaps://localhost/x") == (b"client_Identity", b"secretPSK")
+    assert m.find_dtls_client_psk("coaps://other/x") is None
 
 
 def test_json_encodings():
@@ -23,7 +23,7 @@ def test_json_encodings():
     m.load_from_dict(json.loads(json.dumps({
         "coaps://h/*": {"dtls": {"psk": {"hex": "73 65:63"}, "client-identity": {"ascii": "id"}}},
     })))
-    assert m.find_dtls_psk("coaps://h/") == (b"sec", b"id")
+    assert m.find_dtls_client_psk("coaps://h/") == (b"id", b"sec")
 
 
 @pytest.mark.parametrize("data,fragment", [
@@ -55,9 +55,24 @@ def test_references_and_longest_match():
         "coaps://a/special/*": {"dtls": {"psk": b"k2", "client-identity": b"i2"}},
         "coaps://b/*": ":coaps://a/*",
     })
-    assert m.find_dtls_psk("coaps://b/x") == (b"k", b"i")
-    assert m.find_dtls_psk("coaps://a/special/y") == (b"k2", b"i2")
-    assert m.find_dtls_psk("coaps://a/other") == (b"k", b"i")
+    assert m.find_dtls_client_psk("coaps://b/x") == (b"i", b"k")
+    assert m.find_dtls_client_psk("coaps://a/special/y") == (b"i2", b"k2")
+    assert m.find_dtls_client_psk("coaps://a/other") == (b"i", b"k")
+
+
+def test_dtls_server_lookup_by_identity():
+    """aiocoap 0.4.x's server-side form: labels starting with ':', found by
+    the identity the client presents; the label names the peer."""
+    m = CredentialsMap()
+    m.load_from_dict({
+        ":client": {"dtls": {"psk": {"ascii": "secretPSK"}, "client-identity": {"ascii": "client_Identity"}}},
+        ":other": {"dtls": {"psk": {"hex": "0102"}, "client-identity": {"hex": "ff00"}}},
+    })
+    assert m.find_dtls_psk(b"client_Identity") == (b"secretPSK", ":client")
+    assert m.find_dtls_psk(b"\xff\x00") == (b"\x01\x02", ":other")
+    with pytest.raises(KeyError):
+        m.find_dtls_psk(b"nobody")
+    assert m[":client"].as_dtls_psk() == (b"client_Identity", b"secretPSK")
 
 
 def test_credentials_from_request():
@@ -98,7 +113,7 @@ def test_any_of():
         {"dtls": {"psk": b"p", "client-identity": b"i"}},
     ]}})
     assert isinstance(m["coaps://h/*"], AnyOf)
-    assert m.find_dtls_psk("coaps://h/") == (b"p", b"i")
+    assert m.find_dtls_client_psk("coaps://h/") == (b"i", b"p")
     assert m.ssl_client_context("coaps://h/") is not None
 
 

@@ -19,6 +19,15 @@ from aiocoap import defaults
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _udp_part(names):
+    """The server list without the DTLS server, which follows the UDP
+    transport so that it can listen next to its port."""
+    if "tinydtls_server" in names:
+        assert names[-1] == "tinydtls_server"
+        return names[:-1]
+    return names
+
+
 @pytest.fixture
 def clean_env(monkeypatch):
     monkeypatch.delenv("AIOCOAP_CLIENT_TRANSPORT", raising=False)
@@ -45,7 +54,8 @@ def test_environment_overrides(monkeypatch):
 
 def test_defaults_on_this_machine(clean_env):
     client = defaults.get_default_clienttransports()
-    server = defaults.get_default_servertransports()
+    server_all = defaults.get_default_servertransports()
+    server = _udp_part(server_all)
     if defaults._udp6_works_on_platform():
         assert client[-1] == "udp6" and "simple6" not in client
         assert server[-1] == "udp6" and "simplesocketserver" not in server
@@ -53,20 +63,39 @@ def test_defaults_on_this_machine(clean_env):
         assert client[-1] == "simple6"
         assert server[-2:] == ["simple6", "simplesocketserver"]
     assert ("oscore" in client) == (not defaults.oscore_missing_modules())
-    # DTLS transports are not part of this release: never offered
-    assert "tinydtls" not in client and "tinydtls_server" not in server
+    # DTLS where DTLSSocket is installed (the server side only listens when
+    # server credentials have DTLS entries, decided when it is loaded)
+    dtls = not defaults.dtls_missing_modules()
+    assert ("tinydtls" in client) == dtls and ("tinydtls" in server_all) == dtls
+    assert ("tinydtls_server" in server_all) == dtls and "tinydtls_server" not in client
     if "oscore" in client:
         assert client[0] == "oscore" and server[0] == "oscore"
     assert "tcpclient" in client and "tcpclient" in server
     assert "tcpserver" in server and "tcpserver" not in client
     assert ("tlsclient" in client) == (importlib.util.find_spec("_ssl") is not None)
+    # WebSockets (client and server in one transport) where websockets is
+    has_ws = importlib.util.find_spec("websockets") is not None
+    assert ("ws" in client) == has_ws and ("ws" in server) == has_ws
+    assert defaults.ws_missing_modules() == ([] if has_ws else ["websockets"])
+
+
+def test_ws_follows_its_module(clean_env, monkeypatch):
+    monkeypatch.setattr(defaults, "ws_missing_modules", lambda: ["websockets"])
+    assert "ws" not in defaults.get_default_clienttransports()
+    assert "ws" not in defaults.get_default_servertransports()
+    monkeypatch.setattr(defaults, "ws_missing_modules", lambda: [])
+    client = defaults.get_default_clienttransports()
+    server = defaults.get_default_servertransports()
+    # before the UDP transport, which comes last
+    assert client.index("ws") == len(client) - 2
+    assert server.index("ws") < server.index("udp6" if "udp6" in server else "simple6")
 
 
 def test_without_udp6(clean_env, monkeypatch):
     monkeypatch.setattr(defaults, "_udp6_works_on_platform", lambda: False)
     assert defaults.get_default_clienttransports()[-1] == "simple6"
     assert "udp6" not in defaults.get_default_clienttransports()
-    assert defaults.get_default_servertransports()[-2:] == ["simple6", "simplesocketserver"]
+    assert _udp_part(defaults.get_default_servertransports())[-2:] == ["simple6", "simplesocketserver"]
 
 
 class _LoopWithoutReaders(asyncio.AbstractEventLoop):
@@ -82,7 +111,7 @@ class _LoopWithoutReaders(asyncio.AbstractEventLoop):
 def test_loop_without_add_reader_gets_simple6(clean_env):
     loop = _LoopWithoutReaders()
     assert defaults.get_default_clienttransports(loop=loop)[-1] == "simple6"
-    assert defaults.get_default_servertransports(loop=loop)[-2:] == ["simple6", "simplesocketserver"]
+    assert _udp_part(defaults.get_default_servertransports(loop=loop))[-2:] == ["simple6", "simplesocketserver"]
 
 
 @pytest.mark.skipif(not defaults._udp6_works_on_platform(), reason="udp6 does not work on this platform")
@@ -95,7 +124,7 @@ def test_known_loops_get_udp6(clean_env):
     uvloop = pytest.importorskip("uvloop")
     loop = uvloop.new_event_loop()
     try:
-        assert defaults.get_default_servertransports(loop=loop)[-1] == "udp6"
+        assert _udp_part(defaults.get_default_servertransports(loop=loop))[-1] == "udp6"
     finally:
         loop.close()
 
@@ -103,7 +132,7 @@ def test_known_loops_get_udp6(clean_env):
 # --- optional modules ------------------------------------------------------------
 
 
-def test_missing_modules(monkeypatch):
+def test_missing_modules(monkeypatch, clean_env):
     for function in (
         defaults.oscore_missing_modules,
         defaults.linkheader_missing_modules,
@@ -120,6 +149,8 @@ def test_missing_modules(monkeypatch):
     assert defaults.linkheader_missing_modules() == []
     assert defaults.prettyprint_missing_modules() == ["pygments", "cbor2"]
     assert defaults.dtls_missing_modules() == ["DTLSSocket", "aiocoap.transports.tinydtls"]
+    assert "tinydtls" not in defaults.get_default_clienttransports()
+    assert "tinydtls_server" not in defaults.get_default_servertransports()
     assert defaults.ws_missing_modules() == ["websockets", "aiocoap.transports.ws"]
 
 
@@ -241,7 +272,7 @@ def test_host_without_ipv6_uses_the_simple_transports():
     assert result.returncode == 0, result.stderr
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     assert outcome["client"][-1] == "simple6" and "udp6" not in outcome["client"]
-    assert outcome["server"][-2:] == ["simple6", "simplesocketserver"] and "udp6" not in outcome["server"]
+    assert _udp_part(outcome["server"])[-2:] == ["simple6", "simplesocketserver"] and "udp6" not in outcome["server"]
     assert outcome["request"] == "ping" and outcome["response"] == "pong"
     assert outcome["same_remote"]
     assert outcome["server_sees"] == "127.0.0.1"

@@ -2,11 +2,12 @@
 parser."""
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from aiocoap.numbers import ContentFormat
 from aiocoap.util.linkformat import Link, LinkFormat, parse
+from fuzzing import fuzz_settings
 
 # --- serialization ------------------------------------------------------------
 
@@ -273,7 +274,8 @@ _links = st.builds(
 
 
 @given(st.lists(_links, max_size=5))
-@settings(max_examples=300, deadline=None)
+@fuzz_settings(300)
+@pytest.mark.fuzz
 def test_roundtrip(links):
     doc = LinkFormat(links)
     text = str(doc)
@@ -282,7 +284,8 @@ def test_roundtrip(links):
 
 
 @given(st.text(max_size=200))
-@settings(max_examples=500, deadline=None)
+@fuzz_settings(500)
+@pytest.mark.fuzz
 def test_parse_arbitrary_text(text):
     try:
         doc = parse(text)
@@ -301,7 +304,8 @@ _linkish = st.lists(
 
 
 @given(_linkish)
-@settings(max_examples=500, deadline=None)
+@fuzz_settings(500)
+@pytest.mark.fuzz
 def test_parse_linkish_text(text):
     # Text made of the grammar's own characters reaches the deeper branches
     try:
@@ -312,7 +316,8 @@ def test_parse_linkish_text(text):
 
 
 @given(st.binary(max_size=100))
-@settings(max_examples=300, deadline=None)
+@fuzz_settings(300)
+@pytest.mark.fuzz
 def test_parse_arbitrary_bytes(data):
     try:
         doc = parse(data)

@@ -10,7 +10,7 @@ pytest.importorskip("cryptography")
 pytest.importorskip("cbor2")
 hypothesis = pytest.importorskip("hypothesis")
 
-from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
+from hypothesis import assume, given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from aiocoap import Message, error  # noqa: E402
@@ -18,9 +18,12 @@ from aiocoap import oscore  # noqa: E402
 from aiocoap._oscore import encoding  # noqa: E402
 from aiocoap.numbers.codes import Code  # noqa: E402
 from aiocoap.numbers.types import Type  # noqa: E402
+import fuzzing  # noqa: E402
+from fuzzing import fuzz_settings, mutate  # noqa: E402
 
 ALLOWED = (oscore.ProtectionInvalid, oscore.NotAProtectedMessage)
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = fuzz_settings(300)
+pytestmark = pytest.mark.fuzz
 
 
 def pair(id_context=None):
@@ -59,28 +62,7 @@ def protected_exchange(observe):
     return client, client_rid, outer.encode(), outer_resp.encode()
 
 
-mutation = st.lists(
-    st.tuples(st.sampled_from(["flip", "insert", "delete", "set"]), st.integers(0, 10**6), st.integers(0, 255)),
-    min_size=1,
-    max_size=4,
-)
-
-
-def mutate(data, edits):
-    data = bytearray(data)
-    for kind, position, value in edits:
-        if not data:
-            break
-        i = position % len(data)
-        if kind == "flip":
-            data[i] ^= 1 << (value % 8)
-        elif kind == "insert":
-            data.insert(i, value)
-        elif kind == "delete":
-            del data[i]
-        else:
-            data[i] = value
-    return bytes(data)
+mutation = st.lists(fuzzing.mutation, min_size=1, max_size=4)
 
 
 @st.composite

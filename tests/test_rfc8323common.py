@@ -13,6 +13,8 @@ from aiocoap.numbers.codes import Code
 from aiocoap.numbers.optionnumbers import OptionNumber, _FORMATS
 from aiocoap.optiontypes import OpaqueOption, UintOption
 from aiocoap.transports import rfc8323common as r
+import fuzz_targets
+from fuzzing import fuzz_settings
 from aiocoap.transports.rfc8323common import (
     CSM,
     Abort,
@@ -164,7 +166,7 @@ def messages(draw, max_payload=3000):
     return message
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@fuzz_settings(150)
 @given(st.lists(messages(), min_size=1, max_size=4), st.data())
 def test_roundtrip_through_stream_in_random_chunks(originals, data):
     stream = b"".join(encode_message(m) for m in originals)
@@ -178,7 +180,7 @@ def test_roundtrip_through_stream_in_random_chunks(originals, data):
     assert parser.buffered == 0
 
 
-@settings(max_examples=40, deadline=None)
+@fuzz_settings(40)
 @given(st.lists(messages(max_payload=600), min_size=1, max_size=3))
 def test_roundtrip_one_byte_at_a_time(originals):
     stream = b"".join(encode_message(m) for m in originals)
@@ -196,46 +198,24 @@ def test_roundtrip_one_byte_at_a_time(originals):
     assert all(same_message(a, b) for a, b in zip(parsed, originals))
 
 
-def parse_all(stream: bytes, chunk: int, max_message_size: int):
-    """(messages, diagnostic or None) from feeding ``stream`` in chunks of
-    ``chunk`` bytes; only FramingError may escape the parser."""
-    parser = StreamParser(max_message_size=max_message_size)
-    out = []
-    for i in range(0, len(stream), chunk):
-        try:
-            out.extend(parser.feed(stream[i : i + chunk]))
-        except FramingError as e:
-            out.extend(e.messages)
-            assert parser.error is not None
-            with pytest.raises(FramingError):
-                parser.feed(b"\x00\x01")
-            return out, e.diagnostic
-    return out, None
+# Arbitrary input (whole, byte by byte and in random pieces; signaling
+# options read from it): the contracts live in the rfc8323-stream and
+# rfc8323-frame targets of fuzz_targets.py, which test_fuzz_targets.py also
+# feeds mutated valid frames.
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=300), st.sampled_from([16, 64, 1152]))
-def test_arbitrary_bytes_parse_or_raise_framing_error(stream, limit):
-    whole = parse_all(stream, len(stream) or 1, limit)
-    bytewise = parse_all(stream, 1, limit)
-    assert [encode_message(m) for m in whole[0]] == [encode_message(m) for m in bytewise[0]]
-    assert whole[1] == bytewise[1]
-    if whole[1] is not None:
-        assert whole[1].isascii() and whole[1]
+@fuzz_settings(300)
+@pytest.mark.fuzz
+@given(st.binary(max_size=300), st.integers(0, 3), st.integers(0, 255))
+def test_arbitrary_bytes_parse_or_raise_framing_error(stream, limit, cuts):
+    fuzz_targets.rfc8323_stream(bytes((limit, cuts)) + stream)
 
 
-@settings(max_examples=300, deadline=None)
+@fuzz_settings(300)
+@pytest.mark.fuzz
 @given(st.binary(max_size=300))
 def test_arbitrary_frame_decodes_or_raises_unparsable(frame):
-    try:
-        message = decode_message(frame)
-    except error.UnparsableMessage:
-        return
-    # Whatever decodes as a whole frame is also exactly one frame to the
-    # stream parser, with the same content.
-    streamed = StreamParser(max_message_size=len(frame)).feed(frame)
-    assert len(streamed) == 1
-    assert same_message(streamed[0], message)
+    fuzz_targets.rfc8323_frame(frame)
 
 
 @pytest.mark.parametrize(

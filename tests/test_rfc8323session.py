@@ -65,7 +65,6 @@ class End:
     def __init__(self, name, net, *, tuning=TUNING, idle_close=False, framer=StreamFramer):
         self.name = name
         self.net = net
-        self.framer_class = framer
         self.remote = Remote(name, local_is_server=not idle_close)
         self.written = []  # frames, in order
         self.requests = []
@@ -79,8 +78,9 @@ class End:
         self.token_layer = None  # what is done with a response instead of request_done
         self.all_responses = []
         self.write_log = None  # a list that gets ("out", message) for each frame written
+        self.framer = framer(tuning.max_message_size)
         self.session = RFC8323Session(
-            framer=framer(tuning.max_message_size),
+            framer=self.framer,
             write=self._write,
             backlog=lambda: self.backlog,
             deliver_request=self.requests.append,
@@ -119,7 +119,7 @@ class End:
 
     def sent_messages(self):
         """What this end wrote, decoded."""
-        if self.framer_class is WebSocketFramer:
+        if isinstance(self.framer, WebSocketFramer):
             return [rfc.decode_ws_message(frame) for frame in self.written]
         return rfc.StreamParser(1 << 30).feed(b"".join(self.written))
 
@@ -713,6 +713,69 @@ def test_websocket_framing_errors_abort(net):
     net.start()
     server.session.receive_data(rfc.encode_ws_message(content(b"", b"p" * 200)), net.now)
     assert b"Max-Message-Size" in server.sent_messages()[-1].payload
+
+
+class HeldBelow:
+    """What a WebSocket layer holds of an incomplete message, as the
+    ``pending`` of a WebSocketFramer."""
+
+    def __init__(self):
+        self.bytes = 0
+
+    def framer(self, max_message_size):
+        return WebSocketFramer(max_message_size, pending=lambda: self.bytes)
+
+
+def test_message_stalling_in_the_websocket_layer_is_aborted(net):
+    held = HeldBelow()
+    tuning = SessionTuning(frame_timeout=5.0, frame_time_limit=12.0)
+    client, server = net.pair(framer=held.framer, server_tuning=tuning)
+    net.start()
+    assert server.session.next_deadline() is None
+    # part of a WebSocket frame arrives, then nothing
+    held.bytes = 100
+    server.session.receive_partial(net.now)
+    started = net.now
+    net.advance(4.999)
+    assert server.session.state is SessionState.OPEN
+    net.advance(0.002)
+    assert server.session.state is SessionState.CLOSED and net.now - started < 5.002
+    assert b"stalled" in server.sent_messages()[-1].payload
+
+    # trickling: every piece postpones the stall timer, not the time limit
+    client, server = net.pair(framer=held.framer, server_tuning=tuning)
+    net.start()
+    held.bytes = 1
+    started = net.now
+    server.session.receive_partial(net.now)
+    while server.session.state is SessionState.OPEN:
+        net.advance(1.0)
+        held.bytes += 1
+        server.session.receive_partial(net.now)
+    assert 12.0 <= net.now - started <= 13.0
+    assert b"not completed" in server.sent_messages()[-1].payload
+
+
+def test_completed_websocket_messages_and_control_frames_clear_the_frame_timer(net):
+    held = HeldBelow()
+    tuning = SessionTuning(frame_timeout=5.0, ping_interval=30.0, ping_timeout=3.0)
+    client, server = net.pair(framer=held.framer, server_tuning=tuning)
+    net.start()
+    held.bytes = 50
+    server.session.receive_partial(net.now)
+    net.advance(4.0)
+    held.bytes = 0  # the frame completed: the message is delivered
+    server.session.receive_data(rfc.encode_ws_message(get(b"a")), net.now)
+    assert server.requests[-1].token == b"a"
+    server.send(content(b"a"))
+    net.advance(20.0)
+    assert server.session.state is SessionState.OPEN
+    # a WebSocket control frame (no CoAP message) answers a keepalive Ping
+    net.advance(10.5, network=lambda: None)
+    assert server.sent_codes()[-1] == Code.PING
+    server.session.receive_partial(net.now)
+    net.advance(5.0, network=lambda: None)
+    assert server.session.state is SessionState.OPEN
 
 
 # --- a hypothesis state machine over both ends -----------------------------------------------

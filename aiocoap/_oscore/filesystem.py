@@ -224,11 +224,11 @@ class FilesystemSecurityContext(SecurityContext):
             if name in _BYTES_PARAMETERS:
                 values[name] = self._parse_bytes(name, filename, value, fmt)
             elif name == "algorithm":
-                if value not in algorithms:
+                if not isinstance(value, str) or value not in algorithms:
                     raise self.LoadError(f"{where}: unknown algorithm {value!r} (known: {', '.join(algorithms)})")
                 values[name] = algorithms[value]
             elif name == "kdf-hashfun":
-                if value not in hashfunctions:
+                if not isinstance(value, str) or value not in hashfunctions:
                     raise self.LoadError(f"{where}: unknown hash function {value!r} (known: {', '.join(hashfunctions)})")
                 values[name] = hashfunctions[value]
             elif name == "window":

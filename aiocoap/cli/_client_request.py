@@ -234,7 +234,9 @@ def _read_payload(options: argparse.Namespace) -> Optional[bytes]:
         category = contenttype.categorize(cf.media_type or "")
         if category in ("cbor", "cbor-seq"):
             return _edn_payload(spec, cf, category == "cbor-seq")
-    return spec.encode("utf-8")
+    # The bytes as given on the command line, also where they are not UTF-8
+    # (Python decoded them with surrogateescape).
+    return spec.encode("utf-8", "surrogateescape")
 
 
 def build_request(options: argparse.Namespace) -> Message:

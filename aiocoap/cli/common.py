@@ -52,7 +52,15 @@ HOST can be an IP address or a host name; "::" (the default) stands for all
 IPv6 and IPv4 addresses, "0.0.0.0" for all IPv4 addresses only, and a zone
 can be given to link-local addresses as in [fe80::1%eth0]:5683.
 
-Without --bind, the server listens on all addresses on the default ports."""
+Without --bind, the server listens on all addresses on the default ports.
+
+Secured and WebSocket transports take ports next to PORT: CoAP over TLS
+(with --tls-server-certificate) PORT+1; CoAP over WebSockets (where the
+websockets module is installed) PORT+3000, with a certificate also secure
+WebSockets on PORT+3001. Without a port they use 5684 (TLS), 8683 and 8684
+(WebSockets); the HTTP ports 80 and 443 that coap+ws:// and coaps+ws://
+URIs imply usually belong to a web server, which can forward
+/.well-known/coap to the WebSocket port."""
 
 _verbosity = 0
 

@@ -24,8 +24,15 @@ The available transports are:
   transports share.
 * ``tcp`` / ``tls``: CoAP over TCP and TLS (RFC 8323): asyncio adapters
   over the sans-I/O session of ``rfc8323session``, framing in
-  ``rfc8323common``.
-* ``tinydtls`` / ``tinydtls_server``: CoAP over DTLS (coaps://).
+  ``rfc8323common``, what the adapters share in ``rfc8323adapter``.
+* ``ws``: CoAP over WebSockets (RFC 8323 §4, coap+ws:// and coaps+ws://),
+  client and server in one, on the same session core (needs the
+  ``websockets`` package: ``aiocoap[ws]``); its connections are in
+  ``wsconnection``.
+* ``tinydtls`` / ``tinydtls_server``: CoAP over DTLS (coaps://) with
+  pre-shared keys; the server listens only when the server credentials
+  have DTLS entries (next to the UDP port when that is explicit, else on
+  5684).
 * ``oscore``: OSCORE (RFC 8613) on top of any of the above.
 """
 
@@ -153,6 +160,9 @@ TRANSPORTS = dict(
         _entry("tcpserver", "tcp", ("coap+tcp",), client=False, server=True),
         _entry("tlsclient", "tls", ("coaps+tcp",), client=True, server=False),
         _entry("tlsserver", "tls", ("coaps+tcp",), client=False, server=True),
+        _entry("tinydtls", "tinydtls", ("coaps",), client=True, server=False, extra="tinydtls"),
+        _entry("tinydtls_server", "tinydtls_server", ("coaps",), client=False, server=True, extra="tinydtls"),
+        _entry("ws", "ws", ("coap+ws", "coaps+ws"), client=True, server=True, extra="ws"),
     )
 )
 """Every transport a Context can load, by the name applications use (in

@@ -171,6 +171,10 @@ class OSCOREAddress(_OSCOREAddress, interfaces.EndpointAddress):
         return getattr(self.underlying_address, "reliable_transport", False)
 
     @property
+    def session_ended(self) -> bool:  # type: ignore[override]
+        return getattr(self.underlying_address, "session_ended", False)
+
+    @property
     def authenticated_claims(self) -> tuple:  # type: ignore[override]
         """The security context the exchange was protected with"""
         return (self.security_context,)

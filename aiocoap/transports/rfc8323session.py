@@ -30,11 +30,14 @@ The seam between framing, session and transport::
   into one socket write, and closes the socket when the session says so
   (``on_close``).
 
-A WebSockets transport uses the same session with a
-:class:`WebSocketFramer`: it passes each received binary message to
-:meth:`~RFC8323Session.receive_data`, and its ``write`` callable sends each
-call's bytes as one binary message (the session hands ``write`` exactly one
-encoded message per call and never joins them; a stream transport may).
+A WebSockets transport (:mod:`aiocoap.transports.ws`) uses the same
+session with a :class:`WebSocketFramer`: it passes each received binary
+message to :meth:`~RFC8323Session.receive_data`, tells of input that
+completed no message with :meth:`~RFC8323Session.receive_partial` (the
+framer's ``pending`` callable reporting what the WebSocket layer holds of
+an incomplete message), and its ``write`` callable sends each call's bytes
+as one binary message (the session hands ``write`` exactly one encoded
+message per call and never joins them; a stream transport may).
 
 Rules the session enforces:
 
@@ -56,7 +59,8 @@ Rules the session enforces:
 * A partial frame that stalls for :attr:`SessionTuning.frame_timeout`, or
   that is not complete :attr:`SessionTuning.frame_time_limit` after it
   started, ends the connection with an Abort (slowloris). With a
-  WebSocket framer nothing is ever partial.
+  WebSocket framer, that is a message the WebSocket layer holds in part
+  (:meth:`~RFC8323Session.receive_partial`).
 * Pings are answered with Pongs carrying the Ping's token; a Ping with
   Custody gets its Pong only when every request received before it was
   answered (or will not be: :meth:`~RFC8323Session.no_response_for`).
@@ -280,14 +284,31 @@ class WriteBatcher:
 class WebSocketFramer:
     """Framing of CoAP over WebSockets (RFC 8323 §4.2): every
     :meth:`feed` is one complete WebSocket binary message holding one CoAP
-    message, so nothing is ever buffered."""
+    message, so the framer itself never buffers anything.
 
-    buffered = 0
+    The WebSocket layer below it may hold part of a message (a WebSocket
+    frame not received completely, or the fragments of a message so far);
+    ``pending`` tells how many bytes that is, and is what :attr:`buffered`
+    reports, so that the session's frame timers (slowloris protection)
+    cover messages stalling there too (see
+    :meth:`RFC8323Session.receive_partial`)."""
 
     encode = staticmethod(rfc.encode_ws_message)
 
-    def __init__(self, max_message_size: int = rfc.DEFAULT_MAX_MESSAGE_SIZE) -> None:
+    def __init__(
+        self,
+        max_message_size: int = rfc.DEFAULT_MAX_MESSAGE_SIZE,
+        pending: Optional[Callable[[], int]] = None,
+    ) -> None:
         self.max_message_size = max_message_size
+        self._pending = pending
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of an incomplete message held below (0 without a
+        ``pending`` callable)."""
+        pending = self._pending
+        return 0 if pending is None else pending()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} max {self.max_message_size}>"
@@ -706,6 +727,39 @@ class RFC8323Session:
 
     # --- incoming --------------------------------------------------------------------
 
+    def _ping_answered(self, now: float) -> None:
+        self._ping_deadline = None
+        interval = self.tuning.ping_interval
+        if interval is not None:
+            # Answered: the next keepalive may be due before the timer
+            # that waited for the answer.
+            self._note(now + interval)
+
+    def receive_partial(self, now: float) -> None:
+        """Bytes arrived that completed no message: for a WebSocket
+        transport, part of a WebSocket frame or a WebSocket control frame
+        (a stream transport just calls :meth:`receive_data`). They are a
+        sign of life of the peer like any input, and while the framer
+        reports a message in progress (``buffered``), the frame timers
+        (:attr:`SessionTuning.frame_timeout`,
+        :attr:`SessionTuning.frame_time_limit`) run as for a partial stream
+        frame."""
+        if self.state is CLOSED:
+            return
+        self._last_rx = now
+        if self._ping_deadline is not None:
+            self._ping_answered(now)
+        self._track_partial(now, completed=False)
+
+    def _track_partial(self, now: float, completed: bool) -> None:
+        if self._framer.buffered:
+            if completed or self._frame_started is None:
+                self._frame_started = now
+                tuning = self.tuning
+                self._note(now + min(tuning.frame_timeout, tuning.frame_time_limit))
+        else:
+            self._frame_started = None
+
     def receive_data(self, data: rfc.BytesLike, now: float) -> None:
         """Process bytes received on the connection (for a WebSocket
         framer: one complete WebSocket message)."""
@@ -713,12 +767,7 @@ class RFC8323Session:
             return
         self._last_rx = now
         if self._ping_deadline is not None:
-            self._ping_deadline = None
-            interval = self.tuning.ping_interval
-            if interval is not None:
-                # Answered: the next keepalive may be due before the timer
-                # that waited for the answer.
-                self._note(now + interval)
+            self._ping_answered(now)
         framer = self._framer
         try:
             try:
@@ -736,13 +785,8 @@ class RFC8323Session:
         except rfc.CloseConnection as e:
             self._close(e)
             return
-        if framer.buffered:
-            if messages or self._frame_started is None:
-                self._frame_started = now
-                tuning = self.tuning
-                self._note(now + min(tuning.frame_timeout, tuning.frame_time_limit))
-        else:
-            self._frame_started = None
+        if self._frame_started is not None or framer.buffered:
+            self._track_partial(now, completed=bool(messages))
 
     def _process(self, message: Message, now: float) -> None:
         code: Code = message.code  # type: ignore[assignment]  # decoded messages have one

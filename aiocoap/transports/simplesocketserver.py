@@ -31,7 +31,7 @@ import asyncio
 import socket
 from typing import Optional
 
-from .. import interfaces
+from .. import defaults, interfaces
 from ..numbers.constants import COAP_PORT
 from ..util import hostportjoin
 from .generic_udp import GenericMessageInterface, SockaddrAddress, resolve
@@ -169,6 +169,8 @@ class MessageInterfaceSimpleServer(GenericMessageInterface):
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if defaults.has_reuse_port():
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if dualstack:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             sock.bind(sockaddr)

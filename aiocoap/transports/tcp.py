@@ -53,27 +53,24 @@ exceed limits.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import socket
 import ssl
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, cast
 
-from .. import error, interfaces
+from .. import defaults, error, interfaces
 from ..message import Message, UndecidedRemote
 from ..numbers.constants import COAP_PORT
 from ..util import hostportjoin
 from ..util.asyncio import clock_of
-from ..util.asyncio.timer import DeadlineTimer
 from . import rfc8323common as rfc
 from .generic_udp import split_hostinfo
+from .rfc8323adapter import DriverInterface, HoldOffs, SessionDriver, idle_victim, strip_mapped
 from .rfc8323session import (
     CLOSED,
     DEFAULT_SESSION_TUNING,
     OPEN,
-    PeerLog,
     RFC8323Session,
-    SessionState,
     SessionTuning,
     StreamFramer,
     WriteBatcher,
@@ -155,12 +152,6 @@ def _serialize(msg: Message) -> bytes:
 # --- connections ------------------------------------------------------------------------
 
 
-def _strip_mapped(host: str) -> str:
-    if host.startswith("::ffff:") and "." in host:
-        return host[7:]
-    return host
-
-
 def _describe_oserror(exc: OSError) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
@@ -177,7 +168,7 @@ def _describe_ssl_error(exc: ssl.SSLError) -> str:
     return reason.replace("_", " ").lower() if reason.isupper() else reason
 
 
-class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
+class TcpConnection(SessionDriver, asyncio.Protocol):
     """One RFC 8323 connection: the asyncio protocol of its socket, the
     remote of the messages exchanged over it, and the driver of its
     :class:`~aiocoap.transports.rfc8323session.RFC8323Session`.
@@ -198,26 +189,12 @@ class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
         hostinfo: Optional[str] = None,
         key: PoolKey = ("", 0),
     ) -> None:
-        rfc.RFC8323Remote.__init__(self, local_is_server=hostinfo is None)
+        SessionDriver.__init__(self, loop, log, interface._clock, local_is_server=hostinfo is None)
         self._interface = interface
-        self.log = log
-        self.loop = loop
-        self._hostinfo = hostinfo
+        self._remote_hostinfo = hostinfo
         # (host, port) a client connection connects to, its key in the pool
         self._key = key
-        self._connect_task: Optional[asyncio.Task[None]] = None
-
-        self._transport: Optional[asyncio.Transport] = None
-        self._peername: Optional[SockAddr] = None
-        self._sockname: Optional[SockAddr] = None
-        self._ready: Optional[asyncio.Future[None]] = None
-        self._clock = interface._clock
-
         self._batch = WriteBatcher()
-        self._flush_handle: Optional[asyncio.Handle] = None
-        self._paused = False
-
-        self._timer = DeadlineTimer(loop, self._on_timer)
 
     # --- EndpointAddress ---------------------------------------------------------
 
@@ -225,86 +202,26 @@ class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
     def scheme(self) -> str:
         return self._interface._scheme
 
-    def _format(self, sockaddr: Optional[SockAddr]) -> str:
-        if not sockaddr:
-            return ""
-        host, port = _strip_mapped(sockaddr[0]), sockaddr[1]
-        return hostportjoin(host, None if port == self._interface._default_port else port)
-
     @property
-    def hostinfo(self) -> str:
-        if self._hostinfo is not None:
-            return self._hostinfo
-        return self._format(self._peername)
-
-    @property
-    def hostinfo_local(self) -> str:
-        return self._format(self._sockname)
-
-    @property
-    def state(self) -> SessionState:
-        """The state of the current session (CLOSED when there is none)."""
-        session = self._session
-        return CLOSED if session is None else session.state
-
-    def __repr__(self) -> str:
-        session = self._session
-        state = self.state.name.lower()
-        if session is not None and session.released and session.state is not CLOSED:
-            state += ", released"
-        if self._local_is_server:
-            where = f"from {self.scheme}://{self.hostinfo} to {self.hostinfo_local}"
-        else:
-            where = f"to {self.scheme}://{self.hostinfo}"
-        return f"<{type(self).__name__} {where}, {state}>"
+    def _uri_default_port(self) -> int:
+        return self._interface._default_port
 
     # --- the session -------------------------------------------------------------
 
     def _new_session(self) -> RFC8323Session:
         interface = self._interface
         tuning = interface.tuning
-        tman = interface._tman
-        session = self._session = RFC8323Session(
-            framer=StreamFramer(tuning.max_message_size),
-            write=self._write,
-            backlog=self._backlog,
-            deliver_request=functools.partial(tman.process_request, ti=interface),
-            deliver_response=tman.process_response,
-            remote=self,
-            log=self.log,
-            tuning=tuning,
-            idle_close=not self._local_is_server,
-            on_ready=self._session_ready,
-            on_release=self._session_released,
-            on_close=self._detach,
-            peer_log=interface.peer_log,
+        return self._open_session(
+            StreamFramer(tuning.max_message_size), self._write, interface, interface._tman, tuning, self._detach
         )
-        return session
-
-    def _session_ready(self) -> None:
-        ready = self._ready
-        if ready is not None and not ready.done():
-            ready.set_result(None)
 
     def _session_released(self, hold_off: Optional[int]) -> None:
         if hold_off:
             self._interface._hold_off_peer(self, hold_off)
         self._interface._connection_released(self)
 
-    def _rearm(self, session: RFC8323Session) -> None:
-        """Move the timer earlier if the session added an earlier deadline
-        (callers check ``session.added_deadline`` first: mostly there is
-        none)."""
-        self._timer.arm_before(session.take_added_deadline())
-
     def _on_timer(self) -> None:
-        session = self._session
-        if session is None:
-            return
-        session.handle_timer(self._clock())
-        session.take_added_deadline()  # superseded by the full computation
-        if self._session is session:
-            self._timer.arm_before(session.next_deadline())
+        self._drive_timer()
 
     # --- asyncio.Protocol --------------------------------------------------------
 
@@ -349,12 +266,6 @@ class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
         # Returning None lets the transport close.
         return None
 
-    def pause_writing(self) -> None:
-        self._paused = True
-
-    def resume_writing(self) -> None:
-        self._paused = False
-
     def data_received(self, data: bytes) -> None:
         session = self._session
         if self._transport is None or session is None:
@@ -365,42 +276,8 @@ class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
 
     # --- sending -------------------------------------------------------------------
 
-    def _send(self, message: Message, monitor: Optional[Monitor]) -> Optional[Callable[[], None]]:
-        """Send a message on this connection (the TokenInterface's
-        send_message lands here); returns the stop callable of a request."""
-        session = self._session
-        if session is None or session.state is CLOSED:
-            code = message.code
-            if code is None or not code.is_request():
-                self.log.debug("Dropping %r: connection %s is closed", message, rfc.describe_remote(self))
-                return None
-            if not self._interface._revive(self, monitor):
-                return None
-            session = self._session
-            assert session is not None
-        tracked = session.send(message, self._clock(), monitor)
-        if session.added_deadline is not None:
-            self._rearm(session)
-        if tracked:
-            return functools.partial(self._request_done, session, message.token)
-        return None
-
-    def _request_done(self, session: RFC8323Session, token: bytes) -> None:
-        session.request_done(token, self._clock())
-        if session.added_deadline is not None and session is self._session:
-            self._rearm(session)
-
-    def _no_response(self, token: bytes) -> None:
-        session = self._session
-        if session is not None:
-            session.no_response_for(token, self._clock())
-            if session.added_deadline is not None:
-                self._rearm(session)
-
-    def _backlog(self) -> int:
-        if self._paused and self._transport is not None:
-            return self._batch.bytes + self._transport.get_write_buffer_size()
-        return self._batch.bytes
+    def _revive(self, monitor: Optional[Monitor]) -> bool:
+        return self._interface._revive(self, monitor)
 
     def _write(self, frame: bytes) -> None:
         """Write a frame: with the others of this loop iteration at its
@@ -409,7 +286,9 @@ class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
         transport = self._transport
         if transport is None:
             return
-        chunk = self._batch.add(frame)
+        batch = self._batch
+        chunk = batch.add(frame)
+        self._out_bytes = batch.bytes
         if chunk is not None:
             transport.write(chunk)
         elif self._flush_handle is None:
@@ -419,6 +298,7 @@ class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
         self._flush_handle = None
         if self._transport is not None:
             chunk = self._batch.take()
+            self._out_bytes = 0
             if chunk is not None:
                 self._transport.write(chunk)
 
@@ -434,6 +314,7 @@ class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
             return
         if hard:
             self._batch.clear()
+            self._out_bytes = 0
         else:
             self._flush()
         closer = _Closer(self._interface, transport)
@@ -453,6 +334,7 @@ class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
             self._session.connection_lost(reason)
         self._transport = None
         self._batch.clear()
+        self._out_bytes = 0
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -460,21 +342,6 @@ class TcpConnection(asyncio.Protocol, rfc.RFC8323Remote):
         self._fail_ready(reason)
         self._interface._connection_lost(self)
         self._interface._tman.dispatch_error(reason, self)
-
-    def _fail_ready(self, exc: Exception) -> None:
-        ready = self._ready
-        if ready is not None and not ready.done():
-            ready.set_exception(exc)
-            # Waiters retrieve it; an unawaited failure is not worth a log line.
-            ready.exception()
-
-    def _idle_since(self) -> Optional[float]:
-        """Since when the connection is open with nothing pending (None
-        if it is not)."""
-        session = self._session
-        if session is None or session.state is not OPEN or not session.is_idle:
-            return None
-        return session.quiet_since
 
     def _shutdown(self) -> None:
         reason = error.LibraryShutdown("Transport shut down")
@@ -519,7 +386,7 @@ class _Closer(asyncio.Protocol):
         self._interface._closer_done(self)
 
 
-class _TCPPooling(interfaces.TokenInterface):
+class _TCPPooling(DriverInterface):
     """What TCPServer and TCPClient share: the scheme, the tuning, the set of
     live connections, sending, and shutting down."""
 
@@ -539,8 +406,6 @@ class _TCPPooling(interfaces.TokenInterface):
         self.loop = loop
         self._clock = clock_of(loop)
         self.tuning = tuning or DEFAULT_TCP_TUNING
-        self.peer_log = PeerLog(log)
-        """The rate-limited log lines about peers, shared by all connections."""
         self._connections: set[TcpConnection] = set()
         self._closers: set[_Closer] = set()
         self._shut = False
@@ -551,18 +416,6 @@ class _TCPPooling(interfaces.TokenInterface):
     def recognize_remote(self, remote: object) -> bool:
         return isinstance(remote, TcpConnection) and remote._interface is self
 
-    def send_message(
-        self, message: Message, messageerror_monitor: Optional[Monitor] = None
-    ) -> Optional[Callable[[], None]]:
-        remote: TcpConnection = message.remote
-        return remote._send(message, messageerror_monitor)
-
-    def no_response_for(self, remote: object, token: bytes) -> None:
-        """The token manager's notice that a request will not be answered
-        (No-Response); it no longer holds back custody Pongs."""
-        if isinstance(remote, TcpConnection):
-            remote._no_response(token)
-
     # --- connection bookkeeping --------------------------------------------------
 
     def _connection_made(self, connection: TcpConnection) -> None:
@@ -571,15 +424,6 @@ class _TCPPooling(interfaces.TokenInterface):
     def _connection_lost(self, connection: TcpConnection) -> None:
         self._connections.discard(connection)
         self._check_drained()
-
-    def _closer_done(self, closer: _Closer) -> None:
-        self._closers.discard(closer)
-        self._check_drained()
-
-    def _check_drained(self) -> None:
-        drained = self._drained
-        if drained is not None and not self._connections and not self._closers and not drained.done():
-            drained.set_result(None)
 
     def _connection_released(self, connection: TcpConnection) -> None:
         """The connection takes no new requests (peer's Release, idle)."""
@@ -602,19 +446,6 @@ class _TCPPooling(interfaces.TokenInterface):
             connection._shutdown()
         await self._wait_drained()
 
-    async def _wait_drained(self) -> None:
-        """Wait until every socket of ours is closed (each closing one is
-        cut after the close timeout at the latest)."""
-        if not self._connections and not self._closers:
-            return
-        self._drained = self.loop.create_future()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._drained), self.tuning.close_timeout + 1.0)
-        except asyncio.TimeoutError:
-            self.log.warning(
-                "%d socket(s) did not close on shutdown", len(self._connections) + len(self._closers)
-            )
-
 
 class TCPServer(_TCPPooling, interfaces.TokenInterface):
     """Accepts RFC 8323 connections and serves the requests arriving on them
@@ -632,7 +463,7 @@ class TCPServer(_TCPPooling, interfaces.TokenInterface):
 
     @staticmethod
     def _format_sockname(sockname: SockAddr) -> str:
-        return hostportjoin(_strip_mapped(sockname[0]), sockname[1])
+        return hostportjoin(strip_mapped(sockname[0]), sockname[1])
 
     @classmethod
     async def create_server(
@@ -657,7 +488,8 @@ class TCPServer(_TCPPooling, interfaces.TokenInterface):
             kwargs["ssl"] = _server_context
             kwargs["ssl_handshake_timeout"] = self.tuning.connect_timeout
         self.server = await loop.create_server(
-            self._new_connection, host, port, reuse_address=True, **kwargs
+            self._new_connection, host, port, reuse_address=True,
+            reuse_port=defaults.has_reuse_port(), **kwargs
         )
         return self
 
@@ -694,7 +526,7 @@ class TCPClient(_TCPPooling, interfaces.TokenInterface):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._pool: dict[PoolKey, TcpConnection] = {}
-        self._hold_offs: dict[PoolKey, float] = {}
+        self._hold_offs = HoldOffs(self._clock)
         self._connect_tasks: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
@@ -748,25 +580,17 @@ class TCPClient(_TCPPooling, interfaces.TokenInterface):
         return connection
 
     def _check_hold_off(self, key: PoolKey) -> None:
-        until = self._hold_offs.get(key)
-        if until is not None:
-            remaining = until - self.loop.time()
-            if remaining > 0:
-                raise error.NetworkError(
-                    f"{self._scheme}://{hostportjoin(*key)} asked not to be contacted for another {remaining:.0f} s"
-                )
-            del self._hold_offs[key]
+        self._hold_offs.check(key, f"{self._scheme}://{hostportjoin(*key)}")
 
     def _make_room(self) -> None:
         live = len(self._connections) + len(self._connect_tasks)
         if live < self.tuning.max_connections:
             return
-        idle = [(since, c) for c in self._connections if (since := c._idle_since()) is not None]
-        if not idle:
+        victim = idle_victim(self._connections)
+        if victim is None:
             raise error.NetworkError(
                 f"Too many {self._scheme} connections open ({live}); none of them is idle"
             )
-        victim = min(idle, key=lambda entry: entry[0])[1]
         self.log.debug("Closing idle connection %r to make room", victim)
         self._connection_released(victim)
         victim._detach(None)
@@ -852,10 +676,7 @@ class TCPClient(_TCPPooling, interfaces.TokenInterface):
             del self._pool[connection._key]
 
     def _hold_off_peer(self, connection: TcpConnection, seconds: int) -> None:
-        now = self.loop.time()
-        if len(self._hold_offs) > 1024:
-            self._hold_offs = {k: v for k, v in self._hold_offs.items() if v > now}
-        self._hold_offs[connection._key] = now + seconds
+        self._hold_offs.add(connection._key, seconds)
 
     async def shutdown(self) -> None:
         if self._shut:

@@ -34,6 +34,7 @@ from .. import interfaces
 from ..message import Message
 from ..numbers.constants import COAPS_PORT
 from . import rfc8323common as rfc
+from .rfc8323adapter import client_ssl_context
 from .tcp import TCPClient, TcpConnection, TCPServer, TcpTuning
 
 if TYPE_CHECKING:
@@ -85,23 +86,13 @@ class TLSClient(_TLSMixin, TCPClient):
 
     def _ssl_context(self, connection: TcpConnection, message: Optional[Message]) -> ssl.SSLContext:
         credentials = getattr(self._tman, "client_credentials", None)
-        lookup = getattr(credentials, "ssl_client_context", None)
-        context: Optional[ssl.SSLContext] = None
-        if lookup is not None:
-            uri = None
-            if message is not None:
-                try:
-                    uri = message.get_request_uri()
-                except (ValueError, TypeError):
-                    uri = None
-            context = lookup(uri or connection.uri_base + "/")
-        if context is None:
-            if self._default_context is None:
-                self._default_context = ssl.create_default_context()
-                self._default_context.set_alpn_protocols([ALPN_PROTOCOL])
-            return self._default_context
-        context.set_alpn_protocols([ALPN_PROTOCOL])
-        return context
+        context = client_ssl_context(credentials, message, connection.uri_base + "/", ALPN_PROTOCOL)
+        if context is not None:
+            return context
+        if self._default_context is None:
+            self._default_context = ssl.create_default_context()
+            self._default_context.set_alpn_protocols([ALPN_PROTOCOL])
+        return self._default_context
 
     def _connection_kwargs(self, connection: TcpConnection, host: str, message: Optional[Message]) -> dict[str, Any]:
         return {

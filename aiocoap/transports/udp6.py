@@ -41,7 +41,7 @@ import struct
 from collections import namedtuple
 from typing import Callable, Optional
 
-from .. import error, interfaces
+from .. import defaults, error, interfaces
 from ..message import UndecidedRemote
 from ..numbers.constants import COAP_PORT
 from ..util import hostportjoin
@@ -316,6 +316,9 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
         sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if defaults.has_reuse_port():
+                # several servers (worker processes) may share the port
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             _configure_socket(sock)
             sock.bind(sockaddr)
         except BaseException:

@@ -375,10 +375,11 @@ class _Parser:
             if value:
                 raise self.error("indefinite-length strings are written (_ chunk, chunk)", start)
             return bytes((kind << 5 | _INDEFINITE, _BREAK))
-        if kind == _TEXT:
+        try:
             data = value.encode("utf-8") if isinstance(value, str) else value
-        else:
-            data = value if isinstance(value, bytes) else value.encode("utf-8")
+        except UnicodeEncodeError:
+            # lone surrogates: bytes of a command line that are not UTF-8
+            raise self.error("string is not valid UTF-8", start) from None
         try:
             return _head(kind, len(data), indicator) + data
         except ValueError as e:

@@ -381,6 +381,64 @@ class _LinkFormatParser:
         raise self.fail("unterminated quoted string")
 
 
+def _char_class(chars: Iterable[str]) -> str:
+    return "[" + "".join(re.escape(c) for c in sorted(chars)) + "]"
+
+
+_WS = r"[ \t\r\n]*"
+_NAME = _char_class(_PARMNAME_CHARS) + "+"
+_QUOTED = r'"((?:[^"\\]|\\.)*)"'
+_TOKEN = "(" + _char_class(_PTOKEN_CHARS) + "+)"
+# One link-value with its separator (or the end of the text) in one match;
+# its parameters are captured as one piece and split by _FAST_PARAM.
+_FAST_PARAM = re.compile(rf";{_WS}({_NAME})(?:{_WS}(=){_WS}(?:{_QUOTED}|{_TOKEN}))?", re.DOTALL)
+_FAST_LINK = re.compile(
+    rf"{_WS}<([^<>\x00-\x20\x7f]*)>{_WS}((?:{_FAST_PARAM.pattern}{_WS})*)(?:,|\Z)", re.DOTALL
+)
+_ESCAPED = re.compile(r"\\(.)", re.DOTALL)
+
+
+def _trusted_link(href: str, pairs: list[tuple[str, AttrValue]]) -> Link:
+    # for values the parser has already checked
+    link = Link.__new__(Link)
+    link.href = href
+    link.attr_pairs = pairs
+    return link
+
+
+def _parse_fast(text: str) -> Optional[LinkFormat]:
+    """The common case of :func:`parse` in a few regular expression calls
+    per link: a document that is well-formed everywhere. Returns None for
+    anything else (including the empty document), which the exact parser
+    then takes on; where this returns a result, it equals that parser's
+    (tests/test_rd_linkformat.py checks this with arbitrary input)."""
+    links = []
+    pos, end = 0, len(text)
+    match = _FAST_LINK.match
+    while pos < end:
+        m = match(text, pos)
+        if m is None:
+            return None
+        pairs: list[tuple[str, AttrValue]] = []
+        params = m.group(2)
+        if params:
+            for name, equals, quoted, token in _FAST_PARAM.findall(params):
+                if not equals:
+                    value: AttrValue = None
+                elif token:
+                    value = token
+                elif "\\" in quoted:
+                    value = _ESCAPED.sub(r"\1", quoted)
+                else:
+                    value = quoted
+                pairs.append((name.lower(), value))
+        links.append(_trusted_link(m.group(1), pairs))
+        pos = m.end()
+        if pos == end and text[pos - 1] == ",":
+            return None  # a trailing comma: the exact parser explains it
+    return LinkFormat(links) if links else None
+
+
 def parse(linkformat: Union[str, bytes, bytearray]) -> LinkFormat:
     """Parse an ``application/link-format`` document.
 
@@ -405,4 +463,7 @@ def parse(linkformat: Union[str, bytes, bytearray]) -> LinkFormat:
             raise ValueError(f"link format document is not UTF-8: {e}") from None
     if not isinstance(linkformat, str):
         raise TypeError(f"parse() needs str or bytes, not {type(linkformat).__name__}")
+    fast = _parse_fast(linkformat)
+    if fast is not None:
+        return fast
     return _LinkFormatParser(linkformat).document()
