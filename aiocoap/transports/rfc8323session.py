@@ -175,8 +175,29 @@ class SessionTuning:
     """Client connections open at the same time (per client interface)."""
 
     max_server_connections: int = 1000
-    """Incoming connections a server keeps at the same time; more are
-    answered with an Abort."""
+    """Incoming connections a server keeps at the same time. One more
+    closes the connection that has been idle longest; if none is idle, the
+    new one is answered with an Abort (see
+    :mod:`aiocoap.transports.connectiontable`)."""
+
+    max_server_connections_per_host: int = 100
+    """Incoming connections from one host (address without port) a server
+    keeps at the same time; one more closes that host's connection that has
+    been idle longest, or is refused if none is."""
+
+    max_server_buffered: int = 64 * 1024 * 1024
+    """Bytes of incomplete messages all incoming connections of a server
+    may hold together; above it, the connection holding most is aborted."""
+
+    server_idle_timeout: Optional[float] = 120.0
+    """Seconds after which a server connection with nothing pending (no
+    request unanswered, no observation running, none of our requests out)
+    is closed (None: never)."""
+
+    frame_min_rate: Optional[float] = 1024.0
+    """Bytes per second at which a message in progress must arrive on
+    average once it is older than :attr:`frame_timeout` (None: any rate);
+    slower ones end the connection with an Abort (slowloris)."""
 
     write_buffer_limit: int = 4 * 1024 * 1024
     """Bytes that may wait for a connection's peer to take them."""
@@ -482,7 +503,7 @@ class RFC8323Session:
         self.log = log
         self._peer_log = peer_log if peer_log is not None else PeerLog(log)
         self.tuning = tuning
-        self._idle_timeout = tuning.idle_timeout if idle_close else None
+        self._idle_timeout = tuning.idle_timeout if idle_close else tuning.server_idle_timeout
         self._on_ready = on_ready
         self._on_release = on_release
         self._on_close = on_close
@@ -505,6 +526,10 @@ class RFC8323Session:
         self._outstanding: dict[bytes, int] = {}
         # tokens of the peer's requests that are not answered yet
         self._incoming: set[bytes] = set()
+        # tokens of the peer's observe registrations not answered yet, and
+        # of the observations we serve (their last response had Observe)
+        self._registering: set[bytes] = set()
+        self._observed: set[bytes] = set()
         self._held_pongs: list[_HeldPong] = []
 
         self._connected_at = 0.0
@@ -562,8 +587,12 @@ class RFC8323Session:
     @property
     def is_idle(self) -> bool:
         """Nothing pending: no request of ours waiting for a response or
-        notifications, none of the peer's unanswered, nothing queued."""
-        return not self._outstanding and not self._incoming and not self._queue
+        notifications, none of the peer's unanswered, no observation of the
+        peer's running, nothing queued, no message arriving."""
+        return (
+            not self._outstanding and not self._incoming and not self._queue and not self._observed
+            and not self._framer.buffered
+        )
 
     @property
     def quiet_since(self) -> float:
@@ -603,6 +632,9 @@ class RFC8323Session:
             best = self._connected_at + tuning.csm_timeout
         if self._frame_started is not None:
             best = min(best, self._last_rx + tuning.frame_timeout, self._frame_started + tuning.frame_time_limit)
+            slow = self._slow_frame_deadline()
+            if slow is not None:
+                best = min(best, slow)
         if self._ping_deadline is not None:
             best = min(best, self._ping_deadline)
         elif tuning.ping_interval is not None and self._peer_csm is not None:
@@ -611,6 +643,14 @@ class RFC8323Session:
         if idle is not None:
             best = min(best, idle)
         return None if best == _INF else best
+
+    def _slow_frame_deadline(self) -> Optional[float]:
+        """When the message in progress falls below the minimum average
+        rate (its bytes so far would have been due by then)."""
+        rate = self.tuning.frame_min_rate
+        if rate is None or self._frame_started is None:
+            return None
+        return self._frame_started + max(self.tuning.frame_timeout, self._framer.buffered / rate)
 
     def _idle_deadline(self) -> Optional[float]:
         if self._idle_timeout is None or self.state is not OPEN or not self.is_idle:
@@ -632,6 +672,9 @@ class RFC8323Session:
                     raise self._violation(f"message stalled for {tuning.frame_timeout:g} s", now)
                 if now >= self._frame_started + tuning.frame_time_limit:
                     raise self._violation(f"message not completed within {tuning.frame_time_limit:g} s", now)
+                slow = self._slow_frame_deadline()
+                if slow is not None and now >= slow:
+                    raise self._violation(f"message arriving slower than {tuning.frame_min_rate:g} bytes/s", now)
             if self._ping_deadline is not None:
                 if now >= self._ping_deadline:
                     where = rfc.describe_remote(self._remote)
@@ -697,6 +740,8 @@ class RFC8323Session:
         self._queue = []
         self._outstanding.clear()
         self._incoming.clear()
+        self._registering.clear()
+        self._observed.clear()
         self._held_pongs = []
         self._frame_started = None
         self._ping_deadline = None
@@ -795,7 +840,12 @@ class RFC8323Session:
         message.remote = self._remote
         handling = _HANDLING[code]
         if handling == _REQUEST:
-            self._incoming.add(message.token)
+            token = message.token
+            self._incoming.add(token)
+            if message.opt.observe == 0:
+                self._registering.add(token)
+            elif self._observed:
+                self._observed.discard(token)  # a new request with the token replaces the observation
             try:
                 self._deliver_request(message)
             except Exception:
@@ -954,9 +1004,27 @@ class RFC8323Session:
             if not tracked:
                 self._track(message)
             return True
+        if self._registering or self._observed:
+            self._observation_answered(message, now)
         if self._incoming:
             self._answered(message.token, now)
         return False
+
+    def _observation_answered(self, response: Message, now: float) -> None:
+        """A response to the peer: it starts, continues or ends an
+        observation we serve (a successful one with Observe keeps it
+        running)."""
+        token = response.token
+        if token not in self._registering and token not in self._observed:
+            return
+        self._registering.discard(token)
+        code: Code = response.code  # type: ignore[assignment]
+        if code.is_successful() and response.opt.observe is not None:
+            self._observed.add(token)
+            return
+        self._observed.discard(token)
+        if not self._observed:
+            self._became_quiet(now)
 
     def _refuse(self, message: Message, monitor: Optional[Monitor], text: str, now: float) -> None:
         if self._outstanding.pop(message.token, None) is not None and not self._outstanding:
@@ -1004,7 +1072,7 @@ class RFC8323Session:
             self._became_quiet(now)
 
     def _became_quiet(self, now: float) -> None:
-        if self._outstanding or self._incoming or self._queue or self.state is CLOSED or not self._started:
+        if self._outstanding or self._incoming or self._queue or self._observed or self.state is CLOSED or not self._started:
             return
         if self._released:
             self._close(self._closed_locally())
