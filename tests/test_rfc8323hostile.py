@@ -23,22 +23,11 @@ from aiocoap.transports.rfc8323session import (
     StreamFramer,
 )
 
+from test_rfc8323session import Remote
+
 LOGGER = "test-rfc8323hostile"
 log = logging.getLogger(LOGGER)
 START = 1000.0
-
-
-class Remote(rfc.RFC8323Remote):
-    scheme = "coap+tcp"
-    hostinfo_local = "local"
-
-    def __init__(self, name: str) -> None:
-        super().__init__(local_is_server=True)
-        self.name = name
-
-    @property
-    def hostinfo(self) -> str:
-        return self.name
 
 
 class ServerEnd:
@@ -49,7 +38,7 @@ class ServerEnd:
         self.written: list[bytes] = []
         self.requests: list[Message] = []
         self.closed: list = []
-        self.remote = Remote(name)
+        self.remote = Remote(name, local_is_server=True)
         self.session = RFC8323Session(
             framer=StreamFramer(tuning.max_message_size),
             write=self.written.append,

@@ -30,24 +30,13 @@ from aiocoap.numbers.codes import Code
 from aiocoap.transports import rfc8323common as rfc
 from aiocoap.transports.rfc8323session import RFC8323Session, StreamFramer, WriteBatcher
 
+from test_rfc8323session import Remote
+
 log = logging.getLogger("test-rfc8323pipeline")
 
 ITERATION = 5.0  # virtual time of one event loop iteration's own work
 SYSCALL = 3.0  # virtual time of one socket write
 UNBOUNDED = dict(max_frames=math.inf, max_bytes=math.inf)
-
-
-class Remote(rfc.RFC8323Remote):
-    scheme = "coap+tcp"
-    hostinfo_local = "local"
-
-    def __init__(self, name: str, local_is_server: bool) -> None:
-        super().__init__(local_is_server=local_is_server)
-        self.name = name
-
-    @property
-    def hostinfo(self) -> str:
-        return self.name
 
 
 class Peer:

@@ -80,6 +80,23 @@ async def still_open(peer, wait):
     return True
 
 
+async def busy_peers(port, count, opened):
+    """``count`` raw clients, each with a request to /hang in flight."""
+    busy = [await open_peer(port) for _ in range(count)]
+    opened.extend(busy)
+    for i, peer in enumerate(busy):
+        await get(peer, bytes([i]), "hang")
+    await asyncio.sleep(0.05)
+    return busy
+
+
+async def refused_messages(port, opened):
+    """What the server sent a new raw client before closing on it."""
+    refused = await open_peer(port, ready=False)
+    opened.append(refused)
+    return await closed(refused)
+
+
 @contextlib.asynccontextmanager
 async def peers():
     opened: list[RawPeer] = []
@@ -141,14 +158,8 @@ async def test_one_host_can_not_take_every_connection():
     site = site_with_hang()
     tuning = tuned(max_server_connections_per_host=3, max_server_connections=100)
     async with tcp_server(site, tuning=tuning) as server, peers() as opened:
-        busy = [await open_peer(server.port) for _ in range(3)]
-        opened.extend(busy)
-        for i, peer in enumerate(busy):
-            await get(peer, bytes([i]), "hang")
-        await asyncio.sleep(0.05)
-        refused = await open_peer(server.port, ready=False)
-        opened.append(refused)
-        messages = await closed(refused)
+        busy = await busy_peers(server.port, 3, opened)
+        messages = await refused_messages(server.port, opened)
         assert [m.code for m in messages] == [Code.CSM, Code.ABORT]
         assert b"too many connections from your address" in messages[-1].payload
         site.hang.release.set()
@@ -187,14 +198,8 @@ async def test_busy_connections_at_the_global_cap_refuse_newcomers():
     site = site_with_hang()
     tuning = tuned(max_server_connections=2, max_server_connections_per_host=100)
     async with tcp_server(site, tuning=tuning) as server, peers() as opened:
-        busy = [await open_peer(server.port) for _ in range(2)]
-        opened.extend(busy)
-        for i, peer in enumerate(busy):
-            await get(peer, bytes([i]), "hang")
-        await asyncio.sleep(0.05)
-        refused = await open_peer(server.port, ready=False)
-        opened.append(refused)
-        messages = await closed(refused)
+        await busy_peers(server.port, 2, opened)
+        messages = await refused_messages(server.port, opened)
         assert messages[-1].code == Code.ABORT and messages[-1].payload == b"too many connections"
         site.hang.release.set()
 
@@ -263,14 +268,9 @@ async def test_refused_connections_give_one_warning(caplog):
     site = site_with_hang()
     tuning = tuned(max_server_connections=1, max_server_connections_per_host=100)
     async with tcp_server(site, tuning=tuning) as server, peers() as opened:
-        busy = await open_peer(server.port)
-        opened.append(busy)
-        await get(busy, b"b", "hang")
-        await asyncio.sleep(0.05)
+        await busy_peers(server.port, 1, opened)
         for _ in range(30):
-            refused = await open_peer(server.port, ready=False)
-            opened.append(refused)
-            assert (await closed(refused))[-1].code == Code.ABORT
+            assert (await refused_messages(server.port, opened))[-1].code == Code.ABORT
         site.hang.release.set()
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and "Refusing" in r.getMessage()]
     debug = [r for r in caplog.records if r.levelno == logging.DEBUG and "Refusing" in r.getMessage()]
