@@ -342,7 +342,10 @@ def test_unknown_critical_csm_option_is_named_in_the_abort(net):
 
 
 def test_keepalive_pings_are_answered_and_keep_the_connection(net):
-    client, server = net.pair(client_tuning=SessionTuning(ping_interval=30.0, ping_timeout=10.0, idle_timeout=None))
+    client, server = net.pair(
+        client_tuning=SessionTuning(ping_interval=30.0, ping_timeout=10.0, idle_timeout=None),
+        server_tuning=SessionTuning(server_idle_timeout=None),  # Pings are no requests
+    )
     net.start()
     assert client.session.next_deadline() == START + 30.0
     net.advance(29.999)
@@ -464,7 +467,7 @@ def test_a_cancelled_request_lets_the_connection_become_idle(net):
 
 
 def test_stalled_frame_is_aborted_after_frame_timeout(net):
-    end = net.raw(tuning=SessionTuning(frame_timeout=20.0))
+    end = net.raw(tuning=SessionTuning(frame_timeout=20.0, frame_min_rate=None))
     end.session.start(net.now)
     data = csm() + frame(get(b"s"))
     end.session.receive_data(data[:-3], net.now)
@@ -480,7 +483,7 @@ def test_stalled_frame_is_aborted_after_frame_timeout(net):
 
 
 def test_trickling_frame_is_cut_at_the_frame_time_limit(net):
-    end = net.raw(tuning=SessionTuning(frame_timeout=20.0, frame_time_limit=300.0))
+    end = net.raw(tuning=SessionTuning(frame_timeout=20.0, frame_time_limit=300.0, frame_min_rate=None))
     end.session.start(net.now)
     end.session.receive_data(csm(), net.now)
     data = frame(Message(code=Code.PUT, _token=b"t", uri_path=["x"], payload=b"p" * 200))
@@ -728,7 +731,7 @@ class HeldBelow:
 
 def test_message_stalling_in_the_websocket_layer_is_aborted(net):
     held = HeldBelow()
-    tuning = SessionTuning(frame_timeout=5.0, frame_time_limit=12.0)
+    tuning = SessionTuning(frame_timeout=5.0, frame_time_limit=12.0, frame_min_rate=None, server_idle_timeout=None)
     client, server = net.pair(framer=held.framer, server_tuning=tuning)
     net.start()
     assert server.session.next_deadline() is None

@@ -722,7 +722,7 @@ async def test_slowloris_is_closed_and_does_not_block_others():
 
 
 async def test_trickling_frame_is_cut_at_the_frame_time_limit():
-    async with tcp_server(tuning=TcpTuning(frame_timeout=0.2, frame_time_limit=0.3)) as server:
+    async with tcp_server(tuning=TcpTuning(frame_timeout=0.2, frame_time_limit=0.3, frame_min_rate=None)) as server:
         peer = await RawPeer.connect(server.port)
         frame = encode(Message(code=Code.PUT, _token=b"t", uri_path=["echo"], payload=b"p" * 200))
         peer.send(csm())

@@ -239,7 +239,7 @@ async def test_stalled_frame_is_aborted_after_frame_timeout():
 
 
 async def test_trickling_frame_is_cut_at_the_frame_time_limit():
-    tuning = WSTuning(frame_timeout=0.3, frame_time_limit=0.8, close_timeout=0.3)
+    tuning = WSTuning(frame_timeout=0.3, frame_time_limit=0.8, close_timeout=0.3, frame_min_rate=None)
     async with ws_server(tuning=tuning) as server:
         peer = await RawPeer.upgraded(server.port)
         message = encode(Message(code=Code.PUT, _token=b"t", uri_path=["echo"], payload=b"z" * 1000))
@@ -259,7 +259,7 @@ async def test_trickling_frame_is_cut_at_the_frame_time_limit():
 
 
 async def test_slow_fragments_count_as_one_partial_message():
-    tuning = WSTuning(frame_timeout=0.3, frame_time_limit=0.8, close_timeout=0.3)
+    tuning = WSTuning(frame_timeout=0.3, frame_time_limit=0.8, close_timeout=0.3, frame_min_rate=None)
     async with ws_server(tuning=tuning) as server:
         peer = await RawPeer.upgraded(server.port)
         message = encode(Message(code=Code.PUT, _token=b"f", uri_path=["echo"], payload=b"z" * 100))

@@ -35,7 +35,7 @@ from ..message import Message
 from ..util import hostportjoin
 from ..util.asyncio.timer import DeadlineTimer
 from . import rfc8323common as rfc
-from .rfc8323session import CLOSED, OPEN, Framer, RFC8323Session, SessionState, SessionTuning
+from .rfc8323session import CLOSED, OPEN, Framer, PeerLog, RFC8323Session, SessionState, SessionTuning
 
 __all__ = ["SessionDriver", "DriverInterface", "HoldOffs", "idle_victim", "strip_mapped", "client_ssl_context"]
 
@@ -169,7 +169,8 @@ class SessionDriver(rfc.RFC8323Remote):
     ) -> RFC8323Session:
         """A new session for this connection (kept in ``_session``):
         requests go to ``tman`` as having come through ``interface``, a
-        client side one closes when idle. The subclass provides
+        client side one closes when idle; lines about the peer go to the
+        interface's :attr:`DriverInterface.peer_log`. The subclass provides
         ``_session_released(hold_off)``."""
         self._session = RFC8323Session(
             framer=framer,
@@ -184,6 +185,7 @@ class SessionDriver(rfc.RFC8323Remote):
             on_ready=self._session_ready,
             on_release=self._session_released,
             on_close=on_close,
+            peer_log=interface.peer_log if isinstance(interface, DriverInterface) else None,
         )
         return self._session
 
@@ -303,6 +305,15 @@ class DriverInterface(interfaces.TokenInterface):
     _connections: set[Any]
     _closers: set[Any]
     _drained: Optional["asyncio.Future[None]"]
+    _peer_log: Optional[PeerLog] = None
+
+    @property
+    def peer_log(self) -> PeerLog:
+        """The rate-limited log lines about peers, shared by all
+        connections of this interface (made on first use)."""
+        if self._peer_log is None:
+            self._peer_log = PeerLog(self.log)
+        return self._peer_log
 
     def send_message(
         self, message: Message, messageerror_monitor: Optional[Monitor] = None

@@ -54,6 +54,8 @@ Rules the session enforces:
   size we announced; nothing larger than the peer's announced size is sent
   (a request fails through its monitor with
   :class:`aiocoap.error.NetworkError`, a response is replaced by a 5.00).
+  A peer announcing less than :data:`MIN_PEER_MAX_MESSAGE_SIZE` is
+  aborted (Bad-CSM-Option: Max-Message-Size).
 * A partial frame that stalls for :attr:`SessionTuning.frame_timeout`, or
   that is not complete :attr:`SessionTuning.frame_time_limit` after it
   started, ends the connection with an Abort (slowloris). With a
@@ -86,10 +88,11 @@ Rules the session enforces:
   session.
 
 Log levels: debug for per-message events (unmatched responses, ignored
-messages) and for sessions ending, info for connections ended by the peer
-or for lack of an answer, warning for peers that violate the protocol or
-exceed limits. (Rate limiting those warnings is the transport's business
-once many peers are involved.)
+messages) and for sessions ending. Everything a peer can cause is counted
+in a :class:`PeerLog` (shared by all sessions of a transport): each event
+at debug, and per kind at most one line a minute with the count of the
+others, at info for connections ended by the peer or for lack of an
+answer, at warning for peers that violate the protocol or exceed limits.
 """
 
 from __future__ import annotations
@@ -103,6 +106,7 @@ from typing import Callable, Optional, Protocol
 from .. import error, interfaces
 from ..message import Message
 from ..numbers.codes import Code
+from ..util.logsummary import LogSummary
 from . import rfc8323common as rfc
 
 __all__ = [
@@ -110,8 +114,11 @@ __all__ = [
     "DEFAULT_SESSION_TUNING",
     "Framer",
     "StreamFramer",
+    "WriteBatcher",
     "WebSocketFramer",
     "SessionState",
+    "PeerLog",
+    "MIN_PEER_MAX_MESSAGE_SIZE",
     "RFC8323Session",
 ]
 
@@ -168,8 +175,29 @@ class SessionTuning:
     """Client connections open at the same time (per client interface)."""
 
     max_server_connections: int = 1000
-    """Incoming connections a server keeps at the same time; more are
-    answered with an Abort."""
+    """Incoming connections a server keeps at the same time. One more
+    closes the connection that has been idle longest; if none is idle, the
+    new one is answered with an Abort (see
+    :mod:`aiocoap.transports.connectiontable`)."""
+
+    max_server_connections_per_host: int = 100
+    """Incoming connections from one host (address without port) a server
+    keeps at the same time; one more closes that host's connection that has
+    been idle longest, or is refused if none is."""
+
+    max_server_buffered: int = 64 * 1024 * 1024
+    """Bytes of incomplete messages all incoming connections of a server
+    may hold together; above it, the connection holding most is aborted."""
+
+    server_idle_timeout: Optional[float] = 120.0
+    """Seconds after which a server connection with nothing pending (no
+    request unanswered, no observation running, none of our requests out)
+    is closed (None: never)."""
+
+    frame_min_rate: Optional[float] = 1024.0
+    """Bytes per second at which a message in progress must arrive on
+    average once it is older than :attr:`frame_timeout` (None: any rate);
+    slower ones end the connection with an Abort (slowloris)."""
 
     write_buffer_limit: int = 4 * 1024 * 1024
     """Bytes that may wait for a connection's peer to take them."""
@@ -214,6 +242,64 @@ class StreamFramer(rfc.StreamParser):
     __slots__ = ()
 
     encode = staticmethod(rfc.encode_message)
+
+
+class WriteBatcher:
+    """Joins the frames a stream connection writes into few socket writes,
+    without holding a whole window of them back.
+
+    A stream transport :meth:`add`\\ s each frame the session writes and
+    writes what :meth:`take` returns at the end of its event loop
+    iteration, so that the frames of one iteration cost one system call
+    instead of one each. But once a chunk holds :attr:`max_frames` frames
+    or :attr:`max_bytes` bytes, :meth:`add` returns it to be written at
+    once: joining everything of an iteration makes two peers with a window
+    of requests between them take turns (each reads the other's whole
+    batch, works on it while the other waits, and answers with one batch
+    again), so together they never use more than one core however many
+    they have. With chunks, the peer starts on the first ones while this
+    side still produces the rest (measured in benchmarks/README.md, "CoAP
+    over TCP"; tests/test_rfc8323pipeline.py shows it on a virtual
+    clock)."""
+
+    __slots__ = ("max_frames", "max_bytes", "_frames", "bytes")
+
+    def __init__(self, max_frames: int = 16, max_bytes: int = 16 * 1024) -> None:
+        self.max_frames = max_frames
+        """Frames after which a chunk is written at once."""
+        self.max_bytes = max_bytes
+        """Bytes after which a chunk is written at once (a frame at least
+        this large goes out alone, without being copied)."""
+        self._frames: list[bytes] = []
+        self.bytes = 0
+        """Bytes added and not taken yet."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {len(self._frames)} frame(s), {self.bytes} bytes pending>"
+
+    def add(self, frame: bytes) -> Optional[bytes]:
+        """Add a frame; returns the bytes to write now if the chunk is
+        full (else None: write at the end of the iteration)."""
+        frames = self._frames
+        frames.append(frame)
+        self.bytes += len(frame)
+        if len(frames) >= self.max_frames or self.bytes >= self.max_bytes:
+            return self.take()
+        return None
+
+    def take(self) -> Optional[bytes]:
+        """All frames added since the last take, joined (None if none)."""
+        frames = self._frames
+        if not frames:
+            return None
+        self._frames = []
+        self.bytes = 0
+        return frames[0] if len(frames) == 1 else b"".join(frames)
+
+    def clear(self) -> None:
+        """Drop what was not taken (the connection is cut)."""
+        self._frames = []
+        self.bytes = 0
 
 
 class WebSocketFramer:
@@ -262,6 +348,40 @@ class WebSocketFramer:
 
 
 # --- the session ---------------------------------------------------------------------
+
+
+class PeerLog:
+    """The log lines peers can cause, each kind rate-limited
+    (:class:`~aiocoap.util.logsummary.LogSummary`: one line at its level
+    per minute with the count of the others, every event at debug).
+
+    A transport makes one for all its connections and passes it to each
+    session, so that a thousand misbehaving connections give one line a
+    minute per kind, not a thousand."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        self.violation = LogSummary(log, logging.WARNING)
+        """Protocol violations and exceeded limits that end a connection
+        with an Abort (no CSM in time, broken framing, stalled or too slow
+        messages, a Max-Message-Size below :data:`MIN_PEER_MAX_MESSAGE_SIZE`)."""
+        self.oversized = LogSummary(log, logging.WARNING)
+        """Responses larger than the peer's Max-Message-Size (replaced by a
+        5.00)."""
+        self.not_reading = LogSummary(log, logging.WARNING)
+        """Peers that do not take what is written to them."""
+        self.ended = LogSummary(log, logging.INFO)
+        """Connections the peer released, aborted or let fall silent."""
+        self.refused = LogSummary(log, logging.WARNING)
+        """Connections a server refused or closed at its caps (the
+        transport's)."""
+
+
+MIN_PEER_MAX_MESSAGE_SIZE = 64
+"""The smallest Max-Message-Size a peer may announce. RFC 8323 gives no
+bound of its own; below this not even a response carrying the smallest
+block (16 bytes, RFC 7959) with its options fits, and every response to
+such a peer would be a 5.00: a peer announcing less is aborted with the
+option in Bad-CSM-Option."""
 
 
 class SessionState(enum.IntEnum):
@@ -351,6 +471,9 @@ class RFC8323Session:
         itself: the transport closes the connection (at once if ``hard``,
         else after writing what was written) and fails what waited for it
         with ``reason``.
+    :param peer_log: where lines about the peer's misbehaviour go,
+        rate-limited (shared by a transport's sessions; default: one of
+        its own).
     """
 
     def __init__(
@@ -368,6 +491,7 @@ class RFC8323Session:
         on_ready: Callable[[], None] = lambda: None,
         on_release: Callable[[Optional[int]], None] = lambda hold_off: None,
         on_close: Callable[[Exception, bool], None] = lambda reason, hard: None,
+        peer_log: Optional[PeerLog] = None,
     ) -> None:
         self._framer = framer
         self._encode = framer.encode
@@ -377,8 +501,9 @@ class RFC8323Session:
         self._deliver_response = deliver_response
         self._remote = remote
         self.log = log
+        self._peer_log = peer_log if peer_log is not None else PeerLog(log)
         self.tuning = tuning
-        self._idle_timeout = tuning.idle_timeout if idle_close else None
+        self._idle_timeout = tuning.idle_timeout if idle_close else tuning.server_idle_timeout
         self._on_ready = on_ready
         self._on_release = on_release
         self._on_close = on_close
@@ -401,6 +526,10 @@ class RFC8323Session:
         self._outstanding: dict[bytes, int] = {}
         # tokens of the peer's requests that are not answered yet
         self._incoming: set[bytes] = set()
+        # tokens of the peer's observe registrations not answered yet, and
+        # of the observations we serve (their last response had Observe)
+        self._registering: set[bytes] = set()
+        self._observed: set[bytes] = set()
         self._held_pongs: list[_HeldPong] = []
 
         self._connected_at = 0.0
@@ -458,8 +587,12 @@ class RFC8323Session:
     @property
     def is_idle(self) -> bool:
         """Nothing pending: no request of ours waiting for a response or
-        notifications, none of the peer's unanswered, nothing queued."""
-        return not self._outstanding and not self._incoming and not self._queue
+        notifications, none of the peer's unanswered, no observation of the
+        peer's running, nothing queued, no message arriving."""
+        return (
+            not self._outstanding and not self._incoming and not self._queue and not self._observed
+            and not self._framer.buffered
+        )
 
     @property
     def quiet_since(self) -> float:
@@ -499,6 +632,9 @@ class RFC8323Session:
             best = self._connected_at + tuning.csm_timeout
         if self._frame_started is not None:
             best = min(best, self._last_rx + tuning.frame_timeout, self._frame_started + tuning.frame_time_limit)
+            slow = self._slow_frame_deadline()
+            if slow is not None:
+                best = min(best, slow)
         if self._ping_deadline is not None:
             best = min(best, self._ping_deadline)
         elif tuning.ping_interval is not None and self._peer_csm is not None:
@@ -507,6 +643,14 @@ class RFC8323Session:
         if idle is not None:
             best = min(best, idle)
         return None if best == _INF else best
+
+    def _slow_frame_deadline(self) -> Optional[float]:
+        """When the message in progress falls below the minimum average
+        rate (its bytes so far would have been due by then)."""
+        rate = self.tuning.frame_min_rate
+        if rate is None or self._frame_started is None:
+            return None
+        return self._frame_started + max(self.tuning.frame_timeout, self._framer.buffered / rate)
 
     def _idle_deadline(self) -> Optional[float]:
         if self._idle_timeout is None or self.state is not OPEN or not self.is_idle:
@@ -522,16 +666,19 @@ class RFC8323Session:
         tuning = self.tuning
         try:
             if self._peer_csm is None and now >= self._connected_at + tuning.csm_timeout:
-                raise self._violation(f"no CSM received within {tuning.csm_timeout:g} s")
+                raise self._violation(f"no CSM received within {tuning.csm_timeout:g} s", now)
             if self._frame_started is not None:
                 if now >= self._last_rx + tuning.frame_timeout:
-                    raise self._violation(f"message stalled for {tuning.frame_timeout:g} s")
+                    raise self._violation(f"message stalled for {tuning.frame_timeout:g} s", now)
                 if now >= self._frame_started + tuning.frame_time_limit:
-                    raise self._violation(f"message not completed within {tuning.frame_time_limit:g} s")
+                    raise self._violation(f"message not completed within {tuning.frame_time_limit:g} s", now)
+                slow = self._slow_frame_deadline()
+                if slow is not None and now >= slow:
+                    raise self._violation(f"message arriving slower than {tuning.frame_min_rate:g} bytes/s", now)
             if self._ping_deadline is not None:
                 if now >= self._ping_deadline:
                     where = rfc.describe_remote(self._remote)
-                    self.log.info("Peer %s did not answer a Ping; closing", where)
+                    self._peer_log.ended.log(now, "Peer %s did not answer a Ping; closing", where)
                     raise rfc.CloseConnection(
                         error.NetworkError(f"Peer {where} did not answer a Ping within {tuning.ping_timeout:g} s"),
                         hard=True,
@@ -593,6 +740,8 @@ class RFC8323Session:
         self._queue = []
         self._outstanding.clear()
         self._incoming.clear()
+        self._registering.clear()
+        self._observed.clear()
         self._held_pongs = []
         self._frame_started = None
         self._ping_deadline = None
@@ -608,11 +757,11 @@ class RFC8323Session:
         self._end(closing.reason)
         self._on_close(closing.reason, closing.hard)
 
-    def _violation(self, diagnostic: str, abort: Optional[rfc.Abort] = None) -> rfc.CloseConnection:
+    def _violation(self, diagnostic: str, now: float, abort: Optional[rfc.Abort] = None) -> rfc.CloseConnection:
         """The peer broke the protocol: what to raise to tell it why, and
         disconnect."""
         where = rfc.describe_remote(self._remote)
-        self.log.warning("Aborting connection %s: %s", where, diagnostic)
+        self._peer_log.violation.log(now, "Aborting connection %s: %s", where, diagnostic)
         return rfc.CloseConnection(
             error.NetworkError(f"Connection {where} aborted: peer violated the protocol ({diagnostic})"),
             abort=abort if abort is not None else rfc.Abort(diagnostic=diagnostic),
@@ -673,7 +822,7 @@ class RFC8323Session:
                     self._process(message, now)
                     if self.state is CLOSED:
                         return
-                raise self._violation(e.diagnostic, rfc.Abort.from_error(e))
+                raise self._violation(e.diagnostic, now, rfc.Abort.from_error(e))
             for message in messages:
                 self._process(message, now)
                 if self.state is CLOSED:
@@ -687,11 +836,16 @@ class RFC8323Session:
     def _process(self, message: Message, now: float) -> None:
         code: Code = message.code  # type: ignore[assignment]  # decoded messages have one
         if self._peer_csm is None and code != Code.CSM:
-            raise self._violation("first message was not a CSM")
+            raise self._violation("first message was not a CSM", now)
         message.remote = self._remote
         handling = _HANDLING[code]
         if handling == _REQUEST:
-            self._incoming.add(message.token)
+            token = message.token
+            self._incoming.add(token)
+            if message.opt.observe == 0:
+                self._registering.add(token)
+            elif self._observed:
+                self._observed.discard(token)  # a new request with the token replaces the observation
             try:
                 self._deliver_request(message)
             except Exception:
@@ -734,8 +888,15 @@ class RFC8323Session:
         try:
             signal = rfc.parse_signaling(message, self._peer_csm)
         except rfc.BadSignalingOption as e:
-            raise self._violation(e.diagnostic, rfc.Abort.from_error(e))
+            raise self._violation(e.diagnostic, now, rfc.Abort.from_error(e))
         if isinstance(signal, rfc.CSM):
+            if signal.max_message_size < MIN_PEER_MAX_MESSAGE_SIZE:
+                diagnostic = (
+                    f"Max-Message-Size {signal.max_message_size} is below {MIN_PEER_MAX_MESSAGE_SIZE}"
+                )
+                raise self._violation(
+                    diagnostic, now, rfc.Abort(bad_csm_option=rfc.CSM_MAX_MESSAGE_SIZE, diagnostic=diagnostic)
+                )
             first = self._peer_csm is None
             self._peer_csm = signal
             self._set_block_sizes()
@@ -749,14 +910,14 @@ class RFC8323Session:
         elif isinstance(signal, rfc.Pong):
             pass  # receiving it already counted as a sign of life
         elif isinstance(signal, rfc.Release):
-            self.log.info("Peer %s released the connection", rfc.describe_remote(self._remote))
+            self._peer_log.ended.log(now, "Peer %s released the connection", rfc.describe_remote(self._remote))
             self._on_release(signal.hold_off or None)
             self._released = True
             self._became_quiet(now)
         elif isinstance(signal, rfc.Abort):
             where = rfc.describe_remote(self._remote)
             text = f": {signal.diagnostic}" if signal.diagnostic else ""
-            self.log.info("Peer %s aborted the connection%s", where, text)
+            self._peer_log.ended.log(now, "Peer %s aborted the connection%s", where, text)
             raise rfc.CloseConnection(error.NetworkError(f"Peer {where} aborted the connection{text}"))
         else:
             self.log.debug("Ignoring unknown signaling message %r", message)
@@ -822,8 +983,8 @@ class RFC8323Session:
                     message, monitor, f"Message of {len(frame)} bytes exceeds the Max-Message-Size {limit} of {where}", now
                 )
                 return False
-            self.log.warning(
-                "Response of %d bytes exceeds the Max-Message-Size %d of %s; sending 5.00 instead",
+            self._peer_log.oversized.log(
+                now, "Response of %d bytes exceeds the Max-Message-Size %d of %s; sending 5.00 instead",
                 len(frame), limit, where,
             )
             frame = self._encode(Message(
@@ -835,7 +996,7 @@ class RFC8323Session:
             if is_request:
                 self._refuse(message, monitor, f"Send buffer of connection {where} is full", now)
                 return False
-            self.log.warning("Peer %s does not read what is sent to it; aborting", where)
+            self._peer_log.not_reading.log(now, "Peer %s does not read what is sent to it; aborting", where)
             self._close(rfc.CloseConnection(error.NetworkError(f"Peer {where} stopped reading"), hard=True))
             return False
         self._write(frame)
@@ -843,9 +1004,27 @@ class RFC8323Session:
             if not tracked:
                 self._track(message)
             return True
+        if self._registering or self._observed:
+            self._observation_answered(message, now)
         if self._incoming:
             self._answered(message.token, now)
         return False
+
+    def _observation_answered(self, response: Message, now: float) -> None:
+        """A response to the peer: it starts, continues or ends an
+        observation we serve (a successful one with Observe keeps it
+        running)."""
+        token = response.token
+        if token not in self._registering and token not in self._observed:
+            return
+        self._registering.discard(token)
+        code: Code = response.code  # type: ignore[assignment]
+        if code.is_successful() and response.opt.observe is not None:
+            self._observed.add(token)
+            return
+        self._observed.discard(token)
+        if not self._observed:
+            self._became_quiet(now)
 
     def _refuse(self, message: Message, monitor: Optional[Monitor], text: str, now: float) -> None:
         if self._outstanding.pop(message.token, None) is not None and not self._outstanding:
@@ -893,7 +1072,7 @@ class RFC8323Session:
             self._became_quiet(now)
 
     def _became_quiet(self, now: float) -> None:
-        if self._outstanding or self._incoming or self._queue or self.state is CLOSED or not self._started:
+        if self._outstanding or self._incoming or self._queue or self._observed or self.state is CLOSED or not self._started:
             return
         if self._released:
             self._close(self._closed_locally())

@@ -16,7 +16,10 @@ What this module does beside the session:
 
 * It moves the bytes: received data goes to the session with
   ``loop.time()``; the frames the session writes in one event loop
-  iteration are joined into one socket write. Its ``backlog`` (frames not
+  iteration are joined into socket writes of up to 16 frames
+  (:class:`~aiocoap.transports.rfc8323session.WriteBatcher`: few system
+  calls, but the peer starts on the first frames while later ones are
+  still being produced). Its ``backlog`` (frames not
   yet handed to the socket, plus the socket's buffer while the peer makes
   asyncio pause writing) is what the session holds against
   :attr:`TcpTuning.write_buffer_limit`.
@@ -34,17 +37,28 @@ What this module does beside the session:
   Context keep working. A peer's Release takes the connection out of the
   pool; a Hold-Off in it keeps us from reconnecting to that peer for the
   given time.
-* A server keeps at most :attr:`TcpTuning.max_server_connections`
-  connections; one more is answered with an Abort.
+* A server's connections are capped by a
+  :class:`~aiocoap.transports.connectiontable.ConnectionTable`: at most
+  :attr:`TcpTuning.max_server_connections` in all and
+  :attr:`TcpTuning.max_server_connections_per_host` per host, where one
+  more first closes the connection idle longest (of that host, or of
+  anyone) and is answered with an Abort only if none is idle; at most
+  :attr:`TcpTuning.max_server_buffered` bytes of incomplete messages
+  together, above which the connection holding most is aborted. Idle
+  server connections close after :attr:`TcpTuning.server_idle_timeout`,
+  and messages trickling in slower than :attr:`TcpTuning.frame_min_rate`
+  are aborted (both by the session).
 
 The framing helpers of aiocoap's ``transports.tcp`` module
 (:func:`_extract_message_size`, :func:`_decode_message`,
 :func:`_encode_length`, :func:`_serialize`) are kept for code that imports
 them; they are thin wrappers around :mod:`aiocoap.transports.rfc8323common`.
 
-Log levels: debug for per-message events, info for connections opened or
-closed for protocol reasons, warning for peers that violate the protocol or
-exceed limits.
+Log levels: debug for per-message events; what peers cause (violations,
+refused or evicted connections, connections they end) through the
+interface's rate-limited
+:class:`~aiocoap.transports.rfc8323session.PeerLog`: debug for each, one
+line a minute per kind at info or warning.
 """
 
 from __future__ import annotations
@@ -62,6 +76,7 @@ from ..util import hostportjoin
 from ..util.asyncio import clock_of
 from . import rfc8323common as rfc
 from .generic_udp import split_hostinfo
+from .connectiontable import ConnectionTable
 from .rfc8323adapter import DriverInterface, HoldOffs, SessionDriver, idle_victim, strip_mapped
 from .rfc8323session import (
     CLOSED,
@@ -70,6 +85,7 @@ from .rfc8323session import (
     RFC8323Session,
     SessionTuning,
     StreamFramer,
+    WriteBatcher,
 )
 
 if TYPE_CHECKING:
@@ -190,7 +206,9 @@ class TcpConnection(SessionDriver, asyncio.Protocol):
         self._remote_hostinfo = hostinfo
         # (host, port) a client connection connects to, its key in the pool
         self._key = key
-        self._out: list[bytes] = []
+        self._batch = WriteBatcher()
+        # what the interface was last told the framer holds of an incomplete message
+        self._reported_buffered = 0
 
     # --- EndpointAddress ---------------------------------------------------------
 
@@ -282,6 +300,10 @@ class TcpConnection(SessionDriver, asyncio.Protocol):
         session.receive_data(data, self._clock())
         if session.added_deadline is not None:
             self._rearm(session)
+        buffered = session.buffered
+        if buffered or self._reported_buffered:
+            self._reported_buffered = buffered
+            self._interface._buffered_changed(self, buffered)
 
     # --- sending -------------------------------------------------------------------
 
@@ -289,22 +311,27 @@ class TcpConnection(SessionDriver, asyncio.Protocol):
         return self._interface._revive(self, monitor)
 
     def _write(self, frame: bytes) -> None:
-        """Queue a frame for the write at the end of this loop iteration."""
-        if self._transport is None:
+        """Write a frame: with the others of this loop iteration at its
+        end, or at once with those before it when they fill a chunk (see
+        :class:`~aiocoap.transports.rfc8323session.WriteBatcher`)."""
+        transport = self._transport
+        if transport is None:
             return
-        self._out.append(frame)
-        self._out_bytes += len(frame)
-        if self._flush_handle is None:
+        batch = self._batch
+        chunk = batch.add(frame)
+        self._out_bytes = batch.bytes
+        if chunk is not None:
+            transport.write(chunk)
+        elif self._flush_handle is None:
             self._flush_handle = self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_handle = None
-        out = self._out
-        if not out or self._transport is None:
-            return
-        self._out = []
-        self._out_bytes = 0
-        self._transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if self._transport is not None:
+            chunk = self._batch.take()
+            self._out_bytes = 0
+            if chunk is not None:
+                self._transport.write(chunk)
 
     # --- closing -----------------------------------------------------------------
 
@@ -317,7 +344,7 @@ class TcpConnection(SessionDriver, asyncio.Protocol):
         if transport is None:
             return
         if hard:
-            self._out = []
+            self._batch.clear()
             self._out_bytes = 0
         else:
             self._flush()
@@ -337,7 +364,7 @@ class TcpConnection(SessionDriver, asyncio.Protocol):
         if self._session is not None:
             self._session.connection_lost(reason)
         self._transport = None
-        self._out = []
+        self._batch.clear()
         self._out_bytes = 0
         if self._flush_handle is not None:
             self._flush_handle.cancel()
@@ -432,6 +459,9 @@ class _TCPPooling(DriverInterface):
     def _connection_released(self, connection: TcpConnection) -> None:
         """The connection takes no new requests (peer's Release, idle)."""
 
+    def _buffered_changed(self, connection: TcpConnection, nbytes: int) -> None:
+        """The connection holds ``nbytes`` of an incomplete message."""
+
     def _hold_off_peer(self, connection: TcpConnection, seconds: int) -> None:
         """The peer asked us not to reconnect for a while."""
 
@@ -497,16 +527,56 @@ class TCPServer(_TCPPooling, interfaces.TokenInterface):
         )
         return self
 
+    _table: Optional[ConnectionTable[TcpConnection]] = None
+
     def _new_connection(self) -> TcpConnection:
         return TcpConnection(self, self.log, self.loop)
+
+    def _connection_table(self) -> ConnectionTable[TcpConnection]:
+        """The table of connections, with the caps of the current tuning."""
+        table = self._table
+        if table is None:
+            table = self._table = ConnectionTable(
+                max_connections=0, max_per_host=0, max_buffered=0, idle_since=TcpConnection._idle_since
+            )
+        tuning = self.tuning
+        table.max_connections = tuning.max_server_connections
+        table.max_per_host = tuning.max_server_connections_per_host
+        table.max_buffered = tuning.max_server_buffered
+        return table
 
     def _connection_made(self, connection: TcpConnection) -> None:
         super()._connection_made(connection)
         if self._shut:
             connection.abort("server shutting down")
-        elif len(self._connections) > self.tuning.max_server_connections:
-            self.log.warning("Too many connections; refusing %s", rfc.describe_remote(connection))
-            connection.abort("too many connections")
+            return
+        peername = connection._peername
+        host = strip_mapped(peername[0]) if peername else ""
+        admission = self._connection_table().admit(connection, host)
+        now = self._clock()
+        for victim in admission.close:
+            self.peer_log.refused.log(
+                now, "Closing idle connection %s to make room for %s",
+                rfc.describe_remote(victim), rfc.describe_remote(connection),
+            )
+            victim._detach(error.NetworkError(f"Connection {rfc.describe_remote(victim)} closed to make room"))
+        if not admission.admitted:
+            self.peer_log.refused.log(now, "Refusing %s: %s", rfc.describe_remote(connection), admission.reason)
+            connection.abort(admission.reason)
+
+    def _connection_lost(self, connection: TcpConnection) -> None:
+        if self._table is not None:
+            self._table.remove(connection)
+        super()._connection_lost(connection)
+
+    def _buffered_changed(self, connection: TcpConnection, nbytes: int) -> None:
+        victim = self._connection_table().set_buffered(connection, nbytes)
+        if victim is not None:
+            self.peer_log.violation.log(
+                self._clock(), "Aborting connection %s: it holds the most of %d bytes of incomplete messages",
+                rfc.describe_remote(victim), self.tuning.max_server_buffered,
+            )
+            victim.abort("too much of incomplete messages buffered")
 
     async def fill_or_recognize_remote(self, message: Message) -> bool:
         remote = message.remote
