@@ -97,12 +97,12 @@ def test_ten_thousand_oversized_responses_give_one_warning(caplog):
     end = ServerEnd()
     end.session.receive_data(csm(MIN_PEER_MAX_MESSAGE_SIZE), START)
     requests = b"".join(
-        frame(Message(code=Code.GET, token=i.to_bytes(2, "big"), uri_path=["big"])) for i in range(10000)
+        frame(Message(code=Code.GET, _token=i.to_bytes(2, "big"), uri_path=["big"])) for i in range(10000)
     )
     end.session.receive_data(requests, START)
     assert len(end.requests) == 10000
     for i, request in enumerate(end.requests):
-        end.session.send(Message(code=Code.CONTENT, token=request.token, payload=b"x" * 200), START + i * 1e-4)
+        end.session.send(Message(code=Code.CONTENT, _token=request.token, payload=b"x" * 200), START + i * 1e-4)
     responses = end.sent()[1:]
     assert len(responses) == 10000 and {r.code for r in responses} == {Code.INTERNAL_SERVER_ERROR}
     (warning,) = records(caplog, logging.WARNING)
@@ -123,7 +123,7 @@ def test_peer_endings_are_summarized_at_info(caplog):
 @pytest.mark.parametrize("size", [0, 10, MIN_PEER_MAX_MESSAGE_SIZE - 1])
 def test_a_max_message_size_below_the_minimum_is_aborted(size):
     end = ServerEnd()
-    end.session.receive_data(csm(size) + frame(Message(code=Code.GET, token=b"1")), START)
+    end.session.receive_data(csm(size) + frame(Message(code=Code.GET, _token=b"1")), START)
     assert end.requests == []  # the request after the CSM is not processed
     abort = end.sent()[-1]
     assert abort.code == Code.ABORT

@@ -106,7 +106,7 @@ class Peer:
 
 class Server(Peer):
     def handle(self, request: Message) -> None:
-        response = Message(code=Code.CONTENT, token=request.token, payload=b"Hello from the benchmark resource")
+        response = Message(code=Code.CONTENT, _token=request.token, payload=b"Hello from the benchmark resource")
         self.session.send(response, self.clock)
 
 
@@ -120,7 +120,7 @@ class Client(Peer):
 
     def request(self) -> None:
         self.sent += 1
-        message = Message(code=Code.GET, token=self.sent.to_bytes(4, "big"), uri_path=["bench"])
+        message = Message(code=Code.GET, _token=self.sent.to_bytes(4, "big"), uri_path=["bench"])
         assert self.session.send(message, self.clock)
 
     def handle(self, response: Message) -> None:

@@ -61,7 +61,7 @@ async def open_peer(port, *, ready=True):
 
 
 async def get(peer, token, path):
-    peer.send(encode(Message(code=Code.GET, token=token, uri_path=[path])))
+    peer.send(encode(Message(code=Code.GET, _token=token, uri_path=[path])))
 
 
 async def closed(peer, timeout=TIMEOUT):
@@ -137,14 +137,14 @@ async def test_observation_keeps_the_connection_until_it_ends():
     async with tcp_server(site, tuning=tuned(server_idle_timeout=0.2)) as server, peers() as opened:
         peer = await open_peer(server.port)
         opened.append(peer)
-        peer.send(encode(Message(code=Code.GET, token=b"o", uri_path=["clock"], observe=0)))
+        peer.send(encode(Message(code=Code.GET, _token=b"o", uri_path=["clock"], observe=0)))
         first = await peer.receive()
         assert first.opt.observe is not None
         await asyncio.sleep(0.5)
         site.clock.tick()
         assert (await peer.receive()).opt.observe is not None  # still there after 2.5 idle timeouts
         # Deregistering ends the observation: then it is idle.
-        peer.send(encode(Message(code=Code.GET, token=b"o", uri_path=["clock"], observe=1)))
+        peer.send(encode(Message(code=Code.GET, _token=b"o", uri_path=["clock"], observe=1)))
         assert (await peer.receive()).opt.observe is None
         assert await closed(peer, 2.0) == []
 
@@ -281,7 +281,7 @@ async def test_a_tiny_max_message_size_is_aborted_at_once():
     async with tcp_server() as server, peers() as opened:
         peer = await RawPeer.connect(server.port)
         opened.append(peer)
-        peer.send(csm(10) + encode(Message(code=Code.GET, token=b"1", uri_path=["echo"])))
+        peer.send(csm(10) + encode(Message(code=Code.GET, _token=b"1", uri_path=["echo"])))
         messages = await closed(peer)
         assert [m.code for m in messages] == [Code.CSM, Code.ABORT]
         assert rfc.Abort.from_message(messages[-1]).bad_csm_option == rfc.CSM_MAX_MESSAGE_SIZE

@@ -479,6 +479,12 @@ class StreamParser:
         the middle of a message."""
         return len(self._buffer)
 
+    def discard(self) -> None:
+        """Forget the bytes of an incomplete frame (the connection ended:
+        they can never complete)."""
+        self._buffer = bytearray()
+        self._header = None
+
     def feed(self, data: BytesLike) -> list[Message]:
         """Add received bytes; return the messages they complete (possibly
         none), in order.

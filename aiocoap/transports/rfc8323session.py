@@ -229,6 +229,9 @@ class Framer(Protocol):
     def buffered(self) -> int:
         """Bytes held of a message that is not complete yet."""
 
+    def discard(self) -> None:
+        """Forget a message that is not complete yet (the session ended)."""
+
     def encode(self, message: Message) -> bytes:
         """The bytes of one frame carrying ``message``. Raises TypeError or
         ValueError for a message that can not be framed."""
@@ -330,6 +333,10 @@ class WebSocketFramer:
         ``pending`` callable)."""
         pending = self._pending
         return 0 if pending is None else pending()
+
+    def discard(self) -> None:
+        """Nothing to do: partial messages are held by the WebSocket
+        library, which drops them with the connection."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} max {self.max_message_size}>"
@@ -743,6 +750,7 @@ class RFC8323Session:
         self._registering.clear()
         self._observed.clear()
         self._held_pongs = []
+        self._framer.discard()
         self._frame_started = None
         self._ping_deadline = None
         self.added_deadline = None
