@@ -194,6 +194,19 @@ def test_session_cap_drops_the_longest_idle_session_first():
     assert len(c.table) == 3
 
 
+def test_session_cap_orders_activity_within_one_clock_tick():
+    """uvloop's clock has millisecond steps: sessions active within one
+    step are still ordered by their activity (the CI found a server that
+    closed the most recently active session instead of the idle one)."""
+    c = Clock(server=True, max_server_sessions=2, max_server_handshakes=2, idle_timeout=None)
+    a = c.established("a")
+    b = c.established("b")
+    c.table.received(a, c.now)
+    c.table.sent(a, c.now, expects_answer=False)
+    c.table.start("c", c.now)
+    assert [s for s, _ in c.closed] == [b]
+
+
 def test_client_cap():
     c = Clock(max_client_sessions=2, idle_timeout=None)
     first = c.established(1)

@@ -227,7 +227,7 @@ class Session:
 
     ``handle`` is whatever the transport attaches (its EndpointAddress)."""
 
-    __slots__ = ("key", "epoch", "state", "started", "last_activity", "_lru_at", "waiting_since", "handle")
+    __slots__ = ("key", "epoch", "state", "started", "last_activity", "_activity", "_lru_place", "waiting_since", "handle")
 
     def __init__(self, key: Hashable, epoch: int, now: float, handle: Any):
         self.key = key
@@ -235,8 +235,13 @@ class Session:
         self.state = SessionState.HANDSHAKE
         self.started = now
         self.last_activity = now
-        # the time at which the session took its place in the idle order
-        self._lru_at = now
+        # Order of activity (a sequence number of the table, increasing
+        # with every datagram): times alone can not order sessions active
+        # within one tick of a coarse clock (uvloop's has milliseconds).
+        self._activity = 0
+        # the sequence number with which the session took its place in the
+        # idle order
+        self._lru_place = 0
         # client: since when an answer is awaited (None: nothing awaited)
         self.waiting_since: Optional[float] = None
         self.handle = handle
@@ -370,14 +375,14 @@ class SessionTable:
         place."""
         idle = self._idle
         while idle:
-            lru_at, _, session = idle[0]
-            if session.state is not SessionState.ESTABLISHED or lru_at != session._lru_at:
+            _, place, session = idle[0]
+            if session.state is not SessionState.ESTABLISHED or place != session._lru_place:
                 heapq.heappop(idle)
                 continue
-            if session.last_activity == lru_at:
+            if session._activity == place:
                 return session
-            session._lru_at = session.last_activity
-            heapq.heapreplace(idle, (session._lru_at, next(self._seq), session))
+            session._lru_place = session._activity
+            heapq.heapreplace(idle, (session.last_activity, session._activity, session))
         return None
 
     # --- events ---------------------------------------------------------------------------
@@ -418,16 +423,18 @@ class SessionTable:
             return
         session.state = SessionState.ESTABLISHED
         del self._handshakes[session.key]
-        session.last_activity = session._lru_at = now
+        session.last_activity = now
+        session._activity = session._lru_place = next(self._seq)
         idle = self._idle
         if len(idle) > 2 * len(self._sessions) + 64:
-            idle[:] = [e for e in idle if e[2].state is SessionState.ESTABLISHED and e[0] == e[2]._lru_at]
+            idle[:] = [e for e in idle if e[2].state is SessionState.ESTABLISHED and e[1] == e[2]._lru_place]
             heapq.heapify(idle)
-        heapq.heappush(idle, (now, next(self._seq), session))
+        heapq.heappush(idle, (now, session._activity, session))
 
     def received(self, session: Session, now: float) -> None:
         """A datagram arrived on the session."""
         session.last_activity = now
+        session._activity = next(self._seq)
         if session.waiting_since is not None:
             session.waiting_since = None
             del self._waiting[session.key]
@@ -438,6 +445,7 @@ class SessionTable:
         Returns the deadline this added, if any (the only event on the
         path of every message that can add one)."""
         session.last_activity = now
+        session._activity = next(self._seq)
         if expects_answer and session.waiting_since is None and not self.server:
             session.waiting_since = now
             self._waiting[session.key] = session
