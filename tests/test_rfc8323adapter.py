@@ -47,7 +47,7 @@ class Connection:
     def __init__(self, since):
         self.since = since
 
-    def _idle_since(self):
+    def idle_rank(self):
         return self.since
 
 

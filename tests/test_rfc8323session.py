@@ -463,6 +463,29 @@ def test_a_cancelled_request_lets_the_connection_become_idle(net):
     assert len(client.closed) == 1 and server.closed == []
 
 
+def test_sessions_quiet_at_one_clock_tick_rank_in_the_order_they_went_quiet():
+    """uvloop's clock counts milliseconds: three connections answered in
+    one tick went idle at the same time, and the server's cap closed a
+    recently busy one instead of the one quiet longest (CI failure of
+    test_one_host_can_not_take_every_connection on uvloop)."""
+    net = Net()
+    pairs = []
+    for _ in range(3):
+        client, server = net.pair()
+        net.start()
+        client.send(get(b"q"))
+        net.flush()
+        pairs.append((client, server))
+    for client, server in pairs:  # answered one after the other, same now
+        net.ends, net.inbox = [client, server], {client: [], server: []}
+        server.send(content(b"q"))
+        net.flush()
+        assert server.session.is_idle
+    ranks = [server.session.idle_rank for _, server in pairs]
+    assert len({quiet for quiet, _ in ranks}) == 1
+    assert ranks == sorted(ranks) and len(set(ranks)) == 3
+
+
 # --- partial frames ---------------------------------------------------------------------
 
 

@@ -34,11 +34,25 @@ Idle connections also close by themselves after
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Generic, Hashable, Optional, TypeVar
+from typing import Any, Callable, Generic, Hashable, Iterable, Optional, TypeVar
 
-__all__ = ["Admission", "ConnectionTable"]
+__all__ = ["Admission", "ConnectionTable", "longest_idle"]
 
 C = TypeVar("C", bound=Hashable)
+T = TypeVar("T")
+
+
+def longest_idle(candidates: Iterable[T], idle_since: Callable[[T], Optional[Any]]) -> Optional[T]:
+    """The candidate idle longest: the one whose ``idle_since`` is smallest,
+    leaving out those for which it is None (not idle). The values need only
+    be comparable, e.g. a time with a sequence number for ties."""
+    best: Optional[T] = None
+    best_since: Any = None
+    for candidate in candidates:
+        since = idle_since(candidate)
+        if since is not None and (best is None or since < best_since):
+            best, best_since = candidate, since
+    return best
 
 
 @dataclass
@@ -58,7 +72,8 @@ class ConnectionTable(Generic[C]):
     messages they hold (see the module documentation for the rules).
 
     :param idle_since: ``idle_since(connection)``: since when the
-        connection has had nothing pending, or None if it has something.
+        connection has had nothing pending (any comparable value, earlier
+        is smaller), or None if it has something.
     """
 
     def __init__(
@@ -67,7 +82,7 @@ class ConnectionTable(Generic[C]):
         max_connections: int,
         max_per_host: int,
         max_buffered: int,
-        idle_since: Callable[[C], Optional[float]],
+        idle_since: Callable[[C], Optional[Any]],
     ) -> None:
         self.max_connections = max_connections
         self.max_per_host = max_per_host
@@ -93,13 +108,7 @@ class ConnectionTable(Generic[C]):
         return len(self._by_host.get(host, ()))
 
     def _longest_idle(self, candidates) -> Optional[C]:
-        best: Optional[C] = None
-        best_since = 0.0
-        for connection in candidates:
-            since = self._idle_since(connection)
-            if since is not None and (best is None or since < best_since):
-                best, best_since = connection, since
-        return best
+        return longest_idle(candidates, self._idle_since)
 
     def admit(self, connection: C, host: str) -> Admission[C]:
         """A new connection from ``host``: keep it, and close which others

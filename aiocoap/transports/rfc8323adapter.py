@@ -35,6 +35,7 @@ from ..message import Message
 from ..util import hostportjoin
 from ..util.asyncio.timer import DeadlineTimer
 from . import rfc8323common as rfc
+from .connectiontable import longest_idle
 from .rfc8323session import CLOSED, OPEN, Framer, PeerLog, RFC8323Session, SessionState, SessionTuning
 
 __all__ = ["SessionDriver", "DriverInterface", "HoldOffs", "idle_victim", "strip_mapped", "client_ssl_context"]
@@ -282,13 +283,14 @@ class SessionDriver(rfc.RFC8323Remote):
 
     # --- pooling -----------------------------------------------------------------------
 
-    def _idle_since(self) -> Optional[float]:
-        """Since when the connection is open with nothing pending (None if
-        it is not)."""
+    def idle_rank(self) -> Optional[tuple[float, int]]:
+        """Since when the connection is open with nothing pending, as the
+        session's :attr:`~.RFC8323Session.idle_rank` (None if it is not
+        idle)."""
         session = self._session
         if session is None or session.state is not OPEN or not session.is_idle:
             return None
-        return session.quiet_since
+        return session.idle_rank
 
 
 class DriverInterface(interfaces.TokenInterface):
@@ -353,13 +355,7 @@ class DriverInterface(interfaces.TokenInterface):
 def idle_victim(connections: Iterable[Driver]) -> Optional[Driver]:
     """The connection that has been idle the longest (None if none is
     idle): the one a full client pool closes to make room."""
-    best: Optional[Driver] = None
-    best_since = 0.0
-    for connection in connections:
-        since = connection._idle_since()
-        if since is not None and (best is None or since < best_since):
-            best, best_since = connection, since
-    return best
+    return longest_idle(connections, lambda connection: connection.idle_rank())
 
 
 class HoldOffs:

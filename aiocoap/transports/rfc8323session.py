@@ -98,6 +98,7 @@ answer, at warning for peers that violate the protocol or exceed limits.
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 import math
 from dataclasses import dataclass
@@ -433,6 +434,7 @@ _AWAITING_REGISTRATION = 1  # an observe registration, before its first response
 _OBSERVING = 2  # a running observation: ends with a final notification
 
 _INF = math.inf
+_QUIET_ORDER = itertools.count(1)  # see RFC8323Session.idle_rank
 _DEFAULT_PEER_CSM = rfc.CSM()
 
 Monitor = Callable[[Exception], None]
@@ -542,6 +544,7 @@ class RFC8323Session:
         self._connected_at = 0.0
         self._last_rx = 0.0
         self._quiet_since = 0.0
+        self._quiet_order = 0
         self._frame_started: Optional[float] = None
         self._ping_deadline: Optional[float] = None
         self.added_deadline: Optional[float] = None
@@ -605,6 +608,18 @@ class RFC8323Session:
     def quiet_since(self) -> float:
         """When the session last became idle."""
         return self._quiet_since
+
+    @property
+    def idle_rank(self) -> tuple[float, int]:
+        """Sorts sessions by when they last became idle, earliest first:
+        :attr:`quiet_since`, then the order in which that happened, since
+        a coarse clock (uvloop's counts milliseconds) gives sessions that
+        went quiet one after the other the same time."""
+        return (self._quiet_since, self._quiet_order)
+
+    def _mark_quiet(self, now: float) -> None:
+        self._quiet_since = now
+        self._quiet_order = next(_QUIET_ORDER)
 
     @property
     def pending_requests(self) -> int:
@@ -712,7 +727,8 @@ class RFC8323Session:
         if self._started or self.state is CLOSED:
             return
         self._started = True
-        self._connected_at = self._last_rx = self._quiet_since = now
+        self._connected_at = self._last_rx = now
+        self._mark_quiet(now)
         framer = self._framer
         csm = rfc.CSM(max_message_size=framer.max_message_size, block_wise_transfer=self.tuning.block_wise_transfer)
         self._write(self._encode(csm.to_message()))
@@ -932,7 +948,7 @@ class RFC8323Session:
 
     def _became_ready(self, now: float) -> None:
         self.state = OPEN
-        self._quiet_since = now
+        self._mark_quiet(now)
         self._on_ready()
         queue, self._queue = self._queue, []
         for message, monitor in queue:
@@ -1085,6 +1101,6 @@ class RFC8323Session:
         if self._released:
             self._close(self._closed_locally())
             return
-        self._quiet_since = now
+        self._mark_quiet(now)
         if self._idle_timeout is not None and self.state is OPEN:
             self._note(now + self._idle_timeout)

@@ -537,7 +537,7 @@ class TCPServer(_TCPPooling, interfaces.TokenInterface):
         table = self._table
         if table is None:
             table = self._table = ConnectionTable(
-                max_connections=0, max_per_host=0, max_buffered=0, idle_since=TcpConnection._idle_since
+                max_connections=0, max_per_host=0, max_buffered=0, idle_since=TcpConnection.idle_rank
             )
         tuning = self.tuning
         table.max_connections = tuning.max_server_connections
