@@ -459,6 +459,14 @@ def _as_path(path: Any, method: str) -> tuple:
     return segments
 
 
+def _not_found(request: Message) -> error.RenderableError:
+    """What a site answers for a request it has no resource for."""
+    opt = request.opt
+    if OptionNumber.PROXY_URI in opt or OptionNumber.PROXY_SCHEME in opt:
+        return error.ProxyingNotSupported()
+    return error.NotFound()
+
+
 class Site(interfaces.ObservableResource, PathCapable):
     """Typical root element that gets passed to a Context and contains all
     the resources that can be found when the endpoint gets accessed as a
@@ -520,8 +528,13 @@ class Site(interfaces.ObservableResource, PathCapable):
 
     def _locate(self, request: Message):
         """The child responsible for a request and the path remainder it is
-        to see (None: the request's path unchanged), or (None, None)."""
-        path = request.opt.uri_path
+        to see (None: the request's path unchanged), or (None, None).
+        A proxy request (Proxy-Uri or Proxy-Scheme) has none: a site is no
+        proxy (:meth:`render` answers 5.05)."""
+        opt = request.opt
+        if OptionNumber.PROXY_URI in opt or OptionNumber.PROXY_SCHEME in opt:
+            return None, None
+        path = opt.uri_path
         resource = self._resources.get(path)
         if resource is not None:
             return resource, (() if path else None)
@@ -596,10 +609,12 @@ class Site(interfaces.ObservableResource, PathCapable):
     async def render(self, request: Message):
         """Return a message that can be sent back to the requester, as
         rendered by the resource at the request's path; raises
-        :class:`error.NotFound` (4.04) where there is none."""
+        :class:`error.NotFound` (4.04) where there is none, and
+        :class:`error.ProxyingNotSupported` (5.05) for a proxy request
+        (RFC 7252 §5.7.2)."""
         child, remainder = self._locate(request)
         if child is None:
-            raise error.NotFound()
+            raise _not_found(request)
         return await child.render(self.stripped_request(request, remainder))
 
     async def render_to_pipe(self, request: "Pipe") -> None:
@@ -616,7 +631,7 @@ class Site(interfaces.ObservableResource, PathCapable):
         pipe = request
         child, stripped = self._find_child(pipe.request)
         if child is None:
-            raise error.NotFound()
+            raise _not_found(pipe.request)
         if interfaces.renders_to_pipe(child) or isinstance(child, Site):
             pipe.request = stripped
             await child.render_to_pipe(pipe)
