@@ -9,11 +9,16 @@ free loopback port, and stop them again.
   ``bench_echo_ceiling.py``.
 * :func:`start_libcoap_server`: libcoap's ``coap-server-notls`` with the
   benchmark resource created by a PUT (dynamic resources, ``-d``).
+* :func:`run_measurement`: a measuring client process that prints one JSON
+  line; if it outlives its time limit, it dumps its threads' stacks
+  (faulthandler) before it is killed, and the error carries the dump.
 
 All of them serve ``GET /bench`` with :data:`PAYLOAD` and are waited for
 until they answer; :class:`ServerProcess` is a context manager that
-terminates (and if need be kills) the process on exit. This module does not
-import aiocoap.
+terminates (and if need be kills) the process on exit. A server's output
+goes to a log file, never to a pipe nobody reads while the load runs (a
+server that logs more than a pipe holds would stop in its next write and
+look like a hang). This module does not import aiocoap.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import os
 import random
 import select
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -186,6 +192,51 @@ def start_echo_server(python: str | None = None, host: str = HOST, loop: str = "
     argv = [python or sys.executable, str(HERE / "bench_echo_ceiling.py"), "--serve",
             "--host", host, "--port", str(port), "--loop", loop]
     return start_process("echo", argv, None, None, host, port, True, timeout)
+
+
+def run_measurement(name: str, argv: list, env: dict | None, cwd: str | None, timeout: float) -> dict:
+    """Run ``argv`` (a Python interpreter and its arguments) to completion
+    and return the JSON object on the last line of its output.
+
+    The process runs with faulthandler on; one still running after
+    ``timeout`` seconds gets SIGABRT, which makes it print where each of its
+    threads was before it dies, and the RuntimeError raised here carries
+    that dump (a bare timeout would say nothing about where it hung)."""
+    argv = [argv[0], "-X", "faulthandler", *argv[1:]]
+    process = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        try:
+            stdout, stderr = process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            stdout, stderr = process.communicate()
+        raise RuntimeError(f"{name} did not finish within {timeout:.0f} s; where it was:\n{stderr}") from None
+    except BaseException:
+        process.kill()
+        process.communicate()
+        raise
+    if process.returncode != 0:
+        raise RuntimeError(f"{name} failed (exit status {process.returncode}):\n{stderr}")
+    lines = stdout.strip().splitlines()
+    if not lines:
+        raise RuntimeError(f"{name} printed nothing:\n{stderr}")
+    return json.loads(lines[-1])
+
+
+def library_nstart(python: str, env: dict | None, cwd: str | None) -> int:
+    """The NSTART (``TransportTuning().NSTART``) of the aiocoap that
+    ``python`` imports with ``env`` in ``cwd``: how many confirmable
+    exchanges its message layer keeps outstanding per peer by default."""
+    code = "from aiocoap.numbers.constants import TransportTuning; print(TransportTuning().NSTART)"
+    result = subprocess.run([python, "-c", code], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise RuntimeError(f"{python} could not tell its NSTART:\n{result.stderr}")
+    return int(result.stdout)
 
 
 def libcoap_server_binary() -> str | None:

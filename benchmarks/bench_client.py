@@ -7,7 +7,11 @@ libcoap's ``coap-server-notls`` as a neutral, fast server.
   rounds, and the client's CPU time per request in that round;
 * ``concurrent``: ``--concurrent`` GETs started at once and awaited with
   :func:`asyncio.gather`, reported as the time until all completed (best and
-  median of ``--repeat`` rounds, on one client context).
+  median of ``--repeat`` rounds, on one client context). The client obeys
+  congestion control: with NSTART (``TransportTuning().NSTART``, reported)
+  at 1, one request at a time is on the wire and the others wait in the
+  client's queue, so this is a figure of the client's queueing and of one
+  endpoint's round trips, not of the server's capacity.
 
 The server is started here (on a free loopback port, serving ``/bench``)
 unless ``--uri`` names one. Only the public API is used (``Context.
@@ -126,10 +130,10 @@ def main(argv=None) -> None:
         print(json.dumps(report))
         return
     seq, conc = report["sequential"], report["concurrent"]
-    print(f"aiocoap from {report['library']['library']}")
+    print(f"aiocoap from {report['library']['library']} (NSTART {report['library']['nstart']})")
     print(f"  sequential: {seq['requests_per_s']:,.0f} GET/s "
           f"({seq['requests']} in {seq['seconds']:.2f} s, {seq['cpu_us_per_request']:.0f} us CPU each)")
-    print(f"  {conc['requests']} concurrent: best {conc['best_s']:.3f} s, "
+    print(f"  {conc['requests']} concurrent from one endpoint: best {conc['best_s']:.3f} s, "
           f"median {conc['median_s']:.3f} s, failures {conc['failures']}")
 
 

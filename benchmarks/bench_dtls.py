@@ -3,12 +3,16 @@
 reference aiocoap 0.4.17, in one run:
 
 * ``client``: requests per second over one established DTLS session with
-  ``--window`` (16) GETs in flight for ``--duration`` seconds, each
+  ``--window`` (16) GETs started at a time for ``--duration`` seconds, each
   implementation's client against the same libcoap server
-  (``coap-server-openssl -k KEY``), with the client's CPU time per request;
+  (``coap-server-openssl -k KEY``), with the client's CPU time per request.
+  Both clients obey congestion control (NSTART, reported, 1 in both: one
+  confirmable exchange on the wire at a time, the rest wait in the client),
+  so this compares the clients at one endpoint, not the server's capacity;
 * ``server``: the same window against each implementation's DTLS server,
   driven by a load generator made of nothing but DTLSSocket and asyncio (in
-  this script), with the server's CPU time per request; the reference
+  this script; it keeps the whole window on the wire, as it knows no
+  NSTART), with the server's CPU time per request; the reference
   server is its experimental one, enabled by ``AIOCOAP_DTLSSERVER_ENABLED``;
   libcoap's server is measured the same way as the yardstick;
 * ``handshake``: milliseconds from creating a client context to the first
@@ -47,7 +51,6 @@ import shutil
 import socket
 import statistics
 import struct
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -140,6 +143,7 @@ async def _serve(port: int) -> None:
 
 async def _client_window(port: int, window: int, duration: float) -> dict:
     import aiocoap
+    from aiocoap.numbers.constants import TransportTuning
 
     context = await aiocoap.Context.create_client_context()
     base = f"coaps://{HOST}:{port}"
@@ -167,7 +171,8 @@ async def _client_window(port: int, window: int, duration: float) -> dict:
         done = sum(await asyncio.gather(*(requests_until_stop() for _ in range(window))))
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu
-        return {"requests": done, "requests_per_s": done / elapsed, "cpu_us_per_request": cpu / done * 1e6}
+        return {"requests": done, "requests_per_s": done / elapsed, "cpu_us_per_request": cpu / done * 1e6,
+                "nstart": TransportTuning().NSTART}
     finally:
         await context.shutdown()
 
@@ -354,13 +359,13 @@ def _environment(name: str, ref_python):
 
 
 def _worker(name: str, args, *worker_args, extra_env=None) -> dict:
+    import _servers
+
     python, env, cwd = _environment(name, args.ref_python)
     env = dict(env, **(extra_env or {}))
-    result = subprocess.run([python, str(Path(__file__).resolve()), "--worker", *map(str, worker_args)],
-                            env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
-    if result.returncode != 0:
-        raise RuntimeError(f"{name} worker {worker_args} failed:\n{result.stderr}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return _servers.run_measurement(f"{name} worker {worker_args}",
+                                    [python, str(Path(__file__).resolve()), "--worker", *map(str, worker_args)],
+                                    env, cwd, timeout=600)
 
 
 def _free_pair() -> int:
@@ -493,10 +498,12 @@ def _report(best: dict, rounds: list) -> None:
         if entry is not None:
             print(f"  {label:28s} {name:8s} {fmt(entry)}")
 
-    print("requests over one established session, window as given:")
+    print("requests over one established session, window as given (the clients at one endpoint, NSTART"
+          " queueing all but what it allows on the wire; the load generator keeps the window on the wire):")
     for name in ("ours", "theirs"):
         row("client vs libcoap server", name, "client",
-            lambda e: f"{e['requests_per_s']:8,.0f} req/s  {e['cpu_us_per_request']:6.0f} us client CPU/request")
+            lambda e: f"{e['requests_per_s']:8,.0f} req/s  {e['cpu_us_per_request']:6.0f} us client CPU/request"
+                      f"  NSTART {e['nstart']}")
     for name in ("ours", "theirs", "libcoap"):
         row("server (DTLSSocket loadgen)", name, "server",
             lambda e: f"{e['requests_per_s']:8,.0f} req/s  {e['server_cpu_us_per_request']:6.0f} us server CPU/request  lost {e['lost']}")

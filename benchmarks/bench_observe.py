@@ -59,7 +59,9 @@ for; aiocoap 0.4.17 then sends every notification confirmable (and, with
 NSTART = 1, only one at a time to each client socket), this tree mostly
 non-confirmable (every 20th notification of an observation is CON). With
 NON registrations both send NON notifications, which compares the
-machinery alone.
+machinery alone. The observations are spread over ``--contexts`` client
+sockets so that the server's NSTART (reported; 1 in both libraries) limits
+CON notifications per socket, not for the whole fan-out.
 
 Only the public aiocoap API is used on the library side.
 
@@ -96,6 +98,7 @@ def library_info() -> dict:
 
     import aiocoap
     import aiocoap.meta
+    from aiocoap.numbers.constants import TransportTuning
 
     try:
         dist_version = importlib.metadata.version("aiocoap")
@@ -106,6 +109,9 @@ def library_info() -> dict:
         "version": dist_version or getattr(aiocoap.meta, "version", None),
         "python": sys.version.split()[0],
         "pid": os.getpid(),
+        # confirmable exchanges outstanding per peer (registrations from a
+        # client context, CON notifications to one client socket)
+        "nstart": TransportTuning().NSTART,
     }
 
 
@@ -543,7 +549,8 @@ def print_report(results: dict, args) -> None:
               + (f", best of {args.rounds} rounds" if args.rounds > 1 else "") + " ==")
         for which, r in by_lib.items():
             lib = r["library"]
-            print(f"  {which:6s} aiocoap {lib['version']} ({lib['library']}), Python {lib['python']}")
+            print(f"  {which:6s} aiocoap {lib['version']} ({lib['library']}), Python {lib['python']},"
+                  f" NSTART {lib['nstart']}")
         print(f"  {'':7s}{'notif/s':>9s} {'total s':>8s} {'delivered':>10s} {'lost':>6s} "
               f"{'srv us/n':>9s} {'cli us/n':>9s} {'1st ms':>7s} {'last ms':>8s} {'RSS+ MiB':>9s}")
         for which, r in by_lib.items():

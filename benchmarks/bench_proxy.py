@@ -4,12 +4,21 @@
 
 Set-up (all on loopback, each server a subprocess):
 
-* the origin is libcoap's ``coap-server-notls`` with ``/bench`` (the
-  fastest server at hand, so the proxies are what is measured);
+* the origins are ``--origins`` (16) instances of libcoap's
+  ``coap-server-notls`` with ``/bench`` (the fastest server at hand, so the
+  proxies are what is measured);
 * each proxy runs ``--forward``; the load (this process, raw UDP sockets,
   CON requests, a closed loop of ``--window`` requests in flight) asks it
   for ``coap://127.0.0.1:<origin>/bench`` with Proxy-Scheme, Uri-Host,
-  Uri-Port and Uri-Path, the form both proxies understand.
+  Uri-Port and Uri-Path, the form both proxies understand, naming the
+  origins in turn.
+
+Both proxies forward through a client context that obeys congestion
+control: at most NSTART (reported; 1 in both libraries) confirmable
+exchanges are outstanding to one origin, the others wait in the proxy. With
+a single origin the forward figure would be that queue's (one upstream
+round trip at a time); with as many origins as requests in flight, the
+proxy's own work is what is measured (``--origins 1`` for the former).
 
 Measured, best of ``--rounds`` runs of ``--duration`` seconds each:
 
@@ -28,6 +37,8 @@ process spent per request, which other load on the machine disturbs less.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
 import os
 import random
@@ -83,12 +94,14 @@ def plain_get_options(path: str) -> bytes:
     return encode_options([(URI_PATH, segment.encode()) for segment in path.strip("/").split("/")])
 
 
-def run_load(host: str, port: int, options: bytes, duration: float, window: int, sockets: int,
+def run_load(host: str, port: int, options: list, duration: float, window: int, sockets: int,
              timeout: float = 2.0, warmup: float = 0.5) -> dict:
-    """Keep ``window`` CON GETs (with ``options``) in flight over ``sockets``
-    sockets; count answered requests in the ``duration`` after ``warmup``.
-    A request unanswered for ``timeout`` counts as lost and is replaced.
-    Separate (CON) responses are acknowledged."""
+    """Keep ``window`` CON GETs in flight over ``sockets`` sockets, each with
+    the next of the option bytes in ``options`` (in turn); count answered
+    requests in the ``duration`` after ``warmup``. A request unanswered for
+    ``timeout`` counts as lost and is replaced. Separate (CON) responses are
+    acknowledged."""
+    turn = itertools.cycle(options)
     selector = selectors.DefaultSelector()
     flows = []
     for i in range(sockets):
@@ -110,7 +123,7 @@ def run_load(host: str, port: int, options: bytes, duration: float, window: int,
         flow["mid"] = (flow["mid"] + 1) & 0xFFFF
         token = random.getrandbits(32)
         flow["inflight"][token] = now()
-        flow["sock"].send(_HEADER.pack(0x40 | CON << 4 | TOKEN_LENGTH, GET, flow["mid"], token) + options)
+        flow["sock"].send(_HEADER.pack(0x40 | CON << 4 | TOKEN_LENGTH, GET, flow["mid"], token) + next(turn))
         counts["sent"] += 1
 
     for flow in flows:
@@ -169,7 +182,7 @@ def run_load(host: str, port: int, options: bytes, duration: float, window: int,
                 codes=codes, **counts)
 
 
-def measure(server: _servers.ServerProcess, options: bytes, args) -> dict:
+def measure(server: _servers.ServerProcess, options: list, args) -> dict:
     best = None
     for _ in range(args.rounds):
         cpu_before = server.cpu_seconds()
@@ -204,14 +217,20 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--window", type=int, default=16)
     parser.add_argument("--sockets", type=int, default=4)
+    parser.add_argument("--origins", type=int, default=16,
+                        help="origin servers the requests name in turn (16: one per request in flight)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if _servers.libcoap_server_binary() is None:
         sys.exit("bench_proxy.py needs libcoap's coap-server-notls as the origin server")
 
-    report: dict = {"load": vars(args).copy()}
-    with _servers.start_libcoap_server(args.host) as origin:
-        options = proxied_get_options(args.host, origin.port, _servers.PATH)
+    report: dict = {"load": vars(args).copy(),
+                    "nstart": {"ours": _servers.library_nstart(*_servers.ours_env()),
+                               "theirs": _servers.library_nstart(*_servers.theirs_env())}}
+    with contextlib.ExitStack() as origins:
+        options = [proxied_get_options(args.host, origin.port, _servers.PATH)
+                   for origin in (origins.enter_context(_servers.start_libcoap_server(args.host))
+                                  for _ in range(args.origins))]
         for flavour in ("theirs", "ours"):
             with start_proxy(flavour, args.host, ["--no-cache"] if flavour == "ours" else []) as proxy:
                 report[f"forward_{flavour}"] = measure(proxy, options, args)
@@ -219,7 +238,7 @@ def main(argv=None) -> None:
             report["cache_hits_ours"] = measure(proxy, options, args)
     python, env, cwd = _servers.ours_env()
     with _servers.start_aiocoap_server(python, env, cwd, args.host) as server:
-        report["plain_server_ours"] = measure(server, plain_get_options(_servers.PATH), args)
+        report["plain_server_ours"] = measure(server, [plain_get_options(_servers.PATH)], args)
     report["forward_ratio"] = report["forward_ours"]["requests_per_s"] / max(1e-9, report["forward_theirs"]["requests_per_s"])
     report["cache_hit_ratio_to_server"] = (
         report["cache_hits_ours"]["requests_per_s"] / max(1e-9, report["plain_server_ours"]["requests_per_s"])
@@ -228,6 +247,9 @@ def main(argv=None) -> None:
     if args.json:
         print(json.dumps(report))
         return
+    print(f"{args.window} requests in flight over {args.sockets} sockets to {args.origins} origin(s); "
+          f"NSTART (per origin, in the proxy's client): ours {report['nstart']['ours']}, "
+          f"theirs {report['nstart']['theirs']}")
     for name in ("forward_theirs", "forward_ours", "cache_hits_ours", "plain_server_ours"):
         r = report[name]
         print(f"{name:20} {r['requests_per_s']:9.0f} req/s  p50 {r['latency_ms_p50']:6.2f} ms  "

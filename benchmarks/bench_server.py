@@ -36,11 +36,14 @@ import loadgen  # noqa: E402
 
 
 def library_info() -> dict:
-    """Which aiocoap this process imported."""
+    """Which aiocoap this process imported, and the NSTART it obeys by
+    default (``TransportTuning().NSTART``: how many confirmable exchanges
+    its message layer keeps outstanding per peer)."""
     import importlib.metadata
 
     import aiocoap
     import aiocoap.meta
+    from aiocoap.numbers.constants import TransportTuning
 
     try:
         dist_version = importlib.metadata.version("aiocoap")
@@ -51,6 +54,7 @@ def library_info() -> dict:
         "meta_version": getattr(aiocoap.meta, "version", None),
         "dist_version": dist_version,
         "python": sys.version.split()[0],
+        "nstart": TransportTuning().NSTART,
     }
 
 

@@ -181,7 +181,9 @@ def print_report(results: dict, args) -> list:
 
     print()
     print(f"Client against libcoap: {args.sequential} sequential GETs, "
-          f"{args.concurrent} concurrent GETs (best of {args.repeat})")
+          f"{args.concurrent} concurrent GETs from one endpoint (best of {args.repeat}); NSTART "
+          + ", ".join(f"{which} {(results[key].get('library') or {}).get('nstart', '?')}"
+                      for which, key in (("theirs", "client_theirs"), ("ours", "client_ours"))))
     print(f"{'':28} | {'seq GET/s':>10} {'cpu us/req':>10} {'conc. s':>8} {'conc. req/s':>11}"
           f" {'failures':>9}")
     for label, key in ((f"theirs ({version_label(results['client_theirs'], 'aiocoap')})",
