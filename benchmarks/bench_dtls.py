@@ -90,6 +90,8 @@ def _heap_in_use() -> int:
 
 def _plain_get(port: int, path: str) -> bytes:
     """The payload of a CON GET over plain UDP (no aiocoap here)."""
+    import _servers
+
     mid = random.getrandbits(16)
     request = struct.pack("!BBHI", 0x44, 1, mid, random.getrandbits(32)) + bytes([0xB0 | len(path)]) + path.encode()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -99,7 +101,9 @@ def _plain_get(port: int, path: str) -> bytes:
         while True:
             data = sock.recv(2048)
             if struct.unpack_from("!H", data, 2)[0] == mid:
-                return data.split(b"\xff", 1)[1] if b"\xff" in data else b""
+                # (the payload marker is the first 0xFF after the options,
+                # not the first in the datagram: a token may hold 0xFF too)
+                return _servers.payload_of(data)
 
 
 # --- inside the aiocoap processes (whichever aiocoap the interpreter imports) ----------

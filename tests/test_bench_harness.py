@@ -5,7 +5,9 @@ client that waits for it), and a measuring process that does hang is
 stopped with a dump of where it was instead of a bare timeout.
 
 The benchmarks themselves are not tests; these only check the process
-handling they share, with small stand-in processes (no aiocoap)."""
+handling they share, with small stand-in processes (no aiocoap), and the
+raw CoAP parsing of a benchmark driver that read the wrong payload when the
+response's token held a 0xFF byte (one run in a few dozen)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import importlib.util
 import socket
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -87,3 +90,25 @@ def test_a_measurement_that_hangs_is_stopped_with_a_dump_of_where_it_was():
     message = str(raised.value)
     assert "did not finish within 1 s" in message
     assert "waiting_for_a_response_that_never_comes" in message
+
+
+def test_the_dtls_benchmark_reads_a_payload_after_a_token_holding_0xff():
+    spec = importlib.util.spec_from_file_location("bench_dtls", BENCHMARKS / "bench_dtls.py")
+    bench_dtls = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_dtls)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind((bench_dtls.HOST, 0))
+        port = server.getsockname()[1]
+
+        def answer():
+            # ACK 2.05, the request's message ID, a token of 0xFF bytes,
+            # one option (Content-Format 0) and the payload
+            data, peer = server.recvfrom(2048)
+            server.sendto(bytes((0x64, 0x45)) + data[2:4] + b"\xff" * 4 + b"\xc0" + b"\xff" + b"123", peer)
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        try:
+            assert bench_dtls._plain_get(port, "heap") == b"123"
+        finally:
+            thread.join(10)
