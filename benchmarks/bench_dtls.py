@@ -65,6 +65,8 @@ PATH = "bench"
 HOST = "127.0.0.1"
 #: for the memory measurements: every allocation on the C heap
 MALLOC = {"PYTHONMALLOC": "malloc"}
+#: ports tried for a server before giving up
+SERVER_START_ATTEMPTS = 3
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -428,9 +430,18 @@ def _aiocoap_server(name: str, args, extra_env=None):
     env = dict(env, **(extra_env or {}))
     if name == "theirs":
         env["AIOCOAP_DTLSSERVER_ENABLED"] = "1"
-    port = _free_pair()
-    process = _servers.start_process(name, [python, str(Path(__file__).resolve()), "--serve", str(port)],
-                                     env, cwd, HOST, port, True, 30.0)
+    for attempt in range(SERVER_START_ATTEMPTS):
+        # The servers also listen on ports of their own choosing next to
+        # the free pair (TCP, WebSockets at port + 3000), which another
+        # program on the machine may hold: then try another pair.
+        port = _free_pair()
+        try:
+            process = _servers.start_process(name, [python, str(Path(__file__).resolve()), "--serve", str(port)],
+                                             env, cwd, HOST, port, True, 30.0)
+            break
+        except RuntimeError as exc:
+            if "address already in use" not in str(exc) or attempt == SERVER_START_ATTEMPTS - 1:
+                raise
     try:
         _wait_for_dtls(port + 1)
     except BaseException:

@@ -92,10 +92,15 @@ def test_a_measurement_that_hangs_is_stopped_with_a_dump_of_where_it_was():
     assert "waiting_for_a_response_that_never_comes" in message
 
 
-def test_the_dtls_benchmark_reads_a_payload_after_a_token_holding_0xff():
+def _load_bench_dtls():
     spec = importlib.util.spec_from_file_location("bench_dtls", BENCHMARKS / "bench_dtls.py")
-    bench_dtls = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_dtls)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_dtls_benchmark_reads_a_payload_after_a_token_holding_0xff():
+    bench_dtls = _load_bench_dtls()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
         server.bind((bench_dtls.HOST, 0))
         port = server.getsockname()[1]
@@ -112,3 +117,28 @@ def test_the_dtls_benchmark_reads_a_payload_after_a_token_holding_0xff():
             assert bench_dtls._plain_get(port, "heap") == b"123"
         finally:
             thread.join(10)
+
+
+def test_the_dtls_benchmark_tries_other_ports_when_its_server_finds_one_taken(monkeypatch):
+    bench_dtls = _load_bench_dtls()
+    import _servers as driver_servers  # (the module bench_dtls imports at run time)
+
+    started = []
+
+    def start_process(name, argv, env, cwd, host, port, ready_line, timeout):
+        started.append(port)
+        if len(started) == 1:
+            raise RuntimeError("ours server did not come up; its output:\nOSError: [Errno 98] error while "
+                               "attempting to bind on address ('127.0.0.1', 1): address already in use")
+        return "the server"
+
+    monkeypatch.setattr(driver_servers, "start_process", start_process)
+    monkeypatch.setattr(bench_dtls, "_environment", lambda name, ref_python: (sys.executable, {}, None))
+    monkeypatch.setattr(bench_dtls, "_wait_for_dtls", lambda port: None)
+
+    class Args:
+        ref_python = None
+
+    process, dtls_port = bench_dtls._aiocoap_server("ours", Args())
+    assert process == "the server"
+    assert len(started) == 2 and dtls_port == started[-1] + 1
