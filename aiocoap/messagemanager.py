@@ -187,6 +187,10 @@ class MessageLayer:
         time (its sender stopped it), and waiting messages can go out.
     :param max_queued_per_peer: how many CON messages may wait for their
         turn to one peer (see the module documentation).
+    :param reachable: ``reachable(remote, now)`` when ``remote`` showed that
+        it receives what we send: it acknowledged or reset a confirmable
+        message of ours, or answered a request of ours (what
+        :class:`aiocoap.amplification.AmplificationLimit` counts as proof).
     """
 
     def __init__(
@@ -202,6 +206,7 @@ class MessageLayer:
         max_peers: int = 10_000,
         wakeup: Optional[Callable[[], None]] = None,
         max_queued_per_peer: int = 10_000,
+        reachable: Optional[Callable[[object, float], None]] = None,
     ):
         self._send = send
         self._deliver_request = deliver_request
@@ -213,6 +218,7 @@ class MessageLayer:
         self.max_peers = max_peers
         self._wakeup = wakeup
         self.max_queued_per_peer = max_queued_per_peer
+        self._reachable = reachable
 
         # (remote, mid) -> state (see _PROCESSING etc.) or reply bytes
         self._dedup: dict = {}
@@ -450,6 +456,8 @@ class MessageLayer:
                 self._remember(key, ack, CON, now)
                 if self._deliver_response(message):
                     self._send(ack, remote)
+                    if self._reachable is not None:
+                        self._reachable(remote, now)
                 else:
                     self._unmatched_log.log(now, "Response %r not recognized; sending RST", message)
                     rst = _empty(RST, message.mid)
@@ -457,7 +465,10 @@ class MessageLayer:
                     self._send(rst, remote)
             else:
                 self._remember(key, _NOTHING, NON, now)
-                if not self._deliver_response(message):
+                if self._deliver_response(message):
+                    if self._reachable is not None:
+                        self._reachable(remote, now)
+                else:
                     if message.opt.observe is not None:
                         self._unmatched_log.log(now, "Notification %r not recognized; sending RST", message)
                         rst = _empty(RST, message.mid)
@@ -539,6 +550,8 @@ class MessageLayer:
             )
             return
         del self._outgoing[key]
+        if self._reachable is not None:
+            self._reachable(remote, now)
         if self.tuning.ADAPTIVE_RTO:
             self._rto_of(remote).sample(now - state.start, state.transmissions, now)
         self._exchange_ended(remote, now)

@@ -41,6 +41,7 @@ from .numbers.optionnumbers import OptionNumber
 from .numbers.types import Type
 from .pipe import Event, Pipe, error_to_message
 from ._requestbase import BaseRequest, BaseUnicastRequest, ClientObservation
+from .amplification import AmplificationGate, AmplificationLimit
 from .blockwise import BlockwiseRequest, BlockwiseServer
 from .credentials import CredentialsMap
 from .tokenmanager import TokenManager
@@ -128,6 +129,11 @@ class Context(interfaces.RequestProvider):
         self.blockwise = BlockwiseServer(self.log)
         """Server-side blockwise state (request reassembly, response
         slicing)."""
+        self.amplification = AmplificationLimit()
+        """What a server sends to plain-UDP peers that have not shown that
+        they receive (RFC 9175 Echo challenges, see
+        :mod:`aiocoap.amplification`); ``amplification.factor = None``
+        switches the limit off."""
         self.max_observations_per_peer = 1024
         self.max_observations_per_resource = 16384
         self.notification_con_interval = NOTIFICATION_CON_INTERVAL
@@ -149,7 +155,8 @@ class Context(interfaces.RequestProvider):
         from .messagemanager import MessageManager
 
         mman = await MessageManager.create(
-            self._tokenmanager, self.log, self.loop, factory, tuning=self.transport_tuning
+            self._tokenmanager, self.log, self.loop, factory, tuning=self.transport_tuning,
+            reachable=self.amplification.note_reachable,
         )
         self._tokenmanager.token_interfaces.append(mman)
 
@@ -312,6 +319,7 @@ class Context(interfaces.RequestProvider):
                 await asyncio.wait(list(self._tasks), timeout=SHUTDOWN_TIMEOUT)
             self._route_cache.clear()
             self.blockwise.shutdown()
+            self.amplification.forget()
         finally:
             self.log.removeFilter(text_only)
 
@@ -418,6 +426,10 @@ class Context(interfaces.RequestProvider):
     def render_to_pipe(self, pipe: Pipe) -> None:
         """Satisfy an incoming request (in ``pipe``) from the site: render
         it, and feed the response (or notifications) into the pipe."""
+        request = pipe.request
+        limit = self.amplification
+        if limit.applies_to(request.remote):
+            pipe = self._limit_unverified(pipe, limit)
         task = self.loop.create_task(self._render(pipe))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -428,6 +440,26 @@ class Context(interfaces.RequestProvider):
         task.add_done_callback(lambda task: pipe.discard_interest_end(task.cancel))
 
     render_to_plumbing_request = render_to_pipe
+
+    def _limit_unverified(self, pipe: Pipe, limit: AmplificationLimit) -> Pipe:
+        """The pipe to render a plain-UDP request into: ``pipe`` itself for
+        a verified peer (an Echo value of ours in the request verifies it,
+        and is removed), else one whose answers pass an
+        :class:`~aiocoap.amplification.AmplificationGate`."""
+        request = pipe.request
+        remote = request.remote
+        now = self.loop.time()
+        echo = request.opt.echo
+        if echo is not None:
+            if limit.accept_echo(remote, echo, now):
+                # (it was for us: not for the resource, nor for a proxy to
+                # pass on)
+                request.opt.echo = None
+                return pipe
+            self.log.debug("Echo value of %r is not (or no longer) ours", request)
+        if limit.is_verified(remote, now):
+            return pipe
+        return AmplificationGate.wrap(pipe, limit, self.loop.time)
 
     async def _render(self, pipe: Pipe) -> None:
         try:

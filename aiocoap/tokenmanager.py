@@ -25,6 +25,11 @@ Rules enforced here:
   new one, the request is sent again with the same token (re-registration);
   only a failure of that is reported.
 * On shutdown, observers of this server get a final 5.03 notification.
+* A 4.01 Unauthorized with an Echo option (RFC 9175: a server that wants
+  the request proven fresh or its sender reachable, see
+  :mod:`aiocoap.amplification`) makes the request go out once more with
+  that Echo value and the same token, without the requester noticing; a
+  second challenge to the same request is its response.
 * An incoming request with the token and remote of a running observation
   replaces it (re-registration), and ends it when it is a GET without
   Observe or with Observe: 1 (RFC 7641 §3.6, §4.1).
@@ -42,12 +47,14 @@ from .message import Message
 from .numbers.codes import RESPONSE_START, SUCCESSFUL_END, Code
 from .numbers.types import Type
 from .pipe import Event, Pipe
+from .util.echo import repeat_with_echo
 from .util.asyncio import clock_of
 from .util.asyncio.timer import DeadlineTimer
 
 __all__ = ["TokenManager"]
 
 NON = Type.NON
+_UNAUTHORIZED = Code.UNAUTHORIZED
 _new_tuple = tuple.__new__
 
 OBSERVE_FRESHNESS = 128.0
@@ -86,6 +93,7 @@ class _OutgoingRequest:
 
     __slots__ = (
         "pipe", "stop", "observing", "established", "last_seq", "last_time", "timer_at", "deadline", "ti", "key",
+        "echo_retried",
     )
 
     def __init__(self, pipe: Optional[Pipe], observing: bool, ti: interfaces.TokenInterface):
@@ -102,6 +110,7 @@ class _OutgoingRequest:
         self.key: Any = None
         self.deadline = 0.0
         self.ti = ti
+        self.echo_retried = False
 
 
 # An incoming request is served by up to three small objects, one per
@@ -364,6 +373,7 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         request = state.pipe.request
         again = request.copy(mid=None, mtype=None if request.mtype is not NON else NON)
         state.established = False  # the server may restart its sequence
+        state.echo_retried = False
         self.log.debug("Re-registering observation of %r", request)
         self._send(state, key, self._outgoing, again)
 
@@ -439,6 +449,14 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
             return True
         code = response.code
         assert code is not None, "decoded messages always have a code"
+        if code == _UNAUTHORIZED and not is_multicast and not state.echo_retried:
+            request = state.pipe.request
+            again = repeat_with_echo(request, response, mid=None, mtype=None if request.mtype is not NON else NON)
+            if again is not None:
+                self.log.debug("Repeating %r with the Echo value of a 4.01 response", request)
+                state.echo_retried = True
+                self._send(state, key, self._outgoing, again)
+                return True
         options = response.opt
         seq = options.observe
         if is_multicast:

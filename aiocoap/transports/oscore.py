@@ -49,6 +49,7 @@ from ..message import Message
 from ..numbers.codes import Code
 from ..numbers.constants import MAX_REGULAR_BLOCK_SIZE_EXP
 from ..pipe import Event, Pipe
+from ..util.echo import repeat_with_echo
 
 __all__ = [
     "OSCOREAddress",
@@ -427,12 +428,13 @@ class _Exchange:
             return False
 
         code = plain.code
-        if code == _UNAUTHORIZED and plain.opt.echo is not None and not self.echo_retried:
+        again = None if self.echo_retried else repeat_with_echo(self.pipe.request, plain)
+        if again is not None:
             # RFC 8613 Appendix B.1.2: the server lost its replay window and
             # needs the request again with this Echo value to prove it fresh.
             self.pipe.log.debug("Repeating the request with the Echo value of a 4.01 response")
             self.echo_retried = True
-            self._send(self.pipe.request.copy(echo=plain.opt.echo))
+            self._send(again)
             return False
 
         plain.remote = self.address
