@@ -20,13 +20,15 @@ Rules enforced here (the :class:`AmplificationLimit` of a Context, ``Context.amp
 * To an unverified peer, a response (and every notification of an
   observation) goes out only if its datagram is at most
   :attr:`~AmplificationLimit.factor` (3) times the size of the request's
-  datagram. A larger one is replaced by 4.01 Unauthorized carrying an Echo
-  option (18 bytes plus the token), and an observation ends with it. The
-  rendered response is dropped: a safe request is simply served again on
-  the repetition; an unsafe one (POST, PUT, ...) is run again too, so a
-  resource whose answers to unsafe requests are large sees such a request
-  twice from a new client (the application can raise the factor, or set it
-  to None to switch the limit off).
+  datagram. A larger answer to an unsafe request (POST, PUT, DELETE, ...:
+  repeating it would run it again; OSCORE requests excepted, whose
+  protected answers travel whole) is cut into Block2 blocks small enough
+  (down to 16 bytes; the rest is kept for the client's follow-up requests,
+  which are served from there). Any other larger answer is replaced by 4.01
+  Unauthorized carrying an Echo option (18 bytes plus the token), and an
+  observation ends with it; the rendered response is dropped, and the
+  request is served afresh when repeated with the Echo value. (Only where
+  not even a 16 byte block fits is an unsafe request challenged too.)
 * The notifications of an observation registered by an unverified peer are
   confirmable until the peer acknowledges one (which verifies it), so an
   observer that does not receive is dropped after the usual retransmissions.
@@ -50,6 +52,7 @@ from typing import Callable, Optional
 
 from .message import Message
 from .numbers.codes import Code
+from .numbers.optionnumbers import OptionNumber
 from .numbers.types import Type
 from .pipe import Event, Pipe
 
@@ -80,12 +83,17 @@ _TIME = struct.Struct("!I")
 _MAC_LENGTH = 8
 _ECHO_LENGTH = _TIME.size + _MAC_LENGTH
 _PLAIN_UDP = "coap"
+_SAFE_METHODS = frozenset((Code.GET, Code.FETCH))
+_OSCORE = OptionNumber.OSCORE
 _MS_WRAP = 1 << 32
 
 
 def datagram_size(message: Message, token_length: int) -> int:
     """The size of ``message`` on the wire (over UDP) when it carries a
-    token of ``token_length`` bytes; type, MID and token need not be set."""
+    token of ``token_length`` bytes; type, MID and token need not be set.
+    For a received message with options of invalid values (kept aside in
+    ``opt.invalid_options``) it is a lower bound: each of those counts with
+    its value and one header byte."""
     size = 4 + token_length
     payload = message.payload
     if payload:
@@ -93,6 +101,8 @@ def datagram_size(message: Message, token_length: int) -> int:
     options = message.opt
     if options.numbers():
         size += len(options.encode())
+    for _, raw in options.invalid_options:
+        size += 1 + len(raw)
     return size
 
 
@@ -217,24 +227,29 @@ class AmplificationGate:
     first one that is not by the 4.01 + Echo challenge, which ends the
     exchange (and the rendering, or the observation, behind it).
 
-    :meth:`wrap` returns the pipe to render into."""
+    :meth:`wrap` returns the pipe to render into. ``cut_to_fit(request,
+    response, fits)`` is what answers to unsafe requests are made smaller
+    with (:meth:`aiocoap.blockwise.BlockwiseServer.cut_to_fit`)."""
 
-    __slots__ = ("outer", "limit", "clock", "request_size", "answered")
+    __slots__ = ("outer", "limit", "clock", "cut_to_fit", "request_size", "answered")
 
-    def __init__(self, outer: Pipe, limit: AmplificationLimit, clock: Callable[[], float], request_size: int):
+    def __init__(
+        self, outer: Pipe, limit: AmplificationLimit, clock: Callable[[], float], cut_to_fit, request_size: int,
+    ):
         self.outer = outer
         self.limit = limit
         self.clock = clock
+        self.cut_to_fit = cut_to_fit
         self.request_size = request_size
         self.answered = False
 
     @classmethod
-    def wrap(cls, outer: Pipe, limit: AmplificationLimit, clock: Callable[[], float]) -> Pipe:
+    def wrap(cls, outer: Pipe, limit: AmplificationLimit, clock: Callable[[], float], cut_to_fit) -> Pipe:
         """The pipe to render ``outer``'s request into: events added to it
         reach ``outer`` through a gate; when ``outer`` loses interest, so
         does it."""
         request = outer.request
-        gate = cls(outer, limit, clock, datagram_size(request, len(request.token)))
+        gate = cls(outer, limit, clock, cut_to_fit, datagram_size(request, len(request.token)))
         inner = Pipe(request, outer.log)
         inner.on_event(gate)
         outer.on_interest_end(inner.stop_interest)
@@ -249,11 +264,29 @@ class AmplificationGate:
             now = self.clock()
             limit = self.limit
             if not limit.is_verified(remote, now):
-                size = datagram_size(message, len(request.token))
-                if not limit.allows(self.request_size, size):
+                token_length = len(request.token)
+                request_size = self.request_size
+                size = datagram_size(message, token_length)
+                if (
+                    not limit.allows(request_size, size)
+                    and request.code not in _SAFE_METHODS
+                    and _OSCORE not in request.opt
+                ):
+                    # Repeating this request would run it again: smaller
+                    # blocks instead. (Not for OSCORE: a protected answer
+                    # travels whole, and the repetition is protected anew.)
+                    smaller = self.cut_to_fit(
+                        request, message, lambda m: limit.allows(request_size, datagram_size(m, token_length)),
+                    )
+                    if smaller is not None:
+                        outer.log.debug("Answering %r from an unverified peer in smaller blocks", request)
+                        message = smaller
+                        size = datagram_size(message, token_length)
+                        event = Event(message, None, event.is_last)
+                if not limit.allows(request_size, size):
                     outer.log.debug(
                         "Answering %r with an Echo challenge: a %d byte response to a %d byte request "
-                        "of an unverified peer", request, size, self.request_size,
+                        "of an unverified peer", request, size, request_size,
                     )
                     challenge = Message(code=Code.UNAUTHORIZED, echo=limit.challenge(remote, now))
                     outer.add_response(challenge, is_last=True)

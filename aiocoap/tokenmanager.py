@@ -45,6 +45,7 @@ from typing import Any, Callable, Optional
 from . import error, interfaces
 from .message import Message
 from .numbers.codes import RESPONSE_START, SUCCESSFUL_END, Code
+from .numbers.optionnumbers import OptionNumber
 from .numbers.types import Type
 from .pipe import Event, Pipe
 from .util.echo import repeat_with_echo
@@ -55,6 +56,7 @@ __all__ = ["TokenManager"]
 
 NON = Type.NON
 _UNAUTHORIZED = Code.UNAUTHORIZED
+_OSCORE = OptionNumber.OSCORE
 _new_tuple = tuple.__new__
 
 OBSERVE_FRESHNESS = 128.0
@@ -449,12 +451,15 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
             return True
         code = response.code
         assert code is not None, "decoded messages always have a code"
-        if code == _UNAUTHORIZED and not is_multicast and not state.echo_retried:
+        if code == _UNAUTHORIZED and not is_multicast and not state.echo_retried and _OSCORE not in state.pipe.request.opt:
+            # (an OSCORE request can not go out again as it is: the server
+            # saw its sequence number; the OSCORE transport protects it anew)
             request = state.pipe.request
             again = repeat_with_echo(request, response, mid=None, mtype=None if request.mtype is not NON else NON)
             if again is not None:
                 self.log.debug("Repeating %r with the Echo value of a 4.01 response", request)
                 state.echo_retried = True
+                state.established = False  # (a new observation may start a new sequence)
                 self._send(state, key, self._outgoing, again)
                 return True
         options = response.opt
@@ -475,6 +480,8 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
                 self.log.debug("Dropping stale notification %d (have %d)", seq, last_seq)
                 return True
             state.established = True
+            # (a later challenge, when the server forgot us, is answered again)
+            state.echo_retried = False
             state.last_seq = seq
             state.last_time = now
             if self.reregister_observations:

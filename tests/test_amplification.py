@@ -326,3 +326,43 @@ async def test_notifications_to_unverified_observer_are_confirmable_until_acked(
     finally:
         await client.shutdown()
         await server.shutdown()
+
+
+class Poster(resource.Resource):
+    """An unsafe method with a large answer: must run once per request."""
+
+    def __init__(self):
+        super().__init__()
+        self.runs = 0
+
+    async def render_post(self, request):
+        self.runs += 1
+        return Message(code=Code.CHANGED, payload=LARGE)
+
+
+async def test_large_answer_to_unsafe_request_comes_in_small_blocks_not_run_twice():
+    net = MemoryNet(asyncio.get_running_loop())
+    site = make_site()
+    poster = Poster()
+    site.add_resource(["post"], poster)
+    server = await net.context("server", site)
+    client = await net.context("client")
+    try:
+        response = await client.request(Message(code=Code.POST, uri="coap://server/post", payload=b"x")).response
+        assert response.code == Code.CHANGED and response.payload == LARGE
+        assert poster.runs == 1
+        for source, _, data in net.log:
+            if source == "server" and len(data) > 4:
+                answer = Message.decode(data)
+                assert answer.code != Code.UNAUTHORIZED
+        # every answer within 3x of the request it answered
+        requests = {}
+        for source, _, data in net.log:
+            message = Message.decode(data)
+            if source == "client" and message.code.is_request():
+                requests[message.token] = len(data)
+            elif source == "server" and message.code.is_response():
+                assert len(data) <= 3 * requests[message.token]
+    finally:
+        await client.shutdown()
+        await server.shutdown()

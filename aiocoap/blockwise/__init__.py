@@ -171,6 +171,15 @@ class BlockwiseServer:
             self._reschedule(loop)
         return result
 
+    def cut_to_fit(self, request: Message, response: Message, fits) -> Optional[Message]:
+        """A smaller first message for ``response`` that ``fits(message)``,
+        the rest kept for the client's Block2 follow-ups (see
+        :meth:`ServerBlockwiseState.cut_to_fit`), or None."""
+        loop = asyncio.get_running_loop()
+        result = self.state.cut_to_fit(request, response, fits, loop.time())
+        self._reschedule(loop)
+        return result
+
     def shutdown(self) -> None:
         """Drop all state and the expiry timer."""
         if self._timer is not None:

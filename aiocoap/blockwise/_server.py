@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 from ..message import Message
 from ..numbers.codes import Code
@@ -422,6 +422,50 @@ class ServerBlockwiseState:
             block2=block2, want_size2=want_size2,
         )
         return self.respond(job, response, now)
+
+    def cut_to_fit(self, request: Message, response: Message, fits: Callable[[Message], bool], now: float) -> Optional[Message]:
+        """A smaller first message for ``response`` (the answer to
+        ``request``) that ``fits``: the beginning of its body in the
+        largest Block2 block that does, the rest kept for the client's
+        follow-up requests as :meth:`slice` keeps it. For a response that
+        already is a block (of a representation kept here, or cut by the
+        resource), the beginning of that block at a smaller size. None if
+        not even a 16 byte block fits, or the body is no larger than that.
+
+        For answers that must not be replaced by a challenge to repeat the
+        request (see :mod:`aiocoap.amplification`)."""
+        opts = response.opt
+        block2 = opts.block2
+        if block2 is not None and (block2.more or block2.block_number):
+            size_exponent = min(block2.size_exponent, 6)
+            for szx in range(size_exponent - 1, -1, -1):
+                chunk = 1 << (szx + 4)
+                if len(response.payload) <= chunk:
+                    continue
+                smaller = response.copy()
+                smaller.payload = response.payload[:chunk]
+                smaller.opt.block2 = BlockwiseTuple(block2.block_number << (size_exponent - szx), True, szx)
+                if fits(smaller):
+                    return smaller
+            return None
+        body = response.payload
+        if len(body) <= 16:
+            return None
+        remote = request.remote
+        tag = request.opt.request_tag
+        key = _transfer_key(request, BLOCK1 not in request.opt)
+        block1 = opts.block1
+        entry = self._store(remote, key, tag, response, now)
+        for szx in range(min(remote_max_exp(remote), 6), -1, -1):
+            if len(body) <= 1 << (szx + 4):
+                continue
+            message = self._cut(entry, BlockwiseTuple(0, False, szx), remote, False)
+            if block1 is not None:
+                message.opt.block1 = block1
+            if fits(message):
+                return message
+        self._drop_response((remote, key, tag))
+        return None
 
     def _store(self, remote, key, tag, response: Message, now: float) -> _Representation:
         body = response.payload

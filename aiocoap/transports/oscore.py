@@ -22,6 +22,10 @@ What happens to a request, in order:
 * A protected 4.01 Unauthorized carrying an Echo option (a server
   recovering its replay window, Appendix B.1.2) makes the request go out
   once more with that Echo value, without the application noticing.
+* An unprotected 4.01 carrying an Echo option (a server limiting what it
+  sends to an address not yet shown to receive, RFC 9175 §2.3, see
+  :mod:`aiocoap.amplification`) makes the request go out once more,
+  protected anew, with that Echo value as an outer option.
 * A response that is not protected, or fails verification, ends the
   request with :class:`UnprotectedResponse` or
   :class:`ResponseVerificationFailed` (both :class:`OSCOREError`, an
@@ -49,7 +53,7 @@ from ..message import Message
 from ..numbers.codes import Code
 from ..numbers.constants import MAX_REGULAR_BLOCK_SIZE_EXP
 from ..pipe import Event, Pipe
-from ..util.echo import repeat_with_echo
+from ..util.echo import echo_challenge, repeat_with_echo
 
 __all__ = [
     "OSCOREAddress",
@@ -349,7 +353,7 @@ class _Exchange:
 
     __slots__ = (
         "transport", "pipe", "address", "observing", "outer", "request_id",
-        "echo_retried", "established", "timer",
+        "echo_retried", "outer_echo_retried", "established", "timer",
     )
 
     def __init__(self, transport: TransportOSCORE, pipe: Pipe, address: OSCOREAddress):
@@ -360,6 +364,7 @@ class _Exchange:
         self.outer: Optional[Pipe] = None
         self.request_id = None
         self.echo_retried = False
+        self.outer_echo_retried = False
         self.established = False
         self.timer: Optional[asyncio.TimerHandle] = None
 
@@ -369,7 +374,7 @@ class _Exchange:
             self.transport.observation_started(self)
         self._send(self.pipe.request)
 
-    def _send(self, plain: Message) -> None:
+    def _send(self, plain: Message, outer_echo: Optional[bytes] = None) -> None:
         secctx = self.address.security_context
         try:
             outer, request_id = secctx.protect(plain)
@@ -379,6 +384,8 @@ class _Exchange:
         except ValueError as e:
             self._fail(OSCOREError(f"The request can not be protected: {e}"))
             return
+        if outer_echo is not None:
+            outer.opt.echo = outer_echo
         outer.remote = self.address.underlying_address
         if plain.transport_tuning is not None:
             outer.transport_tuning = plain.transport_tuning
@@ -413,6 +420,12 @@ class _Exchange:
         try:
             plain, _ = secctx.unprotect(protected, request_id)
         except oscore.NotAProtectedMessage:
+            echo = None if self.outer_echo_retried else echo_challenge(protected)
+            if echo is not None:
+                self.pipe.log.debug("Repeating the request with the outer Echo value of a 4.01 response")
+                self.outer_echo_retried = True
+                self._send(self.pipe.request, outer_echo=echo)
+                return False
             failure = UnprotectedResponse(protected)
         except oscore.ProtectionInvalid as e:
             failure = ResponseVerificationFailed(f"Response failed OSCORE verification: {e}")
@@ -477,6 +490,7 @@ class _Exchange:
             return
         self.pipe.log.debug("No notification within its freshness; registering the observation anew")
         self.echo_retried = False
+        self.outer_echo_retried = False
         self._send(self.pipe.request)
 
     def _interest_ended(self) -> None:

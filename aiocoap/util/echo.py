@@ -22,20 +22,26 @@ from typing import Optional
 from ..message import Message
 from ..numbers.codes import Code
 
-__all__ = ["repeat_with_echo"]
+__all__ = ["echo_challenge", "repeat_with_echo"]
 
 _UNAUTHORIZED = Code.UNAUTHORIZED
 
 
+def echo_challenge(response: Message) -> Optional[bytes]:
+    """The Echo value ``response`` challenges its request with (it is a
+    4.01 with an Echo option), or None."""
+    if response.code != _UNAUTHORIZED:
+        return None
+    return response.opt.echo
+
+
 def repeat_with_echo(request: Message, response: Message, **changes) -> Optional[Message]:
-    """If ``response`` is an Echo challenge (4.01 with an Echo option),
+    """If ``response`` is an Echo challenge (see :func:`echo_challenge`),
     the request to send instead of ``request``: a copy carrying the Echo
     value (and ``changes``, as :meth:`Message.copy` takes them); else None.
     The caller sends it at most once per request: a second challenge is the
     response."""
-    if response.code != _UNAUTHORIZED:
-        return None
-    echo = response.opt.echo
+    echo = echo_challenge(response)
     if echo is None:
         return None
     return request.copy(echo=echo, **changes)
