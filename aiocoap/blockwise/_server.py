@@ -115,8 +115,15 @@ class ServerBlockwiseState:
     State is keyed by (remote, request options without the transfer
     options, Request-Tag), refreshed whenever it is used, and dropped
     ``reassembly_timeout`` / ``response_timeout`` seconds after its last
-    use (:meth:`expire`, :meth:`next_deadline`), or earlier, oldest first,
-    when a count or byte limit is reached."""
+    use (:meth:`expire`, :meth:`next_deadline`), or earlier when a count or
+    byte limit is reached: responses oldest first; uploads first within
+    their source (a remote starting more than ``max_reassemblies_per_peer``
+    loses its own least recently continued one), then, at the global
+    limits, those that have not got beyond their first block (oldest
+    first) before any that made progress. So a stream of uploads started
+    and never continued, from one source or many, does not push out a
+    slow upload that is being continued; what it can still push out is
+    an upload between its first and its second block."""
 
     def __init__(
         self,
@@ -124,6 +131,7 @@ class ServerBlockwiseState:
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         reassembly_timeout: float = EXCHANGE_LIFETIME,
         max_reassemblies: int = 1024,
+        max_reassemblies_per_peer: int = 16,
         max_reassembly_bytes: int = 32 << 20,
         response_timeout: float = 60.0,
         max_responses: int = 256,
@@ -132,12 +140,18 @@ class ServerBlockwiseState:
         self.max_body_size = max_body_size
         self._reassembly_timeout = reassembly_timeout
         self.max_reassemblies = max_reassemblies
+        self.max_reassemblies_per_peer = max_reassemblies_per_peer
         self.max_reassembly_bytes = max_reassembly_bytes
         self._response_timeout = response_timeout
         self.max_responses = max_responses
         self.max_response_bytes = max_response_bytes
         self._check_at = float("inf")  # no deadline of any state is earlier
+        # key -> _Assembly, least recently continued first
         self._assemblies: OrderedDict = OrderedDict()
+        # The same keys per remote (in the same order), and those of the
+        # assemblies that hold only their first block (in order of arrival)
+        self._assemblies_of: dict = {}
+        self._unproven: OrderedDict = OrderedDict()
         self._assembly_bytes = 0
         self._responses: OrderedDict = OrderedDict()
         self._aliases: dict = {}
@@ -224,6 +238,8 @@ class ServerBlockwiseState:
         """Forget all state (at shutdown)."""
         self._check_at = float("inf")
         self._assemblies.clear()
+        self._assemblies_of.clear()
+        self._unproven.clear()
         self._responses.clear()
         self._aliases.clear()
         self._assembly_bytes = self._response_bytes = 0
@@ -296,6 +312,13 @@ class ServerBlockwiseState:
                 )
             state = _Assembly(now)
             assemblies[akey] = state
+            self._unproven[akey] = None
+            own = self._assemblies_of.get(remote)
+            if own is None:
+                own = self._assemblies_of[remote] = OrderedDict()
+            own[akey] = None
+            while len(own) > max(1, self.max_reassemblies_per_peer):
+                self._drop_assembly(next(iter(own)))
             self._check_at = min(self._check_at, now + self._reassembly_timeout)
         else:
             state = assemblies.get(akey)
@@ -307,6 +330,7 @@ class ServerBlockwiseState:
                     # The same block again (new message, lost answer)
                     state.seen = now
                     assemblies.move_to_end(akey)
+                    self._assemblies_of[remote].move_to_end(akey)
                     return Message(code=CONTINUE, block1=(block1.block_number, True, preferred))
                 self._drop_assembly(akey)
                 return _error(Code.REQUEST_ENTITY_INCOMPLETE, "Block1 out of sequence")
@@ -314,6 +338,8 @@ class ServerBlockwiseState:
                 self._drop_assembly(akey)
                 return _error(Code.REQUEST_ENTITY_TOO_LARGE, "Request body too large", size1=limit)
             assemblies.move_to_end(akey)
+            self._assemblies_of[remote].move_to_end(akey)
+            self._unproven.pop(akey, None)
             state.seen = now
 
         if not block1.more:
@@ -333,17 +359,29 @@ class ServerBlockwiseState:
 
     def _drop_assembly(self, key) -> None:
         state = self._assemblies.pop(key, None)
-        if state is not None:
-            self._assembly_bytes -= len(state.buffer)
+        if state is None:
+            return
+        self._assembly_bytes -= len(state.buffer)
+        self._unproven.pop(key, None)
+        remote = key[0]
+        own = self._assemblies_of[remote]
+        del own[key]
+        if not own:
+            del self._assemblies_of[remote]
 
     def _enforce_assembly_limits(self, current) -> None:
         assemblies = self._assemblies
+        unproven = self._unproven
         byte_limit = max(self.max_reassembly_bytes, self.max_body_size)
         while len(assemblies) > self.max_reassemblies or self._assembly_bytes > byte_limit:
-            oldest = next(iter(assemblies))
-            if oldest == current:
-                break
-            self._drop_assembly(oldest)
+            victim = next(iter(unproven), current)
+            if victim == current:
+                # (the current one is the newest of those; then the least
+                # recently continued of all)
+                victim = next(iter(assemblies))
+                if victim == current:
+                    break
+            self._drop_assembly(victim)
 
     # --- responses -----------------------------------------------------------
 
