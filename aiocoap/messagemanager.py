@@ -15,10 +15,12 @@ Rules enforced here:
   answered gets the remembered reply again (so a POST runs once); one still
   being processed gets an empty ACK if one was already sent, else nothing.
 * The dedup memory is compact (the remembered reply's bytes plus a dict
-  slot and a key tuple) and hard-capped at ``max_dedup_entries``; when the
-  cap is reached the oldest entries are forgotten early (a duplicate that
-  arrives after that is processed again) and a warning is logged once per
-  minute.
+  slot and a key tuple) and hard-capped at ``max_dedup_entries`` entries
+  and ``max_dedup_bytes`` bytes of remembered replies (32 MiB by default:
+  a piggybacked response can be over a kilobyte); when either cap is
+  reached the oldest entries are forgotten early (a duplicate that arrives
+  after that is processed again, as if it came after EXCHANGE_LIFETIME)
+  and a warning is logged once per minute.
 * A request that the application answers within EMPTY_ACK_DELAY gets a
   piggybacked response; otherwise an empty ACK goes out and the response
   follows as a separate CON (NON for NON requests).
@@ -203,6 +205,7 @@ class MessageLayer:
         tuning: TransportTuning = DEFAULT_TUNING,
         rng: Optional[random.Random] = None,
         max_dedup_entries: int = 200_000,
+        max_dedup_bytes: int = 32 << 20,
         max_peers: int = 10_000,
         wakeup: Optional[Callable[[], None]] = None,
         max_queued_per_peer: int = 10_000,
@@ -215,6 +218,7 @@ class MessageLayer:
         self.tuning = tuning
         self._rng = rng or random.Random()
         self.max_dedup_entries = max_dedup_entries
+        self.max_dedup_bytes = max_dedup_bytes
         self.max_peers = max_peers
         self._wakeup = wakeup
         self.max_queued_per_peer = max_queued_per_peer
@@ -222,6 +226,7 @@ class MessageLayer:
 
         # (remote, mid) -> state (see _PROCESSING etc.) or reply bytes
         self._dedup: dict = {}
+        self._dedup_bytes = 0  # (the bytes values in it, together)
         # Expiry in coarse time buckets: deques of [expiry, [keys...]].
         # Lifetimes are constant per kind, so each deque is sorted by expiry,
         # and an entry costs one list slot instead of an (expiry, key) tuple.
@@ -276,6 +281,11 @@ class MessageLayer:
     @property
     def dedup_size(self) -> int:
         return len(self._dedup)
+
+    @property
+    def dedup_bytes(self) -> int:
+        """Bytes of the replies the deduplication cache remembers."""
+        return self._dedup_bytes
 
     @property
     def outgoing_size(self) -> int:
@@ -356,11 +366,9 @@ class MessageLayer:
             _, _, data, remote = heapq.heappop(delayed)
             self._send(data, remote)
 
-        dedup = self._dedup
         for buckets in (self._dedup_expiry_con, self._dedup_expiry_non):
             while buckets and buckets[0][0] <= now:
-                for key in buckets.popleft()[1]:
-                    dedup.pop(key, None)
+                self._forget_bucket(buckets.popleft())
 
         tracked_expiry = self._tracked_expiry
         while tracked_expiry and tracked_expiry[0][0] <= now:
@@ -461,7 +469,7 @@ class MessageLayer:
                 else:
                     self._unmatched_log.log(now, "Response %r not recognized; sending RST", message)
                     rst = _empty(RST, message.mid)
-                    self._dedup[key] = rst
+                    self._dedup[key] = rst  # (as long as the ACK it replaces)
                     self._send(rst, remote)
             else:
                 self._remember(key, _NOTHING, NON, now)
@@ -473,6 +481,7 @@ class MessageLayer:
                         self._unmatched_log.log(now, "Notification %r not recognized; sending RST", message)
                         rst = _empty(RST, message.mid)
                         self._dedup[key] = rst
+                        self._dedup_bytes += len(rst)
                         self._send(rst, remote)
                     else:
                         self._unmatched_log.log(now, "Ignoring unknown response %r (which is not a CON)", message)
@@ -501,6 +510,8 @@ class MessageLayer:
         if len(dedup) >= self.max_dedup_entries:
             self._evict_oldest(now)
         dedup[key] = state
+        if type(state) is bytes:
+            self._dedup_bytes += len(state)
         if mtype is CON:
             buckets = self._dedup_expiry_con
             lifetime = self.tuning.EXCHANGE_LIFETIME
@@ -518,8 +529,9 @@ class MessageLayer:
         if now - self._last_cap_warning > 60:
             self._last_cap_warning = now
             self.log.warning(
-                "Deduplication cache full (%d exchanges); forgetting the oldest early",
-                self.max_dedup_entries,
+                "Deduplication cache full (%d exchanges, %d bytes of replies; caps %d and %d); "
+                "forgetting the oldest early",
+                len(self._dedup), self._dedup_bytes, self.max_dedup_entries, self.max_dedup_bytes,
             )
         # Drop the oldest bucket (of whichever kind was created first) so the
         # eviction cost is amortized over many entries.
@@ -530,9 +542,20 @@ class MessageLayer:
             bucket = non.popleft()
         else:
             return
+        self._forget_bucket(bucket)
+
+    def _evict_for_bytes(self, now: float) -> None:
+        """Forget the oldest entries until the remembered replies fit
+        ``max_dedup_bytes`` again."""
+        while self._dedup_bytes > self.max_dedup_bytes and (self._dedup_expiry_con or self._dedup_expiry_non):
+            self._evict_oldest(now)
+
+    def _forget_bucket(self, bucket) -> None:
         dedup = self._dedup
         for key in bucket[1]:
-            dedup.pop(key, None)
+            state = dedup.pop(key, None)
+            if type(state) is bytes:
+                self._dedup_bytes -= len(state)
 
     def _receive_ack_or_rst(self, message: Message, now: float) -> None:
         remote = message.remote
@@ -623,6 +646,9 @@ class MessageLayer:
                         message.mid = request_mid
                         data = message.encode()
                         self._dedup[dedup_key] = data
+                        self._dedup_bytes += len(data)
+                        if self._dedup_bytes > self.max_dedup_bytes:
+                            self._evict_for_bytes(now)
                         self._send(data, remote)
                         return None
                 elif message.mtype is ACK:
@@ -820,6 +846,7 @@ class MessageLayer:
         if self._dedup.get(key) == _PROCESSING:
             ack = _empty(ACK, request_mid)
             self._dedup[key] = ack
+            self._dedup_bytes += len(ack)
             self._send(ack, remote)
 
     # --- errors and shutdown -----------------------------------------------------------
@@ -855,6 +882,7 @@ class MessageLayer:
         self._empty_ack_queue.clear()
         self._pending_ack.clear()
         self._dedup.clear()
+        self._dedup_bytes = 0
         self._dedup_expiry_con.clear()
         self._dedup_expiry_non.clear()
         self._mids.clear()

@@ -425,6 +425,36 @@ def test_fail_remote_and_shutdown(net):
     assert client.core.next_deadline() is None
 
 
+def test_dedup_cache_is_capped_in_bytes(net, caplog):
+    """Large piggybacked replies count against max_dedup_bytes: at the cap
+    the oldest exchanges are forgotten early (their duplicates are
+    processed again), the newest keep their replies, and one warning says
+    so."""
+    server = net.add("server", max_dedup_bytes=100_000)
+    net.add("client")
+    payload = b"x" * 1000
+    with caplog.at_level(logging.WARNING):
+        for mid in range(1000):
+            raw = Message(_mtype=Type.CON, _mid=mid, code=Code.GET, _token=b"t%d" % mid)
+            server.core.receive_datagram(raw.encode(), "client", net.now)
+            server.core.send_message(response_to(server.requests[-1], payload=payload), net.now)
+            assert server.core.dedup_bytes <= 100_000
+            net.now += 0.01  # (a new expiry bucket now and then)
+    assert 50 <= server.core.dedup_size <= 100  # (forgotten in buckets of half a second)
+    assert len([r for r in caplog.records if "Deduplication cache full" in r.getMessage()]) == 1
+    sent_before = len(net.sent)
+    newest = Message(_mtype=Type.CON, _mid=999, code=Code.GET, _token=b"t999")
+    server.core.receive_datagram(newest.encode(), "client", net.now)
+    assert len(server.requests) == 1000  # answered from the cache
+    assert Message.decode(net.sent[-1][1]).payload == payload and len(net.sent) == sent_before + 1
+    oldest = Message(_mtype=Type.CON, _mid=0, code=Code.GET, _token=b"t0")
+    server.core.receive_datagram(oldest.encode(), "client", net.now)
+    assert len(server.requests) == 1001  # forgotten: processed again
+    # expiry gives the bytes back
+    net.advance(TransportTuning().EXCHANGE_LIFETIME + 1)
+    assert server.core.dedup_size == 0 and server.core.dedup_bytes == 0
+
+
 def test_dedup_memory_per_exchange_is_compact(net):
     """Each remembered exchange (here: a piggybacked 2.05 with a short
     payload) costs well under 256 bytes of Python heap."""
@@ -893,3 +923,23 @@ def test_unparsable_datagrams_are_reported_once_a_minute(net, caplog):
     assert [level for level, _ in lines] == [logging.WARNING, logging.DEBUG, logging.DEBUG, logging.WARNING]
     assert lines[0][1].startswith("Ignoring unparsable message from 'peer'")
     assert lines[-1][1].endswith("(and 2 more like it since the last report)")
+
+
+def test_reachable_is_reported_for_acks_and_answers(net):
+    """What aiocoap.amplification counts as proof that a peer receives: it
+    acknowledged our CON, or answered our request; a request of its own
+    proves nothing."""
+    proofs = []
+    client = net.add("client", reachable=lambda remote, now: proofs.append(remote))
+    server = net.add("server", reachable=lambda remote, now: proofs.append(("server saw", remote)))
+    client.core.send_message(request(), net.now)
+    net.flush()
+    assert proofs == []  # the server got a request: no proof of anything
+    server.core.send_message(response_to(server.requests[0]), net.now)
+    net.flush()
+    assert proofs == ["server"]  # the piggybacked answer (an ACK)
+    notification = Message(code=Code.CONTENT, payload=b"n", _token=b"tk", observe=2)
+    notification.remote = "client"
+    server.core.send_message(notification, net.now, lambda exc: None)
+    net.flush()
+    assert ("server saw", "client") in proofs  # its ACK to our CON
