@@ -21,14 +21,17 @@ Rules enforced here (the :class:`AmplificationLimit` of a Context, ``Context.amp
   observation) goes out only if its datagram is at most
   :attr:`~AmplificationLimit.factor` (3) times the size of the request's
   datagram. A larger answer to an unsafe request (POST, PUT, DELETE, ...:
-  repeating it would run it again; OSCORE requests excepted, whose
-  protected answers travel whole) is cut into Block2 blocks small enough
+  repeating it would run it again) is cut into Block2 blocks small enough
   (down to 16 bytes; the rest is kept for the client's follow-up requests,
   which are served from there). Any other larger answer is replaced by 4.01
   Unauthorized carrying an Echo option (18 bytes plus the token), and an
   observation ends with it; the rendered response is dropped, and the
-  request is served afresh when repeated with the Echo value. (Only where
-  not even a 16 byte block fits is an unsafe request challenged too.)
+  request is served afresh when repeated with the Echo value. An unsafe
+  request is challenged too where not even a 16 byte block fits, and
+  where it is protected with OSCORE (its outer code is always POST or
+  FETCH; a protected answer can only travel whole, and the client's
+  OSCORE layer repeats the request protected anew, which runs the inner
+  request again).
 * The notifications of an observation registered by an unverified peer are
   confirmable until the peer acknowledges one (which verifies it), so an
   observer that does not receive is dropped after the usual retransmissions.

@@ -51,7 +51,10 @@ Rules enforced here:
   answered with RST, anything else malformed is dropped (RFC 7252 §4.2,
   §4.3).
 * Responses to multicast requests are NON, never errors, and are delayed by
-  a random time within DEFAULT_LEISURE (RFC 7252 §8.2).
+  a random time within DEFAULT_LEISURE (RFC 7252 §8.2). The one error that
+  does go out is an Echo challenge (4.01 with an Echo option, RFC 9175
+  §2.3): a server limiting what it sends to an unverified requester (see
+  :mod:`aiocoap.amplification`) answers it instead of the response.
 * A NON response sent with a monitor (an observe notification) is
   remembered for EXCHANGE_LIFETIME so that a Reset to it reaches the
   monitor (RFC 7641 §3.6: that is how clients reject notifications); a NON
@@ -111,6 +114,10 @@ def no_response_suppresses(no_response: Optional[int], code) -> bool:
     if not no_response:
         return False
     return bool(no_response & _NO_RESPONSE_BITS.get(Code(code).class_, 0))
+
+
+def _is_echo_challenge(message: Message) -> bool:
+    return message.code == Code.UNAUTHORIZED and OptionNumber.ECHO in message.opt
 
 
 def _empty(mtype, mid) -> bytes:
@@ -821,7 +828,7 @@ class MessageLayer:
         self._heap[:] = heap
 
     def _send_multicast_response(self, message: Message, request_mid, now: float):
-        if message.code is None or not message.code.is_successful():
+        if message.code is None or not message.code.is_successful() and not _is_echo_challenge(message):
             self.log.debug("Not sending error response %s to a multicast request", message.code)
             if request_mid is not None:
                 self._dedup[(message.remote, request_mid)] = _NOTHING

@@ -943,3 +943,27 @@ def test_reachable_is_reported_for_acks_and_answers(net):
     server.core.send_message(notification, net.now, lambda exc: None)
     net.flush()
     assert ("server saw", "client") in proofs  # its ACK to our CON
+
+
+def test_multicast_request_gets_echo_challenge_but_no_other_error(net):
+    """RFC 7252 §8.2: no error responses to multicast requests; the Echo
+    challenge of an amplification limit (RFC 9175 §2.3) is the exception."""
+
+    class ToGroup(str):
+        is_multicast_locally = True
+
+    server = net.add("server")
+    net.add("client")
+    raw = Message(_mtype=Type.NON, _mid=1, code=Code.GET, _token=b"g1")
+    server.core.receive_datagram(raw.encode(), ToGroup("client"), net.now)
+    raw = Message(_mtype=Type.NON, _mid=2, code=Code.GET, _token=b"g2")
+    server.core.receive_datagram(raw.encode(), ToGroup("client"), net.now)
+    error_answer = Message(code=Code.NOT_FOUND, _token=b"g1")
+    error_answer.remote = ToGroup("client")
+    server.core.send_message(error_answer, net.now)
+    challenge = Message(code=Code.UNAUTHORIZED, _token=b"g2", echo=b"e" * 12)
+    challenge.remote = ToGroup("client")
+    server.core.send_message(challenge, net.now)
+    net.advance(TransportTuning().DEFAULT_LEISURE + 1)
+    sent = [Message.decode(data) for sender, data, _ in net.sent if sender is server]
+    assert [(m.code, m.mtype, m.opt.echo) for m in sent] == [(Code.UNAUTHORIZED, Type.NON, b"e" * 12)]
