@@ -20,8 +20,8 @@ Rules enforced here (the :class:`AmplificationLimit` of a Context, ``Context.amp
 * To an unverified peer, a response (and every notification of an
   observation) goes out only if its datagram is at most
   :attr:`~AmplificationLimit.factor` (3) times the size of the request's
-  datagram. A larger answer to an unsafe request (POST, PUT, DELETE, ...:
-  repeating it would run it again) is cut into Block2 blocks small enough
+  datagram. A larger successful answer to an unsafe request (POST, PUT,
+  DELETE, ...: repeating it would run it again) is cut into Block2 blocks small enough
   (down to 16 bytes; the rest is kept for the client's follow-up requests,
   which are served from there). Any other larger answer is replaced by 4.01
   Unauthorized carrying an Echo option (18 bytes plus the token), and an
@@ -273,11 +273,15 @@ class AmplificationGate:
                 if (
                     not limit.allows(request_size, size)
                     and request.code not in _SAFE_METHODS
+                    and message.code is not None
+                    and message.code.is_successful()
                     and _OSCORE not in request.opt
                 ):
                     # Repeating this request would run it again: smaller
-                    # blocks instead. (Not for OSCORE: a protected answer
-                    # travels whole, and the repetition is protected anew.)
+                    # blocks instead. (Not for errors, whose diagnostic
+                    # clients do not fetch in blocks, nor for OSCORE: a
+                    # protected answer travels whole, and the repetition is
+                    # protected anew.)
                     smaller = self.cut_to_fit(
                         request, message, lambda m: limit.allows(request_size, datagram_size(m, token_length)),
                     )
