@@ -29,7 +29,10 @@ Rules enforced here:
   the request proven fresh or its sender reachable, see
   :mod:`aiocoap.amplification`) makes the request go out once more with
   that Echo value and the same token, without the requester noticing; a
-  second challenge to the same request is its response.
+  second challenge to the same request is its response. A challenge to a
+  multicast request makes it go to that server once more by unicast (to
+  at most :data:`MAX_MULTICAST_ECHO_REPEATS` servers per request); the
+  answer counts among the multicast request's responses.
 * An incoming request with the token and remote of a running observation
   replaces it (re-registration), and ends it when it is a GET without
   Observe or with Observe: 1 (RFC 7641 §3.6, §4.1).
@@ -65,6 +68,10 @@ OBSERVE_FRESHNESS = 128.0
 REREGISTRATION_MARGIN = 2.0
 """Seconds to wait past a notification's Max-Age before re-registering."""
 
+MAX_MULTICAST_ECHO_REPEATS = 64
+"""To how many servers that challenged it a multicast request is repeated
+by unicast with their Echo value."""
+
 REREGISTRATION_GRANULARITY = 0.25
 """Re-registrations go out at most this many seconds after they are due
 (their timing is shared in buckets of this width)."""
@@ -95,7 +102,7 @@ class _OutgoingRequest:
 
     __slots__ = (
         "pipe", "stop", "observing", "established", "last_seq", "last_time", "timer_at", "deadline", "ti", "key",
-        "echo_retried",
+        "echo_retried", "echo_repeated_to",
     )
 
     def __init__(self, pipe: Optional[Pipe], observing: bool, ti: interfaces.TokenInterface):
@@ -113,6 +120,9 @@ class _OutgoingRequest:
         self.deadline = 0.0
         self.ti = ti
         self.echo_retried = False
+        # (multicast requests: the servers it was repeated to with their
+        # Echo value)
+        self.echo_repeated_to: Optional[set] = None
 
 
 # An incoming request is served by up to three small objects, one per
@@ -451,6 +461,8 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
             return True
         code = response.code
         assert code is not None, "decoded messages always have a code"
+        if code == _UNAUTHORIZED and is_multicast and self._repeat_to_member(state, response):
+            return True
         if code == _UNAUTHORIZED and not is_multicast and not state.echo_retried and _OSCORE not in state.pipe.request.opt:
             # (an OSCORE request can not go out again as it is: the server
             # saw its sequence number; the OSCORE transport protects it anew)
@@ -508,6 +520,32 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         # (pipe.add_response, inlined; tuple.__new__ as a named tuple's own
         # constructor is a Python function)
         pipe.add_event(_new_tuple(Event, (response, None, is_last)))
+        return True
+
+    def _repeat_to_member(self, state: _OutgoingRequest, response: Message) -> bool:
+        """Send a multicast request once more, by unicast, to the server
+        whose answer ``response`` is an Echo challenge; False if it is none
+        or that server (or too many) had its repetition already."""
+        assert state.pipe is not None, "multicast requests have a pipe"
+        request = state.pipe.request
+        remote = response.remote
+        repeated = state.echo_repeated_to
+        if repeated is None:
+            repeated = state.echo_repeated_to = set()
+        if remote in repeated or len(repeated) >= MAX_MULTICAST_ECHO_REPEATS:
+            return False
+        again = repeat_with_echo(request, response, mid=None, mtype=NON)
+        if again is None:
+            return False
+        repeated.add(remote)
+        again.remote = remote
+        self.log.debug("Repeating %r to %r with the Echo value of its 4.01 response", request, remote)
+        try:
+            # (its answer comes back with the token, to the multicast
+            # request; a failure only concerns this one server)
+            state.ti.send_message(again, None)
+        except Exception as e:
+            self.log.debug("Repeating %r to %r failed: %r", request, remote, e)
         return True
 
     def process_request(self, request: Message, ti: Optional[interfaces.TokenInterface] = None) -> None:

@@ -366,3 +366,36 @@ async def test_large_answer_to_unsafe_request_comes_in_small_blocks_not_run_twic
     finally:
         await client.shutdown()
         await server.shutdown()
+
+
+async def test_multicast_request_is_repeated_by_unicast_to_challenging_servers():
+    """(The memory net has no groups: the client's request is fanned out to
+    every server, as test_protocol's multicast test does.)"""
+    from aiocoap.protocol import MulticastRequest
+    from memorynet import MemoryAddress
+
+    net = MemoryNet(asyncio.get_running_loop())
+    servers = [await net.context(f"s{i}", make_site()) for i in range(3)]
+    client = await net.context("client")
+    original = net.transmit
+
+    def fan_out(source, data, destination):
+        for target in [f"s{i}" for i in range(3)] if destination == "group" else [destination]:
+            original(source, data, target)
+
+    net.transmit = fan_out
+    try:
+        message = Message(code=Code.GET, uri_path=["big"], block2=(0, False, 6))
+        message.remote = MemoryAddress("group", net.interfaces["client"], multicast=True)
+        multicast = MulticastRequest(client, message, timeout=0.3)
+        answers = [(r.remote.hostinfo, r.code, r.payload) async for r in multicast.responses]
+        assert sorted(answers) == [(f"s{i}", Code.CONTENT, LARGE[:1024]) for i in range(3)]
+        sent = [(dst, Message.decode(d)) for s, dst, d in net.log if s == "client"]
+        repeats = [(dst, m) for dst, m in sent if m.opt.echo is not None]
+        assert sorted(dst for dst, _ in repeats) == ["s0", "s1", "s2"]  # one each
+        assert all(m.mtype is Type.NON for _, m in repeats)
+        assert len(sent) == 6  # (the request fanned out, and the repetitions)
+    finally:
+        await client.shutdown()
+        for server in servers:
+            await server.shutdown()
