@@ -104,7 +104,7 @@ class ResponseWrappingError(Error):
     """An exception that is raised due to an unsuccessful but received
     response."""
 
-    def __init__(self, coapmessage):
+    def __init__(self, coapmessage) -> None:
         super().__init__(coapmessage)
         self.coapmessage = coapmessage
 
@@ -129,7 +129,7 @@ class ConstructionRenderableError(RenderableError):
     message = ""
     """Text sent in the built message's payload"""
 
-    def __init__(self, message=None):
+    def __init__(self, message=None) -> None:
         if message is not None:
             self.message = message
         super().__init__(self.message)
@@ -282,7 +282,7 @@ class NoResource(NotFound):
 
     message = "Error: Resource not found!"
 
-    def __init__(self, message=None):
+    def __init__(self, message=None) -> None:
         super().__init__(message)
 
 
@@ -348,7 +348,7 @@ class UnparsableMessage(Error):
     exception (else None), so that a confirmable message with a format error
     can be answered with a Reset (RFC 7252 §4.2)."""
 
-    def __init__(self, message="", *, mtype=None, mid=None):
+    def __init__(self, message="", *, mtype=None, mid=None) -> None:
         super().__init__(message)
         self.mtype = mtype
         self.mid = mid
@@ -439,7 +439,7 @@ class ConRetransmitsExceeded(RequestTimedOut):
     acknowledged; ``transmissions`` and ``waited`` (seconds) tell how often
     and how long."""
 
-    def __init__(self, message="No acknowledgement received", *, transmissions=None, waited=None):
+    def __init__(self, message="No acknowledgement received", *, transmissions=None, waited=None) -> None:
         super().__init__(message)
         self.transmissions = transmissions
         self.waited = waited

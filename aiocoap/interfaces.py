@@ -332,7 +332,7 @@ class Resource(metaclass=abc.ABCMeta):
         that by itself (False)."""
 
     @abc.abstractmethod
-    async def render(self, request: "Message"):
+    async def render(self, request: "Message") -> None:
         """Return a message that can be sent back to the requester.
 
         This does not need to set any low-level message options like remote,

@@ -180,7 +180,7 @@ class Message:
         _mtype=None,
         _token: bytes = b"",
         **kwargs,
-    ):
+    ) -> None:
         if mtype is not None:
             warnings.warn(
                 "Message(mtype=...) is deprecated: the library picks the type; set "
@@ -238,7 +238,7 @@ class Message:
         return self._target
 
     @remote.setter
-    def remote(self, value):
+    def remote(self, value) -> None:
         if isinstance(value, UndecidedRemote):
             self._target = value
             self._remote = None
@@ -255,7 +255,7 @@ class Message:
         return getattr(remote, "hostinfo", None) if remote is not None else None
 
     @unresolved_remote.setter
-    def unresolved_remote(self, value: Optional[str]):
+    def unresolved_remote(self, value: Optional[str]) -> None:
         if value is None:
             self._target = None
         else:

@@ -228,7 +228,7 @@ class _NoInvalidOptions(list):
 
     __slots__ = ()
 
-    def _read_only(self, *args, **kwargs):
+    def _read_only(self, *args, **kwargs) -> None:
         raise TypeError("this empty invalid_options list is shared and read-only")
 
     append = extend = insert = __setitem__ = __delitem__ = __iadd__ = __imul__ = _read_only  # type: ignore[assignment]
@@ -242,7 +242,7 @@ class Options:
 
     __slots__ = ("_options", "_invalid")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._options: dict[int, list[OptionType]] = {}
         self._invalid: Optional[list[tuple[OptionNumber, bytes]]] = None
 

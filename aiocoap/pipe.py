@@ -44,7 +44,7 @@ class Pipe:
     # see _listeners)
     __slots__ = ("request", "log", "_listeners", "_end_callbacks")
 
-    def __init__(self, request: Message, log):
+    def __init__(self, request: Message, log) -> None:
         self.request = request
         self.log = log
         # The event callbacks: None, the one callback (a pipe nearly always
@@ -84,7 +84,7 @@ class Pipe:
         else:
             self._listeners = self._listener_tuple() + (callback,)
 
-        def remove():
+        def remove() -> None:
             if not self._discard_callback(callback):
                 return
             if self._listeners is None:
@@ -127,7 +127,7 @@ class Pipe:
             return
         self._end_callbacks = tuple(callbacks)
 
-    def _end_interest(self):
+    def _end_interest(self) -> None:
         callbacks = self._end_callbacks
         if callbacks is None:
             return
@@ -244,13 +244,13 @@ def run_driving_pipe(pipe: Pipe, coroutine, name: Optional[str] = None) -> async
     response (RenderableError) or 5.00 with a log line."""
     task = asyncio.get_running_loop().create_task(coroutine, name=name)
 
-    def on_end():
+    def on_end() -> None:
         if not task.done():
             task.cancel()
 
     pipe.on_interest_end(on_end)
 
-    def done(t: asyncio.Task):
+    def done(t: asyncio.Task) -> None:
         if t.cancelled():
             return
         exc = t.exception()

@@ -295,7 +295,7 @@ class _ObservationEnded:
 
     __slots__ = ("resource", "observation")
 
-    def __init__(self, resource: ObservableResource, observation):
+    def __init__(self, resource: ObservableResource, observation) -> None:
         self.resource = resource
         self.observation = observation
 
@@ -726,7 +726,7 @@ class _Rendering:
 
     __slots__ = ("child", "request")
 
-    def __init__(self, child, request: Message):
+    def __init__(self, child, request: Message) -> None:
         self.child = child
         self.request = request
 

@@ -240,7 +240,7 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
     """The CredentialsMap the transports below consult (the Context's
     client credentials)."""
 
-    def __init__(self, render_to_pipe, log, loop, client_credentials=None):
+    def __init__(self, render_to_pipe, log, loop, client_credentials=None) -> None:
         self._render_to_pipe = render_to_pipe
         self.log = log
         self.loop = loop
@@ -328,7 +328,7 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
     def _send(self, state: _OutgoingRequest, key, table, message: Message) -> None:
         pipe = state.pipe
 
-        def monitor(exc):
+        def monitor(exc) -> None:
             if table.get(key) is state:
                 del table[key]
             if pipe is not None:

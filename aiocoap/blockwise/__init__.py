@@ -111,7 +111,7 @@ class BlockwiseServer:
     the other limits of :class:`ServerBlockwiseState`) can be set as
     keyword arguments or changed on the object later."""
 
-    def __init__(self, log, *, max_body_size: int = DEFAULT_MAX_BODY_SIZE, **limits):
+    def __init__(self, log, *, max_body_size: int = DEFAULT_MAX_BODY_SIZE, **limits) -> None:
         self.log = log
         self.state = ServerBlockwiseState(max_body_size=max_body_size, **limits)
         self._timer: Optional[asyncio.TimerHandle] = None
@@ -217,7 +217,7 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
         "__weakref__",
     )
 
-    def __init__(self, protocol, app_request: Message):
+    def __init__(self, protocol, app_request: Message) -> None:
         self.protocol = protocol
         self.log = protocol.log
         self.app_request = app_request

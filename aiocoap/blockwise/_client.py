@@ -71,7 +71,7 @@ class ClientTransfer:
         mtype=_UNSET,
         max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
         block2_exp: Optional[int] = None,
-    ):
+    ) -> None:
         self.request = request
         self.max_response_size = max_response_size
         self.expected_size: Optional[int] = None

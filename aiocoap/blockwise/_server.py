@@ -60,7 +60,7 @@ class _Assembly:
 class _Representation:
     __slots__ = ("template", "body", "seen", "alias")
 
-    def __init__(self, template: Message, body: bytes, now: float, alias):
+    def __init__(self, template: Message, body: bytes, now: float, alias) -> None:
         self.template = template
         self.body = body
         self.seen = now

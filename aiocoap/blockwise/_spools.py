@@ -31,7 +31,7 @@ class ContinueException(error.ConstructionRenderableError):
 
     code = Code.CONTINUE
 
-    def __init__(self, block1):
+    def __init__(self, block1) -> None:
         super().__init__()
         self.block1 = block1
 
@@ -61,7 +61,7 @@ class _Answer(error.RenderableError):
         return self.response
 
 
-def _raise_for(answer: Message):
+def _raise_for(answer: Message) -> None:
     code = answer.code
     if code == Code.CONTINUE:
         raise ContinueException(answer.opt.block1)
@@ -81,7 +81,7 @@ class Block1Spool:
     renderable error, like 4.13 for bodies beyond ``max_body_size``) for
     blocks that do not fit, which the library renders into the answers."""
 
-    def __init__(self, **limits):
+    def __init__(self, **limits) -> None:
         self._state = ServerBlockwiseState(**limits)
 
     def __repr__(self):
@@ -116,7 +116,7 @@ class Block2Cache:
     it needs more than one block. A later block of a non-safe request whose
     response is not stored any more comes back as 4.08."""
 
-    def __init__(self, **limits):
+    def __init__(self, **limits) -> None:
         self._state = ServerBlockwiseState(**limits)
 
     def __repr__(self):

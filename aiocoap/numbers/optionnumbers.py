@@ -9,7 +9,7 @@ outside that range are treated as unrecognized options (RFC 7252 §5.4.3).
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from typing import Any, Callable
 
 from ..util import ExtensibleIntEnum
 
@@ -133,7 +133,7 @@ class OptionNumber(ExtensibleIntEnum):
         """Minimum and maximum value length in bytes the registry allows."""
         return _LENGTHS.get(int(self), _ANY_LENGTH)
 
-    def create_option(self, decode=None, value=None):
+    def create_option(self, decode: bytes | None = None, value: Any = None) -> _OptionType:
         """Return an Option element of the appropriate class from this
         option number.
 

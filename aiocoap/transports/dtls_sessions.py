@@ -264,7 +264,7 @@ class SessionTable:
     """
 
     def __init__(self, *, close: Callable[[Session, Exception], None], log, server: bool,
-                 tuning: DTLSTuning = DEFAULT_DTLS_TUNING):
+                 tuning: DTLSTuning = DEFAULT_DTLS_TUNING) -> None:
         self._close = close
         self.log = log
         self.server = server

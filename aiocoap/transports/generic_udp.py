@@ -188,7 +188,7 @@ class GenericMessageInterface(interfaces.MessageInterface):
     Their addresses have a ``send_datagram(data)`` method that raises OSError on
     failure."""
 
-    def __init__(self, ctx: interfaces.MessageManager, log, loop):
+    def __init__(self, ctx: interfaces.MessageManager, log, loop) -> None:
         self.message_manager = ctx
         """The message layer this interface reports to."""
         self.log = log
@@ -232,7 +232,7 @@ class GenericMessageInterface(interfaces.MessageInterface):
             return None
         return await self._make_remote(*destination)
 
-    async def _make_remote(self, host: str, port: int):
+    async def _make_remote(self, host: str, port: int) -> None:
         raise NotImplementedError
 
     async def _close_sockets(self) -> None:

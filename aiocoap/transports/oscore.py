@@ -212,7 +212,7 @@ class TransportOSCORE(interfaces.RequestProvider, interfaces.RequestInterface):
     request interfaces carry the protected messages (usually both are the
     same Context)."""
 
-    def __init__(self, context, forward_context):
+    def __init__(self, context, forward_context) -> None:
         self._context = context
         self._forward_context = forward_context
         self.log = context.log

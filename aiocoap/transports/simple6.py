@@ -156,7 +156,7 @@ class MessageInterfaceSimple6(GenericMessageInterface):
     """The simple6 transport; see the module documentation. Create it with
     :meth:`create_client_transport_endpoint`."""
 
-    def __init__(self, ctx: interfaces.MessageManager, log, loop):
+    def __init__(self, ctx: interfaces.MessageManager, log, loop) -> None:
         super().__init__(ctx, log, loop)
         # (host, port) -> _PeerProtocol, least recently used first
         self._sockets: "OrderedDict[tuple, _PeerProtocol]" = OrderedDict()

@@ -118,7 +118,7 @@ class MessageInterfaceSimpleServer(GenericMessageInterface):
     _transport: asyncio.DatagramTransport
     """Set by the protocol's connection_made, before the server is used."""
 
-    def __init__(self, ctx: interfaces.MessageManager, log, loop):
+    def __init__(self, ctx: interfaces.MessageManager, log, loop) -> None:
         super().__init__(ctx, log, loop)
         self._protocol: Optional[_ServerProtocol] = None
         self.sockname: tuple = ("::", 0)

@@ -229,7 +229,7 @@ class _RateLimitedWarning:
 
     __slots__ = ("_log", "_last")
 
-    def __init__(self, log):
+    def __init__(self, log) -> None:
         self._log = log
         self._last = -1e9
 
@@ -651,7 +651,7 @@ class MessageInterfaceTinyDTLS(SessionDriver, interfaces.MessageInterface):
     """The ``tinydtls`` transport: see the module documentation. Create it
     with :meth:`create_client_transport_endpoint`."""
 
-    def __init__(self, ctx: interfaces.MessageManager, log, loop):
+    def __init__(self, ctx: interfaces.MessageManager, log, loop) -> None:
         self._ctx = ctx
         self.log = log
         self.loop = loop

@@ -123,7 +123,7 @@ class SecurityStore:
     say which session a lookup is for). Keys and identities longer than
     tinydtls takes are treated as absent."""
 
-    def __init__(self, server_credentials):
+    def __init__(self, server_credentials) -> None:
         self._server_credentials = server_credentials
         #: (identity, label) of the last successful lookup, or None
         self.looked_up: Optional["tuple[bytes, str]"] = None
@@ -485,7 +485,7 @@ class MessageInterfaceTinyDTLSServer(MessageInterfaceSimpleServer):
     """The ``tinydtls_server`` transport: see the module documentation.
     Create it with :meth:`create_server`."""
 
-    def __init__(self, mman: interfaces.MessageManager, log, loop):
+    def __init__(self, mman: interfaces.MessageManager, log, loop) -> None:
         super().__init__(mman, log, loop)
         self._server_credentials: Any = None
         self._engine: GoingThroughMessageDecryption
@@ -553,7 +553,7 @@ class MessageInterfaceTinyDTLSServer(MessageInterfaceSimpleServer):
             return remote
         return None
 
-    async def _make_remote(self, host: str, port: int):
+    async def _make_remote(self, host: str, port: int) -> None:
         raise error.NetworkError("A DTLS server can not start sessions of its own")
 
     async def _close_sockets(self) -> None:

@@ -144,7 +144,7 @@ class UDP6EndpointAddress(SockaddrAddress):
 
     scheme = "coap"
 
-    def __init__(self, sockaddr: tuple, interface, *, pktinfo: Optional[bytes] = None):
+    def __init__(self, sockaddr: tuple, interface, *, pktinfo: Optional[bytes] = None) -> None:
         self._set_peer(sockaddr, interface)
         self.pktinfo = pktinfo
         # True if the local address is a multicast address. (Fixed with the
@@ -295,7 +295,7 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
     """Future that gets fulfilled by ``connection_made`` (ie. don't send
     before this is done; handled by ``create_..._context``)"""
 
-    def __init__(self, ctx: interfaces.MessageManager, log, loop):
+    def __init__(self, ctx: interfaces.MessageManager, log, loop) -> None:
         self._message_manager = ctx
         self.log = log
         self.loop = loop
