@@ -16,8 +16,9 @@ and are logged, not delivered.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
-from typing import AsyncIterator, Callable, NamedTuple, Optional, Union
+from typing import Any, AsyncIterator, Callable, Coroutine, NamedTuple, Optional, Union
 
 from .message import Message
 
@@ -44,7 +45,7 @@ class Pipe:
     # see _listeners)
     __slots__ = ("request", "log", "_listeners", "_end_callbacks")
 
-    def __init__(self, request: Message, log) -> None:
+    def __init__(self, request: Message, log: logging.Logger) -> None:
         self.request = request
         self.log = log
         # The event callbacks: None, the one callback (a pipe nearly always
@@ -56,15 +57,15 @@ class Pipe:
         # interest ended.
         self._end_callbacks: Optional[tuple[Callable[[], None], ...]] = ()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "ended" if self._end_callbacks is None else f"{len(self._listener_tuple())} listener(s)"
         return f"<{type(self).__name__} for {self.request!r}, {state}>"
 
-    def _listener_tuple(self) -> tuple:
+    def _listener_tuple(self) -> tuple[Callable[[Event], bool], ...]:
         listeners = self._listeners
         if listeners is None:
             return ()
-        if type(listeners) is tuple:
+        if isinstance(listeners, tuple):
             return listeners
         return (listeners,)
 
@@ -92,7 +93,7 @@ class Pipe:
 
         return remove
 
-    def _discard_callback(self, callback) -> bool:
+    def _discard_callback(self, callback: Callable[[Event], bool]) -> bool:
         listeners = list(self._listener_tuple())
         try:
             listeners.remove(callback)
@@ -146,8 +147,8 @@ class Pipe:
             return
         listeners = self._listeners
         if listeners is None:
-            callbacks: tuple = ()
-        elif type(listeners) is tuple:
+            callbacks: tuple[Callable[[Event], bool], ...] = ()
+        elif isinstance(listeners, tuple):
             callbacks = listeners
         else:
             callbacks = (listeners,)
@@ -238,7 +239,9 @@ def error_to_message(old_pipe: Pipe, exception: BaseException) -> Message:
     return Message(code=Code.INTERNAL_SERVER_ERROR)
 
 
-def run_driving_pipe(pipe: Pipe, coroutine, name: Optional[str] = None) -> asyncio.Task:
+def run_driving_pipe(
+    pipe: Pipe, coroutine: Coroutine[Any, Any, None], name: Optional[str] = None
+) -> asyncio.Task[None]:
     """Run ``coroutine`` (which feeds ``pipe``) as a task, cancel it when
     the pipe's interest ends, and turn an exception it raises into an error
     response (RenderableError) or 5.00 with a log line."""
@@ -250,7 +253,7 @@ def run_driving_pipe(pipe: Pipe, coroutine, name: Optional[str] = None) -> async
 
     pipe.on_interest_end(on_end)
 
-    def done(t: asyncio.Task) -> None:
+    def done(t: asyncio.Task[None]) -> None:
         if t.cancelled():
             return
         exc = t.exception()
@@ -280,13 +283,13 @@ class IterablePipe:
 
     def __init__(self, request: Message):
         self.request = request
-        self._queue: deque = deque()
+        self._queue: deque[Event] = deque()
         self._end_callbacks: list[Callable[[], None]] = []
         self._iterating = False
         self._ended = False
-        self._wakeup: Optional[asyncio.Future] = None
+        self._wakeup: Optional[asyncio.Future[None]] = None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} for {self.request!r}, {len(self._queue)} event(s) queued>"
 
     @property
