@@ -42,13 +42,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import namedtuple
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from .. import error, interfaces, oscore
 from ..message import Message
 from ..numbers.codes import Code
 from ..numbers.constants import MAX_REGULAR_BLOCK_SIZE_EXP
 from ..pipe import Event, Pipe
+
+if TYPE_CHECKING:
+    from . import TransportEntry, TransportSetup
 
 __all__ = [
     "OSCOREAddress",
@@ -485,7 +488,7 @@ class _Exchange:
             outer.stop_interest()
 
 
-async def load(entry, setup) -> None:
+async def load(entry: "TransportEntry", setup: "TransportSetup") -> None:
     """Attach OSCORE to a context (see :data:`aiocoap.transports.TRANSPORTS`):
     it claims requests before the plain token layer does."""
     setup.add_request_interface(TransportOSCORE(setup.request_provider, setup.request_provider))

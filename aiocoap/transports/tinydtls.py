@@ -66,9 +66,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import socket
 import time
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .. import error, interfaces
 from ..credentials import CredentialsMissingError
@@ -91,6 +92,9 @@ from .dtls_sessions import (
     alert_name,
 )
 from .generic_udp import resolve, split_hostinfo
+
+if TYPE_CHECKING:
+    from . import TransportEntry, TransportSetup
 
 __all__ = [
     "MessageInterfaceTinyDTLS", "DTLSClientConnection",
@@ -651,7 +655,7 @@ class MessageInterfaceTinyDTLS(SessionDriver, interfaces.MessageInterface):
     """The ``tinydtls`` transport: see the module documentation. Create it
     with :meth:`create_client_transport_endpoint`."""
 
-    def __init__(self, ctx: interfaces.MessageManager, log, loop) -> None:
+    def __init__(self, ctx: interfaces.MessageManager, log: logging.Logger, loop: asyncio.AbstractEventLoop) -> None:
         self._ctx = ctx
         self.log = log
         self.loop = loop
@@ -661,7 +665,7 @@ class MessageInterfaceTinyDTLS(SessionDriver, interfaces.MessageInterface):
         self._warn = _RateLimitedWarning(log)
 
     @classmethod
-    async def create_client_transport_endpoint(cls, ctx: interfaces.MessageManager, log, loop) -> "MessageInterfaceTinyDTLS":
+    async def create_client_transport_endpoint(cls, ctx: interfaces.MessageManager, log: logging.Logger, loop: asyncio.AbstractEventLoop) -> "MessageInterfaceTinyDTLS":
         """Create the transport; sessions are opened when requests need
         them."""
         from DTLSSocket import dtls  # noqa: F401 (fail early if it is missing)
@@ -804,7 +808,7 @@ class MessageInterfaceTinyDTLS(SessionDriver, interfaces.MessageInterface):
         self._retransmitting.clear()
 
 
-async def load(entry, setup) -> None:
+async def load(entry: "TransportEntry", setup: "TransportSetup") -> None:
     """Attach the ``tinydtls`` client transport to a context (see
     :data:`aiocoap.transports.TRANSPORTS`)."""
     log, loop = setup.log, setup.loop

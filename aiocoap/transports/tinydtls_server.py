@@ -48,8 +48,10 @@ credentials (at most once a minute).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import socket
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .. import error, interfaces
 from ..credentials import DTLS
@@ -89,6 +91,9 @@ from .tinydtls import (
     new_dtls_context,
     open_datagram_endpoint,
 )
+
+if TYPE_CHECKING:
+    from . import TransportEntry, TransportSetup
 
 __all__ = [
     "MessageInterfaceTinyDTLSServer", "GoingThroughMessageDecryption", "SecurityStore", "DTLSServerAddress",
@@ -485,7 +490,7 @@ class MessageInterfaceTinyDTLSServer(MessageInterfaceSimpleServer):
     """The ``tinydtls_server`` transport: see the module documentation.
     Create it with :meth:`create_server`."""
 
-    def __init__(self, mman: interfaces.MessageManager, log, loop) -> None:
+    def __init__(self, mman: interfaces.MessageManager, log: logging.Logger, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(mman, log, loop)
         self._server_credentials: Any = None
         self._engine: GoingThroughMessageDecryption
@@ -561,7 +566,7 @@ class MessageInterfaceTinyDTLSServer(MessageInterfaceSimpleServer):
         await super()._close_sockets()
 
 
-async def load(entry, setup) -> None:
+async def load(entry: "TransportEntry", setup: "TransportSetup") -> None:
     """Attach the ``tinydtls_server`` transport to a server context (see
     :data:`aiocoap.transports.TRANSPORTS`) when its server credentials have
     DTLS entries; it listens next to the UDP port when that is explicit."""

@@ -35,11 +35,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import socket
 import struct
 from collections import namedtuple
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from .. import defaults, error, interfaces
 from ..message import UndecidedRemote
@@ -52,6 +53,9 @@ from ..util.asyncio.recvmsg import (
     create_recvmsg_datagram_endpoint,
 )
 from .generic_udp import SockaddrAddress, coap_destination, resolve
+
+if TYPE_CHECKING:
+    from . import TransportEntry, TransportSetup
 
 __all__ = ["UDP6EndpointAddress", "InterfaceOnlyPktinfo", "SockExtendedErr", "MessageInterfaceUDP6"]
 
@@ -295,7 +299,7 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
     """Future that gets fulfilled by ``connection_made`` (ie. don't send
     before this is done; handled by ``create_..._context``)"""
 
-    def __init__(self, ctx: interfaces.MessageManager, log, loop) -> None:
+    def __init__(self, ctx: interfaces.MessageManager, log: logging.Logger, loop: asyncio.AbstractEventLoop) -> None:
         self._message_manager = ctx
         self.log = log
         self.loop = loop
@@ -321,7 +325,7 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
         return protocol
 
     @classmethod
-    async def create_client_transport_endpoint(cls, ctx: interfaces.MessageManager, log, loop) -> "MessageInterfaceUDP6":
+    async def create_client_transport_endpoint(cls, ctx: interfaces.MessageManager, log: logging.Logger, loop: asyncio.AbstractEventLoop) -> "MessageInterfaceUDP6":
         """A transport on a socket with an ephemeral port, for sending
         requests (it answers requests too, but joins no groups)."""
         sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
@@ -506,7 +510,7 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
         return f"<{type(self).__name__} on port {self.local_port}>"
 
 
-async def load(entry, setup) -> None:
+async def load(entry: "TransportEntry", setup: "TransportSetup") -> None:
     """Attach this transport to a context (see :data:`aiocoap.transports.TRANSPORTS`)."""
     log, loop = setup.log, setup.loop
     if setup.server_bind is None:
