@@ -48,7 +48,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Optional, 
 if TYPE_CHECKING:
     from ..credentials import CredentialsMap
     from ..numbers.constants import TransportTuning
-    from ..interfaces import RequestInterface, RequestProvider, TokenInterface
+    from ..interfaces import RequestInterface, TokenInterface
+    from ..protocol import Context
     from ..tokenmanager import TokenManager
 
 __all__ = ["TransportSetup", "TransportEntry", "TRANSPORTS", "SECURE_PORT_OFFSET"]
@@ -82,7 +83,7 @@ class TransportSetup:
         add_message_interface: Callable[[Callable[[Any], Awaitable[Any]]], Awaitable[None]],
         add_token_interface: Callable[[TokenInterface], None],
         add_request_interface: Callable[[RequestInterface], None],
-        request_provider: RequestProvider,
+        request_provider: Context,
         loaded: Iterable[str] = frozenset(),
     ) -> None:
         self.log = log
