@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import TYPE_CHECKING, Any, Optional, cast
+from typing import TYPE_CHECKING, Any, Optional, Protocol, cast
 
 from .. import defaults, interfaces
 from ..numbers.constants import COAP_PORT
@@ -87,6 +87,13 @@ class SimpleServerEndpointAddress(SockaddrAddress):
         return "coap://" + self.hostinfo_local
 
 
+class _ClosingProtocol(Protocol):
+    """What shutting down waits for on the protocol of the server's socket
+    (this module's, or a subclass' own)."""
+
+    closed: asyncio.Future[None]
+
+
 class _ServerProtocol(asyncio.DatagramProtocol):
     def __init__(self, interface: "MessageInterfaceSimpleServer"):
         self.interface = interface
@@ -124,7 +131,7 @@ class MessageInterfaceSimpleServer(GenericMessageInterface):
 
     def __init__(self, ctx: interfaces.MessageManager, log: logging.Logger, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(ctx, log, loop)
-        self._protocol: Optional[_ServerProtocol] = None
+        self._protocol: Optional[_ClosingProtocol] = None
         self.sockname: tuple[Any, ...] = ("::", 0)
         """The address the socket is bound to (once it is)."""
 

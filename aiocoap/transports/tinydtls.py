@@ -69,7 +69,7 @@ import functools
 import logging
 import socket
 import time
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Optional, TypeVar, cast
 
 from .. import error, interfaces
 from ..credentials import CredentialsMissingError
@@ -147,7 +147,7 @@ _WARNING_INTERVAL = 60.0
 _clock_offset = int(DTLS_CLOCK_OFFSET)
 
 
-def new_dtls_context(**kwargs) -> Any:
+def new_dtls_context(**kwargs: Any) -> Any:
     """A ``DTLSSocket.dtls.DTLS`` context created with ``kwargs`` (read,
     write, event, pskId, pskStore), with the base of tinydtls' clock noted.
 
@@ -177,7 +177,7 @@ def loop_time_of_ticks(ticks: int, loop_now: float) -> Optional[float]:
     return loop_now + max(wall - time.time(), _MIN_RETRANSMIT_DELAY)
 
 
-def coaps_hostinfo(sockaddr: tuple) -> str:
+def coaps_hostinfo(sockaddr: tuple[Any, ...]) -> str:
     """The URI authority of a socket address as a ``coaps://`` URI has it
     (IPv4 without its V4MAPPED prefix, the port left out if it is 5684).
 
@@ -211,7 +211,14 @@ def expects_answer(data: bytes) -> bool:
     return mtype == 0 or (mtype == 1 and 1 <= data[1] < 32)
 
 
-async def open_datagram_endpoint(loop, factory: Callable[[], RecvmsgDatagramProtocol], make_socket: Callable[[], socket.socket]):
+_Protocol = TypeVar("_Protocol", bound=RecvmsgDatagramProtocol)
+
+
+async def open_datagram_endpoint(
+    loop: asyncio.AbstractEventLoop,
+    factory: Callable[[], _Protocol],
+    make_socket: Callable[[], socket.socket],
+) -> tuple[asyncio.DatagramTransport, _Protocol]:
     """An asyncio datagram transport for a socket from ``make_socket()``
     that reads many datagrams per wakeup where the loop allows
     (:mod:`aiocoap.util.asyncio.recvmsg`; the request window of a busy
@@ -233,11 +240,11 @@ class _RateLimitedWarning:
 
     __slots__ = ("_log", "_last")
 
-    def __init__(self, log) -> None:
+    def __init__(self, log: logging.Logger) -> None:
         self._log = log
         self._last = -1e9
 
-    def __call__(self, now: float, msg: str, *args) -> None:
+    def __call__(self, now: float, msg: str, *args: object) -> None:
         if now - self._last >= _WARNING_INTERVAL:
             self._last = now
             self._log.warning(msg, *args)
@@ -279,7 +286,7 @@ class SessionDriver:
         self._schedule()
 
     @property
-    def sessions(self) -> list:
+    def sessions(self) -> list[Any]:
         """The remotes of the sessions that exist (established or in their
         handshake)."""
         return [s.handle for s in self._core]
@@ -361,11 +368,11 @@ class DTLSClientConnection(interfaces.EndpointAddress):
         self._protocol: Optional["DTLSClientConnection.SingleConnection"] = None
         self._dtls: Any = None
         self._connection: Any = None
-        self._opening: Optional[asyncio.Task] = None
-        self._established: asyncio.Future = coaptransport._loop.create_future()
+        self._opening: Optional[asyncio.Task[None]] = None
+        self._established: asyncio.Future[DTLSClientConnection] = coaptransport._loop.create_future()
         # a value retrieved here counts as retrieved, also if nobody waits
         self._established.add_done_callback(_retrieve)
-        self._inbox: list = []
+        self._inbox: list[bytes] = []
         self._pending_close: Optional[Exception] = None
         self._retransmit_at: Optional[float] = None
         self._closed = False
@@ -382,7 +389,7 @@ class DTLSClientConnection(interfaces.EndpointAddress):
         return f"<{type(self).__name__} {self.uri_base} identity {self._pskId!r}{epoch} {state}>"
 
     @property
-    def log(self):
+    def log(self) -> logging.Logger:
         return self.coaptransport.log
 
     @property
@@ -410,7 +417,7 @@ class DTLSClientConnection(interfaces.EndpointAddress):
         return "coaps://" + self.hostinfo_local
 
     @property
-    def blockwise_key(self):
+    def blockwise_key(self) -> Hashable:
         return (self._host, self._port, self._pskId, self._psk)
 
     # --- opening ---------------------------------------------------------------------
@@ -470,11 +477,11 @@ class DTLSClientConnection(interfaces.EndpointAddress):
     # They must not raise: tinydtls can not pass an exception on, and would
     # be left in the middle of what it was doing.
 
-    def _read(self, sender, data: bytes) -> int:
+    def _read(self, sender: Any, data: bytes) -> int:
         self._inbox.append(data)
         return len(data)
 
-    def _write(self, recipient, data: bytes) -> int:
+    def _write(self, recipient: Any, data: bytes) -> int:
         sendto = self._sendto
         if sendto is not None:
             try:
@@ -617,13 +624,15 @@ class DTLSClientConnection(interfaces.EndpointAddress):
             self.parent = parent
             self.closed = parent.coaptransport._loop.create_future()
 
-        def connection_made(self, transport) -> None:
-            self.transport = transport
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = cast(asyncio.DatagramTransport, transport)
 
-        def datagram_received(self, data: bytes, addr) -> None:
+        def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
             self.parent._datagram_received(data)
 
-        def datagram_msg_received(self, data: bytes, ancdata, flags, address) -> None:
+        def datagram_msg_received(
+            self, data: bytes, ancdata: list[tuple[int, int, bytes]], flags: int, address: tuple[Any, ...]
+        ) -> None:
             self.parent._datagram_received(data)
 
         def error_received(self, exc: Exception) -> None:
@@ -646,7 +655,7 @@ class DTLSClientConnection(interfaces.EndpointAddress):
         self._fail(wrapped, notify=False)
 
 
-def _retrieve(future: asyncio.Future) -> None:
+def _retrieve(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
 
@@ -665,7 +674,9 @@ class MessageInterfaceTinyDTLS(SessionDriver, interfaces.MessageInterface):
         self._warn = _RateLimitedWarning(log)
 
     @classmethod
-    async def create_client_transport_endpoint(cls, ctx: interfaces.MessageManager, log: logging.Logger, loop: asyncio.AbstractEventLoop) -> "MessageInterfaceTinyDTLS":
+    async def create_client_transport_endpoint(
+        cls, ctx: interfaces.MessageManager, log: logging.Logger, loop: asyncio.AbstractEventLoop
+    ) -> "MessageInterfaceTinyDTLS":
         """Create the transport; sessions are opened when requests need
         them."""
         from DTLSSocket import dtls  # noqa: F401 (fail early if it is missing)
@@ -677,7 +688,7 @@ class MessageInterfaceTinyDTLS(SessionDriver, interfaces.MessageInterface):
 
     # --- MessageInterface ------------------------------------------------------------------
 
-    def recognize_remote(self, remote) -> bool:
+    def recognize_remote(self, remote: interfaces.EndpointAddress) -> bool:
         return isinstance(remote, DTLSClientConnection) and remote.coaptransport is self and not remote.session_ended
 
     async def determine_remote(self, request: Message) -> Optional[DTLSClientConnection]:
@@ -686,7 +697,8 @@ class MessageInterfaceTinyDTLS(SessionDriver, interfaces.MessageInterface):
         remote = request.remote
         if not isinstance(remote, UndecidedRemote):
             if remote is not None and self.recognize_remote(remote):
-                return remote
+                connection: DTLSClientConnection = remote
+                return connection
             return None
         if remote.scheme != "coaps":
             return None
