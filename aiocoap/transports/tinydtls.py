@@ -546,7 +546,7 @@ class DTLSClientConnection(interfaces.EndpointAddress):
             transport = self.coaptransport
             if session is not None:
                 transport._core.received(session, transport._clock())
-            dispatch = transport._ctx.dispatch_datagram
+            dispatch = transport._message_manager.dispatch_datagram
             for plaintext in inbox:
                 dispatch(plaintext, self)
         if self._pending_close is not None or (session is not None and session.state is SessionState.HANDSHAKE):
@@ -606,7 +606,7 @@ class DTLSClientConnection(interfaces.EndpointAddress):
         if not self._established.done():
             self._established.set_exception(exc)
         if was_established and dispatch:
-            transport._ctx.dispatch_error(exc, self)
+            transport._message_manager.dispatch_error(exc, self)
 
     class SingleConnection(RecvmsgDatagramProtocol):
         """The asyncio protocol of a session's socket."""
@@ -665,7 +665,7 @@ class MessageInterfaceTinyDTLS(SessionDriver, interfaces.MessageInterface):
     with :meth:`create_client_transport_endpoint`."""
 
     def __init__(self, ctx: interfaces.MessageManager, log: logging.Logger, loop: asyncio.AbstractEventLoop) -> None:
-        self._ctx = ctx
+        self._message_manager = ctx
         self.log = log
         self.loop = loop
         self._start_driver(loop, SessionTable(close=self._session_closed, log=log, server=False))
@@ -720,12 +720,12 @@ class MessageInterfaceTinyDTLS(SessionDriver, interfaces.MessageInterface):
         return await connection._wait_established()
 
     def _credentials_differ_by_path(self, remote: UndecidedRemote) -> bool:
-        credentials = getattr(self._ctx, "client_credentials", None) or ()
+        credentials = getattr(self._message_manager, "client_credentials", None) or ()
         prefix = f"{remote.scheme}://{remote.hostinfo}/"
         return any(pattern.startswith(prefix) and pattern != prefix + "*" for pattern in credentials)
 
     def _credentials_for(self, request: Message) -> "tuple[bytes, bytes]":
-        credentials = getattr(self._ctx, "client_credentials", None)
+        credentials = getattr(self._message_manager, "client_credentials", None)
         try:
             uri = request.get_request_uri()
         except ValueError as e:
