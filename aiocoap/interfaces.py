@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Hashable, Optional
 from .numbers.constants import DEFAULT_BLOCK_SIZE_EXP, MAX_REGULAR_BLOCK_SIZE_EXP
 
 if TYPE_CHECKING:
+    from .credentials import CredentialsMap
     from .message import Message
     from .pipe import Pipe
     from .protocol import ServerObservation
@@ -193,9 +194,11 @@ class MessageManager(metaclass=abc.ABCMeta):
         error condition (an OSError, e.g. ECONNREFUSED from an ICMP port
         unreachable) from a particular remote."""
 
-    client_credentials = None
-    """A CredentialsMap that transports should consult when trying to
-    establish a security context"""
+    @property
+    def client_credentials(self) -> Optional[CredentialsMap]:
+        """A CredentialsMap that transports should consult when trying to
+        establish a security context"""
+        return None
 
 
 class TokenInterface(metaclass=abc.ABCMeta):
