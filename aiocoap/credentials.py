@@ -491,7 +491,7 @@ class CredentialsMap(dict):
                 return c
         return None
 
-    def find_oscore(self, msg):
+    def find_oscore(self, msg: Any) -> Any:
         """The OSCORE security context for the request, or None."""
         try:
             uri = msg.get_request_uri()

@@ -49,7 +49,7 @@ class OptionType:
 
     value: Any
 
-    def __init__(self, number: int, value: Any = None) -> None:
+    def __init__(self, number: int, value: Any) -> None:
         self.number = number
         self.value = value
 

@@ -55,7 +55,7 @@ class Pipe:
         self._listeners: Union[None, Callable[[Event], bool], tuple[Callable[[Event], bool], ...]] = None
         # The interest-end callbacks (a tuple: usually one or two); None once
         # interest ended.
-        self._end_callbacks: Optional[tuple[Callable[[], None], ...]] = ()
+        self._end_callbacks: Optional[tuple[Callable[[], object], ...]] = ()
 
     def __repr__(self) -> str:
         state = "ended" if self._end_callbacks is None else f"{len(self._listener_tuple())} listener(s)"
@@ -107,7 +107,7 @@ class Pipe:
             self._listeners = tuple(listeners)
         return True
 
-    def on_interest_end(self, callback: Callable[[], None]) -> None:
+    def on_interest_end(self, callback: Callable[[], object]) -> None:
         """Call ``callback()`` once when no requester listens any more (after
         a final event, or when the last listener unregistered). Runs at once
         if that already happened."""
@@ -116,7 +116,7 @@ class Pipe:
         else:
             self._end_callbacks += (callback,)
 
-    def discard_interest_end(self, callback: Callable[[], None]) -> None:
+    def discard_interest_end(self, callback: Callable[[], object]) -> None:
         """Undo :meth:`on_interest_end` (if the callback is still
         registered)."""
         if self._end_callbacks is None:
@@ -187,7 +187,7 @@ class Pipe:
             if poke is not None:
                 poke()
 
-    def on_poke(self, handler: Callable[[], None]) -> None:
+    def on_poke(self, handler: Callable[[], object]) -> None:
         """Set what :meth:`poke` does (the responder calls this). A
         responder's interest-end callback can instead offer a ``poke()``
         method of its own; both are kept among the interest-end callbacks,
@@ -206,7 +206,7 @@ class _PokeHandler:
 
     __slots__ = ("poke",)
 
-    def __init__(self, handler: Callable[[], None]):
+    def __init__(self, handler: Callable[[], object]):
         self.poke = handler
 
     def __call__(self) -> None:
@@ -284,7 +284,7 @@ class IterablePipe:
     def __init__(self, request: Message):
         self.request = request
         self._queue: deque[Event] = deque()
-        self._end_callbacks: list[Callable[[], None]] = []
+        self._end_callbacks: list[Callable[[], object]] = []
         self._iterating = False
         self._ended = False
         self._wakeup: Optional[asyncio.Future[None]] = None
@@ -296,7 +296,7 @@ class IterablePipe:
     def is_interested(self) -> bool:
         return not self._ended
 
-    def on_interest_end(self, callback: Callable[[], None]) -> None:
+    def on_interest_end(self, callback: Callable[[], object]) -> None:
         if self._ended:
             callback()
         else:

@@ -140,7 +140,7 @@ class OptionNumber(ExtensibleIntEnum):
         An initial value may be set using the decode or value options, and
         will be fed to the resulting object's decode method or value
         property, respectively."""
-        option = self.format(self)
+        option = self.format(self)  # type: ignore[call-arg]  # (the concrete formats default the value)
         if decode is not None:
             option.decode(decode)
         if value is not None:
