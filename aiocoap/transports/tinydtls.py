@@ -253,7 +253,7 @@ class _RateLimitedWarning:
 # --- what client and server share ----------------------------------------------------
 
 
-class SessionDriver:
+class DTLSSessionDriver:
     """Drives a :class:`~aiocoap.transports.dtls_sessions.SessionTable`
     and tinydtls' retransmissions on an asyncio loop with one
     ``loop.call_at`` timer: the base of the client transport and of the
@@ -660,7 +660,7 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-class MessageInterfaceTinyDTLS(SessionDriver, interfaces.MessageInterface):
+class MessageInterfaceTinyDTLS(DTLSSessionDriver, interfaces.MessageInterface):
     """The ``tinydtls`` transport: see the module documentation. Create it
     with :meth:`create_client_transport_endpoint`."""
 

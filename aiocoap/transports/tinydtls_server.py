@@ -83,7 +83,7 @@ from .tinydtls import (
     MAX_IDENTITY_LENGTH,
     MAX_PLAINTEXT,
     MAX_PSK_LENGTH,
-    SessionDriver,
+    DTLSSessionDriver,
     _RateLimitedWarning,
     coaps_hostinfo,
     describe_event,
@@ -213,7 +213,7 @@ class DTLSServerAddress(interfaces.EndpointAddress):
         return (self.sockaddr, self.authenticated_claims)
 
 
-class GoingThroughMessageDecryption(SessionDriver):
+class GoingThroughMessageDecryption(DTLSSessionDriver):
     """Puts the datagrams of a :class:`MessageInterfaceTinyDTLSServer`
     through tinydtls: incoming ones are decrypted and their plaintext goes
     to the interface's message manager, outgoing messages are encrypted for
@@ -545,8 +545,8 @@ class MessageInterfaceTinyDTLSServer(MessageInterfaceSimpleServer):
         return f"<{type(self).__name__} on {hostportjoin(*self._sockname[:2])} with {len(self._engine._core)} session(s)>"
 
     # The engine's view of the sessions, offered as the transport's own.
-    tuning = SessionDriver.tuning
-    sessions = SessionDriver.sessions
+    tuning = DTLSSessionDriver.tuning
+    sessions = DTLSSessionDriver.sessions
 
     @property
     def _core(self) -> SessionTable:
