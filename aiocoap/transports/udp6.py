@@ -336,7 +336,9 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
         return protocol
 
     @classmethod
-    async def create_client_transport_endpoint(cls, ctx: interfaces.MessageManager, log: logging.Logger, loop: asyncio.AbstractEventLoop) -> "MessageInterfaceUDP6":
+    async def create_client_transport_endpoint(
+        cls, ctx: interfaces.MessageManager, log: logging.Logger, loop: asyncio.AbstractEventLoop
+    ) -> "MessageInterfaceUDP6":
         """A transport on a socket with an ephemeral port, for sending
         requests (it answers requests too, but joins no groups)."""
         sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)

@@ -35,7 +35,9 @@ class ExtensibleEnumMeta(type):
     that class (with their ``name`` set) and keeps a value -> instance map so
     that ``Cls(5)`` returns the one named instance for 5."""
 
-    def __init__(cls, name: str, bases: tuple[type, ...], dict: Dict[str, Any]) -> None:  # noqa: A002 (the documented name)
+    def __init__(  # noqa: A002 (dict: the documented name)
+        cls, name: str, bases: tuple[type, ...], dict: Dict[str, Any]
+    ) -> None:
         super().__init__(name, bases, dict)
         cls._value2member_map_: Dict[int, Any] = {}
         for base in bases:
