@@ -461,6 +461,14 @@ def _as_path(path: Any, method: str) -> tuple[str, ...]:
     return segments
 
 
+def _not_found(request: Message) -> error.RenderableError:
+    """What a site answers for a request it has no resource for."""
+    opt = request.opt
+    if OptionNumber.PROXY_URI in opt or OptionNumber.PROXY_SCHEME in opt:
+        return error.ProxyingNotSupported()
+    return error.NotFound()
+
+
 class Site(interfaces.ObservableResource, PathCapable):
     """Typical root element that gets passed to a Context and contains all
     the resources that can be found when the endpoint gets accessed as a
@@ -522,8 +530,13 @@ class Site(interfaces.ObservableResource, PathCapable):
 
     def _locate(self, request: Message) -> tuple[Optional[interfaces.Resource], Optional[tuple[str, ...]]]:
         """The child responsible for a request and the path remainder it is
-        to see (None: the request's path unchanged), or (None, None)."""
-        path = request.opt.uri_path
+        to see (None: the request's path unchanged), or (None, None).
+        A proxy request (Proxy-Uri or Proxy-Scheme) has none: a site is no
+        proxy (:meth:`render` answers 5.05)."""
+        opt = request.opt
+        if OptionNumber.PROXY_URI in opt or OptionNumber.PROXY_SCHEME in opt:
+            return None, None
+        path = opt.uri_path
         resource = self._resources.get(path)
         if resource is not None:
             return resource, (() if path else None)
@@ -591,10 +604,12 @@ class Site(interfaces.ObservableResource, PathCapable):
     async def render(self, request: Message) -> Message:
         """Return a message that can be sent back to the requester, as
         rendered by the resource at the request's path; raises
-        :class:`error.NotFound` (4.04) where there is none."""
+        :class:`error.NotFound` (4.04) where there is none, and
+        :class:`error.ProxyingNotSupported` (5.05) for a proxy request
+        (RFC 7252 §5.7.2)."""
         child, remainder = self._locate(request)
         if child is None:
-            raise error.NotFound()
+            raise _not_found(request)
         return await child.render(self.stripped_request(request, remainder))
 
     async def render_to_pipe(self, request: "Pipe") -> None:
@@ -611,7 +626,7 @@ class Site(interfaces.ObservableResource, PathCapable):
         pipe = request
         child, remainder = self._locate(pipe.request)
         if child is None:
-            raise error.NotFound()
+            raise _not_found(pipe.request)
         stripped = self.stripped_request(pipe.request, remainder)
         if interfaces.renders_to_pipe(child) or isinstance(child, Site):
             pipe.request = stripped
