@@ -51,7 +51,7 @@ import hashlib
 import hmac
 import secrets
 import struct
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from .message import Message
 from .numbers.codes import Code
@@ -81,6 +81,10 @@ ECHO_VALIDITY = 60.0
 
 MAX_VERIFIED = 10_000
 """How many verified peers are remembered at most (about 200 bytes each)."""
+
+CutToFit = Callable[[Message, Message, Callable[[Message], bool]], Optional[Message]]
+"""What makes an answer to an unsafe request smaller (see
+:class:`AmplificationGate`)."""
 
 _TIME = struct.Struct("!I")
 _MAC_LENGTH = 8
@@ -122,7 +126,7 @@ class AmplificationLimit:
         echo_validity: float = ECHO_VALIDITY,
         max_verified: int = MAX_VERIFIED,
         key: Optional[bytes] = None,
-    ):
+    ) -> None:
         self.factor = factor
         self.verified_lifetime = verified_lifetime
         self.echo_validity = echo_validity
@@ -130,9 +134,9 @@ class AmplificationLimit:
         self._key = key if key is not None else secrets.token_bytes(32)
         # remote -> time until which it counts as verified, in the order of
         # the last proof (a renewed entry moves to the end)
-        self._verified: dict = {}
+        self._verified: dict[Any, float] = {}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} factor={self.factor!r}, {len(self._verified)} verified peer(s)>"
 
     @property
@@ -141,14 +145,14 @@ class AmplificationLimit:
         and not been dropped yet)."""
         return len(self._verified)
 
-    def applies_to(self, remote) -> bool:
+    def applies_to(self, remote: Any) -> bool:
         """Whether responses to ``remote`` are limited at all: plain UDP,
         with the limit switched on."""
         return self.factor is not None and getattr(remote, "scheme", None) == _PLAIN_UDP
 
     # --- verified peers ---------------------------------------------------------
 
-    def is_verified(self, remote, now: float) -> bool:
+    def is_verified(self, remote: Any, now: float) -> bool:
         """Whether ``remote`` proved within the last ``verified_lifetime``
         seconds that it receives what we send."""
         until = self._verified.get(remote)
@@ -159,7 +163,7 @@ class AmplificationLimit:
             return False
         return True
 
-    def note_reachable(self, remote, now: float) -> None:
+    def note_reachable(self, remote: Any, now: float) -> None:
         """``remote`` proved that it receives (it acknowledged or answered
         something of ours, or repeated our Echo value): it counts as
         verified for ``verified_lifetime`` seconds from ``now``."""
@@ -196,17 +200,17 @@ class AmplificationLimit:
 
     # --- Echo values ----------------------------------------------------------------
 
-    def _mac(self, stamp: bytes, remote) -> bytes:
-        address = remote.hostinfo.encode("utf-8")
+    def _mac(self, stamp: bytes, remote: Any) -> bytes:
+        address: bytes = remote.hostinfo.encode("utf-8")
         return hmac.new(self._key, stamp + address, hashlib.sha256).digest()[:_MAC_LENGTH]
 
-    def challenge(self, remote, now: float) -> bytes:
+    def challenge(self, remote: Any, now: float) -> bytes:
         """A fresh Echo value for ``remote`` (valid ``echo_validity``
         seconds from ``now``)."""
         stamp = _TIME.pack(int(now * 1000) % _MS_WRAP)
         return stamp + self._mac(stamp, remote)
 
-    def accept_echo(self, remote, value: bytes, now: float) -> bool:
+    def accept_echo(self, remote: Any, value: bytes, now: float) -> bool:
         """Check an Echo value a request of ``remote`` carries: True if it
         is one we gave to ``remote`` within ``echo_validity`` seconds (the
         peer then counts as verified)."""
@@ -237,8 +241,9 @@ class AmplificationGate:
     __slots__ = ("outer", "limit", "clock", "cut_to_fit", "request_size", "answered")
 
     def __init__(
-        self, outer: Pipe, limit: AmplificationLimit, clock: Callable[[], float], cut_to_fit, request_size: int,
-    ):
+        self, outer: Pipe, limit: AmplificationLimit, clock: Callable[[], float], cut_to_fit: CutToFit,
+        request_size: int,
+    ) -> None:
         self.outer = outer
         self.limit = limit
         self.clock = clock
@@ -247,7 +252,7 @@ class AmplificationGate:
         self.answered = False
 
     @classmethod
-    def wrap(cls, outer: Pipe, limit: AmplificationLimit, clock: Callable[[], float], cut_to_fit) -> Pipe:
+    def wrap(cls, outer: Pipe, limit: AmplificationLimit, clock: Callable[[], float], cut_to_fit: CutToFit) -> Pipe:
         """The pipe to render ``outer``'s request into: events added to it
         reach ``outer`` through a gate; when ``outer`` loses interest, so
         does it."""
