@@ -227,86 +227,109 @@ class AmplificationLimit:
         return True
 
 
-class AmplificationGate:
-    """Stands between the rendering of an unverified peer's request and
-    the pipe its answers leave through: passes each answer on while it is
-    within the limit (or the peer got verified meanwhile), and replaces the
-    first one that is not by the 4.01 + Echo challenge, which ends the
-    exchange (and the rendering, or the observation, behind it).
+class AmplificationGate(Pipe):
+    """The pipe an unverified peer's request is rendered into: it passes
+    each answer on to the request's own pipe (``outer``) while the answer
+    is within the limit (or the peer got verified meanwhile), and replaces
+    the first one that is not by the 4.01 + Echo challenge, which ends the
+    exchange (and the rendering, or the observation, behind it). Interest
+    and its end are the outer pipe's: the gate keeps no listeners or
+    callbacks of its own (an observation keeps its gate for its whole
+    life).
 
-    :meth:`wrap` returns the pipe to render into. ``cut_to_fit(request,
-    response, fits)`` is what answers to unsafe requests are made smaller
-    with (:meth:`aiocoap.blockwise.BlockwiseServer.cut_to_fit`)."""
+    ``cut_to_fit(request, response, fits)`` is what answers to unsafe
+    requests are made smaller with
+    (:meth:`aiocoap.blockwise.BlockwiseServer.cut_to_fit`)."""
 
     __slots__ = ("outer", "limit", "clock", "cut_to_fit", "request_size", "answered")
 
-    def __init__(
+    def __init__(  # (no Pipe.__init__: see the class documentation)
         self, outer: Pipe, limit: AmplificationLimit, clock: Callable[[], float], cut_to_fit: CutToFit,
-        request_size: int,
     ) -> None:
+        request = outer.request
+        self.request = request
+        self.log = outer.log
         self.outer = outer
         self.limit = limit
         self.clock = clock
         self.cut_to_fit = cut_to_fit
-        self.request_size = request_size
+        self.request_size = datagram_size(request, len(request.token))
         self.answered = False
 
-    @classmethod
-    def wrap(cls, outer: Pipe, limit: AmplificationLimit, clock: Callable[[], float], cut_to_fit: CutToFit) -> Pipe:
-        """The pipe to render ``outer``'s request into: events added to it
-        reach ``outer`` through a gate; when ``outer`` loses interest, so
-        does it."""
-        request = outer.request
-        gate = cls(outer, limit, clock, cut_to_fit, datagram_size(request, len(request.token)))
-        inner = Pipe(request, outer.log)
-        inner.on_event(gate)
-        outer.on_interest_end(inner.stop_interest)
-        return inner
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} before {self.outer!r}>"
 
-    def __call__(self, event: Event) -> bool:
+    # --- interest: the outer pipe's -------------------------------------------------
+
+    @property
+    def is_interested(self) -> bool:
+        return self.outer.is_interested
+
+    def on_event(self, callback: Callable[[Event], bool]) -> Callable[[], None]:
+        return self.outer.on_event(callback)
+
+    def on_interest_end(self, callback: Callable[[], object]) -> None:
+        self.outer.on_interest_end(callback)
+
+    def discard_interest_end(self, callback: Callable[[], object]) -> None:
+        self.outer.discard_interest_end(callback)
+
+    def stop_interest(self) -> None:
+        self.outer.stop_interest()
+
+    def poke(self) -> None:
+        self.outer.poke()
+
+    def on_poke(self, handler: Callable[[], object]) -> None:
+        self.outer.on_poke(handler)
+
+    # --- events: through the gate -----------------------------------------------------
+
+    def add_event(self, event: Event) -> None:
         outer = self.outer
         message = event.message
-        if message is not None:
-            request = outer.request
-            remote = request.remote
-            now = self.clock()
-            limit = self.limit
-            if not limit.is_verified(remote, now):
-                token_length = len(request.token)
-                request_size = self.request_size
-                size = datagram_size(message, token_length)
-                if (
-                    not limit.allows(request_size, size)
-                    and request.code not in _SAFE_METHODS
-                    and message.code is not None
-                    and message.code.is_successful()
-                    and _OSCORE not in request.opt
-                ):
-                    # Repeating this request would run it again: smaller
-                    # blocks instead. (Not for errors, whose diagnostic
-                    # clients do not fetch in blocks, nor for OSCORE: a
-                    # protected answer travels whole, and the repetition is
-                    # protected anew.)
-                    smaller = self.cut_to_fit(
-                        request, message, lambda m: limit.allows(request_size, datagram_size(m, token_length)),
-                    )
-                    if smaller is not None:
-                        outer.log.debug("Answering %r from an unverified peer in smaller blocks", request)
-                        message = smaller
-                        size = datagram_size(message, token_length)
-                        event = Event(message, None, event.is_last)
-                if not limit.allows(request_size, size):
-                    outer.log.debug(
-                        "Answering %r with an Echo challenge: a %d byte response to a %d byte request "
-                        "of an unverified peer", request, size, request_size,
-                    )
-                    challenge = Message(code=Code.UNAUTHORIZED, echo=limit.challenge(remote, now))
-                    outer.add_response(challenge, is_last=True)
-                    return False
-                if self.answered and message.mtype is not Type.ACK and not event.is_last:
-                    # A notification: confirmable until the peer acknowledges
-                    # one (which verifies it).
-                    message.mtype = Type.CON
-            self.answered = True
+        if message is None:
+            outer.add_event(event)
+            return
+        request = outer.request
+        remote = request.remote
+        now = self.clock()
+        limit = self.limit
+        if not limit.is_verified(remote, now):
+            token_length = len(request.token)
+            request_size = self.request_size
+            size = datagram_size(message, token_length)
+            if (
+                not limit.allows(request_size, size)
+                and request.code not in _SAFE_METHODS
+                and message.code is not None
+                and message.code.is_successful()
+                and _OSCORE not in request.opt
+            ):
+                # Repeating this request would run it again: smaller
+                # blocks instead. (Not for errors, whose diagnostic
+                # clients do not fetch in blocks, nor for OSCORE: a
+                # protected answer travels whole, and the repetition is
+                # protected anew.)
+                smaller = self.cut_to_fit(
+                    request, message, lambda m: limit.allows(request_size, datagram_size(m, token_length)),
+                )
+                if smaller is not None:
+                    outer.log.debug("Answering %r from an unverified peer in smaller blocks", request)
+                    message = smaller
+                    size = datagram_size(message, token_length)
+                    event = Event(message, None, event.is_last)
+            if not limit.allows(request_size, size):
+                outer.log.debug(
+                    "Answering %r with an Echo challenge: a %d byte response to a %d byte request "
+                    "of an unverified peer", request, size, request_size,
+                )
+                challenge = Message(code=Code.UNAUTHORIZED, echo=limit.challenge(remote, now))
+                outer.add_response(challenge, is_last=True)
+                return
+            if self.answered and message.mtype is not Type.ACK and not event.is_last:
+                # A notification: confirmable until the peer acknowledges
+                # one (which verifies it).
+                message.mtype = Type.CON
+        self.answered = True
         outer.add_event(event)
-        return not event.is_last and outer.is_interested

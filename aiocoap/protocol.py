@@ -477,7 +477,7 @@ class Context(interfaces.RequestProvider):
             self.log.debug("Echo value of %r is not (or no longer) ours", request)
         if limit.is_verified(remote, now):
             return pipe
-        return AmplificationGate.wrap(pipe, limit, self.loop.time, self.blockwise.cut_to_fit)
+        return AmplificationGate(pipe, limit, self.loop.time, self.blockwise.cut_to_fit)
 
     async def _render(self, pipe: Pipe) -> None:
         try:
