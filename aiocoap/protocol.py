@@ -39,7 +39,7 @@ from .numbers.constants import DEFAULT_TUNING, SHUTDOWN_TIMEOUT, TransportTuning
 from .numbers import uri_path_abbrev
 from .numbers.optionnumbers import OptionNumber
 from .numbers.types import Type
-from .pipe import Event, Pipe, error_to_message
+from .pipe import Event, Pipe, add_rendered, error_to_message
 from ._requestbase import BaseRequest, BaseUnicastRequest, ClientObservation
 from .blockwise import BlockwiseRequest, BlockwiseServer
 from .credentials import CredentialsMap
@@ -504,7 +504,7 @@ class Context(interfaces.RequestProvider):
             response = await self.blockwise.render(request, site.render)
         else:
             response = await site.render(request)
-        self._complete(pipe, request, response, is_last=True)
+        add_rendered(pipe, response, is_last=True)
 
     def _observation_allowed(self, request: Message) -> bool:
         """Whether the caps leave room for another observation (else the
@@ -593,17 +593,6 @@ class Context(interfaces.RequestProvider):
                 observation._deliver(response, is_last, now)
             except Exception:
                 self.log.exception("Sending a notification for %r failed", observation._pipe.request)
-
-    @staticmethod
-    def _complete(pipe: Pipe, request: Message, response: object, *, is_last: bool) -> None:
-        if response is NoResponse:
-            pipe.add_event(Event(message=None, is_last=True))
-            return
-        if not isinstance(response, Message):
-            raise TypeError(f"Resource returned {type(response).__name__} instead of a Message")
-        if response.code is None:
-            response.code = Code.CONTENT
-        pipe.add_response(response, is_last=is_last)
 
 
 _new_tuple = tuple.__new__
@@ -904,7 +893,7 @@ class ServerObservation:
             # client still listens)
             if isinstance(response, Message):
                 response.opt.observe = None
-            Context._complete(self._pipe, self._pipe.request, response, is_last=True)
+            add_rendered(self._pipe, response, is_last=True)
             return
         self._deliver(response, is_last=False)
 
@@ -914,7 +903,7 @@ class ServerObservation:
         if self._ended:
             return
         if response is NoResponse or not isinstance(response, Message):
-            Context._complete(self._pipe, self._pipe.request, response, is_last=True)
+            add_rendered(self._pipe, response, is_last=True)
             return
         code = response.code
         if code is None:
