@@ -30,7 +30,7 @@ import asyncio
 import logging
 import os
 import weakref
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Coroutine, Optional, Union
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Coroutine, Optional, Sequence, Union
 
 from . import error, interfaces
 from .message import Message, NoResponse, UndecidedRemote
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     import ssl
 
     from .messagemanager import MessageManager
+    from .transports.multicast import MulticastGroup, MulticastSpec
 
 __all__ = [
     "Context", "BaseRequest", "BaseUnicastRequest", "Request", "BlockwiseRequest",
@@ -99,8 +100,6 @@ class Context(interfaces.RequestProvider):
     A typical application creates one context (a server context if it acts
     as a server at all) and uses it for the process lifetime; a context that
     is not used any more must be shut down with :meth:`shutdown`."""
-
-    _multicast: Any  # (the multicast argument of create_server_context)
 
     def __init__(
         self,
@@ -168,7 +167,12 @@ class Context(interfaces.RequestProvider):
         self.request_interfaces.insert(0, interface)
 
     async def _load_transport(
-        self, name: str, *, server_bind: Optional[tuple[Optional[str], Optional[int]]] = None, explicit: bool
+        self,
+        name: str,
+        *,
+        server_bind: Optional[tuple[Optional[str], Optional[int]]] = None,
+        multicast: Sequence[MulticastGroup] = (),
+        explicit: bool,
     ) -> None:
         """Load the transport ``name`` of :data:`aiocoap.transports.TRANSPORTS`.
 
@@ -204,6 +208,7 @@ class Context(interfaces.RequestProvider):
             add_request_interface=self._add_request_interface,
             request_provider=self,
             loaded=self._loaded_transports,
+            multicast=multicast,
         )
         await entry.load(setup)
         self._loaded_transports.append(name)
@@ -246,7 +251,7 @@ class Context(interfaces.RequestProvider):
         loggername: str = "coap-server",
         loop: Optional[asyncio.AbstractEventLoop] = None,
         _ssl_context: Optional[ssl.SSLContext] = None,
-        multicast: Any = (),
+        multicast: Optional[MulticastSpec] = (),
         server_credentials: Optional[CredentialsMap] = None,
         transports: Optional[list[str]] = None,
         transport_tuning: TransportTuning = DEFAULT_TUNING,
@@ -259,9 +264,27 @@ class Context(interfaces.RequestProvider):
         explicitly given port on the port after it if TCP already listens
         on that one.
 
+        If ``multicast`` is given, it needs to be a list of (multicast
+        address, interface name) tuples, which will all be joined. (The IPv4
+        style of selecting the interface by a local address is not
+        supported.) As a shortcut, the list may also contain interface names
+        alone. Those will be joined for the 'all CoAP nodes' groups of IPv4
+        and IPv6 (with scopes 2 and 5) as well as the respective 'all nodes'
+        groups in IPv6 (:data:`aiocoap.numbers.constants.MCAST_ALL`). An
+        entry that names no interface or no multicast address raises
+        ValueError here; a group the kernel refuses to join is logged as a
+        warning and left out. Only the ``udp6`` transport joins groups (a
+        warning says so when it is not loaded), and only when bound to all
+        addresses; bound that way, it joins the All-CoAP-Nodes groups on
+        every interface in any case.
+
         This is the easiest way to get a context suitable both for sending
         client and accepting server requests."""
         from . import defaults
+        from .transports import TRANSPORTS
+        from .transports.multicast import multicast_groups
+
+        groups = multicast_groups(multicast)
 
         if loop is None:
             loop = asyncio.get_running_loop()
@@ -273,7 +296,6 @@ class Context(interfaces.RequestProvider):
             transport_tuning=transport_tuning,
         )
         self._ssl_context = _ssl_context
-        self._multicast = multicast
         if server_credentials is not None:
             self._wrap_site_for_oscore()
         explicit = transports is not None or bool(os.environ.get("AIOCOAP_SERVER_TRANSPORT"))
@@ -281,10 +303,16 @@ class Context(interfaces.RequestProvider):
         server_bind = bind if bind is not None else (None, None)
         try:
             for name in names:
-                await self._load_transport(name, server_bind=server_bind, explicit=explicit)
+                await self._load_transport(name, server_bind=server_bind, multicast=groups, explicit=explicit)
         except BaseException:
             await self.shutdown()
             raise
+        if groups and not any(TRANSPORTS[name].multicast for name in self._loaded_transports):
+            self.log.warning(
+                "Multicast groups were requested, but no transport that joins them (%s) is loaded (%s)",
+                ", ".join(name for name, entry in TRANSPORTS.items() if entry.multicast),
+                ", ".join(self._loaded_transports) or "no transports",
+            )
         return self
 
     def _wrap_site_for_oscore(self) -> None:
