@@ -317,15 +317,13 @@ class Resource(metaclass=abc.ABCMeta):
         The default renders the request with :meth:`render` and adds its
         result as the only response (the Context does not call it, but does
         the same with blockwise and observation handling added)."""
-        from .pipe import error_to_message
+        from .pipe import add_rendered, error_to_message
 
         try:
             response = await self.render(pipe.request)
         except Exception as e:
             response = error_to_message(pipe, e)
-        from .protocol import Context
-
-        Context._complete(pipe, pipe.request, response, is_last=True)
+        add_rendered(pipe, response, is_last=True)
 
 
     @abc.abstractmethod

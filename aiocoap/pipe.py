@@ -20,9 +20,10 @@ import logging
 from collections import deque
 from typing import Any, AsyncIterator, Callable, Coroutine, NamedTuple, Optional, Union
 
-from .message import Message
+from .message import Message, NoResponse
+from .numbers.codes import Code
 
-__all__ = ["Pipe", "Event", "IterablePipe", "run_driving_pipe", "error_to_message"]
+__all__ = ["Pipe", "Event", "IterablePipe", "run_driving_pipe", "error_to_message", "add_rendered"]
 
 _new_tuple = tuple.__new__
 
@@ -237,6 +238,25 @@ def error_to_message(old_pipe: Pipe, exception: BaseException) -> Message:
         "An exception occurred while rendering a resource: %r", exception, exc_info=exception
     )
     return Message(code=Code.INTERNAL_SERVER_ERROR)
+
+
+def add_rendered(pipe: Pipe, rendered: object, *, is_last: bool) -> None:
+    """Add what a resource's ``render`` returned to ``pipe`` as its next
+    response: a Message (2.05 Content if it has no code yet), or, for
+    :data:`aiocoap.message.NoResponse`, a final event without a message
+    (nothing is sent). Anything else raises TypeError, which the caller
+    turns into an error response like any failure of the resource.
+
+    This is how the Context and :meth:`aiocoap.interfaces.Resource.render_to_pipe`
+    deliver render results."""
+    if rendered is NoResponse:
+        pipe.add_event(Event(message=None, is_last=True))
+        return
+    if not isinstance(rendered, Message):
+        raise TypeError(f"Resource returned {type(rendered).__name__} instead of a Message")
+    if rendered.code is None:
+        rendered.code = Code.CONTENT
+    pipe.add_response(rendered, is_last=is_last)
 
 
 def run_driving_pipe(

@@ -30,7 +30,7 @@ import asyncio
 import logging
 import os
 import weakref
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Coroutine, Optional, Union
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Coroutine, Optional, Sequence, Union
 
 from . import error, interfaces
 from .message import Message, NoResponse, UndecidedRemote
@@ -39,7 +39,7 @@ from .numbers.constants import DEFAULT_TUNING, SHUTDOWN_TIMEOUT, TransportTuning
 from .numbers import uri_path_abbrev
 from .numbers.optionnumbers import OptionNumber
 from .numbers.types import Type
-from .pipe import Event, Pipe, error_to_message
+from .pipe import Event, Pipe, add_rendered, error_to_message
 from ._requestbase import BaseRequest, BaseUnicastRequest, ClientObservation
 from .amplification import AmplificationGate, AmplificationLimit
 from .blockwise import BlockwiseRequest, BlockwiseServer
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     import ssl
 
     from .messagemanager import MessageManager
+    from .transports.multicast import MulticastGroup, MulticastSpec
 
 __all__ = [
     "Context", "BaseRequest", "BaseUnicastRequest", "Request", "BlockwiseRequest",
@@ -100,8 +101,6 @@ class Context(interfaces.RequestProvider):
     A typical application creates one context (a server context if it acts
     as a server at all) and uses it for the process lifetime; a context that
     is not used any more must be shut down with :meth:`shutdown`."""
-
-    _multicast: Any  # (the multicast argument of create_server_context)
 
     def __init__(
         self,
@@ -175,7 +174,12 @@ class Context(interfaces.RequestProvider):
         self.request_interfaces.insert(0, interface)
 
     async def _load_transport(
-        self, name: str, *, server_bind: Optional[tuple[Optional[str], Optional[int]]] = None, explicit: bool
+        self,
+        name: str,
+        *,
+        server_bind: Optional[tuple[Optional[str], Optional[int]]] = None,
+        multicast: Sequence[MulticastGroup] = (),
+        explicit: bool,
     ) -> None:
         """Load the transport ``name`` of :data:`aiocoap.transports.TRANSPORTS`.
 
@@ -211,6 +215,7 @@ class Context(interfaces.RequestProvider):
             add_request_interface=self._add_request_interface,
             request_provider=self,
             loaded=self._loaded_transports,
+            multicast=multicast,
         )
         await entry.load(setup)
         self._loaded_transports.append(name)
@@ -253,7 +258,7 @@ class Context(interfaces.RequestProvider):
         loggername: str = "coap-server",
         loop: Optional[asyncio.AbstractEventLoop] = None,
         _ssl_context: Optional[ssl.SSLContext] = None,
-        multicast: Any = (),
+        multicast: Optional[MulticastSpec] = (),
         server_credentials: Optional[CredentialsMap] = None,
         transports: Optional[list[str]] = None,
         transport_tuning: TransportTuning = DEFAULT_TUNING,
@@ -266,9 +271,27 @@ class Context(interfaces.RequestProvider):
         explicitly given port on the port after it if TCP already listens
         on that one.
 
+        If ``multicast`` is given, it needs to be a list of (multicast
+        address, interface name) tuples, which will all be joined. (The IPv4
+        style of selecting the interface by a local address is not
+        supported.) As a shortcut, the list may also contain interface names
+        alone. Those will be joined for the 'all CoAP nodes' groups of IPv4
+        and IPv6 (with scopes 2 and 5) as well as the respective 'all nodes'
+        groups in IPv6 (:data:`aiocoap.numbers.constants.MCAST_ALL`). An
+        entry that names no interface or no multicast address raises
+        ValueError here; a group the kernel refuses to join is logged as a
+        warning and left out. Only the ``udp6`` transport joins groups (a
+        warning says so when it is not loaded), and only when bound to all
+        addresses; bound that way, it joins the All-CoAP-Nodes groups on
+        every interface in any case.
+
         This is the easiest way to get a context suitable both for sending
         client and accepting server requests."""
         from . import defaults
+        from .transports import TRANSPORTS
+        from .transports.multicast import multicast_groups
+
+        groups = multicast_groups(multicast)
 
         if loop is None:
             loop = asyncio.get_running_loop()
@@ -280,7 +303,6 @@ class Context(interfaces.RequestProvider):
             transport_tuning=transport_tuning,
         )
         self._ssl_context = _ssl_context
-        self._multicast = multicast
         if server_credentials is not None:
             self._wrap_site_for_oscore()
         explicit = transports is not None or bool(os.environ.get("AIOCOAP_SERVER_TRANSPORT"))
@@ -288,10 +310,16 @@ class Context(interfaces.RequestProvider):
         server_bind = bind if bind is not None else (None, None)
         try:
             for name in names:
-                await self._load_transport(name, server_bind=server_bind, explicit=explicit)
+                await self._load_transport(name, server_bind=server_bind, multicast=groups, explicit=explicit)
         except BaseException:
             await self.shutdown()
             raise
+        if groups and not any(TRANSPORTS[name].multicast for name in self._loaded_transports):
+            self.log.warning(
+                "Multicast groups were requested, but no transport that joins them (%s) is loaded (%s)",
+                ", ".join(name for name, entry in TRANSPORTS.items() if entry.multicast),
+                ", ".join(self._loaded_transports) or "no transports",
+            )
         return self
 
     def _wrap_site_for_oscore(self) -> None:
@@ -536,7 +564,7 @@ class Context(interfaces.RequestProvider):
             response = await self.blockwise.render(request, site.render)
         else:
             response = await site.render(request)
-        self._complete(pipe, request, response, is_last=True)
+        add_rendered(pipe, response, is_last=True)
 
     def _observation_allowed(self, request: Message) -> bool:
         """Whether the caps leave room for another observation (else the
@@ -625,17 +653,6 @@ class Context(interfaces.RequestProvider):
                 observation._deliver(response, is_last, now)
             except Exception:
                 self.log.exception("Sending a notification for %r failed", observation._pipe.request)
-
-    @staticmethod
-    def _complete(pipe: Pipe, request: Message, response: object, *, is_last: bool) -> None:
-        if response is NoResponse:
-            pipe.add_event(Event(message=None, is_last=True))
-            return
-        if not isinstance(response, Message):
-            raise TypeError(f"Resource returned {type(response).__name__} instead of a Message")
-        if response.code is None:
-            response.code = Code.CONTENT
-        pipe.add_response(response, is_last=is_last)
 
 
 _new_tuple = tuple.__new__
@@ -936,7 +953,7 @@ class ServerObservation:
             # client still listens)
             if isinstance(response, Message):
                 response.opt.observe = None
-            Context._complete(self._pipe, self._pipe.request, response, is_last=True)
+            add_rendered(self._pipe, response, is_last=True)
             return
         self._deliver(response, is_last=False)
 
@@ -946,7 +963,7 @@ class ServerObservation:
         if self._ended:
             return
         if response is NoResponse or not isinstance(response, Message):
-            Context._complete(self._pipe, self._pipe.request, response, is_last=True)
+            add_rendered(self._pipe, response, is_last=True)
             return
         code = response.code
         if code is None:

@@ -22,7 +22,7 @@ from aiocoap.blockwise import (
 )
 from aiocoap.message import Message
 from aiocoap.numbers.codes import Code
-from aiocoap.optiontypes import BlockOption
+from aiocoap.optiontypes import BlockOption, OpaqueOption
 
 BT = BlockOption.BlockwiseTuple
 
@@ -483,6 +483,25 @@ def test_server_random_access_and_range():
     # a bigger size than the remote allows is served at the remote's size
     reduced = serve(state, request(block2=(1, False, 6), remote=Remote("small", exp=4)), FakeResource(content=body))
     assert reduced.opt.block2 == BT(4, True, 4) and reduced.payload == body[1024:1280]
+
+
+def test_server_follow_up_blocks_ignore_nocachekey_options_only():
+    """A later block belongs to the transfer of block 0 if the requests
+    agree on every cache-key option (RFC 7959 §2.4): a NoCacheKey option
+    (here an unregistered one, given by its plain number) may differ, a
+    cache-key option (Accept) may not."""
+    state = ServerBlockwiseState()
+    body = body_of(2000)
+    resource = FakeResource(content=body)
+    first = serve(state, request(block2=(0, False, 4)), resource)
+    assert first.opt.block2 == BT(0, True, 4)
+    resource.content = b"changed"
+    unregistered_nocachekey = 92
+    follow_up = request(block2=(1, False, 4))
+    follow_up.opt.add_option(OpaqueOption(unregistered_nocachekey, b"x"))
+    assert serve(state, follow_up, resource).payload == body[256:512]
+    other_accept = serve(state, request(block2=(1, False, 4), accept=50), resource)
+    assert other_accept.code == Code.BAD_OPTION  # rendered afresh: b"changed" has no block 1
 
 
 def test_server_empty_and_fitting_bodies():

@@ -13,6 +13,7 @@ from typing import Any, Callable, Hashable, Optional, Union, cast
 from ..message import Message
 from ..numbers.codes import Code
 from ..numbers.constants import EXCHANGE_LIFETIME
+from ..numbers.optionnumbers import is_nocachekey_number
 from ._common import (
     BERT_UNIT, BLOCK1, BLOCK2, CONTINUE, OBSERVE, REQUEST_TAG, SIZE1, SIZE2,
     BlockwiseTuple, bert_chunk, block_start, remote_max_exp, single_message_limit, successful,
@@ -73,9 +74,7 @@ def _transfer_key(request: Message, with_payload: bool) -> tuple[Any, ...]:
     items = []
     for option in request.opt.option_list():
         number = option.number
-        if number in _TRANSFER_OPTIONS:
-            continue
-        if not number & 2 and number & 0x1E == 0x1C:  # NoCacheKey
+        if number in _TRANSFER_OPTIONS or is_nocachekey_number(number):
             continue
         items.append((int(number), option.encode()))
     payload = request.payload if with_payload and request.code == Code.FETCH else b""

@@ -34,6 +34,11 @@ The available transports are:
   have DTLS entries (next to the UDP port when that is explicit, else on
   5684).
 * ``oscore``: OSCORE (RFC 8613) on top of any of the above.
+
+Not transports themselves: ``generic_udp`` (see above), ``multicast`` (the
+groups a server context is asked to join, checked before any transport
+loads), ``connectiontable`` (the connection caps of RFC 8323 servers) and
+``dtls_sessions`` (the session bookkeeping of the DTLS transports).
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ import importlib
 import logging
 import ssl
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Optional, Sequence, Tuple
 
 if TYPE_CHECKING:
     from ..credentials import CredentialsMap
@@ -51,6 +56,7 @@ if TYPE_CHECKING:
     from ..interfaces import RequestInterface, TokenInterface
     from ..protocol import Context
     from ..tokenmanager import TokenManager
+    from .multicast import MulticastGroup
 
 __all__ = ["TransportSetup", "TransportEntry", "TRANSPORTS", "SECURE_PORT_OFFSET"]
 
@@ -85,6 +91,7 @@ class TransportSetup:
         add_request_interface: Callable[[RequestInterface], None],
         request_provider: Context,
         loaded: Iterable[str] = frozenset(),
+        multicast: Sequence[MulticastGroup] = (),
     ) -> None:
         self.log = log
         self.loop = loop
@@ -104,6 +111,10 @@ class TransportSetup:
         self.request_provider = request_provider
         #: names of the transports the context loaded before this one
         self.loaded = frozenset(loaded)
+        #: the groups a server context was asked to join (checked already,
+        #: see :mod:`.multicast`); for the transports whose
+        #: :attr:`TransportEntry.multicast` is set
+        self.multicast = tuple(multicast)
 
     def secure_bind(self, *plain: str) -> Optional[Tuple[Optional[str], Optional[int]]]:
         """The bind address of a secured listener: when one of the
@@ -134,6 +145,8 @@ class TransportEntry:
     server: bool
     #: the setup.py extra its third-party modules come from, if any
     extra: Optional[str] = None
+    #: it joins the groups of :attr:`TransportSetup.multicast`
+    multicast: bool = False
 
     async def load(self, setup: TransportSetup) -> None:
         """Attach the transport to the context described by ``setup``. A
@@ -156,16 +169,23 @@ class TransportEntry:
 
 
 def _entry(
-    name: str, module: str, schemes: Iterable[str], *, client: bool, server: bool, extra: Optional[str] = None
+    name: str,
+    module: str,
+    schemes: Iterable[str],
+    *,
+    client: bool,
+    server: bool,
+    extra: Optional[str] = None,
+    multicast: bool = False,
 ) -> Tuple[str, TransportEntry]:
-    return name, TransportEntry(name, module, tuple(schemes), client, server, extra)
+    return name, TransportEntry(name, module, tuple(schemes), client, server, extra, multicast)
 
 
 TRANSPORTS = dict(
     (
         _entry("oscore", "oscore", ("coap", "coaps", "coap+tcp", "coaps+tcp", "coap+ws", "coaps+ws"),
                client=True, server=False, extra="oscore"),
-        _entry("udp6", "udp6", ("coap",), client=True, server=True),
+        _entry("udp6", "udp6", ("coap",), client=True, server=True, multicast=True),
         _entry("simple6", "simple6", ("coap",), client=True, server=False),
         _entry("simplesocketserver", "simplesocketserver", ("coap",), client=False, server=True),
         _entry("tcpclient", "tcp", ("coap+tcp",), client=True, server=False),

@@ -17,18 +17,25 @@ For that it uses:
   each error with the address the failed datagram was sent to; that address
   is the remote the error is dispatched for, and it compares equal to the
   remote the request was sent to (equality ignores the local-address info);
-* ``IPV6_JOIN_GROUP`` / ``IP_ADD_MEMBERSHIP`` to join the All-CoAP-Nodes
-  groups (224.0.1.187, ff02::fd, ff05::fd) on every interface that allows
-  it, on servers bound to the unspecified address.
+* ``IPV6_JOIN_GROUP`` / ``IP_ADD_MEMBERSHIP`` to join multicast groups on
+  servers bound to the unspecified address: the All-CoAP-Nodes groups
+  (224.0.1.187, ff02::fd, ff05::fd) on every interface that allows it, and
+  the groups the application asked for with the ``multicast`` argument of
+  :meth:`~aiocoap.protocol.Context.create_server_context` (checked by
+  :mod:`.multicast` before the transport loads). A server bound to one
+  address does not receive datagrams sent to groups, so it joins none.
 
 Little is done to fall back to limited behaviour when any of these is
 missing: :func:`aiocoap.defaults.get_default_clienttransports` picks the
 :mod:`.simple6` / :mod:`.simplesocketserver` transports on platforms where
 this one does not work.
 
-Log levels: debug for ignored conditions (groups that can not be joined,
-ICMP "packet too big", datagrams dropped for a full send buffer); warning
-for socket errors that can not be attributed to any remote.
+Log levels: debug for ignored conditions (All-CoAP-Nodes groups that an
+interface can not join, ICMP "packet too big", datagrams dropped for a full
+send buffer); warning for socket errors that can not be attributed to any
+remote, for every requested group the kernel refuses to join (once per
+group and interface, when the server is created; the server runs without
+it), and for requested groups on a server bound to a single address.
 """
 
 from __future__ import annotations
@@ -40,11 +47,16 @@ import os
 import socket
 import struct
 from collections import namedtuple
-from typing import TYPE_CHECKING, Any, Callable, Optional, cast
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, cast
 
 from .. import defaults, error, interfaces
 from ..message import Message, UndecidedRemote
-from ..numbers.constants import COAP_PORT
+from ..numbers.constants import (
+    COAP_PORT,
+    MCAST_IPV4_ALLCOAPNODES,
+    MCAST_IPV6_LINKLOCAL_ALLCOAPNODES,
+    MCAST_IPV6_SITELOCAL_ALLCOAPNODES,
+)
 from ..util import hostportjoin
 from ..util import socknumbers as _sn
 from ..util.asyncio.recvmsg import (
@@ -56,6 +68,7 @@ from .generic_udp import SockaddrAddress, coap_destination, resolve
 
 if TYPE_CHECKING:
     from . import TransportEntry, TransportSetup
+    from .multicast import MulticastGroup
 
 __all__ = ["UDP6EndpointAddress", "InterfaceOnlyPktinfo", "SockExtendedErr", "MessageInterfaceUDP6"]
 
@@ -69,8 +82,9 @@ _V4MAPPED_PREFIX_BYTES = bytes(10) + b"\xff\xff"
 _ANY_PKTINFO_ADDRESS6 = bytes(16)
 _ANY_PKTINFO_ADDRESS4 = _V4MAPPED_PREFIX_BYTES + bytes(4)
 
-ALL_COAP_NODES = ("224.0.1.187", "ff02::fd", "ff05::fd")
-"""The multicast groups a server joins (RFC 7252 Section 12.8)."""
+ALL_COAP_NODES = (MCAST_IPV4_ALLCOAPNODES, MCAST_IPV6_LINKLOCAL_ALLCOAPNODES, MCAST_IPV6_SITELOCAL_ALLCOAPNODES)
+"""The multicast groups a server bound to all addresses joins on every
+interface (RFC 7252 Section 12.8)."""
 
 _ADDRESS_CACHE_SIZE = 512
 _RCVBUF_SIZE = 1 << 20
@@ -279,6 +293,18 @@ class SockExtendedErr(_SockExtendedErr):
         return cls(*cls._struct.unpack_from(data))
 
 
+def _join_group(sock: socket.socket, group: str, ifindex: int) -> None:
+    """Make the dual-stack ``sock`` a member of the IPv4 or IPv6 multicast
+    group ``group`` on the interface with index ``ifindex``."""
+    if ":" in group:
+        mreq = socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", ifindex)
+        sock.setsockopt(_SOL_IPV6, _sn.IPV6_JOIN_GROUP, mreq)
+    else:
+        # struct ip_mreqn: group, local address (any), interface index
+        mreqn = socket.inet_pton(socket.AF_INET, group) + bytes(4) + struct.pack("@i", ifindex)
+        sock.setsockopt(_SOL_IP, _sn.IP_ADD_MEMBERSHIP, mreqn)
+
+
 def _configure_socket(sock: socket.socket) -> None:
     sock.setsockopt(_SOL_IPV6, _sn.IPV6_V6ONLY, 0)
     sock.setsockopt(_SOL_IPV6, _sn.IPV6_RECVPKTINFO, 1)
@@ -325,6 +351,7 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
         loop: asyncio.AbstractEventLoop,
         *,
         join_multicast: bool,
+        multicast: Sequence[MulticastGroup] = (),
     ) -> MessageInterfaceUDP6:
         transport, protocol = await create_recvmsg_datagram_endpoint(
             loop, lambda: cls(ctx, log, loop), sock, errqueue=True, log=log
@@ -332,7 +359,7 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
         if protocol.ready is not None:
             await protocol.ready
         if join_multicast:
-            protocol._join_all_coap_nodes(sock)
+            protocol._join_groups(sock, multicast)
         return protocol
 
     @classmethod
@@ -357,10 +384,11 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
         log: logging.Logger,
         loop: asyncio.AbstractEventLoop,
         bind: Optional[tuple[Optional[str], Optional[int]]],
+        multicast: Sequence[MulticastGroup] = (),
     ) -> "MessageInterfaceUDP6":
         """A transport bound to ``bind``, a ``(host, port)`` tuple: host None
-        or ``::`` for all addresses (then the All-CoAP-Nodes groups are
-        joined too), port None for 5683."""
+        or ``::`` for all addresses (then the All-CoAP-Nodes groups and the
+        ``multicast`` groups are joined too), port None for 5683."""
         host, port = bind if bind is not None else (None, None)
         if port is None:
             port = COAP_PORT
@@ -370,6 +398,12 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
         else:
             sockaddr = await resolve(loop, host, port, socket.AF_INET6, flags=socket.AI_V4MAPPED | socket.AI_PASSIVE)
             join_multicast = False
+            if multicast:
+                log.warning(
+                    "Not joining the requested multicast groups: the server is bound to %s only, which does not "
+                    "receive datagrams sent to groups (bind to the unspecified address '::' to serve multicast)",
+                    host,
+                )
         sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -381,25 +415,35 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
         except BaseException:
             sock.close()
             raise
-        return await cls._create_transport_endpoint(sock, ctx, log, loop, join_multicast=join_multicast)
+        return await cls._create_transport_endpoint(
+            sock, ctx, log, loop, join_multicast=join_multicast, multicast=multicast
+        )
 
-    def _join_all_coap_nodes(self, sock: socket.socket) -> None:
+    def _join_groups(self, sock: socket.socket, requested: Sequence[MulticastGroup]) -> None:
+        """Join the All-CoAP-Nodes groups on every interface and the
+        ``requested`` groups, each group once per interface. Refusals are
+        logged (see the module documentation for the levels); the server
+        runs without the groups it could not join."""
+        # (group, interface index) -> (interface name, whether requested)
+        joins: dict[tuple[str, int], tuple[str, bool]] = {}
         try:
             interfaces_ = socket.if_nameindex()
         except OSError as e:
             self.log.debug("Could not list network interfaces to join multicast groups: %s", e)
-            return
+            interfaces_ = []
         for ifindex, ifname in interfaces_:
             for group in ALL_COAP_NODES:
-                try:
-                    if ":" in group:
-                        mreq = socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", ifindex)
-                        sock.setsockopt(_SOL_IPV6, _sn.IPV6_JOIN_GROUP, mreq)
-                    else:
-                        mreqn = socket.inet_pton(socket.AF_INET, group) + bytes(4) + struct.pack("@i", ifindex)
-                        sock.setsockopt(_SOL_IP, _sn.IP_ADD_MEMBERSHIP, mreqn)
-                except OSError as e:
-                    self.log.debug("Could not join %s on interface %s: %s", group, ifname, e)
+                joins[(group, ifindex)] = (ifname, False)
+        for requested_group in requested:
+            joins[(requested_group.address, requested_group.index)] = (requested_group.interface, True)
+        for (group, ifindex), (ifname, is_requested) in joins.items():
+            try:
+                _join_group(sock, group, ifindex)
+            except OSError as e:
+                self.log.log(
+                    logging.WARNING if is_requested else logging.DEBUG,
+                    "Could not join multicast group %s on interface %s: %s", group, ifname, e,
+                )
 
     # --- the asyncio protocol side ----------------------------------------
 
@@ -541,7 +585,7 @@ async def load(entry: "TransportEntry", setup: "TransportSetup") -> None:
             lambda mm: MessageInterfaceUDP6.create_client_transport_endpoint(mm, log, loop)
         )
     else:
-        bind = setup.server_bind
+        bind, multicast = setup.server_bind, setup.multicast
         await setup.add_message_interface(
-            lambda mm: MessageInterfaceUDP6.create_server_transport_endpoint(mm, log, loop, bind)
+            lambda mm: MessageInterfaceUDP6.create_server_transport_endpoint(mm, log, loop, bind, multicast)
         )
