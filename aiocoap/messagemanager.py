@@ -54,6 +54,13 @@ Rules enforced here:
   remembered for EXCHANGE_LIFETIME so that a Reset to it reaches the
   monitor (RFC 7641 §3.6: that is how clients reject notifications); a NON
   notification nobody wants is answered with a Reset.
+* A notification sent replacing the previous one of its observation
+  (``send_message_replacing``) while that one is a confirmable exchange in
+  flight takes the exchange over (RFC 7641 §4.5.2): it goes out
+  confirmable with a MID of its own and keeps the retransmission counter
+  and the running timeout, so an observer that never acknowledges is given
+  up on after MAX_RETRANSMIT (its monitor gets
+  error.ConRetransmitsExceeded) however fast notifications follow.
 * Per-peer state (next MID) is bounded (``max_peers``; the peer first
   sent to is forgotten first, and starts at a random MID again).
 
@@ -153,7 +160,7 @@ class _OutgoingMessage:
 
     __slots__ = (
         "data", "remote", "transmissions", "timeout", "monitor", "deadline", "start", "tuning", "kind",
-        "key", "backoff",
+        "key", "backoff", "taken_over",
     )
 
     def __init__(self, data, remote, timeout, monitor, deadline, start, tuning, kind=_RETRANSMITTED, key=None):
@@ -168,6 +175,25 @@ class _OutgoingMessage:
         self.kind = kind
         self.key = key
         self.backoff = 2.0  # (the timeout's growth per retransmission)
+        # A newer message took over the exchange (see MessageLayer._take_over):
+        # its round trip is not measured from ``start``.
+        self.taken_over = False
+
+
+class _Stop:
+    """What :meth:`MessageLayer.send_message` returns for a message it keeps
+    state for: calling it stops the message (retransmissions, the NON
+    request timeout, the wait for its turn); a later response can be sent
+    replacing it."""
+
+    __slots__ = ("layer", "state")
+
+    def __init__(self, layer: "MessageLayer", state: _OutgoingMessage):
+        self.layer = layer
+        self.state = state
+
+    def __call__(self) -> None:
+        self.layer._stop(self.state)
 
 
 class MessageLayer:
@@ -539,7 +565,7 @@ class MessageLayer:
             )
             return
         del self._outgoing[key]
-        if self.tuning.ADAPTIVE_RTO:
+        if self.tuning.ADAPTIVE_RTO and not state.taken_over:
             self._rto_of(remote).sample(now - state.start, state.transmissions, now)
         self._exchange_ended(remote, now)
         if message.mtype is RST:
@@ -582,13 +608,16 @@ class MessageLayer:
         entry[0] = (mid + 1) & 0xFFFF
         return mid
 
-    def send_message(self, message: Message, now: float, monitor=None) -> Optional[Callable[[], None]]:
+    def send_message(self, message: Message, now: float, monitor=None, replacing=None) -> Optional[Callable[[], None]]:
         """Send a request or response; fill in type and MID as needed.
 
         Returns a function that stops retransmissions (and the NON request
         timeout) for the message, or None if there is nothing to stop.
         ``monitor(exc)`` is called when the message will not be processed
-        (see interfaces.TokenInterface.send_message)."""
+        (see interfaces.TokenInterface.send_message). A response sent
+        ``replacing`` an earlier one (what this returned for it) takes over
+        the earlier one's confirmable exchange if that is still in flight
+        (see :meth:`_take_over`), and stops it in any case."""
         remote = message.remote
         code = message.code
         if code is None:
@@ -614,6 +643,10 @@ class MessageLayer:
                         return None
                 elif message.mtype is ACK:
                     message.mtype = None
+            if replacing is not None:
+                taken = self._take_over(replacing, message, monitor, now)
+                if taken is not None:
+                    return taken
         tuning = message.transport_tuning or self.tuning
         mtype = message.mtype
         if mtype is None:
@@ -656,19 +689,56 @@ class MessageLayer:
         else:
             self._send(data, remote)
             return None
+        return _Stop(self, state)
 
-        def stop():
-            if self._outgoing.get(key) is not state:
-                return
-            del self._outgoing[key]
-            if state.kind == _RETRANSMITTED:
-                self._exchange_ended(remote, None)
-            elif state.kind == _WAITING:
-                peer = self._exchanges[remote]
-                peer.waiting -= 1
-                self._forget_if_idle(remote, peer)
+    def _stop(self, state: _OutgoingMessage) -> None:
+        """The sender lost interest in ``state`` (see :class:`_Stop`)."""
+        key = state.key
+        if self._outgoing.get(key) is not state:
+            return
+        del self._outgoing[key]
+        remote = state.remote
+        if state.kind == _RETRANSMITTED:
+            self._exchange_ended(remote, None)
+        elif state.kind == _WAITING:
+            peer = self._exchanges[remote]
+            peer.waiting -= 1
+            self._forget_if_idle(remote, peer)
 
-        return stop
+    def _take_over(self, previous, message: Message, monitor, now: float):
+        """Send the response ``message`` in place of the earlier one that
+        ``previous`` (what :meth:`send_message` returned for it) stops.
+
+        While the earlier one is a confirmable exchange still in flight,
+        the new one takes it over (RFC 7641 §4.5.2): it goes out
+        confirmable with a message ID of its own (the peer must not take it
+        for a duplicate), and keeps the retransmission counter and the
+        running timeout, so that a peer that never acknowledges is given up
+        on after MAX_RETRANSMIT however often notifications replace each
+        other. One still waiting for its turn (NSTART) is replaced where it
+        waits. Returns the handle of the exchange, or None if there was
+        nothing to take over (the caller then sends as usual)."""
+        state = previous.state if type(previous) is _Stop and previous.layer is self else None
+        if state is None or self._outgoing.get(state.key) is not state or state.kind == _AWAITING_RESPONSE \
+                or state.remote != message.remote:
+            previous()
+            return None
+        message.mtype = CON
+        if state.kind == _WAITING:
+            # (never sent: its message ID can go to the replacement)
+            message.mid = state.key[1]
+        else:
+            del self._outgoing[state.key]
+            message.mid = self._next_mid(state.remote)
+            state.key = (state.remote, message.mid)
+            state.taken_over = True
+            self._outgoing[state.key] = state
+            self._schedule(state)
+        state.data = message.encode()
+        state.monitor = monitor
+        if state.kind == _RETRANSMITTED:
+            self._send(state.data, state.remote)
+        return previous
 
     def _schedule(self, state: _OutgoingMessage) -> None:
         heap = self._heap
@@ -968,17 +1038,27 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
     # --- token layer side (interfaces.TokenInterface) -----------------------------------
 
     def send_message(self, message: Message, messageerror_monitor=None):
+        return self._send_message(message, messageerror_monitor, None)
+
+    def send_message_replacing(self, message: Message, previous, messageerror_monitor=None):
+        """As :meth:`send_message`; a confirmable exchange of ``previous``
+        still in flight is taken over (see :meth:`MessageLayer._take_over`)."""
+        return self._send_message(message, messageerror_monitor, previous)
+
+    def _send_message(self, message: Message, messageerror_monitor, previous):
         if _NO_RESPONSE in message.opt and message.code is not None and message.code.is_response():
             # On a response, the option carries the request's wish (RFC 7967);
             # it is acted upon here and never sent.
             suppress = no_response_suppresses(message.opt.no_response, message.code)
             message.opt.no_response = None
             if suppress:
+                if previous is not None:
+                    previous()
                 self._core.no_response_for(message.remote, message.token)
                 self._rearm()
                 return None
         core = self._core
-        stop = core.send_message(message, self._clock(), messageerror_monitor)
+        stop = core.send_message(message, self._clock(), messageerror_monitor, previous)
         if core.added_deadline is not None:
             self._rearm()
         return stop

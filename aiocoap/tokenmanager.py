@@ -191,12 +191,18 @@ class _ResponseSender:
                 # in the message layer)
                 message.mtype = NON
         monitor = self.monitor
-        if monitor is not None and monitor.stop_latest is not None:
-            # A newer notification supersedes the previous one: stop
-            # retransmitting it (RFC 7641 §4.5.2) and stop listening for a
-            # Reset to it.
-            monitor.stop_latest()
-            monitor.stop_latest = None
+        previous = None
+        if monitor is not None:
+            previous, monitor.stop_latest = monitor.stop_latest, None
+        if previous is not None:
+            # A newer notification supersedes the previous one: it takes
+            # over a confirmable one's retransmission (RFC 7641 §4.5.2),
+            # and a Reset to the previous one is not listened for any more.
+            if event.is_last:
+                self.ti.send_message_replacing(message, previous, None)
+                return False
+            monitor.stop_latest = self.ti.send_message_replacing(message, previous, monitor)
+            return True
         if event.is_last:
             self.ti.send_message(message, None)
             return False

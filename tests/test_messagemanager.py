@@ -893,3 +893,70 @@ def test_unparsable_datagrams_are_reported_once_a_minute(net, caplog):
     assert [level for level, _ in lines] == [logging.WARNING, logging.DEBUG, logging.DEBUG, logging.WARNING]
     assert lines[0][1].startswith("Ignoring unparsable message from 'peer'")
     assert lines[-1][1].endswith("(and 2 more like it since the last report)")
+
+
+def _con_notification(i, remote="client"):
+    m = _notification(i, remote)
+    m.mtype = Type.CON
+    return m
+
+
+def test_replacing_notification_takes_over_retransmission_counter_and_timeout(net):
+    """RFC 7641 §4.5.2: a notification replacing a confirmable one in flight
+    goes out confirmable at once, with a MID of its own, and keeps the
+    counter and the running timeout; a peer that never acknowledges fails
+    the exchange after MAX_RETRANSMIT, however often it is replaced."""
+    tuning = TransportTuning(ACK_TIMEOUT=2.0, ACK_RANDOM_FACTOR=1.5, MAX_RETRANSMIT=4)
+    server = net.add("server", tuning=tuning)
+    net.add("client")
+    net.drop = lambda sender, data, remote: True
+    failures = []
+    start = net.now
+    handle = server.core.send_message(_con_notification(0), net.now, failures.append)
+    i = 0
+    while net.now < start + 200:
+        net.advance(0.5)  # well below ACK_TIMEOUT
+        if failures:
+            break
+        i += 1
+        handle = server.core.send_message(_notification(i), net.now, failures.append, replacing=handle)
+    sent = [Message.decode(d) for s, d, _ in net.sent if s.name == "server"]
+    assert all(m.mtype is Type.CON for m in sent)
+    assert len({m.mid for m in sent}) == i + 1  # one MID per notification
+    assert len(failures) == 1 and isinstance(failures[0], error.ConRetransmitsExceeded)
+    assert failures[0].transmissions == tuning.MAX_RETRANSMIT + 1
+    assert net.now - start <= tuning.MAX_TRANSMIT_WAIT + 0.5
+    # retransmissions (a payload sent twice) happened, of the latest one each time
+    payloads = [m.payload for m in sent]
+    assert len(payloads) - len(set(payloads)) == tuning.MAX_RETRANSMIT
+    assert server.core.outgoing_size == 0 and server.core.outstanding_to("client") == 0
+    # once failed, a replacement is a message of its own again
+    server.core.send_message(_notification(i + 1), net.now, failures.append, replacing=handle)
+    assert Message.decode(net.sent[-1][1]).mtype is Type.NON
+
+
+def test_replacement_acknowledged_ends_the_exchange(net):
+    server, client = net.add("server"), net.add("client")
+    client.accept_responses = True
+    failures = []
+    handle = server.core.send_message(_con_notification(0), net.now, failures.append)
+    handle = server.core.send_message(_notification(1), net.now, failures.append, replacing=handle)
+    net.flush()  # both arrive; the client ACKs both; the first ACK matches nothing any more
+    assert [r.payload for r in client.responses] == [b"0", b"1"]
+    assert server.core.outgoing_size == 0 and server.core.outstanding_to("client") == 0
+    net.advance(100)
+    assert failures == []
+
+
+def test_replacing_a_waiting_notification_reuses_its_place(net):
+    server = net.add("server")
+    net.add("client")
+    net.drop = lambda sender, data, remote: True
+    server.core.send_message(request(token=b"r1", remote="client"), net.now)  # outstanding (NSTART 1)
+    handle = server.core.send_message(_con_notification(0), net.now, None)
+    assert server.core.waiting_for("client") == 1
+    again = server.core.send_message(_notification(1), net.now, None, replacing=handle)
+    assert server.core.waiting_for("client") == 1 and server.core.outgoing_size == 2
+    assert len(net.sent) == 1  # nothing new on the wire while it waits
+    again()
+    assert server.core.waiting_for("client") == 0

@@ -766,3 +766,53 @@ async def test_server_memory_per_observation_is_bounded():
         assert per_observation < 2400, per_observation
     finally:
         await server.shutdown()
+
+
+async def test_silent_observer_is_dropped_after_max_retransmit():
+    """RFC 7641 §4.5.2: a notification that replaces a confirmable one
+    still in flight takes over its retransmission counter and timeout. An
+    observer that never acknowledges is then dropped once MAX_RETRANSMIT
+    retransmissions are used up, however fast the resource changes (here
+    five times per ACK_TIMEOUT), and gets nothing after that."""
+    net = MemoryNet(asyncio.get_running_loop())
+    site = resource.Site()
+    counter = Counter()
+    site.add_resource(["counter"], counter)
+    server = await net.context("server", site, transport_tuning=QUICK)
+    server.notification_con_interval = 3
+    silent = RawPeer(net, "silent")
+    loop = asyncio.get_running_loop()
+    try:
+        silent.send(Message(_mtype=Type.NON, _mid=1, code=Code.GET, _token=b"mute", observe=0,
+                            uri_path=["counter"]), "server")
+        await settle()
+        assert counter.counts[-1] == 1
+        first_con = ended = None
+        deadline = loop.time() + 5 * QUICK.MAX_TRANSMIT_WAIT
+        while loop.time() < deadline:
+            counter.value += 1
+            counter.updated_state()
+            await asyncio.sleep(QUICK.ACK_TIMEOUT / 5)
+            if first_con is None and any(m.mtype is Type.CON for m in silent.received):
+                first_con = loop.time()
+            if counter.counts[-1] == 0:
+                ended = loop.time()
+                break
+        assert first_con is not None
+        assert ended is not None, "the silent observer was never dropped"
+        # (the last retransmission timeout fires MAX_TRANSMIT_WAIT after the
+        # first transmission at the latest; the margin is for the loop)
+        assert ended - first_con < QUICK.MAX_TRANSMIT_WAIT + 0.2
+        # The replacements went out confirmable (taking over the exchange)
+        # until the end.
+        after_first_con = [m for m in silent.received if m.mtype is Type.CON]
+        assert after_first_con[-1] is silent.received[-1]
+        sent_before = len(silent.received)
+        for _ in range(5):
+            counter.value += 1
+            counter.updated_state()
+            await asyncio.sleep(QUICK.ACK_TIMEOUT)
+        assert len(silent.received) == sent_before
+        assert server._tokenmanager._observations == {}
+    finally:
+        await server.shutdown()

@@ -110,6 +110,12 @@ class FakeTI:
         index = len(self.sent) - 1
         return lambda: self.stopped.append(index)
 
+    def send_message_replacing(self, message, previous, monitor):
+        # (what interfaces.TokenInterface does for transports without
+        # retransmissions)
+        previous()
+        return self.send_message(message, monitor)
+
     def no_response_for(self, remote, token):
         self.unanswered.append((remote, token))
 
