@@ -91,6 +91,7 @@ from .numbers.constants import DEFAULT_TUNING, TransportTuning
 from .numbers.optionnumbers import OptionNumber
 from .numbers.types import Type
 from .util.asyncio import clock_of
+from .util.keyindex import KeyIndex
 from .util.logsummary import LogSummary
 
 __all__ = ["MessageLayer", "MessageManager", "no_response_suppresses"]
@@ -141,18 +142,24 @@ class _Tracked:
     itself the function that stops the tracking (what
     :meth:`MessageLayer.send_message` returns)."""
 
-    __slots__ = ("key", "monitor", "table")
+    __slots__ = ("key", "monitor", "layer")
 
-    def __init__(self, key, monitor, table: dict):
+    def __init__(self, key, monitor, layer: "MessageLayer"):
         self.key = key
         self.monitor = monitor
-        self.table = table
+        self.layer = layer
 
     def __call__(self) -> None:
-        table = self.table
-        found = table.pop(self.key, None)
-        if found is not self and found is not None:
-            table[self.key] = found  # (a newer message with the same MID)
+        key = self.key
+        if key is None:
+            return
+        self.forget()
+        self.layer._untrack(key, self)
+
+    def forget(self) -> None:
+        """Let go of what the tracking referred to: the handle itself may
+        stay in an expiry bucket for a while, and keeps nothing alive."""
+        self.key = self.monitor = None
 
 
 class _OutgoingMessage:
@@ -258,6 +265,10 @@ class MessageLayer:
         self._outgoing: dict = {}
         # (remote, mid) -> _Tracked, and their expiry buckets (as for dedup)
         self._tracked: dict = {}
+        # remote -> the keys of _outgoing and _tracked for it (a MID is
+        # never in both), so that an error for a remote touches its own
+        # exchanges only
+        self._keys_by_remote = KeyIndex()
         self._tracked_expiry: deque = deque()
         self._tracked_slots = 0  # entries in the buckets, live or stopped
         # heap of (deadline, seq, key) with lazy deletion
@@ -392,13 +403,13 @@ class MessageLayer:
     def _on_outgoing_deadline(self, key, state: _OutgoingMessage, now: float) -> None:
         if state.kind == _AWAITING_RESPONSE:
             # A NON request whose response never came.
-            del self._outgoing[key]
+            self._drop_outgoing(key)
             self._notify(state.monitor, error.RequestTimedOut(
                 "No response to the non-confirmable request within %.3g s" % (now - state.start)
             ))
             return
         if state.transmissions > state.tuning.MAX_RETRANSMIT:
-            del self._outgoing[key]
+            self._drop_outgoing(key)
             self._exchange_ended(state.remote, now)
             self._notify(state.monitor, error.ConRetransmitsExceeded(
                 "No acknowledgement received after %d transmissions in %.3g s"
@@ -556,7 +567,10 @@ class MessageLayer:
         if state is None and message.mtype is RST:
             tracked = self._tracked.pop(key, None)
             if tracked is not None:
-                self._notify(tracked.monitor, error.ResetReceived("The peer answered with a Reset"))
+                self._keys_by_remote.discard(remote, key)
+                monitor = tracked.monitor
+                tracked.forget()
+                self._notify(monitor, error.ResetReceived("The peer answered with a Reset"))
                 return
         if state is None or state.kind != _RETRANSMITTED:
             self._unmatched_log.log(
@@ -564,7 +578,7 @@ class MessageLayer:
                 message.mtype, remote, message.mid,
             )
             return
-        del self._outgoing[key]
+        self._drop_outgoing(key)
         if self.tuning.ADAPTIVE_RTO and not state.taken_over:
             self._rto_of(remote).sample(now - state.start, state.transmissions, now)
         self._exchange_ended(remote, now)
@@ -672,7 +686,7 @@ class MessageLayer:
                     "%d confirmable messages already wait for their turn to %r" % (peer.waiting, remote)
                 ))
                 return None
-            self._outgoing[key] = state
+            self._add_outgoing(key, state)
             if peer.active < self.tuning.NSTART and not peer.waiting:
                 self._start_exchange(state, peer, now)
             else:
@@ -683,7 +697,7 @@ class MessageLayer:
         elif mtype is NON and is_request:
             deadline = now + tuning.request_timeout
             state = _OutgoingMessage(None, remote, 0.0, monitor, deadline, now, tuning, _AWAITING_RESPONSE, key)
-            self._outgoing[key] = state
+            self._add_outgoing(key, state)
             self._schedule(state)
             self._send(data, remote)
         else:
@@ -696,7 +710,7 @@ class MessageLayer:
         key = state.key
         if self._outgoing.get(key) is not state:
             return
-        del self._outgoing[key]
+        self._drop_outgoing(key)
         remote = state.remote
         if state.kind == _RETRANSMITTED:
             self._exchange_ended(remote, None)
@@ -728,11 +742,11 @@ class MessageLayer:
             # (never sent: its message ID can go to the replacement)
             message.mid = state.key[1]
         else:
-            del self._outgoing[state.key]
+            self._drop_outgoing(state.key)
             message.mid = self._next_mid(state.remote)
             state.key = (state.remote, message.mid)
             state.taken_over = True
-            self._outgoing[state.key] = state
+            self._add_outgoing(state.key, state)
             self._schedule(state)
         state.data = message.encode()
         state.monitor = monitor
@@ -813,8 +827,9 @@ class MessageLayer:
         """Send a NON notification and remember it until ``expiry`` so that
         a Reset to it reaches ``monitor``."""
         tracked = self._tracked
-        handle = _Tracked(key, monitor, tracked)
+        handle = _Tracked(key, monitor, self)
         tracked[key] = handle
+        self._keys_by_remote.add(key[0], key)
         if self._tracked_slots > 2 * len(tracked) + 1024:
             self._compact_tracked()
         self._tracked_slots += 1
@@ -829,6 +844,22 @@ class MessageLayer:
             self._note(expiry)
         self._send(data, key[0])
         return handle
+
+    def _untrack(self, key, handle: _Tracked) -> None:
+        """Stop tracking ``handle`` (its expiry came, or its sender stopped
+        it)."""
+        tracked = self._tracked
+        if tracked.get(key) is handle:
+            del tracked[key]
+            self._keys_by_remote.discard(key[0], key)
+
+    def _add_outgoing(self, key, state: _OutgoingMessage) -> None:
+        self._outgoing[key] = state
+        self._keys_by_remote.add(key[0], key)
+
+    def _drop_outgoing(self, key) -> None:
+        del self._outgoing[key]
+        self._keys_by_remote.discard(key[0], key)
 
     def _compact_tracked(self) -> None:
         """Drop stopped handles from the expiry buckets: a notification that
@@ -884,19 +915,25 @@ class MessageLayer:
     def fail_remote(self, remote, exc: Exception) -> None:
         """The network reported an error for ``remote``: stop every exchange
         with it and tell the senders."""
-        failed = [k for k, s in self._outgoing.items() if s.remote == remote]
         self._exchanges.pop(remote, None)
         self._releasable.discard(remote)
-        for key in failed:
-            state = self._outgoing.pop(key)
-            self._notify(state.monitor, exc)
-        for key in [k for k in self._tracked if k[0] == remote]:
-            self._notify(self._tracked.pop(key).monitor, exc)
+        outgoing, tracked = self._outgoing, self._tracked
+        for key in self._keys_by_remote.pop(remote):
+            state = outgoing.pop(key, None)
+            if state is not None:
+                self._notify(state.monitor, exc)
+                continue
+            handle = tracked.pop(key, None)
+            if handle is not None:
+                monitor = handle.monitor
+                handle.forget()
+                self._notify(monitor, exc)
 
     def shutdown(self) -> None:
         """Fail everything in flight with error.LibraryShutdown and forget
         all state."""
         outgoing, self._outgoing = self._outgoing, {}
+        self._keys_by_remote.clear()
         self._exchanges.clear()
         self._releasable.clear()
         self._rtos.clear()
