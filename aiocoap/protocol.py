@@ -44,6 +44,7 @@ from ._requestbase import BaseRequest, BaseUnicastRequest, ClientObservation
 from .blockwise import BlockwiseRequest, BlockwiseServer
 from .credentials import CredentialsMap
 from .tokenmanager import TokenManager
+from .util import hostportsplit
 from .util.asyncio import Future, stepping
 
 __all__ = [
@@ -77,6 +78,17 @@ NOTIFICATION_CON_INTERVAL = 20
 
 NOTIFICATION_CON_MAX_AGE = 24 * 3600.0
 """A notification is confirmable at least once in this many seconds."""
+
+MAX_OBSERVATIONS_PER_PEER = 1024
+"""Default of :attr:`Context.max_observations_per_peer`."""
+
+MAX_OBSERVATIONS_PER_HOST = 4096
+"""Default of :attr:`Context.max_observations_per_host`: a few peers' worth,
+so that one host can not take a resource's whole share by registering from
+many ports, while clients behind one NAT still get room."""
+
+MAX_OBSERVATIONS_PER_RESOURCE = 16384
+"""Default of :attr:`Context.max_observations_per_resource`."""
 
 MULTICAST_REQUEST_TIMEOUT = 5.5
 """How long a MulticastRequest collects responses by default: the default
@@ -128,10 +140,16 @@ class Context(interfaces.RequestProvider):
         self.blockwise = BlockwiseServer(self.log)
         """Server-side blockwise state (request reassembly, response
         slicing)."""
-        self.max_observations_per_peer = 1024
-        self.max_observations_per_resource = 16384
+        self.max_observations_per_peer = MAX_OBSERVATIONS_PER_PEER
+        """How many observations one peer (an address and port) may hold;
+        a registration beyond it is answered like a plain GET."""
+        self.max_observations_per_host = MAX_OBSERVATIONS_PER_HOST
+        """How many observations one host may hold over all its ports."""
+        self.max_observations_per_resource = MAX_OBSERVATIONS_PER_RESOURCE
+        """How many observations one resource (path) may have."""
         self.notification_con_interval = NOTIFICATION_CON_INTERVAL
         self._observations_by_peer: dict = {}
+        self._observations_by_host: dict = {}
         self._observations_by_path: dict = {}
         # Observations to be rendered again (ServerObservation.trigger),
         # in the order triggered; taken as a whole by one task (see
@@ -494,6 +512,10 @@ class Context(interfaces.RequestProvider):
         if self._observations_by_peer.get(request.remote, 0) >= self.max_observations_per_peer:
             self.log.info("Observation cap per peer reached for %r", request.remote)
             return False
+        host = _host_of(request.remote)
+        if self._observations_by_host.get(host, 0) >= self.max_observations_per_host:
+            self.log.info("Observation cap per host reached for %s", host)
+            return False
         if self._observations_by_path.get(request.opt.uri_path, 0) >= self.max_observations_per_resource:
             self.log.info("Observation cap reached for /%s", "/".join(request.opt.uri_path))
             return False
@@ -502,6 +524,7 @@ class Context(interfaces.RequestProvider):
     def _count_observation(self, request: Message, delta: int) -> None:
         for table, key in (
             (self._observations_by_peer, request.remote),
+            (self._observations_by_host, _host_of(request.remote)),
             (self._observations_by_path, request.opt.uri_path),
         ):
             count = table.get(key, 0) + delta
@@ -607,6 +630,16 @@ class _TextOnly(logging.Filter):
             record.exc_text = logging.Formatter().formatException(record.exc_info)
             record.exc_info = None
         return True
+
+
+def _host_of(remote) -> str:
+    """The host part of a remote (its address without the port), which the
+    per-host observation cap counts by."""
+    hostinfo = remote.hostinfo
+    try:
+        return hostportsplit(hostinfo)[0]
+    except ValueError:
+        return hostinfo
 
 
 def _expand_uri_path_abbrev(request: Message) -> None:

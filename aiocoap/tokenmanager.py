@@ -131,16 +131,20 @@ class _NotificationMonitor:
 
 
 class _ObservationEntry:
-    """Removes an incoming observation from the token layer's table when
-    its pipe's interest ends (unless a newer registration took its place)."""
+    """Ends what the token layer keeps of an incoming observation when its
+    pipe's interest ends: removes it from the table (unless a newer
+    registration took its place), and stops its latest notification, so
+    that nothing of the observation waits in the message layer for a
+    Reset or an acknowledgement that would change nothing any more."""
 
     # (the key is recomputed when it is needed, rather than kept: this
     # object lives as long as the observation)
-    __slots__ = ("table", "pipe")
+    __slots__ = ("table", "pipe", "monitor")
 
-    def __init__(self, table: dict, pipe: Pipe):
+    def __init__(self, table: dict, pipe: Pipe, monitor: _NotificationMonitor):
         self.table = table
         self.pipe = pipe
+        self.monitor = monitor
 
     def __call__(self) -> None:
         request = self.pipe.request
@@ -148,6 +152,10 @@ class _ObservationEntry:
         table = self.table
         if table.get(key) is self.pipe:
             del table[key]
+        monitor = self.monitor
+        stop, monitor.stop_latest = monitor.stop_latest, None
+        if stop is not None:
+            stop()
 
 
 class _ResponseSender:
@@ -516,9 +524,10 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         if observe is None:
             pipe.on_event(_ResponseSender(pipe, ti, None))
         else:
-            pipe.on_event(_ResponseSender(pipe, ti, _NotificationMonitor(pipe)))
+            monitor = _NotificationMonitor(pipe)
+            pipe.on_event(_ResponseSender(pipe, ti, monitor))
             self._observations[key] = pipe
-            pipe.on_interest_end(_ObservationEntry(self._observations, pipe))
+            pipe.on_interest_end(_ObservationEntry(self._observations, pipe, monitor))
         self._render_to_pipe(pipe)
 
     def dispatch_error(self, exception: Exception, remote) -> None:

@@ -816,3 +816,109 @@ async def test_silent_observer_is_dropped_after_max_retransmit():
         assert server._tokenmanager._observations == {}
     finally:
         await server.shutdown()
+
+
+async def test_observation_cap_per_host_counts_every_port():
+    """One host registering from many ports (each a peer of its own) is held
+    to ``max_observations_per_host`` together."""
+    net = MemoryNet(asyncio.get_running_loop())
+    site = resource.Site()
+    counter = Counter()
+    site.add_resource(["counter"], counter)
+    server = await net.context("server", site, transport_tuning=QUICK)
+    server.max_observations_per_peer = 2
+    server.max_observations_per_host = 5
+    # (memory addresses name a host and a port as "host:port")
+    peers = [RawPeer(net, "attacker:%d" % port) for port in range(1, 5)]
+    other = RawPeer(net, "neighbour:1")
+    try:
+        for n, peer in enumerate(peers + [other]):
+            for i in range(2):
+                peer.send(Message(_mtype=Type.NON, _mid=i, code=Code.GET, _token=b"t%d" % i, observe=0,
+                                  uri_path=["counter"]), "server")
+            await settle()
+        accepted = [sum(m.opt.observe is not None for m in peer.received) for peer in peers]
+        assert accepted == [2, 2, 1, 0]
+        assert [m.opt.observe is not None for m in other.received] == [True, True]
+        assert all(m.code == Code.CONTENT for peer in peers for m in peer.received)
+        # ending one frees room for that host again
+        first = peers[0].received[-1]
+        peers[0].send(Message(_mtype=Type.RST, _mid=first.mid, code=Code.EMPTY), "server")
+        counter.updated_state()
+        await settle()
+        peers[0].send(Message(_mtype=Type.NON, _mid=9, code=Code.GET, _token=b"again", observe=0,
+                              uri_path=["counter"]), "server")
+        await settle()
+        assert peers[0].received[-1].opt.observe is not None
+    finally:
+        await server.shutdown()
+
+
+async def test_ended_observation_state_is_freed_at_once():
+    """When observations end (here: the observer rejects a NON notification
+    with a Reset), what the server kept for them is freed right away, not
+    after EXCHANGE_LIFETIME (where a late Reset would have found it)."""
+    net = MemoryNet(asyncio.get_running_loop())
+    site = resource.Site()
+    counter = Counter()
+    site.add_resource(["counter"], counter)
+    server = await net.context("server", site, transport_tuning=QUICK)
+    server.max_observations_per_peer = 2000
+    server.max_observations_per_host = 2000
+    raw = RawPeer(net, "raw")
+    n = 500
+
+    def register(first, count):
+        for i in range(first, first + count):
+            raw.send(Message(_mtype=Type.NON, _mid=i, code=Code.GET, _token=i.to_bytes(4, "big"),
+                             observe=0, uri_path=["counter"]), "server")
+
+    def forget_traffic():
+        raw.received.clear()
+        net.log.clear()
+        gc.collect()
+
+    try:
+        register(0, 50)  # (lazily created tables exist before measuring)
+        await settle()
+        counter.updated_state()
+        await settle()
+        forget_traffic()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.take_snapshot()
+            for first in range(1000, 1000 + n, 100):
+                register(first, 100)
+                await settle()
+            raw.received.clear()
+            counter.updated_state()
+            await settle()
+            notifications = [m for m in raw.received if int.from_bytes(m.token, "big") >= 1000]
+            assert all(m.mtype is Type.NON for m in notifications)
+            assert len(notifications) == n
+            mids = [m.mid for m in notifications]
+            del notifications
+            forget_traffic()
+            established = tracemalloc.take_snapshot()
+            for mid in mids:
+                raw.send(Message(_mtype=Type.RST, _mid=mid, code=Code.EMPTY), "server")
+            await settle()
+            assert counter.counts[-1] == 50
+            forget_traffic()
+            ended = tracemalloc.take_snapshot()
+        finally:
+            tracemalloc.stop()
+        # No pipe of an ended observation is alive (they were, until
+        # EXCHANGE_LIFETIME, through their latest notification's tracking).
+        from aiocoap.pipe import Pipe
+
+        assert sum(isinstance(o, Pipe) for o in gc.get_objects()) == 50
+        held = sum(s.size_diff for s in established.compare_to(before, "filename")) / n
+        left = sum(s.size_diff for s in ended.compare_to(before, "filename")) / n
+        # What stays: the deduplication memory of the registrations
+        # (EXCHANGE_LIFETIME, as for any request), two stopped handles of
+        # a few dozen bytes in expiry buckets, and the tables' grown
+        # capacity.
+        assert left < held / 3, (held, left)
+    finally:
+        await server.shutdown()
