@@ -44,6 +44,7 @@ from .numbers.types import Type
 from .pipe import Event, Pipe
 from .util.asyncio import clock_of
 from .util.asyncio.timer import DeadlineTimer
+from .util.keyindex import GroupedDict
 
 __all__ = ["TokenManager"]
 
@@ -261,9 +262,13 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         self._clock = clock_of(loop)  # (loop.time, read for every notification)
         self.client_credentials = client_credentials
         self.token_interfaces: list[interfaces.TokenInterface] = []
-        self._outgoing: dict = {}  # (token, remote) -> _OutgoingRequest
+        # (token, remote) -> _OutgoingRequest; both tables keyed by (token,
+        # remote) are indexed by remote, so that an error for a remote ends
+        # its requests and observations without a scan of everyone's
+        self._outgoing: GroupedDict = GroupedDict(group_at=1)
         self._outgoing_multicast: dict = {}  # token -> _OutgoingRequest
-        self._observations: dict = {}  # (token, remote) -> Pipe of an incoming observation
+        # (token, remote) -> Pipe of an incoming observation
+        self._observations: GroupedDict = GroupedDict(group_at=1)
         self.reregister_observations = True
         """Re-register client observations whose freshness ran out."""
         # Re-registration timing (see _arm_reregistration): bucket (a whole
@@ -531,15 +536,14 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         self._render_to_pipe(pipe)
 
     def dispatch_error(self, exception: Exception, remote) -> None:
-        for key in [k for k in self._outgoing if k[1] == remote]:
-            state = self._outgoing.pop(key)
+        for _, state in self._outgoing.pop_group(remote):
             if state.stop is not None:
                 state.stop()
                 state.stop = None
             if state.pipe is not None:  # (not the cancellation of an observation)
                 state.pipe.add_exception(exception)
-        for key in [k for k in self._observations if k[1] == remote]:
-            self._observations.pop(key).stop_interest()
+        for _, pipe in self._observations.pop_group(remote):
+            pipe.stop_interest()
 
     async def shutdown(self) -> None:
         self._shutting_down = True

@@ -75,3 +75,58 @@ class KeyIndex:
 
     def clear(self) -> None:
         self._groups.clear()
+
+
+class GroupedDict(dict):
+    """A dict with tuple keys whose keys are also indexed by one of their
+    items (the remote of a (token, remote) key, say), so that
+    :meth:`pop_group` takes all entries of one group without a scan.
+
+    Item assignment, ``del``, :meth:`pop` and :meth:`clear` keep the index;
+    the other ways of changing a dict (``update``, ``setdefault``,
+    ``popitem``) would not, and are refused.
+
+    >>> table = GroupedDict(group_at=1)
+    >>> table[("t1", "a")] = 1; table[("t2", "a")] = 2; table[("t1", "b")] = 3
+    >>> sorted(table.pop_group("a")), dict(table)
+    ([(('t1', 'a'), 1), (('t2', 'a'), 2)], {('t1', 'b'): 3})
+    """
+
+    __slots__ = ("_index", "_group_at")
+
+    def __init__(self, *, group_at: int):
+        super().__init__()
+        self._index = KeyIndex()
+        self._group_at = group_at
+
+    def __setitem__(self, key, value) -> None:
+        dict.__setitem__(self, key, value)
+        self._index.add(key[self._group_at], key)
+
+    def __delitem__(self, key) -> None:
+        dict.__delitem__(self, key)
+        self._index.discard(key[self._group_at], key)
+
+    _MISSING = object()
+
+    def pop(self, key, default=_MISSING):  # type: ignore[override]
+        if key in self:
+            self._index.discard(key[self._group_at], key)
+            return dict.pop(self, key)
+        if default is GroupedDict._MISSING:
+            raise KeyError(key)
+        return default
+
+    def clear(self) -> None:
+        dict.clear(self)
+        self._index.clear()
+
+    def pop_group(self, group) -> list:
+        """Remove the entries of ``group``; return them as (key, value)
+        pairs."""
+        return [(key, dict.pop(self, key)) for key in self._index.pop(group)]
+
+    def _refused(self, *args, **kwargs):
+        raise TypeError("GroupedDict keeps its index through item assignment, del, pop and clear only")
+
+    update = setdefault = popitem = _refused  # type: ignore[assignment]
