@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 import weakref
 from typing import Any, Coroutine, Optional
 
@@ -78,6 +79,12 @@ NOTIFICATION_CON_INTERVAL = 20
 
 NOTIFICATION_CON_MAX_AGE = 24 * 3600.0
 """A notification is confirmable at least once in this many seconds."""
+
+NOTIFICATION_SLICE = 0.002
+"""Default of :attr:`Context.notification_slice`."""
+
+_SLICE_CHECK_EVERY = 16
+"""Notifications between two readings of the clock against the slice."""
 
 MAX_OBSERVATIONS_PER_PEER = 1024
 """Default of :attr:`Context.max_observations_per_peer`."""
@@ -148,6 +155,13 @@ class Context(interfaces.RequestProvider):
         self.max_observations_per_resource = MAX_OBSERVATIONS_PER_RESOURCE
         """How many observations one resource (path) may have."""
         self.notification_con_interval = NOTIFICATION_CON_INTERVAL
+        self.notification_slice = NOTIFICATION_SLICE
+        """Seconds of rendering and sending notifications after which the
+        rest waits for the next loop iteration, so that requests (and
+        everything else) keep their latency while thousands of observers
+        are notified. Observations still waiting when their resource
+        changes again get one notification of the newest state, not two;
+        each observation waits its turn in the order it was triggered."""
         self._observations_by_peer: dict = {}
         self._observations_by_host: dict = {}
         self._observations_by_path: dict = {}
@@ -550,6 +564,8 @@ class Context(interfaces.RequestProvider):
         coro = self._render_batch(batch, progress)
         _, yielded = stepping.first_step(coro)
         if yielded is stepping.DONE:
+            if progress.paused_at is not None:
+                self._queue_again(batch[progress.paused_at:])
             return
         index = progress.index
         progress.handed_over = True
@@ -573,7 +589,12 @@ class Context(interfaces.RequestProvider):
         # One reading of the clock for the batch (it only decides when a
         # notification has to be confirmable, see _deliver).
         now = self.loop.time()
+        # (not the loop's clock, which may stand still during a step)
+        slice_end = time.perf_counter() + self.notification_slice
         for index, (observation, is_last) in enumerate(batch):
+            if index and not index % _SLICE_CHECK_EVERY and time.perf_counter() >= slice_end:
+                progress.paused_at = index
+                return
             if observation._ended:
                 continue
             progress.index = index
@@ -598,6 +619,20 @@ class Context(interfaces.RequestProvider):
                 observation._deliver(response, is_last, now)
             except Exception:
                 self.log.exception("Sending a notification for %r failed", observation._pipe.request)
+
+    def _queue_again(self, rest) -> None:
+        """Put the part of a batch that did not fit into its slice first
+        in the render queue; work queued for the same observations since
+        is merged into it as :meth:`ServerObservation.trigger` merges."""
+        queue = dict(rest)
+        for observation, work in self._render_queue.items():
+            old = queue.get(observation)
+            if old is True and (work is False or (type(work) is tuple and not work[1])):
+                continue  # (a last rendering stays the last)
+            queue[observation] = work
+        if not self._render_queue:
+            self.spawn_task(self._render_observations(), name="aiocoap notifications")
+        self._render_queue = queue
 
     @staticmethod
     def _complete(pipe: Pipe, request: Message, response, *, is_last: bool) -> None:
@@ -663,11 +698,14 @@ class _BatchProgress:
     the index of the rendering in progress, and whether the rest of the
     batch was handed to another task (then the batch ends after it)."""
 
-    __slots__ = ("index", "handed_over")
+    __slots__ = ("index", "handed_over", "paused_at")
 
     def __init__(self) -> None:
         self.index = 0
         self.handed_over = False
+        # The index the batch stopped at when its time slice was used up
+        # (see Context.notification_slice)
+        self.paused_at: Optional[int] = None
 
 
 class Request(interfaces.Request, BaseUnicastRequest):

@@ -922,3 +922,65 @@ async def test_ended_observation_state_is_freed_at_once():
         assert left < held / 3, (held, left)
     finally:
         await server.shutdown()
+
+
+async def test_requests_are_served_between_slices_of_a_large_fan_out():
+    """Notifying many observers is done in slices of
+    ``notification_slice`` seconds with the loop's turn in between, so a
+    plain request arriving with an update is answered long before the last
+    notification goes out (it used to wait for all of them)."""
+    net, server, client, counter = await setup()
+    server.notification_slice = 0  # (the smallest slice: the clock is read every few notifications)
+    try:
+        requests, seen = await observe_many(client, 400)
+        net.log.clear()
+        counter.value = 1
+        counter.updated_state()
+        plain = client.request(Message(code=Code.GET, uri="coap://server/counter"))
+        response = await plain.response
+        assert response.payload == b"1"
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if all(s == [b"1"] for s in seen):
+                break
+        assert seen == [[b"1"]] * 400
+        answers = [Message.decode(d) for s, dst, d in net.log if s == "server"]
+        notifications = [i for i, m in enumerate(answers) if m.opt.observe is not None]
+        answer = next(i for i, m in enumerate(answers) if m.token == plain.request.token and m.code == Code.CONTENT)
+        assert len(notifications) == 400
+        # (it goes out after a slice or two, not after all 400)
+        assert answer < notifications[100], (answer, notifications[100])
+        for r in requests:
+            r.observation.cancel()
+    finally:
+        await client.shutdown()
+        await server.shutdown()
+
+
+async def test_observations_waiting_for_their_slice_get_the_newest_state_once():
+    """An observation whose notification waits for a later slice when its
+    resource changes again gets one notification, of the newest state."""
+    net, server, client, counter = await setup()
+    server.notification_slice = 0
+    try:
+        requests, seen = await observe_many(client, 200)
+        counter.value = 1
+        counter.updated_state()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # (the first slice or two went out)
+        counter.value = 2
+        counter.updated_state()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if all(s and s[-1] == b"2" for s in seen):
+                break
+        assert all(s[-1] == b"2" for s in seen)
+        both = sum(1 for s in seen if s == [b"1", b"2"])
+        only_newest = sum(1 for s in seen if s == [b"2"])
+        assert both + only_newest == 200
+        assert only_newest > 100, "waiting observations were coalesced"
+        for r in requests:
+            r.observation.cancel()
+    finally:
+        await client.shutdown()
+        await server.shutdown()
