@@ -427,7 +427,10 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
             for state in buckets.pop(bucket):
                 if state.timer_at != bucket:
                     continue
-                if state.deadline > now:
+                # (by bucket numbers, not by time: a deadline a rounding
+                # error past ``now`` may still belong to this very bucket,
+                # and filing it there again would never end)
+                if math.ceil(state.deadline / REREGISTRATION_GRANULARITY) > bucket:
                     state.timer_at = -1  # (filed again at once, still counted)
                     self._arm_reregistration(state.key, state)
                 else:

@@ -622,3 +622,18 @@ def test_network_errors_for_many_remotes_cost_each_remotes_work_only(server):
     response.remote = survivor
     assert manager.process_response(response)
     assert outcomes[-1] is type(None)
+
+
+def test_deadline_a_rounding_error_past_its_bucket_reregisters_instead_of_spinning(setup, monkeypatch):
+    """On a millisecond clock (uvloop), a notification at 163.93 with
+    Max-Age 0 has its deadline at 163.93 + 0.05 = 163.98000000000002, and
+    with buckets of 0.01 s its bucket's time is 163.98: when that bucket
+    came due at 163.98, the state was "not due yet" and filed into the
+    same bucket again, for ever (the loop hung)."""
+    monkeypatch.setattr(tm, "REREGISTRATION_MARGIN", 0.05)
+    monkeypatch.setattr(tm, "REREGISTRATION_GRANULARITY", 0.01)
+    loop, manager, ti, remote, request, events = setup
+    loop.now = 163.93
+    notify(manager, request, remote, 1, max_age=0)
+    loop.advance_to(163.98)
+    assert len(reregistrations(ti, request)) == 1
