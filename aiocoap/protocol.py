@@ -31,6 +31,7 @@ import logging
 import os
 import time
 import weakref
+from collections import deque
 from typing import Any, Coroutine, Optional
 
 from . import error, interfaces
@@ -165,10 +166,11 @@ class Context(interfaces.RequestProvider):
         self._observations_by_peer: dict = {}
         self._observations_by_host: dict = {}
         self._observations_by_path: dict = {}
-        # Observations to be rendered again (ServerObservation.trigger),
-        # in the order triggered; taken as a whole by one task (see
-        # _render_observations).
-        self._render_queue: dict = {}
+        # Observations with work queued (ServerObservation.trigger), each
+        # once, in the order triggered; taken in slices by worker tasks
+        # (see _render_observations), of which at most one waits to start.
+        self._render_queue: deque = deque()
+        self._render_worker_pending = False
 
     def __repr__(self):
         kind = "server" if self.serversite is not None else "client"
@@ -547,32 +549,38 @@ class Context(interfaces.RequestProvider):
             else:
                 table.pop(key, None)
 
-    async def _render_observations(self, batch=None) -> None:
-        """Render the queued observations (or ``batch``, a list of
-        (observation, is_last)) and send their notifications.
+    def _queue_rendering(self, observation: "ServerObservation") -> None:
+        """Queue an observation that has work to do (see
+        :meth:`ServerObservation.trigger`); a worker task takes it in turn."""
+        self._render_queue.append(observation)
+        if not self._render_worker_pending:
+            self._render_worker_pending = True
+            self.spawn_task(self._render_observations(), name="aiocoap notifications")
+
+    async def _render_observations(self) -> None:
+        """Render the queued observations and send their notifications, for
+        one slice of :attr:`notification_slice` seconds (a new task
+        continues after the loop's turn).
 
         The renderings are awaited one after the other by one coroutine
         (:meth:`_render_batch`), which is stepped by hand: as long as no
-        rendering suspends, the whole batch completes in one step. When one
-        does suspend, the rest of the batch is handed to a new task and this
-        task only finishes that rendering, so a slow resource only delays
-        its own notification."""
-        if batch is None:
-            batch = list(self._render_queue.items())
-            self._render_queue = {}
+        rendering suspends, the whole slice completes in one step. When one
+        does suspend, a new task goes on with the queue and this task only
+        finishes that rendering, so a slow resource only delays its own
+        notification."""
+        self._render_worker_pending = False
         progress = _BatchProgress()
-        coro = self._render_batch(batch, progress)
+        coro = self._render_batch(progress)
         _, yielded = stepping.first_step(coro)
+        if yielded is not stepping.DONE:
+            progress.handed_over = True
+        if self._render_queue and not self._render_worker_pending:
+            self._render_worker_pending = True
+            self.spawn_task(self._render_observations(), name="aiocoap notifications")
         if yielded is stepping.DONE:
-            if progress.paused_at is not None:
-                self._queue_again(batch[progress.paused_at:])
             return
-        index = progress.index
-        progress.handed_over = True
-        rest = batch[index + 1:]
-        if rest:
-            self.spawn_task(self._render_observations(rest), name="aiocoap notifications")
-        observation = batch[index][0]
+        observation = progress.observation
+        assert observation is not None, "a suspended rendering has its observation"
         observation._render_task = asyncio.current_task()
         try:
             await stepping.finish(coro, yielded)
@@ -582,28 +590,34 @@ class Context(interfaces.RequestProvider):
         if pending is not None:
             observation.trigger(is_last=pending)
 
-    async def _render_batch(self, batch, progress: "_BatchProgress") -> None:
-        """The renderings of :meth:`_render_observations`; after the one in
+    async def _render_batch(self, progress: "_BatchProgress") -> None:
+        """The renderings of :meth:`_render_observations`, taken from the
+        queue until it is empty or the slice is used up; after the one in
         progress when it was handed over (``progress.handed_over``), it
         stops."""
-        # One reading of the clock for the batch (it only decides when a
+        # One reading of the clock for the slice (it only decides when a
         # notification has to be confirmable, see _deliver).
         now = self.loop.time()
         # (not the loop's clock, which may stand still during a step)
         slice_end = time.perf_counter() + self.notification_slice
-        for index, (observation, is_last) in enumerate(batch):
-            if index and not index % _SLICE_CHECK_EVERY and time.perf_counter() >= slice_end:
-                progress.paused_at = index
+        queue = self._render_queue
+        done = 0
+        while queue:
+            if done and not done % _SLICE_CHECK_EVERY and time.perf_counter() >= slice_end:
                 return
-            if observation._ended:
+            done += 1
+            observation = queue.popleft()
+            work, observation._queued_work = observation._queued_work, None
+            if work is None or observation._ended:
                 continue
-            progress.index = index
-            if type(is_last) is tuple:
+            progress.observation = observation
+            if type(work) is tuple:
                 # A response given to trigger(): the latest given since the
-                # last loop iteration
-                response, is_last = is_last
+                # observation was queued
+                response, is_last = work
                 observation._deliver_safely(response, is_last, now)
                 continue
+            is_last = work
             try:
                 response = await observation._render()
             except asyncio.CancelledError:
@@ -619,20 +633,6 @@ class Context(interfaces.RequestProvider):
                 observation._deliver(response, is_last, now)
             except Exception:
                 self.log.exception("Sending a notification for %r failed", observation._pipe.request)
-
-    def _queue_again(self, rest) -> None:
-        """Put the part of a batch that did not fit into its slice first
-        in the render queue; work queued for the same observations since
-        is merged into it as :meth:`ServerObservation.trigger` merges."""
-        queue = dict(rest)
-        for observation, work in self._render_queue.items():
-            old = queue.get(observation)
-            if old is True and (work is False or (type(work) is tuple and not work[1])):
-                continue  # (a last rendering stays the last)
-            queue[observation] = work
-        if not self._render_queue:
-            self.spawn_task(self._render_observations(), name="aiocoap notifications")
-        self._render_queue = queue
 
     @staticmethod
     def _complete(pipe: Pipe, request: Message, response, *, is_last: bool) -> None:
@@ -695,17 +695,14 @@ CON, NON = Type.CON, Type.NON
 
 class _BatchProgress:
     """What :meth:`Context._render_batch` and the task stepping it share:
-    the index of the rendering in progress, and whether the rest of the
-    batch was handed to another task (then the batch ends after it)."""
+    the observation whose rendering is in progress, and whether the rest of
+    the queue was handed to another task (then the batch ends after it)."""
 
-    __slots__ = ("index", "handed_over", "paused_at")
+    __slots__ = ("observation", "handed_over")
 
     def __init__(self) -> None:
-        self.index = 0
+        self.observation: Optional[ServerObservation] = None
         self.handed_over = False
-        # The index the batch stopped at when its time slice was used up
-        # (see Context.notification_slice)
-        self.paused_at: Optional[int] = None
 
 
 class Request(interfaces.Request, BaseUnicastRequest):
@@ -881,7 +878,7 @@ class ServerObservation:
 
     __slots__ = (
         "_context", "_pipe", "_accepted", "_cancellation_callback", "_seq", "_site", "_child", "_remainder", "_unsliced",
-        "_render_task", "_pending_trigger", "_ended", "_counted", "_since_con", "_last_con",
+        "_render_task", "_pending_trigger", "_queued_work", "_ended", "_counted", "_since_con", "_last_con",
         "__weakref__",
     )
 
@@ -901,6 +898,10 @@ class ServerObservation:
         self._unsliced: Optional[int] = None
         self._render_task: Optional[asyncio.Task] = None
         self._pending_trigger = None
+        # What the next turn in the render queue does (None: not queued):
+        # render (True if as the last notification, else False), or send a
+        # given response ((response, is_last))
+        self._queued_work: Any = None
         self._ended = False
         self._counted = False
         self._since_con = 0
@@ -1009,33 +1010,35 @@ class ServerObservation:
         observation."""
         if self._ended or not self._accepted:
             return
-        context = self._context
-        queue = context._render_queue
+        queued = self._queued_work
         if response is not None:
             if isinstance(response, Message):
                 # A copy: the message is filled in for this observer (token,
                 # Observe, message ID), and updated_state() gives the same
                 # one to every observer.
                 response = response.copy()
-            # Sent at the next loop iteration with the renderings: a newer
-            # state given before then replaces it (only the latest goes out).
-            if not queue:
-                context.spawn_task(context._render_observations(), name="aiocoap notifications")
-            if not (queue.get(self) is True and not is_last):
-                queue[self] = (response, is_last)
-            return
-        if self._render_task is not None:
-            # Coalesce: one more render after the running one, not a queue.
-            self._pending_trigger = is_last or bool(self._pending_trigger)
-            return
-        # Rendered soon, together with every other observation triggered
-        # before the next loop iteration, by one task
-        # (Context._render_observations): one update of a resource with a
-        # thousand observers makes one task, not a thousand.
-        if not queue:
-            context.spawn_task(context._render_observations(), name="aiocoap notifications")
-        if is_last or queue.get(self) is not True:
-            queue[self] = is_last
+            # Sent at the observation's turn in the render queue: a newer
+            # state given before then replaces it (only the latest goes
+            # out), and a last rendering queued stays the last.
+            if queued is True and not is_last:
+                return
+            self._queued_work = (response, is_last)
+        else:
+            if self._render_task is not None:
+                # Coalesce: one more render after the running one, not a queue.
+                self._pending_trigger = is_last or bool(self._pending_trigger)
+                return
+            # Rendered at the observation's turn, together with every other
+            # observation queued before it, by one task
+            # (Context._render_observations): one update of a resource with
+            # a thousand observers makes one task, not a thousand; and an
+            # observation still waiting when the resource changes again is
+            # rendered once, with the newest state.
+            if queued is True and not is_last:
+                return
+            self._queued_work = is_last
+        if queued is None:
+            self._context._queue_rendering(self)
 
     def _deliver_safely(self, response, is_last: bool, now: Optional[float] = None) -> None:
         try:
@@ -1053,7 +1056,7 @@ class ServerObservation:
             # (only ever set while a suspended rendering is being finished;
             # that task has nothing else to do)
             self._render_task.cancel()
-        self._context._render_queue.pop(self, None)
+        self._queued_work = None  # (its entry in the render queue is skipped)
         callback, self._cancellation_callback = self._cancellation_callback, None
         if callback is not None:
             try:
