@@ -77,7 +77,7 @@ def encode(mtype: int, code: int, mid: int, token: bytes, options: list, payload
 # server role
 
 
-def serve(host: str, port: int, rate: float) -> None:
+def serve(host: str, port: int, rate: float, notification_slice: float | None) -> None:
     import asyncio
 
     import aiocoap
@@ -107,6 +107,8 @@ def serve(host: str, port: int, rate: float) -> None:
         context = await aiocoap.Context.create_server_context(site, bind=(host, port), transports=["udp6"])
         for name in ("max_observations_per_peer", "max_observations_per_host", "max_observations_per_resource"):
             setattr(context, name, 1 << 20)
+        if notification_slice is not None:
+            context.notification_slice = notification_slice
         loop = asyncio.get_running_loop()
 
         def tick():
@@ -249,11 +251,13 @@ def main(argv=None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured (10)")
     parser.add_argument("--interval", type=float, default=0.02, help="seconds between GETs (0.02)")
     parser.add_argument("--tree", default=str(REPO), help="the library tree the server runs (this one)")
+    parser.add_argument("--slice", type=float, help="the server's Context.notification_slice in seconds "
+                                                    "(default: the library's)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
     if args.role == "server":
-        serve(args.host, args.port, args.rate)
+        serve(args.host, args.port, args.rate, args.slice)
         return 0
     if args.role == "observers":
         observe(args.host, args.port, args.observations, args.sockets, args.duration)
@@ -263,7 +267,7 @@ def main(argv=None) -> int:
     port = free_port(args.host)
     server = subprocess.Popen(
         [sys.executable, __file__, "--role", "server", "--host", args.host, "--port", str(port),
-         "--rate", str(args.rate)],
+         "--rate", str(args.rate)] + ([] if args.slice is None else ["--slice", str(args.slice)]),
         stdout=subprocess.PIPE, text=True, env=env,
     )
     observers = None
