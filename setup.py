@@ -22,7 +22,7 @@ extras_require = {
     "linkheader": ["LinkHeader"],
     "oscore": ["cryptography >= 3.1", "cbor2", "filelock"],
     "tinydtls": ["DTLSSocket >= 0.1.11"],
-    "prettyprint": ["pygments >= 2.1", "cbor2", "LinkHeader"],
+    "prettyprint": ["pygments >= 2.1", "cbor2"],
     "fileserver": ["watchfiles"],
     "ws": ["websockets >= 13"],
     "docs": ["sphinx >= 5", "sphinx-argparse"],
@@ -32,6 +32,7 @@ extras_require = {
         "pytest-timeout",
         "hypothesis >= 6",
         "uvloop; platform_system != 'Windows'",
+        "mypy >= 1.10",
     ],
     # the coverage guided engine of tools/fuzz-long (which falls back to
     # hypothesis without it)
@@ -41,7 +42,9 @@ extras_require["all"] = sorted(
     {
         dep
         for name, deps in extras_require.items()
-        if name not in ("docs", "test", "fuzz")
+        # linkheader: the library never imports LinkHeader (its link format
+        # module is its own); the extra stays for applications using it
+        if name not in ("docs", "test", "fuzz", "linkheader")
         for dep in deps
     }
 )

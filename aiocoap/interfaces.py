@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Optional
 
 from .numbers.constants import DEFAULT_BLOCK_SIZE_EXP, MAX_REGULAR_BLOCK_SIZE_EXP
 
 if TYPE_CHECKING:
+    from .credentials import CredentialsMap
     from .message import Message
     from .pipe import Pipe
+    from .protocol import ServerObservation
 
 __all__ = [
     "MAX_REGULAR_BLOCK_SIZE_EXP",
@@ -58,7 +60,7 @@ class MessageInterface(metaclass=abc.ABCMeta):
         transport the message (typically because it is of the wrong scheme).
         Raises error.ResolutionError if the host name does not resolve."""
 
-    def recognize_remote(self, remote) -> bool:
+    def recognize_remote(self, remote: EndpointAddress) -> bool:
         """True if ``remote`` is an address this interface created (so that
         a message with that remote goes out through this interface)."""
         return False
@@ -80,7 +82,7 @@ class EndpointAddress(metaclass=abc.ABCMeta):
     objects also compare equal."""
 
     @property
-    def uri(self):
+    def uri(self) -> str:
         """Deprecated alias for uri_base"""
         return self.uri_base
 
@@ -150,12 +152,12 @@ class EndpointAddress(metaclass=abc.ABCMeta):
     just its host and port (DTLS credentials can depend on the path): the
     Context then does not reuse it for other requests to the same host."""
 
-    authenticated_claims: tuple = ()
+    authenticated_claims: tuple[Any, ...] = ()
     """What the security layer (OSCORE, DTLS, TLS) established about the
     peer; empty for unprotected exchanges."""
 
     @property
-    def blockwise_key(self):
+    def blockwise_key(self) -> Hashable:
         """A hashable value that is the same exactly for remotes whose
         blocks may be combined into one blockwise transfer: the network
         peer and the security context it is protected with. By default the
@@ -192,9 +194,11 @@ class MessageManager(metaclass=abc.ABCMeta):
         error condition (an OSError, e.g. ECONNREFUSED from an ICMP port
         unreachable) from a particular remote."""
 
-    client_credentials = None
-    """A CredentialsMap that transports should consult when trying to
-    establish a security context"""
+    @property
+    def client_credentials(self) -> Optional[CredentialsMap]:
+        """A CredentialsMap that transports should consult when trying to
+        establish a security context"""
+        return None
 
 
 class TokenInterface(metaclass=abc.ABCMeta):
@@ -236,7 +240,7 @@ class TokenInterface(metaclass=abc.ABCMeta):
         previous()
         return self.send_message(message, messageerror_monitor)
 
-    def recognize_remote(self, remote) -> bool:
+    def recognize_remote(self, remote: EndpointAddress) -> bool:
         """True if ``remote`` is an address messages go out through this
         interface with."""
         return False
@@ -304,7 +308,7 @@ class Request(metaclass=abc.ABCMeta):
 
     __slots__ = ()
 
-    response: "asyncio.Future" = None  # type: ignore[assignment]  # (set by every implementation)
+    response: "asyncio.Future[Message]" = None  # type: ignore[assignment]  # (set by every implementation)
     """A future that is present from the creation of the object and
     fulfilled with the response message.
 
@@ -353,7 +357,7 @@ class Resource(metaclass=abc.ABCMeta):
         that by itself (False)."""
 
     @abc.abstractmethod
-    async def render(self, request: "Message"):
+    async def render(self, request: "Message") -> "Message":
         """Return a message that can be sent back to the requester.
 
         This does not need to set any low-level message options like remote,
@@ -379,7 +383,7 @@ class ObservableResource(Resource, metaclass=abc.ABCMeta):
     requests."""
 
     @abc.abstractmethod
-    async def add_observation(self, request: "Message", serverobservation) -> None:
+    async def add_observation(self, request: "Message", serverobservation: ServerObservation) -> None:
         """Before the incoming request is sent to render(), the
         add_observation() method is called. If the resource chooses to
         accept the observation, it has to call the
@@ -390,7 +394,7 @@ class ObservableResource(Resource, metaclass=abc.ABCMeta):
         having the request rendered again."""
 
 
-def renders_to_pipe(resource) -> bool:
+def renders_to_pipe(resource: object) -> bool:
     """Whether ``resource`` takes over its exchanges with a
     :meth:`Resource.render_to_pipe` of its own (rather than the default one
     that calls ``render``; a :class:`aiocoap.resource.Site` dispatches to its

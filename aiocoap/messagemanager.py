@@ -81,7 +81,7 @@ import itertools
 import logging
 import random
 from collections import deque
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Union
 
 from . import error, interfaces
 from .congestion import PeerExchanges, RtoEstimator
@@ -93,6 +93,11 @@ from .numbers.types import Type
 from .util.asyncio import clock_of
 from .util.keyindex import KeyIndex
 from .util.logsummary import LogSummary
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from .credentials import CredentialsMap
 
 __all__ = ["MessageLayer", "MessageManager", "no_response_suppresses"]
 
@@ -111,7 +116,7 @@ _NOTHING = 2  # NON request being processed or answered without a reply
 _NO_RESPONSE_BITS = {2: 0x02, 4: 0x08, 5: 0x10}
 
 
-def no_response_suppresses(no_response: Optional[int], code) -> bool:
+def no_response_suppresses(no_response: Optional[int], code: int) -> bool:
     """Whether a request's No-Response option value (RFC 7967) says that a
     response with this code must not be sent."""
     if not no_response:
@@ -119,7 +124,7 @@ def no_response_suppresses(no_response: Optional[int], code) -> bool:
     return bool(no_response & _NO_RESPONSE_BITS.get(Code(code).class_, 0))
 
 
-def _empty(mtype, mid) -> bytes:
+def _empty(mtype: Type, mid: Any) -> bytes:
     return bytes((0x40 | (mtype << 4), 0, (mid >> 8) & 0xFF, mid & 0xFF))
 
 
@@ -144,8 +149,8 @@ class _Tracked:
 
     __slots__ = ("key", "monitor", "layer")
 
-    def __init__(self, key, monitor, layer: "MessageLayer"):
-        self.key = key
+    def __init__(self, key: tuple[Any, Any], monitor: Optional[Callable[[Exception], None]], layer: MessageLayer):
+        self.key: Optional[tuple[Any, Any]] = key
         self.monitor = monitor
         self.layer = layer
 
@@ -170,7 +175,18 @@ class _OutgoingMessage:
         "key", "backoff", "taken_over",
     )
 
-    def __init__(self, data, remote, timeout, monitor, deadline, start, tuning, kind=_RETRANSMITTED, key=None):
+    def __init__(
+        self,
+        data: Any,
+        remote: Any,
+        timeout: float,
+        monitor: Optional[Callable[[Exception], None]],
+        deadline: float,
+        start: float,
+        tuning: TransportTuning,
+        kind: int = _RETRANSMITTED,
+        key: Any = None,
+    ) -> None:
         self.data = data
         self.remote = remote
         self.transmissions = 1
@@ -195,7 +211,7 @@ class _Stop:
 
     __slots__ = ("layer", "state")
 
-    def __init__(self, layer: "MessageLayer", state: _OutgoingMessage):
+    def __init__(self, layer: MessageLayer, state: _OutgoingMessage) -> None:
         self.layer = layer
         self.state = state
 
@@ -228,14 +244,14 @@ class MessageLayer:
         send: Callable[[bytes, object], None],
         deliver_request: Callable[[Message], None],
         deliver_response: Callable[[Message], bool],
-        log,
+        log: logging.Logger,
         tuning: TransportTuning = DEFAULT_TUNING,
         rng: Optional[random.Random] = None,
         max_dedup_entries: int = 200_000,
         max_peers: int = 10_000,
         wakeup: Optional[Callable[[], None]] = None,
         max_queued_per_peer: int = 10_000,
-    ):
+    ) -> None:
         self._send = send
         self._deliver_request = deliver_request
         self._deliver_response = deliver_response
@@ -248,49 +264,49 @@ class MessageLayer:
         self.max_queued_per_peer = max_queued_per_peer
 
         # (remote, mid) -> state (see _PROCESSING etc.) or reply bytes
-        self._dedup: dict = {}
+        self._dedup: dict[tuple[Any, Any], Union[int, bytes]] = {}
         # Expiry in coarse time buckets: deques of [expiry, [keys...]].
         # Lifetimes are constant per kind, so each deque is sorted by expiry,
         # and an entry costs one list slot instead of an (expiry, key) tuple.
-        self._dedup_expiry_con: deque = deque()
-        self._dedup_expiry_non: deque = deque()
+        self._dedup_expiry_con: deque[list[Any]] = deque()
+        self._dedup_expiry_non: deque[list[Any]] = deque()
         self._last_cap_warning = -1e9
 
         # (remote, token) -> mid of a CON request we have not ACKed yet
-        self._pending_ack: dict = {}
+        self._pending_ack: dict[tuple[Any, bytes], Optional[int]] = {}
         # (deadline, (remote, mid)) for empty ACKs; constant delay -> FIFO
-        self._empty_ack_queue: deque = deque()
+        self._empty_ack_queue: deque[tuple[float, tuple[Any, Any]]] = deque()
 
         # (remote, mid) -> _OutgoingMessage
-        self._outgoing: dict = {}
+        self._outgoing: dict[tuple[Any, Any], _OutgoingMessage] = {}
         # (remote, mid) -> _Tracked, and their expiry buckets (as for dedup)
-        self._tracked: dict = {}
+        self._tracked: dict[Any, _Tracked] = {}
         # remote -> the keys of _outgoing and _tracked for it (a MID is
         # never in both), so that an error for a remote touches its own
         # exchanges only
         self._keys_by_remote = KeyIndex()
-        self._tracked_expiry: deque = deque()
+        self._tracked_expiry: deque[list[Any]] = deque()
         self._tracked_slots = 0  # entries in the buckets, live or stopped
         # heap of (deadline, seq, key) with lazy deletion
-        self._heap: list = []
+        self._heap: list[tuple[float, int, tuple[Any, Any]]] = []
         self._seq = itertools.count()
 
         # delayed sends (multicast leisure): heap of (deadline, seq, data, remote)
-        self._delayed: list = []
+        self._delayed: list[tuple[float, int, bytes, Any]] = []
 
         # remote -> [next MID] (a list: updated without another lookup)
-        self._mids: dict = {}
+        self._mids: dict[Any, list[int]] = {}
 
         # remote -> PeerExchanges, for peers with outstanding or waiting
         # CON messages (NSTART bookkeeping)
-        self._exchanges: dict = {}
+        self._exchanges: dict[Any, PeerExchanges] = {}
         # Peers whose outstanding exchanges ended outside a call that has
         # the time (a stop function): their waiting messages go out at the
         # next handle_timer.
-        self._releasable: set = set()
+        self._releasable: set[Any] = set()
         # remote -> RtoEstimator, while adaptive RTOs are on (bounded like
         # _mids)
-        self._rtos: dict = {}
+        self._rtos: dict[Any, RtoEstimator] = {}
 
         # Lines about what peers cause, at most once a minute each
         self._unparsable_log = LogSummary(log, logging.WARNING)
@@ -312,12 +328,12 @@ class MessageLayer:
     def outgoing_size(self) -> int:
         return len(self._outgoing)
 
-    def outstanding_to(self, remote) -> int:
+    def outstanding_to(self, remote: Any) -> int:
         """How many confirmable exchanges with ``remote`` are outstanding."""
         peer = self._exchanges.get(remote)
         return 0 if peer is None else peer.active
 
-    def waiting_for(self, remote) -> int:
+    def waiting_for(self, remote: Any) -> int:
         """How many confirmable messages to ``remote`` wait for their turn."""
         peer = self._exchanges.get(remote)
         return 0 if peer is None else peer.waiting
@@ -400,7 +416,7 @@ class MessageLayer:
             for handle in expired:
                 handle()
 
-    def _on_outgoing_deadline(self, key, state: _OutgoingMessage, now: float) -> None:
+    def _on_outgoing_deadline(self, key: tuple[Any, Any], state: _OutgoingMessage, now: float) -> None:
         if state.kind == _AWAITING_RESPONSE:
             # A NON request whose response never came.
             self._drop_outgoing(key)
@@ -426,7 +442,7 @@ class MessageLayer:
         self.log.debug("Retransmitting MID %d to %r (transmission %d)", key[1], state.remote, state.transmissions)
         self._send(state.data, state.remote)
 
-    def _notify(self, monitor, exc) -> None:
+    def _notify(self, monitor: Optional[Callable[[Exception], None]], exc: Exception) -> None:
         if monitor is not None:
             try:
                 monitor(exc)
@@ -435,7 +451,7 @@ class MessageLayer:
 
     # --- incoming -------------------------------------------------------------------
 
-    def receive_datagram(self, data: bytes, remote, now: float) -> None:
+    def receive_datagram(self, data: bytes, remote: Any, now: float) -> None:
         """Process one datagram from ``remote``."""
         try:
             message = Message.decode(data, remote)
@@ -508,7 +524,7 @@ class MessageLayer:
         if mtype is CON:
             self._send(_empty(RST, message.mid), remote)
 
-    def _answer_duplicate(self, key, known) -> None:
+    def _answer_duplicate(self, key: tuple[Any, Any], known: Union[int, bytes]) -> None:
         remote = key[0]
         if type(known) is bytes:
             self.log.debug("Answering duplicate MID %d from %r from cache", key[1], remote)
@@ -522,7 +538,7 @@ class MessageLayer:
     """Width of a dedup expiry bucket in seconds: entries are kept between
     their lifetime and their lifetime plus this."""
 
-    def _remember(self, key, state, mtype, now: float) -> None:
+    def _remember(self, key: tuple[Any, Any], state: Union[int, bytes], mtype: Optional[Type], now: float) -> None:
         dedup = self._dedup
         if len(dedup) >= self.max_dedup_entries:
             self._evict_oldest(now)
@@ -596,7 +612,7 @@ class MessageLayer:
     def _tuning_of(self, message: Message) -> TransportTuning:
         return message.transport_tuning or self.tuning
 
-    def _next_mid(self, remote) -> int:
+    def _next_mid(self, remote: Any) -> int:
         mids = self._mids
         entry = mids.get(remote)
         if entry is None:
@@ -622,7 +638,13 @@ class MessageLayer:
         entry[0] = (mid + 1) & 0xFFFF
         return mid
 
-    def send_message(self, message: Message, now: float, monitor=None, replacing=None) -> Optional[Callable[[], None]]:
+    def send_message(
+        self,
+        message: Message,
+        now: float,
+        monitor: Optional[Callable[[Exception], None]] = None,
+        replacing: Optional[Callable[[], None]] = None,
+    ) -> Optional[Callable[[], None]]:
         """Send a request or response; fill in type and MID as needed.
 
         Returns a function that stops retransmissions (and the NON request
@@ -719,7 +741,13 @@ class MessageLayer:
             peer.waiting -= 1
             self._forget_if_idle(remote, peer)
 
-    def _take_over(self, previous, message: Message, monitor, now: float):
+    def _take_over(
+        self,
+        previous: Callable[[], None],
+        message: Message,
+        monitor: Optional[Callable[[Exception], None]],
+        now: float,
+    ) -> Optional[Callable[[], None]]:
         """Send the response ``message`` in place of the earlier one that
         ``previous`` (what :meth:`send_message` returned for it) stops.
 
@@ -779,7 +807,7 @@ class MessageLayer:
         self._schedule(state)
         self._send(state.data, state.remote)
 
-    def _exchange_ended(self, remote, now: Optional[float]) -> None:
+    def _exchange_ended(self, remote: Any, now: Optional[float]) -> None:
         """One of the outstanding CON exchanges with ``remote`` ended: let
         waiting messages go out (now, or at the next handle_timer if the
         time is not known here)."""
@@ -795,7 +823,7 @@ class MessageLayer:
             if self._wakeup is not None:
                 self._wakeup()
 
-    def _drain(self, remote, peer: PeerExchanges, now: float) -> None:
+    def _drain(self, remote: Any, peer: PeerExchanges, now: float) -> None:
         """Send waiting messages to ``remote`` while NSTART allows."""
         queue = peer.queue
         outgoing = self._outgoing
@@ -810,11 +838,11 @@ class MessageLayer:
             queue.clear()
         self._forget_if_idle(remote, peer)
 
-    def _forget_if_idle(self, remote, peer: PeerExchanges) -> None:
+    def _forget_if_idle(self, remote: Any, peer: PeerExchanges) -> None:
         if peer.idle and self._exchanges.get(remote) is peer:
             del self._exchanges[remote]
 
-    def _rto_of(self, remote) -> RtoEstimator:
+    def _rto_of(self, remote: Any) -> RtoEstimator:
         rtos = self._rtos
         estimator = rtos.get(remote)
         if estimator is None:
@@ -823,7 +851,9 @@ class MessageLayer:
             estimator = rtos[remote] = RtoEstimator(self.tuning.ACK_TIMEOUT)
         return estimator
 
-    def _send_tracked(self, data: bytes, key, monitor, expiry: float) -> _Tracked:
+    def _send_tracked(
+        self, data: bytes, key: tuple[Any, Any], monitor: Callable[[Exception], None], expiry: float
+    ) -> _Tracked:
         """Send a NON notification and remember it until ``expiry`` so that
         a Reset to it reaches ``monitor``."""
         tracked = self._tracked
@@ -845,7 +875,7 @@ class MessageLayer:
         self._send(data, key[0])
         return handle
 
-    def _untrack(self, key, handle: _Tracked) -> None:
+    def _untrack(self, key: tuple[Any, Any], handle: _Tracked) -> None:
         """Stop tracking ``handle`` (its expiry came, or its sender stopped
         it)."""
         tracked = self._tracked
@@ -853,11 +883,11 @@ class MessageLayer:
             del tracked[key]
             self._keys_by_remote.discard(key[0], key)
 
-    def _add_outgoing(self, key, state: _OutgoingMessage) -> None:
+    def _add_outgoing(self, key: tuple[Any, Any], state: _OutgoingMessage) -> None:
         self._outgoing[key] = state
         self._keys_by_remote.add(key[0], key)
 
-    def _drop_outgoing(self, key) -> None:
+    def _drop_outgoing(self, key: tuple[Any, Any]) -> None:
         del self._outgoing[key]
         self._keys_by_remote.discard(key[0], key)
 
@@ -882,7 +912,9 @@ class MessageLayer:
         heapq.heapify(heap)
         self._heap[:] = heap
 
-    def _send_multicast_response(self, message: Message, request_mid, now: float):
+    def _send_multicast_response(
+        self, message: Message, request_mid: Optional[int], now: float
+    ) -> Optional[Callable[[], None]]:
         if message.code is None or not message.code.is_successful():
             self.log.debug("Not sending error response %s to a multicast request", message.code)
             if request_mid is not None:
@@ -897,7 +929,7 @@ class MessageLayer:
         self._note(now + delay)
         return None
 
-    def no_response_for(self, remote, token) -> None:
+    def no_response_for(self, remote: Any, token: bytes) -> None:
         """The request (remote, token) will not be answered (its response was
         suppressed by No-Response or the resource returned NoResponse): a
         CON gets its empty ACK now, and a duplicate gets the same."""
@@ -912,7 +944,7 @@ class MessageLayer:
 
     # --- errors and shutdown -----------------------------------------------------------
 
-    def fail_remote(self, remote, exc: Exception) -> None:
+    def fail_remote(self, remote: Any, exc: Exception) -> None:
         """The network reported an error for ``remote``: stop every exchange
         with it and tell the senders."""
         self._exchanges.pop(remote, None)
@@ -959,15 +991,22 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
     MessageInterface (a UDP transport), and serves as the TokenInterface the
     token layer sends through."""
 
-    def __init__(self, token_manager: interfaces.TokenManager, log, loop, tuning: TransportTuning = DEFAULT_TUNING, **core_args):
+    def __init__(
+        self,
+        token_manager: interfaces.TokenManager,
+        log: logging.Logger,
+        loop: asyncio.AbstractEventLoop,
+        tuning: TransportTuning = DEFAULT_TUNING,
+        **core_args: Any,
+    ) -> None:
         self.token_manager = token_manager
         self.log = log
         self.loop = loop
         self.message_interface: Optional[interfaces.MessageInterface] = None
         self._raw_send: Callable[[bytes, object], None] = self._send_decoded
         self._clock = clock_of(loop)  # (loop.time, read for every message)
-        self._timer = None
-        self._timer_at: Optional[float] = None
+        self._timer: Optional[asyncio.Handle] = None
+        self._timer_at: Any = None  # (the deadline, a float, while _timer is set)
         process_request = token_manager.process_request
         self._core = MessageLayer(
             send=self._send_datagram,
@@ -980,7 +1019,14 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
         )
 
     @classmethod
-    async def create(cls, token_manager, log, loop, interface_factory, **kwargs) -> "MessageManager":
+    async def create(
+        cls,
+        token_manager: interfaces.TokenManager,
+        log: logging.Logger,
+        loop: asyncio.AbstractEventLoop,
+        interface_factory: Callable[[MessageManager], Awaitable[interfaces.MessageInterface]],
+        **kwargs: Any,
+    ) -> "MessageManager":
         """Build the manager and its transport: ``await
         interface_factory(manager)`` must return the MessageInterface that
         reports to this manager."""
@@ -995,10 +1041,10 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
         return self
 
     @property
-    def client_credentials(self):
+    def client_credentials(self) -> Optional[CredentialsMap]:
         return getattr(self.token_manager, "client_credentials", None)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} for {self.message_interface!r}>"
 
     # --- timer ---------------------------------------------------------------------
@@ -1042,16 +1088,16 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
 
     # --- transport side (interfaces.MessageManager) ---------------------------------------
 
-    def _send_datagram(self, data: bytes, remote) -> None:
+    def _send_datagram(self, data: bytes, remote: Any) -> None:
         self._raw_send(data, remote)
 
-    def _send_decoded(self, data: bytes, remote) -> None:
+    def _send_decoded(self, data: bytes, remote: Any) -> None:
         # Transports that only implement the documented send(message) get
         # the message rebuilt; ours offer send_bytes (see create()).
         assert self.message_interface is not None
         self.message_interface.send(Message.decode(data, remote))
 
-    def dispatch_datagram(self, data: bytes, remote) -> None:
+    def dispatch_datagram(self, data: bytes, remote: Any) -> None:
         core = self._core
         core.receive_datagram(data, remote, self._clock())
         if core.added_deadline is not None:
@@ -1061,7 +1107,7 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
         self._core.receive_message(message, self._clock())
         self._rearm()
 
-    def dispatch_error(self, exception: Exception, remote) -> None:
+    def dispatch_error(self, exception: Exception, remote: Any) -> None:
         wrapped: error.Error
         if not isinstance(exception, error.Error):
             wrapped = error.NetworkError(str(exception) or type(exception).__name__)
@@ -1074,15 +1120,24 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
 
     # --- token layer side (interfaces.TokenInterface) -----------------------------------
 
-    def send_message(self, message: Message, messageerror_monitor=None):
+    def send_message(
+        self, message: Message, messageerror_monitor: Optional[Callable[[Exception], None]] = None
+    ) -> Optional[Callable[[], None]]:
         return self._send_message(message, messageerror_monitor, None)
 
-    def send_message_replacing(self, message: Message, previous, messageerror_monitor=None):
+    def send_message_replacing(
+        self, message: Message, previous: Callable[[], None], messageerror_monitor: Optional[Callable[[Exception], None]] = None
+    ) -> Optional[Callable[[], None]]:
         """As :meth:`send_message`; a confirmable exchange of ``previous``
         still in flight is taken over (see :meth:`MessageLayer._take_over`)."""
         return self._send_message(message, messageerror_monitor, previous)
 
-    def _send_message(self, message: Message, messageerror_monitor, previous):
+    def _send_message(
+        self,
+        message: Message,
+        messageerror_monitor: Optional[Callable[[Exception], None]],
+        previous: Optional[Callable[[], None]],
+    ) -> Optional[Callable[[], None]]:
         if _NO_RESPONSE in message.opt and message.code is not None and message.code.is_response():
             # On a response, the option carries the request's wish (RFC 7967);
             # it is acted upon here and never sent.
@@ -1100,12 +1155,12 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
             self._rearm()
         return stop
 
-    def no_response_for(self, remote, token) -> None:
+    def no_response_for(self, remote: Any, token: bytes) -> None:
         """Tell the message layer that a request will not be answered."""
         self._core.no_response_for(remote, token)
         self._rearm()
 
-    def recognize_remote(self, remote) -> bool:
+    def recognize_remote(self, remote: Any) -> bool:
         return self.message_interface is not None and self.message_interface.recognize_remote(remote)
 
     async def fill_or_recognize_remote(self, message: Message) -> bool:

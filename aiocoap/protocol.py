@@ -32,7 +32,7 @@ import os
 import time
 import weakref
 from collections import deque
-from typing import Any, Coroutine, Optional
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Coroutine, Optional, Union
 
 from . import error, interfaces
 from .message import Message, NoResponse, UndecidedRemote
@@ -48,6 +48,11 @@ from .credentials import CredentialsMap
 from .tokenmanager import TokenManager
 from .util import hostportsplit
 from .util.asyncio import Future, stepping
+
+if TYPE_CHECKING:
+    import ssl
+
+    from .messagemanager import MessageManager
 
 __all__ = [
     "Context", "BaseRequest", "BaseUnicastRequest", "Request", "BlockwiseRequest",
@@ -115,16 +120,18 @@ class Context(interfaces.RequestProvider):
     as a server at all) and uses it for the process lifetime; a context that
     is not used any more must be shut down with :meth:`shutdown`."""
 
+    _multicast: Any  # (the multicast argument of create_server_context)
+
     def __init__(
         self,
-        loop=None,
-        serversite=None,
-        loggername="coap",
-        client_credentials=None,
-        server_credentials=None,
+        loop: Optional[asyncio.AbstractEventLoop] = None,
+        serversite: Optional[interfaces.Resource] = None,
+        loggername: str = "coap",
+        client_credentials: Optional[CredentialsMap] = None,
+        server_credentials: Optional[CredentialsMap] = None,
         *,
         transport_tuning: TransportTuning = DEFAULT_TUNING,
-    ):
+    ) -> None:
         self.log = logging.getLogger(loggername)
         self.loop = loop or asyncio.get_event_loop()
         self.serversite = serversite
@@ -139,10 +146,10 @@ class Context(interfaces.RequestProvider):
             self.render_to_pipe, self.log, self.loop, client_credentials=self.client_credentials
         )
         self.request_interfaces.append(self._tokenmanager)
-        self._tasks: set[asyncio.Task] = set()
-        self._ssl_context = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ssl_context: Optional[ssl.SSLContext] = None
         self._loaded_transports: list[str] = []
-        self._route_cache: dict = {}
+        self._route_cache: dict[Any, Any] = {}
         self._route_cache_generation = getattr(self.client_credentials, "generation", 0)
         self._shutdown = False
         self.blockwise = BlockwiseServer(self.log)
@@ -163,23 +170,25 @@ class Context(interfaces.RequestProvider):
         are notified. Observations still waiting when their resource
         changes again get one notification of the newest state, not two;
         each observation waits its turn in the order it was triggered."""
-        self._observations_by_peer: dict = {}
-        self._observations_by_host: dict = {}
-        self._observations_by_path: dict = {}
+        self._observations_by_peer: dict[Any, int] = {}
+        self._observations_by_host: dict[str, int] = {}
+        self._observations_by_path: dict[Any, int] = {}
         # Observations with work queued (ServerObservation.trigger), each
         # once, in the order triggered; taken in slices by worker tasks
         # (see _render_observations), of which at most one waits to start.
-        self._render_queue: deque = deque()
+        self._render_queue: deque[ServerObservation] = deque()
         self._render_worker_pending = False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         kind = "server" if self.serversite is not None else "client"
         transports = ", ".join(repr(t) for t in self._tokenmanager.token_interfaces)
         return f"<{type(self).__name__} ({kind}) with {transports or 'no transports'}>"
 
     # --- creation and destruction -----------------------------------------------
 
-    async def _add_message_interface(self, factory) -> None:
+    async def _add_message_interface(
+        self, factory: Callable[[MessageManager], Awaitable[interfaces.MessageInterface]]
+    ) -> None:
         from .messagemanager import MessageManager
 
         mman = await MessageManager.create(
@@ -187,12 +196,14 @@ class Context(interfaces.RequestProvider):
         )
         self._tokenmanager.token_interfaces.append(mman)
 
-    def _add_request_interface(self, interface) -> None:
+    def _add_request_interface(self, interface: interfaces.RequestInterface) -> None:
         # Request transports (OSCORE) claim requests before the plain token
         # layer does.
         self.request_interfaces.insert(0, interface)
 
-    async def _load_transport(self, name: str, *, server_bind=None, explicit: bool) -> None:
+    async def _load_transport(
+        self, name: str, *, server_bind: Optional[tuple[Optional[str], Optional[int]]] = None, explicit: bool
+    ) -> None:
         """Load the transport ``name`` of :data:`aiocoap.transports.TRANSPORTS`.
 
         A name the application gave explicitly must load (an unknown name or
@@ -232,7 +243,14 @@ class Context(interfaces.RequestProvider):
         self._loaded_transports.append(name)
 
     @classmethod
-    async def create_client_context(cls, *, loggername="coap", loop=None, transports=None, transport_tuning=DEFAULT_TUNING):
+    async def create_client_context(
+        cls,
+        *,
+        loggername: str = "coap",
+        loop: Optional[asyncio.AbstractEventLoop] = None,
+        transports: Optional[list[str]] = None,
+        transport_tuning: TransportTuning = DEFAULT_TUNING,
+    ) -> Context:
         """Create a context bound to all addresses on a random listening
         port.
 
@@ -256,17 +274,17 @@ class Context(interfaces.RequestProvider):
     @classmethod
     async def create_server_context(
         cls,
-        site,
-        bind=None,
+        site: Optional[interfaces.Resource],
+        bind: Optional[tuple[Optional[str], Optional[int]]] = None,
         *,
-        loggername="coap-server",
-        loop=None,
-        _ssl_context=None,
-        multicast=(),
-        server_credentials=None,
-        transports=None,
-        transport_tuning=DEFAULT_TUNING,
-    ):
+        loggername: str = "coap-server",
+        loop: Optional[asyncio.AbstractEventLoop] = None,
+        _ssl_context: Optional[ssl.SSLContext] = None,
+        multicast: Any = (),
+        server_credentials: Optional[CredentialsMap] = None,
+        transports: Optional[list[str]] = None,
+        transport_tuning: TransportTuning = DEFAULT_TUNING,
+    ) -> Context:
         """Create a context, bound to all addresses on the CoAP port (unless
         otherwise specified in the ``bind`` argument, a (host, port) tuple).
 
@@ -351,7 +369,7 @@ class Context(interfaces.RequestProvider):
 
     # --- client side ---------------------------------------------------------------
 
-    def spawn_task(self, coro: Coroutine[Any, Any, Any], name: Optional[str] = None) -> asyncio.Task:
+    def spawn_task(self, coro: Coroutine[Any, Any, Any], name: Optional[str] = None) -> asyncio.Task[Any]:
         """Run ``coro`` as a task that ends with the context (it is
         cancelled at shutdown); for the request objects built on the
         context, such as :class:`BlockwiseRequest`."""
@@ -360,7 +378,7 @@ class Context(interfaces.RequestProvider):
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def request(self, request_message: Message, handle_blockwise: bool = True):
+    def request(self, request_message: Message, handle_blockwise: bool = True) -> Union[BlockwiseRequest, Request]:
         """Create and act on a Request object that will be handled according
         to the provider's implementation.
 
@@ -372,7 +390,7 @@ class Context(interfaces.RequestProvider):
             return BlockwiseRequest(self, request_message)
         return self.plain_request(request_message)
 
-    def plain_request(self, request_message: Message, observer=None) -> "Request":
+    def plain_request(self, request_message: Message, observer: Any = None) -> "Request":
         """Send a request without blockwise handling (what :meth:`request`
         does with ``handle_blockwise=False``). The notifications and the
         end of an observation go to ``observer`` if one is given (an object
@@ -437,7 +455,7 @@ class Context(interfaces.RequestProvider):
             wrapped.__cause__ = e
             pipe.add_exception(wrapped)
 
-    async def find_remote_and_interface(self, message: Message):
+    async def find_remote_and_interface(self, message: Message) -> interfaces.RequestInterface:
         """Return the request interface that will carry ``message`` (after
         filling in its remote); raise error.NetworkError if none does."""
         for ri in self.request_interfaces:
@@ -538,18 +556,19 @@ class Context(interfaces.RequestProvider):
         return True
 
     def _count_observation(self, request: Message, delta: int) -> None:
-        for table, key in (
+        tables: tuple[tuple[dict[Any, int], Any], ...] = (
             (self._observations_by_peer, request.remote),
             (self._observations_by_host, _host_of(request.remote)),
             (self._observations_by_path, request.opt.uri_path),
-        ):
+        )
+        for table, key in tables:
             count = table.get(key, 0) + delta
             if count > 0:
                 table[key] = count
             else:
                 table.pop(key, None)
 
-    def _queue_rendering(self, observation: "ServerObservation") -> None:
+    def _queue_rendering(self, observation: ServerObservation) -> None:
         """Queue an observation that has work to do (see
         :meth:`ServerObservation.trigger`); a worker task takes it in turn."""
         self._render_queue.append(observation)
@@ -635,7 +654,7 @@ class Context(interfaces.RequestProvider):
                 self.log.exception("Sending a notification for %r failed", observation._pipe.request)
 
     @staticmethod
-    def _complete(pipe: Pipe, request: Message, response, *, is_last: bool) -> None:
+    def _complete(pipe: Pipe, request: Message, response: object, *, is_last: bool) -> None:
         if response is NoResponse:
             pipe.add_event(Event(message=None, is_last=True))
             return
@@ -667,7 +686,7 @@ class _TextOnly(logging.Filter):
         return True
 
 
-def _host_of(remote) -> str:
+def _host_of(remote: interfaces.EndpointAddress) -> str:
     """The host part of a remote (its address without the port), which the
     per-host observation cap counts by."""
     hostinfo = remote.hostinfo
@@ -721,7 +740,7 @@ class Request(interfaces.Request, BaseUnicastRequest):
 
     observation: Optional[ClientObservation]
 
-    def __init__(self, pipe: Pipe, loop, log, observer=None):
+    def __init__(self, pipe: Pipe, loop: asyncio.AbstractEventLoop, log: logging.Logger, observer: Any = None) -> None:
         self._pipe = pipe
         self.log = log
         self.response = response = Future(loop=loop)
@@ -741,14 +760,14 @@ class Request(interfaces.Request, BaseUnicastRequest):
             self._observer = None
             pipe.on_event(self._process_event)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} for {self._pipe.request!r}>"
 
     @property
     def request(self) -> Message:
         return self._pipe.request
 
-    def _response_cancellation_handler(self, response_future):
+    def _response_cancellation_handler(self, response_future: Future) -> None:
         response_future.on_cancel = None
         if response_future.cancelled() and self._observer is None:
             self._pipe.stop_interest()
@@ -802,7 +821,7 @@ class Request(interfaces.Request, BaseUnicastRequest):
         return True
 
 
-class _WeakListener(weakref.ref):
+class _WeakListener(weakref.ref[Request]):
     """The event listener of an observe request's pipe: refers to the
     request weakly and passes the events on while it lives; when it dies,
     the observation ends (the server gets a cancellation). One small
@@ -814,13 +833,13 @@ class _WeakListener(weakref.ref):
     pipe: Pipe
     loop: asyncio.AbstractEventLoop
 
-    def __new__(cls, request: Request, pipe: Pipe, loop):
+    def __new__(cls, request: Request, pipe: Pipe, loop: asyncio.AbstractEventLoop) -> _WeakListener:
         self = super().__new__(cls, request, _forgotten_observation)
         self.pipe = pipe
         self.loop = loop
         return self
 
-    def __init__(self, request: Request, pipe: Pipe, loop):
+    def __init__(self, request: Request, pipe: Pipe, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(request, _forgotten_observation)  # type: ignore[call-arg]
 
     def __call__(self, event: Event) -> bool:  # type: ignore[override]  # (a listener, not a dereference)
@@ -843,7 +862,7 @@ class MulticastRequest(BaseRequest):
 
     def __init__(self, protocol: Context, request_message: Message, timeout: float = MULTICAST_REQUEST_TIMEOUT):
         self._pipe = Pipe(request_message, protocol.log)
-        self._queue: asyncio.Queue = asyncio.Queue()
+        self._queue: asyncio.Queue[Optional[Event]] = asyncio.Queue()
         self._pipe.on_event(self._on_event)
         protocol._start_pipe(self._pipe)
         self._timer = protocol.loop.call_later(timeout, self._pipe.stop_interest)
@@ -853,15 +872,15 @@ class MulticastRequest(BaseRequest):
         self._queue.put_nowait(event)
         return event.exception is None
 
-    def _finish(self):
+    def _finish(self) -> None:
         self._timer.cancel()
         self._queue.put_nowait(None)
 
     @property
-    def responses(self):
+    def responses(self) -> AsyncIterator[Optional[Message]]:
         return self._iterate()
 
-    async def _iterate(self):
+    async def _iterate(self) -> AsyncIterator[Optional[Message]]:
         while True:
             event = await self._queue.get()
             if event is None:
@@ -886,7 +905,7 @@ class ServerObservation:
         self._context = context
         self._pipe = pipe
         self._accepted = False
-        self._cancellation_callback = None
+        self._cancellation_callback: Optional[Callable[[], None]] = None
         self._seq = 0
         # The site that renders the notifications, and (see
         # route_notifications) the
@@ -896,8 +915,8 @@ class ServerObservation:
         self._remainder: Any = None
         # (BlockwiseServer.unsliced_limit of the request, once known)
         self._unsliced: Optional[int] = None
-        self._render_task: Optional[asyncio.Task] = None
-        self._pending_trigger = None
+        self._render_task: Optional[asyncio.Task[Any]] = None
+        self._pending_trigger: Optional[bool] = None
         # What the next turn in the render queue does (None: not queued):
         # render (True if as the last notification, else False), or send a
         # given response ((response, is_last))
@@ -907,13 +926,13 @@ class ServerObservation:
         self._since_con = 0
         self._last_con = context.loop.time()
 
-    def accept(self, cancellation_callback) -> None:
+    def accept(self, cancellation_callback: Callable[[], None]) -> None:
         """Called by the resource to take the observation; the callback runs
         when the observation ends."""
         self._accepted = True
         self._cancellation_callback = cancellation_callback
 
-    def deregister(self, reason=None) -> None:
+    def deregister(self, reason: Optional[BaseException] = None) -> None:
         """End the observation from the server side (the client gets a final
         response when ``reason`` is an error to render, else the
         observation just stops). Called before the first response went out
@@ -929,7 +948,9 @@ class ServerObservation:
             return
         self._pipe.stop_interest()
 
-    def route_notifications(self, site, child, remainder) -> None:
+    def route_notifications(
+        self, site: interfaces.Resource, child: interfaces.Resource, remainder: Optional[tuple[str, ...]]
+    ) -> None:
         """Called by a :class:`~aiocoap.resource.Site` that found the
         observed resource ``child`` for the path ``remainder``: if the
         notifications are rendered through that site, ``child`` renders them
@@ -939,7 +960,7 @@ class ServerObservation:
             self._child = child
             self._remainder = remainder
 
-    def _render(self):
+    def _render(self) -> Any:
         """A coroutine rendering the observed request again."""
         request = self._pipe.request
         child = self._child
@@ -947,7 +968,7 @@ class ServerObservation:
             return child.render(self._site.stripped_request(request, self._remainder))
         return self._site.render(request)
 
-    async def _first_render(self, site) -> None:
+    async def _first_render(self, site: interfaces.Resource) -> None:
         self._site = site
         self._pipe.on_interest_end(self._end)
         response = await self._render()
@@ -960,7 +981,7 @@ class ServerObservation:
             return
         self._deliver(response, is_last=False)
 
-    def _deliver(self, response, is_last: bool, now: Optional[float] = None) -> None:
+    def _deliver(self, response: object, is_last: bool, now: Optional[float] = None) -> None:
         """Send ``response`` as the next notification (or as the last
         response). ``now`` is the loop time if the caller has it at hand."""
         if self._ended:
@@ -1000,7 +1021,7 @@ class ServerObservation:
         # function, tuple.__new__ is not)
         self._pipe.add_event(_new_tuple(Event, (response, None, False)))
 
-    def trigger(self, response=None, *, is_last=False) -> None:
+    def trigger(self, response: Optional[Message] = None, *, is_last: bool = False) -> None:
         """Send an updated response; if None is given, the observed
         resource's rendering will be invoked to produce one.
 
@@ -1040,7 +1061,7 @@ class ServerObservation:
         if queued is None:
             self._context._queue_rendering(self)
 
-    def _deliver_safely(self, response, is_last: bool, now: Optional[float] = None) -> None:
+    def _deliver_safely(self, response: object, is_last: bool, now: Optional[float] = None) -> None:
         try:
             self._deliver(response, is_last=is_last, now=now)
         except Exception:

@@ -32,10 +32,12 @@ Rules enforced here:
 
 from __future__ import annotations
 
+import asyncio
 import heapq
+import logging
 import math
 import secrets
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Hashable, Optional
 
 from . import error, interfaces
 from .message import Message
@@ -142,7 +144,7 @@ class _ObservationEntry:
     # object lives as long as the observation)
     __slots__ = ("table", "pipe", "monitor")
 
-    def __init__(self, table: dict, pipe: Pipe, monitor: _NotificationMonitor):
+    def __init__(self, table: dict[Any, Pipe], pipe: Pipe, monitor: _NotificationMonitor):
         self.table = table
         self.pipe = pipe
         self.monitor = monitor
@@ -207,6 +209,7 @@ class _ResponseSender:
             # A newer notification supersedes the previous one: it takes
             # over a confirmable one's retransmission (RFC 7641 §4.5.2),
             # and a Reset to the previous one is not listened for any more.
+            assert monitor is not None, "only notifications have a previous one"
             if event.is_last:
                 self.ti.send_message_replacing(message, previous, None)
                 return False
@@ -228,7 +231,7 @@ class _RequestEnd:
 
     __slots__ = ("manager", "table", "state")
 
-    def __init__(self, manager: "TokenManager", table: dict, state: _OutgoingRequest):
+    def __init__(self, manager: "TokenManager", table: dict[Any, _OutgoingRequest], state: _OutgoingRequest):
         self.manager = manager
         self.table = table
         self.state = state
@@ -255,7 +258,13 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
     """The CredentialsMap the transports below consult (the Context's
     client credentials)."""
 
-    def __init__(self, render_to_pipe, log, loop, client_credentials=None):
+    def __init__(
+        self,
+        render_to_pipe: Callable[[Pipe], None],
+        log: logging.Logger,
+        loop: asyncio.AbstractEventLoop,
+        client_credentials: Any = None,
+    ) -> None:
         self._render_to_pipe = render_to_pipe
         self.log = log
         self.loop = loop
@@ -266,23 +275,23 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         # remote) are indexed by remote, so that an error for a remote ends
         # its requests and observations without a scan of everyone's
         self._outgoing: GroupedDict = GroupedDict(group_at=1)
-        self._outgoing_multicast: dict = {}  # token -> _OutgoingRequest
+        self._outgoing_multicast: dict[Any, _OutgoingRequest] = {}  # token -> _OutgoingRequest
         # (token, remote) -> Pipe of an incoming observation
         self._observations: GroupedDict = GroupedDict(group_at=1)
         self.reregister_observations = True
         """Re-register client observations whose freshness ran out."""
         # Re-registration timing (see _arm_reregistration): bucket (a whole
         # second) -> states, the buckets in time order, one timer for all
-        self._rereg_buckets: dict[int, list] = {}
+        self._rereg_buckets: dict[int, list[_OutgoingRequest]] = {}
         self._rereg_order: list[int] = []
         self._rereg_filed = 0  # states filed (live entries)
         self._rereg_timer = DeadlineTimer(loop, self._reregistrations_due)
         self._shutting_down = False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} with {len(self.token_interfaces)} transport(s)>"
 
-    def _interface_for(self, remote) -> Optional[interfaces.TokenInterface]:
+    def _interface_for(self, remote: interfaces.EndpointAddress) -> Optional[interfaces.TokenInterface]:
         for ti in self.token_interfaces:
             if ti.recognize_remote(remote):
                 return ti
@@ -302,7 +311,7 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         in flight to their remote."""
         return secrets.token_bytes(4)
 
-    def _new_token(self, remote) -> bytes:
+    def _new_token(self, remote: interfaces.EndpointAddress) -> bytes:
         while True:
             token = self.next_token()
             if (token, remote) not in self._outgoing and token not in self._outgoing_multicast:
@@ -334,7 +343,7 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         pipe.on_interest_end(_RequestEnd(self, table, state))
         self._send(state, key, table, message)
 
-    def _interest_ended(self, key, table: dict, state: _OutgoingRequest) -> None:
+    def _interest_ended(self, key: Hashable, table: dict[Any, _OutgoingRequest], state: _OutgoingRequest) -> None:
         if table.get(key) is state:
             del table[key]
         if state.stop is not None:
@@ -344,10 +353,12 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         if state.established and not self._shutting_down:
             self._deregister(key, state)
 
-    def _send(self, state: _OutgoingRequest, key, table, message: Message) -> None:
+    def _send(
+        self, state: _OutgoingRequest, key: Hashable, table: dict[Any, _OutgoingRequest], message: Message
+    ) -> None:
         pipe = state.pipe
 
-        def monitor(exc):
+        def monitor(exc: Exception) -> None:
             if table.get(key) is state:
                 del table[key]
             if pipe is not None:
@@ -363,7 +374,7 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
                 e = wrapped
             monitor(e)
 
-    def _deregister(self, key, old: _OutgoingRequest) -> None:
+    def _deregister(self, key: Hashable, old: _OutgoingRequest) -> None:
         """Send a GET with Observe: 1 for an observation nobody wants any
         more, accepting its answer (and late notifications) quietly."""
         assert old.pipe is not None, "only established observations are cancelled"
@@ -374,7 +385,7 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         self.log.debug("Cancelling observation of %r", request)
         self._send(sink, key, self._outgoing, cancellation)
 
-    def _reregister(self, key, state: _OutgoingRequest) -> None:
+    def _reregister(self, key: Hashable, state: _OutgoingRequest) -> None:
         self._unfile(state)
         if self._outgoing.get(key) is not state or state.pipe is None or not state.pipe.is_interested:
             return
@@ -386,7 +397,7 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         self.log.debug("Re-registering observation of %r", request)
         self._send(state, key, self._outgoing, again)
 
-    def _arm_reregistration(self, key, state: _OutgoingRequest) -> None:
+    def _arm_reregistration(self, key: Hashable, state: _OutgoingRequest) -> None:
         """File the observation for re-registration at ``state.deadline``.
 
         The observations share one timer and buckets of
@@ -538,7 +549,7 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
             pipe.on_interest_end(_ObservationEntry(self._observations, pipe, monitor))
         self._render_to_pipe(pipe)
 
-    def dispatch_error(self, exception: Exception, remote) -> None:
+    def dispatch_error(self, exception: Exception, remote: interfaces.EndpointAddress) -> None:
         for _, state in self._outgoing.pop_group(remote):
             if state.stop is not None:
                 state.stop()

@@ -330,13 +330,21 @@ def test_shipped_examples(tutorial_server, example, path, expected):
 @pytest.mark.core
 def test_shipped_observe_example(tutorial_server):
     process = subprocess.Popen(
-        [sys.executable, "-S", os.path.join(ROOT, "examples", "clientGET-observe.py"), tutorial_server + "/time"],
+        [sys.executable, "-S", "-X", "faulthandler", os.path.join(ROOT, "examples", "clientGET-observe.py"),
+         tutorial_server + "/time"],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     try:
         lines = [process.stdout.readline() for _ in range(6)]
     finally:
         process.send_signal(signal.SIGINT)
-        process.communicate(timeout=10)
+        try:
+            process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            # Still running: SIGABRT makes faulthandler write where every
+            # thread is, so a failure here says why Ctrl-C did not end it.
+            process.send_signal(signal.SIGABRT)
+            _, stderr = process.communicate(timeout=10)
+            pytest.fail("the example did not stop on SIGINT:\n" + stderr.decode(errors="replace"))
     assert lines[0] == b"First response: 2.05 Content\n"
     assert lines[2] == lines[4] == b"Notification: 2.05 Content\n"

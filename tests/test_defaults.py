@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import re
 import sys
 
 import pytest
@@ -276,3 +277,47 @@ def test_host_without_ipv6_uses_the_simple_transports():
     assert outcome["request"] == "ping" and outcome["response"] == "pong"
     assert outcome["same_remote"]
     assert outcome["server_sees"] == "127.0.0.1"
+
+
+def _extras() -> dict:
+    """``extras_require`` of setup.py, read without running setup()."""
+    import ast
+    import pathlib
+
+    tree = ast.parse((pathlib.Path(__file__).parent.parent / "setup.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and [t.id for t in node.targets if isinstance(t, ast.Name)] == ["extras_require"]:
+            return ast.literal_eval(node.value)
+    raise AssertionError("setup.py has no extras_require")
+
+
+def test_feature_extras_install_what_the_missing_modules_check():
+    """Each feature extra pulls in exactly the distributions whose modules
+    its ``*_missing_modules`` function looks for: no more (the prettyprint
+    extra used to pull in the unmaintained LinkHeader, which nothing
+    imports), no less."""
+    module_of = {"pygments": "pygments", "cbor2": "cbor2", "cryptography": "cryptography",
+                 "filelock": "filelock", "DTLSSocket": "DTLSSocket", "websockets": "websockets"}
+    checks = {
+        "prettyprint": defaults.prettyprint_missing_modules,
+        "oscore": defaults.oscore_missing_modules,
+        "tinydtls": defaults.dtls_missing_modules,
+        "ws": defaults.ws_missing_modules,
+    }
+    extras = _extras()
+    for extra, check in checks.items():
+        distributions = {re.split(r"[ <>=;]", requirement)[0] for requirement in extras[extra]}
+        modules = {module_of[d] for d in distributions}
+        saved = {name: sys.modules.get(name) for name in modules}
+        try:
+            for name in modules:
+                sys.modules[name] = None  # import fails
+            reported = set(check())
+        finally:
+            for name, module in saved.items():
+                if module is None:
+                    sys.modules.pop(name, None)
+                else:
+                    sys.modules[name] = module
+        assert modules <= reported, (extra, modules, reported)
+    assert "LinkHeader" not in str(extras["prettyprint"])

@@ -917,3 +917,26 @@ def test_demo_server_bind_argument():
     assert demo.parse_bind(":5700") == (None, 5700)
     with pytest.raises(argparse.ArgumentTypeError):
         demo.parse_bind("host:port")
+
+
+@pytest.mark.parametrize("proxy", [dict(proxy_uri="coap://example.com/time"), dict(proxy_scheme="coap")])
+async def test_site_answers_proxy_requests_with_5_05(proxy):
+    """RFC 7252 §5.7.2: an endpoint unwilling to act as a forward proxy
+    answers 5.05. A site used to serve its own /time to a Proxy-Scheme
+    request for someone else's /time."""
+    site = demo_site()
+    req = request(path=("time",), **proxy)
+    with pytest.raises(error.ProxyingNotSupported):
+        await site.render(req)
+    assert await site.needs_blockwise_assembly(req) is True
+
+    class Observation:
+        accepted = False
+
+        def accept(self, callback):
+            self.accepted = True
+
+    observation = Observation()
+    await site.add_observation(request(path=("time",), observe=0, **proxy), observation)
+    assert not observation.accepted
+    assert (await site.render(request(path=("time",)))).code == Code.CONTENT

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Any, Hashable, Optional, Union
 
 from ..message import Message
 from ..numbers.codes import Code
@@ -38,9 +38,9 @@ class RenderJob:
 
     request: Message
     remote: object
-    key: tuple
+    key: tuple[Any, ...]
     """Which transfer the response belongs to (see _transfer_key)."""
-    tag: tuple
+    tag: tuple[bytes, ...]
     block1: Optional[BlockwiseTuple] = None
     """Block1 to echo in the response (the request's final block)."""
     block2: Optional[BlockwiseTuple] = None
@@ -60,14 +60,14 @@ class _Assembly:
 class _Representation:
     __slots__ = ("template", "body", "seen", "alias")
 
-    def __init__(self, template: Message, body: bytes, now: float, alias):
+    def __init__(self, template: Message, body: bytes, now: float, alias: Hashable) -> None:
         self.template = template
         self.body = body
         self.seen = now
         self.alias = alias
 
 
-def _transfer_key(request: Message, with_payload: bool) -> tuple:
+def _transfer_key(request: Message, with_payload: bool) -> tuple[Any, ...]:
     """Code, options and (for FETCH) payload that make blocks belong to one
     transfer: everything in the cache key except the transfer options."""
     items = []
@@ -91,7 +91,7 @@ def _strip_transfer_options(request: Message, payload: bytes) -> Message:
     return stripped
 
 
-def _error(code: Code, text: str, **options) -> Message:
+def _error(code: Code, text: str, **options: Any) -> Message:
     return Message(code=code, payload=text.encode(), **options)
 
 
@@ -137,13 +137,13 @@ class ServerBlockwiseState:
         self.max_responses = max_responses
         self.max_response_bytes = max_response_bytes
         self._check_at = float("inf")  # no deadline of any state is earlier
-        self._assemblies: OrderedDict = OrderedDict()
+        self._assemblies: OrderedDict[Hashable, _Assembly] = OrderedDict()
         self._assembly_bytes = 0
-        self._responses: OrderedDict = OrderedDict()
-        self._aliases: dict = {}
+        self._responses: OrderedDict[Hashable, _Representation] = OrderedDict()
+        self._aliases: dict[Hashable, Hashable] = {}
         self._response_bytes = 0
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (
             f"<{type(self).__name__}: {len(self._assemblies)} reassemblies "
             f"({self._assembly_bytes} bytes), {len(self._responses)} responses "
@@ -269,7 +269,15 @@ class ServerBlockwiseState:
             block2=block2, want_size2=want_size2,
         )
 
-    def _receive_block1(self, request, block1, block2, tag, want_size2, now):
+    def _receive_block1(
+        self,
+        request: Message,
+        block1: BlockwiseTuple,
+        block2: Optional[BlockwiseTuple],
+        tag: tuple[bytes, ...],
+        want_size2: bool,
+        now: float,
+    ) -> Union[Message, RenderJob]:
         payload = request.payload
         length = len(payload)
         if not block1.is_valid_for_payload_size(length):
@@ -283,6 +291,7 @@ class ServerBlockwiseState:
         assemblies = self._assemblies
         limit = self.max_body_size
 
+        state: Optional[_Assembly]
         if offset == 0:
             if akey in assemblies:
                 self._drop_assembly(akey)
@@ -331,12 +340,12 @@ class ServerBlockwiseState:
         answer.opt.block1 = BlockwiseTuple(block1.block_number, True, preferred)
         return answer
 
-    def _drop_assembly(self, key) -> None:
+    def _drop_assembly(self, key: Hashable) -> None:
         state = self._assemblies.pop(key, None)
         if state is not None:
             self._assembly_bytes -= len(state.buffer)
 
-    def _enforce_assembly_limits(self, current) -> None:
+    def _enforce_assembly_limits(self, current: Hashable) -> None:
         assemblies = self._assemblies
         byte_limit = max(self.max_reassembly_bytes, self.max_body_size)
         while len(assemblies) > self.max_reassemblies or self._assembly_bytes > byte_limit:
@@ -347,7 +356,7 @@ class ServerBlockwiseState:
 
     # --- responses -----------------------------------------------------------
 
-    def respond(self, job: RenderJob, response, now: float):
+    def respond(self, job: RenderJob, response: Message, now: float) -> Message:
         """Turn the rendering result of ``job`` into the message to send:
         Block1 echoed, the body cut to the requested Block2 block (and
         stored for the following blocks), Size2 if asked for."""
@@ -393,7 +402,7 @@ class ServerBlockwiseState:
         return message
 
     @staticmethod
-    def needs_slicing(request: Message, response) -> bool:
+    def needs_slicing(request: Message, response: Message) -> bool:
         """Whether :meth:`slice` would do more than return ``response``: it
         is too large for one message, or the request asks for a block or
         the size."""
@@ -406,7 +415,7 @@ class ServerBlockwiseState:
             or len(response.payload) > single_message_limit(request.remote)
         )
 
-    def slice(self, request: Message, response, now: float):
+    def slice(self, request: Message, response: Message, now: float) -> Message:
         """Cut ``response`` (rendered for ``request`` without a job) to the
         block the request asks for, block 0 by default, if it is larger
         than one block; otherwise return it unchanged."""
@@ -423,7 +432,9 @@ class ServerBlockwiseState:
         )
         return self.respond(job, response, now)
 
-    def _store(self, remote, key, tag, response: Message, now: float) -> _Representation:
+    def _store(
+        self, remote: object, key: tuple[Any, ...], tag: tuple[bytes, ...], response: Message, now: float
+    ) -> _Representation:
         body = response.payload
         template = response.copy()
         template.payload = b""
@@ -448,7 +459,7 @@ class ServerBlockwiseState:
             self._drop_response(oldest)
         return entry
 
-    def _drop_response(self, key) -> None:
+    def _drop_response(self, key: Hashable) -> None:
         entry = self._responses.pop(key, None)
         if entry is None:
             return
@@ -457,7 +468,7 @@ class ServerBlockwiseState:
             del self._aliases[entry.alias]
 
     @staticmethod
-    def _cut(entry: _Representation, block2: Optional[BlockwiseTuple], remote, want_size2: bool) -> Message:
+    def _cut(entry: _Representation, block2: Optional[BlockwiseTuple], remote: object, want_size2: bool) -> Message:
         body = entry.body
         max_exp = remote_max_exp(remote)
         if block2 is None:

@@ -9,7 +9,7 @@ outside that range are treated as unrecognized options (RFC 7252 §5.4.3).
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from typing import Any, Callable
 
 from ..util import ExtensibleIntEnum
 
@@ -133,14 +133,14 @@ class OptionNumber(ExtensibleIntEnum):
         """Minimum and maximum value length in bytes the registry allows."""
         return _LENGTHS.get(int(self), _ANY_LENGTH)
 
-    def create_option(self, decode=None, value=None):
+    def create_option(self, decode: bytes | None = None, value: Any = None) -> _OptionType:
         """Return an Option element of the appropriate class from this
         option number.
 
         An initial value may be set using the decode or value options, and
         will be fed to the resulting object's decode method or value
         property, respectively."""
-        option = self.format(self)
+        option = self.format(self)  # type: ignore[call-arg]  # (the concrete formats default the value)
         if decode is not None:
             option.decode(decode)
         if value is not None:

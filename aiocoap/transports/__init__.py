@@ -38,9 +38,19 @@ The available transports are:
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import logging
+import ssl
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Optional, Tuple
+
+if TYPE_CHECKING:
+    from ..credentials import CredentialsMap
+    from ..numbers.constants import TransportTuning
+    from ..interfaces import RequestInterface, TokenInterface
+    from ..protocol import Context
+    from ..tokenmanager import TokenManager
 
 __all__ = ["TransportSetup", "TransportEntry", "TRANSPORTS", "SECURE_PORT_OFFSET"]
 
@@ -62,19 +72,19 @@ class TransportSetup:
     def __init__(
         self,
         *,
-        log,
-        loop,
-        tokenmanager,
-        tuning,
-        server_bind,
-        ssl_context,
-        client_credentials,
-        server_credentials,
+        log: logging.Logger,
+        loop: asyncio.AbstractEventLoop,
+        tokenmanager: TokenManager,
+        tuning: TransportTuning | type[TransportTuning],
+        server_bind: Optional[Tuple[Optional[str], Optional[int]]],
+        ssl_context: Optional[ssl.SSLContext],
+        client_credentials: CredentialsMap,
+        server_credentials: CredentialsMap,
         add_message_interface: Callable[[Callable[[Any], Awaitable[Any]]], Awaitable[None]],
-        add_token_interface: Callable[[Any], None],
-        add_request_interface: Callable[[Any], None],
-        request_provider,
-        loaded=frozenset(),
+        add_token_interface: Callable[[TokenInterface], None],
+        add_request_interface: Callable[[RequestInterface], None],
+        request_provider: Context,
+        loaded: Iterable[str] = frozenset(),
     ) -> None:
         self.log = log
         self.loop = loop
@@ -136,7 +146,7 @@ class TransportEntry:
         await module.load(self, setup)
 
     @property
-    def missing_modules(self) -> list:
+    def missing_modules(self) -> list[str]:
         """The third-party modules the transport needs that are missing."""
         if self.extra is None:
             return []
@@ -145,7 +155,9 @@ class TransportEntry:
         return defaults.missing_modules_of_extra(self.extra)
 
 
-def _entry(name, module, schemes, *, client, server, extra=None) -> Tuple[str, TransportEntry]:
+def _entry(
+    name: str, module: str, schemes: Iterable[str], *, client: bool, server: bool, extra: Optional[str] = None
+) -> Tuple[str, TransportEntry]:
     return name, TransportEntry(name, module, tuple(schemes), client, server, extra)
 
 

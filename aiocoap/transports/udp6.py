@@ -35,14 +35,15 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import socket
 import struct
 from collections import namedtuple
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, cast
 
 from .. import defaults, error, interfaces
-from ..message import UndecidedRemote
+from ..message import Message, UndecidedRemote
 from ..numbers.constants import COAP_PORT
 from ..util import hostportjoin
 from ..util import socknumbers as _sn
@@ -52,6 +53,9 @@ from ..util.asyncio.recvmsg import (
     create_recvmsg_datagram_endpoint,
 )
 from .generic_udp import SockaddrAddress, coap_destination, resolve
+
+if TYPE_CHECKING:
+    from . import TransportEntry, TransportSetup
 
 __all__ = ["UDP6EndpointAddress", "InterfaceOnlyPktinfo", "SockExtendedErr", "MessageInterfaceUDP6"]
 
@@ -143,8 +147,11 @@ class UDP6EndpointAddress(SockaddrAddress):
     __slots__ = ("sockaddr", "interface", "pktinfo", "_hash", "is_multicast_locally")
 
     scheme = "coap"
+    is_multicast_locally: bool
 
-    def __init__(self, sockaddr: tuple, interface, *, pktinfo: Optional[bytes] = None):
+    def __init__(
+        self, sockaddr: tuple[Any, ...], interface: MessageInterfaceUDP6, *, pktinfo: Optional[bytes] = None
+    ) -> None:
         self._set_peer(sockaddr, interface)
         self.pktinfo = pktinfo
         # True if the local address is a multicast address. (Fixed with the
@@ -197,7 +204,7 @@ class UDP6EndpointAddress(SockaddrAddress):
         if host.startswith("::ffff:") and "." in host:
             first_octet = int(host[7:].split(".", 1)[0])
             return 224 <= first_octet <= 239
-        return host.startswith("ff")
+        return bool(host.startswith("ff"))
 
     # --- the local side ----------------------------------------------------
 
@@ -291,11 +298,11 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
     Create it with :meth:`create_client_transport_endpoint` or
     :meth:`create_server_transport_endpoint`."""
 
-    ready: "Optional[asyncio.Future]" = None
+    ready: "Optional[asyncio.Future[bool]]" = None
     """Future that gets fulfilled by ``connection_made`` (ie. don't send
     before this is done; handled by ``create_..._context``)"""
 
-    def __init__(self, ctx: interfaces.MessageManager, log, loop):
+    def __init__(self, ctx: interfaces.MessageManager, log: logging.Logger, loop: asyncio.AbstractEventLoop) -> None:
         self._message_manager = ctx
         self.log = log
         self.loop = loop
@@ -303,14 +310,22 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
         self.local_port: Optional[int] = None
         """The port the socket is bound to (once it is)."""
         self._sendmsg: Optional[Callable[..., int]] = None
-        self._addresses: dict = {}
+        self._addresses: dict[tuple[Any, ...], UDP6EndpointAddress] = {}
         self.ready = loop.create_future()
         self._closed = loop.create_future()
 
     # --- creation ------------------------------------------------------------
 
     @classmethod
-    async def _create_transport_endpoint(cls, sock, ctx, log, loop, *, join_multicast: bool):
+    async def _create_transport_endpoint(
+        cls,
+        sock: socket.socket,
+        ctx: interfaces.MessageManager,
+        log: logging.Logger,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        join_multicast: bool,
+    ) -> MessageInterfaceUDP6:
         transport, protocol = await create_recvmsg_datagram_endpoint(
             loop, lambda: cls(ctx, log, loop), sock, errqueue=True, log=log
         )
@@ -321,7 +336,9 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
         return protocol
 
     @classmethod
-    async def create_client_transport_endpoint(cls, ctx: interfaces.MessageManager, log, loop) -> "MessageInterfaceUDP6":
+    async def create_client_transport_endpoint(
+        cls, ctx: interfaces.MessageManager, log: logging.Logger, loop: asyncio.AbstractEventLoop
+    ) -> "MessageInterfaceUDP6":
         """A transport on a socket with an ephemeral port, for sending
         requests (it answers requests too, but joins no groups)."""
         sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
@@ -334,7 +351,13 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
         return await cls._create_transport_endpoint(sock, ctx, log, loop, join_multicast=False)
 
     @classmethod
-    async def create_server_transport_endpoint(cls, ctx: interfaces.MessageManager, log, loop, bind) -> "MessageInterfaceUDP6":
+    async def create_server_transport_endpoint(
+        cls,
+        ctx: interfaces.MessageManager,
+        log: logging.Logger,
+        loop: asyncio.AbstractEventLoop,
+        bind: Optional[tuple[Optional[str], Optional[int]]],
+    ) -> "MessageInterfaceUDP6":
         """A transport bound to ``bind``, a ``(host, port)`` tuple: host None
         or ``::`` for all addresses (then the All-CoAP-Nodes groups are
         joined too), port None for 5683."""
@@ -342,7 +365,7 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
         if port is None:
             port = COAP_PORT
         if host in (None, "", "::"):
-            sockaddr: tuple = ("::", port, 0, 0)
+            sockaddr: tuple[Any, ...] = ("::", port, 0, 0)
             join_multicast = True
         else:
             sockaddr = await resolve(loop, host, port, socket.AF_INET6, flags=socket.AI_V4MAPPED | socket.AI_PASSIVE)
@@ -380,10 +403,10 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
 
     # --- the asyncio protocol side ----------------------------------------
 
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Implementation of the DatagramProtocol interface, called by the
         transport."""
-        self._transport = transport
+        self._transport = cast(RecvmsgSelectorDatagramTransport, transport)
         self.local_port = transport.get_extra_info("sockname")[1]
         # (the first attempt of every send goes to the socket directly, as
         # the transport's send_failed documents; see send_bytes)
@@ -392,7 +415,9 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
         if ready is not None and not ready.done():
             ready.set_result(True)
 
-    def datagram_msg_received(self, data: bytes, ancdata: list, flags: int, address: tuple) -> None:
+    def datagram_msg_received(
+        self, data: bytes, ancdata: list[tuple[int, int, bytes]], flags: int, address: tuple[Any, ...]
+    ) -> None:
         """Implementation of the RecvmsgDatagramProtocol interface, called
         by the transport."""
         pktinfo = None
@@ -409,7 +434,9 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
             addresses[key] = remote
         self._message_manager.dispatch_datagram(data, remote)
 
-    def datagram_errqueue_received(self, data: bytes, ancdata: list, flags: int, address: tuple) -> None:
+    def datagram_errqueue_received(
+        self, data: bytes, ancdata: list[tuple[int, int, bytes]], flags: int, address: tuple[Any, ...]
+    ) -> None:
         """Called when some data is received from the error queue: an ICMP
         error (or a local one) for a datagram sent to ``address``."""
         for level, kind, value in ancdata:
@@ -442,11 +469,11 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
 
     # --- the MessageInterface side -----------------------------------------
 
-    def send(self, message) -> None:
+    def send(self, message: Message) -> None:
         """Send a given Message object"""
         self.send_bytes(message.encode(), message.remote)
 
-    def send_bytes(self, data: bytes, remote) -> None:
+    def send_bytes(self, data: bytes, remote: UDP6EndpointAddress) -> None:
         """Send an encoded message to a remote of this interface (the message
         layer's path: it has the bytes already)."""
         sendmsg = self._sendmsg
@@ -470,10 +497,10 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
         if self._transport is not None and not self._transport.is_closing():
             self._message_manager.dispatch_error(exc, remote)
 
-    def recognize_remote(self, remote) -> bool:
+    def recognize_remote(self, remote: interfaces.EndpointAddress) -> bool:
         return isinstance(remote, UDP6EndpointAddress) and remote.interface is self
 
-    async def determine_remote(self, request) -> Optional[UDP6EndpointAddress]:
+    async def determine_remote(self, request: Message) -> Optional[UDP6EndpointAddress]:
         """Return a value suitable for the message's remote property based
         on its ``.remote`` (an address of this transport, or an
         UndecidedRemote of the coap scheme) or, if it has none,
@@ -506,7 +533,7 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
         return f"<{type(self).__name__} on port {self.local_port}>"
 
 
-async def load(entry, setup) -> None:
+async def load(entry: "TransportEntry", setup: "TransportSetup") -> None:
     """Attach this transport to a context (see :data:`aiocoap.transports.TRANSPORTS`)."""
     log, loop = setup.log, setup.loop
     if setup.server_bind is None:

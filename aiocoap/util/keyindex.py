@@ -15,12 +15,14 @@ vanish together, a scan of everything per error would add up to N x N).
 
 from __future__ import annotations
 
+from typing import Any, Hashable, NoReturn
+
 __all__ = ["KeyIndex"]
 
 _ABSENT = object()
 
 
-class _Keys(dict):
+class _Keys(dict[Any, None]):
     """The keys of a group that has more than one (a type of its own, so
     that it is never taken for a single key; a dict, which CPython keeps
     more compact than a set)."""
@@ -36,13 +38,13 @@ class KeyIndex:
     __slots__ = ("_groups",)
 
     def __init__(self) -> None:
-        self._groups: dict = {}
+        self._groups: dict[Any, Any] = {}
 
     def __len__(self) -> int:
         """The number of groups with keys."""
         return len(self._groups)
 
-    def add(self, group, key) -> None:
+    def add(self, group: Hashable, key: Hashable) -> None:
         groups = self._groups
         found = groups.get(group, _ABSENT)
         if found is _ABSENT:
@@ -52,7 +54,7 @@ class KeyIndex:
         elif found != key:
             groups[group] = _Keys(((found, None), (key, None)))
 
-    def discard(self, group, key) -> None:
+    def discard(self, group: Hashable, key: Hashable) -> None:
         groups = self._groups
         found = groups.get(group, _ABSENT)
         if found is _ABSENT:
@@ -64,7 +66,7 @@ class KeyIndex:
         elif found == key:
             del groups[group]
 
-    def pop(self, group) -> list:
+    def pop(self, group: Hashable) -> list[Any]:
         """The keys of ``group``, which is forgotten."""
         found = self._groups.pop(group, _ABSENT)
         if found is _ABSENT:
@@ -77,7 +79,7 @@ class KeyIndex:
         self._groups.clear()
 
 
-class GroupedDict(dict):
+class GroupedDict(dict[Any, Any]):
     """A dict with tuple keys whose keys are also indexed by one of their
     items (the remote of a (token, remote) key, say), so that
     :meth:`pop_group` takes all entries of one group without a scan.
@@ -99,17 +101,17 @@ class GroupedDict(dict):
         self._index = KeyIndex()
         self._group_at = group_at
 
-    def __setitem__(self, key, value) -> None:
+    def __setitem__(self, key: Any, value: Any) -> None:
         dict.__setitem__(self, key, value)
         self._index.add(key[self._group_at], key)
 
-    def __delitem__(self, key) -> None:
+    def __delitem__(self, key: Any) -> None:
         dict.__delitem__(self, key)
         self._index.discard(key[self._group_at], key)
 
     _MISSING = object()
 
-    def pop(self, key, default=_MISSING):  # type: ignore[override]
+    def pop(self, key: Any, default: Any = _MISSING) -> Any:  # type: ignore[override]
         if key in self:
             self._index.discard(key[self._group_at], key)
             return dict.pop(self, key)
@@ -121,12 +123,12 @@ class GroupedDict(dict):
         dict.clear(self)
         self._index.clear()
 
-    def pop_group(self, group) -> list:
+    def pop_group(self, group: Hashable) -> list[tuple[Any, Any]]:
         """Remove the entries of ``group``; return them as (key, value)
         pairs."""
         return [(key, dict.pop(self, key)) for key in self._index.pop(group)]
 
-    def _refused(self, *args, **kwargs):
+    def _refused(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError("GroupedDict keeps its index through item assignment, del, pop and clear only")
 
     update = setdefault = popitem = _refused  # type: ignore[assignment]
