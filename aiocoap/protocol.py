@@ -48,6 +48,7 @@ from .credentials import CredentialsMap
 from .tokenmanager import TokenManager
 from .util import hostportsplit
 from .util.asyncio import Future, stepping
+from .util.logsummary import LogSummary
 
 if TYPE_CHECKING:
     import ssl
@@ -170,6 +171,7 @@ class Context(interfaces.RequestProvider):
         are notified. Observations still waiting when their resource
         changes again get one notification of the newest state, not two;
         each observation waits its turn in the order it was triggered."""
+        self._observation_cap_log = LogSummary(self.log, logging.INFO)
         self._observations_by_peer: dict[Any, int] = {}
         self._observations_by_host: dict[str, int] = {}
         self._observations_by_path: dict[Any, int] = {}
@@ -543,15 +545,17 @@ class Context(interfaces.RequestProvider):
     def _observation_allowed(self, request: Message) -> bool:
         """Whether the caps leave room for another observation (else the
         request is answered like a plain GET)."""
+        # (a peer can hit the caps at will: one line a minute at info)
+        refused = self._observation_cap_log
         if self._observations_by_peer.get(request.remote, 0) >= self.max_observations_per_peer:
-            self.log.info("Observation cap per peer reached for %r", request.remote)
+            refused.log(self.loop.time(), "Observation cap per peer reached for %r", request.remote)
             return False
         host = _host_of(request.remote)
         if self._observations_by_host.get(host, 0) >= self.max_observations_per_host:
-            self.log.info("Observation cap per host reached for %s", host)
+            refused.log(self.loop.time(), "Observation cap per host reached for %s", host)
             return False
         if self._observations_by_path.get(request.opt.uri_path, 0) >= self.max_observations_per_resource:
-            self.log.info("Observation cap reached for /%s", "/".join(request.opt.uri_path))
+            refused.log(self.loop.time(), "Observation cap reached for /%s", "/".join(request.opt.uri_path))
             return False
         return True
 

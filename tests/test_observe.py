@@ -4,6 +4,7 @@ shutdown and garbage collection of forgotten observations."""
 
 import asyncio
 import gc
+import logging
 import tracemalloc
 
 import pytest
@@ -818,9 +819,11 @@ async def test_silent_observer_is_dropped_after_max_retransmit():
         await server.shutdown()
 
 
-async def test_observation_cap_per_host_counts_every_port():
+async def test_observation_cap_per_host_counts_every_port(caplog):
     """One host registering from many ports (each a peer of its own) is held
-    to ``max_observations_per_host`` together."""
+    to ``max_observations_per_host`` together; the refusals are logged at
+    info once a minute, not once each."""
+    caplog.set_level(logging.DEBUG, logger="coap-server")
     net = MemoryNet(asyncio.get_running_loop())
     site = resource.Site()
     counter = Counter()
@@ -841,6 +844,8 @@ async def test_observation_cap_per_host_counts_every_port():
         assert accepted == [2, 2, 1, 0]
         assert [m.opt.observe is not None for m in other.received] == [True, True]
         assert all(m.code == Code.CONTENT for peer in peers for m in peer.received)
+        refusals = [r for r in caplog.records if "Observation cap" in r.getMessage()]
+        assert len(refusals) == 3 and [r.levelname for r in refusals].count("INFO") == 1
         # ending one frees room for that host again
         first = peers[0].received[-1]
         peers[0].send(Message(_mtype=Type.RST, _mid=first.mid, code=Code.EMPTY), "server")
