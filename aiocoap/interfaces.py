@@ -219,6 +219,27 @@ class TokenInterface(metaclass=abc.ABCMeta):
         the request timeout (error.RequestTimedOut), a network error
         (error.NetworkError), or shutdown (error.LibraryShutdown)."""
 
+    def send_message_replacing(
+        self,
+        message: "Message",
+        previous: Callable[[], None],
+        messageerror_monitor: Optional[Callable[[Exception], None]] = None,
+    ) -> Optional[Callable[[], None]]:
+        """Send ``message`` in place of an earlier one, ``previous`` being
+        what :meth:`send_message` returned for that (the token layer sends
+        an observation's notifications this way, each replacing the one
+        before). Returns what :meth:`send_message` returns.
+
+        This implementation stops the earlier message and sends the new one
+        on its own, which is right for reliable transports. The message
+        layer of CoAP over UDP lets a replacement take over a confirmable
+        exchange still in flight instead, with its retransmission counter
+        and timeout (RFC 7641 §4.5.2), so that a peer that stopped
+        answering is given up on even while new notifications keep
+        coming."""
+        previous()
+        return self.send_message(message, messageerror_monitor)
+
     def recognize_remote(self, remote: EndpointAddress) -> bool:
         """True if ``remote`` is an address messages go out through this
         interface with."""

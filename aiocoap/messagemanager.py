@@ -59,6 +59,13 @@ Rules enforced here:
   remembered for EXCHANGE_LIFETIME so that a Reset to it reaches the
   monitor (RFC 7641 §3.6: that is how clients reject notifications); a NON
   notification nobody wants is answered with a Reset.
+* A notification sent replacing the previous one of its observation
+  (``send_message_replacing``) while that one is a confirmable exchange in
+  flight takes the exchange over (RFC 7641 §4.5.2): it goes out
+  confirmable with a MID of its own and keeps the retransmission counter
+  and the running timeout, so an observer that never acknowledges is given
+  up on after MAX_RETRANSMIT (its monitor gets
+  error.ConRetransmitsExceeded) however fast notifications follow.
 * Per-peer state (next MID) is bounded (``max_peers``; the peer first
   sent to is forgotten first, and starts at a random MID again).
 
@@ -89,6 +96,7 @@ from .numbers.constants import DEFAULT_TUNING, TransportTuning
 from .numbers.optionnumbers import OptionNumber
 from .numbers.types import Type
 from .util.asyncio import clock_of
+from .util.keyindex import KeyIndex
 from .util.logsummary import LogSummary
 
 if TYPE_CHECKING:
@@ -148,18 +156,24 @@ class _Tracked:
     itself the function that stops the tracking (what
     :meth:`MessageLayer.send_message` returns)."""
 
-    __slots__ = ("key", "monitor", "table")
+    __slots__ = ("key", "monitor", "layer")
 
-    def __init__(self, key: tuple[Any, Any], monitor: Callable[[Exception], None], table: dict[Any, _Tracked]):
-        self.key = key
+    def __init__(self, key: tuple[Any, Any], monitor: Optional[Callable[[Exception], None]], layer: MessageLayer):
+        self.key: Optional[tuple[Any, Any]] = key
         self.monitor = monitor
-        self.table = table
+        self.layer = layer
 
     def __call__(self) -> None:
-        table = self.table
-        found = table.pop(self.key, None)
-        if found is not self and found is not None:
-            table[self.key] = found  # (a newer message with the same MID)
+        key = self.key
+        if key is None:
+            return
+        self.forget()
+        self.layer._untrack(key, self)
+
+    def forget(self) -> None:
+        """Let go of what the tracking referred to: the handle itself may
+        stay in an expiry bucket for a while, and keeps nothing alive."""
+        self.key = self.monitor = None
 
 
 class _OutgoingMessage:
@@ -167,7 +181,7 @@ class _OutgoingMessage:
 
     __slots__ = (
         "data", "remote", "transmissions", "timeout", "monitor", "deadline", "start", "tuning", "kind",
-        "key", "backoff",
+        "key", "backoff", "taken_over",
     )
 
     def __init__(
@@ -193,6 +207,25 @@ class _OutgoingMessage:
         self.kind = kind
         self.key = key
         self.backoff = 2.0  # (the timeout's growth per retransmission)
+        # A newer message took over the exchange (see MessageLayer._take_over):
+        # its round trip is not measured from ``start``.
+        self.taken_over = False
+
+
+class _Stop:
+    """What :meth:`MessageLayer.send_message` returns for a message it keeps
+    state for: calling it stops the message (retransmissions, the NON
+    request timeout, the wait for its turn); a later response can be sent
+    replacing it."""
+
+    __slots__ = ("layer", "state")
+
+    def __init__(self, layer: MessageLayer, state: _OutgoingMessage) -> None:
+        self.layer = layer
+        self.state = state
+
+    def __call__(self) -> None:
+        self.layer._stop(self.state)
 
 
 class MessageLayer:
@@ -266,6 +299,10 @@ class MessageLayer:
         self._outgoing: dict[tuple[Any, Any], _OutgoingMessage] = {}
         # (remote, mid) -> _Tracked, and their expiry buckets (as for dedup)
         self._tracked: dict[Any, _Tracked] = {}
+        # remote -> the keys of _outgoing and _tracked for it (a MID is
+        # never in both), so that an error for a remote touches its own
+        # exchanges only
+        self._keys_by_remote = KeyIndex()
         self._tracked_expiry: deque[list[Any]] = deque()
         self._tracked_slots = 0  # entries in the buckets, live or stopped
         # heap of (deadline, seq, key) with lazy deletion
@@ -403,13 +440,13 @@ class MessageLayer:
     def _on_outgoing_deadline(self, key: tuple[Any, Any], state: _OutgoingMessage, now: float) -> None:
         if state.kind == _AWAITING_RESPONSE:
             # A NON request whose response never came.
-            del self._outgoing[key]
+            self._drop_outgoing(key)
             self._notify(state.monitor, error.RequestTimedOut(
                 "No response to the non-confirmable request within %.3g s" % (now - state.start)
             ))
             return
         if state.transmissions > state.tuning.MAX_RETRANSMIT:
-            del self._outgoing[key]
+            self._drop_outgoing(key)
             self._exchange_ended(state.remote, now)
             self._notify(state.monitor, error.ConRetransmitsExceeded(
                 "No acknowledgement received after %d transmissions in %.3g s"
@@ -587,7 +624,10 @@ class MessageLayer:
         if state is None and message.mtype is RST:
             tracked = self._tracked.pop(key, None)
             if tracked is not None:
-                self._notify(tracked.monitor, error.ResetReceived("The peer answered with a Reset"))
+                self._keys_by_remote.discard(remote, key)
+                monitor = tracked.monitor
+                tracked.forget()
+                self._notify(monitor, error.ResetReceived("The peer answered with a Reset"))
                 return
         if state is None or state.kind != _RETRANSMITTED:
             self._unmatched_log.log(
@@ -595,10 +635,10 @@ class MessageLayer:
                 message.mtype, remote, message.mid,
             )
             return
-        del self._outgoing[key]
+        self._drop_outgoing(key)
         if self._reachable is not None:
             self._reachable(remote, now)
-        if self.tuning.ADAPTIVE_RTO:
+        if self.tuning.ADAPTIVE_RTO and not state.taken_over:
             self._rto_of(remote).sample(now - state.start, state.transmissions, now)
         self._exchange_ended(remote, now)
         if message.mtype is RST:
@@ -642,14 +682,21 @@ class MessageLayer:
         return mid
 
     def send_message(
-        self, message: Message, now: float, monitor: Optional[Callable[[Exception], None]] = None
+        self,
+        message: Message,
+        now: float,
+        monitor: Optional[Callable[[Exception], None]] = None,
+        replacing: Optional[Callable[[], None]] = None,
     ) -> Optional[Callable[[], None]]:
         """Send a request or response; fill in type and MID as needed.
 
         Returns a function that stops retransmissions (and the NON request
         timeout) for the message, or None if there is nothing to stop.
         ``monitor(exc)`` is called when the message will not be processed
-        (see interfaces.TokenInterface.send_message)."""
+        (see interfaces.TokenInterface.send_message). A response sent
+        ``replacing`` an earlier one (what this returned for it) takes over
+        the earlier one's confirmable exchange if that is still in flight
+        (see :meth:`_take_over`), and stops it in any case."""
         remote = message.remote
         code = message.code
         if code is None:
@@ -678,6 +725,10 @@ class MessageLayer:
                         return None
                 elif message.mtype is ACK:
                     message.mtype = None
+            if replacing is not None:
+                taken = self._take_over(replacing, message, monitor, now)
+                if taken is not None:
+                    return taken
         tuning = message.transport_tuning or self.tuning
         mtype = message.mtype
         if mtype is None:
@@ -703,7 +754,7 @@ class MessageLayer:
                     "%d confirmable messages already wait for their turn to %r" % (peer.waiting, remote)
                 ))
                 return None
-            self._outgoing[key] = state
+            self._add_outgoing(key, state)
             if peer.active < self.tuning.NSTART and not peer.waiting:
                 self._start_exchange(state, peer, now)
             else:
@@ -714,25 +765,68 @@ class MessageLayer:
         elif mtype is NON and is_request:
             deadline = now + tuning.request_timeout
             state = _OutgoingMessage(None, remote, 0.0, monitor, deadline, now, tuning, _AWAITING_RESPONSE, key)
-            self._outgoing[key] = state
+            self._add_outgoing(key, state)
             self._schedule(state)
             self._send(data, remote)
         else:
             self._send(data, remote)
             return None
+        return _Stop(self, state)
 
-        def stop() -> None:
-            if self._outgoing.get(key) is not state:
-                return
-            del self._outgoing[key]
-            if state.kind == _RETRANSMITTED:
-                self._exchange_ended(remote, None)
-            elif state.kind == _WAITING:
-                peer = self._exchanges[remote]
-                peer.waiting -= 1
-                self._forget_if_idle(remote, peer)
+    def _stop(self, state: _OutgoingMessage) -> None:
+        """The sender lost interest in ``state`` (see :class:`_Stop`)."""
+        key = state.key
+        if self._outgoing.get(key) is not state:
+            return
+        self._drop_outgoing(key)
+        remote = state.remote
+        if state.kind == _RETRANSMITTED:
+            self._exchange_ended(remote, None)
+        elif state.kind == _WAITING:
+            peer = self._exchanges[remote]
+            peer.waiting -= 1
+            self._forget_if_idle(remote, peer)
 
-        return stop
+    def _take_over(
+        self,
+        previous: Callable[[], None],
+        message: Message,
+        monitor: Optional[Callable[[Exception], None]],
+        now: float,
+    ) -> Optional[Callable[[], None]]:
+        """Send the response ``message`` in place of the earlier one that
+        ``previous`` (what :meth:`send_message` returned for it) stops.
+
+        While the earlier one is a confirmable exchange still in flight,
+        the new one takes it over (RFC 7641 §4.5.2): it goes out
+        confirmable with a message ID of its own (the peer must not take it
+        for a duplicate), and keeps the retransmission counter and the
+        running timeout, so that a peer that never acknowledges is given up
+        on after MAX_RETRANSMIT however often notifications replace each
+        other. One still waiting for its turn (NSTART) is replaced where it
+        waits. Returns the handle of the exchange, or None if there was
+        nothing to take over (the caller then sends as usual)."""
+        state = previous.state if type(previous) is _Stop and previous.layer is self else None
+        if state is None or self._outgoing.get(state.key) is not state or state.kind == _AWAITING_RESPONSE \
+                or state.remote != message.remote:
+            previous()
+            return None
+        message.mtype = CON
+        if state.kind == _WAITING:
+            # (never sent: its message ID can go to the replacement)
+            message.mid = state.key[1]
+        else:
+            self._drop_outgoing(state.key)
+            message.mid = self._next_mid(state.remote)
+            state.key = (state.remote, message.mid)
+            state.taken_over = True
+            self._add_outgoing(state.key, state)
+            self._schedule(state)
+        state.data = message.encode()
+        state.monitor = monitor
+        if state.kind == _RETRANSMITTED:
+            self._send(state.data, state.remote)
+        return previous
 
     def _schedule(self, state: _OutgoingMessage) -> None:
         heap = self._heap
@@ -809,8 +903,9 @@ class MessageLayer:
         """Send a NON notification and remember it until ``expiry`` so that
         a Reset to it reaches ``monitor``."""
         tracked = self._tracked
-        handle = _Tracked(key, monitor, tracked)
+        handle = _Tracked(key, monitor, self)
         tracked[key] = handle
+        self._keys_by_remote.add(key[0], key)
         if self._tracked_slots > 2 * len(tracked) + 1024:
             self._compact_tracked()
         self._tracked_slots += 1
@@ -825,6 +920,22 @@ class MessageLayer:
             self._note(expiry)
         self._send(data, key[0])
         return handle
+
+    def _untrack(self, key: tuple[Any, Any], handle: _Tracked) -> None:
+        """Stop tracking ``handle`` (its expiry came, or its sender stopped
+        it)."""
+        tracked = self._tracked
+        if tracked.get(key) is handle:
+            del tracked[key]
+            self._keys_by_remote.discard(key[0], key)
+
+    def _add_outgoing(self, key: tuple[Any, Any], state: _OutgoingMessage) -> None:
+        self._outgoing[key] = state
+        self._keys_by_remote.add(key[0], key)
+
+    def _drop_outgoing(self, key: tuple[Any, Any]) -> None:
+        del self._outgoing[key]
+        self._keys_by_remote.discard(key[0], key)
 
     def _compact_tracked(self) -> None:
         """Drop stopped handles from the expiry buckets: a notification that
@@ -883,19 +994,25 @@ class MessageLayer:
     def fail_remote(self, remote: Any, exc: Exception) -> None:
         """The network reported an error for ``remote``: stop every exchange
         with it and tell the senders."""
-        failed = [k for k, s in self._outgoing.items() if s.remote == remote]
         self._exchanges.pop(remote, None)
         self._releasable.discard(remote)
-        for key in failed:
-            state = self._outgoing.pop(key)
-            self._notify(state.monitor, exc)
-        for key in [k for k in self._tracked if k[0] == remote]:
-            self._notify(self._tracked.pop(key).monitor, exc)
+        outgoing, tracked = self._outgoing, self._tracked
+        for key in self._keys_by_remote.pop(remote):
+            state = outgoing.pop(key, None)
+            if state is not None:
+                self._notify(state.monitor, exc)
+                continue
+            handle = tracked.pop(key, None)
+            if handle is not None:
+                monitor = handle.monitor
+                handle.forget()
+                self._notify(monitor, exc)
 
     def shutdown(self) -> None:
         """Fail everything in flight with error.LibraryShutdown and forget
         all state."""
         outgoing, self._outgoing = self._outgoing, {}
+        self._keys_by_remote.clear()
         self._exchanges.clear()
         self._releasable.clear()
         self._rtos.clear()
@@ -1054,17 +1171,34 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
     def send_message(
         self, message: Message, messageerror_monitor: Optional[Callable[[Exception], None]] = None
     ) -> Optional[Callable[[], None]]:
+        return self._send_message(message, messageerror_monitor, None)
+
+    def send_message_replacing(
+        self, message: Message, previous: Callable[[], None], messageerror_monitor: Optional[Callable[[Exception], None]] = None
+    ) -> Optional[Callable[[], None]]:
+        """As :meth:`send_message`; a confirmable exchange of ``previous``
+        still in flight is taken over (see :meth:`MessageLayer._take_over`)."""
+        return self._send_message(message, messageerror_monitor, previous)
+
+    def _send_message(
+        self,
+        message: Message,
+        messageerror_monitor: Optional[Callable[[Exception], None]],
+        previous: Optional[Callable[[], None]],
+    ) -> Optional[Callable[[], None]]:
         if _NO_RESPONSE in message.opt and message.code is not None and message.code.is_response():
             # On a response, the option carries the request's wish (RFC 7967);
             # it is acted upon here and never sent.
             suppress = no_response_suppresses(message.opt.no_response, message.code)
             message.opt.no_response = None
             if suppress:
+                if previous is not None:
+                    previous()
                 self._core.no_response_for(message.remote, message.token)
                 self._rearm()
                 return None
         core = self._core
-        stop = core.send_message(message, self._clock(), messageerror_monitor)
+        stop = core.send_message(message, self._clock(), messageerror_monitor, previous)
         if core.added_deadline is not None:
             self._rearm()
         return stop

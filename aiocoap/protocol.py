@@ -29,7 +29,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 import weakref
+from collections import deque
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Coroutine, Optional, Sequence, Union
 
 from . import error, interfaces
@@ -45,7 +47,9 @@ from .amplification import AmplificationGate, AmplificationLimit
 from .blockwise import BlockwiseRequest, BlockwiseServer
 from .credentials import CredentialsMap
 from .tokenmanager import TokenManager
+from .util import hostportsplit
 from .util.asyncio import Future, stepping
+from .util.logsummary import LogSummary
 
 if TYPE_CHECKING:
     import ssl
@@ -84,6 +88,23 @@ NOTIFICATION_CON_INTERVAL = 20
 
 NOTIFICATION_CON_MAX_AGE = 24 * 3600.0
 """A notification is confirmable at least once in this many seconds."""
+
+NOTIFICATION_SLICE = 0.002
+"""Default of :attr:`Context.notification_slice`."""
+
+_SLICE_CHECK_EVERY = 16
+"""Notifications between two readings of the clock against the slice."""
+
+MAX_OBSERVATIONS_PER_PEER = 1024
+"""Default of :attr:`Context.max_observations_per_peer`."""
+
+MAX_OBSERVATIONS_PER_HOST = 4096
+"""Default of :attr:`Context.max_observations_per_host`: a few peers' worth,
+so that one host can not take a resource's whole share by registering from
+many ports, while clients behind one NAT still get room."""
+
+MAX_OBSERVATIONS_PER_RESOURCE = 16384
+"""Default of :attr:`Context.max_observations_per_resource`."""
 
 MULTICAST_REQUEST_TIMEOUT = 5.5
 """How long a MulticastRequest collects responses by default: the default
@@ -140,15 +161,30 @@ class Context(interfaces.RequestProvider):
         they receive (RFC 9175 Echo challenges, see
         :mod:`aiocoap.amplification`); ``amplification.factor = None``
         switches the limit off."""
-        self.max_observations_per_peer = 1024
-        self.max_observations_per_resource = 16384
+        self.max_observations_per_peer = MAX_OBSERVATIONS_PER_PEER
+        """How many observations one peer (an address and port) may hold;
+        a registration beyond it is answered like a plain GET."""
+        self.max_observations_per_host = MAX_OBSERVATIONS_PER_HOST
+        """How many observations one host may hold over all its ports."""
+        self.max_observations_per_resource = MAX_OBSERVATIONS_PER_RESOURCE
+        """How many observations one resource (path) may have."""
         self.notification_con_interval = NOTIFICATION_CON_INTERVAL
+        self.notification_slice = NOTIFICATION_SLICE
+        """Seconds of rendering and sending notifications after which the
+        rest waits for the next loop iteration, so that requests (and
+        everything else) keep their latency while thousands of observers
+        are notified. Observations still waiting when their resource
+        changes again get one notification of the newest state, not two;
+        each observation waits its turn in the order it was triggered."""
+        self._observation_cap_log = LogSummary(self.log, logging.INFO)
         self._observations_by_peer: dict[Any, int] = {}
+        self._observations_by_host: dict[str, int] = {}
         self._observations_by_path: dict[Any, int] = {}
-        # Observations to be rendered again (ServerObservation.trigger),
-        # in the order triggered; taken as a whole by one task (see
-        # _render_observations).
-        self._render_queue: dict[ServerObservation, Any] = {}
+        # Observations with work queued (ServerObservation.trigger), each
+        # once, in the order triggered; taken in slices by worker tasks
+        # (see _render_observations), of which at most one waits to start.
+        self._render_queue: deque[ServerObservation] = deque()
+        self._render_worker_pending = False
 
     def __repr__(self) -> str:
         kind = "server" if self.serversite is not None else "client"
@@ -569,49 +605,65 @@ class Context(interfaces.RequestProvider):
     def _observation_allowed(self, request: Message) -> bool:
         """Whether the caps leave room for another observation (else the
         request is answered like a plain GET)."""
+        # (a peer can hit the caps at will: one line a minute at info)
+        refused = self._observation_cap_log
         if self._observations_by_peer.get(request.remote, 0) >= self.max_observations_per_peer:
-            self.log.info("Observation cap per peer reached for %r", request.remote)
+            refused.log(self.loop.time(), "Observation cap per peer reached for %r", request.remote)
+            return False
+        host = _host_of(request.remote)
+        if self._observations_by_host.get(host, 0) >= self.max_observations_per_host:
+            refused.log(self.loop.time(), "Observation cap per host reached for %s", host)
             return False
         if self._observations_by_path.get(request.opt.uri_path, 0) >= self.max_observations_per_resource:
-            self.log.info("Observation cap reached for /%s", "/".join(request.opt.uri_path))
+            refused.log(self.loop.time(), "Observation cap reached for /%s", "/".join(request.opt.uri_path))
             return False
         return True
 
     def _count_observation(self, request: Message, delta: int) -> None:
-        for table, key in (
+        tables: tuple[tuple[dict[Any, int], Any], ...] = (
             (self._observations_by_peer, request.remote),
+            (self._observations_by_host, _host_of(request.remote)),
             (self._observations_by_path, request.opt.uri_path),
-        ):
+        )
+        for table, key in tables:
             count = table.get(key, 0) + delta
             if count > 0:
                 table[key] = count
             else:
                 table.pop(key, None)
 
-    async def _render_observations(self, batch: Optional[list[tuple[ServerObservation, Any]]] = None) -> None:
-        """Render the queued observations (or ``batch``, a list of
-        (observation, is_last)) and send their notifications.
+    def _queue_rendering(self, observation: ServerObservation) -> None:
+        """Queue an observation that has work to do (see
+        :meth:`ServerObservation.trigger`); a worker task takes it in turn."""
+        self._render_queue.append(observation)
+        if not self._render_worker_pending:
+            self._render_worker_pending = True
+            self.spawn_task(self._render_observations(), name="aiocoap notifications")
+
+    async def _render_observations(self) -> None:
+        """Render the queued observations and send their notifications, for
+        one slice of :attr:`notification_slice` seconds (a new task
+        continues after the loop's turn).
 
         The renderings are awaited one after the other by one coroutine
         (:meth:`_render_batch`), which is stepped by hand: as long as no
-        rendering suspends, the whole batch completes in one step. When one
-        does suspend, the rest of the batch is handed to a new task and this
-        task only finishes that rendering, so a slow resource only delays
-        its own notification."""
-        if batch is None:
-            batch = list(self._render_queue.items())
-            self._render_queue = {}
+        rendering suspends, the whole slice completes in one step. When one
+        does suspend, a new task goes on with the queue and this task only
+        finishes that rendering, so a slow resource only delays its own
+        notification."""
+        self._render_worker_pending = False
         progress = _BatchProgress()
-        coro = self._render_batch(batch, progress)
+        coro = self._render_batch(progress)
         _, yielded = stepping.first_step(coro)
+        if yielded is not stepping.DONE:
+            progress.handed_over = True
+        if self._render_queue and not self._render_worker_pending:
+            self._render_worker_pending = True
+            self.spawn_task(self._render_observations(), name="aiocoap notifications")
         if yielded is stepping.DONE:
             return
-        index = progress.index
-        progress.handed_over = True
-        rest = batch[index + 1:]
-        if rest:
-            self.spawn_task(self._render_observations(rest), name="aiocoap notifications")
-        observation = batch[index][0]
+        observation = progress.observation
+        assert observation is not None, "a suspended rendering has its observation"
         observation._render_task = asyncio.current_task()
         try:
             await stepping.finish(coro, yielded)
@@ -621,23 +673,34 @@ class Context(interfaces.RequestProvider):
         if pending is not None:
             observation.trigger(is_last=pending)
 
-    async def _render_batch(self, batch: list[tuple[ServerObservation, Any]], progress: "_BatchProgress") -> None:
-        """The renderings of :meth:`_render_observations`; after the one in
+    async def _render_batch(self, progress: "_BatchProgress") -> None:
+        """The renderings of :meth:`_render_observations`, taken from the
+        queue until it is empty or the slice is used up; after the one in
         progress when it was handed over (``progress.handed_over``), it
         stops."""
-        # One reading of the clock for the batch (it only decides when a
+        # One reading of the clock for the slice (it only decides when a
         # notification has to be confirmable, see _deliver).
         now = self.loop.time()
-        for index, (observation, is_last) in enumerate(batch):
-            if observation._ended:
+        # (not the loop's clock, which may stand still during a step)
+        slice_end = time.perf_counter() + self.notification_slice
+        queue = self._render_queue
+        done = 0
+        while queue:
+            if done and not done % _SLICE_CHECK_EVERY and time.perf_counter() >= slice_end:
+                return
+            done += 1
+            observation = queue.popleft()
+            work, observation._queued_work = observation._queued_work, None
+            if work is None or observation._ended:
                 continue
-            progress.index = index
-            if type(is_last) is tuple:
+            progress.observation = observation
+            if type(work) is tuple:
                 # A response given to trigger(): the latest given since the
-                # last loop iteration
-                response, is_last = is_last
+                # observation was queued
+                response, is_last = work
                 observation._deliver_safely(response, is_last, now)
                 continue
+            is_last = work
             try:
                 response = await observation._render()
             except asyncio.CancelledError:
@@ -676,6 +739,16 @@ class _TextOnly(logging.Filter):
         return True
 
 
+def _host_of(remote: interfaces.EndpointAddress) -> str:
+    """The host part of a remote (its address without the port), which the
+    per-host observation cap counts by."""
+    hostinfo = remote.hostinfo
+    try:
+        return hostportsplit(hostinfo)[0]
+    except ValueError:
+        return hostinfo
+
+
 def _expand_uri_path_abbrev(request: Message) -> None:
     """Replace a request's Uri-Path-Abbrev by the Uri-Path it stands for,
     so that the site sees the path; 4.02 for a value that is not known or
@@ -694,13 +767,13 @@ CON, NON = Type.CON, Type.NON
 
 class _BatchProgress:
     """What :meth:`Context._render_batch` and the task stepping it share:
-    the index of the rendering in progress, and whether the rest of the
-    batch was handed to another task (then the batch ends after it)."""
+    the observation whose rendering is in progress, and whether the rest of
+    the queue was handed to another task (then the batch ends after it)."""
 
-    __slots__ = ("index", "handed_over")
+    __slots__ = ("observation", "handed_over")
 
     def __init__(self) -> None:
-        self.index = 0
+        self.observation: Optional[ServerObservation] = None
         self.handed_over = False
 
 
@@ -877,7 +950,7 @@ class ServerObservation:
 
     __slots__ = (
         "_context", "_pipe", "_accepted", "_cancellation_callback", "_seq", "_site", "_child", "_remainder", "_unsliced",
-        "_render_task", "_pending_trigger", "_ended", "_counted", "_since_con", "_last_con",
+        "_render_task", "_pending_trigger", "_queued_work", "_ended", "_counted", "_since_con", "_last_con",
         "__weakref__",
     )
 
@@ -897,6 +970,10 @@ class ServerObservation:
         self._unsliced: Optional[int] = None
         self._render_task: Optional[asyncio.Task[Any]] = None
         self._pending_trigger: Optional[bool] = None
+        # What the next turn in the render queue does (None: not queued):
+        # render (True if as the last notification, else False), or send a
+        # given response ((response, is_last))
+        self._queued_work: Any = None
         self._ended = False
         self._counted = False
         self._since_con = 0
@@ -1007,33 +1084,35 @@ class ServerObservation:
         observation."""
         if self._ended or not self._accepted:
             return
-        context = self._context
-        queue = context._render_queue
+        queued = self._queued_work
         if response is not None:
             if isinstance(response, Message):
                 # A copy: the message is filled in for this observer (token,
                 # Observe, message ID), and updated_state() gives the same
                 # one to every observer.
                 response = response.copy()
-            # Sent at the next loop iteration with the renderings: a newer
-            # state given before then replaces it (only the latest goes out).
-            if not queue:
-                context.spawn_task(context._render_observations(), name="aiocoap notifications")
-            if not (queue.get(self) is True and not is_last):
-                queue[self] = (response, is_last)
-            return
-        if self._render_task is not None:
-            # Coalesce: one more render after the running one, not a queue.
-            self._pending_trigger = is_last or bool(self._pending_trigger)
-            return
-        # Rendered soon, together with every other observation triggered
-        # before the next loop iteration, by one task
-        # (Context._render_observations): one update of a resource with a
-        # thousand observers makes one task, not a thousand.
-        if not queue:
-            context.spawn_task(context._render_observations(), name="aiocoap notifications")
-        if is_last or queue.get(self) is not True:
-            queue[self] = is_last
+            # Sent at the observation's turn in the render queue: a newer
+            # state given before then replaces it (only the latest goes
+            # out), and a last rendering queued stays the last.
+            if queued is True and not is_last:
+                return
+            self._queued_work = (response, is_last)
+        else:
+            if self._render_task is not None:
+                # Coalesce: one more render after the running one, not a queue.
+                self._pending_trigger = is_last or bool(self._pending_trigger)
+                return
+            # Rendered at the observation's turn, together with every other
+            # observation queued before it, by one task
+            # (Context._render_observations): one update of a resource with
+            # a thousand observers makes one task, not a thousand; and an
+            # observation still waiting when the resource changes again is
+            # rendered once, with the newest state.
+            if queued is True and not is_last:
+                return
+            self._queued_work = is_last
+        if queued is None:
+            self._context._queue_rendering(self)
 
     def _deliver_safely(self, response: object, is_last: bool, now: Optional[float] = None) -> None:
         try:
@@ -1051,7 +1130,7 @@ class ServerObservation:
             # (only ever set while a suspended rendering is being finished;
             # that task has nothing else to do)
             self._render_task.cancel()
-        self._context._render_queue.pop(self, None)
+        self._queued_work = None  # (its entry in the render queue is skipped)
         callback, self._cancellation_callback = self._cancellation_callback, None
         if callback is not None:
             try:

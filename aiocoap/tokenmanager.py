@@ -56,6 +56,7 @@ from .pipe import Event, Pipe
 from .util.echo import repeat_with_echo
 from .util.asyncio import clock_of
 from .util.asyncio.timer import DeadlineTimer
+from .util.keyindex import GroupedDict
 
 __all__ = ["TokenManager"]
 
@@ -154,16 +155,20 @@ class _NotificationMonitor:
 
 
 class _ObservationEntry:
-    """Removes an incoming observation from the token layer's table when
-    its pipe's interest ends (unless a newer registration took its place)."""
+    """Ends what the token layer keeps of an incoming observation when its
+    pipe's interest ends: removes it from the table (unless a newer
+    registration took its place), and stops its latest notification, so
+    that nothing of the observation waits in the message layer for a
+    Reset or an acknowledgement that would change nothing any more."""
 
     # (the key is recomputed when it is needed, rather than kept: this
     # object lives as long as the observation)
-    __slots__ = ("table", "pipe")
+    __slots__ = ("table", "pipe", "monitor")
 
-    def __init__(self, table: dict[Any, Pipe], pipe: Pipe):
+    def __init__(self, table: dict[Any, Pipe], pipe: Pipe, monitor: _NotificationMonitor):
         self.table = table
         self.pipe = pipe
+        self.monitor = monitor
 
     def __call__(self) -> None:
         request = self.pipe.request
@@ -171,6 +176,10 @@ class _ObservationEntry:
         table = self.table
         if table.get(key) is self.pipe:
             del table[key]
+        monitor = self.monitor
+        stop, monitor.stop_latest = monitor.stop_latest, None
+        if stop is not None:
+            stop()
 
 
 class _ResponseSender:
@@ -214,12 +223,19 @@ class _ResponseSender:
                 # in the message layer)
                 message.mtype = NON
         monitor = self.monitor
-        if monitor is not None and monitor.stop_latest is not None:
-            # A newer notification supersedes the previous one: stop
-            # retransmitting it (RFC 7641 §4.5.2) and stop listening for a
-            # Reset to it.
-            monitor.stop_latest()
-            monitor.stop_latest = None
+        previous = None
+        if monitor is not None:
+            previous, monitor.stop_latest = monitor.stop_latest, None
+        if previous is not None:
+            # A newer notification supersedes the previous one: it takes
+            # over a confirmable one's retransmission (RFC 7641 §4.5.2),
+            # and a Reset to the previous one is not listened for any more.
+            assert monitor is not None, "only notifications have a previous one"
+            if event.is_last:
+                self.ti.send_message_replacing(message, previous, None)
+                return False
+            monitor.stop_latest = self.ti.send_message_replacing(message, previous, monitor)
+            return True
         if event.is_last:
             self.ti.send_message(message, None)
             return False
@@ -276,9 +292,13 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         self._clock = clock_of(loop)  # (loop.time, read for every notification)
         self.client_credentials = client_credentials
         self.token_interfaces: list[interfaces.TokenInterface] = []
-        self._outgoing: dict[Any, _OutgoingRequest] = {}  # (token, remote) -> _OutgoingRequest
+        # (token, remote) -> _OutgoingRequest; both tables keyed by (token,
+        # remote) are indexed by remote, so that an error for a remote ends
+        # its requests and observations without a scan of everyone's
+        self._outgoing: GroupedDict = GroupedDict(group_at=1)
         self._outgoing_multicast: dict[Any, _OutgoingRequest] = {}  # token -> _OutgoingRequest
-        self._observations: dict[Any, Pipe] = {}  # (token, remote) -> Pipe of an incoming observation
+        # (token, remote) -> Pipe of an incoming observation
+        self._observations: GroupedDict = GroupedDict(group_at=1)
         self.reregister_observations = True
         """Re-register client observations whose freshness ran out."""
         # Re-registration timing (see _arm_reregistration): bucket (a whole
@@ -440,7 +460,10 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
             for state in buckets.pop(bucket):
                 if state.timer_at != bucket:
                     continue
-                if state.deadline > now:
+                # (by bucket numbers, not by time: a deadline a rounding
+                # error past ``now`` may still belong to this very bucket,
+                # and filing it there again would never end)
+                if math.ceil(state.deadline / REREGISTRATION_GRANULARITY) > bucket:
                     state.timer_at = -1  # (filed again at once, still counted)
                     self._arm_reregistration(state.key, state)
                 else:
@@ -583,21 +606,21 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         if observe is None:
             pipe.on_event(_ResponseSender(pipe, ti, None))
         else:
-            pipe.on_event(_ResponseSender(pipe, ti, _NotificationMonitor(pipe)))
+            monitor = _NotificationMonitor(pipe)
+            pipe.on_event(_ResponseSender(pipe, ti, monitor))
             self._observations[key] = pipe
-            pipe.on_interest_end(_ObservationEntry(self._observations, pipe))
+            pipe.on_interest_end(_ObservationEntry(self._observations, pipe, monitor))
         self._render_to_pipe(pipe)
 
     def dispatch_error(self, exception: Exception, remote: interfaces.EndpointAddress) -> None:
-        for key in [k for k in self._outgoing if k[1] == remote]:
-            state = self._outgoing.pop(key)
+        for _, state in self._outgoing.pop_group(remote):
             if state.stop is not None:
                 state.stop()
                 state.stop = None
             if state.pipe is not None:  # (not the cancellation of an observation)
                 state.pipe.add_exception(exception)
-        for key in [k for k in self._observations if k[1] == remote]:
-            self._observations.pop(key).stop_interest()
+        for _, pipe in self._observations.pop_group(remote):
+            pipe.stop_interest()
 
     async def shutdown(self) -> None:
         self._shutting_down = True
