@@ -131,6 +131,7 @@ from . import rfc8323common as rfc  # noqa: E402
 from .generic_udp import split_hostinfo  # noqa: E402
 from .rfc8323adapter import DriverInterface, HoldOffs, client_ssl_context, idle_victim, strip_mapped  # noqa: E402
 from .rfc8323session import OPEN, SessionTuning  # noqa: E402
+from .wsframes import MaskKeys  # noqa: E402
 
 if TYPE_CHECKING:
     from . import TransportEntry, TransportSetup
@@ -188,6 +189,8 @@ class WSPool(DriverInterface):
         self._per_host: dict[str, int] = {}
         self._troubles = Troubles(log, self._clock)
         self._ws_log = WebSocketsLog(log, {})
+        self.mask_keys = MaskKeys()
+        """Where client connections take the masking keys of their frames."""
         self._shut = False
         self._drained: Optional[asyncio.Future[None]] = None
 
