@@ -400,3 +400,50 @@ async def test_a_query_does_not_change_the_resource():
         head = await asyncio.wait_for(peer.reader.readuntil(b"\r\n\r\n"), TIMEOUT)
         assert head.startswith(b"HTTP/1.1 101 ")
         await peer.close()
+
+
+# --- the WebSocket protocol after the upgrade -------------------------------------------
+
+
+async def test_frames_in_the_same_write_as_the_upgrade_are_read():
+    # (RFC 6455 has a client wait for the 101, but bytes it sends early are
+    # frames all the same: the server gives websockets only the HTTP head)
+    async with ws_server() as server:
+        peer = await RawPeer.connect(server.port)
+        get = encode(Message(code=Code.GET, _token=b"e", uri_path=["echo"]))
+        peer.writer.write(upgrade_request() + ws_frame(BINARY, csm()) + ws_frame(BINARY, get))
+        head = await asyncio.wait_for(peer.reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        assert head.startswith(b"HTTP/1.1 101 ")
+        opcode, payload = await peer.read_frame()
+        assert decode(payload).code == Code.CSM
+        opcode, payload = await peer.read_frame()
+        assert decode(payload).token == b"e" and decode(payload).code.is_response()
+        await peer.close()
+
+
+async def test_ping_gets_a_pong_and_a_close_gets_its_answer():
+    tuning = WSTuning(close_timeout=5.0)
+    async with ws_server(tuning=tuning) as server:
+        peer = await RawPeer.upgraded(server.port)
+        opcode, payload = await peer.read_frame()
+        assert decode(payload).code == Code.CSM
+        peer.send(PING, b"are you there")
+        assert await peer.read_frame() == (0xA, b"are you there")
+        peer.send(CLOSE, struct.pack("!H", 4000) + b"done")
+        assert await peer.read_frame() == (CLOSE, struct.pack("!H", 4000))
+        # and the server closes the TCP connection first (RFC 6455 §7.1.1)
+        assert await peer.closed_by_server(timeout=2.0)
+        await peer.close()
+        await until(lambda: server.ws._accepted == 0)
+
+
+async def test_unmasked_client_frame_fails_the_connection():
+    tuning = WSTuning(close_timeout=0.3)
+    async with ws_server(tuning=tuning) as server:
+        peer = await RawPeer.upgraded(server.port)
+        peer.writer.write(b"\x82\x02\x00\x01")  # a good frame header, but not masked
+        messages = await peer.messages_until_closed()
+        assert messages[0].code == Code.CSM and messages[-1] == 1002
+        assert await peer.closed_by_server()
+        await peer.close()
+        await until(lambda: server.ws._accepted == 0)
