@@ -1,12 +1,15 @@
 """CoAP over WebSockets (RFC 8323 §4): the ``coap+ws`` and ``coaps+ws``
 schemes, as a client and a server in one token interface (:class:`WSPool`,
-transport name ``ws``), on the sans-I/O layer of the ``websockets``
-package (install ``aiocoap[ws]``).
+transport name ``ws``). The HTTP upgrade is done by the sans-I/O layer of
+the ``websockets`` package (install ``aiocoap[ws]``), the WebSocket frames
+after it by :mod:`aiocoap.transports.wsframes` (written for the one use
+CoAP makes of them, at a fraction of the cost per message).
 
 Layers of one connection, each without I/O of its own below the asyncio
 protocol (:class:`WSRemote`) that moves the bytes::
 
-    socket bytes -> websockets ServerProtocol / ClientProtocol (HTTP upgrade, WebSocket frames)
+    socket bytes -> websockets ServerProtocol / ClientProtocol (HTTP upgrade, up to the end of its head)
+                 -> wsframes FrameDecoder / FrameEncoder (WebSocket frames)
                  -> binary messages -> RFC8323Session (WebSocketFramer) -> token layer
 
 :class:`WSRemote` (the connection, in
@@ -27,14 +30,16 @@ WebSockets:
   does not select ``coap``. No WebSocket extension (compression) is
   offered or accepted.
 * Every CoAP message is one binary WebSocket message without the Len field
-  (§4.2); fragmented messages are put together (within the size limit
-  below). A text message aborts the connection (WebSocket close code
-  1003). Each side's first message is its CSM; the client starts.
-* Size: the Max-Message-Size we announce bounds what we accept, and
-  websockets' ``max_size`` refuses a WebSocket message above it (plus the
-  CoAP header and token) from its frame header, before any of its body is
-  buffered (close code 1009, the connection ends). What the peer announced
-  bounds what we send (see the session).
+  (§4.2), sent as one frame (masked by a client); fragmented messages are
+  put together (within the size limit below). A text message aborts the
+  connection (WebSocket close code 1003), a frame that breaks RFC 6455
+  fails it (1002; the rules are :mod:`~aiocoap.transports.wsframes`'s).
+  Each side's first message is its CSM; the client starts.
+* Size: the Max-Message-Size we announce bounds what we accept: a
+  WebSocket message above it (plus the CoAP header and token) is refused
+  from its frame header, before any of its body is buffered (close code
+  1009, the connection ends). What the peer announced bounds what we send
+  (see the session).
 * Time: the opening handshake (TCP, TLS and HTTP upgrade) must be done
   within :attr:`~aiocoap.transports.rfc8323session.SessionTuning.connect_timeout`;
   a WebSocket frame that arrives in part stalls at most ``frame_timeout``
@@ -45,7 +50,9 @@ WebSockets:
   ones.
 * Closing: a connection the session ends (Abort, Release, idle) or that
   shuts down gets the WebSocket closing handshake (close code 1000, 1001
-  on shutdown), cut after ``close_timeout``; when the peer closes the
+  on shutdown; the server closes the TCP connection once both Close frames
+  are through, a client waits for it to), cut after ``close_timeout``; a
+  peer's Close is answered with ours. When the peer closes the
   WebSocket or the socket, every request pending on it fails at once with
   :class:`aiocoap.error.NetworkError` and observations on it end.
 * Client connections are pooled per :class:`PoolKey` (scheme and
@@ -99,7 +106,6 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from .wsconnection import (  # (first: it raises a clear ImportError without websockets)
     DEFAULT_PORTS,
-    HEADER_AND_TOKEN,
     HTTP_ALPN,
     NORMAL_CLOSURE,
     RESOURCE_PATH,
@@ -260,7 +266,6 @@ class WSPool(DriverInterface):
     def _accept(self, scheme: str) -> WSRemote:
         protocol = ServerProtocol(
             subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]  # (a str is what it is)
-            max_size=self.tuning.max_message_size + HEADER_AND_TOKEN,
             logger=self._ws_log,
         )
         return WSRemote(self, protocol, self.loop, self.log, scheme=scheme)
@@ -333,7 +338,6 @@ class WSPool(DriverInterface):
         return ClientProtocol(
             uri,
             subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
-            max_size=self.tuning.max_message_size + HEADER_AND_TOKEN,
             logger=self._ws_log,
         )
 

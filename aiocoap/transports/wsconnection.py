@@ -1,9 +1,10 @@
 """One CoAP-over-WebSockets connection (the connection objects of
 :mod:`aiocoap.transports.ws`, which describes the rules): :class:`WSRemote`
-drives a websockets sans-I/O protocol (the HTTP upgrade and the WebSocket
-frames) and an :class:`~aiocoap.transports.rfc8323session.RFC8323Session`
-(the CoAP rules) over one socket; :class:`Closing` finishes the WebSocket
-closing handshake of a connection that ended. The constants of the
+drives a websockets sans-I/O protocol (the HTTP upgrade), then the
+WebSocket frames (:mod:`aiocoap.transports.wsframes`) and an
+:class:`~aiocoap.transports.rfc8323session.RFC8323Session` (the CoAP
+rules) over one socket; :class:`Closing` finishes the WebSocket closing
+handshake of a connection that ended. The constants of the
 transport live here too; :mod:`aiocoap.transports.ws` exports them.
 """
 
@@ -195,9 +196,11 @@ class Troubles:
 class WSRemote(SessionDriver, asyncio.Protocol):
     """One CoAP-over-WebSockets connection: the asyncio protocol of its
     socket, the remote of every message exchanged on it, and the driver of
-    its websockets protocol (``connection``: a ``ServerProtocol`` on the
-    side that accepted the connection, a ``ClientProtocol`` on the side that
-    opened it) and of its
+    its websockets protocol for the opening handshake (``connection``: a
+    ``ServerProtocol`` on the side that accepted the connection, a
+    ``ClientProtocol`` on the side that opened it), of the WebSocket frames
+    after it (a :class:`~aiocoap.transports.wsframes.FrameDecoder` and
+    :class:`~aiocoap.transports.wsframes.FrameEncoder`) and of its
     :class:`~aiocoap.transports.rfc8323session.RFC8323Session`.
 
     ``local_hostinfo`` / ``remote_hostinfo`` name the ends where the socket
@@ -316,7 +319,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
         now = self._clock()
         delivered = False
         for event in events:
-            if type(event) is bytes:
+            if isinstance(event, bytes):
                 session.receive_data(event, now)
                 delivered = True
             else:
