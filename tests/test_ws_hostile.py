@@ -447,3 +447,41 @@ async def test_unmasked_client_frame_fails_the_connection():
         assert await peer.closed_by_server()
         await peer.close()
         await until(lambda: server.ws._accepted == 0)
+
+
+async def test_at_the_cap_an_idle_connection_makes_room():
+    tuning = WSTuning(max_server_connections_per_host=2, close_timeout=0.3)
+    async with ws_server(tuning=tuning) as server:
+        idle = [await RawPeer.upgraded(server.port) for _ in range(2)]
+        for peer in idle:
+            opcode, payload = await peer.read_frame()
+            assert decode(payload).code == Code.CSM
+        # both are idle (nothing pending): the third client is served, and
+        # the one idle longest is closed for it
+        await echo_works(server)
+        assert (await idle[0].messages_until_closed())[-1] == 1000
+        await until(lambda: server.ws._per_host.get("127.0.0.1", 0) <= 2)
+        for peer in idle:
+            await peer.close()
+
+
+async def test_incomplete_messages_are_capped_across_connections():
+    tuning = WSTuning(max_server_buffered=2500, close_timeout=0.3)
+    async with ws_server(tuning=tuning) as server:
+        small, large = await RawPeer.upgraded(server.port), await RawPeer.upgraded(server.port)
+        message = encode(Message(code=Code.PUT, _token=b"b", uri_path=["echo"], payload=b"z" * 3000))
+        # about 1000 bytes held for one, 1600 for the other (fragments and
+        # part of a frame): together above the cap
+        small.writer.write(frame_header(BINARY, len(message)) + message[:1000])
+        large.send(BINARY, message[:1], fin=False)
+        large.send(CONT, message[1:1000], fin=False)
+        large.writer.write(frame_header(CONT, len(message) - 1000) + message[1000:1600])
+        messages = await large.messages_until_closed()
+        assert messages[-2].code == Code.ABORT and b"buffered" in messages[-2].payload
+        small.writer.write(message[1000:])
+        opcode, payload = await small.read_frame()
+        assert decode(payload).code == Code.CSM
+        opcode, payload = await small.read_frame()
+        assert decode(payload).token == b"b"
+        await small.close()
+        await large.close()

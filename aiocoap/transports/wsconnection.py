@@ -231,6 +231,8 @@ class WSRemote(SessionDriver, asyncio.Protocol):
         self._local_hostinfo = _as_hostinfo(local_hostinfo)
         self._remote_hostinfo = _as_hostinfo(remote_hostinfo)
         self._poolkey = PoolKey(scheme, self._remote_hostinfo)
+        # what the pool was last told the decoder holds of incomplete messages
+        self._reported_buffered = 0
         # the address counted against the server's per-host cap, while counted
         self._counted_host: Optional[str] = None
         self._close_code = NORMAL_CLOSURE
@@ -291,6 +293,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
         self._decoder = None
         self._head_tail = b""
         self._head_done = False
+        self._reported_buffered = 0
         self._peername = transport.get_extra_info("peername")
         self._sockname = transport.get_extra_info("sockname")
         pool = self._pool
@@ -333,6 +336,10 @@ class WSRemote(SessionDriver, asyncio.Protocol):
             session.receive_partial(now)
         if session.added_deadline is not None:
             self._rearm(session)
+        buffered = decoder.buffered
+        if (buffered or self._reported_buffered) and self._local_is_server:
+            self._reported_buffered = buffered
+            self._pool._buffered_changed(self, buffered)
 
     def _control_received(self, event: Union[Ping, Pong, Close]) -> None:
         if type(event) is Ping:
