@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -28,9 +29,33 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_tcp import MIB, _cpu_both, _site, _wait_for_port  # noqa: E402
+from bench_tcp import MIB, _cpu_seconds  # noqa: E402
+from bench_tcp import _site as _tcp_site  # noqa: E402
 
 WS_PORT_OFFSET = 3000  # where aiocoap (both) puts WebSockets next to a bound port
+
+
+def _site():
+    """bench_tcp.py's resources (without its trace resource)."""
+    return _tcp_site(False)
+
+
+def _cpu_both(server_pid: int) -> float:
+    """CPU seconds used so far by this process and the server."""
+    return time.process_time() + _cpu_seconds(server_pid)
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Wait until something accepts connections on ``port`` of 127.0.0.1."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on port {port} after {timeout:g} s")
 
 
 async def _serve(port: int) -> None:

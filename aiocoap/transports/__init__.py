@@ -27,8 +27,9 @@ The available transports are:
   ``rfc8323common``, what the adapters share in ``rfc8323adapter``.
 * ``ws``: CoAP over WebSockets (RFC 8323 §4, coap+ws:// and coaps+ws://),
   client and server in one, on the same session core (needs the
-  ``websockets`` package: ``aiocoap[ws]``); its connections are in
-  ``wsconnection``.
+  ``websockets`` package for the HTTP upgrade: ``aiocoap[ws]``); its
+  connections are in ``wsconnection``, the WebSocket framing in
+  ``wsframes``.
 * ``tinydtls`` / ``tinydtls_server``: CoAP over DTLS (coaps://) with
   pre-shared keys; the server listens only when the server credentials
   have DTLS entries (next to the UDP port when that is explicit, else on
