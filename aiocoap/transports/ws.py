@@ -112,7 +112,6 @@ from typing import TYPE_CHECKING, Any, Optional
 from .wsconnection import (  # (first: it raises a clear ImportError without websockets)
     DEFAULT_PORTS,
     HTTP_ALPN,
-    NORMAL_CLOSURE,
     RESOURCE_PATH,
     SCHEME_WS,
     SCHEME_WSS,
@@ -142,6 +141,7 @@ from . import rfc8323common as rfc  # noqa: E402
 from .generic_udp import split_hostinfo  # noqa: E402
 from .rfc8323adapter import DriverInterface, HoldOffs, client_ssl_context, idle_victim, strip_mapped  # noqa: E402
 from .connectiontable import ConnectionTable  # noqa: E402
+from .wsframes import NORMAL_CLOSURE  # noqa: E402
 from .rfc8323session import OPEN, SessionTuning  # noqa: E402
 from .wsframes import MaskKeys  # noqa: E402
 
