@@ -32,6 +32,7 @@ extras_require = {
         "pytest-timeout",
         "hypothesis >= 6",
         "uvloop; platform_system != 'Windows'",
+        "mypy >= 1.10",
     ],
     # the coverage guided engine of tools/fuzz-long (which falls back to
     # hypothesis without it)

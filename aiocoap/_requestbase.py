@@ -13,7 +13,7 @@ re-exports them.
 from __future__ import annotations
 
 import asyncio
-from typing import Optional
+from typing import Any, Optional
 
 from . import error
 from .message import Message
@@ -94,7 +94,7 @@ class ClientObservation:
     # created when first needed.)
     __slots__ = ("_request", "_callbacks", "_errbacks", "cancelled", "_on_cancel", "_latest_error", "_queues", "_unheard")
 
-    def __init__(self, request=None):
+    def __init__(self, request: Any = None) -> None:
         # (kept so that the request, whose lifetime decides the
         # observation's, lives as long as the application holds this)
         self._request = request

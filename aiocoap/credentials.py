@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 import os
 import ssl
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 from . import error
 
@@ -100,6 +100,9 @@ class _Credential:
 
     def __repr__(self):
         return f"<{type(self).__name__}>"
+
+
+_C = TypeVar("_C", bound=_Credential)
 
 
 class DTLS(_Credential):
@@ -282,7 +285,7 @@ class CredentialReference:
         """The entry this reference stands for (following references to
         references); CredentialsLoadError for a dangling reference or a
         cycle."""
-        seen = []
+        seen: list[str] = []
         item: Any = self
         while isinstance(item, CredentialReference):
             if item.target in seen or len(seen) > 64:
@@ -480,7 +483,7 @@ class CredentialsMap(dict):
                     found |= candidate.security_context.find_all_used_contextless_oscore_kid()
         return found
 
-    def _find(self, uri: str, kind) -> Optional[_Credential]:
+    def _find(self, uri: str, kind: type[_C]) -> Optional[_C]:
         found = self._lookup(uri)
         candidates = found.items if isinstance(found, AnyOf) else [found]
         for c in candidates:
@@ -488,7 +491,7 @@ class CredentialsMap(dict):
                 return c
         return None
 
-    def find_oscore(self, msg):
+    def find_oscore(self, msg: Any) -> Any:
         """The OSCORE security context for the request, or None."""
         try:
             uri = msg.get_request_uri()

@@ -117,14 +117,14 @@ def missing_modules_of_extra(extra: str) -> List[str]:
     return missing_module_functions[feature]()
 
 
-def missing_module_message(extra: str, modules: Iterable[str]) -> str:
+def missing_module_message(extra: Optional[str], modules: Iterable[str]) -> str:
     """A one-line message for users telling that the feature behind the
     setup.py extra ``extra`` needs ``modules`` and how to get them.
 
     >>> missing_module_message("oscore", ["cbor2", "filelock"])
     'OSCORE requires the optional module(s) cbor2, filelock; install aiocoap[oscore]'
     """
-    feature = _FEATURES.get(extra, f"This feature ({extra})")
+    feature = _FEATURES.get(extra or "", f"This feature ({extra})")
     return f"{feature} requires the optional module(s) {', '.join(modules)}; install aiocoap[{extra}]"
 
 

@@ -39,9 +39,12 @@ is still an Error to catch (0.4b2).
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from .numbers.codes import Code
+
+if TYPE_CHECKING:
+    from .message import Message
 
 _NO_HINTS: Mapping[str, Any] = MappingProxyType({})
 
@@ -74,7 +77,7 @@ class HelpfulError(Error):
     """An error that can say in one line what went wrong and, where known,
     what the user can do about it (used by the command line tools)."""
 
-    def __str__(self):
+    def __str__(self) -> str:
         base = super().__str__()
         hint = self.extra_help()
         return f"{base} ({hint})" if base and hint else (base or hint or type(self).__name__)
@@ -92,7 +95,7 @@ class HelpfulError(Error):
 class RenderableError(Error):
     """Exception that can meaningfully be represented in a CoAP response"""
 
-    def to_message(self):
+    def to_message(self) -> Message:
         """Create a CoAP message that should be sent when this exception is
         rendered"""
         from .message import Message
@@ -104,17 +107,17 @@ class ResponseWrappingError(Error):
     """An exception that is raised due to an unsuccessful but received
     response."""
 
-    def __init__(self, coapmessage):
+    def __init__(self, coapmessage: Message) -> None:
         super().__init__(coapmessage)
         self.coapmessage = coapmessage
 
-    def to_message(self):
+    def to_message(self) -> Message:
         return self.coapmessage
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__}: {self.coapmessage.code} {self.coapmessage.payload!r}>"
 
-    def __str__(self):
+    def __str__(self) -> str:
         payload = self.coapmessage.payload
         text = payload.decode("utf-8", "replace") if payload else ""
         return f"{self.coapmessage.code}" + (f": {text}" if text else "")
@@ -129,12 +132,12 @@ class ConstructionRenderableError(RenderableError):
     message = ""
     """Text sent in the built message's payload"""
 
-    def __init__(self, message=None):
+    def __init__(self, message: Optional[str] = None) -> None:
         if message is not None:
             self.message = message
         super().__init__(self.message)
 
-    def to_message(self):
+    def to_message(self) -> Message:
         from .message import Message
 
         return Message(code=self.code, payload=self.message.encode("utf-8"))
@@ -282,7 +285,7 @@ class NoResource(NotFound):
 
     message = "Error: Resource not found!"
 
-    def __init__(self, message=None):
+    def __init__(self, message: Optional[str] = None) -> None:
         super().__init__(message)
 
 
@@ -348,7 +351,7 @@ class UnparsableMessage(Error):
     exception (else None), so that a confirmable message with a format error
     can be answered with a Reset (RFC 7252 §4.2)."""
 
-    def __init__(self, message="", *, mtype=None, mid=None):
+    def __init__(self, message: str = "", *, mtype: Optional[int] = None, mid: Optional[int] = None) -> None:
         super().__init__(message)
         self.mtype = mtype
         self.mid = mid
@@ -374,7 +377,7 @@ class MalformedUrlError(ValueError, HelpfulError):
     """A URI given to the library could not be parsed or is not usable as a
     CoAP request URI."""
 
-    def __str__(self):
+    def __str__(self) -> str:
         return Exception.__str__(self)
 
 
@@ -439,7 +442,13 @@ class ConRetransmitsExceeded(RequestTimedOut):
     acknowledged; ``transmissions`` and ``waited`` (seconds) tell how often
     and how long."""
 
-    def __init__(self, message="No acknowledgement received", *, transmissions=None, waited=None):
+    def __init__(
+        self,
+        message: str = "No acknowledgement received",
+        *,
+        transmissions: Optional[int] = None,
+        waited: Optional[float] = None,
+    ) -> None:
         super().__init__(message)
         self.transmissions = transmissions
         self.waited = waited

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Optional
 
 from .numbers.constants import DEFAULT_BLOCK_SIZE_EXP, MAX_REGULAR_BLOCK_SIZE_EXP
 
 if TYPE_CHECKING:
+    from .credentials import CredentialsMap
     from .message import Message
     from .pipe import Pipe
+    from .protocol import ServerObservation
 
 __all__ = [
     "MAX_REGULAR_BLOCK_SIZE_EXP",
@@ -58,7 +60,7 @@ class MessageInterface(metaclass=abc.ABCMeta):
         transport the message (typically because it is of the wrong scheme).
         Raises error.ResolutionError if the host name does not resolve."""
 
-    def recognize_remote(self, remote) -> bool:
+    def recognize_remote(self, remote: EndpointAddress) -> bool:
         """True if ``remote`` is an address this interface created (so that
         a message with that remote goes out through this interface)."""
         return False
@@ -80,7 +82,7 @@ class EndpointAddress(metaclass=abc.ABCMeta):
     objects also compare equal."""
 
     @property
-    def uri(self):
+    def uri(self) -> str:
         """Deprecated alias for uri_base"""
         return self.uri_base
 
@@ -150,12 +152,12 @@ class EndpointAddress(metaclass=abc.ABCMeta):
     just its host and port (DTLS credentials can depend on the path): the
     Context then does not reuse it for other requests to the same host."""
 
-    authenticated_claims: tuple = ()
+    authenticated_claims: tuple[Any, ...] = ()
     """What the security layer (OSCORE, DTLS, TLS) established about the
     peer; empty for unprotected exchanges."""
 
     @property
-    def blockwise_key(self):
+    def blockwise_key(self) -> Hashable:
         """A hashable value that is the same exactly for remotes whose
         blocks may be combined into one blockwise transfer: the network
         peer and the security context it is protected with. By default the
@@ -192,9 +194,11 @@ class MessageManager(metaclass=abc.ABCMeta):
         error condition (an OSError, e.g. ECONNREFUSED from an ICMP port
         unreachable) from a particular remote."""
 
-    client_credentials = None
-    """A CredentialsMap that transports should consult when trying to
-    establish a security context"""
+    @property
+    def client_credentials(self) -> Optional[CredentialsMap]:
+        """A CredentialsMap that transports should consult when trying to
+        establish a security context"""
+        return None
 
 
 class TokenInterface(metaclass=abc.ABCMeta):
@@ -215,7 +219,28 @@ class TokenInterface(metaclass=abc.ABCMeta):
         the request timeout (error.RequestTimedOut), a network error
         (error.NetworkError), or shutdown (error.LibraryShutdown)."""
 
-    def recognize_remote(self, remote) -> bool:
+    def send_message_replacing(
+        self,
+        message: "Message",
+        previous: Callable[[], None],
+        messageerror_monitor: Optional[Callable[[Exception], None]] = None,
+    ) -> Optional[Callable[[], None]]:
+        """Send ``message`` in place of an earlier one, ``previous`` being
+        what :meth:`send_message` returned for that (the token layer sends
+        an observation's notifications this way, each replacing the one
+        before). Returns what :meth:`send_message` returns.
+
+        This implementation stops the earlier message and sends the new one
+        on its own, which is right for reliable transports. The message
+        layer of CoAP over UDP lets a replacement take over a confirmable
+        exchange still in flight instead, with its retransmission counter
+        and timeout (RFC 7641 §4.5.2), so that a peer that stopped
+        answering is given up on even while new notifications keep
+        coming."""
+        previous()
+        return self.send_message(message, messageerror_monitor)
+
+    def recognize_remote(self, remote: EndpointAddress) -> bool:
         """True if ``remote`` is an address messages go out through this
         interface with."""
         return False
@@ -283,7 +308,7 @@ class Request(metaclass=abc.ABCMeta):
 
     __slots__ = ()
 
-    response: "asyncio.Future" = None  # type: ignore[assignment]  # (set by every implementation)
+    response: "asyncio.Future[Message]" = None  # type: ignore[assignment]  # (set by every implementation)
     """A future that is present from the creation of the object and
     fulfilled with the response message.
 
@@ -313,15 +338,13 @@ class Resource(metaclass=abc.ABCMeta):
         The default renders the request with :meth:`render` and adds its
         result as the only response (the Context does not call it, but does
         the same with blockwise and observation handling added)."""
-        from .pipe import error_to_message
+        from .pipe import add_rendered, error_to_message
 
         try:
             response = await self.render(pipe.request)
         except Exception as e:
             response = error_to_message(pipe, e)
-        from .protocol import Context
-
-        Context._complete(pipe, pipe.request, response, is_last=True)
+        add_rendered(pipe, response, is_last=True)
 
 
     @abc.abstractmethod
@@ -332,7 +355,7 @@ class Resource(metaclass=abc.ABCMeta):
         that by itself (False)."""
 
     @abc.abstractmethod
-    async def render(self, request: "Message"):
+    async def render(self, request: "Message") -> "Message":
         """Return a message that can be sent back to the requester.
 
         This does not need to set any low-level message options like remote,
@@ -358,7 +381,7 @@ class ObservableResource(Resource, metaclass=abc.ABCMeta):
     requests."""
 
     @abc.abstractmethod
-    async def add_observation(self, request: "Message", serverobservation) -> None:
+    async def add_observation(self, request: "Message", serverobservation: ServerObservation) -> None:
         """Before the incoming request is sent to render(), the
         add_observation() method is called. If the resource chooses to
         accept the observation, it has to call the
@@ -369,7 +392,7 @@ class ObservableResource(Resource, metaclass=abc.ABCMeta):
         having the request rendered again."""
 
 
-def renders_to_pipe(resource) -> bool:
+def renders_to_pipe(resource: object) -> bool:
     """Whether ``resource`` takes over its exchanges with a
     :meth:`Resource.render_to_pipe` of its own (rather than the default one
     that calls ``render``; a :class:`aiocoap.resource.Site` dispatches to its

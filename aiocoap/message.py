@@ -11,7 +11,7 @@ import functools
 import ipaddress
 import urllib.parse
 import warnings
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, Iterable, NamedTuple, Optional
 
 from . import error
 from .numbers import uri_path_abbrev
@@ -107,7 +107,7 @@ class UndecidedRemote(_UndecidedRemoteFields):
         return cls(parsed.scheme, parsed.netloc)
 
 
-def _as_bytes(value, what: str) -> bytes:
+def _as_bytes(value: object, what: str) -> bytes:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
     raise TypeError(f"{what} must be bytes, not {type(value).__name__}")
@@ -161,26 +161,26 @@ class Message:
     # Defaults for attributes that decoded messages usually do not set; being
     # class attributes keeps decoding lean. Assignments go to the instance.
     version = 1
-    _remote = None
+    _remote: Any = None
     _target: Optional[UndecidedRemote] = None
-    request = None
-    transport_tuning = None
+    request: Optional[Message] = None
+    transport_tuning: Any = None
 
     def __init__(
         self,
         *,
-        mtype=None,
+        mtype: Optional[int] = None,
         mid: Optional[int] = None,
-        code=None,
+        code: Optional[int] = None,
         payload: bytes = b"",
         token: bytes = b"",
         uri: Optional[str] = None,
-        transport_tuning=None,
+        transport_tuning: Any = None,
         _mid: Optional[int] = None,
-        _mtype=None,
+        _mtype: Optional[int] = None,
         _token: bytes = b"",
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         if mtype is not None:
             warnings.warn(
                 "Message(mtype=...) is deprecated: the library picks the type; set "
@@ -232,13 +232,13 @@ class Message:
     # --- remote handling -------------------------------------------------
 
     @property
-    def remote(self):
+    def remote(self) -> Any:
         if self._remote is not None:
             return self._remote
         return self._target
 
     @remote.setter
-    def remote(self, value):
+    def remote(self, value: Any) -> None:
         if isinstance(value, UndecidedRemote):
             self._target = value
             self._remote = None
@@ -255,7 +255,7 @@ class Message:
         return getattr(remote, "hostinfo", None) if remote is not None else None
 
     @unresolved_remote.setter
-    def unresolved_remote(self, value: Optional[str]):
+    def unresolved_remote(self, value: Optional[str]) -> None:
         if value is None:
             self._target = None
         else:
@@ -264,7 +264,7 @@ class Message:
 
     # --- representation ----------------------------------------------------
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self.mtype is None:
             mtype = "no mtype,"
         else:
@@ -283,7 +283,7 @@ class Message:
             f"remote {self._remote!r}{extras}>"
         )
 
-    def copy(self, **kwargs) -> "Message":
+    def copy(self, **kwargs: Any) -> "Message":
         """Create a copy of the Message. kwargs are treated like the named
         arguments in the constructor, and update the copy."""
         new = type(self).__new__(type(self))
@@ -332,7 +332,7 @@ class Message:
     # --- codec ---------------------------------------------------------------
 
     @classmethod
-    def decode(cls, rawdata, remote=None) -> "Message":
+    def decode(cls, rawdata: bytes | bytearray | memoryview, remote: Any = None) -> "Message":
         """Create Message object from binary representation of message."""
         if type(rawdata) is not bytes:
             rawdata = bytes(rawdata)
@@ -398,7 +398,7 @@ class Message:
 
     # --- cache key -------------------------------------------------------------
 
-    def get_cache_key(self, ignore_options=()):
+    def get_cache_key(self, ignore_options: Iterable[int] = ()) -> tuple[Any, ...]:
         """Generate a hashable and comparable object (currently a tuple) from
         the message's code and all option values that are part of the cache
         key and not in the optional list of ignore_options (which is the list
@@ -496,7 +496,7 @@ class Message:
 
         try:
             if parsed.path in ("", "/"):
-                path: tuple = ()
+                path: tuple[str, ...] = ()
             else:
                 if not parsed.path.startswith("/"):
                     raise error.MalformedUrlError(f"Invalid URI {uri!r}: relative path")
@@ -505,7 +505,7 @@ class Message:
                     for seg in parsed.path[1:].split("/")
                 )
             if parsed.query:
-                query: tuple = tuple(
+                query: tuple[str, ...] = tuple(
                     urllib.parse.unquote(q, errors="strict")
                     for q in parsed.query.split("&")
                 )
@@ -604,11 +604,11 @@ class Message:
 
     # --- deprecated requested_* properties ---------------------------------
 
-    def _requested_split(self):
+    def _requested_split(self) -> urllib.parse.SplitResult:
         return urllib.parse.urlsplit(self.get_request_uri())
 
     @property
-    def requested_scheme(self):
+    def requested_scheme(self) -> str:
         """The URI scheme of the request (for a response: of its request).
 
         Setting it on a request that is not sent yet picks the transport by
@@ -632,21 +632,21 @@ class Message:
         self._remote = None
 
     @property
-    def requested_proxy_uri(self):
+    def requested_proxy_uri(self) -> Optional[str]:
         """Deprecated; use get_request_uri()."""
         return (self.request if self.request is not None else self).opt.proxy_uri
 
     @property
-    def requested_hostinfo(self):
+    def requested_hostinfo(self) -> str:
         """Deprecated; use get_request_uri()."""
         return self._requested_split().netloc
 
     @property
-    def requested_path(self):
+    def requested_path(self) -> tuple[str, ...]:
         """Deprecated; use get_request_uri()."""
         return (self.request if self.request is not None else self).opt.uri_path
 
     @property
-    def requested_query(self):
+    def requested_query(self) -> tuple[str, ...]:
         """Deprecated; use get_request_uri()."""
         return (self.request if self.request is not None else self).opt.uri_query

@@ -15,10 +15,12 @@ Rules enforced here:
   answered gets the remembered reply again (so a POST runs once); one still
   being processed gets an empty ACK if one was already sent, else nothing.
 * The dedup memory is compact (the remembered reply's bytes plus a dict
-  slot and a key tuple) and hard-capped at ``max_dedup_entries``; when the
-  cap is reached the oldest entries are forgotten early (a duplicate that
-  arrives after that is processed again) and a warning is logged once per
-  minute.
+  slot and a key tuple) and hard-capped at ``max_dedup_entries`` entries
+  and ``max_dedup_bytes`` bytes of remembered replies (32 MiB by default:
+  a piggybacked response can be over a kilobyte); when either cap is
+  reached the oldest entries are forgotten early (a duplicate that arrives
+  after that is processed again, as if it came after EXCHANGE_LIFETIME)
+  and a warning is logged once per minute.
 * A request that the application answers within EMPTY_ACK_DELAY gets a
   piggybacked response; otherwise an empty ACK goes out and the response
   follows as a separate CON (NON for NON requests).
@@ -49,11 +51,21 @@ Rules enforced here:
   answered with RST, anything else malformed is dropped (RFC 7252 §4.2,
   §4.3).
 * Responses to multicast requests are NON, never errors, and are delayed by
-  a random time within DEFAULT_LEISURE (RFC 7252 §8.2).
+  a random time within DEFAULT_LEISURE (RFC 7252 §8.2). The one error that
+  does go out is an Echo challenge (4.01 with an Echo option, RFC 9175
+  §2.3): a server limiting what it sends to an unverified requester (see
+  :mod:`aiocoap.amplification`) answers it instead of the response.
 * A NON response sent with a monitor (an observe notification) is
   remembered for EXCHANGE_LIFETIME so that a Reset to it reaches the
   monitor (RFC 7641 §3.6: that is how clients reject notifications); a NON
   notification nobody wants is answered with a Reset.
+* A notification sent replacing the previous one of its observation
+  (``send_message_replacing``) while that one is a confirmable exchange in
+  flight takes the exchange over (RFC 7641 §4.5.2): it goes out
+  confirmable with a MID of its own and keeps the retransmission counter
+  and the running timeout, so an observer that never acknowledges is given
+  up on after MAX_RETRANSMIT (its monitor gets
+  error.ConRetransmitsExceeded) however fast notifications follow.
 * Per-peer state (next MID) is bounded (``max_peers``; the peer first
   sent to is forgotten first, and starts at a random MID again).
 
@@ -74,7 +86,7 @@ import itertools
 import logging
 import random
 from collections import deque
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Union
 
 from . import error, interfaces
 from .congestion import PeerExchanges, RtoEstimator
@@ -84,7 +96,13 @@ from .numbers.constants import DEFAULT_TUNING, TransportTuning
 from .numbers.optionnumbers import OptionNumber
 from .numbers.types import Type
 from .util.asyncio import clock_of
+from .util.keyindex import KeyIndex
 from .util.logsummary import LogSummary
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from .credentials import CredentialsMap
 
 __all__ = ["MessageLayer", "MessageManager", "no_response_suppresses"]
 
@@ -103,7 +121,7 @@ _NOTHING = 2  # NON request being processed or answered without a reply
 _NO_RESPONSE_BITS = {2: 0x02, 4: 0x08, 5: 0x10}
 
 
-def no_response_suppresses(no_response: Optional[int], code) -> bool:
+def no_response_suppresses(no_response: Optional[int], code: int) -> bool:
     """Whether a request's No-Response option value (RFC 7967) says that a
     response with this code must not be sent."""
     if not no_response:
@@ -111,7 +129,11 @@ def no_response_suppresses(no_response: Optional[int], code) -> bool:
     return bool(no_response & _NO_RESPONSE_BITS.get(Code(code).class_, 0))
 
 
-def _empty(mtype, mid) -> bytes:
+def _is_echo_challenge(message: Message) -> bool:
+    return message.code == Code.UNAUTHORIZED and OptionNumber.ECHO in message.opt
+
+
+def _empty(mtype: Type, mid: Any) -> bytes:
     return bytes((0x40 | (mtype << 4), 0, (mid >> 8) & 0xFF, mid & 0xFF))
 
 
@@ -134,18 +156,24 @@ class _Tracked:
     itself the function that stops the tracking (what
     :meth:`MessageLayer.send_message` returns)."""
 
-    __slots__ = ("key", "monitor", "table")
+    __slots__ = ("key", "monitor", "layer")
 
-    def __init__(self, key, monitor, table: dict):
-        self.key = key
+    def __init__(self, key: tuple[Any, Any], monitor: Optional[Callable[[Exception], None]], layer: MessageLayer):
+        self.key: Optional[tuple[Any, Any]] = key
         self.monitor = monitor
-        self.table = table
+        self.layer = layer
 
     def __call__(self) -> None:
-        table = self.table
-        found = table.pop(self.key, None)
-        if found is not self and found is not None:
-            table[self.key] = found  # (a newer message with the same MID)
+        key = self.key
+        if key is None:
+            return
+        self.forget()
+        self.layer._untrack(key, self)
+
+    def forget(self) -> None:
+        """Let go of what the tracking referred to: the handle itself may
+        stay in an expiry bucket for a while, and keeps nothing alive."""
+        self.key = self.monitor = None
 
 
 class _OutgoingMessage:
@@ -153,10 +181,21 @@ class _OutgoingMessage:
 
     __slots__ = (
         "data", "remote", "transmissions", "timeout", "monitor", "deadline", "start", "tuning", "kind",
-        "key", "backoff",
+        "key", "backoff", "taken_over",
     )
 
-    def __init__(self, data, remote, timeout, monitor, deadline, start, tuning, kind=_RETRANSMITTED, key=None):
+    def __init__(
+        self,
+        data: Any,
+        remote: Any,
+        timeout: float,
+        monitor: Optional[Callable[[Exception], None]],
+        deadline: float,
+        start: float,
+        tuning: TransportTuning,
+        kind: int = _RETRANSMITTED,
+        key: Any = None,
+    ) -> None:
         self.data = data
         self.remote = remote
         self.transmissions = 1
@@ -168,6 +207,25 @@ class _OutgoingMessage:
         self.kind = kind
         self.key = key
         self.backoff = 2.0  # (the timeout's growth per retransmission)
+        # A newer message took over the exchange (see MessageLayer._take_over):
+        # its round trip is not measured from ``start``.
+        self.taken_over = False
+
+
+class _Stop:
+    """What :meth:`MessageLayer.send_message` returns for a message it keeps
+    state for: calling it stops the message (retransmissions, the NON
+    request timeout, the wait for its turn); a later response can be sent
+    replacing it."""
+
+    __slots__ = ("layer", "state")
+
+    def __init__(self, layer: MessageLayer, state: _OutgoingMessage) -> None:
+        self.layer = layer
+        self.state = state
+
+    def __call__(self) -> None:
+        self.layer._stop(self.state)
 
 
 class MessageLayer:
@@ -187,6 +245,10 @@ class MessageLayer:
         time (its sender stopped it), and waiting messages can go out.
     :param max_queued_per_peer: how many CON messages may wait for their
         turn to one peer (see the module documentation).
+    :param reachable: ``reachable(remote, now)`` when ``remote`` showed that
+        it receives what we send: it acknowledged or reset a confirmable
+        message of ours, or answered a request of ours (what
+        :class:`aiocoap.amplification.AmplificationLimit` counts as proof).
     """
 
     def __init__(
@@ -195,14 +257,16 @@ class MessageLayer:
         send: Callable[[bytes, object], None],
         deliver_request: Callable[[Message], None],
         deliver_response: Callable[[Message], bool],
-        log,
+        log: logging.Logger,
         tuning: TransportTuning = DEFAULT_TUNING,
         rng: Optional[random.Random] = None,
         max_dedup_entries: int = 200_000,
+        max_dedup_bytes: int = 32 << 20,
         max_peers: int = 10_000,
         wakeup: Optional[Callable[[], None]] = None,
         max_queued_per_peer: int = 10_000,
-    ):
+        reachable: Optional[Callable[[Any, float], None]] = None,
+    ) -> None:
         self._send = send
         self._deliver_request = deliver_request
         self._deliver_response = deliver_response
@@ -210,50 +274,57 @@ class MessageLayer:
         self.tuning = tuning
         self._rng = rng or random.Random()
         self.max_dedup_entries = max_dedup_entries
+        self.max_dedup_bytes = max_dedup_bytes
         self.max_peers = max_peers
         self._wakeup = wakeup
         self.max_queued_per_peer = max_queued_per_peer
+        self._reachable = reachable
 
         # (remote, mid) -> state (see _PROCESSING etc.) or reply bytes
-        self._dedup: dict = {}
+        self._dedup: dict[tuple[Any, Any], Union[int, bytes]] = {}
+        self._dedup_bytes = 0  # (the bytes values in it, together)
         # Expiry in coarse time buckets: deques of [expiry, [keys...]].
         # Lifetimes are constant per kind, so each deque is sorted by expiry,
         # and an entry costs one list slot instead of an (expiry, key) tuple.
-        self._dedup_expiry_con: deque = deque()
-        self._dedup_expiry_non: deque = deque()
+        self._dedup_expiry_con: deque[list[Any]] = deque()
+        self._dedup_expiry_non: deque[list[Any]] = deque()
         self._last_cap_warning = -1e9
 
         # (remote, token) -> mid of a CON request we have not ACKed yet
-        self._pending_ack: dict = {}
+        self._pending_ack: dict[tuple[Any, bytes], Optional[int]] = {}
         # (deadline, (remote, mid)) for empty ACKs; constant delay -> FIFO
-        self._empty_ack_queue: deque = deque()
+        self._empty_ack_queue: deque[tuple[float, tuple[Any, Any]]] = deque()
 
         # (remote, mid) -> _OutgoingMessage
-        self._outgoing: dict = {}
+        self._outgoing: dict[tuple[Any, Any], _OutgoingMessage] = {}
         # (remote, mid) -> _Tracked, and their expiry buckets (as for dedup)
-        self._tracked: dict = {}
-        self._tracked_expiry: deque = deque()
+        self._tracked: dict[Any, _Tracked] = {}
+        # remote -> the keys of _outgoing and _tracked for it (a MID is
+        # never in both), so that an error for a remote touches its own
+        # exchanges only
+        self._keys_by_remote = KeyIndex()
+        self._tracked_expiry: deque[list[Any]] = deque()
         self._tracked_slots = 0  # entries in the buckets, live or stopped
         # heap of (deadline, seq, key) with lazy deletion
-        self._heap: list = []
+        self._heap: list[tuple[float, int, tuple[Any, Any]]] = []
         self._seq = itertools.count()
 
         # delayed sends (multicast leisure): heap of (deadline, seq, data, remote)
-        self._delayed: list = []
+        self._delayed: list[tuple[float, int, bytes, Any]] = []
 
         # remote -> [next MID] (a list: updated without another lookup)
-        self._mids: dict = {}
+        self._mids: dict[Any, list[int]] = {}
 
         # remote -> PeerExchanges, for peers with outstanding or waiting
         # CON messages (NSTART bookkeeping)
-        self._exchanges: dict = {}
+        self._exchanges: dict[Any, PeerExchanges] = {}
         # Peers whose outstanding exchanges ended outside a call that has
         # the time (a stop function): their waiting messages go out at the
         # next handle_timer.
-        self._releasable: set = set()
+        self._releasable: set[Any] = set()
         # remote -> RtoEstimator, while adaptive RTOs are on (bounded like
         # _mids)
-        self._rtos: dict = {}
+        self._rtos: dict[Any, RtoEstimator] = {}
 
         # Lines about what peers cause, at most once a minute each
         self._unparsable_log = LogSummary(log, logging.WARNING)
@@ -272,15 +343,20 @@ class MessageLayer:
         return len(self._dedup)
 
     @property
+    def dedup_bytes(self) -> int:
+        """Bytes of the replies the deduplication cache remembers."""
+        return self._dedup_bytes
+
+    @property
     def outgoing_size(self) -> int:
         return len(self._outgoing)
 
-    def outstanding_to(self, remote) -> int:
+    def outstanding_to(self, remote: Any) -> int:
         """How many confirmable exchanges with ``remote`` are outstanding."""
         peer = self._exchanges.get(remote)
         return 0 if peer is None else peer.active
 
-    def waiting_for(self, remote) -> int:
+    def waiting_for(self, remote: Any) -> int:
         """How many confirmable messages to ``remote`` wait for their turn."""
         peer = self._exchanges.get(remote)
         return 0 if peer is None else peer.waiting
@@ -350,11 +426,9 @@ class MessageLayer:
             _, _, data, remote = heapq.heappop(delayed)
             self._send(data, remote)
 
-        dedup = self._dedup
         for buckets in (self._dedup_expiry_con, self._dedup_expiry_non):
             while buckets and buckets[0][0] <= now:
-                for key in buckets.popleft()[1]:
-                    dedup.pop(key, None)
+                self._forget_bucket(buckets.popleft())
 
         tracked_expiry = self._tracked_expiry
         while tracked_expiry and tracked_expiry[0][0] <= now:
@@ -363,16 +437,16 @@ class MessageLayer:
             for handle in expired:
                 handle()
 
-    def _on_outgoing_deadline(self, key, state: _OutgoingMessage, now: float) -> None:
+    def _on_outgoing_deadline(self, key: tuple[Any, Any], state: _OutgoingMessage, now: float) -> None:
         if state.kind == _AWAITING_RESPONSE:
             # A NON request whose response never came.
-            del self._outgoing[key]
+            self._drop_outgoing(key)
             self._notify(state.monitor, error.RequestTimedOut(
                 "No response to the non-confirmable request within %.3g s" % (now - state.start)
             ))
             return
         if state.transmissions > state.tuning.MAX_RETRANSMIT:
-            del self._outgoing[key]
+            self._drop_outgoing(key)
             self._exchange_ended(state.remote, now)
             self._notify(state.monitor, error.ConRetransmitsExceeded(
                 "No acknowledgement received after %d transmissions in %.3g s"
@@ -389,7 +463,7 @@ class MessageLayer:
         self.log.debug("Retransmitting MID %d to %r (transmission %d)", key[1], state.remote, state.transmissions)
         self._send(state.data, state.remote)
 
-    def _notify(self, monitor, exc) -> None:
+    def _notify(self, monitor: Optional[Callable[[Exception], None]], exc: Exception) -> None:
         if monitor is not None:
             try:
                 monitor(exc)
@@ -398,7 +472,7 @@ class MessageLayer:
 
     # --- incoming -------------------------------------------------------------------
 
-    def receive_datagram(self, data: bytes, remote, now: float) -> None:
+    def receive_datagram(self, data: bytes, remote: Any, now: float) -> None:
         """Process one datagram from ``remote``."""
         try:
             message = Message.decode(data, remote)
@@ -450,18 +524,24 @@ class MessageLayer:
                 self._remember(key, ack, CON, now)
                 if self._deliver_response(message):
                     self._send(ack, remote)
+                    if self._reachable is not None:
+                        self._reachable(remote, now)
                 else:
                     self._unmatched_log.log(now, "Response %r not recognized; sending RST", message)
                     rst = _empty(RST, message.mid)
-                    self._dedup[key] = rst
+                    self._dedup[key] = rst  # (as long as the ACK it replaces)
                     self._send(rst, remote)
             else:
                 self._remember(key, _NOTHING, NON, now)
-                if not self._deliver_response(message):
+                if self._deliver_response(message):
+                    if self._reachable is not None:
+                        self._reachable(remote, now)
+                else:
                     if message.opt.observe is not None:
                         self._unmatched_log.log(now, "Notification %r not recognized; sending RST", message)
                         rst = _empty(RST, message.mid)
                         self._dedup[key] = rst
+                        self._dedup_bytes += len(rst)
                         self._send(rst, remote)
                     else:
                         self._unmatched_log.log(now, "Ignoring unknown response %r (which is not a CON)", message)
@@ -471,7 +551,7 @@ class MessageLayer:
         if mtype is CON:
             self._send(_empty(RST, message.mid), remote)
 
-    def _answer_duplicate(self, key, known) -> None:
+    def _answer_duplicate(self, key: tuple[Any, Any], known: Union[int, bytes]) -> None:
         remote = key[0]
         if type(known) is bytes:
             self.log.debug("Answering duplicate MID %d from %r from cache", key[1], remote)
@@ -485,11 +565,13 @@ class MessageLayer:
     """Width of a dedup expiry bucket in seconds: entries are kept between
     their lifetime and their lifetime plus this."""
 
-    def _remember(self, key, state, mtype, now: float) -> None:
+    def _remember(self, key: tuple[Any, Any], state: Union[int, bytes], mtype: Optional[Type], now: float) -> None:
         dedup = self._dedup
         if len(dedup) >= self.max_dedup_entries:
             self._evict_oldest(now)
         dedup[key] = state
+        if type(state) is bytes:
+            self._dedup_bytes += len(state)
         if mtype is CON:
             buckets = self._dedup_expiry_con
             lifetime = self.tuning.EXCHANGE_LIFETIME
@@ -507,8 +589,9 @@ class MessageLayer:
         if now - self._last_cap_warning > 60:
             self._last_cap_warning = now
             self.log.warning(
-                "Deduplication cache full (%d exchanges); forgetting the oldest early",
-                self.max_dedup_entries,
+                "Deduplication cache full (%d exchanges, %d bytes of replies; caps %d and %d); "
+                "forgetting the oldest early",
+                len(self._dedup), self._dedup_bytes, self.max_dedup_entries, self.max_dedup_bytes,
             )
         # Drop the oldest bucket (of whichever kind was created first) so the
         # eviction cost is amortized over many entries.
@@ -519,9 +602,20 @@ class MessageLayer:
             bucket = non.popleft()
         else:
             return
+        self._forget_bucket(bucket)
+
+    def _evict_for_bytes(self, now: float) -> None:
+        """Forget the oldest entries until the remembered replies fit
+        ``max_dedup_bytes`` again."""
+        while self._dedup_bytes > self.max_dedup_bytes and (self._dedup_expiry_con or self._dedup_expiry_non):
+            self._evict_oldest(now)
+
+    def _forget_bucket(self, bucket: list[Any]) -> None:
         dedup = self._dedup
         for key in bucket[1]:
-            dedup.pop(key, None)
+            state = dedup.pop(key, None)
+            if type(state) is bytes:
+                self._dedup_bytes -= len(state)
 
     def _receive_ack_or_rst(self, message: Message, now: float) -> None:
         remote = message.remote
@@ -530,7 +624,10 @@ class MessageLayer:
         if state is None and message.mtype is RST:
             tracked = self._tracked.pop(key, None)
             if tracked is not None:
-                self._notify(tracked.monitor, error.ResetReceived("The peer answered with a Reset"))
+                self._keys_by_remote.discard(remote, key)
+                monitor = tracked.monitor
+                tracked.forget()
+                self._notify(monitor, error.ResetReceived("The peer answered with a Reset"))
                 return
         if state is None or state.kind != _RETRANSMITTED:
             self._unmatched_log.log(
@@ -538,8 +635,10 @@ class MessageLayer:
                 message.mtype, remote, message.mid,
             )
             return
-        del self._outgoing[key]
-        if self.tuning.ADAPTIVE_RTO:
+        self._drop_outgoing(key)
+        if self._reachable is not None:
+            self._reachable(remote, now)
+        if self.tuning.ADAPTIVE_RTO and not state.taken_over:
             self._rto_of(remote).sample(now - state.start, state.transmissions, now)
         self._exchange_ended(remote, now)
         if message.mtype is RST:
@@ -556,7 +655,7 @@ class MessageLayer:
     def _tuning_of(self, message: Message) -> TransportTuning:
         return message.transport_tuning or self.tuning
 
-    def _next_mid(self, remote) -> int:
+    def _next_mid(self, remote: Any) -> int:
         mids = self._mids
         entry = mids.get(remote)
         if entry is None:
@@ -582,13 +681,22 @@ class MessageLayer:
         entry[0] = (mid + 1) & 0xFFFF
         return mid
 
-    def send_message(self, message: Message, now: float, monitor=None) -> Optional[Callable[[], None]]:
+    def send_message(
+        self,
+        message: Message,
+        now: float,
+        monitor: Optional[Callable[[Exception], None]] = None,
+        replacing: Optional[Callable[[], None]] = None,
+    ) -> Optional[Callable[[], None]]:
         """Send a request or response; fill in type and MID as needed.
 
         Returns a function that stops retransmissions (and the NON request
         timeout) for the message, or None if there is nothing to stop.
         ``monitor(exc)`` is called when the message will not be processed
-        (see interfaces.TokenInterface.send_message)."""
+        (see interfaces.TokenInterface.send_message). A response sent
+        ``replacing`` an earlier one (what this returned for it) takes over
+        the earlier one's confirmable exchange if that is still in flight
+        (see :meth:`_take_over`), and stops it in any case."""
         remote = message.remote
         code = message.code
         if code is None:
@@ -610,10 +718,17 @@ class MessageLayer:
                         message.mid = request_mid
                         data = message.encode()
                         self._dedup[dedup_key] = data
+                        self._dedup_bytes += len(data)
+                        if self._dedup_bytes > self.max_dedup_bytes:
+                            self._evict_for_bytes(now)
                         self._send(data, remote)
                         return None
                 elif message.mtype is ACK:
                     message.mtype = None
+            if replacing is not None:
+                taken = self._take_over(replacing, message, monitor, now)
+                if taken is not None:
+                    return taken
         tuning = message.transport_tuning or self.tuning
         mtype = message.mtype
         if mtype is None:
@@ -639,7 +754,7 @@ class MessageLayer:
                     "%d confirmable messages already wait for their turn to %r" % (peer.waiting, remote)
                 ))
                 return None
-            self._outgoing[key] = state
+            self._add_outgoing(key, state)
             if peer.active < self.tuning.NSTART and not peer.waiting:
                 self._start_exchange(state, peer, now)
             else:
@@ -650,25 +765,68 @@ class MessageLayer:
         elif mtype is NON and is_request:
             deadline = now + tuning.request_timeout
             state = _OutgoingMessage(None, remote, 0.0, monitor, deadline, now, tuning, _AWAITING_RESPONSE, key)
-            self._outgoing[key] = state
+            self._add_outgoing(key, state)
             self._schedule(state)
             self._send(data, remote)
         else:
             self._send(data, remote)
             return None
+        return _Stop(self, state)
 
-        def stop():
-            if self._outgoing.get(key) is not state:
-                return
-            del self._outgoing[key]
-            if state.kind == _RETRANSMITTED:
-                self._exchange_ended(remote, None)
-            elif state.kind == _WAITING:
-                peer = self._exchanges[remote]
-                peer.waiting -= 1
-                self._forget_if_idle(remote, peer)
+    def _stop(self, state: _OutgoingMessage) -> None:
+        """The sender lost interest in ``state`` (see :class:`_Stop`)."""
+        key = state.key
+        if self._outgoing.get(key) is not state:
+            return
+        self._drop_outgoing(key)
+        remote = state.remote
+        if state.kind == _RETRANSMITTED:
+            self._exchange_ended(remote, None)
+        elif state.kind == _WAITING:
+            peer = self._exchanges[remote]
+            peer.waiting -= 1
+            self._forget_if_idle(remote, peer)
 
-        return stop
+    def _take_over(
+        self,
+        previous: Callable[[], None],
+        message: Message,
+        monitor: Optional[Callable[[Exception], None]],
+        now: float,
+    ) -> Optional[Callable[[], None]]:
+        """Send the response ``message`` in place of the earlier one that
+        ``previous`` (what :meth:`send_message` returned for it) stops.
+
+        While the earlier one is a confirmable exchange still in flight,
+        the new one takes it over (RFC 7641 §4.5.2): it goes out
+        confirmable with a message ID of its own (the peer must not take it
+        for a duplicate), and keeps the retransmission counter and the
+        running timeout, so that a peer that never acknowledges is given up
+        on after MAX_RETRANSMIT however often notifications replace each
+        other. One still waiting for its turn (NSTART) is replaced where it
+        waits. Returns the handle of the exchange, or None if there was
+        nothing to take over (the caller then sends as usual)."""
+        state = previous.state if type(previous) is _Stop and previous.layer is self else None
+        if state is None or self._outgoing.get(state.key) is not state or state.kind == _AWAITING_RESPONSE \
+                or state.remote != message.remote:
+            previous()
+            return None
+        message.mtype = CON
+        if state.kind == _WAITING:
+            # (never sent: its message ID can go to the replacement)
+            message.mid = state.key[1]
+        else:
+            self._drop_outgoing(state.key)
+            message.mid = self._next_mid(state.remote)
+            state.key = (state.remote, message.mid)
+            state.taken_over = True
+            self._add_outgoing(state.key, state)
+            self._schedule(state)
+        state.data = message.encode()
+        state.monitor = monitor
+        if state.kind == _RETRANSMITTED:
+            self._send(state.data, state.remote)
+        return previous
 
     def _schedule(self, state: _OutgoingMessage) -> None:
         heap = self._heap
@@ -695,7 +853,7 @@ class MessageLayer:
         self._schedule(state)
         self._send(state.data, state.remote)
 
-    def _exchange_ended(self, remote, now: Optional[float]) -> None:
+    def _exchange_ended(self, remote: Any, now: Optional[float]) -> None:
         """One of the outstanding CON exchanges with ``remote`` ended: let
         waiting messages go out (now, or at the next handle_timer if the
         time is not known here)."""
@@ -711,7 +869,7 @@ class MessageLayer:
             if self._wakeup is not None:
                 self._wakeup()
 
-    def _drain(self, remote, peer: PeerExchanges, now: float) -> None:
+    def _drain(self, remote: Any, peer: PeerExchanges, now: float) -> None:
         """Send waiting messages to ``remote`` while NSTART allows."""
         queue = peer.queue
         outgoing = self._outgoing
@@ -726,11 +884,11 @@ class MessageLayer:
             queue.clear()
         self._forget_if_idle(remote, peer)
 
-    def _forget_if_idle(self, remote, peer: PeerExchanges) -> None:
+    def _forget_if_idle(self, remote: Any, peer: PeerExchanges) -> None:
         if peer.idle and self._exchanges.get(remote) is peer:
             del self._exchanges[remote]
 
-    def _rto_of(self, remote) -> RtoEstimator:
+    def _rto_of(self, remote: Any) -> RtoEstimator:
         rtos = self._rtos
         estimator = rtos.get(remote)
         if estimator is None:
@@ -739,12 +897,15 @@ class MessageLayer:
             estimator = rtos[remote] = RtoEstimator(self.tuning.ACK_TIMEOUT)
         return estimator
 
-    def _send_tracked(self, data: bytes, key, monitor, expiry: float) -> _Tracked:
+    def _send_tracked(
+        self, data: bytes, key: tuple[Any, Any], monitor: Callable[[Exception], None], expiry: float
+    ) -> _Tracked:
         """Send a NON notification and remember it until ``expiry`` so that
         a Reset to it reaches ``monitor``."""
         tracked = self._tracked
-        handle = _Tracked(key, monitor, tracked)
+        handle = _Tracked(key, monitor, self)
         tracked[key] = handle
+        self._keys_by_remote.add(key[0], key)
         if self._tracked_slots > 2 * len(tracked) + 1024:
             self._compact_tracked()
         self._tracked_slots += 1
@@ -759,6 +920,22 @@ class MessageLayer:
             self._note(expiry)
         self._send(data, key[0])
         return handle
+
+    def _untrack(self, key: tuple[Any, Any], handle: _Tracked) -> None:
+        """Stop tracking ``handle`` (its expiry came, or its sender stopped
+        it)."""
+        tracked = self._tracked
+        if tracked.get(key) is handle:
+            del tracked[key]
+            self._keys_by_remote.discard(key[0], key)
+
+    def _add_outgoing(self, key: tuple[Any, Any], state: _OutgoingMessage) -> None:
+        self._outgoing[key] = state
+        self._keys_by_remote.add(key[0], key)
+
+    def _drop_outgoing(self, key: tuple[Any, Any]) -> None:
+        del self._outgoing[key]
+        self._keys_by_remote.discard(key[0], key)
 
     def _compact_tracked(self) -> None:
         """Drop stopped handles from the expiry buckets: a notification that
@@ -781,8 +958,10 @@ class MessageLayer:
         heapq.heapify(heap)
         self._heap[:] = heap
 
-    def _send_multicast_response(self, message: Message, request_mid, now: float):
-        if message.code is None or not message.code.is_successful():
+    def _send_multicast_response(
+        self, message: Message, request_mid: Optional[int], now: float
+    ) -> Optional[Callable[[], None]]:
+        if message.code is None or not message.code.is_successful() and not _is_echo_challenge(message):
             self.log.debug("Not sending error response %s to a multicast request", message.code)
             if request_mid is not None:
                 self._dedup[(message.remote, request_mid)] = _NOTHING
@@ -796,7 +975,7 @@ class MessageLayer:
         self._note(now + delay)
         return None
 
-    def no_response_for(self, remote, token) -> None:
+    def no_response_for(self, remote: Any, token: bytes) -> None:
         """The request (remote, token) will not be answered (its response was
         suppressed by No-Response or the resource returned NoResponse): a
         CON gets its empty ACK now, and a duplicate gets the same."""
@@ -807,26 +986,33 @@ class MessageLayer:
         if self._dedup.get(key) == _PROCESSING:
             ack = _empty(ACK, request_mid)
             self._dedup[key] = ack
+            self._dedup_bytes += len(ack)
             self._send(ack, remote)
 
     # --- errors and shutdown -----------------------------------------------------------
 
-    def fail_remote(self, remote, exc: Exception) -> None:
+    def fail_remote(self, remote: Any, exc: Exception) -> None:
         """The network reported an error for ``remote``: stop every exchange
         with it and tell the senders."""
-        failed = [k for k, s in self._outgoing.items() if s.remote == remote]
         self._exchanges.pop(remote, None)
         self._releasable.discard(remote)
-        for key in failed:
-            state = self._outgoing.pop(key)
-            self._notify(state.monitor, exc)
-        for key in [k for k in self._tracked if k[0] == remote]:
-            self._notify(self._tracked.pop(key).monitor, exc)
+        outgoing, tracked = self._outgoing, self._tracked
+        for key in self._keys_by_remote.pop(remote):
+            state = outgoing.pop(key, None)
+            if state is not None:
+                self._notify(state.monitor, exc)
+                continue
+            handle = tracked.pop(key, None)
+            if handle is not None:
+                monitor = handle.monitor
+                handle.forget()
+                self._notify(monitor, exc)
 
     def shutdown(self) -> None:
         """Fail everything in flight with error.LibraryShutdown and forget
         all state."""
         outgoing, self._outgoing = self._outgoing, {}
+        self._keys_by_remote.clear()
         self._exchanges.clear()
         self._releasable.clear()
         self._rtos.clear()
@@ -842,6 +1028,7 @@ class MessageLayer:
         self._empty_ack_queue.clear()
         self._pending_ack.clear()
         self._dedup.clear()
+        self._dedup_bytes = 0
         self._dedup_expiry_con.clear()
         self._dedup_expiry_non.clear()
         self._mids.clear()
@@ -852,15 +1039,22 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
     MessageInterface (a UDP transport), and serves as the TokenInterface the
     token layer sends through."""
 
-    def __init__(self, token_manager: interfaces.TokenManager, log, loop, tuning: TransportTuning = DEFAULT_TUNING, **core_args):
+    def __init__(
+        self,
+        token_manager: interfaces.TokenManager,
+        log: logging.Logger,
+        loop: asyncio.AbstractEventLoop,
+        tuning: TransportTuning = DEFAULT_TUNING,
+        **core_args: Any,
+    ) -> None:
         self.token_manager = token_manager
         self.log = log
         self.loop = loop
         self.message_interface: Optional[interfaces.MessageInterface] = None
         self._raw_send: Callable[[bytes, object], None] = self._send_decoded
         self._clock = clock_of(loop)  # (loop.time, read for every message)
-        self._timer = None
-        self._timer_at: Optional[float] = None
+        self._timer: Optional[asyncio.Handle] = None
+        self._timer_at: Any = None  # (the deadline, a float, while _timer is set)
         process_request = token_manager.process_request
         self._core = MessageLayer(
             send=self._send_datagram,
@@ -873,7 +1067,14 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
         )
 
     @classmethod
-    async def create(cls, token_manager, log, loop, interface_factory, **kwargs) -> "MessageManager":
+    async def create(
+        cls,
+        token_manager: interfaces.TokenManager,
+        log: logging.Logger,
+        loop: asyncio.AbstractEventLoop,
+        interface_factory: Callable[[MessageManager], Awaitable[interfaces.MessageInterface]],
+        **kwargs: Any,
+    ) -> "MessageManager":
         """Build the manager and its transport: ``await
         interface_factory(manager)`` must return the MessageInterface that
         reports to this manager."""
@@ -888,10 +1089,10 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
         return self
 
     @property
-    def client_credentials(self):
+    def client_credentials(self) -> Optional[CredentialsMap]:
         return getattr(self.token_manager, "client_credentials", None)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} for {self.message_interface!r}>"
 
     # --- timer ---------------------------------------------------------------------
@@ -935,16 +1136,16 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
 
     # --- transport side (interfaces.MessageManager) ---------------------------------------
 
-    def _send_datagram(self, data: bytes, remote) -> None:
+    def _send_datagram(self, data: bytes, remote: Any) -> None:
         self._raw_send(data, remote)
 
-    def _send_decoded(self, data: bytes, remote) -> None:
+    def _send_decoded(self, data: bytes, remote: Any) -> None:
         # Transports that only implement the documented send(message) get
         # the message rebuilt; ours offer send_bytes (see create()).
         assert self.message_interface is not None
         self.message_interface.send(Message.decode(data, remote))
 
-    def dispatch_datagram(self, data: bytes, remote) -> None:
+    def dispatch_datagram(self, data: bytes, remote: Any) -> None:
         core = self._core
         core.receive_datagram(data, remote, self._clock())
         if core.added_deadline is not None:
@@ -954,7 +1155,7 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
         self._core.receive_message(message, self._clock())
         self._rearm()
 
-    def dispatch_error(self, exception: Exception, remote) -> None:
+    def dispatch_error(self, exception: Exception, remote: Any) -> None:
         wrapped: error.Error
         if not isinstance(exception, error.Error):
             wrapped = error.NetworkError(str(exception) or type(exception).__name__)
@@ -967,28 +1168,47 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
 
     # --- token layer side (interfaces.TokenInterface) -----------------------------------
 
-    def send_message(self, message: Message, messageerror_monitor=None):
+    def send_message(
+        self, message: Message, messageerror_monitor: Optional[Callable[[Exception], None]] = None
+    ) -> Optional[Callable[[], None]]:
+        return self._send_message(message, messageerror_monitor, None)
+
+    def send_message_replacing(
+        self, message: Message, previous: Callable[[], None], messageerror_monitor: Optional[Callable[[Exception], None]] = None
+    ) -> Optional[Callable[[], None]]:
+        """As :meth:`send_message`; a confirmable exchange of ``previous``
+        still in flight is taken over (see :meth:`MessageLayer._take_over`)."""
+        return self._send_message(message, messageerror_monitor, previous)
+
+    def _send_message(
+        self,
+        message: Message,
+        messageerror_monitor: Optional[Callable[[Exception], None]],
+        previous: Optional[Callable[[], None]],
+    ) -> Optional[Callable[[], None]]:
         if _NO_RESPONSE in message.opt and message.code is not None and message.code.is_response():
             # On a response, the option carries the request's wish (RFC 7967);
             # it is acted upon here and never sent.
             suppress = no_response_suppresses(message.opt.no_response, message.code)
             message.opt.no_response = None
             if suppress:
+                if previous is not None:
+                    previous()
                 self._core.no_response_for(message.remote, message.token)
                 self._rearm()
                 return None
         core = self._core
-        stop = core.send_message(message, self._clock(), messageerror_monitor)
+        stop = core.send_message(message, self._clock(), messageerror_monitor, previous)
         if core.added_deadline is not None:
             self._rearm()
         return stop
 
-    def no_response_for(self, remote, token) -> None:
+    def no_response_for(self, remote: Any, token: bytes) -> None:
         """Tell the message layer that a request will not be answered."""
         self._core.no_response_for(remote, token)
         self._rearm()
 
-    def recognize_remote(self, remote) -> bool:
+    def recognize_remote(self, remote: Any) -> bool:
         return self.message_interface is not None and self.message_interface.recognize_remote(remote)
 
     async def fill_or_recognize_remote(self, message: Message) -> bool:

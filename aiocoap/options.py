@@ -129,7 +129,7 @@ class _SingleValueView(Generic[_Get, _Set]):
     @overload
     def __get__(self, instance: "Options", owner: type) -> Optional[_Get]: ...
 
-    def __get__(self, instance, owner=None):
+    def __get__(self, instance: Options | None, owner: Any = None) -> Any:
         if instance is None:
             return self
         options = instance._options.get(self._number)
@@ -162,7 +162,7 @@ class _ItemsView(Generic[_Get]):
     @overload
     def __get__(self, instance: "Options", owner: type) -> tuple[_Get, ...]: ...
 
-    def __get__(self, instance, owner=None):
+    def __get__(self, instance: Options | None, owner: Any = None) -> Any:
         if instance is None:
             return self
         options = instance._options.get(self._number)
@@ -202,7 +202,7 @@ class _PresenceView:
     @overload
     def __get__(self, instance: "Options", owner: type) -> bool: ...
 
-    def __get__(self, instance, owner=None):
+    def __get__(self, instance: Options | None, owner: Any = None) -> Any:
         if instance is None:
             return self
         return self._number in instance._options
@@ -219,22 +219,22 @@ class _PresenceView:
 
 _O = OptionNumber
 _Block = BlockOption.BlockwiseTuple
-_BlockLike = Union[_Block, tuple]
+_BlockLike = Union[_Block, tuple[int, bool, int]]
 
 
-class _NoInvalidOptions(list):
+class _NoInvalidOptions(list[tuple[OptionNumber, bytes]]):
     """The ``invalid_options`` of every Options object that has none: one
     shared empty list instead of one per message, and therefore read-only."""
 
     __slots__ = ()
 
-    def _read_only(self, *args, **kwargs):
+    def _read_only(self, *args: object, **kwargs: object) -> None:
         raise TypeError("this empty invalid_options list is shared and read-only")
 
     append = extend = insert = __setitem__ = __delitem__ = __iadd__ = __imul__ = _read_only  # type: ignore[assignment]
 
 
-_NO_INVALID_OPTIONS: list = _NoInvalidOptions()
+_NO_INVALID_OPTIONS: list[tuple[OptionNumber, bytes]] = _NoInvalidOptions()
 
 
 class Options:
@@ -242,7 +242,7 @@ class Options:
 
     __slots__ = ("_options", "_invalid")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._options: dict[int, list[OptionType]] = {}
         self._invalid: Optional[list[tuple[OptionNumber, bytes]]] = None
 
@@ -264,7 +264,7 @@ class Options:
         else:
             invalid.append((number, raw))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if not self._options:
             text = "(empty)"
         else:
@@ -274,14 +274,14 @@ class Options:
             )
         return f"<aiocoap.options.Options at {id(self):#x}: {text}>"
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, Options):
             return NotImplemented
         return self.option_list() == other.option_list()
 
     __hash__ = None  # type: ignore[assignment]
 
-    def decode(self, rawdata) -> bytes:
+    def decode(self, rawdata: bytes | bytearray | memoryview) -> bytes:
         """Passed a CoAP message body after the token as rawdata, fill self
         with the options starting at the beginning of rawdata, and return the
         rest of the message (the body)."""
@@ -426,7 +426,7 @@ class Options:
         new._invalid = self._invalid
         return new
 
-    def __contains__(self, number) -> bool:
+    def __contains__(self, number: object) -> bool:
         return number in self._options
 
     def numbers(self) -> KeysView[int]:
@@ -552,7 +552,7 @@ VIEW_NAMES = frozenset(
 """Names of the typed views of :class:`Options`; they are also the option
 keyword arguments of the Message constructor."""
 
-_VIEWS_BY_NUMBER: dict[int, list[Union[_SingleValueView, _ItemsView]]] = {}
+_VIEWS_BY_NUMBER: dict[int, list[Union[_SingleValueView[Any, Any], _ItemsView[Any]]]] = {}
 for _view in vars(Options).values():
     if isinstance(_view, (_SingleValueView, _ItemsView)):
         _VIEWS_BY_NUMBER.setdefault(int(_view._number), []).append(_view)

@@ -10,8 +10,7 @@ ignore when it is elective (RFC 7252 §5.4.3).
 
 from __future__ import annotations
 
-from collections import namedtuple
-from typing import Any
+from typing import Any, NamedTuple
 
 from .numbers.contentformat import ContentFormat
 
@@ -48,7 +47,9 @@ class OptionType:
 
     __slots__ = ("number", "value")
 
-    def __init__(self, number, value: Any):
+    value: Any
+
+    def __init__(self, number: int, value: Any) -> None:
         self.number = number
         self.value = value
 
@@ -60,21 +61,21 @@ class OptionType:
         """Set the option's value from the bytes in rawdata"""
         raise NotImplementedError
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.encode())
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, OptionType):
             return NotImplemented
         return self.number == other.number and self.encode() == other.encode()
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash((self.number, self.encode()))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.number!r}: {self.value!r}>"
 
-    def __str__(self):
+    def __str__(self) -> str:
         return str(self.value)
 
 
@@ -84,12 +85,13 @@ class StringOption(OptionType):
 
     __slots__ = ()
 
-    def __init__(self, number, value: str = ""):
+    def __init__(self, number: int, value: str = "") -> None:
         self.number = number
         self.value = value
 
     def encode(self) -> bytes:
-        return self.value.encode()
+        encoded: bytes = self.value.encode()
+        return encoded
 
     def decode(self, rawdata: bytes) -> None:
         try:
@@ -104,18 +106,18 @@ class OpaqueOption(OptionType):
 
     __slots__ = ()
 
-    def __init__(self, number, value: bytes = b""):
+    def __init__(self, number: int, value: bytes = b"") -> None:
         self.number = number
         self.value = value
 
     def encode(self) -> bytes:
-        return self.value
+        return bytes(self.value)
 
     def decode(self, rawdata: bytes) -> None:
         self.value = bytes(rawdata)
 
-    def __str__(self):
-        return self.value.hex()
+    def __str__(self) -> str:
+        return bytes(self.value).hex()
 
 
 class UintOption(OptionType):
@@ -123,12 +125,12 @@ class UintOption(OptionType):
 
     __slots__ = ()
 
-    def __init__(self, number, value: int = 0):
+    def __init__(self, number: int, value: int = 0) -> None:
         self.number = number
         self.value = value
 
     def encode(self) -> bytes:
-        value = self.value
+        value: int = self.value
         if value < 0:
             raise ValueError("uint options can not be negative")
         length = (value.bit_length() + 7) // 8
@@ -157,19 +159,19 @@ class TypedOption(OptionType):
     type: Any = object
     """The type of the option's value."""
 
-    def __init__(self, number, value=None):
+    def __init__(self, number: int, value: Any = None) -> None:
         self.number = number
-        self._value = None
+        self._value: Any = None
         if value is not None:
             self.value = value
 
     # (a checked attribute instead of the plain slot)
-    @property  # type: ignore[override]
-    def value(self):
+    @property
+    def value(self) -> Any:
         return self._value
 
     @value.setter
-    def value(self, value) -> None:
+    def value(self, value: Any) -> None:
         self._set_from_opt_value(value)
 
     def _set_from_opt_value(self, value: object) -> None:
@@ -201,8 +203,10 @@ class ContentFormatOption(TypedOption):
         self._value = ContentFormat(value)
 
 
-class _BlockwiseTuple(namedtuple("_BlockwiseTuple", ["block_number", "more", "size_exponent"])):
-    __slots__ = ()
+class _BlockwiseTuple(NamedTuple):
+    block_number: int
+    more: bool
+    size_exponent: int
 
 
 class BlockOption(TypedOption):
@@ -227,7 +231,7 @@ class BlockOption(TypedOption):
 
         @property
         def size(self) -> int:
-            return 2 ** (min(self.size_exponent, 6) + 4)
+            return 1 << (min(self.size_exponent, 6) + 4)
 
         @property
         def start(self) -> int:
@@ -275,7 +279,7 @@ class BlockOption(TypedOption):
             factor = 1 << (min(self.size_exponent, 6) - maximum_exponent)
             return type(self)(self.block_number * factor, self.more, maximum_exponent)
 
-        def __repr__(self):
+        def __repr__(self) -> str:
             return (
                 f"BlockwiseTuple(block_number={self.block_number}, "
                 f"more={self.more!r}, size_exponent={self.size_exponent})"

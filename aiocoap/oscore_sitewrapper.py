@@ -81,7 +81,7 @@ def _oscore_credentials(server_credentials) -> list:
     return found
 
 
-def wrap_site_if_configured(site, server_credentials, context=None):
+def wrap_site_if_configured(site: Any, server_credentials: Any, context: Any = None) -> Any:
     """Return ``site`` wrapped in an :class:`OscoreSiteWrapper` if
     ``server_credentials`` contain OSCORE contexts, else ``site`` itself.
 

@@ -16,12 +16,14 @@ and are logged, not delivered.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
-from typing import AsyncIterator, Callable, NamedTuple, Optional, Union
+from typing import Any, AsyncIterator, Callable, Coroutine, NamedTuple, Optional, Union
 
-from .message import Message
+from .message import Message, NoResponse
+from .numbers.codes import Code
 
-__all__ = ["Pipe", "Event", "IterablePipe", "run_driving_pipe", "error_to_message"]
+__all__ = ["Pipe", "Event", "IterablePipe", "run_driving_pipe", "error_to_message", "add_rendered"]
 
 _new_tuple = tuple.__new__
 
@@ -44,7 +46,7 @@ class Pipe:
     # see _listeners)
     __slots__ = ("request", "log", "_listeners", "_end_callbacks")
 
-    def __init__(self, request: Message, log):
+    def __init__(self, request: Message, log: logging.Logger) -> None:
         self.request = request
         self.log = log
         # The event callbacks: None, the one callback (a pipe nearly always
@@ -54,17 +56,17 @@ class Pipe:
         self._listeners: Union[None, Callable[[Event], bool], tuple[Callable[[Event], bool], ...]] = None
         # The interest-end callbacks (a tuple: usually one or two); None once
         # interest ended.
-        self._end_callbacks: Optional[tuple[Callable[[], None], ...]] = ()
+        self._end_callbacks: Optional[tuple[Callable[[], object], ...]] = ()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "ended" if self._end_callbacks is None else f"{len(self._listener_tuple())} listener(s)"
         return f"<{type(self).__name__} for {self.request!r}, {state}>"
 
-    def _listener_tuple(self) -> tuple:
+    def _listener_tuple(self) -> tuple[Callable[[Event], bool], ...]:
         listeners = self._listeners
         if listeners is None:
             return ()
-        if type(listeners) is tuple:
+        if isinstance(listeners, tuple):
             return listeners
         return (listeners,)
 
@@ -84,7 +86,7 @@ class Pipe:
         else:
             self._listeners = self._listener_tuple() + (callback,)
 
-        def remove():
+        def remove() -> None:
             if not self._discard_callback(callback):
                 return
             if self._listeners is None:
@@ -92,7 +94,7 @@ class Pipe:
 
         return remove
 
-    def _discard_callback(self, callback) -> bool:
+    def _discard_callback(self, callback: Callable[[Event], bool]) -> bool:
         listeners = list(self._listener_tuple())
         try:
             listeners.remove(callback)
@@ -106,7 +108,7 @@ class Pipe:
             self._listeners = tuple(listeners)
         return True
 
-    def on_interest_end(self, callback: Callable[[], None]) -> None:
+    def on_interest_end(self, callback: Callable[[], object]) -> None:
         """Call ``callback()`` once when no requester listens any more (after
         a final event, or when the last listener unregistered). Runs at once
         if that already happened."""
@@ -115,7 +117,7 @@ class Pipe:
         else:
             self._end_callbacks += (callback,)
 
-    def discard_interest_end(self, callback: Callable[[], None]) -> None:
+    def discard_interest_end(self, callback: Callable[[], object]) -> None:
         """Undo :meth:`on_interest_end` (if the callback is still
         registered)."""
         if self._end_callbacks is None:
@@ -127,7 +129,7 @@ class Pipe:
             return
         self._end_callbacks = tuple(callbacks)
 
-    def _end_interest(self):
+    def _end_interest(self) -> None:
         callbacks = self._end_callbacks
         if callbacks is None:
             return
@@ -146,8 +148,8 @@ class Pipe:
             return
         listeners = self._listeners
         if listeners is None:
-            callbacks: tuple = ()
-        elif type(listeners) is tuple:
+            callbacks: tuple[Callable[[Event], bool], ...] = ()
+        elif isinstance(listeners, tuple):
             callbacks = listeners
         else:
             callbacks = (listeners,)
@@ -186,7 +188,7 @@ class Pipe:
             if poke is not None:
                 poke()
 
-    def on_poke(self, handler: Callable[[], None]) -> None:
+    def on_poke(self, handler: Callable[[], object]) -> None:
         """Set what :meth:`poke` does (the responder calls this). A
         responder's interest-end callback can instead offer a ``poke()``
         method of its own; both are kept among the interest-end callbacks,
@@ -205,7 +207,7 @@ class _PokeHandler:
 
     __slots__ = ("poke",)
 
-    def __init__(self, handler: Callable[[], None]):
+    def __init__(self, handler: Callable[[], object]):
         self.poke = handler
 
     def __call__(self) -> None:
@@ -238,19 +240,40 @@ def error_to_message(old_pipe: Pipe, exception: BaseException) -> Message:
     return Message(code=Code.INTERNAL_SERVER_ERROR)
 
 
-def run_driving_pipe(pipe: Pipe, coroutine, name: Optional[str] = None) -> asyncio.Task:
+def add_rendered(pipe: Pipe, rendered: object, *, is_last: bool) -> None:
+    """Add what a resource's ``render`` returned to ``pipe`` as its next
+    response: a Message (2.05 Content if it has no code yet), or, for
+    :data:`aiocoap.message.NoResponse`, a final event without a message
+    (nothing is sent). Anything else raises TypeError, which the caller
+    turns into an error response like any failure of the resource.
+
+    This is how the Context and :meth:`aiocoap.interfaces.Resource.render_to_pipe`
+    deliver render results."""
+    if rendered is NoResponse:
+        pipe.add_event(Event(message=None, is_last=True))
+        return
+    if not isinstance(rendered, Message):
+        raise TypeError(f"Resource returned {type(rendered).__name__} instead of a Message")
+    if rendered.code is None:
+        rendered.code = Code.CONTENT
+    pipe.add_response(rendered, is_last=is_last)
+
+
+def run_driving_pipe(
+    pipe: Pipe, coroutine: Coroutine[Any, Any, None], name: Optional[str] = None
+) -> asyncio.Task[None]:
     """Run ``coroutine`` (which feeds ``pipe``) as a task, cancel it when
     the pipe's interest ends, and turn an exception it raises into an error
     response (RenderableError) or 5.00 with a log line."""
     task = asyncio.get_running_loop().create_task(coroutine, name=name)
 
-    def on_end():
+    def on_end() -> None:
         if not task.done():
             task.cancel()
 
     pipe.on_interest_end(on_end)
 
-    def done(t: asyncio.Task):
+    def done(t: asyncio.Task[None]) -> None:
         if t.cancelled():
             return
         exc = t.exception()
@@ -280,20 +303,20 @@ class IterablePipe:
 
     def __init__(self, request: Message):
         self.request = request
-        self._queue: deque = deque()
-        self._end_callbacks: list[Callable[[], None]] = []
+        self._queue: deque[Event] = deque()
+        self._end_callbacks: list[Callable[[], object]] = []
         self._iterating = False
         self._ended = False
-        self._wakeup: Optional[asyncio.Future] = None
+        self._wakeup: Optional[asyncio.Future[None]] = None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} for {self.request!r}, {len(self._queue)} event(s) queued>"
 
     @property
     def is_interested(self) -> bool:
         return not self._ended
 
-    def on_interest_end(self, callback: Callable[[], None]) -> None:
+    def on_interest_end(self, callback: Callable[[], object]) -> None:
         if self._ended:
             callback()
         else:

@@ -29,8 +29,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 import weakref
-from typing import Any, Coroutine, Optional
+from collections import deque
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Coroutine, Optional, Sequence, Union
 
 from . import error, interfaces
 from .message import Message, NoResponse, UndecidedRemote
@@ -39,12 +41,21 @@ from .numbers.constants import DEFAULT_TUNING, SHUTDOWN_TIMEOUT, TransportTuning
 from .numbers import uri_path_abbrev
 from .numbers.optionnumbers import OptionNumber
 from .numbers.types import Type
-from .pipe import Event, Pipe, error_to_message
+from .pipe import Event, Pipe, add_rendered, error_to_message
 from ._requestbase import BaseRequest, BaseUnicastRequest, ClientObservation
+from .amplification import AmplificationGate, AmplificationLimit
 from .blockwise import BlockwiseRequest, BlockwiseServer
 from .credentials import CredentialsMap
 from .tokenmanager import TokenManager
+from .util import hostportsplit
 from .util.asyncio import Future, stepping
+from .util.logsummary import LogSummary
+
+if TYPE_CHECKING:
+    import ssl
+
+    from .messagemanager import MessageManager
+    from .transports.multicast import MulticastGroup, MulticastSpec
 
 __all__ = [
     "Context", "BaseRequest", "BaseUnicastRequest", "Request", "BlockwiseRequest",
@@ -78,6 +89,23 @@ NOTIFICATION_CON_INTERVAL = 20
 NOTIFICATION_CON_MAX_AGE = 24 * 3600.0
 """A notification is confirmable at least once in this many seconds."""
 
+NOTIFICATION_SLICE = 0.002
+"""Default of :attr:`Context.notification_slice`."""
+
+_SLICE_CHECK_EVERY = 16
+"""Notifications between two readings of the clock against the slice."""
+
+MAX_OBSERVATIONS_PER_PEER = 1024
+"""Default of :attr:`Context.max_observations_per_peer`."""
+
+MAX_OBSERVATIONS_PER_HOST = 4096
+"""Default of :attr:`Context.max_observations_per_host`: a few peers' worth,
+so that one host can not take a resource's whole share by registering from
+many ports, while clients behind one NAT still get room."""
+
+MAX_OBSERVATIONS_PER_RESOURCE = 16384
+"""Default of :attr:`Context.max_observations_per_resource`."""
+
 MULTICAST_REQUEST_TIMEOUT = 5.5
 """How long a MulticastRequest collects responses by default: the default
 leisure (5 s) plus a margin for the round trip."""
@@ -97,14 +125,14 @@ class Context(interfaces.RequestProvider):
 
     def __init__(
         self,
-        loop=None,
-        serversite=None,
-        loggername="coap",
-        client_credentials=None,
-        server_credentials=None,
+        loop: Optional[asyncio.AbstractEventLoop] = None,
+        serversite: Optional[interfaces.Resource] = None,
+        loggername: str = "coap",
+        client_credentials: Optional[CredentialsMap] = None,
+        server_credentials: Optional[CredentialsMap] = None,
         *,
         transport_tuning: TransportTuning = DEFAULT_TUNING,
-    ):
+    ) -> None:
         self.log = logging.getLogger(loggername)
         self.loop = loop or asyncio.get_event_loop()
         self.serversite = serversite
@@ -119,46 +147,76 @@ class Context(interfaces.RequestProvider):
             self.render_to_pipe, self.log, self.loop, client_credentials=self.client_credentials
         )
         self.request_interfaces.append(self._tokenmanager)
-        self._tasks: set[asyncio.Task] = set()
-        self._ssl_context = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ssl_context: Optional[ssl.SSLContext] = None
         self._loaded_transports: list[str] = []
-        self._route_cache: dict = {}
+        self._route_cache: dict[Any, Any] = {}
         self._route_cache_generation = getattr(self.client_credentials, "generation", 0)
         self._shutdown = False
         self.blockwise = BlockwiseServer(self.log)
         """Server-side blockwise state (request reassembly, response
         slicing)."""
-        self.max_observations_per_peer = 1024
-        self.max_observations_per_resource = 16384
+        self.amplification = AmplificationLimit()
+        """What a server sends to plain-UDP peers that have not shown that
+        they receive (RFC 9175 Echo challenges, see
+        :mod:`aiocoap.amplification`); ``amplification.factor = None``
+        switches the limit off."""
+        self.max_observations_per_peer = MAX_OBSERVATIONS_PER_PEER
+        """How many observations one peer (an address and port) may hold;
+        a registration beyond it is answered like a plain GET."""
+        self.max_observations_per_host = MAX_OBSERVATIONS_PER_HOST
+        """How many observations one host may hold over all its ports."""
+        self.max_observations_per_resource = MAX_OBSERVATIONS_PER_RESOURCE
+        """How many observations one resource (path) may have."""
         self.notification_con_interval = NOTIFICATION_CON_INTERVAL
-        self._observations_by_peer: dict = {}
-        self._observations_by_path: dict = {}
-        # Observations to be rendered again (ServerObservation.trigger),
-        # in the order triggered; taken as a whole by one task (see
-        # _render_observations).
-        self._render_queue: dict = {}
+        self.notification_slice = NOTIFICATION_SLICE
+        """Seconds of rendering and sending notifications after which the
+        rest waits for the next loop iteration, so that requests (and
+        everything else) keep their latency while thousands of observers
+        are notified. Observations still waiting when their resource
+        changes again get one notification of the newest state, not two;
+        each observation waits its turn in the order it was triggered."""
+        self._observation_cap_log = LogSummary(self.log, logging.INFO)
+        self._observations_by_peer: dict[Any, int] = {}
+        self._observations_by_host: dict[str, int] = {}
+        self._observations_by_path: dict[Any, int] = {}
+        # Observations with work queued (ServerObservation.trigger), each
+        # once, in the order triggered; taken in slices by worker tasks
+        # (see _render_observations), of which at most one waits to start.
+        self._render_queue: deque[ServerObservation] = deque()
+        self._render_worker_pending = False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         kind = "server" if self.serversite is not None else "client"
         transports = ", ".join(repr(t) for t in self._tokenmanager.token_interfaces)
         return f"<{type(self).__name__} ({kind}) with {transports or 'no transports'}>"
 
     # --- creation and destruction -----------------------------------------------
 
-    async def _add_message_interface(self, factory) -> None:
+    async def _add_message_interface(
+        self, factory: Callable[[MessageManager], Awaitable[interfaces.MessageInterface]]
+    ) -> None:
         from .messagemanager import MessageManager
 
         mman = await MessageManager.create(
-            self._tokenmanager, self.log, self.loop, factory, tuning=self.transport_tuning
+            self._tokenmanager, self.log, self.loop, factory, tuning=self.transport_tuning,
+            reachable=self.amplification.note_reachable,
         )
         self._tokenmanager.token_interfaces.append(mman)
 
-    def _add_request_interface(self, interface) -> None:
+    def _add_request_interface(self, interface: interfaces.RequestInterface) -> None:
         # Request transports (OSCORE) claim requests before the plain token
         # layer does.
         self.request_interfaces.insert(0, interface)
 
-    async def _load_transport(self, name: str, *, server_bind=None, explicit: bool) -> None:
+    async def _load_transport(
+        self,
+        name: str,
+        *,
+        server_bind: Optional[tuple[Optional[str], Optional[int]]] = None,
+        multicast: Sequence[MulticastGroup] = (),
+        explicit: bool,
+    ) -> None:
         """Load the transport ``name`` of :data:`aiocoap.transports.TRANSPORTS`.
 
         A name the application gave explicitly must load (an unknown name or
@@ -193,12 +251,20 @@ class Context(interfaces.RequestProvider):
             add_request_interface=self._add_request_interface,
             request_provider=self,
             loaded=self._loaded_transports,
+            multicast=multicast,
         )
         await entry.load(setup)
         self._loaded_transports.append(name)
 
     @classmethod
-    async def create_client_context(cls, *, loggername="coap", loop=None, transports=None, transport_tuning=DEFAULT_TUNING):
+    async def create_client_context(
+        cls,
+        *,
+        loggername: str = "coap",
+        loop: Optional[asyncio.AbstractEventLoop] = None,
+        transports: Optional[list[str]] = None,
+        transport_tuning: TransportTuning = DEFAULT_TUNING,
+    ) -> Context:
         """Create a context bound to all addresses on a random listening
         port.
 
@@ -222,17 +288,17 @@ class Context(interfaces.RequestProvider):
     @classmethod
     async def create_server_context(
         cls,
-        site,
-        bind=None,
+        site: Optional[interfaces.Resource],
+        bind: Optional[tuple[Optional[str], Optional[int]]] = None,
         *,
-        loggername="coap-server",
-        loop=None,
-        _ssl_context=None,
-        multicast=(),
-        server_credentials=None,
-        transports=None,
-        transport_tuning=DEFAULT_TUNING,
-    ):
+        loggername: str = "coap-server",
+        loop: Optional[asyncio.AbstractEventLoop] = None,
+        _ssl_context: Optional[ssl.SSLContext] = None,
+        multicast: Optional[MulticastSpec] = (),
+        server_credentials: Optional[CredentialsMap] = None,
+        transports: Optional[list[str]] = None,
+        transport_tuning: TransportTuning = DEFAULT_TUNING,
+    ) -> Context:
         """Create a context, bound to all addresses on the CoAP port (unless
         otherwise specified in the ``bind`` argument, a (host, port) tuple).
 
@@ -241,9 +307,27 @@ class Context(interfaces.RequestProvider):
         explicitly given port on the port after it if TCP already listens
         on that one.
 
+        If ``multicast`` is given, it needs to be a list of (multicast
+        address, interface name) tuples, which will all be joined. (The IPv4
+        style of selecting the interface by a local address is not
+        supported.) As a shortcut, the list may also contain interface names
+        alone. Those will be joined for the 'all CoAP nodes' groups of IPv4
+        and IPv6 (with scopes 2 and 5) as well as the respective 'all nodes'
+        groups in IPv6 (:data:`aiocoap.numbers.constants.MCAST_ALL`). An
+        entry that names no interface or no multicast address raises
+        ValueError here; a group the kernel refuses to join is logged as a
+        warning and left out. Only the ``udp6`` transport joins groups (a
+        warning says so when it is not loaded), and only when bound to all
+        addresses; bound that way, it joins the All-CoAP-Nodes groups on
+        every interface in any case.
+
         This is the easiest way to get a context suitable both for sending
         client and accepting server requests."""
         from . import defaults
+        from .transports import TRANSPORTS
+        from .transports.multicast import multicast_groups
+
+        groups = multicast_groups(multicast)
 
         if loop is None:
             loop = asyncio.get_running_loop()
@@ -255,7 +339,6 @@ class Context(interfaces.RequestProvider):
             transport_tuning=transport_tuning,
         )
         self._ssl_context = _ssl_context
-        self._multicast = multicast
         if server_credentials is not None:
             self._wrap_site_for_oscore()
         explicit = transports is not None or bool(os.environ.get("AIOCOAP_SERVER_TRANSPORT"))
@@ -263,10 +346,16 @@ class Context(interfaces.RequestProvider):
         server_bind = bind if bind is not None else (None, None)
         try:
             for name in names:
-                await self._load_transport(name, server_bind=server_bind, explicit=explicit)
+                await self._load_transport(name, server_bind=server_bind, multicast=groups, explicit=explicit)
         except BaseException:
             await self.shutdown()
             raise
+        if groups and not any(TRANSPORTS[name].multicast for name in self._loaded_transports):
+            self.log.warning(
+                "Multicast groups were requested, but no transport that joins them (%s) is loaded (%s)",
+                ", ".join(name for name, entry in TRANSPORTS.items() if entry.multicast),
+                ", ".join(self._loaded_transports) or "no transports",
+            )
         return self
 
     def _wrap_site_for_oscore(self) -> None:
@@ -312,12 +401,13 @@ class Context(interfaces.RequestProvider):
                 await asyncio.wait(list(self._tasks), timeout=SHUTDOWN_TIMEOUT)
             self._route_cache.clear()
             self.blockwise.shutdown()
+            self.amplification.forget()
         finally:
             self.log.removeFilter(text_only)
 
     # --- client side ---------------------------------------------------------------
 
-    def spawn_task(self, coro: Coroutine[Any, Any, Any], name: Optional[str] = None) -> asyncio.Task:
+    def spawn_task(self, coro: Coroutine[Any, Any, Any], name: Optional[str] = None) -> asyncio.Task[Any]:
         """Run ``coro`` as a task that ends with the context (it is
         cancelled at shutdown); for the request objects built on the
         context, such as :class:`BlockwiseRequest`."""
@@ -326,7 +416,7 @@ class Context(interfaces.RequestProvider):
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def request(self, request_message: Message, handle_blockwise: bool = True):
+    def request(self, request_message: Message, handle_blockwise: bool = True) -> Union[BlockwiseRequest, Request]:
         """Create and act on a Request object that will be handled according
         to the provider's implementation.
 
@@ -338,7 +428,7 @@ class Context(interfaces.RequestProvider):
             return BlockwiseRequest(self, request_message)
         return self.plain_request(request_message)
 
-    def plain_request(self, request_message: Message, observer=None) -> "Request":
+    def plain_request(self, request_message: Message, observer: Any = None) -> "Request":
         """Send a request without blockwise handling (what :meth:`request`
         does with ``handle_blockwise=False``). The notifications and the
         end of an observation go to ``observer`` if one is given (an object
@@ -403,7 +493,7 @@ class Context(interfaces.RequestProvider):
             wrapped.__cause__ = e
             pipe.add_exception(wrapped)
 
-    async def find_remote_and_interface(self, message: Message):
+    async def find_remote_and_interface(self, message: Message) -> interfaces.RequestInterface:
         """Return the request interface that will carry ``message`` (after
         filling in its remote); raise error.NetworkError if none does."""
         for ri in self.request_interfaces:
@@ -418,6 +508,10 @@ class Context(interfaces.RequestProvider):
     def render_to_pipe(self, pipe: Pipe) -> None:
         """Satisfy an incoming request (in ``pipe``) from the site: render
         it, and feed the response (or notifications) into the pipe."""
+        request = pipe.request
+        limit = self.amplification
+        if limit.applies_to(request.remote):
+            pipe = self._limit_unverified(pipe, limit)
         task = self.loop.create_task(self._render(pipe))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -428,6 +522,26 @@ class Context(interfaces.RequestProvider):
         task.add_done_callback(lambda task: pipe.discard_interest_end(task.cancel))
 
     render_to_plumbing_request = render_to_pipe
+
+    def _limit_unverified(self, pipe: Pipe, limit: AmplificationLimit) -> Pipe:
+        """The pipe to render a plain-UDP request into: ``pipe`` itself for
+        a verified peer (an Echo value of ours in the request verifies it,
+        and is removed), else one whose answers pass an
+        :class:`~aiocoap.amplification.AmplificationGate`."""
+        request = pipe.request
+        remote = request.remote
+        now = self.loop.time()
+        echo = request.opt.echo
+        if echo is not None:
+            if limit.accept_echo(remote, echo, now):
+                # (it was for us: not for the resource, nor for a proxy to
+                # pass on)
+                request.opt.echo = None
+                return pipe
+            self.log.debug("Echo value of %r is not (or no longer) ours", request)
+        if limit.is_verified(remote, now):
+            return pipe
+        return AmplificationGate(pipe, limit, self.loop.time, self.blockwise.cut_to_fit)
 
     async def _render(self, pipe: Pipe) -> None:
         try:
@@ -486,54 +600,70 @@ class Context(interfaces.RequestProvider):
             response = await self.blockwise.render(request, site.render)
         else:
             response = await site.render(request)
-        self._complete(pipe, request, response, is_last=True)
+        add_rendered(pipe, response, is_last=True)
 
     def _observation_allowed(self, request: Message) -> bool:
         """Whether the caps leave room for another observation (else the
         request is answered like a plain GET)."""
+        # (a peer can hit the caps at will: one line a minute at info)
+        refused = self._observation_cap_log
         if self._observations_by_peer.get(request.remote, 0) >= self.max_observations_per_peer:
-            self.log.info("Observation cap per peer reached for %r", request.remote)
+            refused.log(self.loop.time(), "Observation cap per peer reached for %r", request.remote)
+            return False
+        host = _host_of(request.remote)
+        if self._observations_by_host.get(host, 0) >= self.max_observations_per_host:
+            refused.log(self.loop.time(), "Observation cap per host reached for %s", host)
             return False
         if self._observations_by_path.get(request.opt.uri_path, 0) >= self.max_observations_per_resource:
-            self.log.info("Observation cap reached for /%s", "/".join(request.opt.uri_path))
+            refused.log(self.loop.time(), "Observation cap reached for /%s", "/".join(request.opt.uri_path))
             return False
         return True
 
     def _count_observation(self, request: Message, delta: int) -> None:
-        for table, key in (
+        tables: tuple[tuple[dict[Any, int], Any], ...] = (
             (self._observations_by_peer, request.remote),
+            (self._observations_by_host, _host_of(request.remote)),
             (self._observations_by_path, request.opt.uri_path),
-        ):
+        )
+        for table, key in tables:
             count = table.get(key, 0) + delta
             if count > 0:
                 table[key] = count
             else:
                 table.pop(key, None)
 
-    async def _render_observations(self, batch=None) -> None:
-        """Render the queued observations (or ``batch``, a list of
-        (observation, is_last)) and send their notifications.
+    def _queue_rendering(self, observation: ServerObservation) -> None:
+        """Queue an observation that has work to do (see
+        :meth:`ServerObservation.trigger`); a worker task takes it in turn."""
+        self._render_queue.append(observation)
+        if not self._render_worker_pending:
+            self._render_worker_pending = True
+            self.spawn_task(self._render_observations(), name="aiocoap notifications")
+
+    async def _render_observations(self) -> None:
+        """Render the queued observations and send their notifications, for
+        one slice of :attr:`notification_slice` seconds (a new task
+        continues after the loop's turn).
 
         The renderings are awaited one after the other by one coroutine
         (:meth:`_render_batch`), which is stepped by hand: as long as no
-        rendering suspends, the whole batch completes in one step. When one
-        does suspend, the rest of the batch is handed to a new task and this
-        task only finishes that rendering, so a slow resource only delays
-        its own notification."""
-        if batch is None:
-            batch = list(self._render_queue.items())
-            self._render_queue = {}
+        rendering suspends, the whole slice completes in one step. When one
+        does suspend, a new task goes on with the queue and this task only
+        finishes that rendering, so a slow resource only delays its own
+        notification."""
+        self._render_worker_pending = False
         progress = _BatchProgress()
-        coro = self._render_batch(batch, progress)
+        coro = self._render_batch(progress)
         _, yielded = stepping.first_step(coro)
+        if yielded is not stepping.DONE:
+            progress.handed_over = True
+        if self._render_queue and not self._render_worker_pending:
+            self._render_worker_pending = True
+            self.spawn_task(self._render_observations(), name="aiocoap notifications")
         if yielded is stepping.DONE:
             return
-        index = progress.index
-        progress.handed_over = True
-        rest = batch[index + 1:]
-        if rest:
-            self.spawn_task(self._render_observations(rest), name="aiocoap notifications")
-        observation = batch[index][0]
+        observation = progress.observation
+        assert observation is not None, "a suspended rendering has its observation"
         observation._render_task = asyncio.current_task()
         try:
             await stepping.finish(coro, yielded)
@@ -543,23 +673,34 @@ class Context(interfaces.RequestProvider):
         if pending is not None:
             observation.trigger(is_last=pending)
 
-    async def _render_batch(self, batch, progress: "_BatchProgress") -> None:
-        """The renderings of :meth:`_render_observations`; after the one in
+    async def _render_batch(self, progress: "_BatchProgress") -> None:
+        """The renderings of :meth:`_render_observations`, taken from the
+        queue until it is empty or the slice is used up; after the one in
         progress when it was handed over (``progress.handed_over``), it
         stops."""
-        # One reading of the clock for the batch (it only decides when a
+        # One reading of the clock for the slice (it only decides when a
         # notification has to be confirmable, see _deliver).
         now = self.loop.time()
-        for index, (observation, is_last) in enumerate(batch):
-            if observation._ended:
+        # (not the loop's clock, which may stand still during a step)
+        slice_end = time.perf_counter() + self.notification_slice
+        queue = self._render_queue
+        done = 0
+        while queue:
+            if done and not done % _SLICE_CHECK_EVERY and time.perf_counter() >= slice_end:
+                return
+            done += 1
+            observation = queue.popleft()
+            work, observation._queued_work = observation._queued_work, None
+            if work is None or observation._ended:
                 continue
-            progress.index = index
-            if type(is_last) is tuple:
+            progress.observation = observation
+            if type(work) is tuple:
                 # A response given to trigger(): the latest given since the
-                # last loop iteration
-                response, is_last = is_last
+                # observation was queued
+                response, is_last = work
                 observation._deliver_safely(response, is_last, now)
                 continue
+            is_last = work
             try:
                 response = await observation._render()
             except asyncio.CancelledError:
@@ -575,17 +716,6 @@ class Context(interfaces.RequestProvider):
                 observation._deliver(response, is_last, now)
             except Exception:
                 self.log.exception("Sending a notification for %r failed", observation._pipe.request)
-
-    @staticmethod
-    def _complete(pipe: Pipe, request: Message, response, *, is_last: bool) -> None:
-        if response is NoResponse:
-            pipe.add_event(Event(message=None, is_last=True))
-            return
-        if not isinstance(response, Message):
-            raise TypeError(f"Resource returned {type(response).__name__} instead of a Message")
-        if response.code is None:
-            response.code = Code.CONTENT
-        pipe.add_response(response, is_last=is_last)
 
 
 _new_tuple = tuple.__new__
@@ -609,6 +739,16 @@ class _TextOnly(logging.Filter):
         return True
 
 
+def _host_of(remote: interfaces.EndpointAddress) -> str:
+    """The host part of a remote (its address without the port), which the
+    per-host observation cap counts by."""
+    hostinfo = remote.hostinfo
+    try:
+        return hostportsplit(hostinfo)[0]
+    except ValueError:
+        return hostinfo
+
+
 def _expand_uri_path_abbrev(request: Message) -> None:
     """Replace a request's Uri-Path-Abbrev by the Uri-Path it stands for,
     so that the site sees the path; 4.02 for a value that is not known or
@@ -627,13 +767,13 @@ CON, NON = Type.CON, Type.NON
 
 class _BatchProgress:
     """What :meth:`Context._render_batch` and the task stepping it share:
-    the index of the rendering in progress, and whether the rest of the
-    batch was handed to another task (then the batch ends after it)."""
+    the observation whose rendering is in progress, and whether the rest of
+    the queue was handed to another task (then the batch ends after it)."""
 
-    __slots__ = ("index", "handed_over")
+    __slots__ = ("observation", "handed_over")
 
     def __init__(self) -> None:
-        self.index = 0
+        self.observation: Optional[ServerObservation] = None
         self.handed_over = False
 
 
@@ -653,7 +793,7 @@ class Request(interfaces.Request, BaseUnicastRequest):
 
     observation: Optional[ClientObservation]
 
-    def __init__(self, pipe: Pipe, loop, log, observer=None):
+    def __init__(self, pipe: Pipe, loop: asyncio.AbstractEventLoop, log: logging.Logger, observer: Any = None) -> None:
         self._pipe = pipe
         self.log = log
         self.response = response = Future(loop=loop)
@@ -673,14 +813,14 @@ class Request(interfaces.Request, BaseUnicastRequest):
             self._observer = None
             pipe.on_event(self._process_event)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} for {self._pipe.request!r}>"
 
     @property
     def request(self) -> Message:
         return self._pipe.request
 
-    def _response_cancellation_handler(self, response_future):
+    def _response_cancellation_handler(self, response_future: Future) -> None:
         response_future.on_cancel = None
         if response_future.cancelled() and self._observer is None:
             self._pipe.stop_interest()
@@ -734,7 +874,7 @@ class Request(interfaces.Request, BaseUnicastRequest):
         return True
 
 
-class _WeakListener(weakref.ref):
+class _WeakListener(weakref.ref[Request]):
     """The event listener of an observe request's pipe: refers to the
     request weakly and passes the events on while it lives; when it dies,
     the observation ends (the server gets a cancellation). One small
@@ -746,13 +886,13 @@ class _WeakListener(weakref.ref):
     pipe: Pipe
     loop: asyncio.AbstractEventLoop
 
-    def __new__(cls, request: Request, pipe: Pipe, loop):
+    def __new__(cls, request: Request, pipe: Pipe, loop: asyncio.AbstractEventLoop) -> _WeakListener:
         self = super().__new__(cls, request, _forgotten_observation)
         self.pipe = pipe
         self.loop = loop
         return self
 
-    def __init__(self, request: Request, pipe: Pipe, loop):
+    def __init__(self, request: Request, pipe: Pipe, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(request, _forgotten_observation)  # type: ignore[call-arg]
 
     def __call__(self, event: Event) -> bool:  # type: ignore[override]  # (a listener, not a dereference)
@@ -775,7 +915,7 @@ class MulticastRequest(BaseRequest):
 
     def __init__(self, protocol: Context, request_message: Message, timeout: float = MULTICAST_REQUEST_TIMEOUT):
         self._pipe = Pipe(request_message, protocol.log)
-        self._queue: asyncio.Queue = asyncio.Queue()
+        self._queue: asyncio.Queue[Optional[Event]] = asyncio.Queue()
         self._pipe.on_event(self._on_event)
         protocol._start_pipe(self._pipe)
         self._timer = protocol.loop.call_later(timeout, self._pipe.stop_interest)
@@ -785,15 +925,15 @@ class MulticastRequest(BaseRequest):
         self._queue.put_nowait(event)
         return event.exception is None
 
-    def _finish(self):
+    def _finish(self) -> None:
         self._timer.cancel()
         self._queue.put_nowait(None)
 
     @property
-    def responses(self):
+    def responses(self) -> AsyncIterator[Optional[Message]]:
         return self._iterate()
 
-    async def _iterate(self):
+    async def _iterate(self) -> AsyncIterator[Optional[Message]]:
         while True:
             event = await self._queue.get()
             if event is None:
@@ -810,7 +950,7 @@ class ServerObservation:
 
     __slots__ = (
         "_context", "_pipe", "_accepted", "_cancellation_callback", "_seq", "_site", "_child", "_remainder", "_unsliced",
-        "_render_task", "_pending_trigger", "_ended", "_counted", "_since_con", "_last_con",
+        "_render_task", "_pending_trigger", "_queued_work", "_ended", "_counted", "_since_con", "_last_con",
         "__weakref__",
     )
 
@@ -818,7 +958,7 @@ class ServerObservation:
         self._context = context
         self._pipe = pipe
         self._accepted = False
-        self._cancellation_callback = None
+        self._cancellation_callback: Optional[Callable[[], None]] = None
         self._seq = 0
         # The site that renders the notifications, and (see
         # route_notifications) the
@@ -828,20 +968,24 @@ class ServerObservation:
         self._remainder: Any = None
         # (BlockwiseServer.unsliced_limit of the request, once known)
         self._unsliced: Optional[int] = None
-        self._render_task: Optional[asyncio.Task] = None
-        self._pending_trigger = None
+        self._render_task: Optional[asyncio.Task[Any]] = None
+        self._pending_trigger: Optional[bool] = None
+        # What the next turn in the render queue does (None: not queued):
+        # render (True if as the last notification, else False), or send a
+        # given response ((response, is_last))
+        self._queued_work: Any = None
         self._ended = False
         self._counted = False
         self._since_con = 0
         self._last_con = context.loop.time()
 
-    def accept(self, cancellation_callback) -> None:
+    def accept(self, cancellation_callback: Callable[[], None]) -> None:
         """Called by the resource to take the observation; the callback runs
         when the observation ends."""
         self._accepted = True
         self._cancellation_callback = cancellation_callback
 
-    def deregister(self, reason=None) -> None:
+    def deregister(self, reason: Optional[BaseException] = None) -> None:
         """End the observation from the server side (the client gets a final
         response when ``reason`` is an error to render, else the
         observation just stops). Called before the first response went out
@@ -857,7 +1001,9 @@ class ServerObservation:
             return
         self._pipe.stop_interest()
 
-    def route_notifications(self, site, child, remainder) -> None:
+    def route_notifications(
+        self, site: interfaces.Resource, child: interfaces.Resource, remainder: Optional[tuple[str, ...]]
+    ) -> None:
         """Called by a :class:`~aiocoap.resource.Site` that found the
         observed resource ``child`` for the path ``remainder``: if the
         notifications are rendered through that site, ``child`` renders them
@@ -867,7 +1013,7 @@ class ServerObservation:
             self._child = child
             self._remainder = remainder
 
-    def _render(self):
+    def _render(self) -> Any:
         """A coroutine rendering the observed request again."""
         request = self._pipe.request
         child = self._child
@@ -875,7 +1021,7 @@ class ServerObservation:
             return child.render(self._site.stripped_request(request, self._remainder))
         return self._site.render(request)
 
-    async def _first_render(self, site) -> None:
+    async def _first_render(self, site: interfaces.Resource) -> None:
         self._site = site
         self._pipe.on_interest_end(self._end)
         response = await self._render()
@@ -884,17 +1030,17 @@ class ServerObservation:
             # client still listens)
             if isinstance(response, Message):
                 response.opt.observe = None
-            Context._complete(self._pipe, self._pipe.request, response, is_last=True)
+            add_rendered(self._pipe, response, is_last=True)
             return
         self._deliver(response, is_last=False)
 
-    def _deliver(self, response, is_last: bool, now: Optional[float] = None) -> None:
+    def _deliver(self, response: object, is_last: bool, now: Optional[float] = None) -> None:
         """Send ``response`` as the next notification (or as the last
         response). ``now`` is the loop time if the caller has it at hand."""
         if self._ended:
             return
         if response is NoResponse or not isinstance(response, Message):
-            Context._complete(self._pipe, self._pipe.request, response, is_last=True)
+            add_rendered(self._pipe, response, is_last=True)
             return
         code = response.code
         if code is None:
@@ -928,7 +1074,7 @@ class ServerObservation:
         # function, tuple.__new__ is not)
         self._pipe.add_event(_new_tuple(Event, (response, None, False)))
 
-    def trigger(self, response=None, *, is_last=False) -> None:
+    def trigger(self, response: Optional[Message] = None, *, is_last: bool = False) -> None:
         """Send an updated response; if None is given, the observed
         resource's rendering will be invoked to produce one.
 
@@ -938,35 +1084,37 @@ class ServerObservation:
         observation."""
         if self._ended or not self._accepted:
             return
-        context = self._context
-        queue = context._render_queue
+        queued = self._queued_work
         if response is not None:
             if isinstance(response, Message):
                 # A copy: the message is filled in for this observer (token,
                 # Observe, message ID), and updated_state() gives the same
                 # one to every observer.
                 response = response.copy()
-            # Sent at the next loop iteration with the renderings: a newer
-            # state given before then replaces it (only the latest goes out).
-            if not queue:
-                context.spawn_task(context._render_observations(), name="aiocoap notifications")
-            if not (queue.get(self) is True and not is_last):
-                queue[self] = (response, is_last)
-            return
-        if self._render_task is not None:
-            # Coalesce: one more render after the running one, not a queue.
-            self._pending_trigger = is_last or bool(self._pending_trigger)
-            return
-        # Rendered soon, together with every other observation triggered
-        # before the next loop iteration, by one task
-        # (Context._render_observations): one update of a resource with a
-        # thousand observers makes one task, not a thousand.
-        if not queue:
-            context.spawn_task(context._render_observations(), name="aiocoap notifications")
-        if is_last or queue.get(self) is not True:
-            queue[self] = is_last
+            # Sent at the observation's turn in the render queue: a newer
+            # state given before then replaces it (only the latest goes
+            # out), and a last rendering queued stays the last.
+            if queued is True and not is_last:
+                return
+            self._queued_work = (response, is_last)
+        else:
+            if self._render_task is not None:
+                # Coalesce: one more render after the running one, not a queue.
+                self._pending_trigger = is_last or bool(self._pending_trigger)
+                return
+            # Rendered at the observation's turn, together with every other
+            # observation queued before it, by one task
+            # (Context._render_observations): one update of a resource with
+            # a thousand observers makes one task, not a thousand; and an
+            # observation still waiting when the resource changes again is
+            # rendered once, with the newest state.
+            if queued is True and not is_last:
+                return
+            self._queued_work = is_last
+        if queued is None:
+            self._context._queue_rendering(self)
 
-    def _deliver_safely(self, response, is_last: bool, now: Optional[float] = None) -> None:
+    def _deliver_safely(self, response: object, is_last: bool, now: Optional[float] = None) -> None:
         try:
             self._deliver(response, is_last=is_last, now=now)
         except Exception:
@@ -982,7 +1130,7 @@ class ServerObservation:
             # (only ever set while a suspended rendering is being finished;
             # that task has nothing else to do)
             self._render_task.cancel()
-        self._context._render_queue.pop(self, None)
+        self._queued_work = None  # (its entry in the render queue is skipped)
         callback, self._cancellation_callback = self._cancellation_callback, None
         if callback is not None:
             try:

@@ -39,7 +39,7 @@ import hashlib
 import inspect
 import logging
 import types
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, cast
 
 from . import error, interfaces, meta
 from .message import Message, NoResponse
@@ -61,6 +61,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .pipe import Pipe
+    from .protocol import ServerObservation
 
 _log = logging.getLogger("coap-server.resource")
 
@@ -145,14 +146,14 @@ class _ExposesWellknownAttributes:
     """Provides :meth:`get_link_description` from the ``ct``, ``rt``,
     ``if_`` and ``title`` attributes of a resource (where set)."""
 
-    def get_link_description(self) -> dict:
+    def get_link_description(self) -> Optional[dict[str, Any]]:
         """The attributes this resource is listed with in .well-known/core,
         as a dict suitable for ``Link(href, **description)``.
 
         Override and extend it (``dict(**super().get_link_description(),
         title=...)``) to publish more; return None to keep the resource out
         of the listing."""
-        description: dict = {}
+        description: dict[str, Any] = {}
         ct = getattr(self, "ct", None)
         if ct is not None:
             description["ct"] = _ct_text(ct)
@@ -195,7 +196,7 @@ class Resource(_ExposesWellknownAttributes, interfaces.Resource):
         library do it."""
         return True
 
-    async def render(self, request: Message):
+    async def render(self, request: Message) -> Message:
         """Return a message that can be sent back to the requester.
 
         Dispatches to the ``render_<method>`` coroutine for the request's
@@ -212,7 +213,8 @@ class Resource(_ExposesWellknownAttributes, interfaces.Resource):
             response = await response
 
         if response is NoResponse:
-            return response
+            # (NoResponse stands in for a Message, see interfaces.Resource.render)
+            return cast(Message, response)
         if not isinstance(response, Message):
             raise TypeError(f"{name} of {type(self).__name__} returned {response!r}, not a Message")
 
@@ -235,9 +237,9 @@ class ObservableResource(Resource, interfaces.ObservableResource):
 
     def __init__(self) -> None:
         super().__init__()
-        self._observations: dict = {}
+        self._observations: dict[ServerObservation, bool] = {}
 
-    def _observation_registry(self) -> dict:
+    def _observation_registry(self) -> dict[ServerObservation, bool]:
         # Subclasses that forget super().__init__() still work.
         try:
             return self._observations
@@ -245,7 +247,7 @@ class ObservableResource(Resource, interfaces.ObservableResource):
             self._observations = {}
             return self._observations
 
-    async def add_observation(self, request: Message, serverobservation) -> None:
+    async def add_observation(self, request: Message, serverobservation: ServerObservation) -> None:
         """Before the incoming request is sent to :meth:`render`, the
         add_observation() method is called. If the resource chooses to
         accept the observation, it has to call the
@@ -278,7 +280,7 @@ class ObservableResource(Resource, interfaces.ObservableResource):
             except Exception:
                 _log.exception("Triggering observation %r failed", observation)
 
-    def get_link_description(self) -> dict:
+    def get_link_description(self) -> Optional[dict[str, Any]]:
         """Like :meth:`Resource.get_link_description`, plus the ``obs``
         flag."""
         description = super().get_link_description()
@@ -295,7 +297,7 @@ class _ObservationEnded:
 
     __slots__ = ("resource", "observation")
 
-    def __init__(self, resource: ObservableResource, observation):
+    def __init__(self, resource: ObservableResource, observation: ServerObservation) -> None:
         self.resource = resource
         self.observation = observation
 
@@ -330,7 +332,7 @@ def link_format_to_message(
     )
 
 
-def _parse_filters(queries) -> list[tuple[str, Optional[str], bool]]:
+def _parse_filters(queries: Iterable[str]) -> list[tuple[str, Optional[str], bool]]:
     """RFC 6690 §4.1 filter-queries as (name, pattern, is_prefix); a query
     without '=' has pattern None and asks only for the attribute's
     presence."""
@@ -441,7 +443,7 @@ class PathCapable:
     contain a uri_path"""
 
 
-def _as_path(path: Any, method: str) -> tuple:
+def _as_path(path: Any, method: str) -> tuple[str, ...]:
     if isinstance(path, (str, bytes)):
         text = path if isinstance(path, str) else path.decode("utf-8", "replace")
         example = [segment for segment in text.split("/") if segment]
@@ -520,13 +522,13 @@ class Site(interfaces.ObservableResource, PathCapable):
     """
 
     def __init__(self) -> None:
-        self._resources: dict[tuple, Any] = {}
-        self._subsites: dict[tuple, Any] = {}
+        self._resources: dict[tuple[str, ...], interfaces.Resource] = {}
+        self._subsites: dict[tuple[str, ...], interfaces.Resource] = {}
         # Whether a child (or nested site) may take over exchanges with a
         # render_to_pipe of its own (see pipe_renderer_for)
         self._pipe_renderers = False
 
-    def _locate(self, request: Message):
+    def _locate(self, request: Message) -> tuple[Optional[interfaces.Resource], Optional[tuple[str, ...]]]:
         """The child responsible for a request and the path remainder it is
         to see (None: the request's path unchanged), or (None, None).
         A proxy request (Proxy-Uri or Proxy-Scheme) has none: a site is no
@@ -557,7 +559,7 @@ class Site(interfaces.ObservableResource, PathCapable):
         return None, None
 
     @staticmethod
-    def stripped_request(request: Message, remainder) -> Message:
+    def stripped_request(request: Message, remainder: Optional[tuple[str, ...]]) -> Message:
         """The request as a child sees it: a copy with the path replaced by
         ``remainder`` (the request itself if that is None). Also used for
         the notifications of an observation routed through the site (see
@@ -584,14 +586,7 @@ class Site(interfaces.ObservableResource, PathCapable):
         attributes["opt"] = opt
         return new
 
-    def _find_child(self, request: Message):
-        """The child responsible for a request and the request as the child
-        sees it (the path of the child's position stripped), or (None,
-        None)."""
-        child, remainder = self._locate(request)
-        if child is None:
-            return None, None
-        return child, self.stripped_request(request, remainder)
+
 
     async def needs_blockwise_assembly(self, request: Message) -> bool:
         """Indicator to the protocol about whether it should assemble
@@ -606,7 +601,7 @@ class Site(interfaces.ObservableResource, PathCapable):
             return True  # the default answer; no need to build the child's view
         return await child.needs_blockwise_assembly(self.stripped_request(request, remainder))
 
-    async def render(self, request: Message):
+    async def render(self, request: Message) -> Message:
         """Return a message that can be sent back to the requester, as
         rendered by the resource at the request's path; raises
         :class:`error.NotFound` (4.04) where there is none, and
@@ -629,9 +624,10 @@ class Site(interfaces.ObservableResource, PathCapable):
         (see :meth:`pipe_renderer_for`); requests to other children take the
         usual way, with blockwise handling and observations."""
         pipe = request
-        child, stripped = self._find_child(pipe.request)
+        child, remainder = self._locate(pipe.request)
         if child is None:
             raise _not_found(pipe.request)
+        stripped = self.stripped_request(pipe.request, remainder)
         if interfaces.renders_to_pipe(child) or isinstance(child, Site):
             pipe.request = stripped
             await child.render_to_pipe(pipe)
@@ -640,7 +636,7 @@ class Site(interfaces.ObservableResource, PathCapable):
 
     render_to_pipe._dispatches = True  # type: ignore[attr-defined]  # (see interfaces.renders_to_pipe)
 
-    def pipe_renderer_for(self, request: Message):
+    def pipe_renderer_for(self, request: Message) -> Optional[tuple[interfaces.Resource, Message]]:
         """The child (possibly in a nested site) that takes over the
         exchange of ``request`` with a render_to_pipe of its own, and the
         request as it sees it, as a pair; None for requests that go the
@@ -657,7 +653,7 @@ class Site(interfaces.ObservableResource, PathCapable):
             return child, stripped
         return None
 
-    async def add_observation(self, request: Message, serverobservation) -> None:
+    async def add_observation(self, request: Message, serverobservation: ServerObservation) -> None:
         """Before the incoming request is sent to :meth:`render`, the
         add_observation() method is called. If the resource chooses to
         accept the observation, it has to call the
@@ -682,7 +678,7 @@ class Site(interfaces.ObservableResource, PathCapable):
             route(self, child, remainder)
         await add_observation(self.stripped_request(request, remainder), serverobservation)
 
-    def add_resource(self, path, resource) -> None:
+    def add_resource(self, path: Iterable[str], resource: interfaces.Resource) -> None:
         """Make ``resource`` available at ``path``, a list (or tuple) of
         path segments: ``["time"]`` for /time, ``[".well-known", "core"]``
         for /.well-known/core, ``[]`` for the root.
@@ -697,7 +693,7 @@ class Site(interfaces.ObservableResource, PathCapable):
         else:
             self._resources[segments] = resource
 
-    def remove_resource(self, path) -> None:
+    def remove_resource(self, path: Iterable[str]) -> None:
         """Remove what was added at ``path``; raises KeyError if nothing
         was."""
         segments = _as_path(path, "remove_resource")
@@ -741,13 +737,13 @@ class _Rendering:
 
     __slots__ = ("child", "request")
 
-    def __init__(self, child, request: Message):
+    def __init__(self, child: interfaces.Resource, request: Message) -> None:
         self.child = child
         self.request = request
 
-    async def render(self, request: Message):
+    async def render(self, request: Message) -> Message:
         return await self.child.render(self.request)
 
 
-def _href(path: tuple) -> str:
+def _href(path: tuple[str, ...]) -> str:
     return "/" + "/".join(_quote_segment(segment) for segment in path)

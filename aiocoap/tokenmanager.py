@@ -25,6 +25,14 @@ Rules enforced here:
   new one, the request is sent again with the same token (re-registration);
   only a failure of that is reported.
 * On shutdown, observers of this server get a final 5.03 notification.
+* A 4.01 Unauthorized with an Echo option (RFC 9175: a server that wants
+  the request proven fresh or its sender reachable, see
+  :mod:`aiocoap.amplification`) makes the request go out once more with
+  that Echo value and the same token, without the requester noticing; a
+  second challenge to the same request is its response. A challenge to a
+  multicast request makes it go to that server once more by unicast (to
+  at most :data:`MAX_MULTICAST_ECHO_REPEATS` servers per request); the
+  answer counts among the multicast request's responses.
 * An incoming request with the token and remote of a running observation
   replaces it (re-registration), and ends it when it is a GET without
   Observe or with Observe: 1 (RFC 7641 §3.6, §4.1).
@@ -32,22 +40,29 @@ Rules enforced here:
 
 from __future__ import annotations
 
+import asyncio
 import heapq
+import logging
 import math
 import secrets
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Hashable, Optional
 
 from . import error, interfaces
 from .message import Message
 from .numbers.codes import RESPONSE_START, SUCCESSFUL_END, Code
+from .numbers.optionnumbers import OptionNumber
 from .numbers.types import Type
 from .pipe import Event, Pipe
+from .util.echo import repeat_with_echo
 from .util.asyncio import clock_of
 from .util.asyncio.timer import DeadlineTimer
+from .util.keyindex import GroupedDict
 
 __all__ = ["TokenManager"]
 
 NON = Type.NON
+_UNAUTHORIZED = Code.UNAUTHORIZED
+_OSCORE = OptionNumber.OSCORE
 _new_tuple = tuple.__new__
 
 OBSERVE_FRESHNESS = 128.0
@@ -55,6 +70,10 @@ OBSERVE_FRESHNESS = 128.0
 
 REREGISTRATION_MARGIN = 2.0
 """Seconds to wait past a notification's Max-Age before re-registering."""
+
+MAX_MULTICAST_ECHO_REPEATS = 64
+"""To how many servers that challenged it a multicast request is repeated
+by unicast with their Echo value."""
 
 REREGISTRATION_GRANULARITY = 0.25
 """Re-registrations go out at most this many seconds after they are due
@@ -86,6 +105,7 @@ class _OutgoingRequest:
 
     __slots__ = (
         "pipe", "stop", "observing", "established", "last_seq", "last_time", "timer_at", "deadline", "ti", "key",
+        "echo_retried", "echo_repeated_to",
     )
 
     def __init__(self, pipe: Optional[Pipe], observing: bool, ti: interfaces.TokenInterface):
@@ -102,6 +122,10 @@ class _OutgoingRequest:
         self.key: Any = None
         self.deadline = 0.0
         self.ti = ti
+        self.echo_retried = False
+        # (multicast requests: the servers it was repeated to with their
+        # Echo value)
+        self.echo_repeated_to: Optional[set[Any]] = None
 
 
 # An incoming request is served by up to three small objects, one per
@@ -131,16 +155,20 @@ class _NotificationMonitor:
 
 
 class _ObservationEntry:
-    """Removes an incoming observation from the token layer's table when
-    its pipe's interest ends (unless a newer registration took its place)."""
+    """Ends what the token layer keeps of an incoming observation when its
+    pipe's interest ends: removes it from the table (unless a newer
+    registration took its place), and stops its latest notification, so
+    that nothing of the observation waits in the message layer for a
+    Reset or an acknowledgement that would change nothing any more."""
 
     # (the key is recomputed when it is needed, rather than kept: this
     # object lives as long as the observation)
-    __slots__ = ("table", "pipe")
+    __slots__ = ("table", "pipe", "monitor")
 
-    def __init__(self, table: dict, pipe: Pipe):
+    def __init__(self, table: dict[Any, Pipe], pipe: Pipe, monitor: _NotificationMonitor):
         self.table = table
         self.pipe = pipe
+        self.monitor = monitor
 
     def __call__(self) -> None:
         request = self.pipe.request
@@ -148,6 +176,10 @@ class _ObservationEntry:
         table = self.table
         if table.get(key) is self.pipe:
             del table[key]
+        monitor = self.monitor
+        stop, monitor.stop_latest = monitor.stop_latest, None
+        if stop is not None:
+            stop()
 
 
 class _ResponseSender:
@@ -191,12 +223,19 @@ class _ResponseSender:
                 # in the message layer)
                 message.mtype = NON
         monitor = self.monitor
-        if monitor is not None and monitor.stop_latest is not None:
-            # A newer notification supersedes the previous one: stop
-            # retransmitting it (RFC 7641 §4.5.2) and stop listening for a
-            # Reset to it.
-            monitor.stop_latest()
-            monitor.stop_latest = None
+        previous = None
+        if monitor is not None:
+            previous, monitor.stop_latest = monitor.stop_latest, None
+        if previous is not None:
+            # A newer notification supersedes the previous one: it takes
+            # over a confirmable one's retransmission (RFC 7641 §4.5.2),
+            # and a Reset to the previous one is not listened for any more.
+            assert monitor is not None, "only notifications have a previous one"
+            if event.is_last:
+                self.ti.send_message_replacing(message, previous, None)
+                return False
+            monitor.stop_latest = self.ti.send_message_replacing(message, previous, monitor)
+            return True
         if event.is_last:
             self.ti.send_message(message, None)
             return False
@@ -213,7 +252,7 @@ class _RequestEnd:
 
     __slots__ = ("manager", "table", "state")
 
-    def __init__(self, manager: "TokenManager", table: dict, state: _OutgoingRequest):
+    def __init__(self, manager: "TokenManager", table: dict[Any, _OutgoingRequest], state: _OutgoingRequest):
         self.manager = manager
         self.table = table
         self.state = state
@@ -240,30 +279,40 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
     """The CredentialsMap the transports below consult (the Context's
     client credentials)."""
 
-    def __init__(self, render_to_pipe, log, loop, client_credentials=None):
+    def __init__(
+        self,
+        render_to_pipe: Callable[[Pipe], None],
+        log: logging.Logger,
+        loop: asyncio.AbstractEventLoop,
+        client_credentials: Any = None,
+    ) -> None:
         self._render_to_pipe = render_to_pipe
         self.log = log
         self.loop = loop
         self._clock = clock_of(loop)  # (loop.time, read for every notification)
         self.client_credentials = client_credentials
         self.token_interfaces: list[interfaces.TokenInterface] = []
-        self._outgoing: dict = {}  # (token, remote) -> _OutgoingRequest
-        self._outgoing_multicast: dict = {}  # token -> _OutgoingRequest
-        self._observations: dict = {}  # (token, remote) -> Pipe of an incoming observation
+        # (token, remote) -> _OutgoingRequest; both tables keyed by (token,
+        # remote) are indexed by remote, so that an error for a remote ends
+        # its requests and observations without a scan of everyone's
+        self._outgoing: GroupedDict = GroupedDict(group_at=1)
+        self._outgoing_multicast: dict[Any, _OutgoingRequest] = {}  # token -> _OutgoingRequest
+        # (token, remote) -> Pipe of an incoming observation
+        self._observations: GroupedDict = GroupedDict(group_at=1)
         self.reregister_observations = True
         """Re-register client observations whose freshness ran out."""
         # Re-registration timing (see _arm_reregistration): bucket (a whole
         # second) -> states, the buckets in time order, one timer for all
-        self._rereg_buckets: dict[int, list] = {}
+        self._rereg_buckets: dict[int, list[_OutgoingRequest]] = {}
         self._rereg_order: list[int] = []
         self._rereg_filed = 0  # states filed (live entries)
         self._rereg_timer = DeadlineTimer(loop, self._reregistrations_due)
         self._shutting_down = False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} with {len(self.token_interfaces)} transport(s)>"
 
-    def _interface_for(self, remote) -> Optional[interfaces.TokenInterface]:
+    def _interface_for(self, remote: interfaces.EndpointAddress) -> Optional[interfaces.TokenInterface]:
         for ti in self.token_interfaces:
             if ti.recognize_remote(remote):
                 return ti
@@ -283,7 +332,7 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         in flight to their remote."""
         return secrets.token_bytes(4)
 
-    def _new_token(self, remote) -> bytes:
+    def _new_token(self, remote: interfaces.EndpointAddress) -> bytes:
         while True:
             token = self.next_token()
             if (token, remote) not in self._outgoing and token not in self._outgoing_multicast:
@@ -315,7 +364,7 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         pipe.on_interest_end(_RequestEnd(self, table, state))
         self._send(state, key, table, message)
 
-    def _interest_ended(self, key, table: dict, state: _OutgoingRequest) -> None:
+    def _interest_ended(self, key: Hashable, table: dict[Any, _OutgoingRequest], state: _OutgoingRequest) -> None:
         if table.get(key) is state:
             del table[key]
         if state.stop is not None:
@@ -325,10 +374,12 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         if state.established and not self._shutting_down:
             self._deregister(key, state)
 
-    def _send(self, state: _OutgoingRequest, key, table, message: Message) -> None:
+    def _send(
+        self, state: _OutgoingRequest, key: Hashable, table: dict[Any, _OutgoingRequest], message: Message
+    ) -> None:
         pipe = state.pipe
 
-        def monitor(exc):
+        def monitor(exc: Exception) -> None:
             if table.get(key) is state:
                 del table[key]
             if pipe is not None:
@@ -344,7 +395,7 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
                 e = wrapped
             monitor(e)
 
-    def _deregister(self, key, old: _OutgoingRequest) -> None:
+    def _deregister(self, key: Hashable, old: _OutgoingRequest) -> None:
         """Send a GET with Observe: 1 for an observation nobody wants any
         more, accepting its answer (and late notifications) quietly."""
         assert old.pipe is not None, "only established observations are cancelled"
@@ -355,7 +406,7 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         self.log.debug("Cancelling observation of %r", request)
         self._send(sink, key, self._outgoing, cancellation)
 
-    def _reregister(self, key, state: _OutgoingRequest) -> None:
+    def _reregister(self, key: Hashable, state: _OutgoingRequest) -> None:
         self._unfile(state)
         if self._outgoing.get(key) is not state or state.pipe is None or not state.pipe.is_interested:
             return
@@ -364,10 +415,11 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         request = state.pipe.request
         again = request.copy(mid=None, mtype=None if request.mtype is not NON else NON)
         state.established = False  # the server may restart its sequence
+        state.echo_retried = False
         self.log.debug("Re-registering observation of %r", request)
         self._send(state, key, self._outgoing, again)
 
-    def _arm_reregistration(self, key, state: _OutgoingRequest) -> None:
+    def _arm_reregistration(self, key: Hashable, state: _OutgoingRequest) -> None:
         """File the observation for re-registration at ``state.deadline``.
 
         The observations share one timer and buckets of
@@ -408,7 +460,10 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
             for state in buckets.pop(bucket):
                 if state.timer_at != bucket:
                     continue
-                if state.deadline > now:
+                # (by bucket numbers, not by time: a deadline a rounding
+                # error past ``now`` may still belong to this very bucket,
+                # and filing it there again would never end)
+                if math.ceil(state.deadline / REREGISTRATION_GRANULARITY) > bucket:
                     state.timer_at = -1  # (filed again at once, still counted)
                     self._arm_reregistration(state.key, state)
                 else:
@@ -439,6 +494,19 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
             return True
         code = response.code
         assert code is not None, "decoded messages always have a code"
+        if code == _UNAUTHORIZED and is_multicast and self._repeat_to_member(state, response):
+            return True
+        if code == _UNAUTHORIZED and not is_multicast and not state.echo_retried and _OSCORE not in state.pipe.request.opt:
+            # (an OSCORE request can not go out again as it is: the server
+            # saw its sequence number; the OSCORE transport protects it anew)
+            request = state.pipe.request
+            again = repeat_with_echo(request, response, mid=None, mtype=None if request.mtype is not NON else NON)
+            if again is not None:
+                self.log.debug("Repeating %r with the Echo value of a 4.01 response", request)
+                state.echo_retried = True
+                state.established = False  # (a new observation may start a new sequence)
+                self._send(state, key, self._outgoing, again)
+                return True
         options = response.opt
         seq = options.observe
         if is_multicast:
@@ -457,6 +525,8 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
                 self.log.debug("Dropping stale notification %d (have %d)", seq, last_seq)
                 return True
             state.established = True
+            # (a later challenge, when the server forgot us, is answered again)
+            state.echo_retried = False
             state.last_seq = seq
             state.last_time = now
             if self.reregister_observations:
@@ -485,6 +555,32 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         pipe.add_event(_new_tuple(Event, (response, None, is_last)))
         return True
 
+    def _repeat_to_member(self, state: _OutgoingRequest, response: Message) -> bool:
+        """Send a multicast request once more, by unicast, to the server
+        whose answer ``response`` is an Echo challenge; False if it is none
+        or that server (or too many) had its repetition already."""
+        assert state.pipe is not None, "multicast requests have a pipe"
+        request = state.pipe.request
+        remote = response.remote
+        repeated = state.echo_repeated_to
+        if repeated is None:
+            repeated = state.echo_repeated_to = set()
+        if remote in repeated or len(repeated) >= MAX_MULTICAST_ECHO_REPEATS:
+            return False
+        again = repeat_with_echo(request, response, mid=None, mtype=NON)
+        if again is None:
+            return False
+        repeated.add(remote)
+        again.remote = remote
+        self.log.debug("Repeating %r to %r with the Echo value of its 4.01 response", request, remote)
+        try:
+            # (its answer comes back with the token, to the multicast
+            # request; a failure only concerns this one server)
+            state.ti.send_message(again, None)
+        except Exception as e:
+            self.log.debug("Repeating %r to %r failed: %r", request, remote, e)
+        return True
+
     def process_request(self, request: Message, ti: Optional[interfaces.TokenInterface] = None) -> None:
         """An incoming request; ``ti`` is the TokenInterface it came through
         (looked up by its remote if not given)."""
@@ -510,21 +606,21 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         if observe is None:
             pipe.on_event(_ResponseSender(pipe, ti, None))
         else:
-            pipe.on_event(_ResponseSender(pipe, ti, _NotificationMonitor(pipe)))
+            monitor = _NotificationMonitor(pipe)
+            pipe.on_event(_ResponseSender(pipe, ti, monitor))
             self._observations[key] = pipe
-            pipe.on_interest_end(_ObservationEntry(self._observations, pipe))
+            pipe.on_interest_end(_ObservationEntry(self._observations, pipe, monitor))
         self._render_to_pipe(pipe)
 
-    def dispatch_error(self, exception: Exception, remote) -> None:
-        for key in [k for k in self._outgoing if k[1] == remote]:
-            state = self._outgoing.pop(key)
+    def dispatch_error(self, exception: Exception, remote: interfaces.EndpointAddress) -> None:
+        for _, state in self._outgoing.pop_group(remote):
             if state.stop is not None:
                 state.stop()
                 state.stop = None
             if state.pipe is not None:  # (not the cancellation of an observation)
                 state.pipe.add_exception(exception)
-        for key in [k for k in self._observations if k[1] == remote]:
-            self._observations.pop(key).stop_interest()
+        for _, pipe in self._observations.pop_group(remote):
+            pipe.stop_interest()
 
     async def shutdown(self) -> None:
         self._shutting_down = True

@@ -36,6 +36,7 @@ from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
 from aiocoap.options import Options
 from aiocoap.transports import rfc8323common as rfc8323
+from aiocoap.transports import wsframes
 from aiocoap.util import linkformat
 
 __all__ = ["TARGETS", "seeds", "decode_datagram", "split_argv", "check_client_argv", "check_oscore_context_files"]
@@ -171,6 +172,68 @@ def rfc8323_stream(data: bytes) -> None:
     if diagnostic is None and len(frames) == 1 and frames[0] == stream:
         # a stream of exactly one frame is also a frame to decode_message
         assert rfc8323.encode_message(rfc8323.decode_message(stream)) == stream
+
+
+# --- WebSocket frames ------------------------------------------------------------------
+
+_WS_LIMITS = (0, 16, 300, 70000)
+
+
+def _parse_ws(stream: bytes, cuts: list, masked: bool, limit: int):
+    """(events, failure as (type, close code) or None, bytes buffered) from
+    feeding ``stream`` cut at ``cuts``; the decoder never raises."""
+    decoder = wsframes.FrameDecoder(masked=masked, max_message_size=limit)
+    events: list = []
+    start = 0
+    for end in cuts + [len(stream)]:
+        if end <= start:
+            continue
+        events.extend(decoder.feed(stream[start:end]))
+        start = end
+        if decoder.done:
+            assert decoder.feed(b"\x82\x00") == []
+            break
+    for event in events:
+        if isinstance(event, bytes):
+            assert len(event) <= limit
+        elif isinstance(event, (wsframes.Ping, wsframes.Pong)):
+            assert len(event.payload) <= wsframes.MAX_CONTROL_PAYLOAD
+        else:
+            assert isinstance(event, wsframes.Close)
+            assert event is events[-1] and decoder.close_received is event
+    failure = decoder.failure
+    assert decoder.buffered <= limit + wsframes.MAX_HEADER + wsframes.MAX_CONTROL_PAYLOAD
+    if failure is not None:
+        assert isinstance(failure, wsframes.FrameError) and str(failure).isascii()
+        # what we would send about it is a valid Close frame
+        payload = wsframes.close_payload(failure.close_code, str(failure))
+        assert len(payload) <= wsframes.MAX_CONTROL_PAYLOAD
+        return events, (type(failure), failure.close_code), 0
+    return events, None, decoder.buffered
+
+
+def websocket_frames(data: bytes) -> None:
+    """The bytes a WebSocket peer sends after the upgrade (after two control
+    bytes: the side, the message size limit and where to cut): whole, one
+    byte at a time and in random pieces, the decoder returns the same
+    events and fails the same way; what it returns respects the limits, and
+    binary messages re-encode (masked or not) to frames that decode to
+    them again."""
+    if len(data) < 2:
+        return
+    masked = bool(data[0] & 0x80)
+    limit = _WS_LIMITS[data[0] % len(_WS_LIMITS)]
+    rng = random.Random(data[1])
+    stream = data[2:]
+    whole = _parse_ws(stream, [], masked, limit)
+    bytewise = _parse_ws(stream, list(range(1, len(stream))), masked, limit)
+    pieces = _parse_ws(stream, sorted(rng.sample(range(len(stream) + 1), min(len(stream), 6))), masked, limit)
+    assert whole == bytewise == pieces
+    messages = [event for event in whole[0] if isinstance(event, bytes)]
+    encoder = wsframes.FrameEncoder(wsframes.MaskKeys(rng.randbytes) if masked else None)
+    again = wsframes.FrameDecoder(masked=masked, max_message_size=limit)
+    assert again.feed(b"".join(encoder.binary(m) for m in messages)) == messages
+    assert again.failure is None and again.buffered == 0
 
 
 def rfc8323_frame(data: bytes) -> None:
@@ -496,6 +559,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "rfc8323-stream": rfc8323_stream,
     "rfc8323-frame": rfc8323_frame,
     "rfc8323-signaling": rfc8323_signaling,
+    "websocket-frames": websocket_frames,
     "link-format": link_format,
     "oscore-option": oscore_option,
     "oscore-message": oscore_message,
@@ -562,6 +626,16 @@ def seeds(name: str) -> list:
         if name == "rfc8323-frame":
             return frames
         return [bytes((2, 7)) + b"".join(frames), bytes((1, 3)) + frames[0] + frames[4]]
+    if name == "websocket-frames":
+        to_server = wsframes.FrameEncoder(wsframes.MaskKeys(lambda n: bytes(i % 256 for i in range(n))))
+        to_client = wsframes.FrameEncoder()
+        return [
+            bytes((0x83, 1)) + to_server.binary(b"\x01\x01\x05") + to_server.frame(wsframes.OP_PING, b"hi")
+            + to_server.close(1000, "bye"),
+            bytes((0x02, 2)) + to_client.binary(bytes(200)) + to_client.frame(wsframes.OP_PONG, b"")
+            + bytes((0x02, 2)) + b"ab" + bytes((0x80, 1)) + b"c",
+            bytes((0x81, 3)) + to_server.frame(wsframes.OP_TEXT, b"text"),
+        ]
     if name == "rfc8323-signaling":
         return [b"\x07\x22\x04\x00", b"\x13\x01\x21\x01", b"\x04\x41\x20\xffdiag", b"\x03\x2dcoap://h\x31\x10"]
     if name == "link-format":

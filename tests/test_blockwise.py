@@ -22,7 +22,7 @@ from aiocoap.blockwise import (
 )
 from aiocoap.message import Message
 from aiocoap.numbers.codes import Code
-from aiocoap.optiontypes import BlockOption
+from aiocoap.optiontypes import BlockOption, OpaqueOption
 
 BT = BlockOption.BlockwiseTuple
 
@@ -485,6 +485,25 @@ def test_server_random_access_and_range():
     assert reduced.opt.block2 == BT(4, True, 4) and reduced.payload == body[1024:1280]
 
 
+def test_server_follow_up_blocks_ignore_nocachekey_options_only():
+    """A later block belongs to the transfer of block 0 if the requests
+    agree on every cache-key option (RFC 7959 §2.4): a NoCacheKey option
+    (here an unregistered one, given by its plain number) may differ, a
+    cache-key option (Accept) may not."""
+    state = ServerBlockwiseState()
+    body = body_of(2000)
+    resource = FakeResource(content=body)
+    first = serve(state, request(block2=(0, False, 4)), resource)
+    assert first.opt.block2 == BT(0, True, 4)
+    resource.content = b"changed"
+    unregistered_nocachekey = 92
+    follow_up = request(block2=(1, False, 4))
+    follow_up.opt.add_option(OpaqueOption(unregistered_nocachekey, b"x"))
+    assert serve(state, follow_up, resource).payload == body[256:512]
+    other_accept = serve(state, request(block2=(1, False, 4), accept=50), resource)
+    assert other_accept.code == Code.BAD_OPTION  # rendered afresh: b"changed" has no block 1
+
+
 def test_server_empty_and_fitting_bodies():
     state = ServerBlockwiseState()
     empty = serve(state, request(block2=(0, False, 2)), FakeResource(content=b""))
@@ -564,6 +583,69 @@ def test_flood_of_unfinished_uploads_is_bounded_and_expires():
     state.expire(now + 31)
     assert state.reassembly_count == 0 and state.buffered_bytes == 0
     assert state.next_deadline() is None
+
+
+def _slow_upload_against(attack, blocks=5):
+    """A legitimate upload continued every second while ``attack(state,
+    now)`` runs between its blocks; returns the codes it got."""
+    state = ServerBlockwiseState(reassembly_timeout=247, max_reassemblies=100, max_reassembly_bytes=1 << 20)
+    legit = Remote("legit")
+    codes = []
+    now = 0.0
+    for number in range(blocks):
+        more = number < blocks - 1
+        answer = state.receive(block1_request(number, more, 4, b"L" * 256, tag=b"slow", remote=legit), now)
+        codes.append(answer.code if isinstance(answer, Message) else "render")
+        attack(state, now)
+        now += 1.0
+        assert state.reassembly_count <= 100
+        assert sum(len(own) for own in state._assemblies_of.values()) == state.reassembly_count
+    return codes
+
+
+def test_slow_upload_survives_starts_from_one_source():
+    """Uploads started quickly from one source (new Request-Tag each) and
+    never continued push out that source's own, not someone else's."""
+    counter = iter(range(10**6))
+
+    def attack(state, now):
+        for i in range(1000):
+            tag = next(counter).to_bytes(4, "big")
+            state.receive(block1_request(0, True, 4, b"z" * 256, tag=tag, remote=Remote("mallory")), now + i * 1e-4)
+
+    codes = _slow_upload_against(attack)
+    assert codes == [Code.CONTINUE] * 4 + ["render"]
+
+
+def test_slow_upload_that_made_progress_survives_starts_from_many_sources():
+    counter = iter(range(10**6))
+
+    def attack(state, now):
+        for i in range(1000):
+            source = Remote(f"spoofed{next(counter)}")
+            state.receive(block1_request(0, True, 4, b"z" * 256, remote=source), now + i * 1e-4)
+
+    def attack_after_first_block(state, now):
+        if now >= 1.0:
+            attack(state, now)
+
+    codes = _slow_upload_against(attack_after_first_block)
+    assert codes == [Code.CONTINUE] * 4 + ["render"]
+
+
+def test_uploads_per_source_are_capped():
+    state = ServerBlockwiseState(max_reassemblies_per_peer=3)
+    for i in range(5):
+        state.receive(block1_request(0, True, 4, b"z" * 256, tag=bytes([i]), remote=Remote("m")), float(i))
+    state.receive(block1_request(0, True, 4, b"z" * 256, remote=Remote("other")), 5.0)
+    assert state.reassembly_count == 4
+    # the source's oldest went: tags 0 and 1
+    assert state.receive(block1_request(1, True, 4, b"z" * 256, tag=b"\x01", remote=Remote("m")), 6.0).code == (
+        Code.REQUEST_ENTITY_INCOMPLETE
+    )
+    assert state.receive(block1_request(1, True, 4, b"z" * 256, tag=b"\x02", remote=Remote("m")), 6.0).code == (
+        Code.CONTINUE
+    )
 
 
 def test_response_cache_is_bounded():

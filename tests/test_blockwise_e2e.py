@@ -25,7 +25,7 @@ from aiocoap.numbers.optionnumbers import OptionNumber
 from aiocoap.optiontypes import BlockOption
 from aiocoap.protocol import Request
 
-from memorynet import MemoryNet
+from memorynet import MemoryAddress, MemoryNet
 
 BT = BlockOption.BlockwiseTuple
 # The memory net delivers at once: with a second of ACK timeout nothing is
@@ -168,6 +168,10 @@ async def pair(tuning=CALM, seed=0):
     site = make_site()
     server = await net.context("server", site, transport_tuning=tuning)
     client = await net.context("client", transport_tuning=tuning)
+    # The message counts here are blockwise's own: the client counts as
+    # shown to receive from the start, so no Echo round trip (tested in
+    # test_amplification.py) comes first.
+    server.amplification.note_reachable(MemoryAddress("client", None), server.loop.time())
     return Pair(net, site, server, client)
 
 

@@ -239,7 +239,10 @@ async def test_flood_of_missing_files_from_many_sources(tree, caplog):
                     sock.send(struct.pack("!BBH", 0x41, 0x01, mid) + b"\x07" + options)
                 for sock in socks:
                     data = await asyncio.wait_for(loop.sock_recv(sock, 2048), 5)
-                    assert data[1] in (0x84, 0x83)  # 4.04, 4.03
+                    # 4.04, 4.03, or where the diagnostic text would make
+                    # the answer more than 3x the request, the Echo
+                    # challenge of aiocoap.amplification (4.01)
+                    assert data[1] in (0x84, 0x83, 0x81)
                     answered += 1
             assert answered == 500
         finally:

@@ -425,6 +425,36 @@ def test_fail_remote_and_shutdown(net):
     assert client.core.next_deadline() is None
 
 
+def test_dedup_cache_is_capped_in_bytes(net, caplog):
+    """Large piggybacked replies count against max_dedup_bytes: at the cap
+    the oldest exchanges are forgotten early (their duplicates are
+    processed again), the newest keep their replies, and one warning says
+    so."""
+    server = net.add("server", max_dedup_bytes=100_000)
+    net.add("client")
+    payload = b"x" * 1000
+    with caplog.at_level(logging.WARNING):
+        for mid in range(1000):
+            raw = Message(_mtype=Type.CON, _mid=mid, code=Code.GET, _token=b"t%d" % mid)
+            server.core.receive_datagram(raw.encode(), "client", net.now)
+            server.core.send_message(response_to(server.requests[-1], payload=payload), net.now)
+            assert server.core.dedup_bytes <= 100_000
+            net.now += 0.01  # (a new expiry bucket now and then)
+    assert 50 <= server.core.dedup_size <= 100  # (forgotten in buckets of half a second)
+    assert len([r for r in caplog.records if "Deduplication cache full" in r.getMessage()]) == 1
+    sent_before = len(net.sent)
+    newest = Message(_mtype=Type.CON, _mid=999, code=Code.GET, _token=b"t999")
+    server.core.receive_datagram(newest.encode(), "client", net.now)
+    assert len(server.requests) == 1000  # answered from the cache
+    assert Message.decode(net.sent[-1][1]).payload == payload and len(net.sent) == sent_before + 1
+    oldest = Message(_mtype=Type.CON, _mid=0, code=Code.GET, _token=b"t0")
+    server.core.receive_datagram(oldest.encode(), "client", net.now)
+    assert len(server.requests) == 1001  # forgotten: processed again
+    # expiry gives the bytes back
+    net.advance(TransportTuning().EXCHANGE_LIFETIME + 1)
+    assert server.core.dedup_size == 0 and server.core.dedup_bytes == 0
+
+
 def test_dedup_memory_per_exchange_is_compact(net):
     """Each remembered exchange (here: a piggybacked 2.05 with a short
     payload) costs well under 256 bytes of Python heap."""
@@ -570,7 +600,9 @@ def test_tracked_notification_memory_is_small(net):
     tracemalloc.stop()
     per = sum(s.size_diff for s in after.compare_to(before, "filename")) / len(stops)
     assert len(server.core._tracked) == 5000
-    assert per < 200, per
+    # (about 30 bytes of it are the index by remote, through which a network
+    # error for a remote finds that remote's entries without a scan)
+    assert per < 240, per
 
 
 def test_per_peer_mid_state_is_bounded(net):
@@ -893,3 +925,157 @@ def test_unparsable_datagrams_are_reported_once_a_minute(net, caplog):
     assert [level for level, _ in lines] == [logging.WARNING, logging.DEBUG, logging.DEBUG, logging.WARNING]
     assert lines[0][1].startswith("Ignoring unparsable message from 'peer'")
     assert lines[-1][1].endswith("(and 2 more like it since the last report)")
+
+
+def test_reachable_is_reported_for_acks_and_answers(net):
+    """What aiocoap.amplification counts as proof that a peer receives: it
+    acknowledged our CON, or answered our request; a request of its own
+    proves nothing."""
+    proofs = []
+    client = net.add("client", reachable=lambda remote, now: proofs.append(remote))
+    server = net.add("server", reachable=lambda remote, now: proofs.append(("server saw", remote)))
+    client.core.send_message(request(), net.now)
+    net.flush()
+    assert proofs == []  # the server got a request: no proof of anything
+    server.core.send_message(response_to(server.requests[0]), net.now)
+    net.flush()
+    assert proofs == ["server"]  # the piggybacked answer (an ACK)
+    notification = Message(code=Code.CONTENT, payload=b"n", _token=b"tk", observe=2)
+    notification.remote = "client"
+    server.core.send_message(notification, net.now, lambda exc: None)
+    net.flush()
+    assert ("server saw", "client") in proofs  # its ACK to our CON
+
+
+def test_multicast_request_gets_echo_challenge_but_no_other_error(net):
+    """RFC 7252 §8.2: no error responses to multicast requests; the Echo
+    challenge of an amplification limit (RFC 9175 §2.3) is the exception."""
+
+    class ToGroup(str):
+        is_multicast_locally = True
+
+    server = net.add("server")
+    net.add("client")
+    raw = Message(_mtype=Type.NON, _mid=1, code=Code.GET, _token=b"g1")
+    server.core.receive_datagram(raw.encode(), ToGroup("client"), net.now)
+    raw = Message(_mtype=Type.NON, _mid=2, code=Code.GET, _token=b"g2")
+    server.core.receive_datagram(raw.encode(), ToGroup("client"), net.now)
+    error_answer = Message(code=Code.NOT_FOUND, _token=b"g1")
+    error_answer.remote = ToGroup("client")
+    server.core.send_message(error_answer, net.now)
+    challenge = Message(code=Code.UNAUTHORIZED, _token=b"g2", echo=b"e" * 12)
+    challenge.remote = ToGroup("client")
+    server.core.send_message(challenge, net.now)
+    net.advance(TransportTuning().DEFAULT_LEISURE + 1)
+    sent = [Message.decode(data) for sender, data, _ in net.sent if sender is server]
+    assert [(m.code, m.mtype, m.opt.echo) for m in sent] == [(Code.UNAUTHORIZED, Type.NON, b"e" * 12)]
+
+
+def _con_notification(i, remote="client"):
+    m = _notification(i, remote)
+    m.mtype = Type.CON
+    return m
+
+
+def test_replacing_notification_takes_over_retransmission_counter_and_timeout(net):
+    """RFC 7641 §4.5.2: a notification replacing a confirmable one in flight
+    goes out confirmable at once, with a MID of its own, and keeps the
+    counter and the running timeout; a peer that never acknowledges fails
+    the exchange after MAX_RETRANSMIT, however often it is replaced."""
+    tuning = TransportTuning(ACK_TIMEOUT=2.0, ACK_RANDOM_FACTOR=1.5, MAX_RETRANSMIT=4)
+    server = net.add("server", tuning=tuning)
+    net.add("client")
+    net.drop = lambda sender, data, remote: True
+    failures = []
+    start = net.now
+    handle = server.core.send_message(_con_notification(0), net.now, failures.append)
+    i = 0
+    while net.now < start + 200:
+        net.advance(0.5)  # well below ACK_TIMEOUT
+        if failures:
+            break
+        i += 1
+        handle = server.core.send_message(_notification(i), net.now, failures.append, replacing=handle)
+    sent = [Message.decode(d) for s, d, _ in net.sent if s.name == "server"]
+    assert all(m.mtype is Type.CON for m in sent)
+    assert len({m.mid for m in sent}) == i + 1  # one MID per notification
+    assert len(failures) == 1 and isinstance(failures[0], error.ConRetransmitsExceeded)
+    assert failures[0].transmissions == tuning.MAX_RETRANSMIT + 1
+    assert net.now - start <= tuning.MAX_TRANSMIT_WAIT + 0.5
+    # retransmissions (a payload sent twice) happened, of the latest one each time
+    payloads = [m.payload for m in sent]
+    assert len(payloads) - len(set(payloads)) == tuning.MAX_RETRANSMIT
+    assert server.core.outgoing_size == 0 and server.core.outstanding_to("client") == 0
+    # once failed, a replacement is a message of its own again
+    server.core.send_message(_notification(i + 1), net.now, failures.append, replacing=handle)
+    assert Message.decode(net.sent[-1][1]).mtype is Type.NON
+
+
+def test_replacement_acknowledged_ends_the_exchange(net):
+    server, client = net.add("server"), net.add("client")
+    client.accept_responses = True
+    failures = []
+    handle = server.core.send_message(_con_notification(0), net.now, failures.append)
+    handle = server.core.send_message(_notification(1), net.now, failures.append, replacing=handle)
+    net.flush()  # both arrive; the client ACKs both; the first ACK matches nothing any more
+    assert [r.payload for r in client.responses] == [b"0", b"1"]
+    assert server.core.outgoing_size == 0 and server.core.outstanding_to("client") == 0
+    net.advance(100)
+    assert failures == []
+
+
+def test_replacing_a_waiting_notification_reuses_its_place(net):
+    server = net.add("server")
+    net.add("client")
+    net.drop = lambda sender, data, remote: True
+    server.core.send_message(request(token=b"r1", remote="client"), net.now)  # outstanding (NSTART 1)
+    handle = server.core.send_message(_con_notification(0), net.now, None)
+    assert server.core.waiting_for("client") == 1
+    again = server.core.send_message(_notification(1), net.now, None, replacing=handle)
+    assert server.core.waiting_for("client") == 1 and server.core.outgoing_size == 2
+    assert len(net.sent) == 1  # nothing new on the wire while it waits
+    again()
+    assert server.core.waiting_for("client") == 0
+
+
+class _CountingRemote:
+    """A remote that counts how often it is compared: the work an error
+    for one remote causes, without timing anything."""
+
+    comparisons = 0
+
+    def __init__(self, name):
+        self.name = name
+
+    def __hash__(self):
+        return hash(self.name)
+
+    def __eq__(self, other):
+        _CountingRemote.comparisons += 1
+        return isinstance(other, _CountingRemote) and other.name == self.name
+
+
+def test_network_error_for_a_remote_costs_that_remotes_work_only(net):
+    """5000 observers vanish together (an ICMP error for each): failing one
+    remote looks at its own exchanges and tracked notifications, not at
+    everyone's, so the whole storm is linear (it was 5000 x 10000
+    comparisons); and only that remote's exchanges fail."""
+    server = net.add("server")
+    sent = []
+    server.core.replace_send(lambda data, remote: sent.append(remote))
+    remotes = [_CountingRemote(i) for i in range(5000)]
+    failures = {}
+    for remote in remotes:
+        for message in (_notification(1, remote), _con_notification(2, remote)):
+            server.core.send_message(message, net.now, lambda exc, r=remote: failures.setdefault(r.name, []).append(exc))
+    assert server.core.outgoing_size == 5000
+    _CountingRemote.comparisons = 0
+    for remote in remotes[:-1]:
+        server.core.fail_remote(remote, error.NetworkError("port unreachable"))
+    assert _CountingRemote.comparisons < 20 * len(remotes)
+    assert len(failures) == 4999 and all(len(f) == 2 for f in failures.values())
+    assert remotes[-1].name not in failures
+    assert server.core.outgoing_size == 1 and server.core.outstanding_to(remotes[-1]) == 1
+    server.core.fail_remote(remotes[-1], error.NetworkError("port unreachable"))
+    assert len(failures[remotes[-1].name]) == 2
+    assert server.core.outgoing_size == 0 and server.core.next_deadline() is not None  # (expiry buckets)

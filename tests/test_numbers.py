@@ -11,7 +11,7 @@ from aiocoap import numbers
 from aiocoap.numbers import constants
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.constants import TransportTuning
-from aiocoap.numbers.optionnumbers import OptionNumber
+from aiocoap.numbers.optionnumbers import OptionNumber, is_nocachekey_number
 from aiocoap.numbers.types import ACK, CON, NON, RST, Type
 from aiocoap.optiontypes import BlockOption, OpaqueOption, StringOption, UintOption
 
@@ -278,6 +278,14 @@ def test_unknown_option_numbers_have_properties_from_their_bits(value, critical,
     if nocachekey is not None:
         assert number.is_nocachekey() is nocachekey
     assert number.format is OpaqueOption
+
+
+def test_is_nocachekey_number_agrees_with_the_method():
+    for value in range(1 << 16):
+        number = OptionNumber(value)
+        expected = False if number.is_unsafe() else number.is_nocachekey()
+        assert is_nocachekey_number(value) is expected, value
+        assert is_nocachekey_number(number) is expected, value
 
 
 @pytest.mark.parametrize(

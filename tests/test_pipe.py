@@ -1,7 +1,7 @@
 """Tests of aiocoap.pipe: the events of a Pipe, its listeners and their
 return values, interest and its end (on_interest_end, stop_interest,
 discard_interest_end), the error log of broken callbacks, and
-run_driving_pipe / error_to_message."""
+run_driving_pipe / error_to_message / add_rendered."""
 
 import asyncio
 import logging
@@ -9,9 +9,9 @@ import logging
 import pytest
 
 from aiocoap import error
-from aiocoap.message import Message
+from aiocoap.message import Message, NoResponse
 from aiocoap.numbers.codes import Code
-from aiocoap.pipe import Event, Pipe, error_to_message, run_driving_pipe
+from aiocoap.pipe import Event, Pipe, add_rendered, error_to_message, run_driving_pipe
 
 LOG = logging.getLogger("test-pipe")
 
@@ -186,6 +186,34 @@ def test_listener_added_while_an_event_is_delivered():
     assert pipe.is_interested, "the listener added during delivery stays"
     pipe.add_response(Message(code=Code.CONTENT))
     assert len(late.events) == 1
+
+
+def test_add_rendered_delivers_what_render_returned():
+    pipe, recorder = new_pipe(), Recorder()
+    pipe.on_event(recorder)
+    notification = Message(payload=b"1")
+    add_rendered(pipe, notification, is_last=False)
+    assert recorder.events == [Event(message=notification, is_last=False)]
+    assert notification.code == Code.CONTENT  # the default code of a response
+    deleted = Message(code=Code.DELETED)
+    add_rendered(pipe, deleted, is_last=True)
+    assert recorder.events[-1] == Event(message=deleted, is_last=True) and deleted.code == Code.DELETED
+    assert not pipe.is_interested
+
+
+def test_add_rendered_noresponse_ends_without_a_message():
+    pipe, recorder = new_pipe(), Recorder()
+    pipe.on_event(recorder)
+    add_rendered(pipe, NoResponse, is_last=False)
+    assert recorder.events == [Event(message=None, is_last=True)]
+
+
+def test_add_rendered_rejects_what_is_not_a_message():
+    pipe, recorder = new_pipe(), Recorder()
+    pipe.on_event(recorder)
+    with pytest.raises(TypeError, match="Resource returned bytes instead of a Message"):
+        add_rendered(pipe, b"payload", is_last=True)
+    assert recorder.events == [] and pipe.is_interested
 
 
 def test_error_to_message(caplog):

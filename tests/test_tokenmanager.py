@@ -110,6 +110,12 @@ class FakeTI:
         index = len(self.sent) - 1
         return lambda: self.stopped.append(index)
 
+    def send_message_replacing(self, message, previous, monitor):
+        # (what interfaces.TokenInterface does for transports without
+        # retransmissions)
+        previous()
+        return self.send_message(message, monitor)
+
     def no_response_for(self, remote, token):
         self.unanswered.append((remote, token))
 
@@ -570,3 +576,64 @@ async def test_shutdown_sends_observers_a_final_503(server):
     final = ti.sent[-1]
     assert final.code == Code.SERVICE_UNAVAILABLE and final.mtype == Type.NON
     assert not rendered[0].is_interested
+
+
+class CountingRemote(Remote):
+    """A remote that counts how often it is compared (the work an error
+    for one remote causes, without timing anything)."""
+
+    comparisons = 0
+
+    def __init__(self, name):
+        self.name = name
+
+    def __hash__(self):
+        return hash(self.name)
+
+    def __eq__(self, other):
+        CountingRemote.comparisons += 1
+        return isinstance(other, CountingRemote) and other.name == self.name
+
+
+def test_network_errors_for_many_remotes_cost_each_remotes_work_only(server):
+    """5000 observers (and 5000 servers we sent requests to) vanish
+    together: each error ends that remote's observations and requests
+    without looking at everyone else's (before: 5000 x 10000 comparisons)."""
+    manager, ti, rendered = server
+    remotes = [CountingRemote(i) for i in range(5000)]
+    outcomes = []
+    for remote in remotes:
+        incoming(manager, ti, remote, observe=0)
+        request = Message(code=Code.GET, _mtype=Type.CON)
+        request.remote = remote
+        pipe = Pipe(request, logging.getLogger("test"))
+        pipe.on_event(lambda event: outcomes.append(type(event.exception)) and False)
+        manager.request(pipe)
+    assert all(p.is_interested for p in rendered)
+    CountingRemote.comparisons = 0
+    for remote in remotes[:-1]:
+        manager.dispatch_error(error.NetworkError("port unreachable"), remote)
+    assert CountingRemote.comparisons < 20 * len(remotes)
+    assert outcomes == [error.NetworkError] * 4999
+    assert [p.is_interested for p in rendered] == [False] * 4999 + [True]
+    # the survivor still gets its response
+    survivor = remotes[-1]
+    response = Message(code=Code.CONTENT, _mtype=Type.ACK, _token=ti.sent[-1].token)
+    response.remote = survivor
+    assert manager.process_response(response)
+    assert outcomes[-1] is type(None)
+
+
+def test_deadline_a_rounding_error_past_its_bucket_reregisters_instead_of_spinning(setup, monkeypatch):
+    """On a millisecond clock (uvloop), a notification at 163.93 with
+    Max-Age 0 has its deadline at 163.93 + 0.05 = 163.98000000000002, and
+    with buckets of 0.01 s its bucket's time is 163.98: when that bucket
+    came due at 163.98, the state was "not due yet" and filed into the
+    same bucket again, for ever (the loop hung)."""
+    monkeypatch.setattr(tm, "REREGISTRATION_MARGIN", 0.05)
+    monkeypatch.setattr(tm, "REREGISTRATION_GRANULARITY", 0.01)
+    loop, manager, ti, remote, request, events = setup
+    loop.now = 163.93
+    notify(manager, request, remote, 1, max_age=0)
+    loop.advance_to(163.98)
+    assert len(reregistrations(ti, request)) == 1

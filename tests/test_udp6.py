@@ -20,11 +20,8 @@ import os
 import json
 import random
 import select
-import shutil
 import socket
 import struct
-import subprocess
-import sys
 import time
 
 import pytest
@@ -35,6 +32,7 @@ from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
 from aiocoap.transports.generic_udp import literal_sockaddr
 from aiocoap.transports.udp6 import MessageInterfaceUDP6, SockExtendedErr, UDP6EndpointAddress
+from netns import SKIP_EXIT_CODE, run_in_network_namespace
 from aiocoap.util.asyncio.recvmsg import (
     RecvmsgDatagramProtocol,
     create_recvmsg_datagram_endpoint,
@@ -589,23 +587,6 @@ def test_link_local_local_address():
 
 # --- multicast, in a network namespace of its own -----------------------------
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_in_network_namespace(setup: str, script: str) -> subprocess.CompletedProcess:
-    """Run ``script`` with a fresh Python in a new network namespace after
-    the shell commands ``setup``; skip where namespaces can not be made."""
-    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
-        pytest.skip("needs root with unshare and ip to make a network namespace")
-    if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
-        pytest.skip("this machine does not allow creating network namespaces")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
-    return subprocess.run(
-        ["unshare", "-n", "--", "sh", "-ec", setup + '\nexec "$@"', "sh", sys.executable, "-c", script],
-        env=env, capture_output=True, text=True, timeout=60,
-    )
-
-
 _MULTICAST_SCRIPT = r'''
 import asyncio, json, logging, os, sys
 from aiocoap.message import Message
@@ -679,7 +660,7 @@ def test_multicast_request_and_unicast_response():
     uris = ["coap://224.0.1.187/", "coap://[ff02::fd%25mc0]/", "coap://[ff05::fd%25mc0]/"]
     script = _MULTICAST_SCRIPT.replace("sys.argv[1:]", repr(uris))
     result = run_in_network_namespace(setup, script)
-    if result.returncode == 77:
+    if result.returncode == SKIP_EXIT_CODE:
         pytest.skip(f"no veth interfaces in this kernel: {result.stderr.strip()}")
     assert result.returncode == 0, result.stderr
     results = json.loads(result.stdout.strip().splitlines()[-1])

@@ -400,3 +400,88 @@ async def test_a_query_does_not_change_the_resource():
         head = await asyncio.wait_for(peer.reader.readuntil(b"\r\n\r\n"), TIMEOUT)
         assert head.startswith(b"HTTP/1.1 101 ")
         await peer.close()
+
+
+# --- the WebSocket protocol after the upgrade -------------------------------------------
+
+
+async def test_frames_in_the_same_write_as_the_upgrade_are_read():
+    # (RFC 6455 has a client wait for the 101, but bytes it sends early are
+    # frames all the same: the server gives websockets only the HTTP head)
+    async with ws_server() as server:
+        peer = await RawPeer.connect(server.port)
+        get = encode(Message(code=Code.GET, _token=b"e", uri_path=["echo"]))
+        peer.writer.write(upgrade_request() + ws_frame(BINARY, csm()) + ws_frame(BINARY, get))
+        head = await asyncio.wait_for(peer.reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        assert head.startswith(b"HTTP/1.1 101 ")
+        opcode, payload = await peer.read_frame()
+        assert decode(payload).code == Code.CSM
+        opcode, payload = await peer.read_frame()
+        assert decode(payload).token == b"e" and decode(payload).code.is_response()
+        await peer.close()
+
+
+async def test_ping_gets_a_pong_and_a_close_gets_its_answer():
+    tuning = WSTuning(close_timeout=5.0)
+    async with ws_server(tuning=tuning) as server:
+        peer = await RawPeer.upgraded(server.port)
+        opcode, payload = await peer.read_frame()
+        assert decode(payload).code == Code.CSM
+        peer.send(PING, b"are you there")
+        assert await peer.read_frame() == (0xA, b"are you there")
+        peer.send(CLOSE, struct.pack("!H", 4000) + b"done")
+        assert await peer.read_frame() == (CLOSE, struct.pack("!H", 4000))
+        # and the server closes the TCP connection first (RFC 6455 §7.1.1)
+        assert await peer.closed_by_server(timeout=2.0)
+        await peer.close()
+        await until(lambda: server.ws._accepted == 0)
+
+
+async def test_unmasked_client_frame_fails_the_connection():
+    tuning = WSTuning(close_timeout=0.3)
+    async with ws_server(tuning=tuning) as server:
+        peer = await RawPeer.upgraded(server.port)
+        peer.writer.write(b"\x82\x02\x00\x01")  # a good frame header, but not masked
+        messages = await peer.messages_until_closed()
+        assert messages[0].code == Code.CSM and messages[-1] == 1002
+        assert await peer.closed_by_server()
+        await peer.close()
+        await until(lambda: server.ws._accepted == 0)
+
+
+async def test_at_the_cap_an_idle_connection_makes_room():
+    tuning = WSTuning(max_server_connections_per_host=2, close_timeout=0.3)
+    async with ws_server(tuning=tuning) as server:
+        idle = [await RawPeer.upgraded(server.port) for _ in range(2)]
+        for peer in idle:
+            opcode, payload = await peer.read_frame()
+            assert decode(payload).code == Code.CSM
+        # both are idle (nothing pending): the third client is served, and
+        # the one idle longest is closed for it
+        await echo_works(server)
+        assert (await idle[0].messages_until_closed())[-1] == 1000
+        await until(lambda: server.ws._per_host.get("127.0.0.1", 0) <= 2)
+        for peer in idle:
+            await peer.close()
+
+
+async def test_incomplete_messages_are_capped_across_connections():
+    tuning = WSTuning(max_server_buffered=2500, close_timeout=0.3)
+    async with ws_server(tuning=tuning) as server:
+        small, large = await RawPeer.upgraded(server.port), await RawPeer.upgraded(server.port)
+        message = encode(Message(code=Code.PUT, _token=b"b", uri_path=["echo"], payload=b"z" * 3000))
+        # about 1000 bytes held for one, 1600 for the other (fragments and
+        # part of a frame): together above the cap
+        small.writer.write(frame_header(BINARY, len(message)) + message[:1000])
+        large.send(BINARY, message[:1], fin=False)
+        large.send(CONT, message[1:1000], fin=False)
+        large.writer.write(frame_header(CONT, len(message) - 1000) + message[1000:1600])
+        messages = await large.messages_until_closed()
+        assert messages[-2].code == Code.ABORT and b"buffered" in messages[-2].payload
+        small.writer.write(message[1000:])
+        opcode, payload = await small.read_frame()
+        assert decode(payload).code == Code.CSM
+        opcode, payload = await small.read_frame()
+        assert decode(payload).token == b"b"
+        await small.close()
+        await large.close()

@@ -70,8 +70,9 @@ level (with the traceback) only for exceptions that are bugs.
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
-from typing import Optional
+from typing import Any, Awaitable, Callable, Coroutine, Optional, Protocol
 
 from .. import error, interfaces
 from .._requestbase import BaseUnicastRequest, ClientObservation
@@ -82,6 +83,7 @@ from ._client import MAX_RESTARTS, ClientTransfer, new_request_tag
 from ._common import BERT_UNIT, BLOCK1, BLOCK2, CONTINUE, SIZE2, TOO_LARGE, remote_max_exp, single_message_limit
 from ._server import DEFAULT_MAX_BODY_SIZE, RenderJob, ServerBlockwiseState, body_etag
 from ._spools import Block1Spool, Block2Cache, ContinueException, IncompleteException
+
 
 __all__ = [
     "BlockwiseRequest",
@@ -102,6 +104,33 @@ __all__ = [
 ]
 
 
+class _PlainRequest(Protocol):
+    """What a BlockwiseRequest uses of the requests without blockwise
+    handling it sends (protocol.Request; described here because blockwise
+    does not import protocol)."""
+
+    @property
+    def response(self) -> asyncio.Future[Message]: ...
+
+    def stop_observing(self) -> None: ...
+
+
+class _Requester(Protocol):
+    """What a BlockwiseRequest uses of the Context that creates it."""
+
+    @property
+    def log(self) -> logging.Logger: ...
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+
+    def spawn_task(self, coro: Coroutine[Any, Any, Any], name: Optional[str] = None) -> asyncio.Task[Any]: ...
+
+    def plain_request(self, request_message: Message, observer: Any = None) -> _PlainRequest: ...
+
+    async def find_remote_and_interface(self, message: Message) -> Any: ...
+
+
 class BlockwiseServer:
     """Blockwise handling of a server Context (``Context.blockwise``).
 
@@ -111,12 +140,12 @@ class BlockwiseServer:
     the other limits of :class:`ServerBlockwiseState`) can be set as
     keyword arguments or changed on the object later."""
 
-    def __init__(self, log, *, max_body_size: int = DEFAULT_MAX_BODY_SIZE, **limits):
+    def __init__(self, log: logging.Logger, *, max_body_size: int = DEFAULT_MAX_BODY_SIZE, **limits: Any) -> None:
         self.log = log
         self.state = ServerBlockwiseState(max_body_size=max_body_size, **limits)
         self._timer: Optional[asyncio.TimerHandle] = None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.state!r}>"
 
     @property
@@ -128,7 +157,7 @@ class BlockwiseServer:
     def max_body_size(self, value: int) -> None:
         self.state.max_body_size = value
 
-    async def render(self, request: Message, render):
+    async def render(self, request: Message, render: Callable[[Message], Awaitable[Message]]) -> Message:
         """Answer ``request`` by calling ``render`` (the site's render) on
         the reassembled request once all of its blocks are there, and cut
         the result into blocks."""
@@ -171,6 +200,17 @@ class BlockwiseServer:
             self._reschedule(loop)
         return result
 
+    def cut_to_fit(
+        self, request: Message, response: Message, fits: Callable[[Message], bool]
+    ) -> Optional[Message]:
+        """A smaller first message for ``response`` that ``fits(message)``,
+        the rest kept for the client's Block2 follow-ups (see
+        :meth:`ServerBlockwiseState.cut_to_fit`), or None."""
+        loop = asyncio.get_running_loop()
+        result = self.state.cut_to_fit(request, response, fits, loop.time())
+        self._reschedule(loop)
+        return result
+
     def shutdown(self) -> None:
         """Drop all state and the expiry timer."""
         if self._timer is not None:
@@ -178,11 +218,11 @@ class BlockwiseServer:
             self._timer = None
         self.state.clear()
 
-    def _after(self, message):
+    def _after(self, message: Message) -> Message:
         self._reschedule(asyncio.get_running_loop())
         return message
 
-    def _reschedule(self, loop) -> None:
+    def _reschedule(self, loop: asyncio.AbstractEventLoop) -> None:
         wake = self.state.wake_up_at
         timer = self._timer
         if timer is not None:
@@ -193,13 +233,13 @@ class BlockwiseServer:
         if wake != float("inf"):
             self._timer = loop.call_at(max(wake, loop.time()), self._expire, loop)
 
-    def _expire(self, loop) -> None:
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
         self.state.expire(loop.time())
         self._reschedule(loop)
 
 
-class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[misc]  # (as protocol.Request)
+class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):
     """A request that sends and receives bodies of any size, using
     blockwise transfer (RFC 7959) where they do not fit one message.
 
@@ -217,17 +257,17 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
         "__weakref__",
     )
 
-    def __init__(self, protocol, app_request: Message):
+    def __init__(self, protocol: _Requester, app_request: Message) -> None:
         self.protocol = protocol
         self.log = protocol.log
         self.app_request = app_request
         self.response = Future(loop=protocol.loop)
-        self._task: Optional[asyncio.Task] = None
-        self._sub = None
-        self._notification_task: Optional[asyncio.Task] = None
+        self._task: Optional[asyncio.Task[None]] = None
+        self._sub: Optional[_PlainRequest] = None
+        self._notification_task: Optional[asyncio.Task[None]] = None
         # The plain request whose notifications are relayed here (it reports
         # to a weak proxy of this object, see _send)
-        self._relayed = None
+        self._relayed: Optional[_PlainRequest] = None
         self._held_error: Optional[BaseException] = None
         self._mtype = app_request.mtype
         # Later messages of the transfer go to the same target; for an IP
@@ -235,7 +275,7 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
         # cache instead of routing each block (a task per block) again.
         target = app_request.remote
         self._target = target if isinstance(target, UndecidedRemote) and target.is_ip_literal else None
-        self._progress_callbacks: Optional[list] = None
+        self._progress_callbacks: Optional[list[Callable[[int, Optional[int]], None]]] = None
         # A smaller block size the application asked for on the remote
         # (``request.remote.maximum_block_size_exp = 4``, also on the
         # UndecidedRemote of a request not sent yet)
@@ -261,19 +301,19 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
         else:
             self._task = protocol.spawn_task(self._run(None), name="aiocoap blockwise request")
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} for {self.app_request!r}>"
 
     @property
     def request(self) -> Message:
         return self.app_request
 
-    def _plain_request(self, message: Message, observer=None):
+    def _plain_request(self, message: Message, observer: Any = None) -> _PlainRequest:
         if self._target is not None and message is not self.app_request:
             message.remote = self._target
         return self.protocol.plain_request(message, observer)
 
-    def _send(self, message: Message):
+    def _send(self, message: Message) -> _PlainRequest:
         if self.observation is not None and message.opt.observe == 0:
             # Its notifications come here, through a weak proxy: the plain
             # request (kept by this one) must not keep this one alive, or an
@@ -284,7 +324,7 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
             sub = self._sub = self._plain_request(message)
         return sub
 
-    def _first_response(self, future: asyncio.Future) -> None:
+    def _first_response(self, future: asyncio.Future[Message]) -> None:
         if self.response.done() or future.cancelled():
             return
         exc = future.exception()
@@ -322,7 +362,7 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
                 if message is not None and message.opt.block2 is not None:
                     self._report_progress(transfer)
             final = transfer.result
-            final.request = request  # type: ignore[assignment]  # (declared None in message.py)
+            final.request = request
             self._set_response(final)
         except asyncio.CancelledError:
             if not self.response.done():
@@ -338,7 +378,7 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
                 if self._relayed is not None:
                     self._relayed.stop_observing()
 
-    def on_progress(self, callback) -> None:
+    def on_progress(self, callback: Callable[[int, Optional[int]], None]) -> None:
         """Call ``callback(received, total)`` whenever another block of a
         blockwise response arrived (``total`` is the size the server
         announced with Size2, or None). For progress displays."""
@@ -372,7 +412,7 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
             block2_exp=hint,
         )
 
-    def _response_cancellation_handler(self, future: asyncio.Future) -> None:
+    def _response_cancellation_handler(self, future: asyncio.Future[Message]) -> None:
         future.on_cancel = None  # type: ignore[attr-defined]  # (our Future)
         if not future.cancelled():
             return
@@ -383,7 +423,7 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
 
     # --- observations ------------------------------------------------------------
 
-    def fail_from(self, sub, exception: BaseException) -> None:
+    def fail_from(self, sub: _PlainRequest, exception: BaseException) -> None:
         """The observation of the plain request ``sub`` ended (the observer
         interface of Context.plain_request)."""
         if self._relayed is not sub:
@@ -395,7 +435,7 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
             # lead to a restart or be completed; decide when it is known.
             self._held_error = exception
 
-    def notify_from(self, sub, message: Message) -> None:
+    def notify_from(self, sub: _PlainRequest, message: Message) -> None:
         """A notification of the plain request ``sub`` (the observer
         interface of Context.plain_request)."""
         if self._relayed is sub:
@@ -407,12 +447,12 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
             self._notification_task.cancel()
             self._notification_task = None
         if BLOCK2 not in message.opt:
-            message.request = self.app_request  # type: ignore[assignment]  # (declared None in message.py)
+            message.request = self.app_request
             self._observation.callback(message)
             return
         block2 = message.opt.block2
         if block2 is None or not block2.more and block2.block_number == 0:
-            message.request = self.app_request  # type: ignore[assignment]  # (declared None in message.py)
+            message.request = self.app_request
             self._observation.callback(message)
             return
         self._notification_task = self.protocol.spawn_task(
@@ -441,7 +481,7 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):  # type: ignore[
             if self._notification_task is asyncio.current_task():
                 self._notification_task = None
         final = transfer.result
-        final.request = request  # type: ignore[assignment]  # (declared None in message.py)
+        final.request = request
         self._observation.callback(final)
 
     def _end_observation(self, exception: BaseException) -> None:
@@ -467,6 +507,6 @@ def _known_limit(message: Message) -> int:
     return 1024 if _undecided(remote) else single_message_limit(remote)
 
 
-def _undecided(remote) -> bool:
+def _undecided(remote: object) -> bool:
     """Whether a message with this remote still has to be routed."""
     return remote is None or isinstance(remote, UndecidedRemote)

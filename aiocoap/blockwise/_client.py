@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import itertools
 import secrets
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from .. import error
 from ..message import Message
 from ..numbers.codes import Code
+from ..numbers.types import Type
 from ._common import (
     BERT_UNIT, CONTINUE, TOO_LARGE, BlockwiseTuple,
     block_start, block_unit, successful,
@@ -21,7 +22,7 @@ __all__ = ["ClientTransfer", "new_request_tag", "MAX_RESTARTS"]
 MAX_RESTARTS = 3
 """How often a client starts an upload again with smaller blocks after 4.13."""
 
-_UNSET = object()
+_UNSET: Any = object()  # (Any: it stands in for a parameter of any type)
 
 
 def _new_request_tag_counter() -> Callable[[], bytes]:
@@ -68,10 +69,10 @@ class ClientTransfer:
         max_exp: int = 6,
         max_payload: int = BERT_UNIT,
         request_tag: Callable[[], bytes] = new_request_tag,
-        mtype=_UNSET,
+        mtype: Optional[Type] = _UNSET,
         max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
         block2_exp: Optional[int] = None,
-    ):
+    ) -> None:
         self.request = request
         self.max_response_size = max_response_size
         self.expected_size: Optional[int] = None
@@ -114,7 +115,7 @@ class ClientTransfer:
             raise RuntimeError("the exchange is not complete")
         return self.response
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} in phase {self._phase!r} at offset {self._offset}>"
 
     # --- building requests ------------------------------------------------
@@ -132,7 +133,7 @@ class ClientTransfer:
             msg.opt.request_tag = (self._tag,)
         return msg
 
-    def _request_tags(self) -> tuple:
+    def _request_tags(self) -> tuple[bytes, ...]:
         return (self._tag,) if self._tag is not None else self.request.opt.request_tag
 
     def _wants_block2(self) -> bool:

@@ -32,18 +32,18 @@ def successful(code: Optional[Code]) -> bool:
     return code is not None and code.is_successful()
 
 
-def remote_max_exp(remote) -> int:
+def remote_max_exp(remote: object) -> int:
     return getattr(remote, "maximum_block_size_exp", 6)
 
 
-def bert_chunk(remote) -> int:
+def bert_chunk(remote: object) -> int:
     """Bytes in one BERT block to ``remote``: its maximum payload size,
     rounded down to whole 1024 byte units."""
     size = getattr(remote, "maximum_payload_size", BERT_UNIT)
     return max(BERT_UNIT, size - size % BERT_UNIT)
 
 
-def single_message_limit(remote) -> int:
+def single_message_limit(remote: object) -> int:
     """The largest body that goes to ``remote`` without blockwise."""
     exp = remote_max_exp(remote)
     if exp >= 7:

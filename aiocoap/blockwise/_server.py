@@ -8,11 +8,12 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Any, Callable, Hashable, Optional, Union, cast
 
 from ..message import Message
 from ..numbers.codes import Code
 from ..numbers.constants import EXCHANGE_LIFETIME
+from ..numbers.optionnumbers import is_nocachekey_number
 from ._common import (
     BERT_UNIT, BLOCK1, BLOCK2, CONTINUE, OBSERVE, REQUEST_TAG, SIZE1, SIZE2,
     BlockwiseTuple, bert_chunk, block_start, remote_max_exp, single_message_limit, successful,
@@ -38,9 +39,9 @@ class RenderJob:
 
     request: Message
     remote: object
-    key: tuple
+    key: tuple[Any, ...]
     """Which transfer the response belongs to (see _transfer_key)."""
-    tag: tuple
+    tag: tuple[bytes, ...]
     block1: Optional[BlockwiseTuple] = None
     """Block1 to echo in the response (the request's final block)."""
     block2: Optional[BlockwiseTuple] = None
@@ -60,22 +61,20 @@ class _Assembly:
 class _Representation:
     __slots__ = ("template", "body", "seen", "alias")
 
-    def __init__(self, template: Message, body: bytes, now: float, alias):
+    def __init__(self, template: Message, body: bytes, now: float, alias: Hashable) -> None:
         self.template = template
         self.body = body
         self.seen = now
         self.alias = alias
 
 
-def _transfer_key(request: Message, with_payload: bool) -> tuple:
+def _transfer_key(request: Message, with_payload: bool) -> tuple[Any, ...]:
     """Code, options and (for FETCH) payload that make blocks belong to one
     transfer: everything in the cache key except the transfer options."""
     items = []
     for option in request.opt.option_list():
         number = option.number
-        if number in _TRANSFER_OPTIONS:
-            continue
-        if not number & 2 and number & 0x1E == 0x1C:  # NoCacheKey
+        if number in _TRANSFER_OPTIONS or is_nocachekey_number(number):
             continue
         items.append((int(number), option.encode()))
     payload = request.payload if with_payload and request.code == Code.FETCH else b""
@@ -91,7 +90,7 @@ def _strip_transfer_options(request: Message, payload: bytes) -> Message:
     return stripped
 
 
-def _error(code: Code, text: str, **options) -> Message:
+def _error(code: Code, text: str, **options: Any) -> Message:
     return Message(code=code, payload=text.encode(), **options)
 
 
@@ -115,8 +114,15 @@ class ServerBlockwiseState:
     State is keyed by (remote, request options without the transfer
     options, Request-Tag), refreshed whenever it is used, and dropped
     ``reassembly_timeout`` / ``response_timeout`` seconds after its last
-    use (:meth:`expire`, :meth:`next_deadline`), or earlier, oldest first,
-    when a count or byte limit is reached."""
+    use (:meth:`expire`, :meth:`next_deadline`), or earlier when a count or
+    byte limit is reached: responses oldest first; uploads first within
+    their source (a remote starting more than ``max_reassemblies_per_peer``
+    loses its own least recently continued one), then, at the global
+    limits, those that have not got beyond their first block (oldest
+    first) before any that made progress. So a stream of uploads started
+    and never continued, from one source or many, does not push out a
+    slow upload that is being continued; what it can still push out is
+    an upload between its first and its second block."""
 
     def __init__(
         self,
@@ -124,6 +130,7 @@ class ServerBlockwiseState:
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         reassembly_timeout: float = EXCHANGE_LIFETIME,
         max_reassemblies: int = 1024,
+        max_reassemblies_per_peer: int = 16,
         max_reassembly_bytes: int = 32 << 20,
         response_timeout: float = 60.0,
         max_responses: int = 256,
@@ -132,18 +139,24 @@ class ServerBlockwiseState:
         self.max_body_size = max_body_size
         self._reassembly_timeout = reassembly_timeout
         self.max_reassemblies = max_reassemblies
+        self.max_reassemblies_per_peer = max_reassemblies_per_peer
         self.max_reassembly_bytes = max_reassembly_bytes
         self._response_timeout = response_timeout
         self.max_responses = max_responses
         self.max_response_bytes = max_response_bytes
         self._check_at = float("inf")  # no deadline of any state is earlier
-        self._assemblies: OrderedDict = OrderedDict()
+        # key -> _Assembly, least recently continued first
+        self._assemblies: OrderedDict[Hashable, _Assembly] = OrderedDict()
+        # The same keys per remote (in the same order), and those of the
+        # assemblies that hold only their first block (in order of arrival)
+        self._assemblies_of: dict[object, OrderedDict[Hashable, None]] = {}
+        self._unproven: OrderedDict[Hashable, None] = OrderedDict()
         self._assembly_bytes = 0
-        self._responses: OrderedDict = OrderedDict()
-        self._aliases: dict = {}
+        self._responses: OrderedDict[Hashable, _Representation] = OrderedDict()
+        self._aliases: dict[Hashable, Hashable] = {}
         self._response_bytes = 0
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (
             f"<{type(self).__name__}: {len(self._assemblies)} reassemblies "
             f"({self._assembly_bytes} bytes), {len(self._responses)} responses "
@@ -224,6 +237,8 @@ class ServerBlockwiseState:
         """Forget all state (at shutdown)."""
         self._check_at = float("inf")
         self._assemblies.clear()
+        self._assemblies_of.clear()
+        self._unproven.clear()
         self._responses.clear()
         self._aliases.clear()
         self._assembly_bytes = self._response_bytes = 0
@@ -269,7 +284,15 @@ class ServerBlockwiseState:
             block2=block2, want_size2=want_size2,
         )
 
-    def _receive_block1(self, request, block1, block2, tag, want_size2, now):
+    def _receive_block1(
+        self,
+        request: Message,
+        block1: BlockwiseTuple,
+        block2: Optional[BlockwiseTuple],
+        tag: tuple[bytes, ...],
+        want_size2: bool,
+        now: float,
+    ) -> Union[Message, RenderJob]:
         payload = request.payload
         length = len(payload)
         if not block1.is_valid_for_payload_size(length):
@@ -283,6 +306,7 @@ class ServerBlockwiseState:
         assemblies = self._assemblies
         limit = self.max_body_size
 
+        state: Optional[_Assembly]
         if offset == 0:
             if akey in assemblies:
                 self._drop_assembly(akey)
@@ -296,6 +320,13 @@ class ServerBlockwiseState:
                 )
             state = _Assembly(now)
             assemblies[akey] = state
+            self._unproven[akey] = None
+            own = self._assemblies_of.get(remote)
+            if own is None:
+                own = self._assemblies_of[remote] = OrderedDict()
+            own[akey] = None
+            while len(own) > max(1, self.max_reassemblies_per_peer):
+                self._drop_assembly(next(iter(own)))
             self._check_at = min(self._check_at, now + self._reassembly_timeout)
         else:
             state = assemblies.get(akey)
@@ -307,6 +338,7 @@ class ServerBlockwiseState:
                     # The same block again (new message, lost answer)
                     state.seen = now
                     assemblies.move_to_end(akey)
+                    self._assemblies_of[remote].move_to_end(akey)
                     return Message(code=CONTINUE, block1=(block1.block_number, True, preferred))
                 self._drop_assembly(akey)
                 return _error(Code.REQUEST_ENTITY_INCOMPLETE, "Block1 out of sequence")
@@ -314,6 +346,8 @@ class ServerBlockwiseState:
                 self._drop_assembly(akey)
                 return _error(Code.REQUEST_ENTITY_TOO_LARGE, "Request body too large", size1=limit)
             assemblies.move_to_end(akey)
+            self._assemblies_of[remote].move_to_end(akey)
+            self._unproven.pop(akey, None)
             state.seen = now
 
         if not block1.more:
@@ -331,23 +365,35 @@ class ServerBlockwiseState:
         answer.opt.block1 = BlockwiseTuple(block1.block_number, True, preferred)
         return answer
 
-    def _drop_assembly(self, key) -> None:
+    def _drop_assembly(self, key: Hashable) -> None:
         state = self._assemblies.pop(key, None)
-        if state is not None:
-            self._assembly_bytes -= len(state.buffer)
+        if state is None:
+            return
+        self._assembly_bytes -= len(state.buffer)
+        self._unproven.pop(key, None)
+        remote = cast(tuple[Any, ...], key)[0]  # (the keys of _receive_block1)
+        own = self._assemblies_of[remote]
+        del own[key]
+        if not own:
+            del self._assemblies_of[remote]
 
-    def _enforce_assembly_limits(self, current) -> None:
+    def _enforce_assembly_limits(self, current: Hashable) -> None:
         assemblies = self._assemblies
+        unproven = self._unproven
         byte_limit = max(self.max_reassembly_bytes, self.max_body_size)
         while len(assemblies) > self.max_reassemblies or self._assembly_bytes > byte_limit:
-            oldest = next(iter(assemblies))
-            if oldest == current:
-                break
-            self._drop_assembly(oldest)
+            victim = next(iter(unproven), current)
+            if victim == current:
+                # (the current one is the newest of those; then the least
+                # recently continued of all)
+                victim = next(iter(assemblies))
+                if victim == current:
+                    break
+            self._drop_assembly(victim)
 
     # --- responses -----------------------------------------------------------
 
-    def respond(self, job: RenderJob, response, now: float):
+    def respond(self, job: RenderJob, response: Message, now: float) -> Message:
         """Turn the rendering result of ``job`` into the message to send:
         Block1 echoed, the body cut to the requested Block2 block (and
         stored for the following blocks), Size2 if asked for."""
@@ -393,7 +439,7 @@ class ServerBlockwiseState:
         return message
 
     @staticmethod
-    def needs_slicing(request: Message, response) -> bool:
+    def needs_slicing(request: Message, response: Message) -> bool:
         """Whether :meth:`slice` would do more than return ``response``: it
         is too large for one message, or the request asks for a block or
         the size."""
@@ -406,7 +452,7 @@ class ServerBlockwiseState:
             or len(response.payload) > single_message_limit(request.remote)
         )
 
-    def slice(self, request: Message, response, now: float):
+    def slice(self, request: Message, response: Message, now: float) -> Message:
         """Cut ``response`` (rendered for ``request`` without a job) to the
         block the request asks for, block 0 by default, if it is larger
         than one block; otherwise return it unchanged."""
@@ -423,7 +469,53 @@ class ServerBlockwiseState:
         )
         return self.respond(job, response, now)
 
-    def _store(self, remote, key, tag, response: Message, now: float) -> _Representation:
+    def cut_to_fit(self, request: Message, response: Message, fits: Callable[[Message], bool], now: float) -> Optional[Message]:
+        """A smaller first message for ``response`` (the answer to
+        ``request``) that ``fits``: the beginning of its body in the
+        largest Block2 block that does, the rest kept for the client's
+        follow-up requests as :meth:`slice` keeps it. For a response that
+        already is a block (of a representation kept here, or cut by the
+        resource), the beginning of that block at a smaller size. None if
+        not even a 16 byte block fits, or the body is no larger than that.
+
+        For answers that must not be replaced by a challenge to repeat the
+        request (see :mod:`aiocoap.amplification`)."""
+        opts = response.opt
+        block2 = opts.block2
+        if block2 is not None and (block2.more or block2.block_number):
+            size_exponent = min(block2.size_exponent, 6)
+            for szx in range(size_exponent - 1, -1, -1):
+                chunk = 1 << (szx + 4)
+                if len(response.payload) <= chunk:
+                    continue
+                smaller = response.copy()
+                smaller.payload = response.payload[:chunk]
+                smaller.opt.block2 = BlockwiseTuple(block2.block_number << (size_exponent - szx), True, szx)
+                if fits(smaller):
+                    return smaller
+            return None
+        body = response.payload
+        if len(body) <= 16:
+            return None
+        remote = request.remote
+        tag = request.opt.request_tag
+        key = _transfer_key(request, BLOCK1 not in request.opt)
+        block1 = opts.block1
+        entry = self._store(remote, key, tag, response, now)
+        for szx in range(min(remote_max_exp(remote), 6), -1, -1):
+            if len(body) <= 1 << (szx + 4):
+                continue
+            message = self._cut(entry, BlockwiseTuple(0, False, szx), remote, False)
+            if block1 is not None:
+                message.opt.block1 = block1
+            if fits(message):
+                return message
+        self._drop_response((remote, key, tag))
+        return None
+
+    def _store(
+        self, remote: object, key: tuple[Any, ...], tag: tuple[bytes, ...], response: Message, now: float
+    ) -> _Representation:
         body = response.payload
         template = response.copy()
         template.payload = b""
@@ -448,7 +540,7 @@ class ServerBlockwiseState:
             self._drop_response(oldest)
         return entry
 
-    def _drop_response(self, key) -> None:
+    def _drop_response(self, key: Hashable) -> None:
         entry = self._responses.pop(key, None)
         if entry is None:
             return
@@ -457,7 +549,7 @@ class ServerBlockwiseState:
             del self._aliases[entry.alias]
 
     @staticmethod
-    def _cut(entry: _Representation, block2: Optional[BlockwiseTuple], remote, want_size2: bool) -> Message:
+    def _cut(entry: _Representation, block2: Optional[BlockwiseTuple], remote: object, want_size2: bool) -> Message:
         body = entry.body
         max_exp = remote_max_exp(remote)
         if block2 is None:

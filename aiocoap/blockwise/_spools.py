@@ -11,12 +11,12 @@ rules and limits (bounded count, bytes and lifetime of the state; see
 from __future__ import annotations
 
 import time
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable, NoReturn, Optional
 
 from .. import error
 from ..message import Message
 from ..numbers.codes import Code
-from ._common import BLOCK1
+from ._common import BLOCK1, BlockwiseTuple
 from ._server import RenderJob, ServerBlockwiseState
 
 __all__ = ["Block1Spool", "Block2Cache", "ContinueException", "IncompleteException"]
@@ -31,7 +31,7 @@ class ContinueException(error.ConstructionRenderableError):
 
     code = Code.CONTINUE
 
-    def __init__(self, block1):
+    def __init__(self, block1: Optional[BlockwiseTuple]) -> None:
         super().__init__()
         self.block1 = block1
 
@@ -61,7 +61,7 @@ class _Answer(error.RenderableError):
         return self.response
 
 
-def _raise_for(answer: Message):
+def _raise_for(answer: Message) -> NoReturn:
     code = answer.code
     if code == Code.CONTINUE:
         raise ContinueException(answer.opt.block1)
@@ -81,10 +81,10 @@ class Block1Spool:
     renderable error, like 4.13 for bodies beyond ``max_body_size``) for
     blocks that do not fit, which the library renders into the answers."""
 
-    def __init__(self, **limits):
+    def __init__(self, **limits: Any) -> None:
         self._state = ServerBlockwiseState(**limits)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._state!r}>"
 
     def feed_and_take(self, req: Message) -> Message:
@@ -116,10 +116,10 @@ class Block2Cache:
     it needs more than one block. A later block of a non-safe request whose
     response is not stored any more comes back as 4.08."""
 
-    def __init__(self, **limits):
+    def __init__(self, **limits: Any) -> None:
         self._state = ServerBlockwiseState(**limits)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._state!r}>"
 
     async def extract_or_insert(self, req: Message, response_builder: Callable[[], Awaitable[Message]]) -> Message:

@@ -130,12 +130,12 @@ class Code(ExtensibleIntEnum):
             return special
         return self._name.replace("_", " ").title()
 
-    def __str__(self):
+    def __str__(self) -> str:
         if self._name is not None and (self.is_request() or self == 0):
             return self._name
         return f"{self.dotted} {self.name_printable}"
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self.is_request():
             kind = "Request Code"
         elif self.is_successful():

@@ -137,10 +137,10 @@ class _Derived:
         self.__doc__ = compute.__doc__
         self._name = compute.__name__
 
-    def __set_name__(self, owner, name):
+    def __set_name__(self, owner: type, name: str) -> None:
         self._name = name
 
-    def __get__(self, instance, owner=None):
+    def __get__(self, instance: object, owner: Any = None) -> float:
         if instance is None:
             return self._compute(owner)
         value = self._compute(instance)
@@ -172,9 +172,9 @@ class TransportTuning:
     (True, 93.0)
     """
 
-    ACK_TIMEOUT = ACK_TIMEOUT
-    ACK_RANDOM_FACTOR = ACK_RANDOM_FACTOR
-    MAX_RETRANSMIT = MAX_RETRANSMIT
+    ACK_TIMEOUT: float = ACK_TIMEOUT
+    ACK_RANDOM_FACTOR: float = ACK_RANDOM_FACTOR
+    MAX_RETRANSMIT: int = MAX_RETRANSMIT
     NSTART = NSTART
     """Confirmable exchanges a message layer keeps outstanding to one peer
     at a time (RFC 7252 §4.7); further ones wait their turn. Read from the
@@ -204,13 +204,13 @@ class TransportTuning:
     response that can be piggybacked is an ACK, and an observation sends a
     CON now and then). See :class:`Reliable` and :class:`Unreliable`."""
 
-    def __init__(self, **overrides):
+    def __init__(self, **overrides: Any) -> None:
         for key, value in overrides.items():
             if not hasattr(type(self), key) or key.startswith("_"):
                 raise TypeError(f"TransportTuning has no parameter {key!r}")
             setattr(self, key, value)
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: Any) -> None:
         if name in _DERIVED:
             raise AttributeError(f"{name} is derived from the other parameters and can not be set")
         super().__setattr__(name, value)
@@ -218,7 +218,7 @@ class TransportTuning:
         for derived in _DERIVED:
             cached.pop(derived, None)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         changed = {
             k: v for k, v in vars(self).items() if not k.startswith("_") and k not in _DERIVED
         }
@@ -235,14 +235,14 @@ class TransportTuning:
     def MAX_TRANSMIT_SPAN(self) -> float:
         """Maximum time from the first transmission of a confirmable message
         to its last retransmission."""
-        return self.ACK_TIMEOUT * (2 ** self.MAX_RETRANSMIT - 1) * self.ACK_RANDOM_FACTOR
+        return self.ACK_TIMEOUT * (2.0 ** self.MAX_RETRANSMIT - 1) * self.ACK_RANDOM_FACTOR
 
     @_Derived
     def MAX_TRANSMIT_WAIT(self) -> float:
         """Maximum time from the first transmission of a confirmable message
         to the time when the sender gives up on receiving an acknowledgement
         or reset."""
-        return self.ACK_TIMEOUT * (2 ** (self.MAX_RETRANSMIT + 1) - 1) * self.ACK_RANDOM_FACTOR
+        return self.ACK_TIMEOUT * (2.0 ** (self.MAX_RETRANSMIT + 1) - 1) * self.ACK_RANDOM_FACTOR
 
     @_Derived
     def MAX_RTT(self) -> float:

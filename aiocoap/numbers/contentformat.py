@@ -202,14 +202,14 @@ class ContentFormat(_ContentFormatBase):
         """True if the number is in the registry (has a media type)."""
         return int(self) in _REGISTRY
 
-    def __str__(self):
+    def __str__(self) -> str:
         entry = _REGISTRY.get(int(self))
         if entry is None:
             return str(int(self))
         media_type, coding = entry
         return media_type if coding == "identity" else f"{media_type}@{coding}"
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         entry = _REGISTRY.get(int(self))
         if entry is None:
             return f"<{type(self).__name__} {int(self)}>"

@@ -9,11 +9,30 @@ outside that range are treated as unrecognized options (RFC 7252 §5.4.3).
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from typing import Any, Callable
 
 from ..util import ExtensibleIntEnum
 
-__all__ = ["OptionNumber"]
+__all__ = ["OptionNumber", "is_nocachekey_number"]
+
+
+def is_nocachekey_number(number: int) -> bool:
+    """Whether ``number`` (an :class:`OptionNumber` or a plain int) is a
+    safe-to-forward option marked NoCacheKey (RFC 7252 §5.4.2), i.e. one
+    that is not part of the cache key. False for every unsafe option (the
+    NoCacheKey bit pattern implies the safe-to-forward bit).
+
+    This is :meth:`OptionNumber.is_nocachekey` without the conversion to
+    an OptionNumber and without the error for unsafe options, for loops
+    over the options of every request (the blockwise transfer key).
+
+    >>> is_nocachekey_number(OptionNumber.SIZE1), is_nocachekey_number(OptionNumber.URI_PATH)
+    (True, False)
+    >>> is_nocachekey_number(92)  # an unregistered NoCacheKey number
+    True
+    """
+    # bits 1 to 4 of the number are 1110: NoCacheKey, and safe-to-forward
+    return number & 0x1E == 0x1C
 
 
 class OptionNumber(ExtensibleIntEnum):
@@ -83,7 +102,7 @@ class OptionNumber(ExtensibleIntEnum):
     def is_nocachekey(self) -> bool:
         if self.is_unsafe():
             raise ValueError("NoCacheKey is only meaningful for safe options")
-        return self & 0x1E == 0x1C
+        return is_nocachekey_number(self)
 
     def is_cachekey(self) -> bool:
         return not self.is_nocachekey()
@@ -133,14 +152,14 @@ class OptionNumber(ExtensibleIntEnum):
         """Minimum and maximum value length in bytes the registry allows."""
         return _LENGTHS.get(int(self), _ANY_LENGTH)
 
-    def create_option(self, decode=None, value=None):
+    def create_option(self, decode: bytes | None = None, value: Any = None) -> _OptionType:
         """Return an Option element of the appropriate class from this
         option number.
 
         An initial value may be set using the decode or value options, and
         will be fed to the resulting object's decode method or value
         property, respectively."""
-        option = self.format(self)
+        option = self.format(self)  # type: ignore[call-arg]  # (the concrete formats default the value)
         if decode is not None:
             option.decode(decode)
         if value is not None:

@@ -17,7 +17,7 @@ class Type(enum.IntEnum):
     ACK = 2
     RST = 3
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.name
 
 

@@ -27,20 +27,37 @@ The available transports are:
   ``rfc8323common``, what the adapters share in ``rfc8323adapter``.
 * ``ws``: CoAP over WebSockets (RFC 8323 §4, coap+ws:// and coaps+ws://),
   client and server in one, on the same session core (needs the
-  ``websockets`` package: ``aiocoap[ws]``); its connections are in
-  ``wsconnection``.
+  ``websockets`` package for the HTTP upgrade: ``aiocoap[ws]``); its
+  connections are in ``wsconnection``, the WebSocket framing in
+  ``wsframes``.
 * ``tinydtls`` / ``tinydtls_server``: CoAP over DTLS (coaps://) with
   pre-shared keys; the server listens only when the server credentials
   have DTLS entries (next to the UDP port when that is explicit, else on
   5684).
 * ``oscore``: OSCORE (RFC 8613) on top of any of the above.
+
+Not transports themselves: ``generic_udp`` (see above), ``multicast`` (the
+groups a server context is asked to join, checked before any transport
+loads), ``connectiontable`` (the connection caps of RFC 8323 servers) and
+``dtls_sessions`` (the session bookkeeping of the DTLS transports).
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import logging
+import ssl
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Optional, Sequence, Tuple
+
+if TYPE_CHECKING:
+    from ..credentials import CredentialsMap
+    from ..numbers.constants import TransportTuning
+    from ..interfaces import RequestInterface, TokenInterface
+    from ..protocol import Context
+    from ..tokenmanager import TokenManager
+    from .multicast import MulticastGroup
 
 __all__ = ["TransportSetup", "TransportEntry", "TRANSPORTS", "SECURE_PORT_OFFSET"]
 
@@ -62,19 +79,20 @@ class TransportSetup:
     def __init__(
         self,
         *,
-        log,
-        loop,
-        tokenmanager,
-        tuning,
-        server_bind,
-        ssl_context,
-        client_credentials,
-        server_credentials,
+        log: logging.Logger,
+        loop: asyncio.AbstractEventLoop,
+        tokenmanager: TokenManager,
+        tuning: TransportTuning | type[TransportTuning],
+        server_bind: Optional[Tuple[Optional[str], Optional[int]]],
+        ssl_context: Optional[ssl.SSLContext],
+        client_credentials: CredentialsMap,
+        server_credentials: CredentialsMap,
         add_message_interface: Callable[[Callable[[Any], Awaitable[Any]]], Awaitable[None]],
-        add_token_interface: Callable[[Any], None],
-        add_request_interface: Callable[[Any], None],
-        request_provider,
-        loaded=frozenset(),
+        add_token_interface: Callable[[TokenInterface], None],
+        add_request_interface: Callable[[RequestInterface], None],
+        request_provider: Context,
+        loaded: Iterable[str] = frozenset(),
+        multicast: Sequence[MulticastGroup] = (),
     ) -> None:
         self.log = log
         self.loop = loop
@@ -94,6 +112,10 @@ class TransportSetup:
         self.request_provider = request_provider
         #: names of the transports the context loaded before this one
         self.loaded = frozenset(loaded)
+        #: the groups a server context was asked to join (checked already,
+        #: see :mod:`.multicast`); for the transports whose
+        #: :attr:`TransportEntry.multicast` is set
+        self.multicast = tuple(multicast)
 
     def secure_bind(self, *plain: str) -> Optional[Tuple[Optional[str], Optional[int]]]:
         """The bind address of a secured listener: when one of the
@@ -124,6 +146,8 @@ class TransportEntry:
     server: bool
     #: the setup.py extra its third-party modules come from, if any
     extra: Optional[str] = None
+    #: it joins the groups of :attr:`TransportSetup.multicast`
+    multicast: bool = False
 
     async def load(self, setup: TransportSetup) -> None:
         """Attach the transport to the context described by ``setup``. A
@@ -136,7 +160,7 @@ class TransportEntry:
         await module.load(self, setup)
 
     @property
-    def missing_modules(self) -> list:
+    def missing_modules(self) -> list[str]:
         """The third-party modules the transport needs that are missing."""
         if self.extra is None:
             return []
@@ -145,15 +169,24 @@ class TransportEntry:
         return defaults.missing_modules_of_extra(self.extra)
 
 
-def _entry(name, module, schemes, *, client, server, extra=None) -> Tuple[str, TransportEntry]:
-    return name, TransportEntry(name, module, tuple(schemes), client, server, extra)
+def _entry(
+    name: str,
+    module: str,
+    schemes: Iterable[str],
+    *,
+    client: bool,
+    server: bool,
+    extra: Optional[str] = None,
+    multicast: bool = False,
+) -> Tuple[str, TransportEntry]:
+    return name, TransportEntry(name, module, tuple(schemes), client, server, extra, multicast)
 
 
 TRANSPORTS = dict(
     (
         _entry("oscore", "oscore", ("coap", "coaps", "coap+tcp", "coaps+tcp", "coap+ws", "coaps+ws"),
                client=True, server=False, extra="oscore"),
-        _entry("udp6", "udp6", ("coap",), client=True, server=True),
+        _entry("udp6", "udp6", ("coap",), client=True, server=True, multicast=True),
         _entry("simple6", "simple6", ("coap",), client=True, server=False),
         _entry("simplesocketserver", "simplesocketserver", ("coap",), client=False, server=True),
         _entry("tcpclient", "tcp", ("coap+tcp",), client=True, server=False),

@@ -107,7 +107,7 @@ class ConnectionTable(Generic[C]):
         """Connections from ``host``."""
         return len(self._by_host.get(host, ()))
 
-    def _longest_idle(self, candidates) -> Optional[C]:
+    def _longest_idle(self, candidates: Iterable[C]) -> Optional[C]:
         return longest_idle(candidates, self._idle_since)
 
     def admit(self, connection: C, host: str) -> Admission[C]:

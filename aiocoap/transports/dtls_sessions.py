@@ -50,6 +50,7 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Hashable, Iterator, Optional
@@ -263,8 +264,8 @@ class SessionTable:
         it later.
     """
 
-    def __init__(self, *, close: Callable[[Session, Exception], None], log, server: bool,
-                 tuning: DTLSTuning = DEFAULT_DTLS_TUNING):
+    def __init__(self, *, close: Callable[[Session, Exception], None], log: logging.Logger, server: bool,
+                 tuning: DTLSTuning = DEFAULT_DTLS_TUNING) -> None:
         self._close = close
         self.log = log
         self.server = server
@@ -273,7 +274,7 @@ class SessionTable:
         # established sessions: heap of (time it took its place, seq, session),
         # lazily repaired; entries of ended sessions are dropped when they
         # come up (or when the heap is compacted)
-        self._idle: list = []
+        self._idle: list[tuple[float, int, Session]] = []
         self._seq = itertools.count()
         # sessions in their handshake, in order of their start
         self._handshakes: "OrderedDict[Hashable, Session]" = OrderedDict()

@@ -22,11 +22,13 @@ Rules: errors the OS reports for a send are handed to the message layer's
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import socket
 from typing import Any, Optional
 
 from .. import error, interfaces
-from ..message import UndecidedRemote
+from ..message import Message, UndecidedRemote
 from ..numbers.constants import COAP_PORT
 from ..util import hostportsplit
 
@@ -44,7 +46,7 @@ class SockaddrAddress(interfaces.EndpointAddress):
 
     __slots__ = ()
 
-    def _set_peer(self, sockaddr: tuple, interface) -> None:
+    def _set_peer(self, sockaddr: tuple[Any, ...], interface: Any) -> None:
         if len(sockaddr) == 4 and sockaddr[2]:
             sockaddr = (sockaddr[0], sockaddr[1], 0, sockaddr[3])
         self.sockaddr = sockaddr
@@ -83,7 +85,7 @@ def split_hostinfo(hostinfo: str, default_port: int = COAP_PORT) -> "tuple[str, 
     return host, default_port if port is None else port
 
 
-def coap_destination(request) -> "Optional[tuple[str, int]]":
+def coap_destination(request: Message) -> "Optional[tuple[str, int]]":
     """Host and port a request that has no EndpointAddress yet is to be
     sent to over coap:// (from its UndecidedRemote, or, if it has none, from
     its Uri-Host and Uri-Port options), or None if it is not for coap://."""
@@ -107,7 +109,7 @@ def _zone_index(zone: str, host: str) -> int:
         raise error.ResolutionError(f"Unknown network interface {zone!r} in address {host!r}") from None
 
 
-def literal_sockaddr(host: str, port: int, family: int) -> Optional[tuple]:
+def literal_sockaddr(host: str, port: int, family: int) -> Optional[tuple[Any, ...]]:
     """The socket address for an IP literal ``host`` (possibly with a
     ``%zone``), or None if ``host`` is not an IP literal.
 
@@ -151,7 +153,9 @@ def _is_invalid_name(host: str) -> bool:
     return host == "invalid" or host.endswith(".invalid")
 
 
-async def resolve(loop, host: str, port: int, family: int, *, flags: int = 0) -> tuple:
+async def resolve(
+    loop: asyncio.AbstractEventLoop, host: str, port: int, family: int, *, flags: int = 0
+) -> tuple[Any, ...]:
     """Find the socket address to send to ``host``/``port`` in ``family``
     (0 for any); see the module documentation for the rules.
 
@@ -175,7 +179,8 @@ async def resolve(loop, host: str, port: int, family: int, *, flags: int = 0) ->
         raise error.ResolutionError(f"Host name {host!r} can not be looked up: {e}") from e
     if not infos:
         raise error.ResolutionError(f"No address information found for requests to {host!r}")
-    return infos[0][4]
+    sockaddr: tuple[Any, ...] = infos[0][4]
+    return sockaddr
 
 
 class GenericMessageInterface(interfaces.MessageInterface):
@@ -188,19 +193,19 @@ class GenericMessageInterface(interfaces.MessageInterface):
     Their addresses have a ``send_datagram(data)`` method that raises OSError on
     failure."""
 
-    def __init__(self, ctx: interfaces.MessageManager, log, loop):
+    def __init__(self, ctx: interfaces.MessageManager, log: logging.Logger, loop: asyncio.AbstractEventLoop) -> None:
         self.message_manager = ctx
         """The message layer this interface reports to."""
         self.log = log
         self.loop = loop
         self._shut_down = False
 
-    def send(self, message) -> None:
+    def send(self, message: Message) -> None:
         """Send a given Message object (to its ``remote``, which this
         interface created)."""
         self.send_bytes(message.encode(), message.remote)
 
-    def send_bytes(self, data: bytes, remote) -> None:
+    def send_bytes(self, data: bytes, remote: Any) -> None:
         """Send an encoded message to a remote of this interface."""
         if self._shut_down:
             return
@@ -216,7 +221,7 @@ class GenericMessageInterface(interfaces.MessageInterface):
         if not self._shut_down:
             self.message_manager.dispatch_error(exc, remote)
 
-    async def determine_remote(self, request):
+    async def determine_remote(self, request: Message) -> Optional[interfaces.EndpointAddress]:
         """Return a value suitable for the message's remote property based
         on its ``.remote`` (an UndecidedRemote of the coap scheme) or, if it
         has none, its ``.opt.uri_host`` and ``.opt.uri_port``.
@@ -232,7 +237,7 @@ class GenericMessageInterface(interfaces.MessageInterface):
             return None
         return await self._make_remote(*destination)
 
-    async def _make_remote(self, host: str, port: int):
+    async def _make_remote(self, host: str, port: int) -> interfaces.EndpointAddress:
         raise NotImplementedError
 
     async def _close_sockets(self) -> None:

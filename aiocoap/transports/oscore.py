@@ -22,6 +22,10 @@ What happens to a request, in order:
 * A protected 4.01 Unauthorized carrying an Echo option (a server
   recovering its replay window, Appendix B.1.2) makes the request go out
   once more with that Echo value, without the application noticing.
+* An unprotected 4.01 carrying an Echo option (a server limiting what it
+  sends to an address not yet shown to receive, RFC 9175 §2.3, see
+  :mod:`aiocoap.amplification`) makes the request go out once more,
+  protected anew, with that Echo value as an outer option.
 * A response that is not protected, or fails verification, ends the
   request with :class:`UnprotectedResponse` or
   :class:`ResponseVerificationFailed` (both :class:`OSCOREError`, an
@@ -41,14 +45,19 @@ everything else per message at DEBUG.
 from __future__ import annotations
 
 import asyncio
-from collections import namedtuple
-from typing import Optional
+import logging
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
 from .. import error, interfaces, oscore
 from ..message import Message
 from ..numbers.codes import Code
 from ..numbers.constants import MAX_REGULAR_BLOCK_SIZE_EXP
 from ..pipe import Event, Pipe
+from ..util.echo import echo_challenge, repeat_with_echo
+
+if TYPE_CHECKING:
+    from . import TransportEntry, TransportSetup
+    from ..protocol import Context
 
 __all__ = [
     "OSCOREAddress",
@@ -86,7 +95,7 @@ class UnprotectedResponse(OSCOREError):
             detail += f" {response.payload[:80].decode('utf-8', 'replace')!r}"
         super().__init__(f"Server sent an unprotected response to an OSCORE request: {detail}")
 
-    def extra_help(self, hints=None):
+    def extra_help(self, hints: Any = None) -> Optional[str]:
         if self.response.code == _UNAUTHORIZED:
             return "the server does not know this security context (sender ID, ID context) or saw a replay"
         if self.response.code == Code.BAD_REQUEST:
@@ -106,7 +115,9 @@ class SecurityContextUnavailable(OSCOREError):
     writable)."""
 
 
-_OSCOREAddress = namedtuple("_OSCOREAddress", ["security_context", "underlying_address"])
+class _OSCOREAddress(NamedTuple):
+    security_context: Any
+    underlying_address: interfaces.EndpointAddress
 
 
 class OSCOREAddress(_OSCOREAddress, interfaces.EndpointAddress):
@@ -124,13 +135,13 @@ class OSCOREAddress(_OSCOREAddress, interfaces.EndpointAddress):
     address came out of :meth:`TransportOSCORE.fill_or_recognize_remote`;
     not part of the address' identity."""
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} via {self.underlying_address!r} with {self.security_context!r}>"
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and tuple.__eq__(self, other)
 
-    def __ne__(self, other):
+    def __ne__(self, other: object) -> bool:
         return not self.__eq__(other)
 
     __hash__ = _OSCOREAddress.__hash__
@@ -178,7 +189,7 @@ class OSCOREAddress(_OSCOREAddress, interfaces.EndpointAddress):
         return getattr(self.underlying_address, "session_ended", False)
 
     @property
-    def authenticated_claims(self) -> tuple:  # type: ignore[override]
+    def authenticated_claims(self) -> tuple[Any, ...]:  # type: ignore[override]
         """The security context the exchange was protected with"""
         return (self.security_context,)
 
@@ -189,7 +200,7 @@ class OSCOREAddress(_OSCOREAddress, interfaces.EndpointAddress):
         return type(self)(self.security_context, underlying)
 
 
-def _largest_protectable_payload(algorithm) -> int:
+def _largest_protectable_payload(algorithm: object) -> int:
     """The largest payload (in whole 1024 byte units, for BERT) whose
     plaintext, with code and inner options, the algorithm can encrypt in
     one message: AES-CCM with a 13 byte nonce stops short of 64 KiB."""
@@ -200,7 +211,7 @@ def _largest_protectable_payload(algorithm) -> int:
     return 1 << 62
 
 
-def _is_oscore_transport(ri) -> bool:
+def _is_oscore_transport(ri: object) -> bool:
     return isinstance(ri, TransportOSCORE)
 
 
@@ -212,17 +223,17 @@ class TransportOSCORE(interfaces.RequestProvider, interfaces.RequestInterface):
     request interfaces carry the protected messages (usually both are the
     same Context)."""
 
-    def __init__(self, context, forward_context):
+    def __init__(self, context: Context, forward_context: Context) -> None:
         self._context = context
         self._forward_context = forward_context
-        self.log = context.log
-        self.loop = context.loop
-        self._observations: set = set()
-        self._tasks: set = set()
-        self._used_contexts: dict = {}
+        self.log: logging.Logger = context.log
+        self.loop: asyncio.AbstractEventLoop = context.loop
+        self._observations: set[_Exchange] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._used_contexts: dict[int, Any] = {}
         self._shut_down = False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} with {len(self._observations)} observation(s)>"
 
     async def fill_or_recognize_remote(self, message: Message) -> bool:
@@ -334,7 +345,7 @@ class TransportOSCORE(interfaces.RequestProvider, interfaces.RequestInterface):
             await site.shutdown()
 
 
-def _shutdown_security_context(secctx, log) -> None:
+def _shutdown_security_context(secctx: Any, log: logging.Logger) -> None:
     try:
         secctx.shutdown()
     except Exception:
@@ -348,7 +359,7 @@ class _Exchange:
 
     __slots__ = (
         "transport", "pipe", "address", "observing", "outer", "request_id",
-        "echo_retried", "established", "timer",
+        "echo_retried", "outer_echo_retried", "established", "timer",
     )
 
     def __init__(self, transport: TransportOSCORE, pipe: Pipe, address: OSCOREAddress):
@@ -357,8 +368,9 @@ class _Exchange:
         self.address = address
         self.observing = pipe.request.opt.observe == 0
         self.outer: Optional[Pipe] = None
-        self.request_id = None
+        self.request_id: Any = None
         self.echo_retried = False
+        self.outer_echo_retried = False
         self.established = False
         self.timer: Optional[asyncio.TimerHandle] = None
 
@@ -368,7 +380,7 @@ class _Exchange:
             self.transport.observation_started(self)
         self._send(self.pipe.request)
 
-    def _send(self, plain: Message) -> None:
+    def _send(self, plain: Message, outer_echo: Optional[bytes] = None) -> None:
         secctx = self.address.security_context
         try:
             outer, request_id = secctx.protect(plain)
@@ -378,6 +390,8 @@ class _Exchange:
         except ValueError as e:
             self._fail(OSCOREError(f"The request can not be protected: {e}"))
             return
+        if outer_echo is not None:
+            outer.opt.echo = outer_echo
         outer.remote = self.address.underlying_address
         if plain.transport_tuning is not None:
             outer.transport_tuning = plain.transport_tuning
@@ -398,7 +412,7 @@ class _Exchange:
         else:
             via.request(outer_pipe)
 
-    def _on_outer_event(self, outer_pipe: Pipe, request_id, event: Event) -> bool:
+    def _on_outer_event(self, outer_pipe: Pipe, request_id: Any, event: Event) -> bool:
         if outer_pipe is not self.outer:
             return False
         if event.exception is not None:
@@ -412,6 +426,12 @@ class _Exchange:
         try:
             plain, _ = secctx.unprotect(protected, request_id)
         except oscore.NotAProtectedMessage:
+            echo = None if self.outer_echo_retried else echo_challenge(protected)
+            if echo is not None:
+                self.pipe.log.debug("Repeating the request with the outer Echo value of a 4.01 response")
+                self.outer_echo_retried = True
+                self._send(self.pipe.request, outer_echo=echo)
+                return False
             failure = UnprotectedResponse(protected)
         except oscore.ProtectionInvalid as e:
             failure = ResponseVerificationFailed(f"Response failed OSCORE verification: {e}")
@@ -427,12 +447,13 @@ class _Exchange:
             return False
 
         code = plain.code
-        if code == _UNAUTHORIZED and plain.opt.echo is not None and not self.echo_retried:
+        again = None if self.echo_retried else repeat_with_echo(self.pipe.request, plain)
+        if again is not None:
             # RFC 8613 Appendix B.1.2: the server lost its replay window and
             # needs the request again with this Echo value to prove it fresh.
             self.pipe.log.debug("Repeating the request with the Echo value of a 4.01 response")
             self.echo_retried = True
-            self._send(self.pipe.request.copy(echo=plain.opt.echo))
+            self._send(again)
             return False
 
         plain.remote = self.address
@@ -475,6 +496,7 @@ class _Exchange:
             return
         self.pipe.log.debug("No notification within its freshness; registering the observation anew")
         self.echo_retried = False
+        self.outer_echo_retried = False
         self._send(self.pipe.request)
 
     def _interest_ended(self) -> None:
@@ -485,7 +507,7 @@ class _Exchange:
             outer.stop_interest()
 
 
-async def load(entry, setup) -> None:
+async def load(entry: "TransportEntry", setup: "TransportSetup") -> None:
     """Attach OSCORE to a context (see :data:`aiocoap.transports.TRANSPORTS`):
     it claims requests before the plain token layer does."""
     setup.add_request_interface(TransportOSCORE(setup.request_provider, setup.request_provider))

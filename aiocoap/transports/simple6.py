@@ -36,14 +36,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import logging
 import socket
 from collections import OrderedDict
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 from .. import error, interfaces
 from ..numbers.constants import COAP_PORT
 from ..util import hostportjoin
 from .generic_udp import GenericMessageInterface, resolve
+
+if TYPE_CHECKING:
+    from . import TransportEntry, TransportSetup
 
 __all__ = ["MessageInterfaceSimple6", "Simple6EndpointAddress", "MAX_SOCKETS"]
 
@@ -60,7 +64,7 @@ class Simple6EndpointAddress(interfaces.EndpointAddress):
 
     scheme = "coap"
 
-    def __init__(self, host: str, port: int, sockaddr: tuple, interface: "MessageInterfaceSimple6"):
+    def __init__(self, host: str, port: int, sockaddr: tuple[Any, ...], interface: "MessageInterfaceSimple6"):
         self._host = host
         self._port = port
         self.sockaddr = sockaddr
@@ -135,10 +139,10 @@ class _PeerProtocol(asyncio.DatagramProtocol):
         self.remote = remote
         self.closed = interface.loop.create_future()
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
-    def datagram_received(self, data: bytes, addr) -> None:
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         self.interface.message_manager.dispatch_datagram(data, self.remote)
 
     def error_received(self, exc: Exception) -> None:
@@ -156,23 +160,25 @@ class MessageInterfaceSimple6(GenericMessageInterface):
     """The simple6 transport; see the module documentation. Create it with
     :meth:`create_client_transport_endpoint`."""
 
-    def __init__(self, ctx: interfaces.MessageManager, log, loop):
+    def __init__(self, ctx: interfaces.MessageManager, log: logging.Logger, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(ctx, log, loop)
         # (host, port) -> _PeerProtocol, least recently used first
-        self._sockets: "OrderedDict[tuple, _PeerProtocol]" = OrderedDict()
+        self._sockets: "OrderedDict[tuple[Any, ...], _PeerProtocol]" = OrderedDict()
         # (host, port) -> task opening a socket
-        self._opening: "dict[tuple, asyncio.Task]" = {}
+        self._opening: "dict[tuple[Any, ...], asyncio.Task[_PeerProtocol]]" = {}
         # (host, port) -> datagrams waiting for a socket being reopened
-        self._waiting: "dict[tuple, list[bytes]]" = {}
+        self._waiting: "dict[tuple[Any, ...], list[bytes]]" = {}
         self._all_protocols: "set[_PeerProtocol]" = set()
 
     @classmethod
-    async def create_client_transport_endpoint(cls, ctx: interfaces.MessageManager, log, loop) -> "MessageInterfaceSimple6":
+    async def create_client_transport_endpoint(
+        cls, ctx: interfaces.MessageManager, log: logging.Logger, loop: asyncio.AbstractEventLoop
+    ) -> "MessageInterfaceSimple6":
         """Create the transport; sockets are only opened when requests are
         sent."""
         return cls(ctx, log, loop)
 
-    def recognize_remote(self, remote) -> bool:
+    def recognize_remote(self, remote: interfaces.EndpointAddress) -> bool:
         return isinstance(remote, Simple6EndpointAddress) and remote.interface is self
 
     async def _make_remote(self, host: str, port: int) -> Simple6EndpointAddress:
@@ -196,7 +202,7 @@ class MessageInterfaceSimple6(GenericMessageInterface):
         calls for the same peer share one socket."""
         return await asyncio.shield(self._start_opening(remote))
 
-    def _start_opening(self, remote: Simple6EndpointAddress) -> asyncio.Task:
+    def _start_opening(self, remote: Simple6EndpointAddress) -> asyncio.Task[_PeerProtocol]:
         task = self._opening.get(remote.peer_key)
         if task is None:
             task = self.loop.create_task(self._open(remote))
@@ -233,7 +239,7 @@ class MessageInterfaceSimple6(GenericMessageInterface):
             oldest.transport.close()
         return protocol
 
-    def _opened(self, remote: Simple6EndpointAddress, task: asyncio.Task) -> None:
+    def _opened(self, remote: Simple6EndpointAddress, task: asyncio.Task[_PeerProtocol]) -> None:
         del self._opening[remote.peer_key]
         waiting = self._waiting.pop(remote.peer_key, ())
         if task.cancelled():
@@ -254,13 +260,14 @@ class MessageInterfaceSimple6(GenericMessageInterface):
         if self._sockets.get(key) is protocol:
             del self._sockets[key]
 
-    def sockname_towards(self, remote: Simple6EndpointAddress) -> Optional[tuple]:
+    def sockname_towards(self, remote: Simple6EndpointAddress) -> Optional[tuple[Any, ...]]:
         """The local address of the socket open towards ``remote`` (None
         while there is none)."""
         protocol = self._sockets.get(remote.peer_key)
         if protocol is None:
             return None
-        return protocol.transport.get_extra_info("sockname")
+        sockname: tuple[Any, ...] = protocol.transport.get_extra_info("sockname")
+        return sockname
 
     # --- sending -------------------------------------------------------------
 
@@ -300,7 +307,7 @@ class MessageInterfaceSimple6(GenericMessageInterface):
 
 
 
-async def load(entry, setup) -> None:
+async def load(entry: "TransportEntry", setup: "TransportSetup") -> None:
     """Attach this transport to a context (see :data:`aiocoap.transports.TRANSPORTS`)."""
     log, loop = setup.log, setup.loop
     await setup.add_message_interface(

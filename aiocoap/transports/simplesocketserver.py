@@ -28,13 +28,17 @@ remote on an unconnected socket with plain asyncio transports).
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional, Protocol, cast
 
 from .. import defaults, interfaces
 from ..numbers.constants import COAP_PORT
 from ..util import hostportjoin
 from .generic_udp import GenericMessageInterface, SockaddrAddress, resolve
+
+if TYPE_CHECKING:
+    from . import TransportEntry, TransportSetup
 
 __all__ = ["MessageInterfaceSimpleServer", "SimpleServerEndpointAddress"]
 
@@ -53,7 +57,7 @@ class SimpleServerEndpointAddress(SockaddrAddress):
     is_multicast = False
     is_multicast_locally = False
 
-    def __init__(self, sockaddr: tuple, interface: "MessageInterfaceSimpleServer"):
+    def __init__(self, sockaddr: tuple[Any, ...], interface: "MessageInterfaceSimpleServer"):
         self._set_peer(sockaddr, interface)
 
     def __repr__(self) -> str:
@@ -83,16 +87,23 @@ class SimpleServerEndpointAddress(SockaddrAddress):
         return "coap://" + self.hostinfo_local
 
 
+class _ClosingProtocol(Protocol):
+    """What shutting down waits for on the protocol of the server's socket
+    (this module's, or a subclass' own)."""
+
+    closed: asyncio.Future[None]
+
+
 class _ServerProtocol(asyncio.DatagramProtocol):
     def __init__(self, interface: "MessageInterfaceSimpleServer"):
         self.interface = interface
         self.closed = interface.loop.create_future()
-        self._remotes: dict = {}
+        self._remotes: dict[tuple[Any, ...], SimpleServerEndpointAddress] = {}
 
-    def connection_made(self, transport) -> None:
-        self.interface.connected(transport)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.interface.connected(cast(asyncio.DatagramTransport, transport))
 
-    def datagram_received(self, data: bytes, addr) -> None:
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         remotes = self._remotes
         remote = remotes.get(addr)
         if remote is None:
@@ -118,10 +129,10 @@ class MessageInterfaceSimpleServer(GenericMessageInterface):
     _transport: asyncio.DatagramTransport
     """Set by the protocol's connection_made, before the server is used."""
 
-    def __init__(self, ctx: interfaces.MessageManager, log, loop):
+    def __init__(self, ctx: interfaces.MessageManager, log: logging.Logger, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(ctx, log, loop)
-        self._protocol: Optional[_ServerProtocol] = None
-        self.sockname: tuple = ("::", 0)
+        self._protocol: Optional[_ClosingProtocol] = None
+        self.sockname: tuple[Any, ...] = ("::", 0)
         """The address the socket is bound to (once it is)."""
 
     def connected(self, transport: asyncio.DatagramTransport) -> None:
@@ -129,13 +140,19 @@ class MessageInterfaceSimpleServer(GenericMessageInterface):
         self._transport = transport
         self.sockname = transport.get_extra_info("sockname")
 
-    def sendto(self, data: bytes, sockaddr: tuple) -> None:
+    def sendto(self, data: bytes, sockaddr: tuple[Any, ...]) -> None:
         """Put a datagram on the wire (for this interface's addresses);
         raises OSError like the socket does."""
         self._transport.sendto(data, sockaddr)
 
     @classmethod
-    async def create_server(cls, bind, ctx: interfaces.MessageManager, log, loop) -> "MessageInterfaceSimpleServer":
+    async def create_server(
+        cls,
+        bind: Optional[tuple[Optional[str], Optional[int]]],
+        ctx: interfaces.MessageManager,
+        log: logging.Logger,
+        loop: asyncio.AbstractEventLoop,
+    ) -> "MessageInterfaceSimpleServer":
         """Create a server bound to ``bind``, a ``(host, port)`` tuple; host
         None (or ``::``) binds to all addresses (IPv6 and IPv4 if the
         platform allows, else IPv4 only), port None means 5683."""
@@ -165,7 +182,7 @@ class MessageInterfaceSimpleServer(GenericMessageInterface):
         return self._socket(family, sockaddr, dualstack=False)
 
     @staticmethod
-    def _socket(family: int, sockaddr: tuple, *, dualstack: bool) -> socket.socket:
+    def _socket(family: int, sockaddr: tuple[Any, ...], *, dualstack: bool) -> socket.socket:
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -180,7 +197,7 @@ class MessageInterfaceSimpleServer(GenericMessageInterface):
             raise
         return sock
 
-    def recognize_remote(self, remote) -> bool:
+    def recognize_remote(self, remote: interfaces.EndpointAddress) -> bool:
         return isinstance(remote, SimpleServerEndpointAddress) and remote.interface is self
 
     async def _make_remote(self, host: str, port: int) -> SimpleServerEndpointAddress:
@@ -197,7 +214,7 @@ class MessageInterfaceSimpleServer(GenericMessageInterface):
             await protocol.closed
 
 
-async def load(entry, setup) -> None:
+async def load(entry: "TransportEntry", setup: "TransportSetup") -> None:
     """Attach this transport to a context (see :data:`aiocoap.transports.TRANSPORTS`)."""
     log, loop, bind = setup.log, setup.loop, setup.server_bind
     await setup.add_message_interface(

@@ -66,9 +66,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import socket
 import time
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Optional, TypeVar, cast
 
 from .. import error, interfaces
 from ..credentials import CredentialsMissingError
@@ -91,6 +92,9 @@ from .dtls_sessions import (
     alert_name,
 )
 from .generic_udp import resolve, split_hostinfo
+
+if TYPE_CHECKING:
+    from . import TransportEntry, TransportSetup
 
 __all__ = [
     "MessageInterfaceTinyDTLS", "DTLSClientConnection",
@@ -143,7 +147,7 @@ _WARNING_INTERVAL = 60.0
 _clock_offset = int(DTLS_CLOCK_OFFSET)
 
 
-def new_dtls_context(**kwargs) -> Any:
+def new_dtls_context(**kwargs: Any) -> Any:
     """A ``DTLSSocket.dtls.DTLS`` context created with ``kwargs`` (read,
     write, event, pskId, pskStore), with the base of tinydtls' clock noted.
 
@@ -173,7 +177,7 @@ def loop_time_of_ticks(ticks: int, loop_now: float) -> Optional[float]:
     return loop_now + max(wall - time.time(), _MIN_RETRANSMIT_DELAY)
 
 
-def coaps_hostinfo(sockaddr: tuple) -> str:
+def coaps_hostinfo(sockaddr: tuple[Any, ...]) -> str:
     """The URI authority of a socket address as a ``coaps://`` URI has it
     (IPv4 without its V4MAPPED prefix, the port left out if it is 5684).
 
@@ -207,7 +211,14 @@ def expects_answer(data: bytes) -> bool:
     return mtype == 0 or (mtype == 1 and 1 <= data[1] < 32)
 
 
-async def open_datagram_endpoint(loop, factory: Callable[[], RecvmsgDatagramProtocol], make_socket: Callable[[], socket.socket]):
+_Protocol = TypeVar("_Protocol", bound=RecvmsgDatagramProtocol)
+
+
+async def open_datagram_endpoint(
+    loop: asyncio.AbstractEventLoop,
+    factory: Callable[[], _Protocol],
+    make_socket: Callable[[], socket.socket],
+) -> tuple[asyncio.DatagramTransport, _Protocol]:
     """An asyncio datagram transport for a socket from ``make_socket()``
     that reads many datagrams per wakeup where the loop allows
     (:mod:`aiocoap.util.asyncio.recvmsg`; the request window of a busy
@@ -229,11 +240,11 @@ class _RateLimitedWarning:
 
     __slots__ = ("_log", "_last")
 
-    def __init__(self, log):
+    def __init__(self, log: logging.Logger) -> None:
         self._log = log
         self._last = -1e9
 
-    def __call__(self, now: float, msg: str, *args) -> None:
+    def __call__(self, now: float, msg: str, *args: object) -> None:
         if now - self._last >= _WARNING_INTERVAL:
             self._last = now
             self._log.warning(msg, *args)
@@ -242,7 +253,7 @@ class _RateLimitedWarning:
 # --- what client and server share ----------------------------------------------------
 
 
-class SessionDriver:
+class DTLSSessionDriver:
     """Drives a :class:`~aiocoap.transports.dtls_sessions.SessionTable`
     and tinydtls' retransmissions on an asyncio loop with one
     ``loop.call_at`` timer: the base of the client transport and of the
@@ -275,7 +286,7 @@ class SessionDriver:
         self._schedule()
 
     @property
-    def sessions(self) -> list:
+    def sessions(self) -> list[Any]:
         """The remotes of the sessions that exist (established or in their
         handshake)."""
         return [s.handle for s in self._core]
@@ -357,11 +368,11 @@ class DTLSClientConnection(interfaces.EndpointAddress):
         self._protocol: Optional["DTLSClientConnection.SingleConnection"] = None
         self._dtls: Any = None
         self._connection: Any = None
-        self._opening: Optional[asyncio.Task] = None
-        self._established: asyncio.Future = coaptransport._loop.create_future()
+        self._opening: Optional[asyncio.Task[None]] = None
+        self._established: asyncio.Future[DTLSClientConnection] = coaptransport._loop.create_future()
         # a value retrieved here counts as retrieved, also if nobody waits
         self._established.add_done_callback(_retrieve)
-        self._inbox: list = []
+        self._inbox: list[bytes] = []
         self._pending_close: Optional[Exception] = None
         self._retransmit_at: Optional[float] = None
         self._closed = False
@@ -378,7 +389,7 @@ class DTLSClientConnection(interfaces.EndpointAddress):
         return f"<{type(self).__name__} {self.uri_base} identity {self._pskId!r}{epoch} {state}>"
 
     @property
-    def log(self):
+    def log(self) -> logging.Logger:
         return self.coaptransport.log
 
     @property
@@ -406,7 +417,7 @@ class DTLSClientConnection(interfaces.EndpointAddress):
         return "coaps://" + self.hostinfo_local
 
     @property
-    def blockwise_key(self):
+    def blockwise_key(self) -> Hashable:
         return (self._host, self._port, self._pskId, self._psk)
 
     # --- opening ---------------------------------------------------------------------
@@ -466,11 +477,11 @@ class DTLSClientConnection(interfaces.EndpointAddress):
     # They must not raise: tinydtls can not pass an exception on, and would
     # be left in the middle of what it was doing.
 
-    def _read(self, sender, data: bytes) -> int:
+    def _read(self, sender: Any, data: bytes) -> int:
         self._inbox.append(data)
         return len(data)
 
-    def _write(self, recipient, data: bytes) -> int:
+    def _write(self, recipient: Any, data: bytes) -> int:
         sendto = self._sendto
         if sendto is not None:
             try:
@@ -535,7 +546,7 @@ class DTLSClientConnection(interfaces.EndpointAddress):
             transport = self.coaptransport
             if session is not None:
                 transport._core.received(session, transport._clock())
-            dispatch = transport._ctx.dispatch_datagram
+            dispatch = transport._message_manager.dispatch_datagram
             for plaintext in inbox:
                 dispatch(plaintext, self)
         if self._pending_close is not None or (session is not None and session.state is SessionState.HANDSHAKE):
@@ -595,7 +606,7 @@ class DTLSClientConnection(interfaces.EndpointAddress):
         if not self._established.done():
             self._established.set_exception(exc)
         if was_established and dispatch:
-            transport._ctx.dispatch_error(exc, self)
+            transport._message_manager.dispatch_error(exc, self)
 
     class SingleConnection(RecvmsgDatagramProtocol):
         """The asyncio protocol of a session's socket."""
@@ -613,13 +624,15 @@ class DTLSClientConnection(interfaces.EndpointAddress):
             self.parent = parent
             self.closed = parent.coaptransport._loop.create_future()
 
-        def connection_made(self, transport) -> None:
-            self.transport = transport
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = cast(asyncio.DatagramTransport, transport)
 
-        def datagram_received(self, data: bytes, addr) -> None:
+        def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
             self.parent._datagram_received(data)
 
-        def datagram_msg_received(self, data: bytes, ancdata, flags, address) -> None:
+        def datagram_msg_received(
+            self, data: bytes, ancdata: list[tuple[int, int, bytes]], flags: int, address: tuple[Any, ...]
+        ) -> None:
             self.parent._datagram_received(data)
 
         def error_received(self, exc: Exception) -> None:
@@ -642,17 +655,17 @@ class DTLSClientConnection(interfaces.EndpointAddress):
         self._fail(wrapped, notify=False)
 
 
-def _retrieve(future: asyncio.Future) -> None:
+def _retrieve(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
 
 
-class MessageInterfaceTinyDTLS(SessionDriver, interfaces.MessageInterface):
+class MessageInterfaceTinyDTLS(DTLSSessionDriver, interfaces.MessageInterface):
     """The ``tinydtls`` transport: see the module documentation. Create it
     with :meth:`create_client_transport_endpoint`."""
 
-    def __init__(self, ctx: interfaces.MessageManager, log, loop):
-        self._ctx = ctx
+    def __init__(self, ctx: interfaces.MessageManager, log: logging.Logger, loop: asyncio.AbstractEventLoop) -> None:
+        self._message_manager = ctx
         self.log = log
         self.loop = loop
         self._start_driver(loop, SessionTable(close=self._session_closed, log=log, server=False))
@@ -661,7 +674,9 @@ class MessageInterfaceTinyDTLS(SessionDriver, interfaces.MessageInterface):
         self._warn = _RateLimitedWarning(log)
 
     @classmethod
-    async def create_client_transport_endpoint(cls, ctx: interfaces.MessageManager, log, loop) -> "MessageInterfaceTinyDTLS":
+    async def create_client_transport_endpoint(
+        cls, ctx: interfaces.MessageManager, log: logging.Logger, loop: asyncio.AbstractEventLoop
+    ) -> "MessageInterfaceTinyDTLS":
         """Create the transport; sessions are opened when requests need
         them."""
         from DTLSSocket import dtls  # noqa: F401 (fail early if it is missing)
@@ -673,7 +688,7 @@ class MessageInterfaceTinyDTLS(SessionDriver, interfaces.MessageInterface):
 
     # --- MessageInterface ------------------------------------------------------------------
 
-    def recognize_remote(self, remote) -> bool:
+    def recognize_remote(self, remote: interfaces.EndpointAddress) -> bool:
         return isinstance(remote, DTLSClientConnection) and remote.coaptransport is self and not remote.session_ended
 
     async def determine_remote(self, request: Message) -> Optional[DTLSClientConnection]:
@@ -682,7 +697,8 @@ class MessageInterfaceTinyDTLS(SessionDriver, interfaces.MessageInterface):
         remote = request.remote
         if not isinstance(remote, UndecidedRemote):
             if remote is not None and self.recognize_remote(remote):
-                return remote
+                connection: DTLSClientConnection = remote
+                return connection
             return None
         if remote.scheme != "coaps":
             return None
@@ -704,12 +720,12 @@ class MessageInterfaceTinyDTLS(SessionDriver, interfaces.MessageInterface):
         return await connection._wait_established()
 
     def _credentials_differ_by_path(self, remote: UndecidedRemote) -> bool:
-        credentials = getattr(self._ctx, "client_credentials", None) or ()
+        credentials = getattr(self._message_manager, "client_credentials", None) or ()
         prefix = f"{remote.scheme}://{remote.hostinfo}/"
         return any(pattern.startswith(prefix) and pattern != prefix + "*" for pattern in credentials)
 
     def _credentials_for(self, request: Message) -> "tuple[bytes, bytes]":
-        credentials = getattr(self._ctx, "client_credentials", None)
+        credentials = getattr(self._message_manager, "client_credentials", None)
         try:
             uri = request.get_request_uri()
         except ValueError as e:
@@ -804,7 +820,7 @@ class MessageInterfaceTinyDTLS(SessionDriver, interfaces.MessageInterface):
         self._retransmitting.clear()
 
 
-async def load(entry, setup) -> None:
+async def load(entry: "TransportEntry", setup: "TransportSetup") -> None:
     """Attach the ``tinydtls`` client transport to a context (see
     :data:`aiocoap.transports.TRANSPORTS`)."""
     log, loop = setup.log, setup.loop

@@ -48,12 +48,14 @@ credentials (at most once a minute).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import socket
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Hashable, NoReturn, Optional, cast
 
 from .. import error, interfaces
-from ..credentials import DTLS
-from ..message import UndecidedRemote
+from ..credentials import DTLS, CredentialsMap
+from ..message import Message, UndecidedRemote
 from ..numbers.constants import COAPS_PORT, MAX_REGULAR_BLOCK_SIZE_EXP
 from ..util import hostportjoin
 from ..util.asyncio.recvmsg import RecvmsgDatagramProtocol
@@ -81,7 +83,7 @@ from .tinydtls import (
     MAX_IDENTITY_LENGTH,
     MAX_PLAINTEXT,
     MAX_PSK_LENGTH,
-    SessionDriver,
+    DTLSSessionDriver,
     _RateLimitedWarning,
     coaps_hostinfo,
     describe_event,
@@ -89,6 +91,9 @@ from .tinydtls import (
     new_dtls_context,
     open_datagram_endpoint,
 )
+
+if TYPE_CHECKING:
+    from . import TransportEntry, TransportSetup
 
 __all__ = [
     "MessageInterfaceTinyDTLSServer", "GoingThroughMessageDecryption", "SecurityStore", "DTLSServerAddress",
@@ -104,7 +109,7 @@ _SUMMARY_INTERVAL = 60.0
 _V4MAPPED = "::ffff:"
 
 
-def dtls_server_credentials(server_credentials) -> "dict[str, DTLS]":
+def dtls_server_credentials(server_credentials: Optional[CredentialsMap]) -> "dict[str, DTLS]":
     """The DTLS entries of ``server_credentials`` (by label) that a server
     accepts clients with."""
     if not server_credentials:
@@ -123,7 +128,7 @@ class SecurityStore:
     say which session a lookup is for). Keys and identities longer than
     tinydtls takes are treated as absent."""
 
-    def __init__(self, server_credentials):
+    def __init__(self, server_credentials: CredentialsMap) -> None:
         self._server_credentials = server_credentials
         #: (identity, label) of the last successful lookup, or None
         self.looked_up: Optional["tuple[bytes, str]"] = None
@@ -139,7 +144,7 @@ class SecurityStore:
     def keys(self) -> "SecurityStore":
         return self
 
-    def __contains__(self, identity) -> bool:
+    def __contains__(self, identity: bytes) -> bool:
         try:
             self._find(identity)
         except (KeyError, TypeError):
@@ -165,7 +170,7 @@ class DTLSServerAddress(interfaces.EndpointAddress):
     session_ended = False
     """True once the session is over; nothing is sent to it any more."""
 
-    def __init__(self, sockaddr: tuple, interface: "MessageInterfaceTinyDTLSServer", dtls_session: Any):
+    def __init__(self, sockaddr: tuple[Any, ...], interface: "MessageInterfaceTinyDTLSServer", dtls_session: Any):
         self.sockaddr = sockaddr
         self._interface = interface
         self._dtls_session = dtls_session
@@ -175,7 +180,7 @@ class DTLSServerAddress(interfaces.EndpointAddress):
         self._established = False
         # (identity, label) the handshake looked up
         self._looked_up: Optional["tuple[bytes, str]"] = None
-        self.authenticated_claims: tuple = ()  # type: ignore[misc]
+        self.authenticated_claims: tuple[Any, ...] = ()
         #: the PSK identity the client authenticated with (once established)
         self.psk_identity: Optional[bytes] = None
 
@@ -204,11 +209,11 @@ class DTLSServerAddress(interfaces.EndpointAddress):
         return "coaps://" + self.hostinfo_local
 
     @property
-    def blockwise_key(self):
+    def blockwise_key(self) -> Hashable:
         return (self.sockaddr, self.authenticated_claims)
 
 
-class GoingThroughMessageDecryption(SessionDriver):
+class GoingThroughMessageDecryption(DTLSSessionDriver):
     """Puts the datagrams of a :class:`MessageInterfaceTinyDTLSServer`
     through tinydtls: incoming ones are decrypted and their plaintext goes
     to the interface's message manager, outgoing messages are encrypted for
@@ -229,14 +234,14 @@ class GoingThroughMessageDecryption(SessionDriver):
         # the socket's transport.sendto, once connected
         self._sendto: Optional[Callable[[bytes, Any], None]] = None
         # where tinydtls' writes go while it handles a datagram of this peer
-        self._current: Optional[tuple] = None
+        self._current: Optional[tuple[Any, ...]] = None
         self._server_hello = False
-        self._inbox: list = []
-        self._events: list = []
+        self._inbox: list[bytes] = []
+        self._events: list[tuple[int, int]] = []
         # (IPv6 host, port) as tinydtls names peers -> socket address, for
         # the retransmissions of handshakes (written outside of any call
         # with a current peer)
-        self._handshake_targets: dict = {}
+        self._handshake_targets: dict[tuple[str, int], tuple[Any, ...]] = {}
         self._dtls_deadline: Optional[float] = None
         self._dropped = 0
         self._last_summary = -1e9
@@ -247,11 +252,11 @@ class GoingThroughMessageDecryption(SessionDriver):
     # They must not raise: tinydtls can not pass an exception on, and would
     # be left in the middle of what it was doing.
 
-    def _read(self, sender, data: bytes) -> int:
+    def _read(self, sender: Any, data: bytes) -> int:
         self._inbox.append(data)
         return len(data)
 
-    def _write(self, recipient, data: bytes) -> int:
+    def _write(self, recipient: Any, data: bytes) -> int:
         sendto = self._sendto
         target = self._current
         if target is None:
@@ -271,7 +276,7 @@ class GoingThroughMessageDecryption(SessionDriver):
 
     # --- incoming -----------------------------------------------------------------------
 
-    def datagram_received(self, data: bytes, sockaddr: tuple) -> None:
+    def datagram_received(self, data: bytes, sockaddr: tuple[Any, ...]) -> None:
         session = self._find(sockaddr)
         if session is None:
             self._from_unknown_peer(data, sockaddr)
@@ -290,7 +295,7 @@ class GoingThroughMessageDecryption(SessionDriver):
         if self._events or self._server_hello or session.state is SessionState.HANDSHAKE:
             self._after_handling(session, data)
 
-    def _from_unknown_peer(self, data: bytes, sockaddr: tuple) -> None:
+    def _from_unknown_peer(self, data: bytes, sockaddr: tuple[Any, ...]) -> None:
         record = first_record(data)
         if record is None or record[2] != HANDSHAKE_CLIENT_HELLO or len(data) > MAX_CLIENT_HELLO:
             self._drop(sockaddr, "not a ClientHello from an address without a session")
@@ -310,7 +315,7 @@ class GoingThroughMessageDecryption(SessionDriver):
         self._events.clear()
         self._inbox.clear()
 
-    def _start_session(self, sockaddr: tuple, dtls_session: Any) -> Session:
+    def _start_session(self, sockaddr: tuple[Any, ...], dtls_session: Any) -> Session:
         address = DTLSServerAddress(sockaddr, self._interface, dtls_session)
         address._session = session = self._core.start(sockaddr, self._clock(), address)
         self._handshake_targets[address._tinydtls_name] = sockaddr
@@ -369,7 +374,7 @@ class GoingThroughMessageDecryption(SessionDriver):
         self._log.debug("DTLS session with %s established (%s)", address.hostinfo, address.authenticated_claims)
         self._schedule()
 
-    def _drop(self, sockaddr, why: str) -> None:
+    def _drop(self, sockaddr: tuple[Any, ...], why: str) -> None:
         self._log.debug("Dropping datagram from %s: %s", sockaddr, why)
         self._dropped += 1
         now = self._clock()
@@ -456,21 +461,24 @@ class GoingThroughMessageDecryption(SessionDriver):
         self._sendto = None
 
 
-class _ServerProtocol(RecvmsgDatagramProtocol):
+class _DTLSServerProtocol(RecvmsgDatagramProtocol):
     def __init__(self, interface: "MessageInterfaceTinyDTLSServer"):
         self.interface = interface
         self.closed = interface.loop.create_future()
 
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.DatagramTransport, transport)
         interface = self.interface
         interface._transport = transport
         interface._sockname = transport.get_extra_info("sockname")
         interface._engine._sendto = transport.sendto
 
-    def datagram_received(self, data: bytes, addr) -> None:
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         self.interface._engine.datagram_received(data, addr)
 
-    def datagram_msg_received(self, data: bytes, ancdata, flags, address) -> None:
+    def datagram_msg_received(
+        self, data: bytes, ancdata: list[tuple[int, int, bytes]], flags: int, address: tuple[Any, ...]
+    ) -> None:
         self.interface._engine.datagram_received(data, address)
 
     def error_received(self, exc: Exception) -> None:
@@ -485,13 +493,23 @@ class MessageInterfaceTinyDTLSServer(MessageInterfaceSimpleServer):
     """The ``tinydtls_server`` transport: see the module documentation.
     Create it with :meth:`create_server`."""
 
-    def __init__(self, mman: interfaces.MessageManager, log, loop):
+    _sockname: tuple[Any, ...]
+    """The address the socket is bound to (set when it is connected)."""
+
+    def __init__(self, mman: interfaces.MessageManager, log: logging.Logger, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(mman, log, loop)
         self._server_credentials: Any = None
         self._engine: GoingThroughMessageDecryption
 
     @classmethod
-    async def create_server(cls, bind, ctx: interfaces.MessageManager, log, loop, server_credentials) -> "MessageInterfaceTinyDTLSServer":  # type: ignore[override]
+    async def create_server(  # type: ignore[override]
+        cls,
+        bind: Optional[tuple[Optional[str], Optional[int]]],
+        ctx: interfaces.MessageManager,
+        log: logging.Logger,
+        loop: asyncio.AbstractEventLoop,
+        server_credentials: CredentialsMap,
+    ) -> "MessageInterfaceTinyDTLSServer":
         """Listen for DTLS on ``bind`` (``(host, port)``; host None for all
         addresses, port None for 5684), accepting the clients that the DTLS
         entries of ``server_credentials`` describe."""
@@ -509,7 +527,7 @@ class MessageInterfaceTinyDTLSServer(MessageInterfaceSimpleServer):
         def make_socket() -> socket.socket:
             return first.pop() if first else self._socket(family, sockname, dualstack=family == socket.AF_INET6)
 
-        _, self._protocol = await open_datagram_endpoint(loop, lambda: _ServerProtocol(self), make_socket)
+        _, self._protocol = await open_datagram_endpoint(loop, lambda: _DTLSServerProtocol(self), make_socket)
         return self
 
     async def _dtls_socket(self, host: Optional[str], port: int) -> socket.socket:
@@ -527,8 +545,8 @@ class MessageInterfaceTinyDTLSServer(MessageInterfaceSimpleServer):
         return f"<{type(self).__name__} on {hostportjoin(*self._sockname[:2])} with {len(self._engine._core)} session(s)>"
 
     # The engine's view of the sessions, offered as the transport's own.
-    tuning = SessionDriver.tuning
-    sessions = SessionDriver.sessions
+    tuning = DTLSSessionDriver.tuning
+    sessions = DTLSSessionDriver.sessions
 
     @property
     def _core(self) -> SessionTable:
@@ -540,20 +558,22 @@ class MessageInterfaceTinyDTLSServer(MessageInterfaceSimpleServer):
     @property
     def port(self) -> int:
         """The port the server listens on."""
-        return self._sockname[1]
+        port: int = self._sockname[1]
+        return port
 
-    def recognize_remote(self, remote) -> bool:
+    def recognize_remote(self, remote: interfaces.EndpointAddress) -> bool:
         return isinstance(remote, DTLSServerAddress) and remote._interface is self
 
-    async def determine_remote(self, request):
+    async def determine_remote(self, request: Message) -> Optional[interfaces.EndpointAddress]:
         """Only messages to sessions of this server go out through it (it
         does not open sessions of its own)."""
         remote = request.remote
         if remote is not None and not isinstance(remote, UndecidedRemote) and self.recognize_remote(remote):
-            return remote
+            address: DTLSServerAddress = remote
+            return address
         return None
 
-    async def _make_remote(self, host: str, port: int):
+    async def _make_remote(self, host: str, port: int) -> NoReturn:
         raise error.NetworkError("A DTLS server can not start sessions of its own")
 
     async def _close_sockets(self) -> None:
@@ -561,7 +581,7 @@ class MessageInterfaceTinyDTLSServer(MessageInterfaceSimpleServer):
         await super()._close_sockets()
 
 
-async def load(entry, setup) -> None:
+async def load(entry: "TransportEntry", setup: "TransportSetup") -> None:
     """Attach the ``tinydtls_server`` transport to a server context (see
     :data:`aiocoap.transports.TRANSPORTS`) when its server credentials have
     DTLS entries; it listens next to the UDP port when that is explicit."""

@@ -97,7 +97,7 @@ def _remember_sni(context: ssl.SSLContext) -> None:
     if getattr(previous, "_remembers_sni", False):
         return
 
-    def remember(ssl_object, server_name, ssl_context):
+    def remember(ssl_object: ssl.SSLObject, server_name: str, ssl_context: ssl.SSLContext) -> Optional[int]:
         if server_name:
             setattr(ssl_object, _SNI_ATTRIBUTE, server_name)
         return previous(ssl_object, server_name, ssl_context) if previous is not None else None

@@ -17,33 +17,46 @@ For that it uses:
   each error with the address the failed datagram was sent to; that address
   is the remote the error is dispatched for, and it compares equal to the
   remote the request was sent to (equality ignores the local-address info);
-* ``IPV6_JOIN_GROUP`` / ``IP_ADD_MEMBERSHIP`` to join the All-CoAP-Nodes
-  groups (224.0.1.187, ff02::fd, ff05::fd) on every interface that allows
-  it, on servers bound to the unspecified address.
+* ``IPV6_JOIN_GROUP`` / ``IP_ADD_MEMBERSHIP`` to join multicast groups on
+  servers bound to the unspecified address: the All-CoAP-Nodes groups
+  (224.0.1.187, ff02::fd, ff05::fd) on every interface that allows it, and
+  the groups the application asked for with the ``multicast`` argument of
+  :meth:`~aiocoap.protocol.Context.create_server_context` (checked by
+  :mod:`.multicast` before the transport loads). A server bound to one
+  address does not receive datagrams sent to groups, so it joins none.
 
 Little is done to fall back to limited behaviour when any of these is
 missing: :func:`aiocoap.defaults.get_default_clienttransports` picks the
 :mod:`.simple6` / :mod:`.simplesocketserver` transports on platforms where
 this one does not work.
 
-Log levels: debug for ignored conditions (groups that can not be joined,
-ICMP "packet too big", datagrams dropped for a full send buffer); warning
-for socket errors that can not be attributed to any remote.
+Log levels: debug for ignored conditions (All-CoAP-Nodes groups that an
+interface can not join, ICMP "packet too big", datagrams dropped for a full
+send buffer); warning for socket errors that can not be attributed to any
+remote, for every requested group the kernel refuses to join (once per
+group and interface, when the server is created; the server runs without
+it), and for requested groups on a server bound to a single address.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import socket
 import struct
 from collections import namedtuple
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, cast
 
 from .. import defaults, error, interfaces
-from ..message import UndecidedRemote
-from ..numbers.constants import COAP_PORT
+from ..message import Message, UndecidedRemote
+from ..numbers.constants import (
+    COAP_PORT,
+    MCAST_IPV4_ALLCOAPNODES,
+    MCAST_IPV6_LINKLOCAL_ALLCOAPNODES,
+    MCAST_IPV6_SITELOCAL_ALLCOAPNODES,
+)
 from ..util import hostportjoin
 from ..util import socknumbers as _sn
 from ..util.asyncio.recvmsg import (
@@ -52,6 +65,10 @@ from ..util.asyncio.recvmsg import (
     create_recvmsg_datagram_endpoint,
 )
 from .generic_udp import SockaddrAddress, coap_destination, resolve
+
+if TYPE_CHECKING:
+    from . import TransportEntry, TransportSetup
+    from .multicast import MulticastGroup
 
 __all__ = ["UDP6EndpointAddress", "InterfaceOnlyPktinfo", "SockExtendedErr", "MessageInterfaceUDP6"]
 
@@ -65,8 +82,9 @@ _V4MAPPED_PREFIX_BYTES = bytes(10) + b"\xff\xff"
 _ANY_PKTINFO_ADDRESS6 = bytes(16)
 _ANY_PKTINFO_ADDRESS4 = _V4MAPPED_PREFIX_BYTES + bytes(4)
 
-ALL_COAP_NODES = ("224.0.1.187", "ff02::fd", "ff05::fd")
-"""The multicast groups a server joins (RFC 7252 Section 12.8)."""
+ALL_COAP_NODES = (MCAST_IPV4_ALLCOAPNODES, MCAST_IPV6_LINKLOCAL_ALLCOAPNODES, MCAST_IPV6_SITELOCAL_ALLCOAPNODES)
+"""The multicast groups a server bound to all addresses joins on every
+interface (RFC 7252 Section 12.8)."""
 
 _ADDRESS_CACHE_SIZE = 512
 _RCVBUF_SIZE = 1 << 20
@@ -143,8 +161,11 @@ class UDP6EndpointAddress(SockaddrAddress):
     __slots__ = ("sockaddr", "interface", "pktinfo", "_hash", "is_multicast_locally")
 
     scheme = "coap"
+    is_multicast_locally: bool
 
-    def __init__(self, sockaddr: tuple, interface, *, pktinfo: Optional[bytes] = None):
+    def __init__(
+        self, sockaddr: tuple[Any, ...], interface: MessageInterfaceUDP6, *, pktinfo: Optional[bytes] = None
+    ) -> None:
         self._set_peer(sockaddr, interface)
         self.pktinfo = pktinfo
         # True if the local address is a multicast address. (Fixed with the
@@ -197,7 +218,7 @@ class UDP6EndpointAddress(SockaddrAddress):
         if host.startswith("::ffff:") and "." in host:
             first_octet = int(host[7:].split(".", 1)[0])
             return 224 <= first_octet <= 239
-        return host.startswith("ff")
+        return bool(host.startswith("ff"))
 
     # --- the local side ----------------------------------------------------
 
@@ -272,6 +293,18 @@ class SockExtendedErr(_SockExtendedErr):
         return cls(*cls._struct.unpack_from(data))
 
 
+def _join_group(sock: socket.socket, group: str, ifindex: int) -> None:
+    """Make the dual-stack ``sock`` a member of the IPv4 or IPv6 multicast
+    group ``group`` on the interface with index ``ifindex``."""
+    if ":" in group:
+        mreq = socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", ifindex)
+        sock.setsockopt(_SOL_IPV6, _sn.IPV6_JOIN_GROUP, mreq)
+    else:
+        # struct ip_mreqn: group, local address (any), interface index
+        mreqn = socket.inet_pton(socket.AF_INET, group) + bytes(4) + struct.pack("@i", ifindex)
+        sock.setsockopt(_SOL_IP, _sn.IP_ADD_MEMBERSHIP, mreqn)
+
+
 def _configure_socket(sock: socket.socket) -> None:
     sock.setsockopt(_SOL_IPV6, _sn.IPV6_V6ONLY, 0)
     sock.setsockopt(_SOL_IPV6, _sn.IPV6_RECVPKTINFO, 1)
@@ -291,11 +324,11 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
     Create it with :meth:`create_client_transport_endpoint` or
     :meth:`create_server_transport_endpoint`."""
 
-    ready: "Optional[asyncio.Future]" = None
+    ready: "Optional[asyncio.Future[bool]]" = None
     """Future that gets fulfilled by ``connection_made`` (ie. don't send
     before this is done; handled by ``create_..._context``)"""
 
-    def __init__(self, ctx: interfaces.MessageManager, log, loop):
+    def __init__(self, ctx: interfaces.MessageManager, log: logging.Logger, loop: asyncio.AbstractEventLoop) -> None:
         self._message_manager = ctx
         self.log = log
         self.loop = loop
@@ -303,25 +336,36 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
         self.local_port: Optional[int] = None
         """The port the socket is bound to (once it is)."""
         self._sendmsg: Optional[Callable[..., int]] = None
-        self._addresses: dict = {}
+        self._addresses: dict[tuple[Any, ...], UDP6EndpointAddress] = {}
         self.ready = loop.create_future()
         self._closed = loop.create_future()
 
     # --- creation ------------------------------------------------------------
 
     @classmethod
-    async def _create_transport_endpoint(cls, sock, ctx, log, loop, *, join_multicast: bool):
+    async def _create_transport_endpoint(
+        cls,
+        sock: socket.socket,
+        ctx: interfaces.MessageManager,
+        log: logging.Logger,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        join_multicast: bool,
+        multicast: Sequence[MulticastGroup] = (),
+    ) -> MessageInterfaceUDP6:
         transport, protocol = await create_recvmsg_datagram_endpoint(
             loop, lambda: cls(ctx, log, loop), sock, errqueue=True, log=log
         )
         if protocol.ready is not None:
             await protocol.ready
         if join_multicast:
-            protocol._join_all_coap_nodes(sock)
+            protocol._join_groups(sock, multicast)
         return protocol
 
     @classmethod
-    async def create_client_transport_endpoint(cls, ctx: interfaces.MessageManager, log, loop) -> "MessageInterfaceUDP6":
+    async def create_client_transport_endpoint(
+        cls, ctx: interfaces.MessageManager, log: logging.Logger, loop: asyncio.AbstractEventLoop
+    ) -> "MessageInterfaceUDP6":
         """A transport on a socket with an ephemeral port, for sending
         requests (it answers requests too, but joins no groups)."""
         sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
@@ -334,19 +378,32 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
         return await cls._create_transport_endpoint(sock, ctx, log, loop, join_multicast=False)
 
     @classmethod
-    async def create_server_transport_endpoint(cls, ctx: interfaces.MessageManager, log, loop, bind) -> "MessageInterfaceUDP6":
+    async def create_server_transport_endpoint(
+        cls,
+        ctx: interfaces.MessageManager,
+        log: logging.Logger,
+        loop: asyncio.AbstractEventLoop,
+        bind: Optional[tuple[Optional[str], Optional[int]]],
+        multicast: Sequence[MulticastGroup] = (),
+    ) -> "MessageInterfaceUDP6":
         """A transport bound to ``bind``, a ``(host, port)`` tuple: host None
-        or ``::`` for all addresses (then the All-CoAP-Nodes groups are
-        joined too), port None for 5683."""
+        or ``::`` for all addresses (then the All-CoAP-Nodes groups and the
+        ``multicast`` groups are joined too), port None for 5683."""
         host, port = bind if bind is not None else (None, None)
         if port is None:
             port = COAP_PORT
         if host in (None, "", "::"):
-            sockaddr: tuple = ("::", port, 0, 0)
+            sockaddr: tuple[Any, ...] = ("::", port, 0, 0)
             join_multicast = True
         else:
             sockaddr = await resolve(loop, host, port, socket.AF_INET6, flags=socket.AI_V4MAPPED | socket.AI_PASSIVE)
             join_multicast = False
+            if multicast:
+                log.warning(
+                    "Not joining the requested multicast groups: the server is bound to %s only, which does not "
+                    "receive datagrams sent to groups (bind to the unspecified address '::' to serve multicast)",
+                    host,
+                )
         sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -358,32 +415,42 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
         except BaseException:
             sock.close()
             raise
-        return await cls._create_transport_endpoint(sock, ctx, log, loop, join_multicast=join_multicast)
+        return await cls._create_transport_endpoint(
+            sock, ctx, log, loop, join_multicast=join_multicast, multicast=multicast
+        )
 
-    def _join_all_coap_nodes(self, sock: socket.socket) -> None:
+    def _join_groups(self, sock: socket.socket, requested: Sequence[MulticastGroup]) -> None:
+        """Join the All-CoAP-Nodes groups on every interface and the
+        ``requested`` groups, each group once per interface. Refusals are
+        logged (see the module documentation for the levels); the server
+        runs without the groups it could not join."""
+        # (group, interface index) -> (interface name, whether requested)
+        joins: dict[tuple[str, int], tuple[str, bool]] = {}
         try:
             interfaces_ = socket.if_nameindex()
         except OSError as e:
             self.log.debug("Could not list network interfaces to join multicast groups: %s", e)
-            return
+            interfaces_ = []
         for ifindex, ifname in interfaces_:
             for group in ALL_COAP_NODES:
-                try:
-                    if ":" in group:
-                        mreq = socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", ifindex)
-                        sock.setsockopt(_SOL_IPV6, _sn.IPV6_JOIN_GROUP, mreq)
-                    else:
-                        mreqn = socket.inet_pton(socket.AF_INET, group) + bytes(4) + struct.pack("@i", ifindex)
-                        sock.setsockopt(_SOL_IP, _sn.IP_ADD_MEMBERSHIP, mreqn)
-                except OSError as e:
-                    self.log.debug("Could not join %s on interface %s: %s", group, ifname, e)
+                joins[(group, ifindex)] = (ifname, False)
+        for requested_group in requested:
+            joins[(requested_group.address, requested_group.index)] = (requested_group.interface, True)
+        for (group, ifindex), (ifname, is_requested) in joins.items():
+            try:
+                _join_group(sock, group, ifindex)
+            except OSError as e:
+                self.log.log(
+                    logging.WARNING if is_requested else logging.DEBUG,
+                    "Could not join multicast group %s on interface %s: %s", group, ifname, e,
+                )
 
     # --- the asyncio protocol side ----------------------------------------
 
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Implementation of the DatagramProtocol interface, called by the
         transport."""
-        self._transport = transport
+        self._transport = cast(RecvmsgSelectorDatagramTransport, transport)
         self.local_port = transport.get_extra_info("sockname")[1]
         # (the first attempt of every send goes to the socket directly, as
         # the transport's send_failed documents; see send_bytes)
@@ -392,7 +459,9 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
         if ready is not None and not ready.done():
             ready.set_result(True)
 
-    def datagram_msg_received(self, data: bytes, ancdata: list, flags: int, address: tuple) -> None:
+    def datagram_msg_received(
+        self, data: bytes, ancdata: list[tuple[int, int, bytes]], flags: int, address: tuple[Any, ...]
+    ) -> None:
         """Implementation of the RecvmsgDatagramProtocol interface, called
         by the transport."""
         pktinfo = None
@@ -409,7 +478,9 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
             addresses[key] = remote
         self._message_manager.dispatch_datagram(data, remote)
 
-    def datagram_errqueue_received(self, data: bytes, ancdata: list, flags: int, address: tuple) -> None:
+    def datagram_errqueue_received(
+        self, data: bytes, ancdata: list[tuple[int, int, bytes]], flags: int, address: tuple[Any, ...]
+    ) -> None:
         """Called when some data is received from the error queue: an ICMP
         error (or a local one) for a datagram sent to ``address``."""
         for level, kind, value in ancdata:
@@ -442,11 +513,11 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
 
     # --- the MessageInterface side -----------------------------------------
 
-    def send(self, message) -> None:
+    def send(self, message: Message) -> None:
         """Send a given Message object"""
         self.send_bytes(message.encode(), message.remote)
 
-    def send_bytes(self, data: bytes, remote) -> None:
+    def send_bytes(self, data: bytes, remote: UDP6EndpointAddress) -> None:
         """Send an encoded message to a remote of this interface (the message
         layer's path: it has the bytes already)."""
         sendmsg = self._sendmsg
@@ -470,10 +541,10 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
         if self._transport is not None and not self._transport.is_closing():
             self._message_manager.dispatch_error(exc, remote)
 
-    def recognize_remote(self, remote) -> bool:
+    def recognize_remote(self, remote: interfaces.EndpointAddress) -> bool:
         return isinstance(remote, UDP6EndpointAddress) and remote.interface is self
 
-    async def determine_remote(self, request) -> Optional[UDP6EndpointAddress]:
+    async def determine_remote(self, request: Message) -> Optional[UDP6EndpointAddress]:
         """Return a value suitable for the message's remote property based
         on its ``.remote`` (an address of this transport, or an
         UndecidedRemote of the coap scheme) or, if it has none,
@@ -506,7 +577,7 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
         return f"<{type(self).__name__} on port {self.local_port}>"
 
 
-async def load(entry, setup) -> None:
+async def load(entry: "TransportEntry", setup: "TransportSetup") -> None:
     """Attach this transport to a context (see :data:`aiocoap.transports.TRANSPORTS`)."""
     log, loop = setup.log, setup.loop
     if setup.server_bind is None:
@@ -514,7 +585,7 @@ async def load(entry, setup) -> None:
             lambda mm: MessageInterfaceUDP6.create_client_transport_endpoint(mm, log, loop)
         )
     else:
-        bind = setup.server_bind
+        bind, multicast = setup.server_bind, setup.multicast
         await setup.add_message_interface(
-            lambda mm: MessageInterfaceUDP6.create_server_transport_endpoint(mm, log, loop, bind)
+            lambda mm: MessageInterfaceUDP6.create_server_transport_endpoint(mm, log, loop, bind, multicast)
         )

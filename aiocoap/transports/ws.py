@@ -1,12 +1,15 @@
 """CoAP over WebSockets (RFC 8323 §4): the ``coap+ws`` and ``coaps+ws``
 schemes, as a client and a server in one token interface (:class:`WSPool`,
-transport name ``ws``), on the sans-I/O layer of the ``websockets``
-package (install ``aiocoap[ws]``).
+transport name ``ws``). The HTTP upgrade is done by the sans-I/O layer of
+the ``websockets`` package (install ``aiocoap[ws]``), the WebSocket frames
+after it by :mod:`aiocoap.transports.wsframes` (written for the one use
+CoAP makes of them, at a fraction of the cost per message).
 
 Layers of one connection, each without I/O of its own below the asyncio
 protocol (:class:`WSRemote`) that moves the bytes::
 
-    socket bytes -> websockets ServerProtocol / ClientProtocol (HTTP upgrade, WebSocket frames)
+    socket bytes -> websockets ServerProtocol / ClientProtocol (HTTP upgrade, up to the end of its head)
+                 -> wsframes FrameDecoder / FrameEncoder (WebSocket frames)
                  -> binary messages -> RFC8323Session (WebSocketFramer) -> token layer
 
 :class:`WSRemote` (the connection, in
@@ -27,14 +30,16 @@ WebSockets:
   does not select ``coap``. No WebSocket extension (compression) is
   offered or accepted.
 * Every CoAP message is one binary WebSocket message without the Len field
-  (§4.2); fragmented messages are put together (within the size limit
-  below). A text message aborts the connection (WebSocket close code
-  1003). Each side's first message is its CSM; the client starts.
-* Size: the Max-Message-Size we announce bounds what we accept, and
-  websockets' ``max_size`` refuses a WebSocket message above it (plus the
-  CoAP header and token) from its frame header, before any of its body is
-  buffered (close code 1009, the connection ends). What the peer announced
-  bounds what we send (see the session).
+  (§4.2), sent as one frame (masked by a client); fragmented messages are
+  put together (within the size limit below). A text message aborts the
+  connection (WebSocket close code 1003), a frame that breaks RFC 6455
+  fails it (1002; the rules are :mod:`~aiocoap.transports.wsframes`'s).
+  Each side's first message is its CSM; the client starts.
+* Size: the Max-Message-Size we announce bounds what we accept: a
+  WebSocket message above it (plus the CoAP header and token) is refused
+  from its frame header, before any of its body is buffered (close code
+  1009, the connection ends). What the peer announced bounds what we send
+  (see the session).
 * Time: the opening handshake (TCP, TLS and HTTP upgrade) must be done
   within :attr:`~aiocoap.transports.rfc8323session.SessionTuning.connect_timeout`;
   a WebSocket frame that arrives in part stalls at most ``frame_timeout``
@@ -45,7 +50,9 @@ WebSockets:
   ones.
 * Closing: a connection the session ends (Abort, Release, idle) or that
   shuts down gets the WebSocket closing handshake (close code 1000, 1001
-  on shutdown), cut after ``close_timeout``; when the peer closes the
+  on shutdown; the server closes the TCP connection once both Close frames
+  are through, a client waits for it to), cut after ``close_timeout``; a
+  peer's Close is answered with ours. When the peer closes the
   WebSocket or the socket, every request pending on it fails at once with
   :class:`aiocoap.error.NetworkError` and observations on it end.
 * Client connections are pooled per :class:`PoolKey` (scheme and
@@ -55,11 +62,16 @@ WebSockets:
   reconnected when a request is sent to it again. A peer's Release takes
   it out of the pool; its Hold-Off keeps us from reconnecting for that
   time.
-* A server keeps at most ``max_server_connections`` accepted connections
-  (handshakes in progress included) and at most
-  :attr:`WSTuning.max_server_connections_per_host` from one address; a
-  connection beyond either is reset at once, before anything is read from
-  it.
+* A server's connections are capped by a
+  :class:`~aiocoap.transports.connectiontable.ConnectionTable`, as those
+  of the TCP server: at most ``max_server_connections`` accepted
+  connections (handshakes in progress included) and at most
+  :attr:`WSTuning.max_server_connections_per_host` from one address,
+  where one more first closes the connection idle longest (of that
+  address, or of anyone; a handshake in progress is not idle) and is
+  reset at once, before anything is read from it, if none is idle; at
+  most ``max_server_buffered`` bytes of incomplete messages together,
+  above which the connection holding most is aborted.
 
 Ports: a ``coap+ws://`` URI without a port means 80, ``coaps+ws://`` 443.
 A server, as with aiocoap 0.4.x, listens on 8683 (and 8684 with TLS) when
@@ -99,9 +111,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from .wsconnection import (  # (first: it raises a clear ImportError without websockets)
     DEFAULT_PORTS,
-    HEADER_AND_TOKEN,
     HTTP_ALPN,
-    NORMAL_CLOSURE,
     RESOURCE_PATH,
     SCHEME_WS,
     SCHEME_WSS,
@@ -130,7 +140,10 @@ from ..util.asyncio import clock_of  # noqa: E402
 from . import rfc8323common as rfc  # noqa: E402
 from .generic_udp import split_hostinfo  # noqa: E402
 from .rfc8323adapter import DriverInterface, HoldOffs, client_ssl_context, idle_victim, strip_mapped  # noqa: E402
+from .connectiontable import ConnectionTable  # noqa: E402
+from .wsframes import NORMAL_CLOSURE  # noqa: E402
 from .rfc8323session import OPEN, SessionTuning  # noqa: E402
+from .wsframes import MaskKeys  # noqa: E402
 
 if TYPE_CHECKING:
     from . import TransportEntry, TransportSetup
@@ -188,8 +201,12 @@ class WSPool(DriverInterface):
         self._per_host: dict[str, int] = {}
         self._troubles = Troubles(log, self._clock)
         self._ws_log = WebSocketsLog(log, {})
+        self.mask_keys = MaskKeys()
+        """Where client connections take the masking keys of their frames."""
         self._shut = False
         self._drained: Optional[asyncio.Future[None]] = None
+        # the server's connections against its caps (made on first use)
+        self._table: Optional[ConnectionTable[WSRemote]] = None
 
     def __repr__(self) -> str:
         where = "".join(
@@ -257,7 +274,6 @@ class WSPool(DriverInterface):
     def _accept(self, scheme: str) -> WSRemote:
         protocol = ServerProtocol(
             subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]  # (a str is what it is)
-            max_size=self.tuning.max_message_size + HEADER_AND_TOKEN,
             logger=self._ws_log,
         )
         return WSRemote(self, protocol, self.loop, self.log, scheme=scheme)
@@ -267,20 +283,54 @@ class WSPool(DriverInterface):
         (after noting why) if it is one too many."""
         peer = remote._peername
         host = strip_mapped(peer[0]) if peer else ""
-        tuning = self.tuning
         if self._shut:
             why = "server shutting down"
-        elif self._accepted >= tuning.max_server_connections:
-            why = f"{self._accepted} connections open"
-        elif self._per_host.get(host, 0) >= tuning.max_server_connections_per_host:
-            why = f"{self._per_host[host]} connections open from that address"
         else:
-            self._accepted += 1
-            self._per_host[host] = self._per_host.get(host, 0) + 1
-            remote._counted_host = host
-            return True
+            admission = self._connection_table().admit(remote, host)
+            for victim in admission.close:
+                self._troubles.note(
+                    "idle connections closed for the caps", True, "Closing idle connection %r to make room for %s",
+                    victim, host,
+                )
+                victim._detach(
+                    error.NetworkError(f"Connection {rfc.describe_remote(victim)} closed to make room"),
+                    hard=False, close_code=NORMAL_CLOSURE,
+                )
+            if admission.admitted:
+                self._accepted += 1
+                self._per_host[host] = self._per_host.get(host, 0) + 1
+                remote._counted_host = host
+                return True
+            why = admission.reason
         self._troubles.note("connections refused for the caps", True, "Refused connection from %s: %s", host, why)
         return False
+
+    def _connection_table(self) -> ConnectionTable[WSRemote]:
+        """The table of accepted connections, with the caps of the current
+        tuning."""
+        table = self._table
+        if table is None:
+            table = self._table = ConnectionTable(
+                max_connections=0, max_per_host=0, max_buffered=0, idle_since=WSRemote.idle_rank
+            )
+        tuning = self.tuning
+        table.max_connections = tuning.max_server_connections
+        table.max_per_host = tuning.max_server_connections_per_host
+        table.max_buffered = tuning.max_server_buffered
+        return table
+
+    def _buffered_changed(self, remote: WSRemote, nbytes: int) -> None:
+        """The server connection ``remote`` holds ``nbytes`` of incomplete
+        messages; the one holding most is aborted when all together hold
+        more than the tuning's ``max_server_buffered``."""
+        victim = self._connection_table().set_buffered(remote, nbytes)
+        if victim is not None:
+            self._troubles.note(
+                "connections aborted for buffering too much", True,
+                "Aborting connection %r: it holds the most of %d bytes of incomplete messages",
+                victim, self.tuning.max_server_buffered,
+            )
+            victim.abort("too much of incomplete messages buffered")
 
     def _socket_gone(self, counted_host: Optional[str]) -> None:
         if counted_host is None:
@@ -330,7 +380,6 @@ class WSPool(DriverInterface):
         return ClientProtocol(
             uri,
             subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
-            max_size=self.tuning.max_message_size + HEADER_AND_TOKEN,
             logger=self._ws_log,
         )
 
@@ -439,6 +488,8 @@ class WSPool(DriverInterface):
 
     def _connection_lost(self, remote: WSRemote) -> None:
         self._connections.discard(remote)
+        if self._table is not None:
+            self._table.remove(remote)
         if not remote._local_is_server:
             self._unpool(remote)
         self._check_drained()

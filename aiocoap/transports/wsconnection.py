@@ -1,9 +1,10 @@
 """One CoAP-over-WebSockets connection (the connection objects of
 :mod:`aiocoap.transports.ws`, which describes the rules): :class:`WSRemote`
-drives a websockets sans-I/O protocol (the HTTP upgrade and the WebSocket
-frames) and an :class:`~aiocoap.transports.rfc8323session.RFC8323Session`
-(the CoAP rules) over one socket; :class:`Closing` finishes the WebSocket
-closing handshake of a connection that ended. The constants of the
+drives a websockets sans-I/O protocol (the HTTP upgrade), then the
+WebSocket frames (:mod:`aiocoap.transports.wsframes`) and an
+:class:`~aiocoap.transports.rfc8323session.RFC8323Session` (the CoAP
+rules) over one socket; :class:`Closing` finishes the WebSocket closing
+handshake of a connection that ended. The constants of the
 transport live here too; :mod:`aiocoap.transports.ws` exports them.
 """
 
@@ -21,9 +22,8 @@ from ..defaults import missing_module_message
 
 try:
     from websockets.client import ClientProtocol
-    from websockets.frames import Frame, Opcode
     from websockets.http11 import Request, Response
-    from websockets.protocol import SEND_EOF, State
+    from websockets.protocol import SEND_EOF
     from websockets.server import ServerProtocol
 except ImportError as _e:  # pragma: no cover (the extra is installed in CI)
     raise ImportError(missing_module_message("ws", ["websockets"])) from _e
@@ -32,7 +32,20 @@ from .. import error
 from ..util import hostportjoin, hostportsplit
 from . import rfc8323common as rfc
 from .rfc8323adapter import SessionDriver
-from .rfc8323session import RFC8323Session, WebSocketFramer
+from .rfc8323session import RFC8323Session, WebSocketFramer, WriteBatcher
+from .wsframes import (
+    GOING_AWAY,
+    NORMAL_CLOSURE,
+    OP_CLOSE,
+    OP_PONG,
+    Close,
+    FrameDecoder,
+    FrameEncoder,
+    FrameError,
+    Ping,
+    Pong,
+    UnsupportedData,
+)
 
 if TYPE_CHECKING:
     from .ws import WSPool
@@ -79,10 +92,8 @@ Monitor = Callable[[Exception], None]
 SockAddr = tuple[Any, ...]
 HostInfo = Union[str, tuple[str, Optional[int]], None]
 
-_WS_OPEN = State.OPEN
-_BINARY, _CONT, _TEXT, _CLOSE = Opcode.BINARY, Opcode.CONT, Opcode.TEXT, Opcode.CLOSE
-# WebSocket close codes (RFC 6455 §7.4.1)
-NORMAL_CLOSURE, _GOING_AWAY, _UNSUPPORTED_DATA = 1000, 1001, 1003
+# where the head of an HTTP request or response ends
+_END_OF_HEAD = b"\r\n\r\n"
 
 
 # --- helpers ------------------------------------------------------------------------
@@ -185,9 +196,11 @@ class Troubles:
 class WSRemote(SessionDriver, asyncio.Protocol):
     """One CoAP-over-WebSockets connection: the asyncio protocol of its
     socket, the remote of every message exchanged on it, and the driver of
-    its websockets protocol (``connection``: a ``ServerProtocol`` on the
-    side that accepted the connection, a ``ClientProtocol`` on the side that
-    opened it) and of its
+    its websockets protocol for the opening handshake (``connection``: a
+    ``ServerProtocol`` on the side that accepted the connection, a
+    ``ClientProtocol`` on the side that opened it), of the WebSocket frames
+    after it (a :class:`~aiocoap.transports.wsframes.FrameDecoder` and
+    :class:`~aiocoap.transports.wsframes.FrameEncoder`) and of its
     :class:`~aiocoap.transports.rfc8323session.RFC8323Session`.
 
     ``local_hostinfo`` / ``remote_hostinfo`` name the ends where the socket
@@ -218,12 +231,20 @@ class WSRemote(SessionDriver, asyncio.Protocol):
         self._local_hostinfo = _as_hostinfo(local_hostinfo)
         self._remote_hostinfo = _as_hostinfo(remote_hostinfo)
         self._poolkey = PoolKey(scheme, self._remote_hostinfo)
+        # what the pool was last told the decoder holds of incomplete messages
+        self._reported_buffered = 0
         # the address counted against the server's per-host cap, while counted
         self._counted_host: Optional[str] = None
         self._close_code = NORMAL_CLOSURE
-        # fragments of a binary message so far
-        self._fragments: list[Union[bytes, bytearray, memoryview]] = []
-        self._fragment_bytes = 0
+        # the WebSocket frames once the opening handshake is done
+        self._decoder: Optional[FrameDecoder] = None
+        self._encoder = FrameEncoder()
+        self._batch = WriteBatcher()
+        # where the handshake is: the last bytes given to websockets (the
+        # end of the HTTP head may be split between reads), and whether
+        # the head was all given
+        self._head_tail = b""
+        self._head_done = False
 
     # --- EndpointAddress ---------------------------------------------------------
 
@@ -246,8 +267,9 @@ class WSRemote(SessionDriver, asyncio.Protocol):
 
     def _pending(self) -> int:
         """Bytes held of a CoAP message not received completely: part of a
-        WebSocket frame (in websockets' reader) or fragments so far."""
-        return len(self._connection.reader.buffer) + self._fragment_bytes
+        WebSocket frame or fragments so far."""
+        decoder = self._decoder
+        return 0 if decoder is None else decoder.buffered
 
     def _session_released(self, hold_off: Optional[int]) -> None:
         self._pool._released(self, hold_off)
@@ -268,8 +290,10 @@ class WSRemote(SessionDriver, asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
         self._paused = False
-        self._fragments = []
-        self._fragment_bytes = 0
+        self._decoder = None
+        self._head_tail = b""
+        self._head_done = False
+        self._reported_buffered = 0
         self._peername = transport.get_extra_info("peername")
         self._sockname = transport.get_extra_info("sockname")
         pool = self._pool
@@ -282,72 +306,104 @@ class WSRemote(SessionDriver, asyncio.Protocol):
         if not self._local_is_server:
             connection = cast(ClientProtocol, self._connection)
             connection.send_request(connection.connect())
-            self._flush()
+            _put(transport, connection.data_to_send())
 
     def data_received(self, data: bytes) -> None:
         if self._transport is None:
             return
-        connection = self._connection
-        connection.receive_data(data)
-        events = connection.events_received()
+        decoder = self._decoder
+        if decoder is None:
+            data = self._handshake_received(data)
+            decoder = self._decoder
+            if decoder is None or not data or self._transport is None:
+                return
+        events = decoder.feed(data)
+        session = cast(RFC8323Session, self._session)
         now = self._clock()
-        session = self._session
         delivered = False
         for event in events:
-            if type(event) is Frame:
-                assert session is not None
-                if event.opcode is _BINARY and event.fin and not self._fragments:
-                    session.receive_data(event.data, now)
-                    delivered = True
-                else:
-                    delivered = self._frame_received(session, event, now) or delivered
-            elif type(event) is Request:
-                session = self._request_received(event, now)
+            if isinstance(event, bytes):
+                session.receive_data(event, now)
+                delivered = True
             else:
-                session = self._response_received(cast(Response, event), now)
+                self._control_received(event)
             if self._transport is None:
                 return
-        if connection.parser_exc is not None or connection.handshake_exc is not None:
-            self._connection_failed()
-            return
-        if session is None or not session.started:
+        if decoder.failure is not None:
+            self._frame_failure(session, decoder.failure)
             return
         if not delivered:
             session.receive_partial(now)
         if session.added_deadline is not None:
             self._rearm(session)
-        if self._flush_handle is None:
-            self._flush()
+        buffered = decoder.buffered
+        if (buffered or self._reported_buffered) and self._local_is_server:
+            self._reported_buffered = buffered
+            self._pool._buffered_changed(self, buffered)
 
-    def _frame_received(self, session: RFC8323Session, frame: Frame, now: float) -> bool:
-        """Handle a WebSocket frame other than a whole binary message;
-        True if it completed a message."""
-        opcode = frame.opcode
-        if opcode is _BINARY or opcode is _CONT:
-            self._fragments.append(frame.data)
-            self._fragment_bytes += len(frame.data)
-            if not frame.fin:
-                return False
-            data = b"".join(self._fragments)
-            self._fragments = []
-            self._fragment_bytes = 0
-            session.receive_data(data, now)
-            return True
-        if opcode is _TEXT:
-            self._close_code = _UNSUPPORTED_DATA
-            session.abort("text frame received; CoAP messages are binary")
-        elif opcode is _CLOSE:
-            close = self._connection.close_rcvd
-            code = f" (WebSocket close code {close.code}{': ' + close.reason if close.reason else ''})" if close else ""
+    def _control_received(self, event: Union[Ping, Pong, Close]) -> None:
+        if type(event) is Ping:
+            self._put_frame(self._encoder.frame(OP_PONG, event.payload))
+        elif type(event) is Close:
+            code = f" (WebSocket close code {event.code}{': ' + event.reason if event.reason else ''})" if event.code else ""
             self._detach(
                 error.NetworkError(f"Connection {rfc.describe_remote(self)} was closed by the peer{code}"),
                 hard=False, close_code=None,
             )
-        # Ping and Pong frames: websockets answers pings; both are signs of
-        # life, which receive_partial notes.
-        return False
+        # Pongs (and Pings) are signs of life, which receive_partial notes.
 
-    def _request_received(self, request: Request, now: float) -> Optional[RFC8323Session]:
+    def _frame_failure(self, session: RFC8323Session, failure: FrameError) -> None:
+        """The peer broke the WebSocket protocol (or sent text): fail the
+        connection with the failure's close code."""
+        if isinstance(failure, UnsupportedData):
+            self._close_code = failure.close_code
+            session.abort("text frame received; CoAP messages are binary")
+            return
+        self._pool._troubles.note(
+            "peers that broke the WebSocket protocol", False, "WebSocket connection %r failed: %s", self, failure,
+        )
+        reason = error.NetworkError(f"Connection {rfc.describe_remote(self)} failed: {failure}")
+        reason.__cause__ = failure
+        self._detach(reason, hard=False, close_code=None)
+
+    # --- the opening handshake ------------------------------------------------------
+
+    def _handshake_received(self, data: bytes) -> bytes:
+        """Give websockets the bytes of the HTTP upgrade (request or
+        response), and no more: what follows the head once the connection
+        is open is WebSocket frames, which are returned for our decoder."""
+        connection = self._connection
+        while True:
+            if self._head_done:
+                head, rest = data, b""
+            else:
+                tail = self._head_tail
+                end = (tail + data).find(_END_OF_HEAD)
+                if end < 0:
+                    head, rest = data, b""
+                    self._head_tail = (tail + data)[-len(_END_OF_HEAD) + 1:]
+                else:
+                    cut = end + len(_END_OF_HEAD) - len(tail)
+                    head, rest = data[:cut], data[cut:]
+                    self._head_done = True
+            connection.receive_data(head)
+            for event in connection.events_received():
+                now = self._clock()
+                if type(event) is Request:
+                    self._request_received(event, now)
+                else:
+                    self._response_received(cast(Response, event), now)
+                if self._transport is None:
+                    return b""
+            if connection.parser_exc is not None or connection.handshake_exc is not None:
+                self._connection_failed()
+                return b""
+            if self._decoder is not None or not rest:
+                return rest
+            # (a refused upgrade: the response body follows its head)
+            data = rest
+
+    def _request_received(self, request: Request, now: float) -> None:
         """The opening handshake of a client (server side)."""
         connection = cast(ServerProtocol, self._connection)
         path = request.path.partition("?")[0]
@@ -364,47 +420,42 @@ class WSRemote(SessionDriver, asyncio.Protocol):
                 self.hostinfo, response.status_code, response.reason_phrase, request.path[:100],
             )
             self._detach(None, hard=False, close_code=None)
-            return None
+            return
+        assert self._transport is not None
+        _put(self._transport, connection.data_to_send())
         hostinfo = _host_header_hostinfo(request)
         if hostinfo is not None:
             self._local_hostinfo = hostinfo
-        session = self._new_session()
-        self._start(session, now)
-        return session
+        self._start(self._new_session(), now)
 
-    def _response_received(self, response: Response, now: float) -> Optional[RFC8323Session]:
+    def _response_received(self, response: Response, now: float) -> None:
         """The server's answer to our opening handshake (client side)."""
         connection = self._connection
         session = self._session
         if connection.handshake_exc is not None or session is None:
-            return session  # (data_received reports the failure)
+            return  # (_handshake_received reports the failure)
         if connection.subprotocol != SUBPROTOCOL:
             self._handshake_failed(f"the server did not select the {SUBPROTOCOL!r} subprotocol")
-            return session
+            return
         self._start(session, now)
-        return session
 
     def _start(self, session: RFC8323Session, now: float) -> None:
+        """The upgrade is done: WebSocket frames from here on."""
         self._timer.cancel()
+        server = self._local_is_server
+        self._decoder = FrameDecoder(
+            masked=server, max_message_size=self._pool.tuning.max_message_size + HEADER_AND_TOKEN
+        )
+        self._encoder = FrameEncoder(None if server else self._pool.mask_keys)
         session.start(now)
         self._rearm(session)
         self.log.debug("WebSocket connection %r is open", self)
 
     def _connection_failed(self) -> None:
-        """The websockets protocol gave up: a malformed handshake, or a
-        peer that broke the WebSocket protocol or sent a message above
-        max_size (websockets has queued its answer)."""
+        """The websockets protocol gave up on the opening handshake: a
+        malformed request or response (websockets has queued its answer)."""
         connection = self._connection
-        if connection.parser_exc is not None:
-            exc: BaseException = connection.parser_exc
-            self._pool._troubles.note(
-                "peers that broke the WebSocket protocol", False, "WebSocket connection %r failed: %s", self, exc,
-            )
-            reason = error.NetworkError(f"Connection {rfc.describe_remote(self)} failed: {exc}")
-            reason.__cause__ = exc
-            self._detach(reason, hard=False, close_code=None)
-            return
-        exc = cast(BaseException, connection.handshake_exc)
+        exc = cast(BaseException, connection.parser_exc or connection.handshake_exc)
         if isinstance(connection, ServerProtocol):
             chunks = connection.data_to_send()
             if chunks == [SEND_EOF]:
@@ -460,37 +511,44 @@ class WSRemote(SessionDriver, asyncio.Protocol):
         return self._pool._revive(self, monitor)
 
     def _write(self, message: bytes) -> None:
-        """Send one CoAP message as a binary WebSocket message.
-
-        The first message of a loop iteration is written at once, those
-        that follow in the same iteration together at its end: joining
-        them saves system calls and parsing at the peer, while the first
-        one lets the peer start on its work without waiting for the whole
-        batch (which would keep the two ends taking turns rather than
-        working at the same time)."""
-        connection = self._connection
-        if self._transport is None or connection.state is not _WS_OPEN:
+        """Send one CoAP message as a binary WebSocket message."""
+        if self._transport is None or self._decoder is None:
             return
-        connection.send_binary(message)
+        self._put_frame(self._encoder.binary(message))
+
+    def _put_frame(self, frame: bytes) -> None:
+        """Write a frame: the first of a loop iteration at once, those that
+        follow in the same iteration joined (see
+        :class:`~aiocoap.transports.rfc8323session.WriteBatcher`) at its
+        end. Joining saves system calls and parsing at the peer, while the
+        first one lets the peer start on its work without waiting for the
+        whole batch (which would keep the two ends taking turns rather than
+        working at the same time)."""
+        transport = cast(asyncio.Transport, self._transport)
         if self._flush_handle is None:
-            _put(self._transport, connection.data_to_send())
+            transport.write(frame)
             # (the flush also checks whether the peer reads what it gets)
             self._flush_handle = self.loop.call_soon(self._flush)
-        else:
-            self._out_bytes += len(message)
+            return
+        batch = self._batch
+        chunk = batch.add(frame)
+        self._out_bytes = batch.bytes
+        if chunk is not None:
+            transport.write(chunk)
 
     def _flush(self) -> None:
         self._flush_handle = None
+        chunk = self._batch.take()
         self._out_bytes = 0
-        chunks = self._connection.data_to_send()
         transport = self._transport
-        if not chunks or transport is None:
+        if transport is None:
             return
-        _put(transport, chunks)
+        if chunk is not None:
+            transport.write(chunk)
         if self._paused and transport.get_write_buffer_size() > self._pool.tuning.write_buffer_limit:
             # What the session writes is held against the limit before it is
-            # written; this catches what websockets answers on its own (Pongs
-            # to a flood of Pings from a peer that reads nothing).
+            # written; this catches what we answer on our own (Pongs to a
+            # flood of Pings from a peer that reads nothing).
             self._pool._troubles.note(
                 "peers that did not read", False, "Peer %s does not read what is sent to it", self.hostinfo,
             )
@@ -502,23 +560,45 @@ class WSRemote(SessionDriver, asyncio.Protocol):
 
     def _detach(self, reason: Optional[Exception], hard: bool, close_code: Optional[int]) -> None:
         """End the connection from our side, now: the socket goes to a
-        :class:`Closing` that finishes the WebSocket closing handshake
-        (with ``close_code``, unless the closing handshake is under way
-        already or the connection is cut ``hard``) and then closes it, while
-        this object becomes closed at once (a client one can connect
-        again). ``reason`` is what pending requests fail with."""
+        :class:`Closing` that finishes the WebSocket closing handshake and
+        then closes it (unless the connection is cut ``hard``), while this
+        object becomes closed at once (a client one can connect again).
+
+        What is sent: during the opening handshake, what websockets has to
+        say (a refusal); after a protocol violation of the peer, our Close
+        frame with its close code, and the socket is closed at once; after
+        the peer's Close, ours in answer; else our Close with
+        ``close_code``. ``reason`` is what pending requests fail with."""
         transport = self._transport
         if transport is None:
             return
-        connection = self._connection
-        if not hard and close_code is not None and connection.state is _WS_OPEN:
-            connection.send_close(close_code)
-        closing = Closing(self._pool, transport, connection, self._counted_host)
+        decoder = self._decoder
+        if not hard and decoder is not None:
+            self._flush()
+            if self._transport is None:
+                return  # (the flush found a peer that does not read)
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        closing = Closing(self._pool, transport, decoder, is_server=self._local_is_server, counted_host=self._counted_host)
         self._counted_host = None
         transport.set_protocol(closing)
         if hard:
             transport.abort()
+        elif decoder is None:
+            _put(transport, self._connection.data_to_send())
+            transport.close()
+        elif decoder.failure is not None:
+            transport.write(self._encoder.close(decoder.failure.close_code, str(decoder.failure)))
+            transport.close()
         else:
+            received = decoder.close_received
+            if received is None:
+                transport.write(self._encoder.close(NORMAL_CLOSURE if close_code is None else close_code))
+            elif received.code is None:
+                transport.write(self._encoder.frame(OP_CLOSE, b""))
+            else:
+                transport.write(self._encoder.close(received.code))
             closing.start(self._pool.tuning.close_timeout)
         if reason is None:
             reason = error.NetworkError(f"Connection {rfc.describe_remote(self)} was closed")
@@ -531,8 +611,9 @@ class WSRemote(SessionDriver, asyncio.Protocol):
             session.connection_lost(reason)
         self._transport = None
         self._out_bytes = 0
-        self._fragments = []
-        self._fragment_bytes = 0
+        self._batch.clear()
+        if self._decoder is not None:
+            self._decoder.discard()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -547,42 +628,47 @@ class WSRemote(SessionDriver, asyncio.Protocol):
         if self._connect_task is not None:
             self._connect_task.cancel()
         if self._transport is not None:
-            self._detach(reason, hard=False, close_code=_GOING_AWAY)
+            self._detach(reason, hard=False, close_code=GOING_AWAY)
         else:
             self._fail_ready(reason)
 
 
 class Closing(asyncio.Protocol):
-    """Takes over the socket of a connection we ended, runs the rest of the
-    WebSocket closing handshake (websockets knows it: what to answer, when
-    to half-close) and closes the socket; cuts it after the close timeout."""
+    """Takes over the socket of a connection we ended and closes it: at
+    once where the caller closed it already (a refused handshake, a peer
+    that broke the protocol), else once the WebSocket closing handshake is
+    done (RFC 6455 §7.1: the peer's Close frame is in, and the server closes
+    the TCP connection first, so a client waits for it to); cuts it after
+    the close timeout."""
 
     def __init__(
         self,
         pool: "WSPool",
         transport: asyncio.Transport,
-        connection: Union[ServerProtocol, ClientProtocol],
+        decoder: Optional[FrameDecoder],
+        *,
+        is_server: bool,
         counted_host: Optional[str],
     ) -> None:
         self._pool = pool
         self._transport: Optional[asyncio.Transport] = transport
-        self._connection = connection
+        self._decoder = decoder
+        self._is_server = is_server
         self._counted_host = counted_host
         self._timer: Optional[asyncio.TimerHandle] = None
         pool._closers.add(self)
 
     def start(self, timeout: float) -> None:
-        self._write_out()
-        if self._transport is not None:
+        """Our Close frame is written: wait for the rest of the closing
+        handshake, at most ``timeout`` seconds."""
+        if self._decoder is not None and self._decoder.done:
+            self._handshake_done()
+        if self._transport is not None and not self._transport.is_closing():
             self._timer = self._pool.loop.call_later(timeout, self._cut)
 
-    def _write_out(self) -> None:
+    def _handshake_done(self) -> None:
         transport = self._transport
-        if transport is None:
-            return
-        connection = self._connection
-        _put(transport, connection.data_to_send())
-        if connection.state is State.CLOSED or (connection.state is State.CONNECTING and connection.eof_sent):
+        if transport is not None and self._is_server:
             transport.close()
 
     def _cut(self) -> None:
@@ -591,17 +677,17 @@ class Closing(asyncio.Protocol):
             self._transport.abort()
 
     def data_received(self, data: bytes) -> None:
-        connection = self._connection
-        if connection.reader.eof:
+        decoder = self._decoder
+        if decoder is None or decoder.done:
             return
-        connection.receive_data(data)
-        connection.events_received()
-        self._write_out()
+        decoder.feed(data)  # (only the Close frame matters now)
+        if decoder.close_received is not None:
+            self._handshake_done()
+        elif decoder.failure is not None and self._transport is not None:
+            self._transport.close()
 
     def eof_received(self) -> Optional[bool]:
-        self._connection.receive_eof()
-        self._write_out()
-        return None
+        return None  # (the transport closes)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self._transport = None

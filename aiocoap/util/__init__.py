@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import urllib.parse
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 __all__ = [
     "ExtensibleEnumMeta",
@@ -35,15 +35,17 @@ class ExtensibleEnumMeta(type):
     that class (with their ``name`` set) and keeps a value -> instance map so
     that ``Cls(5)`` returns the one named instance for 5."""
 
-    def __init__(cls, name, bases, dict):  # noqa: A002 (the documented name)
+    def __init__(  # noqa: A002 (dict: the documented name)
+        cls, name: str, bases: tuple[type, ...], dict: Dict[str, Any]
+    ) -> None:
         super().__init__(name, bases, dict)
-        cls._value2member_map_ = {}
+        cls._value2member_map_: Dict[int, Any] = {}
         for base in bases:
             cls._value2member_map_.update(getattr(base, "_value2member_map_", {}))
         for key, value in list(dict.items()):
             if key.startswith("_") or type(value) is not int:
                 continue
-            member = int.__new__(cls, value)
+            member: Any = int.__new__(cls, value)  # type: ignore[arg-type]  # (cls: the int subclass being made)
             member._name = key
             setattr(cls, key, member)
             # The first name given to a value is its canonical name; later
@@ -63,7 +65,7 @@ class ExtensibleEnumMeta(type):
             pass
         if not isinstance(value, int) or isinstance(value, bool):
             raise TypeError(f"{cls.__name__} needs an int, not {value!r}")
-        member = int.__new__(cls, value)
+        member: Any = int.__new__(cls, value)  # type: ignore[arg-type]  # (cls: the int subclass being made)
         member._name = None
         return member
 
