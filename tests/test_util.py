@@ -194,3 +194,33 @@ def test_subclass_inherits_members():
     assert MoreColors(3).name == "BLUE"
     assert MoreColors(2) == 2
     assert isinstance(MoreColors.BLUE, MoreColors)
+
+
+async def test_result_within_keeps_a_cancellation_that_meets_the_result():
+    """asyncio.wait_for (Python < 3.12) returns the result when it arrives
+    in the loop iteration in which the waiting task is cancelled: the
+    cancellation is lost. A Registerer's shutdown() then waited for ever
+    for its refresh loop (seen once in a full test run)."""
+    import asyncio
+
+    from aiocoap.util.asyncio import result_within
+
+    future = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(result_within(future, 10))
+    await asyncio.sleep(0)
+    future.set_result("response")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_result_within_times_out_and_cancels_what_it_waited_for():
+    import asyncio
+
+    from aiocoap.util.asyncio import result_within
+
+    future = asyncio.get_running_loop().create_future()
+    with pytest.raises(asyncio.TimeoutError):
+        await result_within(future, 0.01)
+    assert future.cancelled()
+    assert await result_within(asyncio.sleep(0, "done"), 1) == "done"

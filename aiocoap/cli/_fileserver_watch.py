@@ -30,6 +30,8 @@ import logging
 import os
 from typing import Callable, Optional
 
+from ..util.asyncio import result_within
+
 __all__ = ["ChangeWatcher", "watchfiles_available"]
 
 OnChange = Callable[[str, Optional[frozenset]], None]
@@ -149,7 +151,7 @@ class ChangeWatcher:
         """Wait until the set of directories changes (or ``timeout``)."""
         self._wakeup.clear()
         try:
-            await asyncio.wait_for(self._wakeup.wait(), timeout)
+            await result_within(self._wakeup.wait(), timeout)
         except asyncio.TimeoutError:
             pass
 

@@ -38,6 +38,7 @@ from ..numbers.codes import Code
 from ..numbers.contentformat import ContentFormat
 from ..resource import ObservableResource, PathCapable, Resource, Site, WKCResource
 from ..util import hostportsplit
+from ..util.asyncio import result_within
 from .directory import Directory, Limits, ServiceUnavailable, Source
 from .storage import MemoryStorage, Storage
 
@@ -282,7 +283,7 @@ class StandaloneResourceDirectory(Site):
         request.remote = remote
         self._fetching.add(source.host)
         try:
-            response = await asyncio.wait_for(self.context.request(request).response, FETCH_TIMEOUT)
+            response = await result_within(self.context.request(request).response, FETCH_TIMEOUT)
         except asyncio.TimeoutError:
             raise _GatewayTimeout("no answer from the endpoint's /.well-known/core") from None
         except error.Error as e:

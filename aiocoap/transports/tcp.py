@@ -73,7 +73,7 @@ from .. import defaults, error, interfaces
 from ..message import Message, UndecidedRemote
 from ..numbers.constants import COAP_PORT
 from ..util import hostportjoin
-from ..util.asyncio import clock_of
+from ..util.asyncio import clock_of, result_within
 from . import rfc8323common as rfc
 from .generic_udp import split_hostinfo
 from .connectiontable import ConnectionTable
@@ -682,7 +682,7 @@ class TCPClient(_TCPPooling, interfaces.TokenInterface):
         try:
             try:
                 kwargs = self._connection_kwargs(connection, host, message)
-                await asyncio.wait_for(
+                await result_within(
                     self.loop.create_connection(lambda: connection, host, port, **kwargs),
                     self.tuning.connect_timeout,
                 )

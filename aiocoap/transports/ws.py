@@ -136,7 +136,7 @@ from websockets.uri import parse_uri  # noqa: E402
 from .. import error, interfaces  # noqa: E402
 from ..message import Message, UndecidedRemote  # noqa: E402
 from ..util import hostportjoin  # noqa: E402
-from ..util.asyncio import clock_of  # noqa: E402
+from ..util.asyncio import clock_of, result_within  # noqa: E402
 from . import rfc8323common as rfc  # noqa: E402
 from .generic_udp import split_hostinfo  # noqa: E402
 from .rfc8323adapter import DriverInterface, HoldOffs, client_ssl_context, idle_victim, strip_mapped  # noqa: E402
@@ -426,7 +426,7 @@ class WSPool(DriverInterface):
                     ssl=self._client_ssl_context(remote, message), server_hostname=host,
                     ssl_handshake_timeout=timeout,
                 )
-            await asyncio.wait_for(self.loop.create_connection(lambda: remote, host, port, **kwargs), timeout)
+            await result_within(self.loop.create_connection(lambda: remote, host, port, **kwargs), timeout)
         except asyncio.CancelledError:
             self._connect_failed(remote, error.LibraryShutdown("Transport shut down"))
             raise

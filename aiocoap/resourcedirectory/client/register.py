@@ -23,6 +23,7 @@ from ...numbers.codes import Code
 from ...numbers.contentformat import ContentFormat
 from ...numbers.types import Type
 from ...util.linkformat import parse
+from ...util.asyncio import result_within
 from .. import _uri
 
 __all__ = ["Registerer"]
@@ -144,7 +145,7 @@ class Registerer:
     async def _request(self, message: Message) -> Message:
         """Send a request; network trouble and timeouts become _Retry."""
         try:
-            return await asyncio.wait_for(self._context.request(message).response, self.request_timeout)
+            return await result_within(self._context.request(message).response, self.request_timeout)
         except asyncio.TimeoutError:
             raise _Retry(f"no answer from {message.get_request_uri()}") from None
         except error.Error as e:
@@ -286,7 +287,7 @@ class Registerer:
         if location is None:
             return
         try:
-            response = await asyncio.wait_for(
+            response = await result_within(
                 self._context.request(Message(code=Code.DELETE, uri=location)).response, self.request_timeout
             )
         except (asyncio.TimeoutError, error.Error) as e:

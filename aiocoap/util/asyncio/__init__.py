@@ -11,13 +11,16 @@
   addresses without a route.
 * :func:`clock_of`: the loop's clock as a function that is cheap to call.
 * :class:`Future`: a future that reacts to its cancellation at once.
+* :func:`result_within`: ``wait_for`` that never loses a cancellation.
 """
 
 import asyncio
 import time
-from typing import Callable, Optional
+from typing import Any, Awaitable, Callable, Optional, TypeVar
 
-__all__ = ["clock_of", "Future"]
+__all__ = ["clock_of", "Future", "result_within"]
+
+_T = TypeVar("_T")
 
 
 def clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
@@ -56,3 +59,25 @@ class Future(asyncio.Future):
                 self.on_cancel = None
                 on_cancel(self)
         return cancelled
+
+
+async def result_within(awaitable: Awaitable[_T], timeout: float) -> _T:
+    """The result of ``awaitable``, or :class:`asyncio.TimeoutError` after
+    ``timeout`` seconds (the awaitable's future is then cancelled).
+
+    Unlike :func:`asyncio.wait_for` before Python 3.12, this never loses a
+    cancellation of the caller: when the awaited result arrives in the same
+    loop iteration in which the caller is cancelled, ``wait_for`` returns
+    the result and the task that was asked to stop runs on (a Registerer's
+    refresh loop that never ended its ``shutdown()``)."""
+    future: "asyncio.Future[Any]" = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait((future,), timeout=timeout)
+    except asyncio.CancelledError:
+        future.cancel()
+        raise
+    if not done:
+        future.cancel()
+        raise asyncio.TimeoutError()
+    result: _T = future.result()
+    return result
