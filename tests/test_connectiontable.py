@@ -133,3 +133,12 @@ def test_caps_hold_for_any_sequence(sequence):
         assert len(t) == len(live) <= 6
         assert all(t.from_host(f"h{h}") <= 3 for h in range(4))
         assert 0 <= t.buffered <= 500
+
+
+def test_follow_takes_the_caps_of_a_tuning():
+    from aiocoap.transports.rfc8323session import SessionTuning
+
+    tuning = SessionTuning(max_server_connections=7, max_server_connections_per_host=3, max_server_buffered=1000)
+    table = ConnectionTable(max_connections=0, max_per_host=0, max_buffered=0, idle_since=lambda c: None)
+    assert table.follow(tuning) is table
+    assert (table.max_connections, table.max_per_host, table.max_buffered) == (7, 3, 1000)

@@ -94,6 +94,16 @@ class ConnectionTable(Generic[C]):
         self.buffered = 0
         """Bytes of incomplete messages held by all connections."""
 
+    def follow(self, tuning: Any) -> "ConnectionTable[C]":
+        """Take the caps from a :class:`~.rfc8323session.SessionTuning`
+        (``max_server_connections``, ``..._per_host``,
+        ``max_server_buffered``), which may have changed since; returns the
+        table itself."""
+        self.max_connections = tuning.max_server_connections
+        self.max_per_host = tuning.max_server_connections_per_host
+        self.max_buffered = tuning.max_server_buffered
+        return self
+
     def __len__(self) -> int:
         return len(self._host)
 

@@ -539,11 +539,7 @@ class TCPServer(_TCPPooling, interfaces.TokenInterface):
             table = self._table = ConnectionTable(
                 max_connections=0, max_per_host=0, max_buffered=0, idle_since=TcpConnection.idle_rank
             )
-        tuning = self.tuning
-        table.max_connections = tuning.max_server_connections
-        table.max_per_host = tuning.max_server_connections_per_host
-        table.max_buffered = tuning.max_server_buffered
-        return table
+        return table.follow(self.tuning)
 
     def _connection_made(self, connection: TcpConnection) -> None:
         super()._connection_made(connection)

@@ -313,11 +313,7 @@ class WSPool(DriverInterface):
             table = self._table = ConnectionTable(
                 max_connections=0, max_per_host=0, max_buffered=0, idle_since=WSRemote.idle_rank
             )
-        tuning = self.tuning
-        table.max_connections = tuning.max_server_connections
-        table.max_per_host = tuning.max_server_connections_per_host
-        table.max_buffered = tuning.max_server_buffered
-        return table
+        return table.follow(self.tuning)
 
     def _buffered_changed(self, remote: WSRemote, nbytes: int) -> None:
         """The server connection ``remote`` holds ``nbytes`` of incomplete
