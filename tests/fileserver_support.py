@@ -11,21 +11,20 @@ made to poll every few milliseconds (``watch="poll", poll_interval=...``).
 from __future__ import annotations
 
 import contextlib
-import socket
 from typing import AsyncIterator
 
 from aiocoap import Context, Message
 from aiocoap.cli.fileserver import FileServer
 from aiocoap.numbers.codes import Code
 
+import ports
+
 # Server and client transports by URI scheme.
 TRANSPORTS = {"coap": (["udp6"], ["udp6"]), "coap+tcp": (["tcpserver"], ["tcpclient"])}
 
 
 def free_port(host: str = "::1") -> int:
-    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    return ports.free_port(host)
 
 
 class Serving:

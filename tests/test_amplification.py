@@ -16,6 +16,7 @@ from aiocoap.numbers.types import Type
 from aiocoap.protocol import Context
 
 from memorynet import MemoryNet
+from ports import free_udp_port
 
 pytestmark = pytest.mark.core
 
@@ -141,9 +142,7 @@ def _raw_get(path, mid, token=b"", echo=None):
 
 
 def _free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_udp_port()
 
 
 async def _udp_server():

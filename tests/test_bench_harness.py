@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ports import free_udp_port
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -38,9 +39,7 @@ NOISE = 1 << 20
 
 
 def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_udp_port()
 
 
 def test_a_server_that_logs_more_than_a_pipe_holds_keeps_answering():

@@ -310,24 +310,9 @@ async def test_tls_server_needs_an_ssl_context():
 async def test_tcp_and_tls_servers_share_an_explicit_port_number(pki):
     """With bind=(host, PORT), TCP listens on PORT and TLS on PORT+1 (they
     used to collide with EADDRINUSE)."""
-    import socket
+    from ports import free_udp_port
 
-    def free_pair():
-        # two consecutive free ports (other tests bind ports in parallel)
-        for _ in range(50):
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
-                port = probe.getsockname()[1]
-            with socket.socket() as a, socket.socket() as b:
-                try:
-                    a.bind(("127.0.0.1", port))
-                    b.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-            return port
-        pytest.skip("found no two consecutive free ports")
-
-    port = free_pair()
+    port = free_udp_port()  # with port + 1 free too
     site = resource.Site()
     site.add_resource(["hello"], Hello())
     server = await Context.create_server_context(

@@ -17,15 +17,15 @@ from aiocoap.numbers.constants import TransportTuning
 from aiocoap.numbers.types import Type
 from aiocoap.protocol import Context
 
+import ports
+
 pytestmark = pytest.mark.core
 
 TRANSPORTS = ["udp6"]
 
 
 def free_port(family=socket.AF_INET6, host="::1"):
-    with socket.socket(family, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    return ports.free_port(host)
 
 
 class Counting(resource.Resource):

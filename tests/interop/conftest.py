@@ -52,31 +52,12 @@ BIG_PAYLOAD = b"".join(b"%04d:0123456789abcdef\n" % i for i in range(150))
 # ---------------------------------------------------------------- ports
 
 
-def _port_is_free(family: int, host: str, port: int) -> bool:
-    """True if ``port`` can be bound for UDP and TCP on ``host`` (libcoap
-    and our server listen on both)."""
-    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-        with socket.socket(family, kind) as probe:
-            try:
-                probe.bind((host, port))
-            except OSError:
-                return False
-    return True
-
-
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port number that is currently free for UDP and TCP on ``host``.
+    """A port number that is currently free for UDP and TCP on ``host``
+    (see tests/ports.py for why it does not come from bind(0))."""
+    from ports import free_port as reserved
 
-    The port is released before returning, so another process could take it
-    in between; callers that bind it retry with a fresh port on failure."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for _ in range(50):
-        with socket.socket(family, socket.SOCK_DGRAM) as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        if _port_is_free(family, host, port):
-            return port
-    raise RuntimeError(f"no free port found on {host}")
+    return reserved(host)
 
 
 def closed_port(host: str = "127.0.0.1") -> int:
