@@ -14,6 +14,7 @@ from aiocoap.messagemanager import MessageLayer, no_response_suppresses
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.constants import TransportTuning
 from aiocoap.numbers.types import Type
+from transport_fakes import CountingRemote
 
 log = logging.getLogger("test-messagemanager")
 
@@ -1038,23 +1039,6 @@ def test_replacing_a_waiting_notification_reuses_its_place(net):
     assert server.core.waiting_for("client") == 0
 
 
-class _CountingRemote:
-    """A remote that counts how often it is compared: the work an error
-    for one remote causes, without timing anything."""
-
-    comparisons = 0
-
-    def __init__(self, name):
-        self.name = name
-
-    def __hash__(self):
-        return hash(self.name)
-
-    def __eq__(self, other):
-        _CountingRemote.comparisons += 1
-        return isinstance(other, _CountingRemote) and other.name == self.name
-
-
 def test_network_error_for_a_remote_costs_that_remotes_work_only(net):
     """5000 observers vanish together (an ICMP error for each): failing one
     remote looks at its own exchanges and tracked notifications, not at
@@ -1063,16 +1047,16 @@ def test_network_error_for_a_remote_costs_that_remotes_work_only(net):
     server = net.add("server")
     sent = []
     server.core.replace_send(lambda data, remote: sent.append(remote))
-    remotes = [_CountingRemote(i) for i in range(5000)]
+    remotes = [CountingRemote(i) for i in range(5000)]
     failures = {}
     for remote in remotes:
         for message in (_notification(1, remote), _con_notification(2, remote)):
             server.core.send_message(message, net.now, lambda exc, r=remote: failures.setdefault(r.name, []).append(exc))
     assert server.core.outgoing_size == 5000
-    _CountingRemote.comparisons = 0
+    CountingRemote.comparisons = 0
     for remote in remotes[:-1]:
         server.core.fail_remote(remote, error.NetworkError("port unreachable"))
-    assert _CountingRemote.comparisons < 20 * len(remotes)
+    assert CountingRemote.comparisons < 20 * len(remotes)
     assert len(failures) == 4999 and all(len(f) == 2 for f in failures.values())
     assert remotes[-1].name not in failures
     assert server.core.outgoing_size == 1 and server.core.outstanding_to(remotes[-1]) == 1

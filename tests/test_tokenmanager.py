@@ -27,6 +27,7 @@ from aiocoap.message import Message
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
 from aiocoap.pipe import Event, Pipe
+from transport_fakes import CountingRemote
 
 MARGIN = tm.REREGISTRATION_MARGIN
 
@@ -576,23 +577,6 @@ async def test_shutdown_sends_observers_a_final_503(server):
     final = ti.sent[-1]
     assert final.code == Code.SERVICE_UNAVAILABLE and final.mtype == Type.NON
     assert not rendered[0].is_interested
-
-
-class CountingRemote(Remote):
-    """A remote that counts how often it is compared (the work an error
-    for one remote causes, without timing anything)."""
-
-    comparisons = 0
-
-    def __init__(self, name):
-        self.name = name
-
-    def __hash__(self):
-        return hash(self.name)
-
-    def __eq__(self, other):
-        CountingRemote.comparisons += 1
-        return isinstance(other, CountingRemote) and other.name == self.name
 
 
 def test_network_errors_for_many_remotes_cost_each_remotes_work_only(server):

@@ -35,3 +35,25 @@ class FakeManager(interfaces.MessageManager):
                 await self._changed.wait()
 
         await asyncio.wait_for(waiter(), timeout)
+
+
+class CountingRemote:
+    """A remote that counts how often it is compared: the work an error for
+    one remote causes, measured without timing anything."""
+
+    is_multicast = False
+    reliable_transport = False
+    comparisons = 0
+
+    def __init__(self, name):
+        self.name = name
+
+    def as_response_address(self):
+        return self
+
+    def __hash__(self):
+        return hash(self.name)
+
+    def __eq__(self, other):
+        CountingRemote.comparisons += 1
+        return isinstance(other, CountingRemote) and other.name == self.name
