@@ -115,8 +115,17 @@ class _QuickRegisterer(Registerer):
     request_timeout = 2.0
 
 
-async def test_registerer_at_libcoap_rd(coap_rd_bin, tmp_path):
+@pytest.fixture
+def libcoap_rd(coap_rd_bin, tmp_path):
     server = start_libcoap_server(coap_rd_bin, tmp_path, extra=())
+    try:
+        yield server
+    finally:
+        stop_process(server.process)
+
+
+async def test_registerer_at_libcoap_rd(libcoap_rd):
+    server = libcoap_rd
     site = Site()
     site.add_resource([".well-known", "core"], WKCResource(site.get_resources_as_linkheader, impl_info=None))
     site.add_resource(["text"], _Text())
@@ -141,4 +150,3 @@ async def test_registerer_at_libcoap_rd(coap_rd_bin, tmp_path):
         assert registerer.state == "cancelled"
     finally:
         await context.shutdown()
-        stop_process(server.process)
