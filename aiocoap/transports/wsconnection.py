@@ -224,7 +224,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
         local_hostinfo: HostInfo = None,
         remote_hostinfo: HostInfo = None,
     ) -> None:
-        SessionDriver.__init__(self, loop, log, pool._clock, local_is_server=isinstance(connection, ServerProtocol))
+        SessionDriver.__init__(self, loop, log, pool.clock, local_is_server=isinstance(connection, ServerProtocol))
         self._pool = pool
         self._connection = connection
         self.scheme = scheme
@@ -249,6 +249,17 @@ class WSRemote(SessionDriver, asyncio.Protocol):
     # --- EndpointAddress ---------------------------------------------------------
 
     @property
+    def pool(self) -> "WSPool":
+        """The transport this connection belongs to."""
+        return self._pool
+
+    @property
+    def pool_key(self) -> PoolKey:
+        """What a client side connection is pooled by (for an accepted one,
+        its scheme and None)."""
+        return self._poolkey
+
+    @property
     def _uri_default_port(self) -> int:
         return DEFAULT_PORTS[self.scheme]
 
@@ -263,7 +274,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
         pool = self._pool
         tuning = pool.tuning
         framer = WebSocketFramer(tuning.max_message_size, pending=self._pending)
-        return self._open_session(framer, self._write, pool, pool._tman, tuning, self._session_closed)
+        return self._open_session(framer, self._write, pool, self._session_closed)
 
     def _pending(self) -> int:
         """Bytes held of a CoAP message not received completely: part of a
@@ -272,7 +283,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
         return 0 if decoder is None else decoder.buffered
 
     def _session_released(self, hold_off: Optional[int]) -> None:
-        self._pool._released(self, hold_off)
+        self._pool.connection_released(self, hold_off)
 
     def _session_closed(self, reason: Exception, hard: bool) -> None:
         self._detach(reason, hard, self._close_code)
@@ -297,12 +308,14 @@ class WSRemote(SessionDriver, asyncio.Protocol):
         self._peername = transport.get_extra_info("peername")
         self._sockname = transport.get_extra_info("sockname")
         pool = self._pool
-        if self._local_is_server and not pool._admit(self):
-            self._transport = None
-            transport.abort()
-            return
+        if self._local_is_server:
+            self._counted_host = pool.admit(self)
+            if self._counted_host is None:
+                self._transport = None
+                transport.abort()
+                return
         self._timer.set(self._clock() + pool.tuning.connect_timeout)
-        pool._connections.add(self)
+        pool.connection_opened(self)
         if not self._local_is_server:
             connection = cast(ClientProtocol, self._connection)
             connection.send_request(connection.connect())
@@ -339,7 +352,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
         buffered = decoder.buffered
         if (buffered or self._reported_buffered) and self._local_is_server:
             self._reported_buffered = buffered
-            self._pool._buffered_changed(self, buffered)
+            self._pool.buffered_changed(self, buffered)
 
     def _control_received(self, event: Union[Ping, Pong, Close]) -> None:
         if type(event) is Ping:
@@ -359,7 +372,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
             self._close_code = failure.close_code
             session.abort("text frame received; CoAP messages are binary")
             return
-        self._pool._troubles.note(
+        self._pool.troubles.note(
             "peers that broke the WebSocket protocol", False, "WebSocket connection %r failed: %s", self, failure,
         )
         reason = error.NetworkError(f"Connection {rfc.describe_remote(self)} failed: {failure}")
@@ -415,7 +428,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
             response = connection.accept(request)
         connection.send_response(response)
         if response.status_code != http.HTTPStatus.SWITCHING_PROTOCOLS:
-            self._pool._troubles.note(
+            self._pool.troubles.note(
                 "refused handshakes", False, "Refused WebSocket handshake from %s: %d %s (path %r)",
                 self.hostinfo, response.status_code, response.reason_phrase, request.path[:100],
             )
@@ -465,7 +478,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
                 chunks = [response.serialize(), SEND_EOF]
             if self._transport is not None:
                 _put(self._transport, chunks)
-            self._pool._troubles.note(
+            self._pool.troubles.note(
                 "refused handshakes", False, "Refused WebSocket handshake from %s: %s", self.hostinfo, exc,
             )
             self._detach(None, hard=False, close_code=None)
@@ -474,7 +487,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
 
     def _handshake_failed(self, text: str) -> None:
         if self._local_is_server:
-            self._pool._troubles.note("stalled handshakes", False, "WebSocket handshake from %s: %s", self.hostinfo, text)
+            self._pool.troubles.note("stalled handshakes", False, "WebSocket handshake from %s: %s", self.hostinfo, text)
             self._detach(None, hard=True, close_code=None)
             return
         reason = error.NetworkError(f"Connecting to {self.uri_base}{RESOURCE_PATH} failed: {text}")
@@ -496,7 +509,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
         reason = error.NetworkError(f"Connection {where} {text}")
         if exc is not None:
             reason.__cause__ = exc
-        self._pool._socket_gone(self._counted_host)
+        self._pool.socket_gone(self._counted_host)
         self._counted_host = None
         self._lost(reason)
 
@@ -508,7 +521,13 @@ class WSRemote(SessionDriver, asyncio.Protocol):
     # --- sending -------------------------------------------------------------------
 
     def _revive(self, monitor: Optional[Monitor]) -> bool:
-        return self._pool._revive(self, monitor)
+        return self._pool.revive(self, monitor)
+
+    def new_handshake(self, connection: ClientProtocol) -> None:
+        """The websockets protocol for the opening handshake of the next
+        connection of this client side object (each handshake needs a new
+        one)."""
+        self._connection = connection
 
     def _write(self, message: bytes) -> None:
         """Send one CoAP message as a binary WebSocket message."""
@@ -549,7 +568,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
             # What the session writes is held against the limit before it is
             # written; this catches what we answer on our own (Pongs to a
             # flood of Pings from a peer that reads nothing).
-            self._pool._troubles.note(
+            self._pool.troubles.note(
                 "peers that did not read", False, "Peer %s does not read what is sent to it", self.hostinfo,
             )
             self._detach(
@@ -557,6 +576,9 @@ class WSRemote(SessionDriver, asyncio.Protocol):
             )
 
     # --- closing -----------------------------------------------------------------
+
+    def close(self, reason: Optional[Exception] = None) -> None:
+        self._detach(reason, hard=False, close_code=NORMAL_CLOSURE)
 
     def _detach(self, reason: Optional[Exception], hard: bool, close_code: Optional[int]) -> None:
         """End the connection from our side, now: the socket goes to a
@@ -619,11 +641,11 @@ class WSRemote(SessionDriver, asyncio.Protocol):
             self._flush_handle = None
         self._timer.cancel()
         self._fail_ready(reason)
-        self._pool._connection_lost(self)
+        self._pool.connection_closed(self)
         if session is not None:
-            self._pool._tman.dispatch_error(reason, self)
+            self._pool.tokenmanager.dispatch_error(reason, self)
 
-    def _shutdown(self) -> None:
+    def close_for_shutdown(self) -> None:
         reason = error.LibraryShutdown("Transport shut down")
         if self._connect_task is not None:
             self._connect_task.cancel()
@@ -656,7 +678,7 @@ class Closing(asyncio.Protocol):
         self._is_server = is_server
         self._counted_host = counted_host
         self._timer: Optional[asyncio.TimerHandle] = None
-        pool._closers.add(self)
+        pool.closing_started(self)
 
     def start(self, timeout: float) -> None:
         """Our Close frame is written: wait for the rest of the closing
@@ -694,6 +716,6 @@ class Closing(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._pool._socket_gone(self._counted_host)
+        self._pool.socket_gone(self._counted_host)
         self._counted_host = None
-        self._pool._closer_done(self)
+        self._pool.closing_done(self)

@@ -1,0 +1,101 @@
+"""A module owns its state (shared/DESIGN.md, principle 7): code in one
+module of the package does not read or write another object's private
+attribute (``obj._name``) unless the module itself defines that name, as
+an attribute of ``self`` or ``cls``, a class attribute or a method.
+
+The check is syntactic (it can not tell which class an object is of), so
+it is a floor, not a proof: a name a module defines for its own objects
+may still be used on another module's object of the same attribute name.
+It covers the modules listed in :data:`CHECKED`; the rest of the package
+is listed with what is left in it, so that a module is moved over once it
+is clean."""
+
+import ast
+import pathlib
+
+import pytest
+
+PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "aiocoap"
+
+CHECKED = [
+    "transports/connectiontable.py",
+    "transports/rfc8323adapter.py",
+    "transports/rfc8323common.py",
+    "transports/rfc8323session.py",
+    "transports/tcp.py",
+    "transports/tls.py",
+    "transports/ws.py",
+    "transports/wsconnection.py",
+    "transports/wsframes.py",
+]
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _owner_expression(node: ast.expr) -> bool:
+    """Whether ``node`` is ``self``, ``cls`` or ``super()``: access to the
+    object's own attributes, which its class defines somewhere up its
+    bases (a base in another module documents what it keeps for its
+    subclasses)."""
+    if isinstance(node, ast.Name):
+        return node.id in ("self", "cls")
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "super"
+
+
+def defined_names(tree: ast.Module) -> set[str]:
+    """The private names a module defines for its objects."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and _owner_expression(node.value):
+            names.add(node.attr)
+    for klass in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
+        for statement in klass.body:
+            targets = statement.targets if isinstance(statement, ast.Assign) else (
+                [statement.target] if isinstance(statement, ast.AnnAssign) else []
+            )
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return {name for name in names if _is_private(name)}
+
+
+def reach_ins(path: pathlib.Path) -> list[str]:
+    """``line: expression`` of every access in ``path`` to a private
+    attribute of something other than the accessing object, where the
+    module does not define that name."""
+    tree = ast.parse(path.read_text(), str(path))
+    own = defined_names(tree)
+    found = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and _is_private(node.attr)
+            and node.attr not in own
+            and not _owner_expression(node.value)
+        ):
+            found.append(f"{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+@pytest.mark.parametrize("module", CHECKED)
+def test_no_reach_ins(module):
+    assert reach_ins(PACKAGE / module) == []
+
+
+def test_checker_finds_reach_ins():
+    sample = ast.parse(
+        "class A:\n"
+        "    def __init__(self):\n"
+        "        self._mine = 1\n"
+        "    def _helper(self, other):\n"
+        "        return other._mine + other._theirs + self._inherited + super()._base()\n"
+    )
+    assert defined_names(sample) == {"_mine", "_helper"}
+
+
+def test_checker_on_a_file(tmp_path):
+    module = tmp_path / "sample.py"
+    module.write_text("def peek(pool):\n    return pool._clock() + pool.clock()\n")
+    assert reach_ins(module) == ["2: pool._clock"]
