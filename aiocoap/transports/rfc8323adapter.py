@@ -35,7 +35,7 @@ import asyncio
 import functools
 import logging
 import ssl
-from typing import Any, Callable, Coroutine, Generic, Hashable, Iterable, Optional, TypeVar
+from typing import Any, Callable, Coroutine, Generic, Hashable, Iterable, Optional, TypeVar, cast
 
 from .. import error, interfaces
 from ..message import Message
@@ -397,8 +397,7 @@ class DriverInterface(interfaces.TokenInterface, Generic[Driver]):
     def send_message(
         self, message: Message, messageerror_monitor: Optional[Monitor] = None
     ) -> Optional[Callable[[], None]]:
-        remote: SessionDriver = message.remote
-        return remote._send(message, messageerror_monitor)
+        return cast(SessionDriver, message.remote)._send(message, messageerror_monitor)
 
     def no_response_for(self, remote: object, token: bytes) -> None:
         """The token manager's notice that a request will not be answered

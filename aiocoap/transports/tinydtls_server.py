@@ -569,8 +569,7 @@ class MessageInterfaceTinyDTLSServer(MessageInterfaceSimpleServer):
         does not open sessions of its own)."""
         remote = request.remote
         if remote is not None and not isinstance(remote, UndecidedRemote) and self.recognize_remote(remote):
-            address: DTLSServerAddress = remote
-            return address
+            return cast(DTLSServerAddress, remote)
         return None
 
     async def _make_remote(self, host: str, port: int) -> NoReturn:
