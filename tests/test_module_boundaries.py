@@ -23,6 +23,7 @@ CHECKED = [
     "transports/rfc8323common.py",
     "transports/rfc8323session.py",
     "transports/tcp.py",
+    "transports/tinydtls_server.py",
     "transports/tls.py",
     "transports/ws.py",
     "transports/wsconnection.py",
