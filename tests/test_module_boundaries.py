@@ -1,7 +1,10 @@
 """A module owns its state (shared/DESIGN.md, principle 7): code in one
 module of the package does not read or write another object's private
 attribute (``obj._name``) unless the module itself defines that name, as
-an attribute of ``self`` or ``cls``, a class attribute or a method.
+an attribute of ``self`` or ``cls``, a class attribute or a method; nor
+does it import another module's private names (``from .x import _name``;
+private submodules such as ``_oscore`` are the package's own). Enum-style
+``_sunder_`` names are not counted.
 
 The check is syntactic (it can not tell which class an object is of), so
 it is a floor, not a proof: a name a module defines for its own objects
@@ -18,6 +21,10 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "aiocoap"
 
 CHECKED = [
+    "message.py",
+    "numbers/optionnumbers.py",
+    "options.py",
+    "optiontypes.py",
     "transports/connectiontable.py",
     "transports/rfc8323adapter.py",
     "transports/rfc8323common.py",
@@ -32,7 +39,7 @@ CHECKED = [
 
 
 def _is_private(name: str) -> bool:
-    return name.startswith("_") and not name.startswith("__")
+    return name.startswith("_") and not name.startswith("__") and not (name.endswith("_") and len(name) > 2)
 
 
 def _owner_expression(node: ast.expr) -> bool:
@@ -62,14 +69,32 @@ def defined_names(tree: ast.Module) -> set[str]:
     return {name for name in names if _is_private(name)}
 
 
+def _is_submodule(path: pathlib.Path, node: ast.ImportFrom, name: str) -> bool:
+    """Whether ``name`` imported by ``node`` (a relative import in the module
+    at ``path``) is a module of the package rather than a name in one."""
+    base = path.parent
+    for _ in range(node.level - 1):
+        base = base.parent
+    for part in (node.module or "").split(".") if node.module else ():
+        base = base / part
+    return (base / f"{name}.py").exists() or (base / name / "__init__.py").exists()
+
+
 def reach_ins(path: pathlib.Path) -> list[str]:
     """``line: expression`` of every access in ``path`` to a private
     attribute of something other than the accessing object, where the
-    module does not define that name."""
+    module does not define that name, and of every private name it imports
+    from another module of the package."""
     tree = ast.parse(path.read_text(), str(path))
     own = defined_names(tree)
     found = []
     for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level > 0:
+            found.extend(
+                f"{node.lineno}: from {'.' * node.level}{node.module or ''} import {alias.name}"
+                for alias in node.names
+                if _is_private(alias.name) and not _is_submodule(path, node, alias.name)
+            )
         if (
             isinstance(node, ast.Attribute)
             and _is_private(node.attr)
@@ -98,5 +123,12 @@ def test_checker_finds_reach_ins():
 
 def test_checker_on_a_file(tmp_path):
     module = tmp_path / "sample.py"
-    module.write_text("def peek(pool):\n    return pool._clock() + pool.clock()\n")
+    module.write_text("def peek(pool):\n    return pool._clock() + pool.clock() + len(pool._map_)\n")
     assert reach_ins(module) == ["2: pool._clock"]
+
+
+def test_checker_finds_private_imports(tmp_path):
+    (tmp_path / "_helpers.py").write_text("")
+    module = tmp_path / "sample.py"
+    module.write_text("from . import _helpers\nfrom .other import _TABLE, PUBLIC\n")
+    assert reach_ins(module) == ["2: from .other import _TABLE"]

@@ -235,7 +235,7 @@ async def open_datagram_endpoint(
         raise
 
 
-class _RateLimitedWarning:
+class RateLimitedWarning:
     """Logs a warning at most once a minute."""
 
     __slots__ = ("_log", "_last")
@@ -671,7 +671,7 @@ class MessageInterfaceTinyDTLS(DTLSSessionDriver, interfaces.MessageInterface):
         self._start_driver(loop, SessionTable(close=self._session_closed, log=log, server=False))
         self._protocols: "set[DTLSClientConnection.SingleConnection]" = set()
         self._retransmitting: "set[DTLSClientConnection]" = set()
-        self._warn = _RateLimitedWarning(log)
+        self._warn = RateLimitedWarning(log)
 
     @classmethod
     async def create_client_transport_endpoint(

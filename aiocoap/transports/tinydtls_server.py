@@ -84,7 +84,7 @@ from .tinydtls import (
     MAX_PLAINTEXT,
     MAX_PSK_LENGTH,
     DTLSSessionDriver,
-    _RateLimitedWarning,
+    RateLimitedWarning,
     coaps_hostinfo,
     describe_event,
     loop_time_of_ticks,
@@ -245,7 +245,7 @@ class GoingThroughMessageDecryption(DTLSSessionDriver):
         self._dtls_deadline: Optional[float] = None
         self._dropped = 0
         self._last_summary = -1e9
-        self._warn = _RateLimitedWarning(self._log)
+        self._warn = RateLimitedWarning(self._log)
 
     # --- tinydtls callbacks (only from within calls into tinydtls) ----------------------
     #
