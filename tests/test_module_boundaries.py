@@ -9,9 +9,8 @@ private submodules such as ``_oscore`` are the package's own). Enum-style
 The check is syntactic (it can not tell which class an object is of), so
 it is a floor, not a proof: a name a module defines for its own objects
 may still be used on another module's object of the same attribute name.
-It covers the modules listed in :data:`CHECKED`; the rest of the package
-is listed with what is left in it, so that a module is moved over once it
-is clean."""
+It covers every module of the package; what it finds that is not a
+reach-in is listed in :data:`EXEMPT` with the reason."""
 
 import ast
 import pathlib
@@ -20,22 +19,15 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "aiocoap"
 
-CHECKED = [
-    "message.py",
-    "numbers/optionnumbers.py",
-    "options.py",
-    "optiontypes.py",
-    "transports/connectiontable.py",
-    "transports/rfc8323adapter.py",
-    "transports/rfc8323common.py",
-    "transports/rfc8323session.py",
-    "transports/tcp.py",
-    "transports/tinydtls_server.py",
-    "transports/tls.py",
-    "transports/ws.py",
-    "transports/wsconnection.py",
-    "transports/wsframes.py",
-]
+EXEMPT = {
+    # asyncio's own protocol for awaiting a future from a coroutine driver
+    "util/asyncio/stepping.py": ["yielded._asyncio_future_blocking"],
+    # a marker the module sets on and reads from its own handler functions
+    "cli/common.py": ["handler._aiocoap_cli"],
+}
+"""What the check finds in a module that is not a reach-in, with why."""
+
+MODULES = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py"))
 
 
 def _is_private(name: str) -> bool:
@@ -105,9 +97,10 @@ def reach_ins(path: pathlib.Path) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("module", CHECKED)
+@pytest.mark.parametrize("module", MODULES)
 def test_no_reach_ins(module):
-    assert reach_ins(PACKAGE / module) == []
+    found = [where.split(": ", 1)[1] for where in reach_ins(PACKAGE / module)]
+    assert found == EXEMPT.get(module, [])
 
 
 def test_checker_finds_reach_ins():
