@@ -225,7 +225,8 @@ class WSRemote(SessionDriver, asyncio.Protocol):
         remote_hostinfo: HostInfo = None,
     ) -> None:
         SessionDriver.__init__(self, loop, log, pool.clock, local_is_server=isinstance(connection, ServerProtocol))
-        self._pool = pool
+        self.pool = pool
+        """The transport this connection belongs to (not to be changed)."""
         self._connection = connection
         self.scheme = scheme
         self._local_hostinfo = _as_hostinfo(local_hostinfo)
@@ -249,11 +250,6 @@ class WSRemote(SessionDriver, asyncio.Protocol):
     # --- EndpointAddress ---------------------------------------------------------
 
     @property
-    def pool(self) -> "WSPool":
-        """The transport this connection belongs to."""
-        return self._pool
-
-    @property
     def pool_key(self) -> PoolKey:
         """What a client side connection is pooled by (for an accepted one,
         its scheme and None)."""
@@ -271,7 +267,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
     # --- the session -------------------------------------------------------------
 
     def _new_session(self) -> RFC8323Session:
-        pool = self._pool
+        pool = self.pool
         tuning = pool.tuning
         framer = WebSocketFramer(tuning.max_message_size, pending=self._pending)
         return self._open_session(framer, self._write, pool, self._session_closed)
@@ -283,7 +279,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
         return 0 if decoder is None else decoder.buffered
 
     def _session_released(self, hold_off: Optional[int]) -> None:
-        self._pool.connection_released(self, hold_off)
+        self.pool.connection_released(self, hold_off)
 
     def _session_closed(self, reason: Exception, hard: bool) -> None:
         self._detach(reason, hard, self._close_code)
@@ -291,7 +287,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
     def _on_timer(self) -> None:
         session = self._session
         if self._transport is not None and (session is None or not session.started):
-            self._handshake_failed(f"WebSocket handshake not done within {self._pool.tuning.connect_timeout:g} s")
+            self._handshake_failed(f"WebSocket handshake not done within {self.pool.tuning.connect_timeout:g} s")
             return
         self._drive_timer()
 
@@ -307,7 +303,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
         self._reported_buffered = 0
         self._peername = transport.get_extra_info("peername")
         self._sockname = transport.get_extra_info("sockname")
-        pool = self._pool
+        pool = self.pool
         if self._local_is_server:
             self._counted_host = pool.admit(self)
             if self._counted_host is None:
@@ -352,7 +348,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
         buffered = decoder.buffered
         if (buffered or self._reported_buffered) and self._local_is_server:
             self._reported_buffered = buffered
-            self._pool.buffered_changed(self, buffered)
+            self.pool.buffered_changed(self, buffered)
 
     def _control_received(self, event: Union[Ping, Pong, Close]) -> None:
         if type(event) is Ping:
@@ -372,7 +368,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
             self._close_code = failure.close_code
             session.abort("text frame received; CoAP messages are binary")
             return
-        self._pool.troubles.note(
+        self.pool.troubles.note(
             "peers that broke the WebSocket protocol", False, "WebSocket connection %r failed: %s", self, failure,
         )
         reason = error.NetworkError(f"Connection {rfc.describe_remote(self)} failed: {failure}")
@@ -428,7 +424,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
             response = connection.accept(request)
         connection.send_response(response)
         if response.status_code != http.HTTPStatus.SWITCHING_PROTOCOLS:
-            self._pool.troubles.note(
+            self.pool.troubles.note(
                 "refused handshakes", False, "Refused WebSocket handshake from %s: %d %s (path %r)",
                 self.hostinfo, response.status_code, response.reason_phrase, request.path[:100],
             )
@@ -457,9 +453,9 @@ class WSRemote(SessionDriver, asyncio.Protocol):
         self._timer.cancel()
         server = self._local_is_server
         self._decoder = FrameDecoder(
-            masked=server, max_message_size=self._pool.tuning.max_message_size + HEADER_AND_TOKEN
+            masked=server, max_message_size=self.pool.tuning.max_message_size + HEADER_AND_TOKEN
         )
-        self._encoder = FrameEncoder(None if server else self._pool.mask_keys)
+        self._encoder = FrameEncoder(None if server else self.pool.mask_keys)
         session.start(now)
         self._rearm(session)
         self.log.debug("WebSocket connection %r is open", self)
@@ -478,7 +474,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
                 chunks = [response.serialize(), SEND_EOF]
             if self._transport is not None:
                 _put(self._transport, chunks)
-            self._pool.troubles.note(
+            self.pool.troubles.note(
                 "refused handshakes", False, "Refused WebSocket handshake from %s: %s", self.hostinfo, exc,
             )
             self._detach(None, hard=False, close_code=None)
@@ -487,7 +483,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
 
     def _handshake_failed(self, text: str) -> None:
         if self._local_is_server:
-            self._pool.troubles.note("stalled handshakes", False, "WebSocket handshake from %s: %s", self.hostinfo, text)
+            self.pool.troubles.note("stalled handshakes", False, "WebSocket handshake from %s: %s", self.hostinfo, text)
             self._detach(None, hard=True, close_code=None)
             return
         reason = error.NetworkError(f"Connecting to {self.uri_base}{RESOURCE_PATH} failed: {text}")
@@ -509,7 +505,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
         reason = error.NetworkError(f"Connection {where} {text}")
         if exc is not None:
             reason.__cause__ = exc
-        self._pool.socket_gone(self._counted_host)
+        self.pool.socket_gone(self._counted_host)
         self._counted_host = None
         self._lost(reason)
 
@@ -521,7 +517,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
     # --- sending -------------------------------------------------------------------
 
     def _revive(self, monitor: Optional[Monitor]) -> bool:
-        return self._pool.revive(self, monitor)
+        return self.pool.revive(self, monitor)
 
     def new_handshake(self, connection: ClientProtocol) -> None:
         """The websockets protocol for the opening handshake of the next
@@ -564,11 +560,11 @@ class WSRemote(SessionDriver, asyncio.Protocol):
             return
         if chunk is not None:
             transport.write(chunk)
-        if self._paused and transport.get_write_buffer_size() > self._pool.tuning.write_buffer_limit:
+        if self._paused and transport.get_write_buffer_size() > self.pool.tuning.write_buffer_limit:
             # What the session writes is held against the limit before it is
             # written; this catches what we answer on our own (Pongs to a
             # flood of Pings from a peer that reads nothing).
-            self._pool.troubles.note(
+            self.pool.troubles.note(
                 "peers that did not read", False, "Peer %s does not read what is sent to it", self.hostinfo,
             )
             self._detach(
@@ -602,7 +598,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        closing = Closing(self._pool, transport, decoder, is_server=self._local_is_server, counted_host=self._counted_host)
+        closing = Closing(self.pool, transport, decoder, is_server=self._local_is_server, counted_host=self._counted_host)
         self._counted_host = None
         transport.set_protocol(closing)
         if hard:
@@ -621,7 +617,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
                 transport.write(self._encoder.frame(OP_CLOSE, b""))
             else:
                 transport.write(self._encoder.close(received.code))
-            closing.start(self._pool.tuning.close_timeout)
+            closing.start(self.pool.tuning.close_timeout)
         if reason is None:
             reason = error.NetworkError(f"Connection {rfc.describe_remote(self)} was closed")
         self._lost(reason)
@@ -641,9 +637,9 @@ class WSRemote(SessionDriver, asyncio.Protocol):
             self._flush_handle = None
         self._timer.cancel()
         self._fail_ready(reason)
-        self._pool.connection_closed(self)
+        self.pool.connection_closed(self)
         if session is not None:
-            self._pool.tokenmanager.dispatch_error(reason, self)
+            self.pool.tokenmanager.dispatch_error(reason, self)
 
     def close_for_shutdown(self) -> None:
         reason = error.LibraryShutdown("Transport shut down")
