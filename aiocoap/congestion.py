@@ -24,7 +24,7 @@ constrained ones: fewer spurious retransmissions).
 from __future__ import annotations
 
 from collections import deque
-from typing import Optional
+from typing import Any, Optional
 
 __all__ = ["PeerExchanges", "RtoEstimator"]
 
@@ -40,10 +40,10 @@ class PeerExchanges:
 
     def __init__(self) -> None:
         self.active = 0
-        self.queue: deque = deque()
+        self.queue: deque[Any] = deque()
         self.waiting = 0
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__}: {self.active} outstanding, {self.waiting} waiting>"
 
     @property
@@ -87,7 +87,7 @@ class RtoEstimator:
         self._strong: Optional[tuple[float, float]] = None
         self._weak: Optional[tuple[float, float]] = None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} RTO {self._rto:.3f}s>"
 
     def rto(self, now: float) -> float:

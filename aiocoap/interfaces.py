@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from typing import TYPE_CHECKING, Any, Callable, Hashable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Optional, TypeVar
 
 from .numbers.constants import DEFAULT_BLOCK_SIZE_EXP, MAX_REGULAR_BLOCK_SIZE_EXP
 
@@ -29,7 +29,7 @@ __all__ = [
     "MAX_REGULAR_BLOCK_SIZE_EXP",
     "MessageInterface", "EndpointAddress", "MessageManager",
     "TokenInterface", "TokenManager", "RequestInterface", "RequestProvider",
-    "Request", "Resource", "ObservableResource", "renders_to_pipe",
+    "Request", "Resource", "ObservableResource", "renders_to_pipe", "dispatches_to_children",
 ]
 
 
@@ -392,10 +392,23 @@ class ObservableResource(Resource, metaclass=abc.ABCMeta):
         having the request rendered again."""
 
 
+_DISPATCHES = "_aiocoap_dispatches_to_children"
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def dispatches_to_children(render_to_pipe: _Method) -> _Method:
+    """Mark a :meth:`Resource.render_to_pipe` that only hands exchanges on
+    to other resources (as :class:`aiocoap.resource.Site`'s does), so that
+    :func:`renders_to_pipe` counts its resource as rendering to pipes only
+    through them."""
+    setattr(render_to_pipe, _DISPATCHES, True)
+    return render_to_pipe
+
+
 def renders_to_pipe(resource: object) -> bool:
     """Whether ``resource`` takes over its exchanges with a
     :meth:`Resource.render_to_pipe` of its own (rather than the default one
-    that calls ``render``; a :class:`aiocoap.resource.Site` dispatches to its
-    children and counts as such only through them)."""
+    that calls ``render``; one marked :func:`dispatches_to_children`
+    counts as such only through the resources it hands them to)."""
     method = getattr(type(resource), "render_to_pipe", None)
-    return method is not None and method is not Resource.render_to_pipe and not getattr(method, "_dispatches", False)
+    return method is not None and method is not Resource.render_to_pipe and not getattr(method, _DISPATCHES, False)

@@ -11,7 +11,7 @@ import functools
 import ipaddress
 import urllib.parse
 import warnings
-from typing import Any, Callable, Iterable, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, Optional, Union
 
 from . import error
 from .numbers import uri_path_abbrev
@@ -22,6 +22,9 @@ from .numbers.types import Type
 from .options import VIEW_NAMES, Options
 from .util import Sentinel, hostportjoin, hostportsplit
 from .util.uri import quote_factory, sub_delims, unreserved
+
+if TYPE_CHECKING:
+    from .interfaces import EndpointAddress
 
 __all__ = ["Message", "NoResponse", "UndecidedRemote"]
 
@@ -161,7 +164,7 @@ class Message:
     # Defaults for attributes that decoded messages usually do not set; being
     # class attributes keeps decoding lean. Assignments go to the instance.
     version = 1
-    _remote: Any = None
+    _remote: Optional[EndpointAddress] = None
     _target: Optional[UndecidedRemote] = None
     request: Optional[Message] = None
     transport_tuning: Any = None
@@ -232,13 +235,18 @@ class Message:
     # --- remote handling -------------------------------------------------
 
     @property
-    def remote(self) -> Any:
+    def remote(self) -> Optional[Union[EndpointAddress, UndecidedRemote]]:
+        """Where the message goes to or came from: the
+        :class:`~aiocoap.interfaces.EndpointAddress` of a transport once the
+        message is routed (always, for a received one), an
+        :class:`UndecidedRemote` for a request that was given a URI and not
+        sent yet, else None."""
         if self._remote is not None:
             return self._remote
         return self._target
 
     @remote.setter
-    def remote(self, value: Any) -> None:
+    def remote(self, value: Optional[Union[EndpointAddress, UndecidedRemote]]) -> None:
         if isinstance(value, UndecidedRemote):
             self._target = value
             self._remote = None
@@ -332,7 +340,7 @@ class Message:
     # --- codec ---------------------------------------------------------------
 
     @classmethod
-    def decode(cls, rawdata: bytes | bytearray | memoryview, remote: Any = None) -> "Message":
+    def decode(cls, rawdata: bytes | bytearray | memoryview, remote: Optional[EndpointAddress] = None) -> "Message":
         """Create Message object from binary representation of message."""
         if type(rawdata) is not bytes:
             rawdata = bytes(rawdata)
@@ -562,11 +570,16 @@ class Message:
         if proxy_uri is not None:
             return proxy_uri
 
-        remote = self.remote
-        if remote is None:
+        target = self.remote
+        if target is None:
             raise ValueError("Message has neither a remote nor a URI")
-        scheme = remote.scheme
-        hostinfo = remote.hostinfo_local if local_is_server else remote.hostinfo
+        scheme = target.scheme
+        if not local_is_server:
+            hostinfo = target.hostinfo
+        elif isinstance(target, UndecidedRemote):
+            raise ValueError("A message that was not received has no local side to take the URI from")
+        else:
+            hostinfo = target.hostinfo_local
         if self.opt.proxy_scheme is not None:
             scheme = self.opt.proxy_scheme
         if scheme is None:

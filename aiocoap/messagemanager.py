@@ -90,7 +90,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Union
 
 from . import error, interfaces
 from .congestion import PeerExchanges, RtoEstimator
-from .message import Message
+from .message import Message, UndecidedRemote
 from .numbers.codes import REQUEST_END, REQUEST_START, RESPONSE_END, RESPONSE_START, Code
 from .numbers.constants import DEFAULT_TUNING, TransportTuning
 from .numbers.optionnumbers import OptionNumber
@@ -1215,7 +1215,11 @@ class MessageManager(interfaces.TokenInterface, interfaces.MessageManager):
         if self.message_interface is None:
             return False
         remote = message.remote
-        if remote is not None and self.message_interface.recognize_remote(remote):
+        if (
+            remote is not None
+            and not isinstance(remote, UndecidedRemote)
+            and self.message_interface.recognize_remote(remote)
+        ):
             return True
         resolved = await self.message_interface.determine_remote(message)
         if resolved is None:

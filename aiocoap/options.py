@@ -20,8 +20,8 @@ from typing import Any, Callable, Collection, Generic, Iterable, KeysView, Optio
 
 from . import error
 from .numbers.contentformat import ContentFormat
-from .numbers.optionnumbers import OptionNumber, _ANY_LENGTH, _FORMATS, _LENGTHS, _format_listeners
-from .optiontypes import _UINT_MINIMUM_LENGTH, BlockOption, OpaqueOption, OptionType, StringOption, UintOption
+from .numbers.optionnumbers import OptionNumber, add_format_listener
+from .optiontypes import UINT_MINIMUM_LENGTH, BlockOption, OpaqueOption, OptionType, StringOption, UintOption
 
 __all__ = ["Options"]
 
@@ -36,13 +36,14 @@ _KIND_OF_FORMAT = {OpaqueOption: _OPAQUE, UintOption: _UINT, StringOption: _STRI
 
 
 def _spec_for(number: int) -> tuple[OptionNumber, int, type[OptionType], int, int]:
-    fmt = _FORMATS[number]
-    minimum, maximum = _LENGTHS.get(number, _ANY_LENGTH)
-    return (OptionNumber(number), _KIND_OF_FORMAT.get(fmt, _OTHER), fmt, minimum, maximum)
+    option = OptionNumber(number)
+    fmt = option.format
+    minimum, maximum = option.length_range
+    return (option, _KIND_OF_FORMAT.get(fmt, _OTHER), fmt, minimum, maximum)
 
 
 _SPECS: dict[int, tuple[OptionNumber, int, type[OptionType], int, int]] = {
-    number: _spec_for(number) for number in _FORMATS
+    int(number): _spec_for(int(number)) for number in OptionNumber
 }
 
 
@@ -370,7 +371,7 @@ class Options:
                 raise ValueError("option numbers are 16-bit unsigned integers")
             delta = number - previous
             for option in options[number]:
-                if type(option) is UintOption and number not in _UINT_MINIMUM_LENGTH:
+                if type(option) is UintOption and number not in UINT_MINIMUM_LENGTH:
                     # (UintOption.encode, inlined for the common options
                     # such as Observe and Content-Format)
                     uint = option.value
@@ -564,9 +565,9 @@ def _format_changed(number: int) -> None:
     format from now on."""
     _SPECS[number] = _spec_for(number)
     for view in _VIEWS_BY_NUMBER.get(number, ()):
-        view._format = _FORMATS[number]
+        view._format = OptionNumber(number).format
 
 
-_format_listeners.append(_format_changed)
+add_format_listener(_format_changed)
 
 del _O

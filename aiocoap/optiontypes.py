@@ -25,10 +25,11 @@ __all__ = [
 ]
 
 
-_UINT_MINIMUM_LENGTH: dict[int, int] = {}
+UINT_MINIMUM_LENGTH: dict[int, int] = {}
 """Option number -> minimum value length for the uint options whose registry
-entry does not allow the empty value; filled in by
-:mod:`aiocoap.numbers.optionnumbers`, which owns the registry."""
+entry does not allow the empty value (for the package: filled in by
+:mod:`aiocoap.numbers.optionnumbers`, which owns the registry; the options
+codec encodes the other uint options without looking them up)."""
 
 
 def _encode_uint(value: int) -> bytes:
@@ -137,7 +138,7 @@ class UintOption(OptionType):
         if length < 2:
             # As short as possible (RFC 7252 §3.2), but not shorter than the
             # registry allows (Hop-Limit is always 1 byte, for example).
-            minimum = _UINT_MINIMUM_LENGTH.get(self.number)
+            minimum = UINT_MINIMUM_LENGTH.get(self.number)
             if minimum is not None and minimum > length:
                 length = minimum
         return value.to_bytes(length, "big")

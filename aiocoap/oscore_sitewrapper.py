@@ -46,7 +46,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from typing import Any, Optional, Union
+from typing import Any, Optional, Union, cast
 
 from . import error, interfaces
 from .message import Message, NoResponse
@@ -282,7 +282,7 @@ class OscoreSiteWrapper(interfaces.ObservableResource):
                 continue
             except oscore.ContextUnavailable as e:
                 return self._context_unavailable(secctx, e)
-            plain.remote = self._address(secctx, request.remote)
+            plain.remote = self._address(secctx, cast(interfaces.EndpointAddress, request.remote))
             return _Verified(plain, request_id, secctx)
         if replayed:
             return _unprotected_error(Code.UNAUTHORIZED, "Replay detected")

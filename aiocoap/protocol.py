@@ -32,7 +32,7 @@ import os
 import time
 import weakref
 from collections import deque
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Coroutine, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Coroutine, Optional, Sequence, Union, cast
 
 from . import error, interfaces
 from .message import Message, NoResponse, UndecidedRemote
@@ -471,7 +471,11 @@ class Context(interfaces.RequestProvider):
         try:
             for ri in self.request_interfaces:
                 if await ri.fill_or_recognize_remote(message):
-                    if isinstance(target, UndecidedRemote) and target.is_ip_literal and not message.remote.route_per_uri:
+                    if (
+                        isinstance(target, UndecidedRemote)
+                        and target.is_ip_literal
+                        and not cast(interfaces.EndpointAddress, message.remote).route_per_uri
+                    ):
                         if len(self._route_cache) > 1024:
                             self._route_cache.clear()
                         self._route_cache[target] = (ri, message.remote)
@@ -610,7 +614,7 @@ class Context(interfaces.RequestProvider):
         if self._observations_by_peer.get(request.remote, 0) >= self.max_observations_per_peer:
             refused.log(self.loop.time(), "Observation cap per peer reached for %r", request.remote)
             return False
-        host = _host_of(request.remote)
+        host = _host_of(cast(interfaces.EndpointAddress, request.remote))
         if self._observations_by_host.get(host, 0) >= self.max_observations_per_host:
             refused.log(self.loop.time(), "Observation cap per host reached for %s", host)
             return False
@@ -622,7 +626,7 @@ class Context(interfaces.RequestProvider):
     def _count_observation(self, request: Message, delta: int) -> None:
         tables: tuple[tuple[dict[Any, int], Any], ...] = (
             (self._observations_by_peer, request.remote),
-            (self._observations_by_host, _host_of(request.remote)),
+            (self._observations_by_host, _host_of(cast(interfaces.EndpointAddress, request.remote))),
             (self._observations_by_path, request.opt.uri_path),
         )
         for table, key in tables:

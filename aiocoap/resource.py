@@ -612,6 +612,7 @@ class Site(interfaces.ObservableResource, PathCapable):
             raise _not_found(request)
         return await child.render(self.stripped_request(request, remainder))
 
+    @interfaces.dispatches_to_children
     async def render_to_pipe(self, request: "Pipe") -> None:
         """Feed the response(s) of the resource at the request's path into
         the pipe (``request``, named as in aiocoap): a child with a
@@ -633,8 +634,6 @@ class Site(interfaces.ObservableResource, PathCapable):
             await child.render_to_pipe(pipe)
             return
         await interfaces.Resource.render_to_pipe(_Rendering(child, stripped), pipe)  # type: ignore[arg-type]  # (duck)
-
-    render_to_pipe._dispatches = True  # type: ignore[attr-defined]  # (see interfaces.renders_to_pipe)
 
     def pipe_renderer_for(self, request: Message) -> Optional[tuple[interfaces.Resource, Message]]:
         """The child (possibly in a nested site) that takes over the

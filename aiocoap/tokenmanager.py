@@ -45,7 +45,7 @@ import heapq
 import logging
 import math
 import secrets
-from typing import Any, Callable, Hashable, Optional
+from typing import Any, Callable, Hashable, Optional, cast
 
 from . import error, interfaces
 from .message import Message
@@ -192,7 +192,7 @@ class _ResponseSender:
     def __init__(self, pipe: Pipe, ti: interfaces.TokenInterface, monitor: Optional[_NotificationMonitor]):
         self.pipe = pipe
         self.ti = ti
-        self.response_remote = None
+        self.response_remote: Optional[interfaces.EndpointAddress] = None
         self.monitor = monitor
 
     def __call__(self, event: Event) -> bool:
@@ -214,7 +214,7 @@ class _ResponseSender:
             message.code = Code.CONTENT
         remote = self.response_remote
         if remote is None:
-            remote = self.response_remote = request.remote.as_response_address()
+            remote = self.response_remote = cast(interfaces.EndpointAddress, request.remote).as_response_address()
         message.remote = remote
         if request.mtype is NON and message.mtype is None:
             tuning = message.transport_tuning
@@ -340,7 +340,7 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
 
     def request(self, pipe: Pipe) -> None:
         message = pipe.request
-        remote = message.remote
+        remote = cast(interfaces.EndpointAddress, message.remote)  # (routed by the Context)
         ti = self._interface_for(remote)
         if ti is None:
             pipe.add_exception(error.NetworkError(f"No transport available for {remote!r}"))
@@ -584,7 +584,7 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
     def process_request(self, request: Message, ti: Optional[interfaces.TokenInterface] = None) -> None:
         """An incoming request; ``ti`` is the TokenInterface it came through
         (looked up by its remote if not given)."""
-        remote = request.remote
+        remote = cast(interfaces.EndpointAddress, request.remote)
         if ti is None:
             ti = self._interface_for(remote)
         if ti is None:

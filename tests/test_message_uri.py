@@ -307,6 +307,12 @@ def test_no_remote_is_an_error():
         message.get_request_uri(local_is_server=True)
 
 
+def test_an_unsent_request_has_no_local_side():
+    message = Message(code=GET, uri="coap://example.com/a")
+    with pytest.raises(ValueError, match="no local side"):
+        message.get_request_uri(local_is_server=True)
+
+
 def test_server_side_uses_the_local_hostinfo():
     request = Message.decode(b"\x40\x01\x00\x01\xb1a", FakeAddress("coap", "[2001:db8::2]:40000", "[2001:db8::1]"))
     assert request.get_request_uri(local_is_server=True) == "coap://[2001:db8::1]/a"

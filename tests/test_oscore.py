@@ -632,6 +632,15 @@ def test_proxy_uri_ipv6_without_path():
     assert plain.opt.uri_path == ()
 
 
+def test_proxy_uri_of_another_scheme_is_decomposed_too():
+    client, server = pair()
+    outer, _ = client.protect(request(proxy_uri="HTTP://Example.com:8080/a/b%20c?x=1"))
+    assert outer.opt.proxy_uri == "http://example.com:8080"
+    plain, _ = server.unprotect(over_the_wire(outer))
+    assert plain.opt.uri_path == ("a", "b c") and plain.opt.uri_query == ("x=1",)
+    assert (plain.opt.proxy_scheme, plain.opt.uri_host, plain.opt.uri_port) == ("http", "example.com", 8080)
+
+
 def test_outer_proxy_uri_with_path_is_rejected():
     client, server = pair()
     outer, _ = client.protect(request(proxy_uri="coap://example.com/a"))

@@ -940,3 +940,19 @@ async def test_site_answers_proxy_requests_with_5_05(proxy):
     await site.add_observation(request(path=("time",), observe=0, **proxy), observation)
     assert not observation.accepted
     assert (await site.render(request(path=("time",)))).code == Code.CONTENT
+
+
+def test_renders_to_pipe_tells_own_pipe_renderers_from_dispatchers():
+    class Streaming(Resource):
+        async def render_to_pipe(self, pipe):
+            pass
+
+    class Dispatcher(Streaming):
+        @interfaces.dispatches_to_children
+        async def render_to_pipe(self, pipe):
+            pass
+
+    assert interfaces.renders_to_pipe(Streaming())
+    assert not interfaces.renders_to_pipe(Dispatcher())
+    assert not interfaces.renders_to_pipe(Site())
+    assert not interfaces.renders_to_pipe(WKCResource(lambda: []))

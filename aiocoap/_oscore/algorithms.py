@@ -16,7 +16,7 @@ Rules this module enforces:
 from __future__ import annotations
 
 import functools
-from typing import ClassVar, Union
+from typing import Callable, ClassVar, Union
 
 try:
     from cryptography.exceptions import InvalidTag
@@ -93,7 +93,7 @@ class SymmetricEncryptionAlgorithm:
         input comes from the network."""
         raise NotImplementedError
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} ({self.name}, COSE {self.value})>"
 
 
@@ -146,7 +146,12 @@ class A128CBC(AES_CBC):
     iv_bytes = 16
 
 
-def _decrypt_with(cipher_factory, ciphertext_and_tag, aad, iv) -> bytes:
+def _decrypt_with(
+    cipher_factory: Callable[[], Union[aead.AESGCM, aead.ChaCha20Poly1305]],
+    ciphertext_and_tag: bytes,
+    aad: bytes,
+    iv: bytes,
+) -> bytes:
     try:
         return cipher_factory().decrypt(iv, ciphertext_and_tag, aad)
     except _DECRYPT_FAILURES:
@@ -154,7 +159,7 @@ def _decrypt_with(cipher_factory, ciphertext_and_tag, aad, iv) -> bytes:
 
 
 @functools.lru_cache(maxsize=32)
-def _aesccm(key: bytes, tag_bytes: int):
+def _aesccm(key: bytes, tag_bytes: int) -> aead.AESCCM:
     # Building the cipher object costs as much as sealing a short message;
     # keep those of the few keys in active use (bounded, so material of
     # contexts long gone does not linger in any number).

@@ -37,6 +37,7 @@ from .algorithms import (
     DEFAULT_HASHFUNCTION,
     DEFAULT_WINDOWSIZE,
     AeadAlgorithm,
+    SymmetricEncryptionAlgorithm,
     hkdf,
     lookup_algorithm,
     lookup_hashfunction,
@@ -95,7 +96,7 @@ class CodeStyle(namedtuple("_CodeStyle", ("request", "response"))):
     POST_CHANGED: ClassVar["CodeStyle"]
 
     @classmethod
-    def from_request(cls, request) -> "CodeStyle":
+    def from_request(cls, request: Code) -> "CodeStyle":
         """The style of a protected request with outer code ``request``;
         ValueError for codes OSCORE does not use outside."""
         if request == Code.FETCH:
@@ -130,7 +131,7 @@ class RequestIdentifiers:
         # Partial IV are only accepted in increasing order.
         self.response_piv_floor: Optional[int] = None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (
             f"<{type(self).__name__} kid {self.kid.hex()!r} partial_iv "
             f"{self.partial_iv.hex()!r} can_reuse_nonce {self.can_reuse_nonce}>"
@@ -212,7 +213,7 @@ class BaseSecurityContext:
         return self.alg_aead
 
     @algorithm.setter
-    def algorithm(self, value) -> None:
+    def algorithm(self, value: Union[str, int, SymmetricEncryptionAlgorithm, type]) -> None:
         self.alg_aead = lookup_algorithm(value)
 
     def _check_usable(self) -> None:
@@ -255,7 +256,7 @@ class CanProtect(BaseSecurityContext, metaclass=abc.ABCMeta):
         number is used: a context whose state must survive restarts saves
         it here (raising ContextUnavailable if it can not)."""
 
-    def context_from_response(self, unprotected_bag) -> "CanUnprotect":
+    def context_from_response(self, unprotected_bag: dict[int, Any]) -> "CanUnprotect":
         """The context that verifies the responses to a request protected
         with this one (``unprotected_bag``: the response's unprotected
         header, ``{COSE_KID: ..., COSE_KID_CONTEXT: ...}``). For pairwise
@@ -505,7 +506,7 @@ class SecurityContextUtils(BaseSecurityContext):
         self.recipient_key = derive(recipient_id, "Key", alg.key_bytes)
         self.common_iv = derive(b"", "IV", alg.iv_bytes)
 
-    def get_oscore_context_for(self, unprotected: dict):
+    def get_oscore_context_for(self, unprotected: dict[int, Any]) -> Optional["SecurityContextUtils"]:
         """This context if a request's unprotected header (``{COSE_KID:
         kid, COSE_KID_CONTEXT: kid_context}``, entries absent where the
         request carries none) names it: the kid is the recipient ID and the
@@ -567,8 +568,8 @@ class SecurityContext(CanProtect, CanUnprotect, SecurityContextUtils):
             self.derive_keys(master_salt, master_secret)
             self.recipient_replay_window.initialize_empty()
 
-    def __repr__(self):
-        def show(value):
+    def __repr__(self) -> str:
+        def show(value: Optional[bytes]) -> str:
             return "unset" if value is None else value.hex() or "(empty)"
 
         return (

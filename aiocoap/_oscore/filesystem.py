@@ -30,7 +30,10 @@ import json
 import os
 import secrets
 import tempfile
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
+
+if TYPE_CHECKING:
+    import filelock
 
 from .algorithms import DEFAULT_WINDOWSIZE, algorithms, hashfunctions
 from .contexts import SecurityContext
@@ -119,11 +122,11 @@ class FilesystemSecurityContext(SecurityContext):
             self._lock.release()
             raise
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} in {self.basedir!r}{' (shut down)' if self._closed else ''}>"
 
     @classmethod
-    def from_item(cls, init_data) -> "FilesystemSecurityContext":
+    def from_item(cls, init_data: Any) -> "FilesystemSecurityContext":
         """Open the context an ``oscore`` entry of a credentials map names
         (``{"basedir": DIR}``, or the older ``{"contextfile": DIR}``)."""
         from ..credentials import oscore_basedir
@@ -133,7 +136,7 @@ class FilesystemSecurityContext(SecurityContext):
     def __enter__(self) -> "FilesystemSecurityContext":
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.shutdown()
 
     # --- loading ----------------------------------------------------------------
@@ -141,7 +144,7 @@ class FilesystemSecurityContext(SecurityContext):
     def _path(self, name: str) -> str:
         return os.path.join(self.basedir, name)
 
-    def _acquire_lock(self):
+    def _acquire_lock(self) -> "filelock.BaseFileLock":
         try:
             import filelock
         except ImportError as e:
@@ -162,7 +165,7 @@ class FilesystemSecurityContext(SecurityContext):
             raise self.LoadError(f"Can not create the lock file in {self.basedir!r}: {e}") from None
         return lock
 
-    def _read_json(self, name: str) -> Optional[dict]:
+    def _read_json(self, name: str) -> Optional[dict[str, Any]]:
         path = self._path(name)
         try:
             with open(path, encoding="utf-8") as f:
@@ -294,7 +297,7 @@ class FilesystemSecurityContext(SecurityContext):
             raise self.LoadError(f"Can not write {path}: {e}") from None
         self._persisted_limit = limit
 
-    def _from_aiocoap_format(self, data: dict, path: str) -> dict:
+    def _from_aiocoap_format(self, data: dict[str, Any], path: str) -> dict[str, Any]:
         unknown = set(data) - {_AIOCOAP_SEQNO_KEY, _AIOCOAP_WINDOW_KEY}
         if unknown:
             raise self.LoadError(f"Unknown entries {sorted(unknown)} in {path}")
@@ -309,7 +312,7 @@ class FilesystemSecurityContext(SecurityContext):
 
     # --- persistence -------------------------------------------------------------
 
-    def _write_sequence(self, next_unused: int, window: Optional[dict]) -> None:
+    def _write_sequence(self, next_unused: int, window: Optional[dict[str, Any]]) -> None:
         data = {_SEQNO_KEY: next_unused, _WINDOW_KEY: window}
         fd, tmp = tempfile.mkstemp(dir=self.basedir, prefix=f".{SEQUENCE}.", suffix=".tmp")
         try:

@@ -28,7 +28,7 @@ import urllib.parse
 from typing import Optional
 
 from .. import error
-from ..message import Message
+from ..message import DEFAULT_PORTS, Message, UndecidedRemote
 from ..numbers.codes import Code
 from ..numbers.optionnumbers import OptionNumber
 from ..options import Options
@@ -59,13 +59,23 @@ _REQUEST_OUTER_KEPT = (_O.URI_HOST, _O.URI_PORT, _O.PROXY_SCHEME, _O.HOP_LIMIT)
 
 
 def _decompose_proxy_uri(value: str, inner: Options) -> str:
+    """Put the path and query of the Proxy-Uri ``value`` into ``inner``
+    (RFC 8613 §4.1.3.3) and return what stays outer: scheme and
+    authority."""
+    scheme, colon, rest = value.partition(":")
+    scheme = scheme.lower()
     scratch = Message()
-    scratch.set_request_uri(value, set_uri_host=False)
+    # A URI of a scheme other than CoAP's (http, ...) is split the same way;
+    # set_request_uri would keep it whole as a Proxy-Uri.
+    scratch.set_request_uri(value if scheme in DEFAULT_PORTS or not colon else "coap:" + rest, set_uri_host=False)
+    target = scratch.remote
+    if not isinstance(target, UndecidedRemote):
+        raise error.MalformedUrlError(f"Proxy-Uri {value!r} is not an absolute URI")
     for segment in scratch.opt.uri_path:
         inner.add_option(StringOption(_O.URI_PATH, segment))
     for query in scratch.opt.uri_query:
         inner.add_option(StringOption(_O.URI_QUERY, query))
-    return scratch.remote.uri_base
+    return f"{scheme}://{target.hostinfo}"
 
 
 def split_options(message: Message) -> tuple[Options, Options]:

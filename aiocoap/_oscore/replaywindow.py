@@ -63,7 +63,7 @@ class ReplayWindow:
         self._index: Optional[int] = None
         self._entries = 0
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self._index is None:
             return f"<{type(self).__name__} size {self._size}, uninitialized>"
         return (
@@ -84,7 +84,7 @@ class ReplayWindow:
         self._index = 0
         self._entries = 0
 
-    def initialize_from_persisted(self, persisted: dict) -> None:
+    def initialize_from_persisted(self, persisted: dict[str, Any]) -> None:
         """Restore the state :meth:`persist` returned; ValueError if it does
         not describe a window of this size."""
         try:
@@ -138,7 +138,7 @@ class ReplayWindow:
         self._entries |= 1 << offset
         self.strike_out_callback()
 
-    def persist(self) -> dict:
+    def persist(self) -> dict[str, Any]:
         """The state as JSON-compatible dict, to be restored later with
         :meth:`initialize_from_persisted`."""
         self._require_initialized()

@@ -244,7 +244,7 @@ class FileServer(Resource, interfaces.ObservableResource, PathCapable):
         return LinkFormat([Link("/", ct=ContentFormat.LINKFORMAT, rt=_FILESERVER_RT, obs=None)])
 
     def get_link_description(self) -> dict:
-        return dict(super().get_link_description(), ct=int(ContentFormat.LINKFORMAT), rt=_FILESERVER_RT, obs=None)
+        return dict(super().get_link_description() or {}, ct=int(ContentFormat.LINKFORMAT), rt=_FILESERVER_RT, obs=None)
 
     def _split(self, request: Message) -> tuple[tuple, bool]:
         """The request's path segments without a trailing empty one, and

@@ -164,6 +164,7 @@ class Main(AsyncCLIDaemon):
     :class:`~aiocoap.util.cli.AsyncCLIDaemon`)."""
 
     async def start(self, args: Optional[Sequence[str]] = None) -> None:
+        from ..interfaces import RequestProvider
         from ..protocol import Context
         from ..proxy.cache import ResponseCache
         from ..proxy.client import ProxyForwarder
@@ -182,7 +183,7 @@ class Main(AsyncCLIDaemon):
             parser.error("--reverse needs at least one rule (--namebased, --pathbased, ...)")
 
         self.outgoing_context = await Context.create_client_context()
-        outgoing = self.outgoing_context
+        outgoing: RequestProvider = self.outgoing_context
         if options.proxy is not None:
             address = options.proxy if "://" in options.proxy else "coap://" + options.proxy
             try:

@@ -251,10 +251,15 @@ _ANY_LENGTH = (0, 65535 + 269)
 """The length range of options whose registry entry gives none."""
 
 _format_listeners: list[Callable[[int], None]] = []
-"""Called with the option number whenever :meth:`OptionNumber.set_format`
-changed a format (the options codec keeps a table derived from them)."""
 
-_optiontypes._UINT_MINIMUM_LENGTH.update(
+
+def add_format_listener(listener: Callable[[int], None]) -> None:
+    """Have ``listener`` called with the option number whenever
+    :meth:`OptionNumber.set_format` changed a format (for the package: the
+    options codec keeps tables derived from the formats)."""
+    _format_listeners.append(listener)
+
+_optiontypes.UINT_MINIMUM_LENGTH.update(
     (number, minimum)
     for number, (minimum, _) in _LENGTHS.items()
     if _FORMATS[number] is _UintOption and minimum > 0

@@ -61,7 +61,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Iterable, Optional, Union, cast
 
 from .. import error, interfaces
 from ..message import Message, UndecidedRemote
@@ -457,7 +457,8 @@ class Proxy(interfaces.Resource):
         self.log.debug("Upstream request %r failed: %r", message, exception)
         if isinstance(exception, error.NoRequestInterface):
             self._statistics.not_supported += 1
-            return error.ProxyingNotSupported(f"No transport for scheme {message.remote.scheme!r}").to_message()
+            scheme = message.remote.scheme if message.remote is not None else None
+            return error.ProxyingNotSupported(f"No transport for scheme {scheme!r}").to_message()
         if isinstance(exception, error.RequestTimedOut):
             self._statistics.timeouts += 1
             return error.GatewayTimeout("Upstream did not answer in time").to_message()
@@ -891,7 +892,7 @@ class SubresourceVirtualHost(Redirector):
 def _send_to(request: Message, target: str, use_as_proxy: bool, rewrite_uri_host: bool) -> Message:
     remote = _target_remote(target, request)
     if use_as_proxy:
-        request.opt.proxy_scheme = request.remote.scheme
+        request.opt.proxy_scheme = cast(interfaces.EndpointAddress, request.remote).scheme
     if rewrite_uri_host:
         host, _ = hostportsplit(remote.hostinfo)
         request.opt.uri_host = host

@@ -167,8 +167,7 @@ class SimpleRegistration(_DirectoryResource):
     directory fetches the endpoint's ``/.well-known/core`` and registers
     that, then answers 2.04 Changed."""
 
-    # The base class documents None as "not listed"; its annotation says dict.
-    def get_link_description(self) -> Optional[dict]:  # type: ignore[override]
+    def get_link_description(self) -> Optional[dict]:
         return None  # well-known resources are not listed
 
     async def render_post(self, request: Message) -> Message:

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional, cast
 
 from .. import error, interfaces, oscore
 from ..message import Message
@@ -260,7 +260,7 @@ class TransportOSCORE(interfaces.RequestProvider, interfaces.RequestInterface):
             if _is_oscore_transport(ri):
                 continue
             if await ri.fill_or_recognize_remote(message):
-                address = OSCOREAddress(secctx, message.remote)
+                address = OSCOREAddress(secctx, cast(interfaces.EndpointAddress, message.remote))
                 address.via = ri
                 message.remote = address
                 self._used_contexts[id(secctx)] = secctx

@@ -12,8 +12,15 @@ way.
   the write backlog the session holds against its limit, and when the
   connection became idle.
 * :class:`DriverInterface` is the base of their token interfaces: sending
-  through the connection a message's remote names, and waiting on
-  shutdown until every socket is closed.
+  through the connection a message's remote names, keeping the set of
+  connections with a socket, and waiting on shutdown until every socket
+  is closed.
+
+The two talk to each other only through the methods each documents for
+the other (its "for the interface" / "for the connections" sections), not
+through private attributes: the interface starts, awaits, fails and closes
+a connection; a connection tells its interface when it opened, closed,
+was released or buffers part of a message, and asks it to reconnect.
 * :class:`HoldOffs` remembers the peers that asked (in a Release) not to
   be contacted for a while, bounded in number.
 * :func:`idle_victim` picks the connection to close when a client pool is
@@ -28,7 +35,7 @@ import asyncio
 import functools
 import logging
 import ssl
-from typing import Any, Callable, Hashable, Iterable, Optional, TypeVar
+from typing import Any, Callable, Coroutine, Generic, Hashable, Iterable, Optional, TypeVar, cast
 
 from .. import error, interfaces
 from ..message import Message
@@ -67,7 +74,8 @@ class SessionDriver(rfc.RFC8323Remote):
     ``_flush_handle`` (the subclass's pending write), ``_ready`` (a future
     while a client connection is being set up) and ``_connect_task``. The
     subclass keeps its session in ``_session`` and provides
-    :meth:`_revive`. It names this class before
+    :meth:`_new_session`, :meth:`_revive`, :meth:`close` and
+    :meth:`close_for_shutdown`. It names this class before
     :class:`asyncio.Protocol` among its bases, so that the flow control
     methods here are the ones asyncio calls."""
 
@@ -116,6 +124,63 @@ class SessionDriver(rfc.RFC8323Remote):
         session = self._session
         return CLOSED if session is None else session.state
 
+    @property
+    def peername(self) -> Optional[SockAddr]:
+        """The peer's socket address (None before the socket is connected)."""
+        return self._peername
+
+    # --- for the interface -------------------------------------------------------------
+
+    def start_connecting(self, connect: Coroutine[Any, Any, None], name: str) -> "asyncio.Task[None]":
+        """Set this (client side) connection up again: a new session, and
+        ``connect`` (which opens the socket with this object as its
+        protocol) run as the task returned, named ``name``. Until the peer's
+        CSM arrives, :meth:`wait_ready` waits; :meth:`close_for_shutdown`
+        cancels the task."""
+        self._new_session()
+        self._ready = self.loop.create_future()
+        task = self.loop.create_task(connect, name=name)
+        self._connect_task = task
+        task.add_done_callback(self._connect_done)
+        return task
+
+    def _connect_done(self, task: "asyncio.Task[None]") -> None:
+        if self._connect_task is task:
+            self._connect_task = None
+
+    async def wait_ready(self) -> None:
+        """Wait until the connection :meth:`start_connecting` began is open
+        (the peer's CSM arrived); raises what made it fail
+        (:meth:`connecting_failed`, or the connection ending first)."""
+        if self.state is OPEN:
+            return
+        ready = self._ready
+        assert ready is not None, "wait_ready() on a connection that is not being set up"
+        await asyncio.shield(ready)
+
+    def connecting_failed(self, exc: Exception) -> None:
+        """Opening the socket for :meth:`start_connecting` failed with
+        ``exc``: the session ends (what was queued on it fails) and
+        :meth:`wait_ready` raises ``exc``."""
+        session = self._session
+        if session is not None:
+            session.connection_lost(exc)
+        self._fail_ready(exc)
+
+    def close(self, reason: Optional[Exception] = None) -> None:
+        """End the connection from our side, now, flushing what was
+        written: requests pending on it fail with ``reason`` (a
+        :class:`aiocoap.error.NetworkError` saying it was closed if None).
+        A client side connection connects again when a request is sent to
+        it."""
+        raise NotImplementedError
+
+    def close_for_shutdown(self) -> None:
+        """End the connection because its transport shuts down: a connect
+        in progress is cancelled, and what waits on the connection fails
+        with :class:`aiocoap.error.LibraryShutdown`."""
+        raise NotImplementedError
+
     # --- naming ------------------------------------------------------------------------
 
     @property
@@ -159,20 +224,24 @@ class SessionDriver(rfc.RFC8323Remote):
 
     # --- the session -------------------------------------------------------------------
 
+    def _new_session(self) -> RFC8323Session:
+        """Start a new session (with :meth:`_open_session`)."""
+        raise NotImplementedError
+
     def _open_session(
         self,
         framer: Framer,
         write: Callable[[bytes], None],
-        interface: interfaces.TokenInterface,
-        tman: interfaces.TokenManager,
-        tuning: SessionTuning,
+        interface: "DriverInterface[Any]",
         on_close: Callable[[Exception, bool], None],
     ) -> RFC8323Session:
-        """A new session for this connection (kept in ``_session``):
-        requests go to ``tman`` as having come through ``interface``, a
-        client side one closes when idle; lines about the peer go to the
-        interface's :attr:`DriverInterface.peer_log`. The subclass provides
+        """A new session for this connection (kept in ``_session``), with
+        the interface's tuning: requests go to its token manager as having
+        come through ``interface``, a client side one closes when idle;
+        lines about the peer go to the interface's
+        :attr:`DriverInterface.peer_log`. The subclass provides
         ``_session_released(hold_off)``."""
+        tman = interface.tokenmanager
         self._session = RFC8323Session(
             framer=framer,
             write=write,
@@ -181,12 +250,12 @@ class SessionDriver(rfc.RFC8323Remote):
             deliver_response=tman.process_response,
             remote=self,
             log=self.log,
-            tuning=tuning,
+            tuning=interface.tuning,
             idle_close=not self._local_is_server,
             on_ready=self._session_ready,
             on_release=self._session_released,
             on_close=on_close,
-            peer_log=interface.peer_log if isinstance(interface, DriverInterface) else None,
+            peer_log=interface.peer_log,
         )
         return self._session
 
@@ -293,19 +362,27 @@ class SessionDriver(rfc.RFC8323Remote):
         return session.idle_rank
 
 
-class DriverInterface(interfaces.TokenInterface):
-    """The token interface side of an RFC 8323 transport.
+class DriverInterface(interfaces.TokenInterface, Generic[Driver]):
+    """The token interface side of an RFC 8323 transport, whose
+    connections are ``Driver`` objects.
 
-    A subclass keeps ``loop``, ``log``, ``tuning``, ``_connections`` (the
-    connections with a socket), ``_closers`` (sockets finishing their close
-    after their connection ended) and ``_drained`` (None), and calls
-    :meth:`_check_drained` whenever one of the first two shrinks."""
+    A subclass keeps ``loop``, ``log``, ``clock``, ``tokenmanager``,
+    ``tuning``, ``_connections`` (the connections with a socket, kept by
+    :meth:`connection_opened` and :meth:`connection_closed`), ``_closers``
+    (sockets finishing their close after their connection ended, kept by
+    :meth:`closing_started` and :meth:`closing_done`) and ``_drained``
+    (None)."""
 
     loop: asyncio.AbstractEventLoop
     log: logging.Logger
+    clock: Callable[[], float]
+    """The loop's clock, the ``now`` of the connections' sessions."""
+    tokenmanager: interfaces.TokenManager
+    """Where the connections' sessions deliver what arrives, and errors
+    of a connection are dispatched."""
     tuning: SessionTuning
-    _connections: set[Any]
-    _closers: set[Any]
+    _connections: set[Driver]
+    _closers: set[asyncio.BaseProtocol]
     _drained: Optional["asyncio.Future[None]"]
     _peer_log: Optional[PeerLog] = None
 
@@ -320,8 +397,7 @@ class DriverInterface(interfaces.TokenInterface):
     def send_message(
         self, message: Message, messageerror_monitor: Optional[Monitor] = None
     ) -> Optional[Callable[[], None]]:
-        remote: SessionDriver = message.remote
-        return remote._send(message, messageerror_monitor)
+        return cast(SessionDriver, message.remote)._send(message, messageerror_monitor)
 
     def no_response_for(self, remote: object, token: bytes) -> None:
         """The token manager's notice that a request will not be answered
@@ -329,7 +405,43 @@ class DriverInterface(interfaces.TokenInterface):
         if isinstance(remote, SessionDriver):
             remote._no_response(token)
 
-    def _closer_done(self, closer: Any) -> None:
+    # --- for the connections -----------------------------------------------------------
+
+    def connection_opened(self, connection: Driver) -> None:
+        """``connection`` has a socket now."""
+        self._connections.add(connection)
+
+    def connection_closed(self, connection: Driver) -> None:
+        """``connection`` has no socket any more (what is left of a socket
+        we closed is a closer's, see :meth:`closing_started`)."""
+        self._connections.discard(connection)
+        self._check_drained()
+
+    def connection_released(self, connection: Driver, hold_off: Optional[int]) -> None:
+        """``connection`` takes no new requests (a Release of the peer, with
+        the seconds of its Hold-Off if it gave one, or an idle client
+        connection closing)."""
+
+    def buffered_changed(self, connection: Driver, nbytes: int) -> None:
+        """``connection`` holds ``nbytes`` of incomplete messages (told
+        when that changes and on the way back to 0)."""
+
+    def revive(self, connection: Driver, monitor: Optional[Monitor]) -> bool:
+        """A request is to be sent on ``connection``, which is closed:
+        connect it again (:meth:`SessionDriver.start_connecting`) and return
+        True if this side can, else tell ``monitor`` why not and return
+        False (as here, where connections are accepted ones)."""
+        if monitor is not None:
+            monitor(error.NetworkError(f"Connection {rfc.describe_remote(connection)} is closed"))
+        return False
+
+    def closing_started(self, closer: asyncio.BaseProtocol) -> None:
+        """``closer`` took over a socket to close it; shutdown waits until
+        :meth:`closing_done`."""
+        self._closers.add(closer)
+
+    def closing_done(self, closer: asyncio.BaseProtocol) -> None:
+        """The socket ``closer`` closed is gone."""
         self._closers.discard(closer)
         self._check_drained()
 

@@ -222,6 +222,12 @@ class RFC8323Remote(interfaces.EndpointAddress):
         self._session: Optional[RFC8323Session] = None
 
     @property
+    def local_is_server(self) -> bool:
+        """True on the side that accepted the connection, False on the
+        side that opened it."""
+        return self._local_is_server
+
+    @property
     def uri_base(self) -> str:
         if self._local_is_server:
             raise error.AnonymousHost(

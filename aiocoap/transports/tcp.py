@@ -201,7 +201,7 @@ class TcpConnection(SessionDriver, asyncio.Protocol):
         hostinfo: Optional[str] = None,
         key: PoolKey = ("", 0),
     ) -> None:
-        SessionDriver.__init__(self, loop, log, interface._clock, local_is_server=hostinfo is None)
+        SessionDriver.__init__(self, loop, log, interface.clock, local_is_server=hostinfo is None)
         self._interface = interface
         self._remote_hostinfo = hostinfo
         # (host, port) a client connection connects to, its key in the pool
@@ -237,15 +237,12 @@ class TcpConnection(SessionDriver, asyncio.Protocol):
 
     def _new_session(self) -> RFC8323Session:
         interface = self._interface
-        tuning = interface.tuning
         return self._open_session(
-            StreamFramer(tuning.max_message_size), self._write, interface, interface._tman, tuning, self._detach
+            StreamFramer(interface.tuning.max_message_size), self._write, interface, self._detach
         )
 
     def _session_released(self, hold_off: Optional[int]) -> None:
-        if hold_off:
-            self._interface._hold_off_peer(self, hold_off)
-        self._interface._connection_released(self)
+        self._interface.connection_released(self, hold_off)
 
     def _on_timer(self) -> None:
         self._drive_timer()
@@ -263,7 +260,7 @@ class TcpConnection(SessionDriver, asyncio.Protocol):
             session = self._new_session()
         session.start(self._clock())
         self._rearm(session)
-        self._interface._connection_made(self)
+        self._interface.connection_opened(self)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         if self._transport is None:
@@ -303,12 +300,12 @@ class TcpConnection(SessionDriver, asyncio.Protocol):
         buffered = session.buffered
         if buffered or self._reported_buffered:
             self._reported_buffered = buffered
-            self._interface._buffered_changed(self, buffered)
+            self._interface.buffered_changed(self, buffered)
 
     # --- sending -------------------------------------------------------------------
 
     def _revive(self, monitor: Optional[Monitor]) -> bool:
-        return self._interface._revive(self, monitor)
+        return self._interface.revive(self, monitor)
 
     def _write(self, frame: bytes) -> None:
         """Write a frame: with the others of this loop iteration at its
@@ -334,6 +331,9 @@ class TcpConnection(SessionDriver, asyncio.Protocol):
                 self._transport.write(chunk)
 
     # --- closing -----------------------------------------------------------------
+
+    def close(self, reason: Optional[Exception] = None) -> None:
+        self._detach(reason)
 
     def _detach(self, reason: Optional[Exception], hard: bool = False) -> None:
         """End the connection from our side, now: the transport is handed to
@@ -371,10 +371,10 @@ class TcpConnection(SessionDriver, asyncio.Protocol):
             self._flush_handle = None
         self._timer.cancel()
         self._fail_ready(reason)
-        self._interface._connection_lost(self)
-        self._interface._tman.dispatch_error(reason, self)
+        self._interface.connection_closed(self)
+        self._interface.tokenmanager.dispatch_error(reason, self)
 
-    def _shutdown(self) -> None:
+    def close_for_shutdown(self) -> None:
         reason = error.LibraryShutdown("Transport shut down")
         if self._connect_task is not None:
             self._connect_task.cancel()
@@ -392,7 +392,7 @@ class _Closer(asyncio.Protocol):
         self._interface = interface
         self._transport: Optional[asyncio.Transport] = transport
         self._timer: Optional[asyncio.TimerHandle] = None
-        interface._closers.add(self)
+        interface.closing_started(self)
 
     def arm(self, timeout: float) -> None:
         if self._transport is not None:
@@ -414,10 +414,10 @@ class _Closer(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._interface._closer_done(self)
+        self._interface.closing_done(self)
 
 
-class _TCPPooling(DriverInterface):
+class _TCPPooling(DriverInterface[TcpConnection]):
     """What TCPServer and TCPClient share: the scheme, the tuning, the set of
     live connections, sending, and shutting down."""
 
@@ -432,13 +432,13 @@ class _TCPPooling(DriverInterface):
         loop: asyncio.AbstractEventLoop,
         tuning: Optional[TcpTuning] = None,
     ) -> None:
-        self._tman = tman
+        self.tokenmanager = tman
         self.log = log
         self.loop = loop
-        self._clock = clock_of(loop)
+        self.clock = clock_of(loop)
         self.tuning = tuning or DEFAULT_TCP_TUNING
         self._connections: set[TcpConnection] = set()
-        self._closers: set[_Closer] = set()
+        self._closers: set[asyncio.BaseProtocol] = set()
         self._shut = False
         self._drained: Optional[asyncio.Future[None]] = None
 
@@ -447,37 +447,12 @@ class _TCPPooling(DriverInterface):
     def recognize_remote(self, remote: object) -> bool:
         return isinstance(remote, TcpConnection) and remote._interface is self
 
-    # --- connection bookkeeping --------------------------------------------------
-
-    def _connection_made(self, connection: TcpConnection) -> None:
-        self._connections.add(connection)
-
-    def _connection_lost(self, connection: TcpConnection) -> None:
-        self._connections.discard(connection)
-        self._check_drained()
-
-    def _connection_released(self, connection: TcpConnection) -> None:
-        """The connection takes no new requests (peer's Release, idle)."""
-
-    def _buffered_changed(self, connection: TcpConnection, nbytes: int) -> None:
-        """The connection holds ``nbytes`` of an incomplete message."""
-
-    def _hold_off_peer(self, connection: TcpConnection, seconds: int) -> None:
-        """The peer asked us not to reconnect for a while."""
-
-    def _revive(self, connection: TcpConnection, monitor: Optional[Monitor]) -> bool:
-        """A request was sent to a closed connection: reconnect it if this
-        side can, else fail the request (False)."""
-        if monitor is not None:
-            monitor(error.NetworkError(f"Connection {rfc.describe_remote(connection)} is closed"))
-        return False
-
     async def shutdown(self) -> None:
         if self._shut:
             return
         self._shut = True
         for connection in list(self._connections):
-            connection._shutdown()
+            connection.close_for_shutdown()
         await self._wait_drained()
 
 
@@ -541,35 +516,35 @@ class TCPServer(_TCPPooling, interfaces.TokenInterface):
             )
         return table.follow(self.tuning)
 
-    def _connection_made(self, connection: TcpConnection) -> None:
-        super()._connection_made(connection)
+    def connection_opened(self, connection: TcpConnection) -> None:
+        super().connection_opened(connection)
         if self._shut:
             connection.abort("server shutting down")
             return
-        peername = connection._peername
+        peername = connection.peername
         host = strip_mapped(peername[0]) if peername else ""
         admission = self._connection_table().admit(connection, host)
-        now = self._clock()
+        now = self.clock()
         for victim in admission.close:
             self.peer_log.refused.log(
                 now, "Closing idle connection %s to make room for %s",
                 rfc.describe_remote(victim), rfc.describe_remote(connection),
             )
-            victim._detach(error.NetworkError(f"Connection {rfc.describe_remote(victim)} closed to make room"))
+            victim.close(error.NetworkError(f"Connection {rfc.describe_remote(victim)} closed to make room"))
         if not admission.admitted:
             self.peer_log.refused.log(now, "Refusing %s: %s", rfc.describe_remote(connection), admission.reason)
             connection.abort(admission.reason)
 
-    def _connection_lost(self, connection: TcpConnection) -> None:
+    def connection_closed(self, connection: TcpConnection) -> None:
         if self._table is not None:
             self._table.remove(connection)
-        super()._connection_lost(connection)
+        super().connection_closed(connection)
 
-    def _buffered_changed(self, connection: TcpConnection, nbytes: int) -> None:
+    def buffered_changed(self, connection: TcpConnection, nbytes: int) -> None:
         victim = self._connection_table().set_buffered(connection, nbytes)
         if victim is not None:
             self.peer_log.violation.log(
-                self._clock(), "Aborting connection %s: it holds the most of %d bytes of incomplete messages",
+                self.clock(), "Aborting connection %s: it holds the most of %d bytes of incomplete messages",
                 rfc.describe_remote(victim), self.tuning.max_server_buffered,
             )
             victim.abort("too much of incomplete messages buffered")
@@ -596,7 +571,7 @@ class TCPClient(_TCPPooling, interfaces.TokenInterface):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._pool: dict[PoolKey, TcpConnection] = {}
-        self._hold_offs = HoldOffs(self._clock)
+        self._hold_offs = HoldOffs(self.clock)
         self._connect_tasks: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
@@ -645,8 +620,7 @@ class TCPClient(_TCPPooling, interfaces.TokenInterface):
             self._pool[key] = connection
             self._start_connecting(connection, message)
         if connection.state is not OPEN:
-            assert connection._ready is not None
-            await asyncio.shield(connection._ready)
+            await connection.wait_ready()
         return connection
 
     def _check_hold_off(self, key: PoolKey) -> None:
@@ -662,14 +636,11 @@ class TCPClient(_TCPPooling, interfaces.TokenInterface):
                 f"Too many {self._scheme} connections open ({live}); none of them is idle"
             )
         self.log.debug("Closing idle connection %r to make room", victim)
-        self._connection_released(victim)
-        victim._detach(None)
+        self._unpool(victim)
+        victim.close()
 
     def _start_connecting(self, connection: TcpConnection, message: Optional[Message]) -> None:
-        connection._new_session()
-        connection._ready = self.loop.create_future()
-        task = self.loop.create_task(self._connect(connection, message), name=f"aiocoap {self._scheme} connect")
-        connection._connect_task = task
+        task = connection.start_connecting(self._connect(connection, message), f"aiocoap {self._scheme} connect")
         self._connect_tasks.add(task)
         task.add_done_callback(self._connect_tasks.discard)
 
@@ -707,19 +678,14 @@ class TCPClient(_TCPPooling, interfaces.TokenInterface):
                 wrapped.__cause__ = e
                 e = wrapped
             self._connect_failed(connection, e)
-        finally:
-            connection._connect_task = None
 
     def _connect_failed(self, connection: TcpConnection, exc: Exception) -> None:
         self.log.debug("Connecting %r failed: %s", connection, exc)
-        if self._pool.get(connection._key) is connection:
-            del self._pool[connection._key]
-        if connection._session is not None:
-            connection._session.connection_lost(exc)
-        connection._fail_ready(exc)
-        self._tman.dispatch_error(exc, connection)
+        self._unpool(connection)
+        connection.connecting_failed(exc)
+        self.tokenmanager.dispatch_error(exc, connection)
 
-    def _revive(self, connection: TcpConnection, monitor: Optional[Monitor]) -> bool:
+    def revive(self, connection: TcpConnection, monitor: Optional[Monitor]) -> bool:
         if self._shut:
             if monitor is not None:
                 monitor(error.LibraryShutdown("Transport shut down"))
@@ -736,17 +702,19 @@ class TCPClient(_TCPPooling, interfaces.TokenInterface):
         self._start_connecting(connection, None)
         return True
 
-    def _connection_lost(self, connection: TcpConnection) -> None:
-        if self._pool.get(connection._key) is connection:
-            del self._pool[connection._key]
-        super()._connection_lost(connection)
-
-    def _connection_released(self, connection: TcpConnection) -> None:
+    def _unpool(self, connection: TcpConnection) -> None:
+        """No new requests go to ``connection``."""
         if self._pool.get(connection._key) is connection:
             del self._pool[connection._key]
 
-    def _hold_off_peer(self, connection: TcpConnection, seconds: int) -> None:
-        self._hold_offs.add(connection._key, seconds)
+    def connection_closed(self, connection: TcpConnection) -> None:
+        self._unpool(connection)
+        super().connection_closed(connection)
+
+    def connection_released(self, connection: TcpConnection, hold_off: Optional[int]) -> None:
+        self._unpool(connection)
+        if hold_off:
+            self._hold_offs.add(connection._key, hold_off)
 
     async def shutdown(self) -> None:
         if self._shut:
@@ -756,7 +724,7 @@ class TCPClient(_TCPPooling, interfaces.TokenInterface):
         for task in tasks:
             task.cancel()
         for connection in list(self._connections):
-            connection._shutdown()
+            connection.close_for_shutdown()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         self._pool.clear()

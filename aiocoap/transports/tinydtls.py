@@ -235,7 +235,7 @@ async def open_datagram_endpoint(
         raise
 
 
-class _RateLimitedWarning:
+class RateLimitedWarning:
     """Logs a warning at most once a minute."""
 
     __slots__ = ("_log", "_last")
@@ -671,7 +671,7 @@ class MessageInterfaceTinyDTLS(DTLSSessionDriver, interfaces.MessageInterface):
         self._start_driver(loop, SessionTable(close=self._session_closed, log=log, server=False))
         self._protocols: "set[DTLSClientConnection.SingleConnection]" = set()
         self._retransmitting: "set[DTLSClientConnection]" = set()
-        self._warn = _RateLimitedWarning(log)
+        self._warn = RateLimitedWarning(log)
 
     @classmethod
     async def create_client_transport_endpoint(
@@ -697,8 +697,7 @@ class MessageInterfaceTinyDTLS(DTLSSessionDriver, interfaces.MessageInterface):
         remote = request.remote
         if not isinstance(remote, UndecidedRemote):
             if remote is not None and self.recognize_remote(remote):
-                connection: DTLSClientConnection = remote
-                return connection
+                return cast(DTLSClientConnection, remote)
             return None
         if remote.scheme != "coaps":
             return None
@@ -747,7 +746,7 @@ class MessageInterfaceTinyDTLS(DTLSSessionDriver, interfaces.MessageInterface):
 
     def send(self, message: Message) -> None:
         """Send a message over its remote's session."""
-        message.remote.send(message.encode())
+        cast(DTLSClientConnection, message.remote).send(message.encode())
 
     def send_bytes(self, data: bytes, remote: DTLSClientConnection) -> None:
         """Send an encoded message over the remote's session."""

@@ -84,7 +84,7 @@ from .tinydtls import (
     MAX_PLAINTEXT,
     MAX_PSK_LENGTH,
     DTLSSessionDriver,
-    _RateLimitedWarning,
+    RateLimitedWarning,
     coaps_hostinfo,
     describe_event,
     loop_time_of_ticks,
@@ -202,7 +202,7 @@ class DTLSServerAddress(interfaces.EndpointAddress):
     @property
     def hostinfo_local(self) -> str:
         """The address the server is bound to."""
-        return coaps_hostinfo(self._interface._sockname)
+        return coaps_hostinfo(self._interface.sockname)
 
     @property
     def uri_base_local(self) -> str:
@@ -245,7 +245,7 @@ class GoingThroughMessageDecryption(DTLSSessionDriver):
         self._dtls_deadline: Optional[float] = None
         self._dropped = 0
         self._last_summary = -1e9
-        self._warn = _RateLimitedWarning(self._log)
+        self._warn = RateLimitedWarning(self._log)
 
     # --- tinydtls callbacks (only from within calls into tinydtls) ----------------------
     #
@@ -467,11 +467,7 @@ class _DTLSServerProtocol(RecvmsgDatagramProtocol):
         self.closed = interface.loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport = cast(asyncio.DatagramTransport, transport)
-        interface = self.interface
-        interface._transport = transport
-        interface._sockname = transport.get_extra_info("sockname")
-        interface._engine._sendto = transport.sendto
+        self.interface.connected(cast(asyncio.DatagramTransport, transport))
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         self.interface._engine.datagram_received(data, addr)
@@ -492,9 +488,6 @@ class _DTLSServerProtocol(RecvmsgDatagramProtocol):
 class MessageInterfaceTinyDTLSServer(MessageInterfaceSimpleServer):
     """The ``tinydtls_server`` transport: see the module documentation.
     Create it with :meth:`create_server`."""
-
-    _sockname: tuple[Any, ...]
-    """The address the socket is bound to (set when it is connected)."""
 
     def __init__(self, mman: interfaces.MessageManager, log: logging.Logger, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(mman, log, loop)
@@ -542,7 +535,11 @@ class MessageInterfaceTinyDTLSServer(MessageInterfaceSimpleServer):
         return await self._bound_socket(host, port)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} on {hostportjoin(*self._sockname[:2])} with {len(self._engine._core)} session(s)>"
+        return f"<{type(self).__name__} on {hostportjoin(*self.sockname[:2])} with {len(self._engine._core)} session(s)>"
+
+    def connected(self, transport: asyncio.DatagramTransport) -> None:
+        super().connected(transport)
+        self._engine._sendto = transport.sendto
 
     # The engine's view of the sessions, offered as the transport's own.
     tuning = DTLSSessionDriver.tuning
@@ -558,7 +555,7 @@ class MessageInterfaceTinyDTLSServer(MessageInterfaceSimpleServer):
     @property
     def port(self) -> int:
         """The port the server listens on."""
-        port: int = self._sockname[1]
+        port: int = self.sockname[1]
         return port
 
     def recognize_remote(self, remote: interfaces.EndpointAddress) -> bool:
@@ -569,8 +566,7 @@ class MessageInterfaceTinyDTLSServer(MessageInterfaceSimpleServer):
         does not open sessions of its own)."""
         remote = request.remote
         if remote is not None and not isinstance(remote, UndecidedRemote) and self.recognize_remote(remote):
-            address: DTLSServerAddress = remote
-            return address
+            return cast(DTLSServerAddress, remote)
         return None
 
     async def _make_remote(self, host: str, port: int) -> NoReturn:

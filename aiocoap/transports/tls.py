@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .. import interfaces
 from ..message import Message
@@ -77,33 +77,41 @@ class TLSServer(_TLSMixin, TCPServer):
         _remember_sni(server_context)
         return await super().create_server(bind, tman, log, loop, _server_context=server_context, tuning=tuning)
 
-    def _connection_made(self, connection: TcpConnection) -> None:
+    def connection_opened(self, connection: TcpConnection) -> None:
         # The host name the client asked for (SNI) names this side in the
         # URIs of its requests that carry no Uri-Host.
         name = getattr(connection.transport_info("ssl_object"), _SNI_ATTRIBUTE, None)
         if name:
             connection.set_local_name(name)
-        super()._connection_made(connection)
+        super().connection_opened(connection)
 
 
 _SNI_ATTRIBUTE = "_aiocoap_server_name"
 
 
+SNICallback = Callable[[ssl.SSLObject, str, ssl.SSLContext], Optional[int]]
+
+
+class _RememberSNI:
+    """An SNI callback that notes the host name a client sent on the
+    connection's SSL object, then calls the one it replaced (if any)."""
+
+    def __init__(self, previous: Optional[SNICallback]) -> None:
+        self.previous = previous
+
+    def __call__(self, ssl_object: ssl.SSLObject, server_name: str, ssl_context: ssl.SSLContext) -> Optional[int]:
+        if server_name:
+            setattr(ssl_object, _SNI_ATTRIBUTE, server_name)
+        previous = self.previous
+        return previous(ssl_object, server_name, ssl_context) if previous is not None else None
+
+
 def _remember_sni(context: ssl.SSLContext) -> None:
     """Make the server context note on each connection's SSL object the
     host name its client sent as SNI (keeping an SNI callback the
-    application set)."""
-    previous = context.sni_callback
-    if getattr(previous, "_remembers_sni", False):
-        return
-
-    def remember(ssl_object: ssl.SSLObject, server_name: str, ssl_context: ssl.SSLContext) -> Optional[int]:
-        if server_name:
-            setattr(ssl_object, _SNI_ATTRIBUTE, server_name)
-        return previous(ssl_object, server_name, ssl_context) if previous is not None else None
-
-    remember._remembers_sni = True  # type: ignore[attr-defined]
-    context.sni_callback = remember
+    application set; once per context, however many servers use it)."""
+    if not isinstance(context.sni_callback, _RememberSNI):
+        context.sni_callback = _RememberSNI(context.sni_callback)
 
 
 class TLSClient(_TLSMixin, TCPClient):
@@ -114,7 +122,7 @@ class TLSClient(_TLSMixin, TCPClient):
     _default_context: Optional[ssl.SSLContext] = None
 
     def _ssl_context(self, connection: TcpConnection, message: Optional[Message]) -> ssl.SSLContext:
-        credentials = getattr(self._tman, "client_credentials", None)
+        credentials = getattr(self.tokenmanager, "client_credentials", None)
         context = client_ssl_context(credentials, message, connection.uri_base + "/", ALPN_PROTOCOL)
         if context is not None:
             return context

@@ -515,7 +515,7 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
 
     def send(self, message: Message) -> None:
         """Send a given Message object"""
-        self.send_bytes(message.encode(), message.remote)
+        self.send_bytes(message.encode(), cast(UDP6EndpointAddress, message.remote))
 
     def send_bytes(self, data: bytes, remote: UDP6EndpointAddress) -> None:
         """Send an encoded message to a remote of this interface (the message
@@ -555,7 +555,7 @@ class MessageInterfaceUDP6(RecvmsgDatagramProtocol, interfaces.MessageInterface)
         scheme)."""
         remote = request.remote
         if remote is not None and not isinstance(remote, UndecidedRemote):
-            return remote if self.recognize_remote(remote) else None
+            return cast(UDP6EndpointAddress, remote) if self.recognize_remote(remote) else None
         destination = coap_destination(request)
         if destination is None:
             return None

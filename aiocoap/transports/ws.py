@@ -141,7 +141,6 @@ from . import rfc8323common as rfc  # noqa: E402
 from .generic_udp import split_hostinfo  # noqa: E402
 from .rfc8323adapter import DriverInterface, HoldOffs, client_ssl_context, idle_victim, strip_mapped  # noqa: E402
 from .connectiontable import ConnectionTable  # noqa: E402
-from .wsframes import NORMAL_CLOSURE  # noqa: E402
 from .rfc8323session import OPEN, SessionTuning  # noqa: E402
 from .wsframes import MaskKeys  # noqa: E402
 
@@ -172,17 +171,17 @@ DEFAULT_WS_TUNING = WSTuning()
 # --- the token interface ---------------------------------------------------------------
 
 
-class WSPool(DriverInterface):
+class WSPool(DriverInterface[WSRemote]):
     """The ``ws`` transport: CoAP over WebSockets as a client (a pool of
     connections, one per :class:`PoolKey`) and, in a server context, as a
     server (see the module description for the ports). Create it with
     :meth:`create_transport`."""
 
     def __init__(self, tman: interfaces.TokenManager, log: logging.Logger, loop: asyncio.AbstractEventLoop) -> None:
-        self._tman = tman
+        self.tokenmanager = tman
         self.log = log
         self.loop = loop
-        self._clock = clock_of(loop)
+        self.clock = clock_of(loop)
         self.tuning: WSTuning = DEFAULT_WS_TUNING
         """Timers and limits; connections read it when they are set up (a
         new instance affects later connections)."""
@@ -191,15 +190,17 @@ class WSPool(DriverInterface):
         self._client_credentials: Any = None
         self._default_ssl_context: Optional[ssl.SSLContext] = None
         self._pool: dict[PoolKey, WSRemote] = {}
-        self._hold_offs = HoldOffs(self._clock)
+        self._hold_offs = HoldOffs(self.clock)
         self._connect_tasks: set[asyncio.Task[None]] = set()
         # remotes with a socket, and sockets in their closing handshake
         self._connections: set[WSRemote] = set()
-        self._closers: set[Closing] = set()
+        self._closers: set[asyncio.BaseProtocol] = set()
         # accepted sockets still open, in total and by peer address
         self._accepted = 0
         self._per_host: dict[str, int] = {}
-        self._troubles = Troubles(log, self._clock)
+        self.troubles = Troubles(log, self.clock)
+        """Where connections note what peers do wrong (rate-limited log
+        lines)."""
         self._ws_log = WebSocketsLog(log, {})
         self.mask_keys = MaskKeys()
         """Where client connections take the masking keys of their frames."""
@@ -278,32 +279,32 @@ class WSPool(DriverInterface):
         )
         return WSRemote(self, protocol, self.loop, self.log, scheme=scheme)
 
-    def _admit(self, remote: WSRemote) -> bool:
-        """Count a connection the server accepted against the caps; False
-        (after noting why) if it is one too many."""
-        peer = remote._peername
+    # --- for the connections -----------------------------------------------------------
+
+    def admit(self, remote: WSRemote) -> Optional[str]:
+        """Count a connection the server accepted against the caps: the
+        host it is counted for (to be given back to :meth:`socket_gone`
+        when its socket is closed), or None (after noting why) if it is one
+        too many."""
+        peer = remote.peername
         host = strip_mapped(peer[0]) if peer else ""
         if self._shut:
             why = "server shutting down"
         else:
             admission = self._connection_table().admit(remote, host)
             for victim in admission.close:
-                self._troubles.note(
+                self.troubles.note(
                     "idle connections closed for the caps", True, "Closing idle connection %r to make room for %s",
                     victim, host,
                 )
-                victim._detach(
-                    error.NetworkError(f"Connection {rfc.describe_remote(victim)} closed to make room"),
-                    hard=False, close_code=NORMAL_CLOSURE,
-                )
+                victim.close(error.NetworkError(f"Connection {rfc.describe_remote(victim)} closed to make room"))
             if admission.admitted:
                 self._accepted += 1
                 self._per_host[host] = self._per_host.get(host, 0) + 1
-                remote._counted_host = host
-                return True
+                return host
             why = admission.reason
-        self._troubles.note("connections refused for the caps", True, "Refused connection from %s: %s", host, why)
-        return False
+        self.troubles.note("connections refused for the caps", True, "Refused connection from %s: %s", host, why)
+        return None
 
     def _connection_table(self) -> ConnectionTable[WSRemote]:
         """The table of accepted connections, with the caps of the current
@@ -315,20 +316,22 @@ class WSPool(DriverInterface):
             )
         return table.follow(self.tuning)
 
-    def _buffered_changed(self, remote: WSRemote, nbytes: int) -> None:
+    def buffered_changed(self, remote: WSRemote, nbytes: int) -> None:
         """The server connection ``remote`` holds ``nbytes`` of incomplete
         messages; the one holding most is aborted when all together hold
         more than the tuning's ``max_server_buffered``."""
         victim = self._connection_table().set_buffered(remote, nbytes)
         if victim is not None:
-            self._troubles.note(
+            self.troubles.note(
                 "connections aborted for buffering too much", True,
                 "Aborting connection %r: it holds the most of %d bytes of incomplete messages",
                 victim, self.tuning.max_server_buffered,
             )
             victim.abort("too much of incomplete messages buffered")
 
-    def _socket_gone(self, counted_host: Optional[str]) -> None:
+    def socket_gone(self, counted_host: Optional[str]) -> None:
+        """A socket :meth:`admit` counted for ``counted_host`` (None: one it
+        did not count) is closed."""
         if counted_host is None:
             return
         self._accepted -= 1
@@ -341,12 +344,12 @@ class WSPool(DriverInterface):
     # --- TokenInterface ----------------------------------------------------------
 
     def recognize_remote(self, remote: object) -> bool:
-        return isinstance(remote, WSRemote) and remote._pool is self
+        return isinstance(remote, WSRemote) and remote.pool is self
 
     async def fill_or_recognize_remote(self, message: Message) -> bool:
         remote = message.remote
         if isinstance(remote, WSRemote):
-            return remote._pool is self
+            return remote.pool is self
         if not isinstance(remote, UndecidedRemote) or remote.scheme not in DEFAULT_PORTS:
             return False
         message.remote = await self._connection_for(remote.scheme, remote.hostinfo, message)
@@ -367,8 +370,7 @@ class WSPool(DriverInterface):
             self._pool[key] = remote
             self._start_connecting(remote, message)
         if remote.state is not OPEN:
-            assert remote._ready is not None
-            await asyncio.shield(remote._ready)
+            await remote.wait_ready()
         return remote
 
     def _client_protocol(self, key: PoolKey) -> ClientProtocol:
@@ -382,7 +384,7 @@ class WSPool(DriverInterface):
     def _make_room(self) -> None:
         """Close the connection idle the longest if the pool is full; fail
         if none is idle."""
-        clients = [r for r in self._connections if not r._local_is_server]
+        clients = [r for r in self._connections if not r.local_is_server]
         live = len(clients) + len(self._connect_tasks)
         if live < self.tuning.max_connections:
             return
@@ -391,13 +393,10 @@ class WSPool(DriverInterface):
             raise error.NetworkError(f"Too many WebSocket connections open ({live}); none of them is idle")
         self.log.debug("Closing idle connection %r to make room", victim)
         self._unpool(victim)
-        victim._detach(None, hard=False, close_code=NORMAL_CLOSURE)
+        victim.close()
 
     def _start_connecting(self, remote: WSRemote, message: Optional[Message]) -> None:
-        remote._new_session()
-        remote._ready = self.loop.create_future()
-        task = self.loop.create_task(self._connect(remote, message), name=f"aiocoap {remote.scheme} connect")
-        remote._connect_task = task
+        task = remote.start_connecting(self._connect(remote, message), f"aiocoap {remote.scheme} connect")
         self._connect_tasks.add(task)
         task.add_done_callback(self._connect_tasks.discard)
 
@@ -411,7 +410,7 @@ class WSPool(DriverInterface):
         return self._default_ssl_context
 
     async def _connect(self, remote: WSRemote, message: Optional[Message]) -> None:
-        scheme, hostinfo = remote._poolkey
+        scheme, hostinfo = remote.pool_key
         host, port = split_hostinfo(hostinfo, DEFAULT_PORTS[scheme])
         where = f"{remote.uri_base}{RESOURCE_PATH}"
         timeout = self.tuning.connect_timeout
@@ -438,57 +437,49 @@ class WSPool(DriverInterface):
             )
             failure.__cause__ = e
             self._connect_failed(remote, failure)
-        finally:
-            remote._connect_task = None
 
     def _connect_failed(self, remote: WSRemote, exc: Exception) -> None:
         self.log.debug("Connecting %r failed: %s", remote, exc)
         self._unpool(remote)
-        if remote._session is not None:
-            remote._session.connection_lost(exc)
-        remote._fail_ready(exc)
-        self._tman.dispatch_error(exc, remote)
+        remote.connecting_failed(exc)
+        self.tokenmanager.dispatch_error(exc, remote)
 
-    def _revive(self, remote: WSRemote, monitor: Optional[Monitor]) -> bool:
-        """A request was sent on a closed connection: reconnect it if it is
-        one of ours, else fail the request (False)."""
+    def revive(self, remote: WSRemote, monitor: Optional[Monitor]) -> bool:
         try:
             if self._shut:
                 raise error.LibraryShutdown("Transport shut down")
-            if remote._local_is_server:
+            if remote.local_is_server:
                 raise error.NetworkError(f"Connection {rfc.describe_remote(remote)} is closed")
-            self._hold_offs.check(remote._poolkey, remote.uri_base)
+            self._hold_offs.check(remote.pool_key, remote.uri_base)
             self._make_room()
         except error.Error as e:
             if monitor is not None:
                 monitor(e)
             return False
-        self._pool.setdefault(remote._poolkey, remote)
-        remote._connection = self._client_protocol(remote._poolkey)
+        self._pool.setdefault(remote.pool_key, remote)
+        remote.new_handshake(self._client_protocol(remote.pool_key))
         self._start_connecting(remote, None)
         return True
 
     def _unpool(self, remote: WSRemote) -> None:
-        if self._pool.get(remote._poolkey) is remote:
-            del self._pool[remote._poolkey]
+        if self._pool.get(remote.pool_key) is remote:
+            del self._pool[remote.pool_key]
 
-    def _released(self, remote: WSRemote, hold_off: Optional[int]) -> None:
-        """The peer released the connection: no new requests go to it."""
-        if remote._local_is_server:
+    def connection_released(self, remote: WSRemote, hold_off: Optional[int]) -> None:
+        if remote.local_is_server:
             return
         self._unpool(remote)
         if hold_off:
-            self._hold_offs.add(remote._poolkey, hold_off)
+            self._hold_offs.add(remote.pool_key, hold_off)
 
-    # --- bookkeeping and shutdown ------------------------------------------------------
-
-    def _connection_lost(self, remote: WSRemote) -> None:
-        self._connections.discard(remote)
+    def connection_closed(self, remote: WSRemote) -> None:
         if self._table is not None:
             self._table.remove(remote)
-        if not remote._local_is_server:
+        if not remote.local_is_server:
             self._unpool(remote)
-        self._check_drained()
+        super().connection_closed(remote)
+
+    # --- shutdown ------------------------------------------------------------------------
 
     async def shutdown(self) -> None:
         """Stop listening, close every connection (WebSocket close code
@@ -503,7 +494,7 @@ class WSPool(DriverInterface):
         for task in tasks:
             task.cancel()
         for remote in list(self._connections):
-            remote._shutdown()
+            remote.close_for_shutdown()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         self._pool.clear()

@@ -224,8 +224,9 @@ class WSRemote(SessionDriver, asyncio.Protocol):
         local_hostinfo: HostInfo = None,
         remote_hostinfo: HostInfo = None,
     ) -> None:
-        SessionDriver.__init__(self, loop, log, pool._clock, local_is_server=isinstance(connection, ServerProtocol))
-        self._pool = pool
+        SessionDriver.__init__(self, loop, log, pool.clock, local_is_server=isinstance(connection, ServerProtocol))
+        self.pool = pool
+        """The transport this connection belongs to (not to be changed)."""
         self._connection = connection
         self.scheme = scheme
         self._local_hostinfo = _as_hostinfo(local_hostinfo)
@@ -249,6 +250,12 @@ class WSRemote(SessionDriver, asyncio.Protocol):
     # --- EndpointAddress ---------------------------------------------------------
 
     @property
+    def pool_key(self) -> PoolKey:
+        """What a client side connection is pooled by (for an accepted one,
+        its scheme and None)."""
+        return self._poolkey
+
+    @property
     def _uri_default_port(self) -> int:
         return DEFAULT_PORTS[self.scheme]
 
@@ -260,10 +267,10 @@ class WSRemote(SessionDriver, asyncio.Protocol):
     # --- the session -------------------------------------------------------------
 
     def _new_session(self) -> RFC8323Session:
-        pool = self._pool
+        pool = self.pool
         tuning = pool.tuning
         framer = WebSocketFramer(tuning.max_message_size, pending=self._pending)
-        return self._open_session(framer, self._write, pool, pool._tman, tuning, self._session_closed)
+        return self._open_session(framer, self._write, pool, self._session_closed)
 
     def _pending(self) -> int:
         """Bytes held of a CoAP message not received completely: part of a
@@ -272,7 +279,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
         return 0 if decoder is None else decoder.buffered
 
     def _session_released(self, hold_off: Optional[int]) -> None:
-        self._pool._released(self, hold_off)
+        self.pool.connection_released(self, hold_off)
 
     def _session_closed(self, reason: Exception, hard: bool) -> None:
         self._detach(reason, hard, self._close_code)
@@ -280,7 +287,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
     def _on_timer(self) -> None:
         session = self._session
         if self._transport is not None and (session is None or not session.started):
-            self._handshake_failed(f"WebSocket handshake not done within {self._pool.tuning.connect_timeout:g} s")
+            self._handshake_failed(f"WebSocket handshake not done within {self.pool.tuning.connect_timeout:g} s")
             return
         self._drive_timer()
 
@@ -296,13 +303,15 @@ class WSRemote(SessionDriver, asyncio.Protocol):
         self._reported_buffered = 0
         self._peername = transport.get_extra_info("peername")
         self._sockname = transport.get_extra_info("sockname")
-        pool = self._pool
-        if self._local_is_server and not pool._admit(self):
-            self._transport = None
-            transport.abort()
-            return
+        pool = self.pool
+        if self._local_is_server:
+            self._counted_host = pool.admit(self)
+            if self._counted_host is None:
+                self._transport = None
+                transport.abort()
+                return
         self._timer.set(self._clock() + pool.tuning.connect_timeout)
-        pool._connections.add(self)
+        pool.connection_opened(self)
         if not self._local_is_server:
             connection = cast(ClientProtocol, self._connection)
             connection.send_request(connection.connect())
@@ -339,7 +348,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
         buffered = decoder.buffered
         if (buffered or self._reported_buffered) and self._local_is_server:
             self._reported_buffered = buffered
-            self._pool._buffered_changed(self, buffered)
+            self.pool.buffered_changed(self, buffered)
 
     def _control_received(self, event: Union[Ping, Pong, Close]) -> None:
         if type(event) is Ping:
@@ -359,7 +368,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
             self._close_code = failure.close_code
             session.abort("text frame received; CoAP messages are binary")
             return
-        self._pool._troubles.note(
+        self.pool.troubles.note(
             "peers that broke the WebSocket protocol", False, "WebSocket connection %r failed: %s", self, failure,
         )
         reason = error.NetworkError(f"Connection {rfc.describe_remote(self)} failed: {failure}")
@@ -415,7 +424,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
             response = connection.accept(request)
         connection.send_response(response)
         if response.status_code != http.HTTPStatus.SWITCHING_PROTOCOLS:
-            self._pool._troubles.note(
+            self.pool.troubles.note(
                 "refused handshakes", False, "Refused WebSocket handshake from %s: %d %s (path %r)",
                 self.hostinfo, response.status_code, response.reason_phrase, request.path[:100],
             )
@@ -444,9 +453,9 @@ class WSRemote(SessionDriver, asyncio.Protocol):
         self._timer.cancel()
         server = self._local_is_server
         self._decoder = FrameDecoder(
-            masked=server, max_message_size=self._pool.tuning.max_message_size + HEADER_AND_TOKEN
+            masked=server, max_message_size=self.pool.tuning.max_message_size + HEADER_AND_TOKEN
         )
-        self._encoder = FrameEncoder(None if server else self._pool.mask_keys)
+        self._encoder = FrameEncoder(None if server else self.pool.mask_keys)
         session.start(now)
         self._rearm(session)
         self.log.debug("WebSocket connection %r is open", self)
@@ -465,7 +474,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
                 chunks = [response.serialize(), SEND_EOF]
             if self._transport is not None:
                 _put(self._transport, chunks)
-            self._pool._troubles.note(
+            self.pool.troubles.note(
                 "refused handshakes", False, "Refused WebSocket handshake from %s: %s", self.hostinfo, exc,
             )
             self._detach(None, hard=False, close_code=None)
@@ -474,7 +483,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
 
     def _handshake_failed(self, text: str) -> None:
         if self._local_is_server:
-            self._pool._troubles.note("stalled handshakes", False, "WebSocket handshake from %s: %s", self.hostinfo, text)
+            self.pool.troubles.note("stalled handshakes", False, "WebSocket handshake from %s: %s", self.hostinfo, text)
             self._detach(None, hard=True, close_code=None)
             return
         reason = error.NetworkError(f"Connecting to {self.uri_base}{RESOURCE_PATH} failed: {text}")
@@ -496,7 +505,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
         reason = error.NetworkError(f"Connection {where} {text}")
         if exc is not None:
             reason.__cause__ = exc
-        self._pool._socket_gone(self._counted_host)
+        self.pool.socket_gone(self._counted_host)
         self._counted_host = None
         self._lost(reason)
 
@@ -508,7 +517,13 @@ class WSRemote(SessionDriver, asyncio.Protocol):
     # --- sending -------------------------------------------------------------------
 
     def _revive(self, monitor: Optional[Monitor]) -> bool:
-        return self._pool._revive(self, monitor)
+        return self.pool.revive(self, monitor)
+
+    def new_handshake(self, connection: ClientProtocol) -> None:
+        """The websockets protocol for the opening handshake of the next
+        connection of this client side object (each handshake needs a new
+        one)."""
+        self._connection = connection
 
     def _write(self, message: bytes) -> None:
         """Send one CoAP message as a binary WebSocket message."""
@@ -545,11 +560,11 @@ class WSRemote(SessionDriver, asyncio.Protocol):
             return
         if chunk is not None:
             transport.write(chunk)
-        if self._paused and transport.get_write_buffer_size() > self._pool.tuning.write_buffer_limit:
+        if self._paused and transport.get_write_buffer_size() > self.pool.tuning.write_buffer_limit:
             # What the session writes is held against the limit before it is
             # written; this catches what we answer on our own (Pongs to a
             # flood of Pings from a peer that reads nothing).
-            self._pool._troubles.note(
+            self.pool.troubles.note(
                 "peers that did not read", False, "Peer %s does not read what is sent to it", self.hostinfo,
             )
             self._detach(
@@ -557,6 +572,9 @@ class WSRemote(SessionDriver, asyncio.Protocol):
             )
 
     # --- closing -----------------------------------------------------------------
+
+    def close(self, reason: Optional[Exception] = None) -> None:
+        self._detach(reason, hard=False, close_code=NORMAL_CLOSURE)
 
     def _detach(self, reason: Optional[Exception], hard: bool, close_code: Optional[int]) -> None:
         """End the connection from our side, now: the socket goes to a
@@ -580,7 +598,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        closing = Closing(self._pool, transport, decoder, is_server=self._local_is_server, counted_host=self._counted_host)
+        closing = Closing(self.pool, transport, decoder, is_server=self._local_is_server, counted_host=self._counted_host)
         self._counted_host = None
         transport.set_protocol(closing)
         if hard:
@@ -599,7 +617,7 @@ class WSRemote(SessionDriver, asyncio.Protocol):
                 transport.write(self._encoder.frame(OP_CLOSE, b""))
             else:
                 transport.write(self._encoder.close(received.code))
-            closing.start(self._pool.tuning.close_timeout)
+            closing.start(self.pool.tuning.close_timeout)
         if reason is None:
             reason = error.NetworkError(f"Connection {rfc.describe_remote(self)} was closed")
         self._lost(reason)
@@ -619,11 +637,11 @@ class WSRemote(SessionDriver, asyncio.Protocol):
             self._flush_handle = None
         self._timer.cancel()
         self._fail_ready(reason)
-        self._pool._connection_lost(self)
+        self.pool.connection_closed(self)
         if session is not None:
-            self._pool._tman.dispatch_error(reason, self)
+            self.pool.tokenmanager.dispatch_error(reason, self)
 
-    def _shutdown(self) -> None:
+    def close_for_shutdown(self) -> None:
         reason = error.LibraryShutdown("Transport shut down")
         if self._connect_task is not None:
             self._connect_task.cancel()
@@ -656,7 +674,7 @@ class Closing(asyncio.Protocol):
         self._is_server = is_server
         self._counted_host = counted_host
         self._timer: Optional[asyncio.TimerHandle] = None
-        pool._closers.add(self)
+        pool.closing_started(self)
 
     def start(self, timeout: float) -> None:
         """Our Close frame is written: wait for the rest of the closing
@@ -694,6 +712,6 @@ class Closing(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._pool._socket_gone(self._counted_host)
+        self._pool.socket_gone(self._counted_host)
         self._counted_host = None
-        self._pool._closer_done(self)
+        self._pool.closing_done(self)

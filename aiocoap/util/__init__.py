@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import urllib.parse
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional
 
 __all__ = [
     "ExtensibleEnumMeta",
@@ -56,7 +56,7 @@ class ExtensibleEnumMeta(type):
             else:
                 setattr(cls, key, canonical)
 
-    def __call__(cls, value):
+    def __call__(cls, value: Any) -> Any:
         if isinstance(value, cls):
             return value
         try:
@@ -69,10 +69,10 @@ class ExtensibleEnumMeta(type):
         member._name = None
         return member
 
-    def __iter__(cls):
+    def __iter__(cls) -> Iterator[Any]:
         return iter(sorted(set(cls._value2member_map_.values())))
 
-    def __contains__(cls, value):
+    def __contains__(cls, value: object) -> bool:
         return value in cls._value2member_map_
 
 
@@ -229,11 +229,11 @@ class Sentinel:
     def __init__(self, label: str):
         self._label = label
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{self._label}>"
 
 
-def deprecation_getattr(_deprecated_aliases: dict, _globals: dict) -> Callable[[str], Any]:
+def deprecation_getattr(_deprecated_aliases: dict[str, str], _globals: dict[str, Any]) -> Callable[[str], Any]:
     """Build a module-level ``__getattr__`` under which the old names (the
     keys of ``_deprecated_aliases``) still work: each access warns
     (DeprecationWarning) and returns the module global named by the value.

@@ -72,8 +72,14 @@ class ActionNoYes(argparse.Action):
             help=help,
         )
 
-    def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, not option_string.startswith("--no-"))
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: Optional[str] = None,
+    ) -> None:
+        setattr(namespace, self.dest, not (option_string or "").startswith("--no-"))
 
     def format_usage(self) -> str:
         # Shown in the usage line; argparse would otherwise only show the
@@ -116,8 +122,8 @@ class AsyncCLIDaemon:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = asyncio.get_event_loop_policy().get_event_loop()
-        self.__exitcode: asyncio.Future = loop.create_future()
-        self.initializing: asyncio.Task = loop.create_task(
+        self.__exitcode: asyncio.Future[int] = loop.create_future()
+        self.initializing: asyncio.Task[None] = loop.create_task(
             self.start(*args, **kwargs),
             name=f"{type(self).__name__}.start",
         )
@@ -146,7 +152,7 @@ class AsyncCLIDaemon:
         """Wait until :meth:`stop` is called, and return its exit code."""
         return await asyncio.shield(self.__exitcode)
 
-    def _signalled(self, signum: int, main_task: asyncio.Task) -> None:
+    def _signalled(self, signum: int, main_task: asyncio.Task[int]) -> None:
         name = signal.Signals(signum).name
         if not self.initializing.done():
             _log.info("Received %s during startup, aborting", name)
@@ -178,6 +184,7 @@ class AsyncCLIDaemon:
         loop = asyncio.get_running_loop()
         self = cls(*args, **kwargs)
         main_task = asyncio.current_task()
+        assert main_task is not None  # (run by asyncio.run)
         installed = []
         for signum in (signal.SIGINT, signal.SIGTERM):
             try:

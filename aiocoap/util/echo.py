@@ -17,7 +17,7 @@ True
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 from ..message import Message
 from ..numbers.codes import Code
@@ -35,7 +35,7 @@ def echo_challenge(response: Message) -> Optional[bytes]:
     return response.opt.echo
 
 
-def repeat_with_echo(request: Message, response: Message, **changes) -> Optional[Message]:
+def repeat_with_echo(request: Message, response: Message, **changes: Any) -> Optional[Message]:
     """If ``response`` is an Echo challenge (see :func:`echo_challenge`),
     the request to send instead of ``request``: a copy carrying the Echo
     value (and ``changes``, as :meth:`Message.copy` takes them); else None.

@@ -365,10 +365,13 @@ class _Parser:
             indicator = self.indicator()
             if indicator is not None or self.peek() not in ('"', "'") and not self.word_string_follows():
                 break
-            next_kind, more = self.string()
-            if next_kind != kind:
+            _, more = self.string()
+            if isinstance(value, str) and isinstance(more, str):
+                value += more
+            elif isinstance(value, bytes) and isinstance(more, bytes):
+                value += more
+            else:
                 raise self.error("text and byte strings can not be concatenated", start)
-            value += more
         if indicator == 7:
             # ''_ and ""_ are the empty indefinite-length strings; with
             # content, they are written (_ chunk, chunk).
@@ -389,7 +392,7 @@ class _Parser:
         word = _WORD.match(self.text, self.pos)
         return word is not None and self.text.startswith("'", word.end())
 
-    def string(self):
+    def string(self) -> tuple[int, str | bytes]:
         """(major type, str or bytes) of the string literal here"""
         self.skip_space()
         start = self.pos

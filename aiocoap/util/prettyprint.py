@@ -89,7 +89,7 @@ def pretty_print(message: Any) -> tuple[list[str], str, str]:
 
 
 def _content_format_of(message: Any) -> Optional[int]:
-    content_format = message.opt.content_format
+    content_format: Optional[int] = message.opt.content_format
     if content_format is None:
         request = getattr(message, "request", None)
         if request is not None:
@@ -394,7 +394,7 @@ def colorize(text: str, mime: str, color: bool = True) -> str:
         lexer = lexer_for_mime(mime)
     except ClassNotFound:
         return text
-    result = highlight(text, lexer, Terminal256Formatter())
+    result: str = highlight(text, lexer, Terminal256Formatter())
     # pygments terminates the last line; keep the caller's line structure.
     if not text.endswith("\n") and result.endswith("\n"):
         result = result[:-1]

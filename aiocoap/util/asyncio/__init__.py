@@ -37,7 +37,7 @@ def clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
     return loop.time
 
 
-class Future(asyncio.Future):
+class Future(asyncio.Future[Any]):
     """An :class:`asyncio.Future` that calls ``on_cancel(future)`` (if set)
     within :meth:`cancel` itself, before the done callbacks, which asyncio
     runs only in a later loop iteration: a request cancelled right after it
@@ -51,7 +51,7 @@ class Future(asyncio.Future):
 
     on_cancel: Optional[Callable[["Future"], None]]
 
-    def cancel(self, msg=None) -> bool:
+    def cancel(self, msg: Any = None) -> bool:
         cancelled = super().cancel(msg)
         if cancelled:
             on_cancel = getattr(self, "on_cancel", None)
@@ -61,9 +61,10 @@ class Future(asyncio.Future):
         return cancelled
 
 
-async def result_within(awaitable: Awaitable[_T], timeout: float) -> _T:
+async def result_within(awaitable: Awaitable[_T], timeout: Optional[float]) -> _T:
     """The result of ``awaitable``, or :class:`asyncio.TimeoutError` after
-    ``timeout`` seconds (the awaitable's future is then cancelled).
+    ``timeout`` seconds (the awaitable's future is then cancelled; None
+    waits as long as it takes).
 
     Unlike :func:`asyncio.wait_for` before Python 3.12, this never loses a
     cancellation of the caller: when the awaited result arrives in the same

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import AsyncIterator
+import asyncio
+import logging
+from typing import Any, AsyncIterator
 
 __all__ = ["getaddrinfo_routechecked"]
 
 
-def _routable(sockaddr: tuple) -> bool:
+def _routable(sockaddr: tuple[Any, ...]) -> bool:
     with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO_UDP) as probe:
         try:
             probe.connect(sockaddr)
@@ -28,7 +30,9 @@ def _routable(sockaddr: tuple) -> bool:
     return True
 
 
-async def getaddrinfo_routechecked(loop, log, host: str, port: int) -> AsyncIterator[tuple]:
+async def getaddrinfo_routechecked(
+    loop: asyncio.AbstractEventLoop, log: logging.Logger, host: str, port: int
+) -> AsyncIterator[tuple[Any, ...]]:
     """Resolve ``host`` and yield the IPv6 socket addresses (IPv4 results
     as V4MAPPED ones, after the IPv6 results) of UDP port ``port`` that
     this host has a route to.
@@ -44,13 +48,13 @@ async def getaddrinfo_routechecked(loop, log, host: str, port: int) -> AsyncIter
         host, port, family=socket.AF_UNSPEC, type=socket.SOCK_DGRAM,
         proto=socket.IPPROTO_UDP, flags=socket.AI_ADDRCONFIG,
     )
-    v6 = []
-    v4 = []
+    v6: list[tuple[Any, ...]] = []
+    v4: list[tuple[Any, ...]] = []
     for family, _type, _proto, _canonname, sockaddr in infos:
         if family == socket.AF_INET6:
             v6.append(sockaddr)
         elif family == socket.AF_INET:
-            v4.append(("::ffff:" + sockaddr[0], sockaddr[1], 0, 0))
+            v4.append(("::ffff:" + str(sockaddr[0]), sockaddr[1], 0, 0))
         else:
             log.debug("Ignoring an address of family %r for %r", family, host)
     found = 0

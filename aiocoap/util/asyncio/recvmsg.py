@@ -75,14 +75,14 @@ class RecvmsgDatagramProtocol(asyncio.DatagramProtocol):
     (``connection_made``, ``connection_lost``, ``error_received``), a
     protocol receives every datagram with its ancillary data."""
 
-    def datagram_msg_received(self, data: bytes, ancdata: list, flags: int, address: Any) -> None:
+    def datagram_msg_received(self, data: bytes, ancdata: list[tuple[int, int, bytes]], flags: int, address: Any) -> None:
         """Called for every received datagram, with the ancillary data and
         flags as returned by :meth:`socket.socket.recvmsg`.
 
         The default implementation forwards to ``datagram_received``."""
         self.datagram_received(data, address)
 
-    def datagram_errqueue_received(self, data: bytes, ancdata: list, flags: int, address: Any) -> None:
+    def datagram_errqueue_received(self, data: bytes, ancdata: list[tuple[int, int, bytes]], flags: int, address: Any) -> None:
         """Called for every entry read from the socket's error queue.
 
         ``data`` is (the start of) the datagram that caused the error,
@@ -108,12 +108,12 @@ class RecvmsgSelectorDatagramTransport(asyncio.DatagramTransport):
         loop: asyncio.AbstractEventLoop,
         sock: socket.socket,
         protocol: RecvmsgDatagramProtocol,
-        waiter: Optional[asyncio.Future] = None,
+        waiter: Optional[asyncio.Future[None]] = None,
         *,
         errqueue: bool = False,
         log: Optional[logging.Logger] = None,
     ):
-        extra: dict = {"socket": sock}
+        extra: dict[str, Any] = {"socket": sock}
         try:
             extra["sockname"] = sock.getsockname()
         except OSError:
@@ -141,7 +141,7 @@ class RecvmsgSelectorDatagramTransport(asyncio.DatagramTransport):
 
     # --- lifecycle ---------------------------------------------------------
 
-    def _start(self, waiter: Optional[asyncio.Future]) -> None:
+    def _start(self, waiter: Optional[asyncio.Future[None]]) -> None:
         if self._closing:
             if waiter is not None and not waiter.done():
                 waiter.set_exception(ConnectionAbortedError("transport closed before it was started"))
@@ -252,7 +252,7 @@ class RecvmsgSelectorDatagramTransport(asyncio.DatagramTransport):
                 self._deliver_errqueue(data, ancdata, flags, address)
         return any_entries
 
-    def _deliver_errqueue(self, data: bytes, ancdata: list, flags: int, address: Any) -> None:
+    def _deliver_errqueue(self, data: bytes, ancdata: list[tuple[int, int, bytes]], flags: int, address: Any) -> None:
         if self._closing:
             return
         self._call_protocol(self._protocol.datagram_errqueue_received, data, ancdata, flags, address)
@@ -271,7 +271,7 @@ class RecvmsgSelectorDatagramTransport(asyncio.DatagramTransport):
         self._loop.remove_reader(self._fileno)
         self._loop.add_reader(self._fileno, self._read_ready)
 
-    def _call_protocol(self, callback: Callable, *args: Any) -> None:
+    def _call_protocol(self, callback: Callable[..., None], *args: Any) -> None:
         try:
             callback(*args)
         except Exception as exc:

@@ -29,7 +29,7 @@ DONE = object()
 finished (the first element is then its result)."""
 
 
-def first_step(coro: Coroutine) -> "tuple[Any, Any]":
+def first_step(coro: Coroutine[Any, Any, Any]) -> "tuple[Any, Any]":
     """Run ``coro`` until it finishes or suspends.
 
     Returns ``(result, DONE)`` if it finished, ``(None, yielded)`` if it
@@ -43,7 +43,7 @@ def first_step(coro: Coroutine) -> "tuple[Any, Any]":
     return None, yielded
 
 
-async def finish(coro: Coroutine, yielded: Any) -> Any:
+async def finish(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
     """Drive a coroutine that :func:`first_step` left suspended on
     ``yielded`` to its end, from within the same task, and return its
     result (or raise its exception)."""
@@ -78,7 +78,7 @@ async def finish(coro: Coroutine, yielded: Any) -> Any:
             return stop.value
 
 
-def _is_outcome_of(future, exception: BaseException) -> bool:
+def _is_outcome_of(future: "asyncio.Future[Any]", exception: BaseException) -> bool:
     if not future.done():
         return False
     if future.cancelled():

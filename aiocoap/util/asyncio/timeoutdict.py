@@ -31,7 +31,7 @@ class TimeoutDict(Generic[K, V]):
         self._used: set[K] = set()
         self._timer: Optional[asyncio.TimerHandle] = None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} with {len(self._items)} item(s), timeout {self.timeout}s>"
 
     def __getitem__(self, key: K) -> V:
@@ -63,7 +63,7 @@ class TimeoutDict(Generic[K, V]):
             return self[key]
         return default
 
-    def pop(self, key: K, *default):
+    def pop(self, key: K, *default: V) -> V:
         self._used.discard(key)
         return self._items.pop(key, *default)
 
