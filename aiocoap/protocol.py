@@ -638,7 +638,22 @@ class Context(interfaces.RequestProvider):
         self._render_queue.append(observation)
         if not self._render_worker_pending:
             self._render_worker_pending = True
+            self._spawn_render_worker()
+
+    def _spawn_render_worker(self) -> None:
+        if not self._shutdown:
             self.spawn_task(self._render_observations(), name="aiocoap notifications")
+
+    def _continue_rendering(self) -> None:
+        """Have the next slice start after two turns of the loop: in the
+        first, what arrived during this slice is read (a request's
+        rendering becomes a task), and in the second, those renderings run
+        (and answer, unless they wait for something) before the next slice
+        takes the loop again. Requests are thus answered after the slice
+        running when they arrive, rather than after the next one as well."""
+        self._render_worker_pending = True
+        # (a task's first step comes one turn after its creation)
+        self.loop.call_soon(self.loop.call_soon, self._spawn_render_worker)
 
     async def _render_observations(self) -> None:
         """Render the queued observations and send their notifications, for
@@ -658,8 +673,7 @@ class Context(interfaces.RequestProvider):
         if yielded is not stepping.DONE:
             progress.handed_over = True
         if self._render_queue and not self._render_worker_pending:
-            self._render_worker_pending = True
-            self.spawn_task(self._render_observations(), name="aiocoap notifications")
+            self._continue_rendering()
         if yielded is stepping.DONE:
             return
         observation = progress.observation
