@@ -58,7 +58,10 @@ Rules enforced here:
 * A NON response sent with a monitor (an observe notification) is
   remembered for EXCHANGE_LIFETIME so that a Reset to it reaches the
   monitor (RFC 7641 §3.6: that is how clients reject notifications); a NON
-  notification nobody wants is answered with a Reset.
+  notification nobody wants is answered with a Reset. The next NON
+  notification of the same observation (sent replacing it) takes that
+  memory over, so a server allocates nothing per notification that lives
+  until the next one.
 * A notification sent replacing the previous one of its observation
   (``send_message_replacing``) while that one is a confirmable exchange in
   flight takes the exchange over (RFC 7641 §4.5.2): it goes out

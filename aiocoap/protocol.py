@@ -171,11 +171,14 @@ class Context(interfaces.RequestProvider):
         self.notification_con_interval = NOTIFICATION_CON_INTERVAL
         self.notification_slice = NOTIFICATION_SLICE
         """Seconds of rendering and sending notifications after which the
-        rest waits for the next loop iteration, so that requests (and
+        rest waits for the loop's next turns, so that requests (and
         everything else) keep their latency while thousands of observers
-        are notified. Observations still waiting when their resource
-        changes again get one notification of the newest state, not two;
-        each observation waits its turn in the order it was triggered."""
+        are notified: a request arriving during a slice is read and
+        answered before the next slice starts. Observations still waiting
+        when their resource changes again get one notification of the
+        newest state, not two (RFC 7641 §4.5.1: a server that can not keep
+        up skips intermediate states); each observation waits its turn in
+        the order it was triggered."""
         self._observation_cap_log = LogSummary(self.log, logging.INFO)
         self._observations_by_peer: dict[Any, int] = {}
         self._observations_by_host: dict[str, int] = {}

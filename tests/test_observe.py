@@ -1062,3 +1062,35 @@ async def test_request_arriving_during_a_fan_out_is_answered_before_the_next_sli
         assert between == 0, between
     finally:
         await server.shutdown()
+
+
+async def test_updates_faster_than_the_fan_out_are_coalesced_fairly():
+    """A resource changing on every turn of the loop while its observers
+    can only be notified a slice at a time: the server skips
+    intermediate states (RFC 7641 §4.5.1) rather than queueing them; each
+    observer gets states in order, no state twice, and the newest one in
+    the end, and they take turns (none is starved while others get
+    several)."""
+    net, server, client, counter = await setup()
+    server.notification_slice = 0
+    try:
+        requests, seen = await observe_many(client, 200)
+        for value in range(1, 41):
+            counter.value = value
+            counter.updated_state()
+            await asyncio.sleep(0)
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if all(s and s[-1] == b"40" for s in seen):
+                break
+        states = [[int(p) for p in s] for s in seen]
+        assert all(s[-1] == 40 for s in states)
+        assert all(all(a < b for a, b in zip(s, s[1:])) for s in states)
+        counts = sorted(len(s) for s in states)
+        assert counts[-1] < 40, "intermediate states were skipped"
+        assert counts[-1] - counts[0] <= 2, counts
+        for r in requests:
+            r.observation.cancel()
+    finally:
+        await client.shutdown()
+        await server.shutdown()
