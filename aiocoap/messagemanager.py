@@ -191,6 +191,15 @@ class _TrackedMids(dict[int, _Tracked]):
     __slots__ = ()
 
 
+def _handles(found: Union[_Tracked, _TrackedMids, None]) -> list[_Tracked]:
+    """The tracked notifications in a peer's entry of MessageLayer._tracked."""
+    if found is None:
+        return []
+    if isinstance(found, _Tracked):
+        return [found]
+    return list(found.values())
+
+
 class _OutgoingMessage:
     """A message we sent and still care about (see the kinds above)."""
 
@@ -701,7 +710,7 @@ class MessageLayer:
         for _ in range(0x10000):
             if (not outgoing or (remote, mid) not in outgoing) and (
                 tracked is None
-                or (tracked.mid != mid if type(tracked) is _Tracked else mid not in tracked)
+                or (tracked.mid != mid if isinstance(tracked, _Tracked) else mid not in tracked)
             ):
                 break
             mid = (mid + 1) & 0xFFFF
@@ -981,32 +990,38 @@ class MessageLayer:
         found = self._tracked.get(remote)
         if found is None:
             return None
-        if type(found) is _Tracked:
+        if isinstance(found, _Tracked):
             return found if found.mid == mid else None
-        return found.get(mid)  # type: ignore[union-attr,arg-type]
+        return found.get(mid) if mid is not None else None
 
     def _track(self, handle: _Tracked) -> None:
+        """Track ``handle`` (live) under its remote and MID."""
+        mid = handle.mid
+        assert mid is not None, "only a live handle is tracked"
         tracked = self._tracked
         remote = handle.remote
         found = tracked.get(remote)
         if found is None:
             tracked[remote] = handle
-        elif type(found) is _Tracked:
-            tracked[remote] = _TrackedMids(((found.mid, found), (handle.mid, handle)))
+        elif isinstance(found, _Tracked):
+            tracked[remote] = _TrackedMids(((found.mid, found), (mid, handle)))  # type: ignore[arg-type]
         else:
-            found[handle.mid] = handle  # type: ignore[index]
+            found[mid] = handle
         self._tracked_count += 1
 
     def _untrack(self, handle: _Tracked) -> None:
-        """Stop tracking ``handle`` (its expiry came, a Reset to it came, or
-        its sender stopped it); its MID and monitor are forgotten."""
+        """Stop tracking ``handle`` (live; its expiry came, a Reset to it
+        came, or its sender stopped it); its MID and monitor are
+        forgotten."""
+        mid = handle.mid
+        assert mid is not None, "only a live handle is untracked"
         tracked = self._tracked
         remote = handle.remote
         found = tracked.get(remote)
         if found is handle:
             del tracked[remote]
-        elif type(found) is _TrackedMids and found.get(handle.mid) is handle:  # type: ignore[arg-type]
-            del found[handle.mid]  # type: ignore[arg-type]
+        elif isinstance(found, _TrackedMids) and found.get(mid) is handle:
+            del found[mid]
             if not found:
                 del tracked[remote]
         handle.mid = handle.monitor = None
@@ -1083,8 +1098,7 @@ class MessageLayer:
             state = outgoing.pop(key, None)
             if state is not None:
                 self._notify(state.monitor, exc)
-        found = self._tracked.get(remote)
-        for handle in [found] if type(found) is _Tracked else list((found or {}).values()):
+        for handle in _handles(self._tracked.get(remote)):
             monitor = handle.monitor
             self._untrack(handle)
             self._notify(monitor, exc)
@@ -1102,7 +1116,7 @@ class MessageLayer:
         tracked, self._tracked = self._tracked, {}
         self._tracked_count = 0
         for found in tracked.values():
-            for handle in [found] if type(found) is _Tracked else list(found.values()):  # type: ignore[union-attr]
+            for handle in _handles(found):
                 monitor = handle.monitor
                 handle.mid = handle.monitor = None
                 self._notify(monitor, error.LibraryShutdown())
