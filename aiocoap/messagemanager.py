@@ -58,7 +58,10 @@ Rules enforced here:
 * A NON response sent with a monitor (an observe notification) is
   remembered for EXCHANGE_LIFETIME so that a Reset to it reaches the
   monitor (RFC 7641 §3.6: that is how clients reject notifications); a NON
-  notification nobody wants is answered with a Reset.
+  notification nobody wants is answered with a Reset. The next NON
+  notification of the same observation (sent replacing it) takes that
+  memory over, so a server allocates nothing per notification that lives
+  until the next one.
 * A notification sent replacing the previous one of its observation
   (``send_message_replacing``) while that one is a confirmable exchange in
   flight takes the exchange over (RFC 7641 §4.5.2): it goes out
@@ -154,26 +157,47 @@ class _Tracked:
     because a server holds one per observation for EXCHANGE_LIFETIME: it
     is small, has no timer of its own (coarse expiry buckets), and is
     itself the function that stops the tracking (what
-    :meth:`MessageLayer.send_message` returns)."""
+    :meth:`MessageLayer.send_message` returns).
 
-    __slots__ = ("key", "monitor", "layer")
+    The next NON notification of the observation (sent replacing this
+    one) takes the same object over with its own MID and expiry, so that a
+    busy server does not leave an object per notification behind: each
+    would live until the next notification, long enough for the cyclic
+    garbage collector to move it to its oldest generation and run full
+    collections over all observations for it."""
 
-    def __init__(self, key: tuple[Any, Any], monitor: Optional[Callable[[Exception], None]], layer: MessageLayer):
-        self.key: Optional[tuple[Any, Any]] = key
+    __slots__ = ("remote", "mid", "monitor", "layer", "expiry")
+
+    def __init__(
+        self, remote: Any, mid: int, monitor: Optional[Callable[[Exception], None]], layer: MessageLayer, expiry: float
+    ):
+        self.remote = remote
+        # (None once stopped; the handle may then stay in an expiry bucket
+        # for a while, and keeps nothing alive)
+        self.mid: Optional[int] = mid
         self.monitor = monitor
         self.layer = layer
+        self.expiry = expiry
 
     def __call__(self) -> None:
-        key = self.key
-        if key is None:
-            return
-        self.forget()
-        self.layer._untrack(key, self)
+        if self.mid is not None:
+            self.layer._untrack(self)
 
-    def forget(self) -> None:
-        """Let go of what the tracking referred to: the handle itself may
-        stay in an expiry bucket for a while, and keeps nothing alive."""
-        self.key = self.monitor = None
+
+class _TrackedMids(dict[int, _Tracked]):
+    """The tracked notifications of a peer that has more than one, by MID
+    (a type of its own, so that it is never taken for a single one)."""
+
+    __slots__ = ()
+
+
+def _handles(found: Union[_Tracked, _TrackedMids, None]) -> list[_Tracked]:
+    """The tracked notifications in a peer's entry of MessageLayer._tracked."""
+    if found is None:
+        return []
+    if isinstance(found, _Tracked):
+        return [found]
+    return list(found.values())
 
 
 class _OutgoingMessage:
@@ -297,11 +321,13 @@ class MessageLayer:
 
         # (remote, mid) -> _OutgoingMessage
         self._outgoing: dict[tuple[Any, Any], _OutgoingMessage] = {}
-        # (remote, mid) -> _Tracked, and their expiry buckets (as for dedup)
-        self._tracked: dict[Any, _Tracked] = {}
-        # remote -> the keys of _outgoing and _tracked for it (a MID is
-        # never in both), so that an error for a remote touches its own
-        # exchanges only
+        # remote -> its _Tracked (or its _TrackedMids if there are several:
+        # one per observation, the common case, needs no table), and their
+        # expiry buckets (as for dedup)
+        self._tracked: dict[Any, Union[_Tracked, _TrackedMids]] = {}
+        self._tracked_count = 0
+        # remote -> the keys of _outgoing for it, so that an error for a
+        # remote touches its own exchanges only
         self._keys_by_remote = KeyIndex()
         self._tracked_expiry: deque[list[Any]] = deque()
         self._tracked_slots = 0  # entries in the buckets, live or stopped
@@ -350,6 +376,12 @@ class MessageLayer:
     @property
     def outgoing_size(self) -> int:
         return len(self._outgoing)
+
+    @property
+    def tracked_size(self) -> int:
+        """How many NON notifications are tracked (listened to for a
+        Reset)."""
+        return self._tracked_count
 
     def outstanding_to(self, remote: Any) -> int:
         """How many confirmable exchanges with ``remote`` are outstanding."""
@@ -435,7 +467,12 @@ class MessageLayer:
             expired = tracked_expiry.popleft()[1]
             self._tracked_slots -= len(expired)
             for handle in expired:
-                handle()
+                if handle.mid is None:
+                    continue
+                if handle.expiry > now:
+                    self._file_tracked(handle)  # (taken over by a later notification)
+                else:
+                    self._untrack(handle)
 
     def _on_outgoing_deadline(self, key: tuple[Any, Any], state: _OutgoingMessage, now: float) -> None:
         if state.kind == _AWAITING_RESPONSE:
@@ -622,11 +659,10 @@ class MessageLayer:
         key = (remote, message.mid)
         state = self._outgoing.get(key)
         if state is None and message.mtype is RST:
-            tracked = self._tracked.pop(key, None)
+            tracked = self._tracked_at(remote, message.mid)
             if tracked is not None:
-                self._keys_by_remote.discard(remote, key)
                 monitor = tracked.monitor
-                tracked.forget()
+                self._untrack(tracked)
                 self._notify(monitor, error.ResetReceived("The peer answered with a Reset"))
                 return
         if state is None or state.kind != _RETRANSMITTED:
@@ -670,10 +706,12 @@ class MessageLayer:
         else:
             mid = entry[0]
         outgoing = self._outgoing
-        tracked = self._tracked
+        tracked = self._tracked.get(remote)
         for _ in range(0x10000):
-            key = (remote, mid)
-            if (not outgoing or key not in outgoing) and (not tracked or key not in tracked):
+            if (not outgoing or (remote, mid) not in outgoing) and (
+                tracked is None
+                or (tracked.mid != mid if isinstance(tracked, _Tracked) else mid not in tracked)
+            ):
                 break
             mid = (mid + 1) & 0xFFFF
         else:
@@ -696,8 +734,10 @@ class MessageLayer:
         (see interfaces.TokenInterface.send_message). A response sent
         ``replacing`` an earlier one (what this returned for it) takes over
         the earlier one's confirmable exchange if that is still in flight
-        (see :meth:`_take_over`), and stops it in any case."""
+        (see :meth:`_take_over`), takes its tracking over if both are NON
+        notifications, and stops it in any case."""
         remote = message.remote
+        recycled = None
         code = message.code
         if code is None:
             raise ValueError("Can not send a message without a code")
@@ -725,7 +765,9 @@ class MessageLayer:
                         return None
                 elif message.mtype is ACK:
                     message.mtype = None
-            if replacing is not None:
+            if type(replacing) is _Tracked and replacing.layer is self:
+                recycled = replacing  # (see below)
+            elif replacing is not None:
                 taken = self._take_over(replacing, message, monitor, now)
                 if taken is not None:
                     return taken
@@ -734,6 +776,9 @@ class MessageLayer:
         if mtype is None:
             # (requests to multicast addresses are NON by the token layer)
             mtype = message.mtype = NON if tuning.reliability is False else CON
+        if recycled is not None and (mtype is not NON or monitor is None or recycled.remote != remote):
+            recycled()
+            recycled = None
         if mtype is CON and getattr(remote, "is_multicast", False):
             raise error.ConToMulticast()
         if message.mid is None:
@@ -742,7 +787,7 @@ class MessageLayer:
         key = (remote, message.mid)
 
         if mtype is NON and monitor is not None and not is_request:
-            return self._send_tracked(data, key, monitor, now + tuning.EXCHANGE_LIFETIME)
+            return self._send_tracked(data, remote, message.mid, monitor, now + tuning.EXCHANGE_LIFETIME, recycled)
         if mtype is CON:
             state = _OutgoingMessage(data, remote, 0.0, monitor, 0.0, now, tuning, _WAITING, key)
             peer = self._exchanges.get(remote)
@@ -898,16 +943,38 @@ class MessageLayer:
         return estimator
 
     def _send_tracked(
-        self, data: bytes, key: tuple[Any, Any], monitor: Callable[[Exception], None], expiry: float
+        self,
+        data: bytes,
+        remote: Any,
+        mid: int,
+        monitor: Callable[[Exception], None],
+        expiry: float,
+        recycled: Optional[_Tracked],
     ) -> _Tracked:
         """Send a NON notification and remember it until ``expiry`` so that
-        a Reset to it reaches ``monitor``."""
-        tracked = self._tracked
-        handle = _Tracked(key, monitor, self)
-        tracked[key] = handle
-        self._keys_by_remote.add(key[0], key)
-        if self._tracked_slots > 2 * len(tracked) + 1024:
-            self._compact_tracked()
+        a Reset to it reaches ``monitor``; ``recycled``, the tracking of the
+        notification this one replaces (still live), is taken over."""
+        if recycled is not None and recycled.mid is not None:
+            handle = recycled
+            self._untrack(handle)
+            # (it stays in its expiry bucket, which files it again when it
+            # comes due before the new expiry)
+            handle.mid = mid
+            handle.monitor = monitor
+            handle.expiry = expiry
+            self._track(handle)
+        else:
+            handle = _Tracked(remote, mid, monitor, self, expiry)
+            self._track(handle)
+            if self._tracked_slots > 2 * self._tracked_count + 1024:
+                self._compact_tracked()
+            self._file_tracked(handle)
+        self._send(data, remote)
+        return handle
+
+    def _file_tracked(self, handle: _Tracked) -> None:
+        """Put ``handle`` into the expiry bucket of its expiry."""
+        expiry = handle.expiry
         self._tracked_slots += 1
         buckets = self._tracked_expiry
         if buckets and buckets[-1][0] >= expiry:
@@ -918,16 +985,47 @@ class MessageLayer:
             expiry += self._BUCKET
             buckets.append([expiry, [handle]])
             self._note(expiry)
-        self._send(data, key[0])
-        return handle
 
-    def _untrack(self, key: tuple[Any, Any], handle: _Tracked) -> None:
-        """Stop tracking ``handle`` (its expiry came, or its sender stopped
-        it)."""
+    def _tracked_at(self, remote: Any, mid: Optional[int]) -> Optional[_Tracked]:
+        found = self._tracked.get(remote)
+        if found is None:
+            return None
+        if isinstance(found, _Tracked):
+            return found if found.mid == mid else None
+        return found.get(mid) if mid is not None else None
+
+    def _track(self, handle: _Tracked) -> None:
+        """Track ``handle`` (live) under its remote and MID."""
+        mid = handle.mid
+        assert mid is not None, "only a live handle is tracked"
         tracked = self._tracked
-        if tracked.get(key) is handle:
-            del tracked[key]
-            self._keys_by_remote.discard(key[0], key)
+        remote = handle.remote
+        found = tracked.get(remote)
+        if found is None:
+            tracked[remote] = handle
+        elif isinstance(found, _Tracked):
+            tracked[remote] = _TrackedMids(((found.mid, found), (mid, handle)))  # type: ignore[arg-type]
+        else:
+            found[mid] = handle
+        self._tracked_count += 1
+
+    def _untrack(self, handle: _Tracked) -> None:
+        """Stop tracking ``handle`` (live; its expiry came, a Reset to it
+        came, or its sender stopped it); its MID and monitor are
+        forgotten."""
+        mid = handle.mid
+        assert mid is not None, "only a live handle is untracked"
+        tracked = self._tracked
+        remote = handle.remote
+        found = tracked.get(remote)
+        if found is handle:
+            del tracked[remote]
+        elif isinstance(found, _TrackedMids) and found.get(mid) is handle:
+            del found[mid]
+            if not found:
+                del tracked[remote]
+        handle.mid = handle.monitor = None
+        self._tracked_count -= 1
 
     def _add_outgoing(self, key: tuple[Any, Any], state: _OutgoingMessage) -> None:
         self._outgoing[key] = state
@@ -941,10 +1039,9 @@ class MessageLayer:
         """Drop stopped handles from the expiry buckets: a notification that
         a newer one superseded stops being tracked at once, but its bucket
         slot would otherwise keep it alive until its expiry."""
-        tracked = self._tracked
         slots = 0
         for bucket in self._tracked_expiry:
-            live = [h for h in bucket[1] if tracked.get(h.key) is h]
+            live = [h for h in bucket[1] if h.mid is not None]
             bucket[1] = live
             slots += len(live)
         self._tracked_slots = slots
@@ -996,17 +1093,15 @@ class MessageLayer:
         with it and tell the senders."""
         self._exchanges.pop(remote, None)
         self._releasable.discard(remote)
-        outgoing, tracked = self._outgoing, self._tracked
+        outgoing = self._outgoing
         for key in self._keys_by_remote.pop(remote):
             state = outgoing.pop(key, None)
             if state is not None:
                 self._notify(state.monitor, exc)
-                continue
-            handle = tracked.pop(key, None)
-            if handle is not None:
-                monitor = handle.monitor
-                handle.forget()
-                self._notify(monitor, exc)
+        for handle in _handles(self._tracked.get(remote)):
+            monitor = handle.monitor
+            self._untrack(handle)
+            self._notify(monitor, exc)
 
     def shutdown(self) -> None:
         """Fail everything in flight with error.LibraryShutdown and forget
@@ -1019,8 +1114,12 @@ class MessageLayer:
         for state in outgoing.values():
             self._notify(state.monitor, error.LibraryShutdown())
         tracked, self._tracked = self._tracked, {}
-        for handle in tracked.values():
-            self._notify(handle.monitor, error.LibraryShutdown())
+        self._tracked_count = 0
+        for found in tracked.values():
+            for handle in _handles(found):
+                monitor = handle.monitor
+                handle.mid = handle.monitor = None
+                self._notify(monitor, error.LibraryShutdown())
         self._tracked_expiry.clear()
         self._tracked_slots = 0
         self._heap.clear()

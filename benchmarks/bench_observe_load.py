@@ -32,6 +32,7 @@ after the change come from running this script against two trees
     python3 benchmarks/bench_observe_load.py                       # 10 000 observers, 10 Hz, 10 s
     python3 benchmarks/bench_observe_load.py --observations 2000 --duration 5
     python3 benchmarks/bench_observe_load.py --tree /path/to/other/checkout --json
+    python3 benchmarks/bench_observe_load.py --gc-threshold 10000             # the server's gen-0 threshold
 """
 
 from __future__ import annotations
@@ -77,8 +78,12 @@ def encode(mtype: int, code: int, mid: int, token: bytes, options: list, payload
 # server role
 
 
-def serve(host: str, port: int, rate: float, notification_slice: float | None) -> None:
+def serve(host: str, port: int, rate: float, notification_slice: float | None, gc_threshold: str | None) -> None:
     import asyncio
+    import gc
+
+    if gc_threshold:
+        gc.set_threshold(*(int(t) for t in gc_threshold.split(",")))
 
     import aiocoap
     import aiocoap.resource as resource
@@ -253,11 +258,13 @@ def main(argv=None) -> int:
     parser.add_argument("--tree", default=str(REPO), help="the library tree the server runs (this one)")
     parser.add_argument("--slice", type=float, help="the server's Context.notification_slice in seconds "
                                                     "(default: the library's)")
+    parser.add_argument("--gc-threshold", metavar="G0[,G1[,G2]]",
+                        help="the server's gc.set_threshold (default: Python's, 700,10,10)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
     if args.role == "server":
-        serve(args.host, args.port, args.rate, args.slice)
+        serve(args.host, args.port, args.rate, args.slice, args.gc_threshold)
         return 0
     if args.role == "observers":
         observe(args.host, args.port, args.observations, args.sockets, args.duration)
@@ -267,7 +274,8 @@ def main(argv=None) -> int:
     port = free_port(args.host)
     server = subprocess.Popen(
         [sys.executable, __file__, "--role", "server", "--host", args.host, "--port", str(port),
-         "--rate", str(args.rate)] + ([] if args.slice is None else ["--slice", str(args.slice)]),
+         "--rate", str(args.rate)] + ([] if args.slice is None else ["--slice", str(args.slice)])
+        + ([] if args.gc_threshold is None else ["--gc-threshold", args.gc_threshold]),
         stdout=subprocess.PIPE, text=True, env=env,
     )
     observers = None

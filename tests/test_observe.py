@@ -1011,3 +1011,86 @@ async def test_observations_waiting_for_their_slice_get_the_newest_state_once():
     finally:
         await client.shutdown()
         await server.shutdown()
+
+
+async def test_request_arriving_during_a_fan_out_is_answered_before_the_next_slice():
+    """A request that arrives while a large fan-out is going out is read
+    and answered in the loop's turns between two slices: no notification
+    goes out between the request and its answer (before, the slice
+    after the one it arrived in went first, and another one while its
+    rendering waited for its task's first step)."""
+    net = MemoryNet(asyncio.get_running_loop())
+    site = resource.Site()
+    counter = Counter()
+    site.add_resource(["counter"], counter)
+    server = await net.context("server", site, transport_tuning=QUICK)
+    server.max_observations_per_peer = server.max_observations_per_host = 1000
+    server.amplification.factor = None  # (the raw peers never ACK; this is about NON notifications)
+    server.notification_slice = 0  # (the smallest slice: the clock is read every few notifications)
+    observers, asker = RawPeer(net, "observers"), RawPeer(net, "asker")
+    n = 400
+    try:
+        for i in range(n):
+            observers.send(Message(_mtype=Type.NON, _mid=i, code=Code.GET, _token=i.to_bytes(4, "big"),
+                                   observe=0, uri_path=["counter"]), "server")
+        await settle()
+        assert len(observers.received) == n
+        net.log.clear()
+
+        get = Message(_mtype=Type.CON, _mid=1, code=Code.GET, _token=b"plain", uri_path=["counter"])
+        receive = observers.dispatch_datagram
+
+        def ask_during_the_first_slice(data, remote):
+            receive(data, remote)
+            if len(observers.received) == n + 1:
+                asker.send(get, "server")
+
+        observers.dispatch_datagram = ask_during_the_first_slice
+        counter.value = 1
+        counter.updated_state()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if len(observers.received) == 2 * n:
+                break
+        assert len(observers.received) == 2 * n and asker.received[0].code == Code.CONTENT
+        log = [(source, destination) for source, destination, _ in net.log]
+        asked = log.index(("asker", "server"))
+        answered = log.index(("server", "asker"))
+        notified = log.count(("server", "observers"))
+        assert notified == n
+        between = log[asked:answered].count(("server", "observers"))
+        assert between == 0, between
+    finally:
+        await server.shutdown()
+
+
+async def test_updates_faster_than_the_fan_out_are_coalesced_fairly():
+    """A resource changing on every turn of the loop while its observers
+    can only be notified a slice at a time: the server skips
+    intermediate states (RFC 7641 §4.5.1) rather than queueing them; each
+    observer gets states in order, no state twice, and the newest one in
+    the end, and they take turns (none is starved while others get
+    several)."""
+    net, server, client, counter = await setup()
+    server.notification_slice = 0
+    try:
+        requests, seen = await observe_many(client, 200)
+        for value in range(1, 41):
+            counter.value = value
+            counter.updated_state()
+            await asyncio.sleep(0)
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if all(s and s[-1] == b"40" for s in seen):
+                break
+        states = [[int(p) for p in s] for s in seen]
+        assert all(s[-1] == 40 for s in states)
+        assert all(all(a < b for a, b in zip(s, s[1:])) for s in states)
+        counts = sorted(len(s) for s in states)
+        assert counts[-1] < 40, "intermediate states were skipped"
+        assert counts[-1] - counts[0] <= 2, counts
+        for r in requests:
+            r.observation.cancel()
+    finally:
+        await client.shutdown()
+        await server.shutdown()
