@@ -42,7 +42,7 @@ from typing import Any, Hashable, Optional
 
 from ..message import Message
 from ..numbers.codes import Code
-from ..numbers.optionnumbers import OptionNumber, is_nocachekey_number
+from ..numbers.optionnumbers import OptionNumber
 
 __all__ = [
     "ResponseCache", "CacheEntry", "CacheStatistics", "cache_key", "resource_of", "request_signature",
@@ -74,8 +74,9 @@ resource."""
 _HANDLED_OPTIONS = (OptionNumber.HOP_LIMIT, OptionNumber.OBSERVE, OptionNumber.ETAG)
 
 #: Options a request signature leaves out: those the proxy handles itself,
-#: and No-Response, which it does not forward.
-_SIGNATURE_SKIPPED = frozenset(int(o) for o in (*_HANDLED_OPTIONS, OptionNumber.NO_RESPONSE))
+#: No-Response, which it does not forward, and the one registered NoCacheKey
+#: option (see request_signature for the others).
+_SIGNATURE_SKIPPED = frozenset(int(o) for o in (*_HANDLED_OPTIONS, OptionNumber.NO_RESPONSE, OptionNumber.SIZE1))
 
 #: Options that identify the resource (invalidation works on these).
 _RESOURCE_OPTIONS = frozenset(
@@ -120,10 +121,12 @@ def request_signature(request: Message, scheme: str) -> Optional[tuple]:
     :func:`cache_key`).
 
     It is made of the method, the payload and the option values as they
-    were decoded, without those :func:`cache_key` leaves out and without
-    No-Response, so it costs no option encoding. Two requests with the same
+    were decoded, so it costs no option encoding; Hop-Limit, Observe, ETag,
+    No-Response and Size1 are left out. Two requests with the same
     signature become the same upstream request, as long as the proxy's rules
-    decide by what the signature holds.
+    decide by what the signature holds. (NoCacheKey options other than
+    Size1 stay in: they only make it finer than the cache key, which costs
+    a hit its shortcut, never its answer, and saves checking every number.)
 
     >>> a = Message(code=Code.GET, uri_path=["t"], proxy_scheme="coap", uri_host="h", hop_limit=3)
     >>> b = Message(code=Code.GET, uri_path=["t"], proxy_scheme="coap", uri_host="h", size1=10)
@@ -138,11 +141,7 @@ def request_signature(request: Message, scheme: str) -> Optional[tuple]:
     if code not in CACHEABLE_METHODS:
         return None
     skipped = _SIGNATURE_SKIPPED
-    values = tuple([
-        (option.number, option.value)
-        for option in request.opt.option_list()
-        if not (option.number in skipped or is_nocachekey_number(option.number))
-    ])
+    values = tuple([(option.number, option.value) for option in request.opt.option_list() if option.number not in skipped])
     return (scheme, code, values, request.payload)
 
 
@@ -200,7 +199,12 @@ class CacheEntry:
             ready = self.response.copy()
             ready.opt.max_age = remaining
             self._ready = ready
-        return ready.copy()
+        served = Message(payload=ready.payload)
+        served.code = ready.code
+        # (shallow: the views replace value lists, never change them, so
+        # what a client's copy gets done to leaves the ready one alone)
+        served.opt = ready.opt.copy_shallow()
+        return served
 
 
 @dataclasses.dataclass
