@@ -418,8 +418,9 @@ class Proxy(interfaces.Resource):
     def _from_entry(entry, request: Message, now: float) -> Message:
         """Answer ``request`` from a fresh cache entry: 2.03 Valid if the
         client already has that representation, else the stored one."""
-        etag = entry.etag
-        if etag is not None and etag in request.opt.etags:
+        etags = request.opt.etags
+        etag = entry.etag if etags else None
+        if etag is not None and etag in etags:
             served = entry.served(now)
             return Message(code=Code.VALID, etag=etag, max_age=served.opt.max_age)
         return entry.served(now)
@@ -851,7 +852,11 @@ class Redirector:
 
     def apply_redirection(self, request: Message) -> Optional[Message]:
         """Return the request (modified to go to its destination) if this
-        rule applies to it, else None."""
+        rule applies to it, else None.
+
+        The decision must follow from the request's method, payload, scheme
+        and options other than ETag, Observe and Size1: the proxy remembers
+        it for the requests it answers from its cache."""
         return None
 
     def adjust_response(self, response: Message) -> None:
