@@ -34,8 +34,8 @@ What every proxy here does (the attributes named are per instance):
   :func:`~aiocoap.proxy.cache.request_signature` led to (as many as the
   cache has room for entries), so :class:`Redirector` rules must decide by
   what a signature holds (the method, the payload, the scheme the request
-  came in with and its options other than Observe, ETag and NoCacheKey
-  ones), as all rules here do.
+  came in with and its options other than Observe, ETag and Size1), as all
+  rules here do.
 * **Caps**: at most ``max_upstream_per_client`` (32) upstream requests at a
   time for one client (more are answered 4.29 Too Many Requests with
   Max-Age :data:`RETRY_AFTER`) and ``max_upstream_total`` (1024) for all
