@@ -27,8 +27,15 @@ Measured, best of ``--rounds`` runs of ``--duration`` seconds each:
 2. ``cache_hits``: our proxy with its cache (after the first request, every
    request is a hit) against our plain server (``bench_server.py --serve``)
    with the same load on ``GET /bench``; target: >= 80 % of the server.
+3. ``fixed_answer`` (a yardstick, no target): our server with one resource
+   as its whole site that answers every GET with the payload and a Max-Age,
+   i.e. with what a cache hit sends, under the load of 2. (the proxy's
+   requests, four options each). Between it and the plain server lies what
+   the bigger requests and the Max-Age cost the library's request
+   handling; between it and the cache hits, the proxy's own work.
 
     python3 benchmarks/bench_proxy.py --duration 4 --rounds 3
+    python3 benchmarks/bench_proxy.py --no-forward   # 2. and 3. only
 
 Besides the rate, each figure has the CPU time the proxy (or server)
 process spent per request, which other load on the machine disturbs less.
@@ -197,6 +204,41 @@ def measure(server: _servers.ServerProcess, options: list, args) -> dict:
     return best
 
 
+def serve_fixed(host: str, port: int) -> None:
+    """Serve the fixed answer of figure 3 until SIGTERM / SIGINT."""
+    import asyncio
+    import signal
+
+    import aiocoap
+    import aiocoap.resource as resource
+
+    class Fixed(resource.Resource):
+        async def render_get(self, request):
+            return aiocoap.Message(payload=_servers.PAYLOAD, max_age=FIXED_MAX_AGE)
+
+    async def serve() -> None:
+        context = await aiocoap.Context.create_server_context(Fixed(), bind=(host, port))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await context.shutdown()
+
+    asyncio.run(serve())
+
+
+FIXED_MAX_AGE = 59
+"""Max-Age of the fixed answer (a cache hit a second after storing)."""
+
+
+def start_fixed(host: str) -> _servers.ServerProcess:
+    port = _servers.free_port(host)
+    python, env, cwd = _servers.ours_env()
+    argv = [python, str(Path(__file__).resolve()), "--serve-fixed", str(port), "--host", host]
+    return _servers.start_process("fixed", argv, env, cwd, host, port, False, 30.0)
+
+
 def start_proxy(flavour: str, host: str, extra: list) -> _servers.ServerProcess:
     port = _servers.free_port(host)
     bind = ["--forward", "--bind", f"{host}:{port}", *extra]
@@ -219,8 +261,14 @@ def main(argv=None) -> None:
     parser.add_argument("--sockets", type=int, default=4)
     parser.add_argument("--origins", type=int, default=16,
                         help="origin servers the requests name in turn (16: one per request in flight)")
+    parser.add_argument("--no-forward", action="store_true",
+                        help="skip the forward measurement (1.): cache hits and the yardsticks only")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--serve-fixed", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve_fixed is not None:
+        serve_fixed(args.host, args.serve_fixed)
+        return
     if _servers.libcoap_server_binary() is None:
         sys.exit("bench_proxy.py needs libcoap's coap-server-notls as the origin server")
 
@@ -231,18 +279,22 @@ def main(argv=None) -> None:
         options = [proxied_get_options(args.host, origin.port, _servers.PATH)
                    for origin in (origins.enter_context(_servers.start_libcoap_server(args.host))
                                   for _ in range(args.origins))]
-        for flavour in ("theirs", "ours"):
+        for flavour in () if args.no_forward else ("theirs", "ours"):
             with start_proxy(flavour, args.host, ["--no-cache"] if flavour == "ours" else []) as proxy:
                 report[f"forward_{flavour}"] = measure(proxy, options, args)
         with start_proxy("ours", args.host, []) as proxy:
             report["cache_hits_ours"] = measure(proxy, options, args)
+    with start_fixed(args.host) as server:
+        report["fixed_answer_ours"] = measure(server, options, args)
     python, env, cwd = _servers.ours_env()
     with _servers.start_aiocoap_server(python, env, cwd, args.host) as server:
         report["plain_server_ours"] = measure(server, [plain_get_options(_servers.PATH)], args)
-    report["forward_ratio"] = report["forward_ours"]["requests_per_s"] / max(1e-9, report["forward_theirs"]["requests_per_s"])
-    report["cache_hit_ratio_to_server"] = (
-        report["cache_hits_ours"]["requests_per_s"] / max(1e-9, report["plain_server_ours"]["requests_per_s"])
-    )
+    rate = lambda name: max(1e-9, report[name]["requests_per_s"])  # noqa: E731
+    if not args.no_forward:
+        report["forward_ratio"] = rate("forward_ours") / rate("forward_theirs")
+    report["cache_hit_ratio_to_server"] = rate("cache_hits_ours") / rate("plain_server_ours")
+    report["fixed_answer_ratio_to_server"] = rate("fixed_answer_ours") / rate("plain_server_ours")
+    report["cache_hit_ratio_to_fixed_answer"] = rate("cache_hits_ours") / rate("fixed_answer_ours")
     report["loadavg"] = os.getloadavg()
     if args.json:
         print(json.dumps(report))
@@ -250,12 +302,17 @@ def main(argv=None) -> None:
     print(f"{args.window} requests in flight over {args.sockets} sockets to {args.origins} origin(s); "
           f"NSTART (per origin, in the proxy's client): ours {report['nstart']['ours']}, "
           f"theirs {report['nstart']['theirs']}")
-    for name in ("forward_theirs", "forward_ours", "cache_hits_ours", "plain_server_ours"):
+    for name in ("forward_theirs", "forward_ours", "cache_hits_ours", "fixed_answer_ours", "plain_server_ours"):
+        if name not in report:
+            continue
         r = report[name]
         print(f"{name:20} {r['requests_per_s']:9.0f} req/s  p50 {r['latency_ms_p50']:6.2f} ms  "
               f"p99 {r['latency_ms_p99']:6.2f} ms  lost {r['lost']}  cpu {r.get('cpu_us_per_request', float('nan')):.0f} us/req  {r['codes']}")
-    print(f"forward (cache off), ours / theirs: {report['forward_ratio']:.2f}x (target >= 3x)")
+    if "forward_ratio" in report:
+        print(f"forward (cache off), ours / theirs: {report['forward_ratio']:.2f}x (target >= 3x)")
     print(f"cache hits / our plain server:      {report['cache_hit_ratio_to_server']:.2f} (target >= 0.80)")
+    print(f"fixed answer / our plain server:    {report['fixed_answer_ratio_to_server']:.2f} (yardstick)")
+    print(f"cache hits / fixed answer:          {report['cache_hit_ratio_to_fixed_answer']:.2f} (yardstick)")
     print(f"load average: {report['loadavg']}")
 
 

@@ -12,6 +12,10 @@ Rules it enforces:
   NoCacheKey options (Size1) never split entries. Options the proxy handles
   itself (Hop-Limit, Observe, ETag, which the cache validates) are left out
   as well; a FETCH request's payload is part of the key (RFC 8132 §2).
+  :func:`request_signature` is the cheaper identity of a request as it
+  reaches the proxy (before any rule rewrote it); the proxy remembers which
+  cache key each signature led to, so a fresh hit needs no upstream request
+  built at all.
 * Cacheable are the responses to GET and FETCH with the codes RFC 7252
   calls cacheable: 2.05 Content and every 4.xx and 5.xx. A response is
   fresh for its Max-Age (60 seconds if absent); Max-Age 0 is not stored.
@@ -41,7 +45,7 @@ from ..numbers.codes import Code
 from ..numbers.optionnumbers import OptionNumber
 
 __all__ = [
-    "ResponseCache", "CacheEntry", "CacheStatistics", "cache_key", "resource_of",
+    "ResponseCache", "CacheEntry", "CacheStatistics", "cache_key", "resource_of", "request_signature",
     "DEFAULT_MAX_AGE", "DEFAULT_MAX_ENTRIES", "DEFAULT_MAX_BYTES", "ENTRY_OVERHEAD",
     "CACHEABLE_METHODS", "UNSAFE_METHODS",
 ]
@@ -68,6 +72,11 @@ resource."""
 
 #: Options the proxy processes itself: not part of the cache key.
 _HANDLED_OPTIONS = (OptionNumber.HOP_LIMIT, OptionNumber.OBSERVE, OptionNumber.ETAG)
+
+#: Options a request signature leaves out: those the proxy handles itself,
+#: No-Response, which it does not forward, and the one registered NoCacheKey
+#: option (see request_signature for the others).
+_SIGNATURE_SKIPPED = frozenset(int(o) for o in (*_HANDLED_OPTIONS, OptionNumber.NO_RESPONSE, OptionNumber.SIZE1))
 
 #: Options that identify the resource (invalidation works on these).
 _RESOURCE_OPTIONS = frozenset(
@@ -105,6 +114,37 @@ def cache_key(request: Message, target: Any) -> Optional[tuple]:
     return (tuple(target), request.get_cache_key(_HANDLED_OPTIONS))
 
 
+def request_signature(request: Message, scheme: str) -> Optional[tuple]:
+    """What identifies the response a ``request`` (as it reached the proxy
+    over ``scheme``) asks for, before the proxy's rules turn it into an
+    upstream request; None if its responses are not cached (as for
+    :func:`cache_key`).
+
+    It is made of the method, the payload and the option values as they
+    were decoded, so it costs no option encoding; Hop-Limit, Observe, ETag,
+    No-Response and Size1 are left out. Two requests with the same
+    signature become the same upstream request, as long as the proxy's rules
+    decide by what the signature holds. (NoCacheKey options other than
+    Size1 stay in: they only make it finer than the cache key, which costs
+    a hit its shortcut, never its answer, and saves checking every number.)
+
+    >>> a = Message(code=Code.GET, uri_path=["t"], proxy_scheme="coap", uri_host="h", hop_limit=3)
+    >>> b = Message(code=Code.GET, uri_path=["t"], proxy_scheme="coap", uri_host="h", size1=10)
+    >>> request_signature(a, "coap") == request_signature(b, "coap")
+    True
+    >>> request_signature(a, "coap") == request_signature(a, "coap+tcp")
+    False
+    >>> request_signature(Message(code=Code.POST), "coap") is None
+    True
+    """
+    code = request.code
+    if code not in CACHEABLE_METHODS:
+        return None
+    skipped = _SIGNATURE_SKIPPED
+    values = tuple([(option.number, option.value) for option in request.opt.option_list() if option.number not in skipped])
+    return (scheme, code, values, request.payload)
+
+
 def _key_size(key: Any) -> int:
     """A rough byte count of a key as built by :func:`cache_key`."""
     (scheme, hostinfo), (_code, options), *payload = key
@@ -136,6 +176,8 @@ class CacheEntry:
     response: Message
     expires: float
     size: int
+    _ready: Optional[Message] = dataclasses.field(default=None, repr=False, compare=False)
+    """The response as last served (with the Max-Age it had then)."""
 
     @property
     def etag(self) -> Optional[bytes]:
@@ -146,11 +188,23 @@ class CacheEntry:
 
     def served(self, now: float) -> Message:
         """A copy of the stored response to send to a client: its Max-Age
-        is what remains of the freshness (RFC 7252 §5.6.1)."""
-        response = self.response.copy()
+        is what remains of the freshness (RFC 7252 §5.6.1).
+
+        The copies are made from a response kept ready with the Max-Age of
+        the previous one, which is made anew only once a second (when the
+        remaining freshness changes) or after :meth:`ResponseCache.refresh`."""
         remaining = max(0, int(self.expires - now))
-        response.opt.max_age = remaining
-        return response
+        ready = self._ready
+        if ready is None or ready.opt.max_age != remaining:
+            ready = self.response.copy()
+            ready.opt.max_age = remaining
+            self._ready = ready
+        served = Message(payload=ready.payload)
+        served.code = ready.code
+        # (shallow: the views replace value lists, never change them, so
+        # what a client's copy gets done to leaves the ready one alone)
+        served.opt = ready.opt.copy_shallow()
+        return served
 
 
 @dataclasses.dataclass
@@ -208,6 +262,17 @@ class ResponseCache:
     def size_bytes(self) -> int:
         """Bytes charged for all entries together (at most ``max_bytes``)."""
         return self._bytes
+
+    def fresh(self, key: Hashable, now: float) -> Optional[CacheEntry]:
+        """The entry for ``key`` if it is fresh (counted as a hit and marked
+        recently used), else None, counting nothing: the caller goes on with
+        :meth:`lookup`, which counts the miss or the stale entry."""
+        entry = self._entries.get(key)
+        if entry is None or now >= entry.expires:
+            return None
+        self._entries.move_to_end(key)
+        self.statistics.hits += 1
+        return entry
 
     def lookup(self, key: Hashable, now: float) -> Optional[CacheEntry]:
         """The entry for ``key``: fresh (serve it), stale with an ETag
@@ -267,6 +332,7 @@ class ResponseCache:
         max_age = valid.opt.max_age
         if max_age is not None:
             entry.response.opt.max_age = max_age
+        entry._ready = None
         entry.expires = now + (DEFAULT_MAX_AGE if max_age is None else max_age)
         self._entries.move_to_end(key)
         self.statistics.revalidations += 1

@@ -29,7 +29,13 @@ What every proxy here does (the attributes named are per instance):
   responses to GET and FETCH are served without asking upstream, stale ones
   with an ETag are revalidated, and successful unsafe requests invalidate
   their resource. ``cache=False`` at construction turns it off;
-  :attr:`Proxy.statistics` has the counters.
+  :attr:`Proxy.statistics` has the counters. A fresh hit is served without
+  building an upstream request: the proxy remembers which cache key each
+  :func:`~aiocoap.proxy.cache.request_signature` led to (as many as the
+  cache has room for entries), so :class:`Redirector` rules must decide by
+  what a signature holds (the method, the payload, the scheme the request
+  came in with and its options other than Observe, ETag and Size1), as all
+  rules here do.
 * **Caps**: at most ``max_upstream_per_client`` (32) upstream requests at a
   time for one client (more are answered 4.29 Too Many Requests with
   Max-Age :data:`RETRY_AFTER`) and ``max_upstream_total`` (1024) for all
@@ -68,7 +74,7 @@ from ..message import Message, UndecidedRemote
 from ..numbers.codes import Code
 from ..numbers.optionnumbers import OptionNumber
 from ..util import hostportsplit
-from .cache import CACHEABLE_METHODS, UNSAFE_METHODS, CacheStatistics, ResponseCache, cache_key, resource_of
+from .cache import UNSAFE_METHODS, ResponseCache, cache_key, request_signature, resource_of
 
 __all__ = [
     "CanNotRedirect", "NoUriSplitting", "IncompleteProxyUri", "NotAForwardProxy",
@@ -233,6 +239,9 @@ class Proxy(interfaces.Resource):
         self._upstream_total = 0
         self._statistics = _Statistics()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        # request signature -> (cache key, rule) of the upstream request
+        # it became (see _remember_signature)
+        self._signatures: dict[tuple, tuple[Any, Optional[Redirector]]] = {}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} with {len(self._redirectors)} rule(s), cache {self.cache!r}>"
@@ -255,6 +264,8 @@ class Proxy(interfaces.Resource):
     def add_redirector(self, redirector: "Redirector") -> None:
         """Add a rule; rules are tried in the order they were added."""
         self._redirectors.append(redirector)
+        # (what requests became may change with the new rule)
+        self._signatures.clear()
 
     def apply_redirection(self, request: Message) -> Optional[Message]:
         """The request to send upstream for ``request`` (a message the
@@ -307,8 +318,7 @@ class Proxy(interfaces.Resource):
         no_response = opt.no_response
         opt.no_response = None
         opt.hop_limit = None
-        remote = request.remote
-        outgoing.remote = UndecidedRemote(getattr(remote, "scheme", None) or "coap", "")
+        outgoing.remote = UndecidedRemote(_scheme_of(request), "")
         redirected, redirector = self._redirect(outgoing)
         if redirected is None:
             raise IncompleteProxyUri("No matching proxy rule")
@@ -325,25 +335,61 @@ class Proxy(interfaces.Resource):
         returns the upstream response, with everything that only concerns
         the upstream exchange removed; errors are rendered as responses
         (see the module description)."""
+        signature = request_signature(request, _scheme_of(request)) if self.cache is not None else None
+        response = self._local_answer(request, signature)
+        if response is not None:
+            return response
         try:
             outgoing = self._prepare(request)
         except error.RenderableError as e:
             return e.to_message()
         outgoing.message.opt.observe = None
-        return await self._forward(request, outgoing)
+        return await self._forward(request, outgoing, signature)
 
-    async def _forward(self, request: Message, outgoing: _Outgoing) -> Message:
+    def _local_answer(self, request: Message, signature: Optional[tuple]) -> Optional[Message]:
+        """An answer to ``request`` (whose signature is ``signature``, None
+        without a cache) that needs no upstream request: here a fresh cache
+        hit; None if there is none."""
+        if signature is None:
+            return None
+        known = self._signatures.get(signature)
+        if known is None:
+            return None
+        key, redirector = known
+        opt = request.opt
+        hop_limit = opt.hop_limit
+        if hop_limit is not None and hop_limit <= 1:
+            return None  # (the refusal is _prepare's)
+        now = self._get_loop().time()
+        entry = self.cache.fresh(key, now)  # type: ignore[union-attr]
+        if entry is None:
+            return None
+        self._statistics.cache_served += 1
+        return self._finish(self._from_entry(entry, request, now), redirector, opt.no_response)
+
+    def _remember_signature(self, signature: tuple, key: Any, redirector: Optional["Redirector"]) -> None:
+        """Note that requests with ``signature`` become upstream requests
+        with cache key ``key`` through ``redirector``; bounded by the
+        cache's entry count (forgotten all at once when full)."""
+        signatures = self._signatures
+        if signature not in signatures and len(signatures) >= self.cache.max_entries:  # type: ignore[union-attr]
+            signatures.clear()
+        signatures[signature] = (key, redirector)
+
+    async def _forward(self, request: Message, outgoing: _Outgoing, signature: Optional[tuple] = None) -> Message:
         message = outgoing.message
         cache = self.cache
         key = cache_key(message, outgoing.target) if cache is not None else None
         entry = None
         if key is not None:
+            if signature is not None:
+                self._remember_signature(signature, key, outgoing.redirector)
             now = self._get_loop().time()
             entry = cache.lookup(key, now)  # type: ignore[union-attr]
             if entry is not None:
                 if entry.is_fresh(now):
                     self._statistics.cache_served += 1
-                    return self._finish(self._from_entry(entry, request, now), outgoing)
+                    return self._finish(self._from_entry(entry, request, now), outgoing.redirector, outgoing.no_response)
                 etags = message.opt.etags
                 etag = entry.etag
                 if etag is not None and etag not in etags:
@@ -353,7 +399,7 @@ class Proxy(interfaces.Resource):
         if not genuine:
             # The proxy's own answer (a cap, a timeout, a failure): nothing
             # upstream said may be cached or invalidated.
-            return self._finish(response, outgoing)
+            return self._finish(response, outgoing.redirector, outgoing.no_response)
 
         code = response.code
         if key is not None:
@@ -361,28 +407,32 @@ class Proxy(interfaces.Resource):
             if code == Code.VALID:
                 refreshed = cache.refresh(key, response, now) if entry is not None else None  # type: ignore[union-attr]
                 if refreshed is not None:
-                    return self._finish(self._from_entry(refreshed, request, now), outgoing)
+                    return self._finish(self._from_entry(refreshed, request, now), outgoing.redirector, outgoing.no_response)
             else:
                 cache.store(key, resource_of(message, outgoing.target), response, now)  # type: ignore[union-attr]
         elif cache is not None and message.code in UNSAFE_METHODS and code is not None and code.is_successful():
             cache.invalidate(resource_of(message, outgoing.target))
-        return self._finish(response, outgoing)
+        return self._finish(response, outgoing.redirector, outgoing.no_response)
 
     @staticmethod
     def _from_entry(entry, request: Message, now: float) -> Message:
         """Answer ``request`` from a fresh cache entry: 2.03 Valid if the
         client already has that representation, else the stored one."""
-        etag = entry.etag
-        if etag is not None and etag in request.opt.etags:
+        etags = request.opt.etags
+        etag = entry.etag if etags else None
+        if etag is not None and etag in etags:
             served = entry.served(now)
             return Message(code=Code.VALID, etag=etag, max_age=served.opt.max_age)
         return entry.served(now)
 
-    def _finish(self, response: Message, outgoing: _Outgoing) -> Message:
-        if outgoing.redirector is not None:
-            outgoing.redirector.adjust_response(response)
-        if outgoing.no_response is not None:
-            response.opt.no_response = outgoing.no_response
+    @staticmethod
+    def _finish(response: Message, redirector: Optional["Redirector"], no_response: Optional[int]) -> Message:
+        """``response`` as it goes to the client of a request that went
+        through ``redirector`` and had the No-Response value ``no_response``."""
+        if redirector is not None:
+            redirector.adjust_response(response)
+        if no_response is not None:
+            response.opt.no_response = no_response
         return response
 
     def _get_loop(self) -> asyncio.AbstractEventLoop:
@@ -527,10 +577,10 @@ class ProxyWithPooledObservations(Proxy, interfaces.ObservableResource):
         pooled.users.add(serverobservation)
         serverobservation.accept(functools.partial(pooled.remove_user, serverobservation))
 
-    async def render(self, request: Message):
-        """Return a message that can be sent back to the requester: for an
-        observe request of an established pooled observation, its latest
-        notification; else as :meth:`Proxy.render`."""
+    def _local_answer(self, request: Message, signature: Optional[tuple]) -> Optional[Message]:
+        """For an observe request of an established pooled observation
+        (rendered because the observation was not accepted), its latest
+        notification; else as :meth:`Proxy._local_answer`."""
         if request.opt.observe == 0 and self._pool:
             try:
                 outgoing = self._prepare(request)
@@ -538,8 +588,8 @@ class ProxyWithPooledObservations(Proxy, interfaces.ObservableResource):
                 return e.to_message()
             pooled = self._pool.get(cache_key(outgoing.message, outgoing.target))
             if pooled is not None and pooled.latest is not None and not pooled.ended:
-                return self._finish(pooled.downstream_copy(), outgoing)
-        return await super().render(request)
+                return self._finish(pooled.downstream_copy(), outgoing.redirector, outgoing.no_response)
+        return super()._local_answer(request, signature)
 
     def _pool_remove(self, pooled: "_PooledObservation") -> None:
         if self._pool.get(pooled.key) is pooled:
@@ -781,6 +831,11 @@ class ReverseProxyWithPooledObservations(ReverseProxy, ProxyWithPooledObservatio
     """Old name of a reverse :class:`ProxyWithPooledObservations`."""
 
 
+def _scheme_of(request: Message) -> str:
+    """The scheme a request came in with (coap if its remote does not say)."""
+    return getattr(request.remote, "scheme", None) or "coap"
+
+
 def _target_remote(target: str, request: Message) -> UndecidedRemote:
     """The remote a rule's destination stands for: ``scheme://host[:port]``
     as given, or ``host[:port]`` with the scheme the request came in
@@ -798,7 +853,11 @@ class Redirector:
 
     def apply_redirection(self, request: Message) -> Optional[Message]:
         """Return the request (modified to go to its destination) if this
-        rule applies to it, else None."""
+        rule applies to it, else None.
+
+        The decision must follow from the request's method, payload, scheme
+        and options other than ETag, Observe and Size1: the proxy remembers
+        it for the requests it answers from its cache."""
         return None
 
     def adjust_response(self, response: Message) -> None:
