@@ -1079,3 +1079,34 @@ def test_network_error_for_a_remote_costs_that_remotes_work_only(net):
     server.core.fail_remote(remotes[-1], error.NetworkError("port unreachable"))
     assert len(failures[remotes[-1].name]) == 2
     assert server.core.outgoing_size == 0 and server.core.next_deadline() is not None  # (expiry buckets)
+
+
+def test_answered_requests_cost_no_timer_wakeups(net):
+    """Requests answered at once (piggybacked), one every millisecond: the
+    layer's timer does not fire for each one's expired empty-ACK deadline,
+    only about once per EMPTY_ACK_DELAY (answered entries are dropped
+    when it does), and a request still unanswered then gets its empty ACK
+    on time."""
+    server = net.add("server")
+    client = net.add("client")
+    delay = server.core.tuning.EMPTY_ACK_DELAY
+    count = 1000
+    wakeups = 0
+    for n in range(count):
+        client.core.send_message(request(token=n.to_bytes(2, "big")), net.now)
+        net.flush()
+        server.core.send_message(response_to(server.requests.pop()), net.now)
+        net.flush()
+        net.now += 0.001
+        deadline = server.core.next_deadline()
+        if deadline is not None and deadline <= net.now:
+            wakeups += 1
+            server.core.handle_timer(net.now)
+    assert len(client.responses) == count
+    assert wakeups <= count * 0.001 / delay + 2
+    net.sent.clear()
+    client.core.send_message(request(token=b"late"), net.now)
+    net.flush()
+    net.advance(delay * 1.01)
+    empty_acks = [d for s, d, _ in net.sent if s is server]
+    assert len(empty_acks) == 1 and Message.decode(empty_acks[0]).code == Code.EMPTY
