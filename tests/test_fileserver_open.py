@@ -177,3 +177,26 @@ async def test_shutdown_closes_open_files(tmp_path):
         await _block(s, "/big", 0)
         assert len(s.server._open_files) == 1
     assert open_descriptors() <= baseline
+
+
+async def test_small_files_from_memory_while_unchanged(tmp_path, monkeypatch):
+    """A small file unchanged for a while is answered from memory, found by
+    its path and state: a rewrite (new size, new times) is served at once,
+    ETag validation still works, and no descriptor stays open."""
+    import aiocoap.cli.fileserver as fileserver
+
+    monkeypatch.setattr(fileserver, "settled", lambda st: True)  # (as if 2 s had passed)
+    small = tmp_path / "small.txt"
+    small.write_bytes(b"one")
+    async with serving(tmp_path) as s:
+        baseline = open_descriptors()
+        first = await s.get("/small.txt")
+        assert first.payload == b"one" and len(s.server._small_files._entries) == 1
+        again = await s.get("/small.txt")
+        assert (again.payload, again.opt.etag, again.opt.content_format) == (
+            b"one", first.opt.etag, first.opt.content_format)
+        assert (await s.get("/small.txt", etag=first.opt.etag)).code == Code.VALID
+        small.write_bytes(b"two!")
+        second = await s.get("/small.txt")
+        assert second.payload == b"two!" and second.opt.etag != first.opt.etag
+        assert open_descriptors() == baseline

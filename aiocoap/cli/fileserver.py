@@ -15,7 +15,9 @@ What it answers:
   the path again (see ``aiocoap.cli._fileserver_open``: a file written,
   replaced or deleted meanwhile is noticed at once, a directory on its
   path renamed within 10 s). A request carrying the current ETag gets
-  2.03 Valid.
+  2.03 Valid. Files of up to 1 KiB that have not changed for two seconds
+  are answered from memory (256 of them at most, found by their path and
+  state: a change is seen by the ``stat`` every request makes anyway).
 * ``GET /path/dir/`` (and ``GET /``): the directory as
   ``application/link-format``: ``</path/dir/name>`` for files (with ``ct``
   where known) and ``</path/dir/sub/>;ct=40`` for subdirectories, sorted by
@@ -55,7 +57,8 @@ Caps, and what happens when they are reached:
   (``max_uploads_per_peer``), each dropped 60 s after its last block:
   5.03 with Max-Age. A client that keeps sending blocks keeps its slot.
 * ``max_listing_entries`` (100 000) entries per directory: a larger one is
-  not listed (5.00). Rendered listings are cached up to 8 MiB.
+  not listed (5.00). Rendered listings are cached up to 8 MiB, small
+  files up to 256 KiB.
 * Open files: the root's descriptor, two per unfinished upload, up to
   ``max_open_files`` (16) files of transfers in progress (each closed
   ``open_file_idle_timeout`` (2) seconds after its last block,
@@ -116,6 +119,10 @@ _FILESERVER_RT = "tag:chrysn@fsfe.org,2022:fileserver"
 _BlockwiseTuple = BlockOption.BlockwiseTuple
 
 DEFAULT_MAX_UPLOAD_SIZE = 16 << 20
+
+SMALL_FILE_SIZE = 1024
+"""Files up to this size are kept in memory (256 of them at most) once
+they have been unchanged for a while (see ``settled()``)."""
 
 
 class TrailingSlashMissing(error.BadRequest):
@@ -218,6 +225,7 @@ class FileServer(Resource, interfaces.ObservableResource, PathCapable):
         self.uploads = UploadTable(max_uploads=max_uploads, max_per_peer=max_uploads_per_peer, timeout=upload_timeout)
         self._upload_timer: Optional[asyncio.TimerHandle] = None
         self._listings = ListingCache()
+        self._small_files = ListingCache(max_entries=256, max_bytes=SMALL_FILE_SIZE * 256)
         self._open_files = OpenFiles(max_open_files, open_file_idle_timeout, open_file_lifetime)
         self._open_files_timer: Optional[asyncio.TimerHandle] = None
         self._watched: dict[tuple, _Watched] = {}
@@ -244,6 +252,7 @@ class FileServer(Resource, interfaces.ObservableResource, PathCapable):
             self._upload_timer = None
         self.uploads.clear()
         self._listings.clear()
+        self._small_files.clear()
         if self._open_files_timer is not None:
             self._open_files_timer.cancel()
             self._open_files_timer = None
@@ -322,6 +331,14 @@ class FileServer(Resource, interfaces.ObservableResource, PathCapable):
                 content_format = ContentFormat.OCTETSTREAM
             else:
                 raise error.NotAcceptable()
+        small = target.st.st_size <= SMALL_FILE_SIZE and request.opt.block2 is None and settled(target.st)
+        if small:
+            cached = self._small_files.get((stat_signature(target.st), segments))
+            if cached is not None and target.st.st_size <= single_message_limit(request.remote):
+                payload, etag = cached
+                if etag is not None and etag in request.opt.etags:
+                    return Message(code=Code.VALID, etag=etag)
+                return Message(code=Code.CONTENT, payload=payload, content_format=content_format, etag=etag)
         fd, st = target.open_file()
         kept = False
         try:
@@ -331,6 +348,8 @@ class FileServer(Resource, interfaces.ObservableResource, PathCapable):
             block = self._plan_block(request, st.st_size)
             if block is None:
                 payload = os.pread(fd, st.st_size, 0) if st.st_size else b""
+                if small and len(payload) == st.st_size:
+                    self._small_files.put((stat_signature(st), segments), payload, etag)
                 return Message(code=Code.CONTENT, payload=payload, content_format=content_format, etag=etag)
             offset, length, block2 = block
             payload = os.pread(fd, min(length, st.st_size - offset), offset) if offset < st.st_size else b""
