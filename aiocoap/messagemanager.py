@@ -437,12 +437,20 @@ class MessageLayer:
                 peer = self._exchanges.get(remote)
                 if peer is not None:
                     self._drain(remote, peer, now)
+        # Entries of requests answered meanwhile go too, due or not, so that
+        # the next deadline is that of one still unanswered (else a server
+        # answering a request at a time would wake for each one's).
         queue = self._empty_ack_queue
-        while queue and queue[0][0] <= now:
-            _, key = queue.popleft()
-            if self._dedup.get(key) == _PROCESSING:
+        dedup = self._dedup
+        while queue:
+            deadline, key = queue[0]
+            processing = dedup.get(key) == _PROCESSING
+            if processing and deadline > now:
+                break
+            queue.popleft()
+            if processing:
                 remote, mid = key
-                self._dedup[key] = _EMPTY_ACKED
+                dedup[key] = _EMPTY_ACKED
                 self._send(_empty(ACK, mid), remote)
 
         heap = self._heap

@@ -56,7 +56,11 @@ import loadgen  # noqa: E402
 
 HOST = "127.0.0.1"
 SMALL = b"Hello from the benchmark resource"
+URI_PATH = 11
 BLOCK2 = 23
+ECHO = 252
+CONTENT = 0x45  # 2.05
+UNAUTHORIZED = 0x81  # 4.01
 LIBCOAP_CLIENT = "coap-client-notls"
 _HEADER = struct.Struct("!BBHI")
 
@@ -105,9 +109,30 @@ def _options_after_path(data: bytes, start: int) -> tuple[dict, bytes]:
     return options, data[i + 1:] if i < len(data) else b""
 
 
+def _option(delta: int, value: bytes) -> bytes:
+    """One encoded option, ``delta`` after the previous option's number."""
+    head, extended = [], b""
+    for field in (delta, len(value)):
+        if field < 13:
+            head.append(field)
+        elif field < 269:
+            head.append(13)
+            extended += bytes([field - 13])
+        else:
+            head.append(14)
+            extended += struct.pack("!H", field - 269)
+    return bytes([head[0] << 4 | head[1]]) + extended + value
+
+
 def download(port: int, path: str, timeout: float = 1.0) -> tuple[float, str, int]:
     """Fetch ``path`` block by block (szx 6) over one fresh socket; returns
-    (seconds, SHA-256 hex, blocks)."""
+    (seconds, SHA-256 hex, blocks).
+
+    A 4.01 with an Echo option (RFC 9175 amplification mitigation: a large
+    response to an address that has not shown it receives) is answered as
+    any client does: the same block is asked again carrying that Echo
+    value, once (later requests go without it); the round trip counts
+    towards the time."""
     digest = hashlib.sha256()
     uri_path = loadgen.encode_uri_path(path)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -116,11 +141,13 @@ def download(port: int, path: str, timeout: float = 1.0) -> tuple[float, str, in
         mid = random.getrandbits(16)
         token = random.getrandbits(32)
         number = 0
+        echo = None
         start = time.perf_counter()
         while True:
-            value = _uint(number << 4 | 6)
             request = (_HEADER.pack(0x44, 0x01, mid, token) + uri_path
-                       + bytes([(BLOCK2 - 11) << 4 | len(value)]) + value)
+                       + _option(BLOCK2 - URI_PATH, _uint(number << 4 | 6)))
+            if echo is not None:
+                request += _option(ECHO - BLOCK2, echo)
             for _ in range(4):
                 sock.send(request)
                 try:
@@ -133,12 +160,16 @@ def download(port: int, path: str, timeout: float = 1.0) -> tuple[float, str, in
                 break
             else:
                 raise RuntimeError(f"block {number} was not answered")
-            if data[1] != 0x45:
-                raise RuntimeError(f"block {number}: {loadgen.code_string(data[1])}")
+            mid = (mid + 1) & 0xFFFF
             options, payload = _options_after_path(data, 4 + (data[0] & 0x0F))
+            if data[1] == UNAUTHORIZED and ECHO in options and echo is None:
+                echo = options[ECHO]
+                continue
+            echo = None  # (the server knows this address now)
+            if data[1] != CONTENT:
+                raise RuntimeError(f"block {number}: {loadgen.code_string(data[1])}")
             digest.update(payload)
             block2 = int.from_bytes(options.get(BLOCK2, b""), "big")
-            mid = (mid + 1) & 0xFFFF
             if not block2 & 0x08:
                 break
             number += 1
@@ -166,8 +197,28 @@ def rss_kib(pid: int, field: str) -> int:
     return 0
 
 
+#: aiocoap servers given ``--bind HOST:P`` also listen for WebSockets on
+#: P + 3000 (both libraries), which ``_servers.free_port`` does not check
+WS_PORT_OFFSET = 3000
+
+
+def free_server_port() -> int:
+    """A port P free for UDP and TCP whose P + 3000 is free for TCP too."""
+    for _ in range(50):
+        port = _servers.free_port(HOST)
+        if port + WS_PORT_OFFSET > 0xFFFF:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            try:
+                tcp.bind((HOST, port + WS_PORT_OFFSET))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port pair on {HOST}")
+
+
 def start_fileserver(which: str, root: Path) -> _servers.ServerProcess:
-    port = _servers.free_port(HOST)
+    port = free_server_port()
     if which == "ours":
         python, env, cwd = _servers.ours_env()
         argv = [python, str(_servers.REPO / "aiocoap-fileserver")]

@@ -255,11 +255,13 @@ async def test_flood_of_missing_files_from_many_sources(tree, caplog):
 
 
 async def test_abandoned_downloads_leave_nothing_behind(tree):
-    """Block2 is served without per-transfer state: 200 transfers from 10
-    clients that stop after one block leave no descriptor open and nothing
-    stored for them, and repeated listings are one cached listing."""
+    """Block2 keeps no per-transfer state, only the file open per path:
+    200 transfers from 10 clients that stop after one block leave one
+    descriptor open, closed after the idle timeout, and nothing stored for
+    them; repeated listings are one cached listing."""
     (tree / "big").write_bytes(os.urandom(200_000))
-    async with serving(tree) as s:
+    idle = 0.2
+    async with serving(tree, open_file_idle_timeout=idle) as s:
         baseline = open_descriptors()
         from aiocoap import Context
 
@@ -275,6 +277,8 @@ async def test_abandoned_downloads_leave_nothing_behind(tree):
         finally:
             for client in clients:
                 await client.shutdown()
+        assert open_descriptors() <= baseline + 1
+        await asyncio.sleep(idle * 2)
         assert open_descriptors() <= baseline
         assert len(s.server.uploads) == 0
         assert s.server._watched == {}

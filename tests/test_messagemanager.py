@@ -1159,3 +1159,34 @@ def test_non_notifications_of_many_observations_of_one_peer(net):
     server.core.fail_remote("client", error.NetworkError("unreachable"))
     assert sorted(failures) == [1, 2, 3] and isinstance(failures[3][0], error.NetworkError)
     assert server.core.tracked_size == 0
+
+
+def test_answered_requests_cost_no_timer_wakeups(net):
+    """Requests answered at once (piggybacked), one every millisecond: the
+    layer's timer does not fire for each one's expired empty-ACK deadline,
+    only about once per EMPTY_ACK_DELAY (answered entries are dropped
+    when it does), and a request still unanswered then gets its empty ACK
+    on time."""
+    server = net.add("server")
+    client = net.add("client")
+    delay = server.core.tuning.EMPTY_ACK_DELAY
+    count = 1000
+    wakeups = 0
+    for n in range(count):
+        client.core.send_message(request(token=n.to_bytes(2, "big")), net.now)
+        net.flush()
+        server.core.send_message(response_to(server.requests.pop()), net.now)
+        net.flush()
+        net.now += 0.001
+        deadline = server.core.next_deadline()
+        if deadline is not None and deadline <= net.now:
+            wakeups += 1
+            server.core.handle_timer(net.now)
+    assert len(client.responses) == count
+    assert wakeups <= count * 0.001 / delay + 2
+    net.sent.clear()
+    client.core.send_message(request(token=b"late"), net.now)
+    net.flush()
+    net.advance(delay * 1.01)
+    empty_acks = [d for s, d, _ in net.sent if s is server]
+    assert len(empty_acks) == 1 and Message.decode(empty_acks[0]).code == Code.EMPTY

@@ -417,9 +417,10 @@ def settled(st: os.stat_result, margin_ns: int = 2_000_000_000) -> bool:
 
 
 class ListingCache:
-    """Rendered directory listings by directory state (see
-    :func:`stat_signature`), least recently used dropped first beyond
-    ``max_entries`` listings or ``max_bytes`` bytes."""
+    """Bodies with their ETags by the state of what they were made from (see
+    :func:`stat_signature`): rendered directory listings, and the contents
+    of small files. The least recently used are dropped first beyond
+    ``max_entries`` bodies or ``max_bytes`` bytes."""
 
     def __init__(self, max_entries: int = 64, max_bytes: int = 8 << 20):
         self.max_entries = max_entries

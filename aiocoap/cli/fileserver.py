@@ -10,8 +10,14 @@ What it answers:
   change. Files larger than one message go out in Block2 blocks; every
   block is read from the file on its own (``pread`` of that range), so
   neither a transfer nor a client asking for any block makes the server
-  read or hold the whole file. A request carrying the current ETag gets
-  2.03 Valid.
+  read or hold the whole file. The file stays open from one block to the
+  next for a few seconds, so the later blocks of a transfer skip resolving
+  the path again (see ``aiocoap.cli._fileserver_open``: a file written,
+  replaced or deleted meanwhile is noticed at once, a directory on its
+  path renamed within 10 s). A request carrying the current ETag gets
+  2.03 Valid. Files of up to 1 KiB that have not changed for two seconds
+  are answered from memory (256 of them at most, found by their path and
+  state: a change is seen by the ``stat`` every request makes anyway).
 * ``GET /path/dir/`` (and ``GET /``): the directory as
   ``application/link-format``: ``</path/dir/name>`` for files (with ``ct``
   where known) and ``</path/dir/sub/>;ct=40`` for subdirectories, sorted by
@@ -51,10 +57,14 @@ Caps, and what happens when they are reached:
   (``max_uploads_per_peer``), each dropped 60 s after its last block:
   5.03 with Max-Age. A client that keeps sending blocks keeps its slot.
 * ``max_listing_entries`` (100 000) entries per directory: a larger one is
-  not listed (5.00). Rendered listings are cached up to 8 MiB.
-* Open files: the root's descriptor, two per unfinished upload, and while
-  one request is being handled (nothing is awaited in between), one per
-  directory on its path and the file itself.
+  not listed (5.00). Rendered listings are cached up to 8 MiB, small
+  files up to 256 KiB.
+* Open files: the root's descriptor, two per unfinished upload, up to
+  ``max_open_files`` (16) files of transfers in progress (each closed
+  ``open_file_idle_timeout`` (2) seconds after its last block,
+  ``open_file_lifetime`` (10) seconds after it was opened at the latest), and while one request is being
+  handled (nothing is awaited in between), one per directory on its path
+  and the file itself.
 
 Logging: the logger ``fileserver``; notifications sent at debug, refused
 observations and uploads at debug with a summary at info at most every 10
@@ -79,11 +89,13 @@ from ..message import Message
 from ..numbers.codes import Code
 from ..numbers.contentformat import ContentFormat
 from ..optiontypes import BlockOption
+from ..options import Options
 from ..resource import PathCapable, Resource
 from ..util import hostportsplit
 from ..util.cli import AsyncCLIDaemon
 from ..util.linkformat import Link, LinkFormat
 from . import common
+from ._fileserver_open import OpenFile, OpenFiles
 from ._fileserver_fs import (
     ListingCache,
     NoSuchPath,
@@ -107,6 +119,10 @@ _FILESERVER_RT = "tag:chrysn@fsfe.org,2022:fileserver"
 _BlockwiseTuple = BlockOption.BlockwiseTuple
 
 DEFAULT_MAX_UPLOAD_SIZE = 16 << 20
+
+SMALL_FILE_SIZE = 1024
+"""Files up to this size are kept in memory (256 of them at most) once
+they have been unchanged for a while (see ``settled()``)."""
 
 
 class TrailingSlashMissing(error.BadRequest):
@@ -191,6 +207,9 @@ class FileServer(Resource, interfaces.ObservableResource, PathCapable):
         max_listing_entries: int = 100_000,
         watch: str = "auto",
         poll_interval: float = 2.0,
+        max_open_files: int = 16,
+        open_file_idle_timeout: float = 2.0,
+        open_file_lifetime: float = 10.0,
     ):
         super().__init__()
         if not 0 <= etag_length <= 8:
@@ -206,6 +225,9 @@ class FileServer(Resource, interfaces.ObservableResource, PathCapable):
         self.uploads = UploadTable(max_uploads=max_uploads, max_per_peer=max_uploads_per_peer, timeout=upload_timeout)
         self._upload_timer: Optional[asyncio.TimerHandle] = None
         self._listings = ListingCache()
+        self._small_files = ListingCache(max_entries=256, max_bytes=SMALL_FILE_SIZE * 256)
+        self._open_files = OpenFiles(max_open_files, open_file_idle_timeout, open_file_lifetime)
+        self._open_files_timer: Optional[asyncio.TimerHandle] = None
         self._watched: dict[tuple, _Watched] = {}
         self._by_directory: dict[str, dict[tuple, _Watched]] = {}
         self._observation_count = 0
@@ -230,6 +252,11 @@ class FileServer(Resource, interfaces.ObservableResource, PathCapable):
             self._upload_timer = None
         self.uploads.clear()
         self._listings.clear()
+        self._small_files.clear()
+        if self._open_files_timer is not None:
+            self._open_files_timer.cancel()
+            self._open_files_timer = None
+        self._open_files.clear()
         self.root.close()
 
     # ------------------------------------------------------------ dispatch
@@ -260,6 +287,14 @@ class FileServer(Resource, interfaces.ObservableResource, PathCapable):
     # ------------------------------------------------------------- reading
 
     async def render_get(self, request: Message) -> Message:
+        block2 = request.opt.block2
+        if block2 is not None and block2.block_number:
+            try:
+                response = self._continue_transfer(request, block2)
+            except OSError as e:
+                raise self._fs_error(e, request) from None
+            if response is not None:
+                return response
         if request.opt.uri_path == _WELL_KNOWN_CORE:
             return Message(
                 payload=str(self.get_resources_as_linkheader()).encode("utf-8"),
@@ -276,7 +311,7 @@ class FileServer(Resource, interfaces.ObservableResource, PathCapable):
                     return self._render_listing(request, target, segments)
                 if want_dir:
                     raise TrailingSlashAbundant()
-                return self._render_file(request, target)
+                return self._render_file(request, target, segments)
         except OSError as e:
             raise self._fs_error(e, request) from None
 
@@ -286,7 +321,7 @@ class FileServer(Resource, interfaces.ObservableResource, PathCapable):
             self.log.error("File system error on /%s: %s", "/".join(request.opt.uri_path), exc)
         return result
 
-    def _render_file(self, request: Message, target) -> Message:
+    def _render_file(self, request: Message, target, segments: tuple) -> Message:
         if not stat.S_ISREG(target.st.st_mode):
             raise PathForbidden("Only regular files and directories are served")
         content_format = content_format_for(target.name)
@@ -296,7 +331,16 @@ class FileServer(Resource, interfaces.ObservableResource, PathCapable):
                 content_format = ContentFormat.OCTETSTREAM
             else:
                 raise error.NotAcceptable()
+        small = target.st.st_size <= SMALL_FILE_SIZE and request.opt.block2 is None and settled(target.st)
+        if small:
+            cached = self._small_files.get((stat_signature(target.st), segments))
+            if cached is not None and target.st.st_size <= single_message_limit(request.remote):
+                payload, etag = cached
+                if etag is not None and etag in request.opt.etags:
+                    return Message(code=Code.VALID, etag=etag)
+                return Message(code=Code.CONTENT, payload=payload, content_format=content_format, etag=etag)
         fd, st = target.open_file()
+        kept = False
         try:
             etag = stat_etag(st, self.etag_length)
             if etag is not None and etag in request.opt.etags:
@@ -304,12 +348,74 @@ class FileServer(Resource, interfaces.ObservableResource, PathCapable):
             block = self._plan_block(request, st.st_size)
             if block is None:
                 payload = os.pread(fd, st.st_size, 0) if st.st_size else b""
+                if small and len(payload) == st.st_size:
+                    self._small_files.put((stat_signature(st), segments), payload, etag)
                 return Message(code=Code.CONTENT, payload=payload, content_format=content_format, etag=etag)
             offset, length, block2 = block
             payload = os.pread(fd, min(length, st.st_size - offset), offset) if offset < st.st_size else b""
+            if block2.size_exponent != 7 and offset + len(payload) < st.st_size:
+                # (more blocks to come: keep the file open for them)
+                self._keep_open(segments, target, fd, st, etag, content_format)
+                kept = True
         finally:
-            os.close(fd)
+            if not kept:
+                os.close(fd)
         return self._block_response(request, payload, offset, st.st_size, block2, content_format, etag)
+
+    def _keep_open(self, segments: tuple, target, fd: int, st: os.stat_result, etag, content_format) -> None:
+        """Hand the open file of a transfer's block to the open files, for
+        the blocks after it (see ``aiocoap.cli._fileserver_open``)."""
+        template = Options()
+        template.content_format = content_format
+        template.etag = etag
+        loop = asyncio.get_running_loop()
+        entry = OpenFile(fd, stat_signature(st), st.st_size, etag, template,
+                         target.directory_path(), target.name, loop.time())
+        self._open_files.put(segments, entry)
+        if self._open_files_timer is None:
+            self._schedule_open_files_expiry(loop)
+
+    def _schedule_open_files_expiry(self, loop: asyncio.AbstractEventLoop) -> None:
+        deadline = self._open_files.next_deadline()
+        if deadline is not None:
+            self._open_files_timer = loop.call_at(deadline, self._expire_open_files, loop)
+
+    def _expire_open_files(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._open_files_timer = None
+        self._open_files.expire(loop.time())
+        self._schedule_open_files_expiry(loop)
+
+    def _continue_transfer(self, request: Message, block2: _BlockwiseTuple) -> Optional[Message]:
+        """A later block of a file transfer served from the file kept open
+        since its first block, or None where that does not apply (nothing
+        kept open, the file changed, or the request asks for more than a
+        plain block: then the full path answers it)."""
+        entry = self._open_files.get(request.opt.uri_path, asyncio.get_running_loop().time())
+        if entry is None:
+            return None
+        szx = block2.size_exponent
+        if (
+            szx > getattr(request.remote, "maximum_block_size_exp", 6)
+            or szx == 7
+            or request.opt.etags
+            or request.opt.accept is not None
+        ):
+            return None
+        fd = entry.fd
+        if stat_signature(os.fstat(fd)) != entry.signature:
+            self._open_files.drop(request.opt.uri_path)
+            return None
+        size = entry.size
+        offset = block2.start
+        if offset >= size:
+            return None
+        payload = os.pread(fd, min(block2.size, size - offset), offset)
+        response = Message(code=Code.CONTENT, payload=payload)
+        options = response.opt = entry.template.copy_shallow()
+        options.block2 = _BlockwiseTuple(block2.block_number, offset + len(payload) < size, szx)
+        if request.opt.size2 is not None:
+            options.size2 = size
+        return response
 
     def _render_listing(self, request: Message, target, segments: tuple) -> Message:
         accept = request.opt.accept
@@ -461,6 +567,7 @@ class FileServer(Resource, interfaces.ObservableResource, PathCapable):
         """Called by the change watcher (and after own writes): notify the
         observers of what changed in ``directory`` (``names``: the entries
         that changed, None: anything may have)."""
+        self._open_files.discard(directory, names)
         for entry in list(self._by_directory.get(directory, {}).values()):
             named = names is not None and not entry.is_dir and entry.name in names
             if names is not None and not entry.is_dir and not named:
@@ -553,6 +660,7 @@ class FileServer(Resource, interfaces.ObservableResource, PathCapable):
     def _written(self, directory: str, name: str) -> None:
         """Notify observers of a change made by this server right away
         (rather than when the watcher reports it)."""
+        self._open_files.discard(directory, frozenset((name,)))
         if directory in self._by_directory:
             self._changed(directory, frozenset((name,)))
 
