@@ -247,3 +247,26 @@ def test_random_chunks_of_a_forked_child_are_its_own():
         from_child = child.read()
     assert len(from_child) == 8
     assert from_child != chunks()
+
+
+async def test_future_drops_on_cancel_when_it_gets_a_result_or_exception():
+    """Its owner needs no done callback to release the handler (one loop
+    callback per request less); a cancellation still calls it at once."""
+    import asyncio
+
+    from aiocoap.util.asyncio import Future
+
+    loop = asyncio.get_running_loop()
+    calls = []
+    for settle in (lambda f: f.set_result("response"), lambda f: f.set_exception(ValueError())):
+        future = Future(loop=loop)
+        future.on_cancel = calls.append
+        settle(future)
+        assert future.on_cancel is None
+        future.exception()  # (retrieved: no "never retrieved" warning)
+    assert calls == []
+
+    future = Future(loop=loop)
+    future.on_cancel = calls.append
+    future.cancel()
+    assert calls == [future] and future.on_cancel is None
