@@ -820,8 +820,7 @@ class Request(interfaces.Request, BaseUnicastRequest):
         self._pipe = pipe
         self.log = log
         self.response = response = Future(loop=loop)
-        response.add_done_callback(self._response_cancellation_handler)
-        # (and at once: a request cancelled before it went out is not sent)
+        # (at once: a request cancelled before it went out is not sent)
         response.on_cancel = self._response_cancellation_handler
         if pipe.request.opt.observe == 0:
             if observer is None:
@@ -844,8 +843,7 @@ class Request(interfaces.Request, BaseUnicastRequest):
         return self._pipe.request
 
     def _response_cancellation_handler(self, response_future: Future) -> None:
-        response_future.on_cancel = None
-        if response_future.cancelled() and self._observer is None:
+        if self._observer is None:
             self._pipe.stop_interest()
 
     def stop_observing(self) -> None:

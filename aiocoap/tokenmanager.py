@@ -5,7 +5,8 @@ Rules enforced here:
 
 * Tokens are 4 random bytes from :mod:`secrets` (RFC 7252 §5.3.1 asks for
   at least 32 random bits on unsecured transports), unique among the
-  requests in flight to the same remote.
+  requests in flight to the same remote. They are cut from random bytes
+  drawn for many tokens at a time (:class:`aiocoap.util.secrets.RandomChunks`).
 * A response matches a request by (token, remote); responses to a multicast
   request are accepted from any member of the group.
 * A response nobody waits for is reported as unmatched, so the message
@@ -44,7 +45,6 @@ import asyncio
 import heapq
 import logging
 import math
-import secrets
 from typing import Any, Callable, Hashable, Optional, cast
 
 from . import error, interfaces
@@ -57,6 +57,7 @@ from .util.echo import repeat_with_echo
 from .util.asyncio import clock_of
 from .util.asyncio.timer import DeadlineTimer
 from .util.keyindex import GroupedDict
+from .util.secrets import RandomChunks
 
 __all__ = ["TokenManager"]
 
@@ -74,6 +75,10 @@ REREGISTRATION_MARGIN = 2.0
 MAX_MULTICAST_ECHO_REPEATS = 64
 """To how many servers that challenged it a multicast request is repeated
 by unicast with their Echo value."""
+
+TOKEN_LENGTH = 4
+"""Bytes of the tokens of requests we send (RFC 7252 §5.3.1 asks for at
+least 32 random bits)."""
 
 REREGISTRATION_GRANULARITY = 0.25
 """Re-registrations go out at most this many seconds after they are due
@@ -308,6 +313,7 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         self._rereg_filed = 0  # states filed (live entries)
         self._rereg_timer = DeadlineTimer(loop, self._reregistrations_due)
         self._shutting_down = False
+        self._random_tokens = RandomChunks(TOKEN_LENGTH)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} with {len(self.token_interfaces)} transport(s)>"
@@ -327,10 +333,10 @@ class TokenManager(interfaces.RequestInterface, interfaces.TokenManager):
         return False
 
     def next_token(self) -> bytes:
-        """A fresh token: 4 random bytes (RFC 7252 §5.3.1 asks for at least
-        32 random bits). Requests get one that is also unique among those
+        """A fresh token: :data:`TOKEN_LENGTH` random bytes from
+        :mod:`secrets`. Requests get one that is also unique among those
         in flight to their remote."""
-        return secrets.token_bytes(4)
+        return self._random_tokens()
 
     def _new_token(self, remote: interfaces.EndpointAddress) -> bytes:
         while True:

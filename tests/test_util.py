@@ -224,3 +224,49 @@ async def test_result_within_times_out_and_cancels_what_it_waited_for():
         await result_within(future, 0.01)
     assert future.cancelled()
     assert await result_within(asyncio.sleep(0, "done"), 1) == "done"
+
+
+def test_random_chunks_of_a_forked_child_are_its_own():
+    """Values drawn before a fork are not handed out by both processes."""
+    import os
+
+    from aiocoap.util.secrets import RandomChunks
+
+    if not hasattr(os, "fork"):
+        pytest.skip("no os.fork on this platform")
+    chunks = RandomChunks(8)
+    chunks()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write_end, chunks())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end, "rb") as child:
+        from_child = child.read()
+    assert len(from_child) == 8
+    assert from_child != chunks()
+
+
+async def test_future_drops_on_cancel_when_it_gets_a_result_or_exception():
+    """Its owner needs no done callback to release the handler (one loop
+    callback per request less); a cancellation still calls it at once."""
+    import asyncio
+
+    from aiocoap.util.asyncio import Future
+
+    loop = asyncio.get_running_loop()
+    calls = []
+    for settle in (lambda f: f.set_result("response"), lambda f: f.set_exception(ValueError())):
+        future = Future(loop=loop)
+        future.on_cancel = calls.append
+        settle(future)
+        assert future.on_cancel is None
+        future.exception()  # (retrieved: no "never retrieved" warning)
+    assert calls == []
+
+    future = Future(loop=loop)
+    future.on_cancel = calls.append
+    future.cancel()
+    assert calls == [future] and future.on_cancel is None

@@ -285,8 +285,7 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):
         if app_request.opt.observe == 0:
             # (the relaying methods run only when there is an observation)
             self._observation = self.observation = ClientObservation(self)
-        self.response.add_done_callback(self._response_cancellation_handler)
-        # (and at once: a request cancelled before it went out is not sent)
+        # (at once: a request cancelled before it went out is not sent)
         self.response.on_cancel = self._response_cancellation_handler
 
         options = app_request.opt
@@ -413,9 +412,6 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):
         )
 
     def _response_cancellation_handler(self, future: asyncio.Future[Message]) -> None:
-        future.on_cancel = None  # type: ignore[attr-defined]  # (our Future)
-        if not future.cancelled():
-            return
         if self._task is not None and not self._task.done():
             self._task.cancel()
         if self.observation is None and self._sub is not None:

@@ -45,6 +45,8 @@ import struct
 from dataclasses import dataclass
 from typing import Callable, Optional, Union
 
+from ..util.secrets import DEFAULT_BATCH, RandomChunks
+
 __all__ = [
     "OP_CONT", "OP_TEXT", "OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG",
     "NORMAL_CLOSURE", "GOING_AWAY", "PROTOCOL_ERROR", "UNSUPPORTED_DATA", "INVALID_DATA", "MESSAGE_TOO_BIG",
@@ -156,24 +158,15 @@ def apply_mask(data: bytes, key: bytes) -> bytes:
     return (int.from_bytes(data, "little") ^ int.from_bytes(repeated, "little")).to_bytes(length, "little")
 
 
-class MaskKeys:
+class MaskKeys(RandomChunks):
     """Masking keys for a client's frames: 4 unpredictable bytes per call,
     taken from ``random_bytes`` (default :func:`secrets.token_bytes`)
-    ``batch`` keys at a time."""
+    ``batch`` keys at a time (see :class:`~aiocoap.util.secrets.RandomChunks`)."""
 
-    def __init__(self, random_bytes: Callable[[int], bytes] = secrets.token_bytes, batch: int = 256) -> None:
-        self._random_bytes = random_bytes
-        self._batch = batch * _MASK_KEY_SIZE
-        self._pool = b""
-        self._next = 0
+    __slots__ = ()
 
-    def __call__(self) -> bytes:
-        start = self._next
-        if start >= len(self._pool):
-            self._pool = self._random_bytes(self._batch)
-            start = 0
-        self._next = start + _MASK_KEY_SIZE
-        return self._pool[start:start + _MASK_KEY_SIZE]
+    def __init__(self, random_bytes: Callable[[int], bytes] = secrets.token_bytes, batch: int = DEFAULT_BATCH) -> None:
+        super().__init__(_MASK_KEY_SIZE, random_bytes, batch)
 
 
 def _header(first: int, length: int, mask_bit: int) -> bytes:

@@ -43,9 +43,11 @@ class Future(asyncio.Future[Any]):
     runs only in a later loop iteration: a request cancelled right after it
     was created is then never sent.
 
-    The owner of the future removes ``on_cancel`` once the future is done
-    otherwise, so that the future does not keep it alive. (It is called
-    Future so that it looks like one in reprs.)"""
+    It drops ``on_cancel`` when it gets a result or an exception instead,
+    so it does not keep the handler (and what that refers to) alive, and
+    its owner needs no done callback to drop it: that would cost a loop
+    iteration's callback per request. (It is called Future so that it
+    looks like one in reprs.)"""
 
     __slots__ = ("on_cancel",)
 
@@ -59,6 +61,14 @@ class Future(asyncio.Future[Any]):
                 self.on_cancel = None
                 on_cancel(self)
         return cancelled
+
+    def set_result(self, result: Any) -> None:
+        self.on_cancel = None
+        super().set_result(result)
+
+    def set_exception(self, exception: Any) -> None:
+        self.on_cancel = None
+        super().set_exception(exception)
 
 
 async def result_within(awaitable: Awaitable[_T], timeout: Optional[float]) -> _T:
