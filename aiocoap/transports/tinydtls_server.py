@@ -64,6 +64,7 @@ from .dtls_sessions import (
     HANDSHAKE_CLIENT_HELLO,
     HANDSHAKE_SERVER_HELLO,
     CloseNotifyReceived,
+    DTLSTuning,
     FatalDTLSError,
     Session,
     SessionClosed,
@@ -535,22 +536,27 @@ class MessageInterfaceTinyDTLSServer(MessageInterfaceSimpleServer):
         return await self._bound_socket(host, port)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} on {hostportjoin(*self.sockname[:2])} with {len(self._engine._core)} session(s)>"
+        return f"<{type(self).__name__} on {hostportjoin(*self.sockname[:2])} with {len(self._engine.sessions)} session(s)>"
 
     def connected(self, transport: asyncio.DatagramTransport) -> None:
         super().connected(transport)
         self._engine._sendto = transport.sendto
 
     # The engine's view of the sessions, offered as the transport's own.
-    tuning = DTLSSessionDriver.tuning
-    sessions = DTLSSessionDriver.sessions
+    @property
+    def tuning(self) -> DTLSTuning:
+        """The :class:`DTLSTuning` in effect (assignable)."""
+        return self._engine.tuning
+
+    @tuning.setter
+    def tuning(self, value: DTLSTuning) -> None:
+        self._engine.tuning = value
 
     @property
-    def _core(self) -> SessionTable:
-        return self._engine._core
-
-    def _schedule(self) -> None:
-        self._engine._schedule()
+    def sessions(self) -> list[Any]:
+        """The remotes of the sessions that exist (established or in their
+        handshake)."""
+        return self._engine.sessions
 
     @property
     def port(self) -> int:
