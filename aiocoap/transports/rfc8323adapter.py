@@ -15,18 +15,18 @@ way.
   through the connection a message's remote names, keeping the set of
   connections with a socket, and waiting on shutdown until every socket
   is closed.
-
-The two talk to each other only through the methods each documents for
-the other (its "for the interface" / "for the connections" sections), not
-through private attributes: the interface starts, awaits, fails and closes
-a connection; a connection tells its interface when it opened, closed,
-was released or buffers part of a message, and asks it to reconnect.
 * :class:`HoldOffs` remembers the peers that asked (in a Release) not to
   be contacted for a while, bounded in number.
 * :func:`idle_victim` picks the connection to close when a client pool is
   full.
 * :func:`client_ssl_context` finds the TLS settings the client
   credentials give for a request (coaps+tcp, coaps+ws).
+
+The two talk to each other only through the methods each documents for
+the other (its "for the interface" / "for the connections" sections), not
+through private attributes: the interface starts, awaits, fails and closes
+a connection; a connection tells its interface when it opened, closed,
+was released or buffers part of a message, and asks it to reconnect.
 """
 
 from __future__ import annotations
