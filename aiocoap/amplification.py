@@ -253,7 +253,10 @@ class AmplificationGate(Pipe):
         self.limit = limit
         self.clock = clock
         self.cut_to_fit = cut_to_fit
-        self.request_size = datagram_size(request, len(request.token))
+        received_size = request.received_size
+        self.request_size = (
+            received_size if received_size is not None else datagram_size(request, len(request.token))
+        )
         self.answered = False
 
     def __repr__(self) -> str:

@@ -168,6 +168,11 @@ class Message:
     _target: Optional[UndecidedRemote] = None
     request: Optional[Message] = None
     transport_tuning: Any = None
+    received_size: Optional[int] = None
+    """The size in bytes of the datagram the message was decoded from
+    (:meth:`decode`), None for a message built or copied here. Limits that
+    depend on what a peer sent (RFC 9175 §2.3 amplification) read it
+    instead of encoding the message again."""
 
     def __init__(
         self,
@@ -296,6 +301,7 @@ class Message:
         arguments in the constructor, and update the copy."""
         new = type(self).__new__(type(self))
         new.__dict__.update(self.__dict__)
+        new.__dict__.pop("received_size", None)  # (a copy was not received)
         new.opt = self.opt.copy()
         if "uri" in kwargs:
             new.set_request_uri(kwargs.pop("uri"))
@@ -382,6 +388,7 @@ class Message:
         else:
             self.payload = b""
         self._remote = remote
+        self.received_size = length
         return self
 
     def encode(self) -> bytes:

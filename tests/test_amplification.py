@@ -4,13 +4,15 @@ Echo round trip our client does by itself, and the bounds of the state
 behind it (aiocoap/amplification.py)."""
 
 import asyncio
+import logging
 import socket
 
 import pytest
 
 from aiocoap import resource
-from aiocoap.amplification import AmplificationLimit, datagram_size
+from aiocoap.amplification import AmplificationGate, AmplificationLimit, datagram_size
 from aiocoap.message import Message
+from aiocoap.pipe import Event
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
 from aiocoap.protocol import Context
@@ -129,6 +131,34 @@ def test_datagram_size_matches_encoding():
     encoded = message.copy(mid=1, mtype=Type.ACK, token=b"abcd")
     assert datagram_size(message, 4) == len(encoded.encode())
     assert datagram_size(Message(code=Code.GET), 0) == 4
+
+
+class _Outer:
+    """The request's own pipe, as far as a gate uses it."""
+
+    def __init__(self, request):
+        self.request = request
+        self.log = logging.getLogger("test_amplification")
+        self.events = []
+
+    def add_event(self, event):
+        self.events.append(event)
+
+    def add_response(self, response, is_last=False):
+        self.events.append(Event(response, None, is_last))
+
+
+def test_gate_measures_the_request_as_received_not_as_reencoded():
+    # 13 bytes received (Uri-Port 0 in two bytes), 11 when encoded again:
+    # a 39 byte answer is within 3x of what the peer sent, not of 11 bytes.
+    raw = bytes((0x44, 0x01, 0x00, 0x01)) + b"abcd" + bytes((0x72, 0, 0, 0x41)) + b"s"
+    request = Message.decode(raw, Peer("a"))
+    outer = _Outer(request)
+    gate = AmplificationGate(outer, AmplificationLimit(), lambda: 0.0, lambda *args: None)
+    answer = Message(code=Code.CONTENT, payload=b"x" * 30, _mtype=Type.ACK)
+    assert datagram_size(answer, 4) == 39
+    gate.add_event(Event(answer, None, True))
+    assert [event.message for event in outer.events] == [answer]
 
 
 # --- a server over real UDP, and a raw-socket client ------------------------------

@@ -139,6 +139,17 @@ def test_decode_keeps_remote_and_accepts_buffers():
     assert Message.decode(raw).remote is None
 
 
+def test_decode_records_the_datagram_size_and_copies_forget_it():
+    # Uri-Port 0 sent in two bytes: re-encoding would make it 0 bytes long,
+    # so only the decoder knows what came in.
+    raw = bytes((0x44, 0x01, 0x00, 0x01)) + b"abcd" + bytes((0x72, 0, 0, 0x41)) + b"s"
+    message = Message.decode(raw)
+    assert message.received_size == len(raw) == 13
+    assert len(message.encode()) == 11
+    assert message.copy().received_size is None
+    assert Message(code=Code.GET).received_size is None
+
+
 def test_decode_unknown_code_and_options():
     # the unassigned code 2.30 (0x5e), then an empty option 2048 (delta 14 + 0x06f3)
     raw = b"\x40\x5e\x00\x01" + b"\xe0\x06\xf3"
