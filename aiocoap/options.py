@@ -52,12 +52,21 @@ def _lookup(number: int) -> OptionNumber:
     return member if member is not None else OptionNumber(number)
 
 
+_ONE_BYTE_EXTENDED = 13
+"""The header nibble announcing one more byte for a delta or length, and
+the value that byte counts from (RFC 7252 §3.1)."""
+_TWO_BYTES_NIBBLE = 14
+_TWO_BYTES_EXTENDED = 269
+"""The nibble announcing two more bytes (:data:`_TWO_BYTES_NIBBLE`), and
+the value they count from."""
+
+
 def _extended_header(nibble: int, value: int) -> bytes:
     """The extended delta or length bytes that go with a header ``nibble``."""
-    if nibble == 13:
-        return bytes((value - 13,))
-    if nibble == 14:
-        return (value - 269).to_bytes(2, "big")
+    if nibble == _ONE_BYTE_EXTENDED:
+        return bytes((value - _ONE_BYTE_EXTENDED,))
+    if nibble == _TWO_BYTES_NIBBLE:
+        return (value - _TWO_BYTES_EXTENDED).to_bytes(2, "big")
     return b""
 
 
@@ -306,7 +315,12 @@ class Options:
                 return rawdata[pos:]
             delta = header >> 4
             length = header & 0x0F
-            if delta > 12:
+            if delta == _ONE_BYTE_EXTENDED and pos < end:
+                # (the common extended case: numbers 13 to 268 after a
+                # small one, e.g. Max-Age, Accept or Proxy-Scheme)
+                delta = rawdata[pos] + _ONE_BYTE_EXTENDED
+                pos += 1
+            elif delta > 12:
                 delta, pos = _read_extended(delta, rawdata, pos, "delta")
             if length > 12:
                 length, pos = _read_extended(length, rawdata, pos, "length")
@@ -381,8 +395,13 @@ class Options:
                 else:
                     value = option.encode()
                 length = len(value)
-                if delta < 13 and length < 13:
+                if delta < _ONE_BYTE_EXTENDED and length < _ONE_BYTE_EXTENDED:
                     out.append(delta << 4 | length)
+                elif delta < _TWO_BYTES_EXTENDED and length < _ONE_BYTE_EXTENDED:
+                    # (the common extended case: numbers 13 to 268 after a
+                    # small one, e.g. Max-Age)
+                    out.append(_ONE_BYTE_EXTENDED << 4 | length)
+                    out.append(delta - _ONE_BYTE_EXTENDED)
                 else:
                     delta_nibble = _nibble(delta)
                     length_nibble = _nibble(length)

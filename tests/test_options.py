@@ -57,6 +57,27 @@ def test_extended_option_delta(delta, header):
     assert [int(o.number) for o in opt.option_list()] == [1, 1 + delta]
 
 
+@pytest.mark.parametrize(
+    "number,value,header",
+    [
+        (OptionNumber.MAX_AGE, b"\x3b", b"\xd1\x01"),  # delta 14 after nothing
+        (OptionNumber.PROXY_SCHEME, b"coap", b"\xd4\x1a"),
+        (268, b"x" * 12, b"\xdc\xff"),  # the last delta and length of the one byte form
+        (268, b"x" * 13, b"\xdd\xff\x00"),  # ... and a length just beyond it
+        (269, b"x" * 12, b"\xec\x00\x00"),
+    ],
+)
+def test_one_byte_extended_delta_with_values(number, value, header):
+    # The extended delta together with non-empty values of either length
+    # form, as first option (delta = number).
+    option = OpaqueOption(OptionNumber(number), value)
+    raw = encode(option)
+    assert raw == header + value
+    opt, payload = decode(raw + b"\xffp")
+    assert payload == b"p"
+    assert [(int(o.number), o.encode()) for o in opt.option_list()] == [(number, value)]
+
+
 def test_option_numbers_beyond_16_bits_are_rejected():
     with pytest.raises(ValueError):
         encode(OpaqueOption(OptionNumber(65536), b""))
