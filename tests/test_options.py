@@ -580,3 +580,18 @@ def test_unprocessable_critical():
     bad_port = Options()
     bad_port.decode(bytes([0x73]) + b"\x01\x02\x03")  # Uri-Port: 3 bytes (max 2)
     assert bad_port.unprocessable_critical({OptionNumber.URI_PORT}) == OptionNumber.URI_PORT
+
+
+def test_values_except_follows_the_decoded_order_and_skips_numbers():
+    raw = encode(
+        StringOption(OptionNumber.URI_HOST, "h"),
+        UintOption(OptionNumber.URI_PORT, 5683),
+        StringOption(OptionNumber.URI_PATH, "a"),
+        StringOption(OptionNumber.URI_PATH, "b"),
+        UintOption(OptionNumber.SIZE1, 10),
+    )
+    opt, _ = decode(raw)
+    assert opt.values_except({int(OptionNumber.SIZE1)}) == ((3, "h"), (7, 5683), (11, "a"), (11, "b"))
+    everything = opt.values_except(())
+    assert everything[-1] == (60, 10)
+    assert {everything: True}[opt.values_except(())]  # hashable, equal when decoded alike

@@ -121,7 +121,8 @@ def request_signature(request: Message, scheme: str) -> Optional[tuple]:
     :func:`cache_key`).
 
     It is made of the method, the payload and the option values as they
-    were decoded, so it costs no option encoding; Hop-Limit, Observe, ETag,
+    were decoded (:meth:`~aiocoap.options.Options.values_except`, in the
+    order they came), so it costs no option encoding and no sorting; Hop-Limit, Observe, ETag,
     No-Response and Size1 are left out. Two requests with the same
     signature become the same upstream request, as long as the proxy's rules
     decide by what the signature holds. (NoCacheKey options other than
@@ -140,9 +141,7 @@ def request_signature(request: Message, scheme: str) -> Optional[tuple]:
     code = request.code
     if code not in CACHEABLE_METHODS:
         return None
-    skipped = _SIGNATURE_SKIPPED
-    values = tuple([(option.number, option.value) for option in request.opt.option_list() if option.number not in skipped])
-    return (scheme, code, values, request.payload)
+    return (scheme, code, request.opt.values_except(_SIGNATURE_SKIPPED), request.payload)
 
 
 def _key_size(key: Any) -> int:
