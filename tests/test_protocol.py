@@ -440,3 +440,81 @@ async def test_request_uri_on_the_server_keeps_the_full_path(site):
     finally:
         await client.shutdown()
         await server.shutdown()
+
+
+class _Scheduled:
+    """Records what the event loop is asked to run soon (besides the
+    test's own task), to count the loop iterations a render costs."""
+
+    def __init__(self, loop, monkeypatch):
+        self.callbacks = []
+        me = asyncio.current_task()
+        original = loop.call_soon
+
+        def call_soon(callback, *args, **kwargs):
+            if getattr(callback, "__self__", None) is not me:
+                self.callbacks.append(callback)
+            return original(callback, *args, **kwargs)
+
+        monkeypatch.setattr(loop, "call_soon", call_soon)
+
+
+def _bare_request(path):
+    # no remote: the amplification limit does not apply
+    return Message(code=Code.GET, uri_path=path)
+
+
+async def test_a_render_schedules_nothing_but_its_task(site, monkeypatch):
+    """A render that does not suspend costs one event loop iteration after
+    the one that received the request: its task's step. Its bookkeeping
+    (the context's task set, the pipe's interest-end callback) ends within
+    that step, not in done callbacks, each of which asyncio would run in an
+    iteration of its own (a server answering one request at a time paid
+    two more iterations per request for them)."""
+    from aiocoap.pipe import Pipe
+
+    net, server, client = await pair(site)
+    try:
+        pipe = Pipe(_bare_request(["echo"]), logging.getLogger("test"))
+        responses = []
+        pipe.on_event(lambda event: responses.append(event.message) or True)
+        scheduled = _Scheduled(asyncio.get_running_loop(), monkeypatch)
+        server.render_to_pipe(pipe)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert [m.code for m in responses] == [Code.CONTENT]
+        assert len(scheduled.callbacks) == 1, scheduled.callbacks
+    finally:
+        monkeypatch.undo()
+        await client.shutdown()
+        await server.shutdown()
+
+
+async def test_render_cancelled_when_interest_ends(site):
+    """A suspended render is cancelled when the requester loses interest,
+    and one cancelled before it ever ran is forgotten all the same (its
+    body, and the cleanup there, never runs)."""
+    from aiocoap.pipe import Pipe
+
+    net, server, client = await pair(site)
+    try:
+        running = Pipe(_bare_request(["slow"]), logging.getLogger("test"))
+        running.on_event(lambda event: True)
+        server.render_to_pipe(running)
+        await asyncio.sleep(0.01)
+        (render,) = server._tasks
+        running.stop_interest()
+        await asyncio.sleep(0)
+        assert render.cancelled()
+        assert not server._tasks
+
+        unstarted = Pipe(_bare_request(["echo"]), logging.getLogger("test"))
+        unstarted.on_event(lambda event: True)
+        server.render_to_pipe(unstarted)
+        unstarted.stop_interest()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert not server._tasks
+    finally:
+        await client.shutdown()
+        await server.shutdown()
