@@ -521,10 +521,14 @@ class Context(interfaces.RequestProvider):
         limit = self.amplification
         if limit.applies_to(request.remote):
             pipe = self._limit_unverified(pipe, limit)
-        job = _RenderJob(self._tasks, pipe)
-        job.task = self.loop.create_task(self._render(pipe, job))
-        self._tasks.add(job.task)
-        pipe.on_interest_end(job.cancel)
+        task = self.loop.create_task(self._render(pipe))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        # Only a running render needs cancelling when interest ends; once it
+        # finished (e.g. an observation's first render) nothing of it stays
+        # with the pipe, which may live on for a long time.
+        pipe.on_interest_end(task.cancel)
+        task.add_done_callback(lambda task: pipe.discard_interest_end(task.cancel))
 
     render_to_plumbing_request = render_to_pipe
 
@@ -548,16 +552,13 @@ class Context(interfaces.RequestProvider):
             return pipe
         return AmplificationGate(pipe, limit, self.loop.time, self.blockwise.cut_to_fit)
 
-    async def _render(self, pipe: Pipe, job: _RenderJob) -> None:
-        job.started = True
+    async def _render(self, pipe: Pipe) -> None:
         try:
             await self._render_inner(pipe)
         except asyncio.CancelledError:
             raise
         except BaseException as e:
             pipe.add_response(error_to_message(pipe, e), is_last=True)
-        finally:
-            job.ended()
 
     async def _render_inner(self, pipe: Pipe) -> None:
         request = pipe.request
@@ -742,41 +743,6 @@ class Context(interfaces.RequestProvider):
 
 _new_tuple = tuple.__new__
 _URI_PATH_ABBREV = OptionNumber.URI_PATH_ABBREV
-
-
-class _RenderJob:
-    """The task rendering one incoming request, and what is kept of it
-    while it runs: its place in the context's task set (for shutdown) and
-    its cancellation when the pipe's interest ends.
-
-    The render removes both itself as it ends (:meth:`ended`, from the
-    render's ``finally``) rather than through done callbacks on the task:
-    asyncio runs each done callback in an event loop iteration of its own,
-    which a server answering one request at a time pays per request. Only
-    a task cancelled before its first step, whose body (and so its
-    ``finally``) never runs, is cleaned up by a done callback."""
-
-    __slots__ = ("_tasks", "_pipe", "task", "started")
-
-    task: asyncio.Task[None]
-
-    def __init__(self, tasks: set[asyncio.Task[Any]], pipe: Pipe) -> None:
-        self._tasks = tasks
-        self._pipe = pipe
-        self.started = False
-
-    def cancel(self) -> None:
-        """Cancel the render (the pipe's interest ended)."""
-        task = self.task
-        task.cancel()
-        if not self.started:
-            task.add_done_callback(self._tasks.discard)
-
-    def ended(self) -> None:
-        """Forget the render: it is over. Nothing of it stays with the
-        pipe, which may live on for a long time (an observation's)."""
-        self._tasks.discard(self.task)
-        self._pipe.discard_interest_end(self.cancel)
 
 
 class _TextOnly(logging.Filter):
