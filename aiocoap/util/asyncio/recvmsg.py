@@ -22,9 +22,10 @@ Rules this module enforces:
   anew.
 * One wakeup reads at most :data:`BATCH` datagrams, so that a flood on one
   socket can not starve the rest of the loop, while a busy socket still
-  needs only one wakeup per batch. Only the first is read at once; the
-  others after what its delivery scheduled for the loop's next iteration
-  (a server's render of the request), so that a peer with one request in
+  needs only one wakeup per batch. While datagrams come one at a time
+  (see :data:`QUIET_AFTER`), only the first is read at once and the others
+  after what its delivery scheduled for the loop's next iteration (a
+  server's render of the request), so that a peer with one request in
   flight does not wait for the failing read that finds no second one.
 * Sending never raises :class:`BlockingIOError`: a datagram that does not
   fit into the socket's send buffer is dropped (UDP is lossy; the CoAP
@@ -57,6 +58,14 @@ __all__ = [
 
 BATCH = 64
 """Maximum number of datagrams (or error queue entries) read per wakeup."""
+
+QUIET_AFTER = 8
+"""How many wakeups in a row that find at most one datagram make a socket
+that had more pending count as one where datagrams come one at a time
+again (then a wakeup reads one datagram and looks for more only after what
+its delivery scheduled). A burst from a client with many requests in
+flight often begins with a wakeup that finds one; switching at the first
+such wakeup cost the core server benchmark a few percent."""
 
 RECV_BUFSIZE = 65535
 """Receive buffer size: large enough for any UDP datagram (CPython shrinks
@@ -143,6 +152,10 @@ class RecvmsgSelectorDatagramTransport(asyncio.DatagramTransport):
         self._read_more_pending = False
         # (whether _read_more took datagrams since the last wakeup)
         self._read_ahead = False
+        # (whether datagrams arrive faster than one per wakeup, and for how
+        # many wakeups in a row they have not)
+        self._busy = False
+        self._single_wakeups = 0
         loop.call_soon(self._start, waiter)
 
     # --- lifecycle ---------------------------------------------------------
@@ -205,24 +218,34 @@ class RecvmsgSelectorDatagramTransport(asyncio.DatagramTransport):
     # --- receiving ---------------------------------------------------------
 
     def _read_ready(self) -> None:
-        # One datagram now; the look for more waits until the loop ran what
-        # delivering this one scheduled (a server's render of the request,
-        # which sends the response). For a peer with one request in flight
-        # that look is a recvmsg that fails, and it would otherwise sit
-        # between every request and its response.
+        # While datagrams come one at a time, a wakeup reads one, and the
+        # look for more waits until the loop ran what delivering it
+        # scheduled (a server's render of the request, which sends the
+        # response): for a peer with one request in flight that look is a
+        # recvmsg that fails, and it would otherwise sit between every
+        # request and its response. Once looks find more (many requests in
+        # flight), wakeups read whole batches at once again.
         read_ahead = self._read_ahead
         self._read_ahead = False
-        received, trouble = self._receive(1)
+        busy = self._busy
+        received, trouble = self._receive(BATCH if busy else 1)
         if self._closing:
             return
-        if received and not self._read_more_pending:
+        if busy:
+            if received > 1:
+                self._single_wakeups = 0
+            else:
+                self._single_wakeups += 1
+                self._busy = self._single_wakeups < QUIET_AFTER
+        elif received and not self._read_more_pending:
             self._read_more_pending = True
             self._loop.call_soon(self._read_more)
-        if not trouble and (not received or self._check_errqueue_always):
-            # Woken without data: the kernel signalled POLLERR for queued
-            # errors whose pending flag a send has already consumed -- unless
-            # _read_more took the data this wakeup was for.
-            if self._drain_errqueue(False) or not (received or read_ahead):
+        # (a wakeup without data is explained if _read_more took the data it
+        # was for; else the kernel signalled POLLERR for queued errors whose
+        # pending flag a send has already consumed)
+        unexplained = not received and not read_ahead
+        if not trouble and (unexplained or self._check_errqueue_always):
+            if self._drain_errqueue(False) or unexplained:
                 trouble = True
         if trouble:
             self._schedule_rearm()
@@ -234,6 +257,8 @@ class RecvmsgSelectorDatagramTransport(asyncio.DatagramTransport):
         received, trouble = self._receive(BATCH - 1)
         if received:
             self._read_ahead = True
+            self._busy = True
+            self._single_wakeups = 0
         if trouble and not self._closing:
             self._schedule_rearm()
 
