@@ -521,7 +521,12 @@ class Context(interfaces.RequestProvider):
         limit = self.amplification
         if limit.applies_to(request.remote):
             pipe = self._limit_unverified(pipe, limit)
-        task = self.loop.create_task(self._render(pipe))
+        # (where asyncio can, a rendering runs at once and answers within
+        # the delivery of its request: no task is left to look after unless
+        # it waits for something)
+        task = stepping.start_task(self.loop, self._render(pipe))
+        if task.done():
+            return
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         # Only a running render needs cancelling when interest ends; once it

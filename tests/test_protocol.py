@@ -440,3 +440,82 @@ async def test_request_uri_on_the_server_keeps_the_full_path(site):
     finally:
         await client.shutdown()
         await server.shutdown()
+
+
+class InTask(resource.Resource):
+    """Answers with whether its rendering runs in a task, and uses what
+    needs one (a timeout scope) before it first waits."""
+
+    async def render_get(self, request):
+        in_task = asyncio.current_task() is not None
+        if hasattr(asyncio, "timeout"):  # (Python 3.11 on)
+            async with asyncio.timeout(5):
+                pass
+        return Message(payload=b"in task" if in_task else b"no task")
+
+
+def _render_directly(server, path, events):
+    from aiocoap.pipe import Pipe
+
+    pipe = Pipe(Message(code=Code.GET, uri_path=path), logging.getLogger("test"))
+    pipe.on_event(lambda event: events.append(event) or True)
+    server.render_to_pipe(pipe)
+    return pipe
+
+
+async def test_render_that_does_not_wait_answers_at_once_where_asyncio_can():
+    """Where asyncio runs a task's first step at once (Python 3.12 on), an
+    incoming request whose rendering does not wait is answered before
+    render_to_pipe returns: no turn of the event loop between request and
+    response (which is what a peer with one request in flight waits for).
+    The rendering still runs in a task of its own: current_task() and
+    asyncio.timeout() work from its first line on."""
+    from aiocoap.util.asyncio import stepping
+
+    site = resource.Site()
+    site.add_resource(["intask"], InTask())
+    net, server, client = await pair(site)
+    try:
+        events = []
+        _render_directly(server, ("intask",), events)
+        if stepping.STARTS_EAGERLY:
+            assert [e.message.payload for e in events] == [b"in task"]
+        else:
+            assert events == []
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert [(e.message.code, e.message.payload, e.is_last) for e in events] == [(Code.CONTENT, b"in task", True)]
+    finally:
+        await client.shutdown()
+        await server.shutdown()
+
+
+async def test_render_that_waits_is_cancelled_when_interest_ends(site):
+    """A rendering that suspends in its first step is left to its task, and
+    that task is cancelled when the requester loses interest (and at
+    shutdown, see test_server_shutdown_with_slow_render)."""
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    class Waiting(resource.Resource):
+        async def render_get(self, request):
+            started.set()
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+            return Message(payload=b"late")
+
+    site.add_resource(["waiting"], Waiting())
+    net, server, client = await pair(site)
+    try:
+        events = []
+        pipe = _render_directly(server, ("waiting",), events)
+        await asyncio.wait_for(started.wait(), 1)
+        assert events == []
+        pipe.stop_interest()
+        await asyncio.wait_for(cancelled.wait(), 1)
+    finally:
+        await client.shutdown()
+        await server.shutdown()

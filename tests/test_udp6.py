@@ -356,6 +356,87 @@ async def test_protocol_exception_does_not_stop_reading():
     assert [type(c["exception"]) for c in exceptions] == [ValueError, ValueError]
 
 
+@pytest.mark.core
+async def test_work_a_datagram_starts_runs_before_the_look_for_more(monkeypatch):
+    """A wakeup delivers one datagram and reads the others only after the
+    loop ran what that delivery scheduled (a server's render, which sends
+    the response): with one request in flight, the read that finds nothing
+    more is then no longer between the request and its response. The data
+    read ahead like this does not make the wakeup that was for it look
+    like an error wakeup (which would register the reader anew)."""
+    loop = asyncio.get_running_loop()
+    order = []
+    all_there = asyncio.Event()
+
+    class Scheduling(RecvmsgDatagramProtocol):
+        def datagram_msg_received(self, data, ancdata, flags, address):
+            order.append(data)
+            loop.call_soon(order.append, b"work for " + data)
+            if data == b"3":
+                loop.call_soon(all_there.set)
+
+    reregistered = []
+    original_remove_reader = loop.remove_reader
+    monkeypatch.setattr(loop, "remove_reader", lambda fd: reregistered.append(fd) or original_remove_reader(fd))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    transport, _ = await create_recvmsg_datagram_endpoint(loop, Scheduling, sock)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for payload in (b"1", b"2", b"3"):
+                sender.sendto(payload, sock.getsockname())
+            await asyncio.wait_for(all_there.wait(), 2)
+        assert order == [b"1", b"work for 1", b"2", b"3", b"work for 2", b"work for 3"]
+        assert reregistered == []
+    finally:
+        transport.close()
+        await asyncio.sleep(0)
+
+
+@pytest.mark.core
+async def test_a_socket_with_bursts_reads_whole_batches_at_once():
+    """Once a look for more datagrams found some (a client with many
+    requests in flight), wakeups read whole batches at once again, and
+    only QUIET_AFTER wakeups in a row with at most one datagram each bring
+    back the one-at-a-time reading."""
+    from aiocoap.util.asyncio.recvmsg import QUIET_AFTER
+
+    loop = asyncio.get_running_loop()
+    order = []
+    arrived = asyncio.Event()
+
+    class Scheduling(RecvmsgDatagramProtocol):
+        def datagram_msg_received(self, data, ancdata, flags, address):
+            order.append(data)
+            loop.call_soon(order.append, b"work for " + data)
+            if data.endswith(b"last"):
+                loop.call_soon(arrived.set)
+
+    async def burst(*payloads):
+        order.clear()
+        arrived.clear()
+        for payload in payloads:
+            sender.sendto(payload, sock.getsockname())
+        await asyncio.wait_for(arrived.wait(), 2)
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    transport, _ = await create_recvmsg_datagram_endpoint(loop, Scheduling, sock)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            await burst(b"1", b"2", b"3last")
+            assert order[:3] == [b"1", b"work for 1", b"2"]
+            await burst(b"4", b"5", b"6last")
+            assert order[:4] == [b"4", b"5", b"6last", b"work for 4"]
+            for i in range(QUIET_AFTER):
+                await burst(b"%dlast" % i)
+            await burst(b"7", b"8last")
+            assert order[:3] == [b"7", b"work for 7", b"8last"]
+    finally:
+        transport.close()
+        await asyncio.sleep(0)
+
+
 # --- name resolution -------------------------------------------------------------
 
 

@@ -22,7 +22,11 @@ Rules this module enforces:
   anew.
 * One wakeup reads at most :data:`BATCH` datagrams, so that a flood on one
   socket can not starve the rest of the loop, while a busy socket still
-  needs only one wakeup per batch.
+  needs only one wakeup per batch. While datagrams come one at a time
+  (see :data:`QUIET_AFTER`), only the first is read at once and the others
+  after what its delivery scheduled for the loop's next iteration (a
+  server's render of the request), so that a peer with one request in
+  flight does not wait for the failing read that finds no second one.
 * Sending never raises :class:`BlockingIOError`: a datagram that does not
   fit into the socket's send buffer is dropped (UDP is lossy; the CoAP
   message layer retransmits what matters). Other errors are raised to the
@@ -54,6 +58,14 @@ __all__ = [
 
 BATCH = 64
 """Maximum number of datagrams (or error queue entries) read per wakeup."""
+
+QUIET_AFTER = 8
+"""How many wakeups in a row that find at most one datagram make a socket
+that had more pending count as one where datagrams come one at a time
+again (then a wakeup reads one datagram and looks for more only after what
+its delivery scheduled). A burst from a client with many requests in
+flight often begins with a wakeup that finds one; switching at the first
+such wakeup cost the core server benchmark a few percent."""
 
 RECV_BUFSIZE = 65535
 """Receive buffer size: large enough for any UDP datagram (CPython shrinks
@@ -137,6 +149,13 @@ class RecvmsgSelectorDatagramTransport(asyncio.DatagramTransport):
         self._closing = False
         self._reading = False
         self._rearm_pending = False
+        self._read_more_pending = False
+        # (whether _read_more took datagrams since the last wakeup)
+        self._read_ahead = False
+        # (whether datagrams arrive faster than one per wakeup, and for how
+        # many wakeups in a row they have not)
+        self._busy = False
+        self._single_wakeups = 0
         loop.call_soon(self._start, waiter)
 
     # --- lifecycle ---------------------------------------------------------
@@ -199,12 +218,58 @@ class RecvmsgSelectorDatagramTransport(asyncio.DatagramTransport):
     # --- receiving ---------------------------------------------------------
 
     def _read_ready(self) -> None:
+        # While datagrams come one at a time, a wakeup reads one, and the
+        # look for more waits until the loop ran what delivering it
+        # scheduled (a server's render of the request, which sends the
+        # response): for a peer with one request in flight that look is a
+        # recvmsg that fails, and it would otherwise sit between every
+        # request and its response. Once looks find more (many requests in
+        # flight), wakeups read whole batches at once again.
+        read_ahead = self._read_ahead
+        self._read_ahead = False
+        busy = self._busy
+        received, trouble = self._receive(BATCH if busy else 1)
+        if self._closing:
+            return
+        if busy:
+            if received > 1:
+                self._single_wakeups = 0
+            else:
+                self._single_wakeups += 1
+                self._busy = self._single_wakeups < QUIET_AFTER
+        elif received and not self._read_more_pending:
+            self._read_more_pending = True
+            self._loop.call_soon(self._read_more)
+        # (a wakeup without data is explained if _read_more took the data it
+        # was for; else the kernel signalled POLLERR for queued errors whose
+        # pending flag a send has already consumed)
+        unexplained = not received and not read_ahead
+        if not trouble and (unexplained or self._check_errqueue_always):
+            if self._drain_errqueue(False) or unexplained:
+                trouble = True
+        if trouble:
+            self._schedule_rearm()
+
+    def _read_more(self) -> None:
+        self._read_more_pending = False
+        if self._closing:
+            return
+        received, trouble = self._receive(BATCH - 1)
+        if received:
+            self._read_ahead = True
+            self._busy = True
+            self._single_wakeups = 0
+        if trouble and not self._closing:
+            self._schedule_rearm()
+
+    def _receive(self, limit: int) -> "tuple[int, bool]":
+        """Read and deliver up to ``limit`` datagrams; return how many, and
+        whether the socket reported an error (whose queue was then read)."""
         recvmsg = self._sock.recvmsg
         max_size = self.max_size
         deliver = self._protocol.datagram_msg_received
         received = 0
-        trouble = False
-        for _ in range(BATCH):
+        for _ in range(limit):
             try:
                 data, ancdata, flags, address = recvmsg(max_size, ANCBUFSIZE)
             except (BlockingIOError, InterruptedError):
@@ -212,24 +277,17 @@ class RecvmsgSelectorDatagramTransport(asyncio.DatagramTransport):
             except OSError as exc:
                 # A pending asynchronous error (typically from an ICMP
                 # message); the error queue says whom it concerns.
-                trouble = True
                 if not self._drain_errqueue(False):
                     self._call_protocol(self._protocol.error_received, exc)
-                break
+                return received, True
             received += 1
             try:
                 deliver(data, ancdata, flags, address)
             except Exception as exc:
                 self._report(exc, "delivering a received datagram")
             if self._closing:
-                return
-        if not trouble and (not received or self._check_errqueue_always):
-            # Woken without data: the kernel signalled POLLERR for queued
-            # errors whose pending flag a send has already consumed.
-            if self._drain_errqueue(False) or not received:
-                trouble = True
-        if trouble:
-            self._schedule_rearm()
+                break
+        return received, False
 
     def _drain_errqueue(self, deferred: bool) -> bool:
         """Read all entries of the error queue and pass them to the protocol

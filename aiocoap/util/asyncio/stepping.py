@@ -15,14 +15,21 @@ observers in one task (see ``aiocoap.protocol.Context._render_observations``):
 one coroutine awaits the renderings one after the other, and its first step
 usually runs them all; when one suspends, the remaining ones are handed to
 a new task and this one only finishes the suspended rendering.
+
+The server also starts the rendering of each incoming request with
+:func:`start_task`: where asyncio can run a task's first step at once
+(Python 3.12 and later), a rendering that does not wait for anything is
+answered within the delivery of its request, without a turn of the event
+loop in between.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Coroutine
+import sys
+from typing import Any, Coroutine, Optional
 
-__all__ = ["DONE", "first_step", "finish"]
+__all__ = ["DONE", "first_step", "finish", "start_task", "STARTS_EAGERLY"]
 
 DONE = object()
 """Returned as the second element by :func:`first_step` when the coroutine
@@ -84,3 +91,35 @@ def _is_outcome_of(future: "asyncio.Future[Any]", exception: BaseException) -> b
     if future.cancelled():
         return isinstance(exception, asyncio.CancelledError)
     return future.exception() is exception
+
+
+STARTS_EAGERLY = sys.version_info >= (3, 12)
+"""Whether :func:`start_task` runs a task's first step at once."""
+
+_START_TASK_DOC = """Run ``coro`` as a task whose first step runs before this returns
+    where asyncio offers that (:data:`STARTS_EAGERLY`), else in the loop's
+    next turn like any new task.
+
+    Either way the coroutine runs in a task of its own, so
+    ``asyncio.current_task()``, ``asyncio.timeout()`` and task groups work
+    from its first line on (running the first step by hand, as
+    :func:`first_step` does outside a task, would break them). The
+    returned task may be done already."""
+
+if sys.version_info >= (3, 12):
+    _eager_task_factory = asyncio.create_eager_task_factory(asyncio.Task)
+
+    def start_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], name: Optional[str] = None
+    ) -> "asyncio.Task[Any]":
+        return _eager_task_factory(loop, coro, name=name)
+
+else:
+
+    def start_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], name: Optional[str] = None
+    ) -> "asyncio.Task[Any]":
+        return loop.create_task(coro, name=name)
+
+
+start_task.__doc__ = _START_TASK_DOC
