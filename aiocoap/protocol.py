@@ -820,6 +820,7 @@ class Request(interfaces.Request, BaseUnicastRequest):
     __slots__ = ("_pipe", "log", "response", "observation", "_observer", "__weakref__")
 
     observation: Optional[ClientObservation]
+    response: Future
 
     def __init__(self, pipe: Pipe, loop: asyncio.AbstractEventLoop, log: logging.Logger, observer: Any = None) -> None:
         self._pipe = pipe

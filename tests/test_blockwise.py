@@ -779,3 +779,56 @@ def test_client_bounds_the_assembled_response():
 
     with pytest.raises(error.ResponseTooLarge, match="Size2"):
         run_exchange(request(), resource, on_wire=with_size2)
+
+
+class _OnePlainRequest:
+    """A stand-in for the Context under a BlockwiseRequest: it keeps the
+    plain requests it is asked for, whose responses the test sets."""
+
+    def __init__(self, loop):
+        import logging
+
+        self.loop = loop
+        self.log = logging.getLogger("test")
+        self.sent = []
+
+    def spawn_task(self, coro, name=None):
+        return self.loop.create_task(coro, name=name)
+
+    def plain_request(self, message, observer=None):
+        from types import SimpleNamespace
+
+        from aiocoap.util.asyncio import Future
+
+        sub = SimpleNamespace(request=message, response=Future(loop=self.loop), stop_observing=lambda: None)
+        self.sent.append(sub)
+        return sub
+
+    async def find_remote_and_interface(self, message):
+        raise AssertionError("a one-message request is not routed by blockwise")
+
+
+async def test_one_message_response_is_passed_on_at_once():
+    """The response of a request that needed no blocks is the application's
+    as soon as the plain request has it, not one loop iteration later (the
+    awaiting task then runs in the next iteration: a request in flight
+    less per round trip of a busy client)."""
+    import asyncio
+
+    from aiocoap.blockwise import BlockwiseRequest
+
+    context = _OnePlainRequest(asyncio.get_running_loop())
+    request = BlockwiseRequest(context, Message(code=Code.GET, uri="coap://192.0.2.1/small"))
+    [sub] = context.sent
+    response = Message(code=Code.CONTENT, payload=b"small")
+    sub.response.set_result(response)
+    assert request.response.done() and request.response.result() is response
+
+    failing = BlockwiseRequest(context, Message(code=Code.GET, uri="coap://192.0.2.1/small"))
+    context.sent[-1].response.set_exception(error.NetworkError("gone"))
+    with pytest.raises(error.NetworkError):
+        failing.response.result()
+
+    cancelled = BlockwiseRequest(context, Message(code=Code.GET, uri="coap://192.0.2.1/small"))
+    cancelled.response.cancel()
+    assert context.sent[-1].response.cancelled()

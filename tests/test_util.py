@@ -270,3 +270,39 @@ async def test_future_drops_on_cancel_when_it_gets_a_result_or_exception():
     future.on_cancel = calls.append
     future.cancel()
     assert calls == [future] and future.on_cancel is None
+
+
+async def test_future_calls_on_outcome_within_set_result_and_set_exception():
+    """What the callback sets wakes its awaiter an iteration sooner than
+    from a done callback; a future done already calls it at once; a
+    cancellation does not call it."""
+    import asyncio
+
+    from aiocoap.util.asyncio import Future
+
+    loop = asyncio.get_running_loop()
+    seen = []
+
+    def outcome(future):
+        seen.append(future.exception() or future.result())
+
+    future = Future(loop=loop)
+    future.call_on_outcome(outcome)
+    future.set_result("response")
+    assert seen == ["response"]
+    error = ValueError()
+    future = Future(loop=loop)
+    future.call_on_outcome(outcome)
+    future.set_exception(error)
+    assert seen == ["response", error]
+
+    done = Future(loop=loop)
+    done.set_result("early")
+    done.call_on_outcome(outcome)
+    assert seen == ["response", error, "early"]
+
+    cancelled = Future(loop=loop)
+    cancelled.call_on_outcome(outcome)
+    cancelled.cancel()
+    cancelled.call_on_outcome(outcome)
+    assert seen == ["response", error, "early"]

@@ -110,7 +110,7 @@ class _PlainRequest(Protocol):
     does not import protocol)."""
 
     @property
-    def response(self) -> asyncio.Future[Message]: ...
+    def response(self) -> Future: ...
 
     def stop_observing(self) -> None: ...
 
@@ -296,7 +296,13 @@ class BlockwiseRequest(BaseUnicastRequest, interfaces.Request):
             and len(app_request.payload) <= _known_limit(app_request)
         ):
             sub = self._send(app_request)
-            sub.response.add_done_callback(self._first_response)
+            if self.observation is None:
+                # (at once: the application's task wakes an iteration sooner)
+                sub.response.call_on_outcome(self._first_response)
+            else:
+                # (after the plain request has passed on how the observation
+                # ended, which _first_response then takes into account)
+                sub.response.add_done_callback(self._first_response)
         else:
             self._task = protocol.spawn_task(self._run(None), name="aiocoap blockwise request")
 

@@ -46,16 +46,34 @@ class Future(asyncio.Future[Any]):
     It drops ``on_cancel`` when it gets a result or an exception instead,
     so it does not keep the handler (and what that refers to) alive, and
     its owner needs no done callback to drop it: that would cost a loop
-    iteration's callback per request. (It is called Future so that it
-    looks like one in reprs.)"""
+    iteration's callback per request.
 
-    __slots__ = ("on_cancel",)
+    For an owner that passes the result on to a future of its own,
+    :meth:`call_on_outcome` is the synchronous counterpart of a done
+    callback. (It is called Future so that it looks like one in reprs.)"""
+
+    __slots__ = ("on_cancel", "_on_outcome")
 
     on_cancel: Optional[Callable[["Future"], None]]
+    _on_outcome: Optional[Callable[["Future"], None]]
+
+    def call_on_outcome(self, callback: Callable[["Future"], None]) -> None:
+        """Call ``callback(future)`` once the future has a result or an
+        exception: at once if it has, else within :meth:`set_result` or
+        :meth:`set_exception` (so whatever the callback sets wakes its
+        awaiter in the next loop iteration, not one later as from a done
+        callback). Not when the future is cancelled: that is
+        ``on_cancel``'s. One callback at a time."""
+        if self.done():
+            if not self.cancelled():
+                callback(self)
+            return
+        self._on_outcome = callback
 
     def cancel(self, msg: Any = None) -> bool:
         cancelled = super().cancel(msg)
         if cancelled:
+            self._on_outcome = None
             on_cancel = getattr(self, "on_cancel", None)
             if on_cancel is not None:
                 self.on_cancel = None
@@ -65,10 +83,18 @@ class Future(asyncio.Future[Any]):
     def set_result(self, result: Any) -> None:
         self.on_cancel = None
         super().set_result(result)
+        self._outcome_known()
 
     def set_exception(self, exception: Any) -> None:
         self.on_cancel = None
         super().set_exception(exception)
+        self._outcome_known()
+
+    def _outcome_known(self) -> None:
+        on_outcome = getattr(self, "_on_outcome", None)
+        if on_outcome is not None:
+            self._on_outcome = None
+            on_outcome(self)
 
 
 async def result_within(awaitable: Awaitable[_T], timeout: Optional[float]) -> _T:
