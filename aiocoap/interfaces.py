@@ -321,6 +321,23 @@ class Resource(metaclass=abc.ABCMeta):
     """Interface that is expected by a protocol.Context to be present on the
     serversite, which renders all requests to that context."""
 
+    renders_without_task: bool = False
+    """Whether the Context may start renderings of this serversite outside
+    of a task of their own (an extension of this library; aiocoap always
+    starts a task).
+
+    A serversite sets it to True when none of its renderings needs a task
+    before it first waits for something: no ``asyncio.current_task()``, no
+    ``asyncio.timeout()``, no task group in that first part. The Context
+    then runs each rendering up to its first wait right where the request
+    is delivered, and only one that waits is handed to a task (the rest of
+    it runs there, cancelled when the requester loses interest). On Python
+    3.11 that saves a turn of the event loop and a task per request;
+    from 3.12 on, the default already answers a rendering that does not
+    wait within the delivery of its request, in a task (see
+    :func:`aiocoap.util.asyncio.stepping.start_task`). The file server
+    sets it."""
+
     def __init__(self) -> None:
         super().__init__()
 

@@ -521,12 +521,24 @@ class Context(interfaces.RequestProvider):
         limit = self.amplification
         if limit.applies_to(request.remote):
             pipe = self._limit_unverified(pipe, limit)
-        # (where asyncio can, a rendering runs at once and answers within
-        # the delivery of its request: no task is left to look after unless
-        # it waits for something)
-        task = stepping.start_task(self.loop, self._render(pipe))
-        if task.done():
-            return
+        # (where asyncio can, or where the site says its renderings need no
+        # task, a rendering runs at once and answers within the delivery
+        # of its request: no task is left to look after unless it waits for
+        # something)
+        if getattr(self.serversite, "renders_without_task", False):
+            coro = self._render(pipe)
+            try:
+                _, yielded = stepping.first_step(coro)
+            except asyncio.CancelledError:
+                # (as a task that was cancelled: nothing to answer)
+                return
+            if yielded is stepping.DONE:
+                return
+            task = stepping.continue_in_task(self.loop, coro, yielded)
+        else:
+            task = stepping.start_task(self.loop, self._render(pipe))
+            if task.done():
+                return
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         # Only a running render needs cancelling when interest ends; once it

@@ -519,3 +519,126 @@ async def test_render_that_waits_is_cancelled_when_interest_ends(site):
     finally:
         await client.shutdown()
         await server.shutdown()
+
+
+class TasklessSite(resource.Site):
+    """A site whose renderings say they need no task (as the file
+    server's do)."""
+
+    renders_without_task = True
+
+
+async def test_site_without_tasks_answers_within_delivery():
+    """With ``renders_without_task``, a rendering that does not wait runs
+    outside any task and is answered before render_to_pipe returns, on
+    every Python version."""
+    site = TasklessSite()
+    site.add_resource(["intask"], InTaskLess())
+    net, server, client = await pair(site)
+    try:
+        events = []
+        _render_directly(server, ("intask",), events)
+        # (called from the test's task here, which the rendering sees)
+        assert [(e.message.code, e.is_last) for e in events] == [(Code.CONTENT, True)]
+        response = await client.request(Message(code=Code.GET, uri="coap://server/intask")).response
+        assert response.payload == b"no task"
+    finally:
+        await client.shutdown()
+        await server.shutdown()
+
+
+class InTaskLess(resource.Resource):
+    async def render_get(self, request):
+        return Message(payload=b"in task" if asyncio.current_task() is not None else b"no task")
+
+
+async def test_site_without_tasks_hands_a_waiting_rendering_to_a_task():
+    """A rendering that waits continues in a task (where it now is), its
+    answer arrives, and its errors become error responses."""
+
+    class Waits(resource.Resource):
+        async def render_get(self, request):
+            before = asyncio.current_task()
+            await asyncio.sleep(0.01)
+            after = asyncio.current_task()
+            return Message(payload=b"%d %d" % (before is not None, after is not None))
+
+        async def render_post(self, request):
+            await asyncio.sleep(0)
+            raise RuntimeError("broken after waiting")
+
+        async def render_put(self, request):
+            raise RuntimeError("broken at once")
+
+    site = TasklessSite()
+    site.add_resource(["waits"], Waits())
+    net, server, client = await pair(site)
+    try:
+        uri = "coap://server/waits"
+        response = await client.request(Message(code=Code.GET, uri=uri)).response
+        assert (response.code, response.payload) == (Code.CONTENT, b"0 1")
+        response = await client.request(Message(code=Code.POST, uri=uri)).response
+        assert response.code == Code.INTERNAL_SERVER_ERROR
+        response = await client.request(Message(code=Code.PUT, uri=uri)).response
+        assert response.code == Code.INTERNAL_SERVER_ERROR
+    finally:
+        await client.shutdown()
+        await server.shutdown()
+
+
+async def test_site_without_tasks_cancels_a_waiting_rendering_when_interest_ends():
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    class Waiting(resource.Resource):
+        async def render_get(self, request):
+            started.set()
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+            return Message(payload=b"late")
+
+    site = TasklessSite()
+    site.add_resource(["waiting"], Waiting())
+    net, server, client = await pair(site)
+    try:
+        events = []
+        pipe = _render_directly(server, ("waiting",), events)
+        assert started.is_set()  # (its first step ran at once)
+        assert events == []
+        pipe.stop_interest()
+        await asyncio.wait_for(cancelled.wait(), 1)
+        assert events == []
+    finally:
+        await client.shutdown()
+        await server.shutdown()
+
+
+async def test_site_without_tasks_and_a_rendering_that_raises_cancellation():
+    """A rendering that raises CancelledError in its first step ends as a
+    cancelled task would: no answer, nothing raised into the transport."""
+
+    class Cancels(resource.Resource):
+        async def render_get(self, request):
+            raise asyncio.CancelledError()
+
+    site = TasklessSite()
+    site.add_resource(["cancels"], Cancels())
+    net, server, client = await pair(site)
+    try:
+        events = []
+        _render_directly(server, ("cancels",), events)
+        await asyncio.sleep(0)
+        assert events == []
+    finally:
+        await client.shutdown()
+        await server.shutdown()
+
+
+async def test_sites_need_tasks_by_default():
+    assert resource.Site().renders_without_task is False
+    from aiocoap.cli.fileserver import FileServer
+
+    assert FileServer.renders_without_task is True

@@ -178,3 +178,62 @@ async def test_yielding_something_else_is_a_runtime_error():
             return "rejected" if "not an asyncio future" in str(e) else str(e)
 
     assert await run(f()) == "rejected"
+
+
+async def test_continue_in_task_runs_to_the_end():
+    loop = asyncio.get_running_loop()
+
+    async def f():
+        await asyncio.sleep(0)
+        return asyncio.current_task() is not None
+
+    coro = f()
+    _, yielded = stepping.first_step(coro)
+    assert await stepping.continue_in_task(loop, coro, yielded) is True
+
+
+@pytest.mark.parametrize("early", [True, False])
+async def test_continue_in_task_passes_cancellation_on(early):
+    """Also when the task is cancelled before its first step, which never
+    runs the task's coroutine: the suspended coroutine still sees the
+    cancellation, and the future it waited for is cancelled."""
+    loop = asyncio.get_running_loop()
+    seen = []
+
+    async def f():
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    coro = f()
+    _, yielded = stepping.first_step(coro)
+    task = stepping.continue_in_task(loop, coro, yielded)
+    if not early:
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert seen == ["cancelled"]
+    assert yielded.cancelled()
+    assert coro.cr_frame is None  # (finished, not left for the collector)
+
+
+async def test_continue_in_task_lets_a_coroutine_that_ignores_early_cancellation_go_on():
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    async def f():
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            pass
+        await asyncio.sleep(0)
+        done.set_result("went on")
+
+    coro = f()
+    _, yielded = stepping.first_step(coro)
+    task = stepping.continue_in_task(loop, coro, yielded)
+    task.cancel()
+    assert await asyncio.wait_for(done, 1) == "went on"

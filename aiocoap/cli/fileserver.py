@@ -190,6 +190,10 @@ class FileServer(Resource, interfaces.ObservableResource, PathCapable):
     Call :meth:`shutdown` after the server context's shutdown: it stops
     the change watcher and deletes unfinished uploads."""
 
+    #: (no rendering of the file server needs a task before it first waits:
+    #: reads and listings answer within the delivery of their request)
+    renders_without_task = True
+
     def __init__(
         self,
         root,

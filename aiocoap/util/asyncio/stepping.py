@@ -29,7 +29,7 @@ import asyncio
 import sys
 from typing import Any, Coroutine, Optional
 
-__all__ = ["DONE", "first_step", "finish", "start_task", "STARTS_EAGERLY"]
+__all__ = ["DONE", "first_step", "finish", "continue_in_task", "start_task", "STARTS_EAGERLY"]
 
 DONE = object()
 """Returned as the second element by :func:`first_step` when the coroutine
@@ -83,6 +83,43 @@ async def finish(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
                 yielded = coro.throw(throw)
         except StopIteration as stop:
             return stop.value
+
+
+def continue_in_task(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], yielded: Any, name: Optional[str] = None
+) -> "asyncio.Task[Any]":
+    """Hand a coroutine that :func:`first_step` left suspended on
+    ``yielded`` to a new task that drives it to its end (see
+    :func:`finish`), and return the task.
+
+    Cancelling the task cancels the coroutine, also before the task's
+    first step: a task cancelled that early never runs its coroutine, so
+    the cancellation is then thrown into ``coro`` here (after cancelling
+    the future it waits for, as a task would). Should the coroutine catch
+    it and wait again, it goes on in another task, which nothing cancels
+    any more."""
+    started = False
+
+    async def drive() -> Any:
+        nonlocal started
+        started = True
+        return await finish(coro, yielded)
+
+    def cancelled_early(task: "asyncio.Task[Any]") -> None:
+        if started or not task.cancelled():
+            return
+        cancel = getattr(yielded, "cancel", None)
+        if cancel is not None:
+            cancel()
+        try:
+            again = coro.throw(asyncio.CancelledError())
+        except (StopIteration, asyncio.CancelledError):
+            return
+        continue_in_task(loop, coro, again, name)
+
+    task = loop.create_task(drive(), name=name)
+    task.add_done_callback(cancelled_early)
+    return task
 
 
 def _is_outcome_of(future: "asyncio.Future[Any]", exception: BaseException) -> bool:
