@@ -490,24 +490,30 @@ async def test_render_that_does_not_wait_answers_at_once_where_asyncio_can():
         await server.shutdown()
 
 
+class Waiting(resource.Resource):
+    """Sets ``started`` when its rendering begins, then waits; sets
+    ``cancelled`` when that wait is cancelled."""
+
+    def __init__(self, started, cancelled):
+        super().__init__()
+        self.started, self.cancelled = started, cancelled
+
+    async def render_get(self, request):
+        self.started.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+        return Message(payload=b"late")
+
+
 async def test_render_that_waits_is_cancelled_when_interest_ends(site):
     """A rendering that suspends in its first step is left to its task, and
     that task is cancelled when the requester loses interest (and at
     shutdown, see test_server_shutdown_with_slow_render)."""
-    started = asyncio.Event()
-    cancelled = asyncio.Event()
-
-    class Waiting(resource.Resource):
-        async def render_get(self, request):
-            started.set()
-            try:
-                await asyncio.sleep(10)
-            except asyncio.CancelledError:
-                cancelled.set()
-                raise
-            return Message(payload=b"late")
-
-    site.add_resource(["waiting"], Waiting())
+    started, cancelled = asyncio.Event(), asyncio.Event()
+    site.add_resource(["waiting"], Waiting(started, cancelled))
     net, server, client = await pair(site)
     try:
         events = []
@@ -587,21 +593,9 @@ async def test_site_without_tasks_hands_a_waiting_rendering_to_a_task():
 
 
 async def test_site_without_tasks_cancels_a_waiting_rendering_when_interest_ends():
-    started = asyncio.Event()
-    cancelled = asyncio.Event()
-
-    class Waiting(resource.Resource):
-        async def render_get(self, request):
-            started.set()
-            try:
-                await asyncio.sleep(10)
-            except asyncio.CancelledError:
-                cancelled.set()
-                raise
-            return Message(payload=b"late")
-
+    started, cancelled = asyncio.Event(), asyncio.Event()
     site = TasklessSite()
-    site.add_resource(["waiting"], Waiting())
+    site.add_resource(["waiting"], Waiting(started, cancelled))
     net, server, client = await pair(site)
     try:
         events = []
