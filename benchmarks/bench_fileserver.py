@@ -8,7 +8,14 @@ Both servers run as subprocesses on a free loopback port, serving the same
 temporary directory: ours as ``aiocoap-fileserver`` of this checkout (this
 repository on ``PYTHONPATH``), theirs as ``python -m aiocoap.cli.fileserver``
 under the reference interpreter of ``_reference.py`` (no ``PYTHON*``
-variables, an empty working directory). The clients import no aiocoap:
+variables, an empty working directory). With ``--yardstick``, libcoap's C
+server (``coap-server-notls``, the same two files put there as dynamic
+resources) runs beside them: what the same exchanges cost on this machine
+without Python. The servers run side by side and are measured in turns,
+round by round, the order reversed every other round, so that a machine
+whose speed drifts during the run (a shared or virtual one does, by tens
+of percent within minutes) shifts all of them alike. The clients import
+no aiocoap:
 
 * the download is fetched by a raw UDP client here (CON GET with Block2
   for block 0, 1, 2, ... until the More bit is clear), which checks the
@@ -23,7 +30,8 @@ variables, an empty working directory). The clients import no aiocoap:
   within a second count as lost (and are reported), not towards the rate.
 
     python3 benchmarks/bench_fileserver.py                 # ours and theirs
-    python3 benchmarks/bench_fileserver.py --rounds 5 --duration 5
+    python3 benchmarks/bench_fileserver.py --rounds 7 --duration 5
+    python3 benchmarks/bench_fileserver.py --yardstick     # and libcoap's C server
     python3 benchmarks/bench_fileserver.py --only ours --json
     python3 benchmarks/bench_fileserver.py --libcoap-client   # also with libcoap's client
 
@@ -35,6 +43,7 @@ requests/s.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -230,91 +239,140 @@ def start_fileserver(which: str, root: Path) -> _servers.ServerProcess:
     return _servers.start_process(f"fileserver-{which}", argv, env, cwd, HOST, port, False, 30.0)
 
 
-def measure(which: str, root: Path, expected: str, args) -> dict:
-    with start_fileserver(which, root) as server:
-        pid = server.process.pid
-        baseline = rss_kib(pid, "VmRSS")
-        times = []
-        cpu_before = server.cpu_seconds()
-        blocks = 0
-        for _ in range(args.rounds):
-            seconds, digest, blocks = download(server.port, "/big.bin")
-            if digest != expected:
-                raise RuntimeError(f"{which}: the download arrived wrong")
-            times.append(seconds)
-        cpu = (server.cpu_seconds() - cpu_before) / args.rounds
-        peak = rss_kib(pid, "VmHWM")
-        libcoap = None
+def start_libcoap_yardstick(root: Path) -> _servers.ServerProcess:
+    """libcoap's C server holding the same two files as dynamic resources
+    (put there with libcoap's client, the large one in 1024 byte blocks):
+    what serving them costs without Python, on this machine."""
+    server = _servers.start_libcoap_server(HOST)
+    try:
+        base = f"coap://{HOST}:{server.port}"
+        for name in ("big.bin", "small.txt"):
+            subprocess.run([LIBCOAP_CLIENT, "-m", "put", "-b", "1024", "-f", str(root / name), f"{base}/{name}"],
+                           check=True, capture_output=True, timeout=120)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def _alternating(names: list, round_number: int) -> list:
+    """The servers in the order of one round: reversed every other round,
+    so that neither is always measured first (nor always right after the
+    same one)."""
+    return names if round_number % 2 == 0 else names[::-1]
+
+
+def measure(names: list, root: Path, expected: str, args) -> dict:
+    """Run the servers of ``names`` side by side and measure them round
+    by round, alternating: a machine whose speed drifts during the run (as
+    a shared or virtual one does) then shifts all of them alike instead of
+    whichever happened to run at the slow moment."""
+    with contextlib.ExitStack() as stack:
+        servers = {}
+        for name in names:
+            server = start_libcoap_yardstick(root) if name == "libcoap" else start_fileserver(name, root)
+            servers[name] = stack.enter_context(server)
+        results = {name: {"times": [], "cpu": 0.0, "libcoap_times": [], "rates": [], "completed": 0,
+                          "lost": 0, "small_cpu": 0.0, "blocks": 0,
+                          "baseline": rss_kib(servers[name].process.pid, "VmRSS")} for name in names}
+
+        for round_number in range(args.rounds):
+            for name in _alternating(names, round_number):
+                server, result = servers[name], results[name]
+                cpu_before = server.cpu_seconds()
+                seconds, digest, result["blocks"] = download(server.port, "/big.bin")
+                if digest != expected:
+                    raise RuntimeError(f"{name}: the download arrived wrong")
+                result["cpu"] += server.cpu_seconds() - cpu_before
+                result["times"].append(seconds)
+        for name in names:
+            results[name]["peak"] = rss_kib(servers[name].process.pid, "VmHWM")
+
         if args.libcoap_client and shutil.which(LIBCOAP_CLIENT):
-            libcoap = min(download_with_libcoap(server.port, "/big.bin", expected) for _ in range(args.rounds))
-        rates = []
-        cpu_before = server.cpu_seconds()
-        completed = lost = 0
-        for _ in range(args.load_rounds):
-            result = loadgen.run(HOST, server.port, "/small.txt", "CON", duration=args.duration,
-                                 window=32, sockets=4, warmup=0.5)
-            if set(result["codes"]) != {"2.05"}:
-                raise RuntimeError(f"{which}: small-file requests got {result['codes']}")
-            rates.append(result["requests_per_s"])
-            completed += result["completed"]
-            lost += result["lost"]
-        small_cpu = (server.cpu_seconds() - cpu_before) / max(1, completed)
-    return {
-        "download_s_best": min(times),
-        "download_s_median": statistics.median(times),
-        "download_cpu_us_per_block": cpu / blocks * 1e6,
-        "blocks": blocks,
-        "rss_baseline_kib": baseline,
-        "rss_peak_kib": peak,
-        "small_rps_best": max(rates),
-        "small_rps_median": statistics.median(rates),
-        "small_cpu_us_per_request": small_cpu * 1e6,
-        "small_lost": lost,
-        "download_libcoap_s_best": libcoap,
-    }
+            for round_number in range(args.rounds):
+                for name in _alternating(names, round_number):
+                    results[name]["libcoap_times"].append(
+                        download_with_libcoap(servers[name].port, "/big.bin", expected))
+
+        for round_number in range(args.load_rounds):
+            for name in _alternating(names, round_number):
+                server, result = servers[name], results[name]
+                cpu_before = server.cpu_seconds()
+                load = loadgen.run(HOST, server.port, "/small.txt", "CON", duration=args.duration,
+                                   window=32, sockets=4, warmup=0.5)
+                if set(load["codes"]) != {"2.05"}:
+                    raise RuntimeError(f"{name}: small-file requests got {load['codes']}")
+                result["small_cpu"] += server.cpu_seconds() - cpu_before
+                result["rates"].append(load["requests_per_s"])
+                result["completed"] += load["completed"]
+                result["lost"] += load["lost"]
+
+    report = {}
+    for name, result in results.items():
+        times, rates = result["times"], result["rates"]
+        report[name] = {
+            "download_s_best": min(times),
+            "download_s_median": statistics.median(times),
+            "download_s_all": times,
+            "download_cpu_us_per_block": result["cpu"] / len(times) / result["blocks"] * 1e6,
+            "blocks": result["blocks"],
+            "rss_baseline_kib": result["baseline"],
+            "rss_peak_kib": result["peak"],
+            "small_rps_best": max(rates),
+            "small_rps_median": statistics.median(rates),
+            "small_cpu_us_per_request": result["small_cpu"] / max(1, result["completed"]) * 1e6,
+            "small_lost": result["lost"],
+            "download_libcoap_s_best": min(result["libcoap_times"]) if result["libcoap_times"] else None,
+        }
+    return report
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=10 << 20, help="bytes of the large file")
-    parser.add_argument("--rounds", type=int, default=3, help="downloads per server")
+    parser.add_argument("--rounds", type=int, default=5, help="downloads per server")
     parser.add_argument("--load-rounds", type=int, default=2, help="small-file load runs per server")
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per small-file load run")
     parser.add_argument("--only", choices=("ours", "theirs"))
+    parser.add_argument("--yardstick", action="store_true",
+                        help="also measure libcoap's C server (coap-server-notls) serving the same files")
     parser.add_argument("--libcoap-client", action="store_true",
                         help="also time the download with libcoap's coap-client-notls (after the peak RSS is taken)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
 
+    names = [name for name in ("ours", "theirs") if args.only in (None, name)]
+    if args.yardstick:
+        if _servers.libcoap_server_binary() is None or shutil.which(LIBCOAP_CLIENT) is None:
+            parser.error(f"--yardstick needs {_servers.LIBCOAP_SERVER} and {LIBCOAP_CLIENT} (libcoap3-bin)")
+        names.append("libcoap")
     root = Path(tempfile.mkdtemp(prefix="bench-fileserver-"))
     try:
         expected = make_tree(root, args.size)
         report = {"size": args.size, "rounds": args.rounds, "load_rounds": args.load_rounds,
                   "duration": args.duration}
-        for which in ("ours", "theirs"):
-            if args.only in (None, which):
-                report[which] = measure(which, root, expected, args)
+        report.update(measure(names, root, expected, args))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
     if args.json:
         print(json.dumps(report))
         return
-    print(f"{args.size / (1 << 20):.0f} MiB download in 1024 byte blocks ({args.rounds} rounds), "
+    print(f"{args.size / (1 << 20):.0f} MiB download in 1024 byte blocks ({args.rounds} rounds, servers alternating), "
           f"small file: CON, window 32, {args.load_rounds} x {args.duration:.0f} s")
     print(f"{'':7} {'best s':>7} {'median s':>9} {'CPU us/block':>13} {'peak RSS':>9} {'growth':>7}"
           f" {'small req/s':>12} {'CPU us/req':>11} {'lost':>5}")
-    for which in ("ours", "theirs"):
-        if which in report:
-            r = report[which]
-            print(f"{which:7} {r['download_s_best']:7.2f} {r['download_s_median']:9.2f}"
-                  f" {r['download_cpu_us_per_block']:13.1f} {r['rss_peak_kib'] / 1024:7.1f}Mi"
-                  f" {(r['rss_peak_kib'] - r['rss_baseline_kib']) / 1024:5.1f}Mi"
-                  f" {r['small_rps_best']:12.0f} {r['small_cpu_us_per_request']:11.1f} {r['small_lost']:5d}")
+    for name in names:
+        r = report[name]
+        print(f"{name:7} {r['download_s_best']:7.2f} {r['download_s_median']:9.2f}"
+              f" {r['download_cpu_us_per_block']:13.1f} {r['rss_peak_kib'] / 1024:7.1f}Mi"
+              f" {(r['rss_peak_kib'] - r['rss_baseline_kib']) / 1024:5.1f}Mi"
+              f" {r['small_rps_best']:12.0f} {r['small_cpu_us_per_request']:11.1f} {r['small_lost']:5d}")
     if "ours" in report and "theirs" in report:
         ours, theirs = report["ours"], report["theirs"]
         print("ours over theirs (target >= 3x): "
-              f"download {theirs['download_s_best'] / ours['download_s_best']:.2f}x, "
+              f"download {theirs['download_s_best'] / ours['download_s_best']:.2f}x "
+              f"(medians {theirs['download_s_median'] / ours['download_s_median']:.2f}x), "
               f"small-file requests/s {ours['small_rps_best'] / theirs['small_rps_best']:.2f}x "
               f"(CPU per block {theirs['download_cpu_us_per_block'] / ours['download_cpu_us_per_block']:.2f}x, "
               f"per request {theirs['small_cpu_us_per_request'] / ours['small_cpu_us_per_request']:.2f}x)")
@@ -322,6 +380,12 @@ def main(argv=None) -> None:
             print(f"download with coap-client-notls: ours {ours['download_libcoap_s_best']:.2f} s, "
                   f"theirs {theirs['download_libcoap_s_best']:.2f} s, "
                   f"{theirs['download_libcoap_s_best'] / ours['download_libcoap_s_best']:.2f}x")
+    if "libcoap" in report:
+        floor = report["libcoap"]
+        for name in ("ours", "theirs"):
+            if name in report:
+                print(f"{name} over libcoap's C server: download time {report[name]['download_s_best'] / floor['download_s_best']:.2f}x "
+                      f"as long, small-file requests/s {report[name]['small_rps_best'] / floor['small_rps_best']:.2f}x as many")
 
 
 if __name__ == "__main__":
