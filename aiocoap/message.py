@@ -216,7 +216,7 @@ class Message:
             _token = token
         self.mtype = None if _mtype is None else Type(_mtype)
         self.mid = _mid
-        self.code = None if code is None else Code(code)
+        self.code = code if code is None or type(code) is Code else Code(code)
         self.token = token = _token
         self.payload = payload
         self.opt = Options()

@@ -305,8 +305,6 @@ class BlockOption(TypedOption):
         if len(rawdata) > 3:
             raise ValueError("block option longer than 3 bytes")
         as_integer = int.from_bytes(rawdata, "big")
-        self._value = self.BlockwiseTuple(
-            block_number=as_integer >> 4,
-            more=bool(as_integer & 0x08),
-            size_exponent=as_integer & 0x07,
-        )
+        # (block number, more, size exponent; positional: this is decoded
+        # for every block of a transfer)
+        self._value = self.BlockwiseTuple(as_integer >> 4, bool(as_integer & 0x08), as_integer & 0x07)
