@@ -153,15 +153,17 @@ class Pipe:
             callbacks = listeners
         else:
             callbacks = (listeners,)
+        is_last = event.is_last
         for cb in callbacks:
             try:
                 keep = cb(event)
             except Exception:
                 self.log.exception("Error in event callback of %r", self)
                 keep = False
-            if not keep:
+            if not keep and not is_last:
+                # (after a last event, ending the interest drops them all)
                 self._discard_callback(cb)
-        if event.is_last or self._listeners is None:
+        if is_last or self._listeners is None:
             self._end_interest()
 
     def add_response(self, response: Message, is_last: bool = False) -> None:
