@@ -555,12 +555,20 @@ class MessageLayer:
         # path of every message)
         if REQUEST_START <= code < REQUEST_END:
             self._remember(key, _PROCESSING if mtype is CON else _NOTHING, mtype, now)
-            if mtype is CON:
-                self._pending_ack[(remote, message.token)] = message.mid
-                deadline = now + self._tuning_of(message).EMPTY_ACK_DELAY
-                self._empty_ack_queue.append((deadline, key))
-                self._note(deadline)
-            self._deliver_request(message)
+            if mtype is not CON:
+                self._deliver_request(message)
+                return
+            self._pending_ack[(remote, message.token)] = message.mid
+            try:
+                self._deliver_request(message)
+            finally:
+                # Only a request not answered within its delivery (most are,
+                # piggybacked) waits for an empty ACK; the deadline counts
+                # from its arrival all the same.
+                if self._dedup.get(key) == _PROCESSING:
+                    deadline = now + self._tuning_of(message).EMPTY_ACK_DELAY
+                    self._empty_ack_queue.append((deadline, key))
+                    self._note(deadline)
             return
 
         if RESPONSE_START <= code < RESPONSE_END:

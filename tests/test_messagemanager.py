@@ -145,6 +145,58 @@ def test_separate_response_after_empty_ack(net):
     assert server.core.outgoing_size == 0
 
 
+def _answering_inline(net, name="server", fail=False):
+    """A peer whose requests are answered (piggybacked) within their
+    delivery, as a server whose render finishes at once does; with
+    ``fail`` the delivery raises after nothing was sent."""
+    peer = net.add(name)
+
+    def deliver(message):
+        if fail:
+            raise RuntimeError("delivery failed")
+        response = response_to(message)
+        peer.core.send_message(response, net.now)
+
+    peer.core = MessageLayer(
+        send=lambda data, remote: net.transmit(peer, data, remote),
+        deliver_request=deliver,
+        deliver_response=peer._deliver_response,
+        log=log,
+        tuning=TransportTuning(),
+        rng=random.Random(name),
+    )
+    return peer
+
+
+def test_request_answered_within_its_delivery_leaves_no_empty_ack_deadline(net):
+    """A CON request answered while it is delivered needs no empty ACK:
+    nothing is queued for one, so a server answering one request at a
+    time has no timer to wake for (only the dedup expiry, much later)."""
+    client, server = net.add("client"), _answering_inline(net)
+    client.core.send_message(request(), net.now)
+    net.flush()
+    assert [m.mtype for m in client.responses] == [Type.ACK]
+    assert server.core.take_added_deadline() > net.now + TransportTuning().EXCHANGE_LIFETIME - 1
+    assert server.core.next_deadline() > net.now + 1
+    net.advance(0.2)  # past EMPTY_ACK_DELAY: no empty ACK follows
+    assert sum(1 for s, _, _ in net.sent if s is server) == 1
+
+
+def test_request_whose_delivery_fails_still_gets_its_empty_ack(net):
+    """If handing a CON request up raises, the request still counts as
+    being processed: its empty ACK goes out after EMPTY_ACK_DELAY (and
+    stops the client's retransmissions)."""
+    client, server = net.add("client"), _answering_inline(net, fail=True)
+    client.core.send_message(request(), net.now)
+    with pytest.raises(RuntimeError):
+        net.flush()
+    assert server.core.next_deadline() <= net.now + TransportTuning().EMPTY_ACK_DELAY
+    net.advance(0.2)
+    empty_acks = [Message.decode(d) for s, d, _ in net.sent if s is server]
+    assert [(m.mtype, m.code) for m in empty_acks] == [(Type.ACK, Code.EMPTY)]
+    assert client.core.outgoing_size == 0
+
+
 def test_retransmission_schedule_and_timeout(net):
     tuning = TransportTuning(ACK_TIMEOUT=2.0, ACK_RANDOM_FACTOR=1.5, MAX_RETRANSMIT=4)
     client = net.add("client", tuning=tuning)
