@@ -394,30 +394,32 @@ class FileServer(Resource, interfaces.ObservableResource, PathCapable):
         since its first block, or None where that does not apply (nothing
         kept open, the file changed, or the request asks for more than a
         plain block: then the full path answers it)."""
-        entry = self._open_files.get(request.opt.uri_path, asyncio.get_running_loop().time())
+        opt = request.opt
+        entry = self._open_files.get(opt.uri_path, asyncio.get_running_loop().time())
         if entry is None:
             return None
-        szx = block2.size_exponent
+        number, _, szx = block2
         if (
             szx > getattr(request.remote, "maximum_block_size_exp", 6)
             or szx == 7
-            or request.opt.etags
-            or request.opt.accept is not None
+            or opt.etags
+            or opt.accept is not None
         ):
             return None
         fd = entry.fd
         if stat_signature(os.fstat(fd)) != entry.signature:
-            self._open_files.drop(request.opt.uri_path)
+            self._open_files.drop(opt.uri_path)
             return None
         size = entry.size
-        offset = block2.start
+        block_size = block2.size
+        offset = number * block_size
         if offset >= size:
             return None
-        payload = os.pread(fd, min(block2.size, size - offset), offset)
+        payload = os.pread(fd, min(block_size, size - offset), offset)
         response = Message(code=Code.CONTENT, payload=payload)
         options = response.opt = entry.template.copy_shallow()
-        options.block2 = _BlockwiseTuple(block2.block_number, offset + len(payload) < size, szx)
-        if request.opt.size2 is not None:
+        options.block2 = _BlockwiseTuple(number, offset + len(payload) < size, szx)
+        if opt.size2 is not None:
             options.size2 = size
         return response
 
