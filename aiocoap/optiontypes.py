@@ -305,6 +305,7 @@ class BlockOption(TypedOption):
         if len(rawdata) > 3:
             raise ValueError("block option longer than 3 bytes")
         as_integer = int.from_bytes(rawdata, "big")
-        # (block number, more, size exponent; positional: this is decoded
+        # (block number, more, size exponent; tuple.__new__ because a named
+        # tuple's own constructor is a Python function, and this is decoded
         # for every block of a transfer)
-        self._value = self.BlockwiseTuple(as_integer >> 4, bool(as_integer & 0x08), as_integer & 0x07)
+        self._value = tuple.__new__(self.BlockwiseTuple, (as_integer >> 4, bool(as_integer & 0x08), as_integer & 0x07))
