@@ -46,7 +46,6 @@ import argparse
 import contextlib
 import hashlib
 import json
-import os
 import random
 import shutil
 import socket
@@ -70,6 +69,7 @@ BLOCK2 = 23
 ECHO = 252
 CONTENT = 0x45  # 2.05
 UNAUTHORIZED = 0x81  # 4.01
+BLOCK_SZX = 6  # 1024 byte blocks
 LIBCOAP_CLIENT = "coap-client-notls"
 _HEADER = struct.Struct("!BBHI")
 
@@ -91,6 +91,22 @@ def make_tree(directory: Path, size: int) -> str:
 
 def _uint(value: int) -> bytes:
     return value.to_bytes((value.bit_length() + 7) // 8, "big")
+
+
+def options_and_payload(data: bytes) -> tuple[dict, bytes]:
+    """Options (number -> last value) and payload of a response datagram."""
+    return _options_after_path(data, 4 + (data[0] & 0x0F))
+
+
+def block_request(mid: int, token: int, uri_path: bytes, number: int, echo: bytes | None = None) -> bytes:
+    """A CON GET (4-byte token) for block ``number`` (1024 bytes) of the
+    resource whose encoded Uri-Path options are ``uri_path``; with
+    ``echo``, the Echo option repeating a server's value."""
+    request = (_HEADER.pack(0x44, 0x01, mid, token) + uri_path
+               + _option(BLOCK2 - URI_PATH, _uint(number << 4 | BLOCK_SZX)))
+    if echo is not None:
+        request += _option(ECHO - BLOCK2, echo)
+    return request
 
 
 def _options_after_path(data: bytes, start: int) -> tuple[dict, bytes]:
@@ -153,10 +169,7 @@ def download(port: int, path: str, timeout: float = 1.0) -> tuple[float, str, in
         echo = None
         start = time.perf_counter()
         while True:
-            request = (_HEADER.pack(0x44, 0x01, mid, token) + uri_path
-                       + _option(BLOCK2 - URI_PATH, _uint(number << 4 | 6)))
-            if echo is not None:
-                request += _option(ECHO - BLOCK2, echo)
+            request = block_request(mid, token, uri_path, number, echo)
             for _ in range(4):
                 sock.send(request)
                 try:
@@ -170,7 +183,7 @@ def download(port: int, path: str, timeout: float = 1.0) -> tuple[float, str, in
             else:
                 raise RuntimeError(f"block {number} was not answered")
             mid = (mid + 1) & 0xFFFF
-            options, payload = _options_after_path(data, 4 + (data[0] & 0x0F))
+            options, payload = options_and_payload(data)
             if data[1] == UNAUTHORIZED and ECHO in options and echo is None:
                 echo = options[ECHO]
                 continue

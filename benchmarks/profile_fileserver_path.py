@@ -55,27 +55,27 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # (this tree's aiocoap)
 sys.path.insert(0, str(HERE))
 import loadgen  # noqa: E402  (a sibling module)
-from bench_fileserver import BLOCK2, ECHO, URI_PATH, _HEADER, _option, _options_after_path, _uint  # noqa: E402
+from bench_fileserver import BLOCK_SZX, CONTENT, ECHO, block_request as encode_block_request, options_and_payload  # noqa: E402
 
 FILE_SIZE = 1 << 20
-BLOCK_EXPONENT = 6  # 1024 bytes
-BLOCKS_IN_FILE = FILE_SIZE >> (BLOCK_EXPONENT + 4)
+BLOCKS_IN_FILE = FILE_SIZE >> (BLOCK_SZX + 4)
 DRAIN_EVERY = 64
 TOKEN = 0x12345678
 
 
 _URI_PATH = loadgen.encode_uri_path("/big.bin")
-# (the Block2 options of all blocks, encoded once: building the requests
-# is part of what --callgrind counts, so it should cost little)
-_BLOCK_OPTIONS = [_option(BLOCK2 - URI_PATH, _uint(number << 4 | BLOCK_EXPONENT)) for number in range(BLOCKS_IN_FILE)]
+# (the requests of all blocks of the file, encoded once without message
+# IDs: building them is part of what --callgrind counts, so it should
+# cost little)
+_BLOCK_REQUESTS = [encode_block_request(0, TOKEN, _URI_PATH, number) for number in range(BLOCKS_IN_FILE)]
 
 
 def block_request(mid: int, number: int, echo: bytes | None = None) -> bytes:
     """The datagram of a client asking for block ``number`` of /big.bin."""
-    request = _HEADER.pack(0x44, 0x01, mid & 0xFFFF, TOKEN) + _URI_PATH + _BLOCK_OPTIONS[number]
     if echo is not None:
-        request += _option(ECHO - BLOCK2, echo)
-    return request
+        return encode_block_request(mid & 0xFFFF, TOKEN, _URI_PATH, number, echo)
+    template = _BLOCK_REQUESTS[number]
+    return template[:2] + (mid & 0xFFFF).to_bytes(2, "big") + template[4:]
 
 
 async def measure(root: Path, blocks: int, repeats: int, profile_to: str | None) -> float:
@@ -119,7 +119,7 @@ async def measure_once(root: Path, blocks: int, profile_to: str | None) -> float
         answer = drain()
         if answer is None:
             raise RuntimeError("the file server did not answer the first block")
-        options, _ = _options_after_path(answer, 4 + (answer[0] & 0x0F))
+        options, _ = options_and_payload(answer)
         deliver(block_request(2, 0, options.get(ECHO)), [], 0, client_address)
         await asyncio.sleep(0.05)
         drain()
@@ -138,7 +138,7 @@ async def measure_once(root: Path, blocks: int, profile_to: str | None) -> float
             profiler.disable()
             profiler.dump_stats(profile_to)
         last = drain()
-        if last is None or last[1] != 0x45:
+        if last is None or last[1] != CONTENT:
             raise RuntimeError(f"the last block was not answered with 2.05: {last!r}")
         return elapsed / blocks * 1e6
     finally:
@@ -180,7 +180,7 @@ def callgrind_instructions(blocks: int) -> int:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--blocks", type=int, default=20000, help="blocks per run")
+    parser.add_argument("--blocks", type=int, help="blocks per run (default 20000, with --callgrind 1000)")
     parser.add_argument("--repeats", type=int, default=3, help="runs (the best counts)")
     parser.add_argument("--callgrind", action="store_true",
                         help="count instructions per block under valgrind instead (--blocks 1000 by default)")
@@ -189,21 +189,22 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     if args.callgrind:
-        blocks = args.blocks if "--blocks" in (argv if argv is not None else sys.argv) else 1000
+        blocks = args.blocks or 1000
         small, large = callgrind_instructions(blocks), callgrind_instructions(3 * blocks)
         per_block = (large - small) / (2 * blocks)
         report = {"instructions_per_block": round(per_block), "blocks": blocks}
         print(json.dumps(report) if args.json else f"{per_block:,.0f} instructions per block (callgrind, user space)")
         return
 
+    blocks = args.blocks or 20000
     root = Path(tempfile.mkdtemp(prefix="profile-path-"))
     try:
         make_file(root)
-        micros = asyncio.run(measure(root, args.blocks, args.repeats, args.cprofile))
+        micros = asyncio.run(measure(root, blocks, args.repeats, args.cprofile))
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    report = {"us_per_block": round(micros, 2), "blocks": args.blocks, "repeats": args.repeats}
-    print(json.dumps(report) if args.json else f"{micros:.2f} us per block (best of {args.repeats} x {args.blocks})")
+    report = {"us_per_block": round(micros, 2), "blocks": blocks, "repeats": args.repeats}
+    print(json.dumps(report) if args.json else f"{micros:.2f} us per block (best of {args.repeats} x {blocks})")
 
 
 if __name__ == "__main__":
